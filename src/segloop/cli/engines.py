@@ -1,0 +1,28 @@
+"""``segloop engines``: list the registered engines and whether each can run here."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``engines`` subcommand."""
+    p: argparse.ArgumentParser = sub.add_parser("engines", help="list segmentation engines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one line per engine: name, availability, description."""
+    from segloop.engines.registry import engine_class, engine_names, resolve_auto
+
+    auto = resolve_auto()
+    for name in engine_names():
+        cls = engine_class(name)
+        reason = cls.unavailable_reason()
+        state = "ready" if reason is None else f"unavailable: {reason}"
+        mark = " (auto)" if name == auto else ""
+        print(f"{name}{mark}\t{state}\t{getattr(cls, 'description', '')}")
+    return 0

@@ -1,0 +1,121 @@
+"""The engine protocol every segmentation engine implements, and helpers to drive it.
+
+An :class:`Engine` holds what is shared by all volumes of a process (weights, settings); its
+``open()`` returns a :class:`Session` that holds one volume's state (embeddings, prompts, the
+current 3D masks of each object). Long work (``propagate``, ``refine``) is a generator of
+:class:`~segloop.types.SliceResult`: the caller reports progress per slice and cancels by
+stopping the iteration (see :func:`drive`). Must not import FastAPI, Celery or the CLI.
+
+Semantics shared by all engines (the contract test in tests/engines checks them):
+
+- ``segment_slice(z, prompts, object_id)``: the 2D mask ``(X, Y)`` bool on slice z; it is stored
+  as that object's mask on slice z (other slices untouched) and slice z becomes an *anchor*.
+- ``propagate(z, mask2d=None, object_id)``: from slice z (its stored mask, or ``mask2d``), fill
+  the object's mask on every other slice, both directions, up to the next anchor or the end of
+  the volume. Yields one result per slice computed.
+- ``refine(z, prompts, object_id)``: a correction on slice z. Prompts are *added* to those already
+  given on slice z (a box replaces the old box); when slice z had no prompts the correction acts
+  on the current mask there. Slice z becomes an anchor and the object is re-propagated from z
+  in both directions up to the neighbouring anchors.
+- ``mask(object_id)``: the current ``(X, Y, Z)`` bool mask; ``set_mask`` replaces it (an edit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import ClassVar, Protocol, runtime_checkable
+
+from segloop.errors import CancelledError
+from segloop.io.volume import Volume
+from segloop.types import BoolArray, Prompts, SliceResult
+
+__all__ = ["Engine", "ProgressCallback", "Session", "drive"]
+
+ProgressCallback = Callable[[SliceResult], None]
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One volume's interactive state. Voxel axes are the canonical (x, y, z) of the volume."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Canonical volume shape ``(X, Y, Z)``."""
+        ...
+
+    def segment_slice(self, z: int, prompts: Prompts, object_id: int = 1) -> BoolArray:
+        """Segment axial slice z from prompts; returns an ``(X, Y)`` bool mask."""
+        ...
+
+    def propagate(
+        self, z: int, mask2d: BoolArray | None = None, object_id: int = 1
+    ) -> Iterator[SliceResult]:
+        """Propagate the mask of slice z through the volume in both directions."""
+        ...
+
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
+        """Apply a correction on slice z and re-propagate from it."""
+        ...
+
+    def mask(self, object_id: int = 1) -> BoolArray:
+        """The current ``(X, Y, Z)`` bool mask of one object (all False if never segmented)."""
+        ...
+
+    def set_mask(self, mask3d: BoolArray, object_id: int = 1) -> None:
+        """Replace an object's 3D mask (e.g. a user's brush edit); every non-empty slice anchors."""
+        ...
+
+    def objects(self) -> list[int]:
+        """Ids of the objects this session has masks for."""
+        ...
+
+
+class Engine(Protocol):
+    """A segmentation engine. Constructed once per process; ``open`` is cheap to call per volume."""
+
+    name: ClassVar[str]
+    #: one line shown by ``segloop engines`` and the API
+    description: ClassVar[str]
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when the engine can run here, else why not (missing weights, package...)."""
+        ...
+
+    def open(self, volume: Volume) -> Session:
+        """Open a session on ``volume`` (any orientation; the session works on its canonical view)."""
+        ...
+
+
+def drive(
+    results: Iterator[SliceResult],
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+) -> int:
+    """Run a propagation/refinement generator to the end; return the number of slices done.
+
+    ``on_progress`` is called after every slice. ``cancel`` is checked between slices; when it
+    is set the generator is closed and :class:`CancelledError` is raised (the session keeps
+    the slices already computed).
+    """
+    n = 0
+    is_cancelled: Callable[[], bool]
+    if cancel is None:
+        is_cancelled = lambda: False  # noqa: E731
+    elif isinstance(cancel, threading.Event):
+        is_cancelled = cancel.is_set
+    else:
+        is_cancelled = cancel
+    try:
+        for res in results:
+            n += 1
+            if on_progress is not None:
+                on_progress(res)
+            if is_cancelled():
+                raise CancelledError(f"cancelled after {n} slice(s)")
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return n

@@ -1,0 +1,77 @@
+"""Engines registered by name through the ``segloop.engines`` entry-point group.
+
+``pyproject.toml`` registers the built-in engines; another package adds one with::
+
+    [project.entry-points."segloop.engines"]
+    myengine = "mypkg.engine:MyEngine"
+
+Engine instances are created once per process and cached (weights are loaded once).
+Nothing is imported until an engine is asked for by name.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib.metadata import entry_points
+from typing import Any, cast
+
+from segloop.engines.base import Engine
+from segloop.errors import SegloopError
+
+__all__ = ["engine_class", "engine_names", "get_engine", "register_engine", "resolve_auto"]
+
+GROUP = "segloop.engines"
+_extra: dict[str, type[Any]] = {}
+_instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Engine] = {}
+_lock = threading.Lock()
+
+#: preference order for ``--engine auto``: first available wins; classic is the fallback
+AUTO_ORDER: tuple[str, ...] = ("medsam2", "sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus",
+                               "sam2.1-large", "classic")
+
+
+def register_engine(name: str, cls: type[Any]) -> None:
+    """Register an engine class under ``name`` for this process (tests, plugins without packaging)."""
+    _extra[name] = cls
+
+
+def engine_names() -> list[str]:
+    """All registered engine names, sorted."""
+    names = {ep.name for ep in entry_points(group=GROUP)} | set(_extra)
+    return sorted(names)
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The engine class registered as ``name``; SegloopError listing the known names if none."""
+    if name in _extra:
+        return cast(type[Engine], _extra[name])
+    for ep in entry_points(group=GROUP):
+        if ep.name == name:
+            return cast(type[Engine], ep.load())
+    raise SegloopError(f"unknown engine {name!r}; known engines: {', '.join(engine_names())}")
+
+
+def resolve_auto() -> str:
+    """The name ``auto`` stands for: the first engine of AUTO_ORDER that can run here."""
+    known = set(engine_names())
+    for name in AUTO_ORDER:
+        if name in known and engine_class(name).unavailable_reason() is None:
+            return name
+    return "classic"
+
+
+def get_engine(name: str = "classic", **options: Any) -> Engine:
+    """A process-wide engine instance for ``name`` (``"auto"`` resolved) and options."""
+    if name == "auto":
+        name = resolve_auto()
+    key = (name, tuple(sorted(options.items())))
+    with _lock:
+        inst = _instances.get(key)
+        if inst is None:
+            cls = engine_class(name)
+            reason = cls.unavailable_reason()
+            if reason is not None:
+                raise SegloopError(f"engine {name!r} cannot run here: {reason}")
+            inst = cls(**options)
+            _instances[key] = inst
+        return inst

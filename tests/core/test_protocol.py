@@ -1,0 +1,43 @@
+"""The evaluation protocol's building blocks: key slice, box, simulated clicks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segloop.errors import InputError
+from segloop.eval.protocol import box_from_mask, key_slice, next_click
+
+
+def test_key_slice_and_box() -> None:
+    truth = np.zeros((10, 12, 5), bool)
+    truth[2:5, 3:9, 1] = True
+    truth[1:6, 2:10, 3] = True
+    assert key_slice(truth) == 3
+    assert box_from_mask(truth[:, :, 3]) == (1, 2, 5, 9)
+    with pytest.raises(InputError, match="empty"):
+        key_slice(np.zeros((3, 3, 3), bool))
+
+
+def test_box_of_a_single_voxel_is_widened() -> None:
+    m = np.zeros((5, 5), bool)
+    m[4, 2] = True
+    x0, y0, x1, y1 = box_from_mask(m)
+    assert (x0, x1) == (3, 4) and (y0, y1) == (2, 3)
+
+
+def test_click_goes_to_the_centre_of_the_largest_error() -> None:
+    truth = np.zeros((30, 30, 9), bool)
+    truth[5:25, 5:25, 2:7] = True
+    pred = truth.copy()
+    pred[5:12, 5:12, 2:7] = False  # a missed block 7x7x5
+    pred[26:28, 26:28, 4] = True  # a small spurious blob
+    c = next_click(pred, truth, (1.0, 1.0, 1.0))
+    assert c is not None and c.label == 1
+    assert 7 <= c.x <= 9 and 7 <= c.y <= 9 and c.z == 4
+    # once the miss is fixed, the spurious blob gets a negative click
+    c2 = next_click(pred | truth, truth, (1.0, 1.0, 1.0))
+    assert c2 is not None and c2.label == 0 and (c2.x, c2.y, c2.z) in {
+        (x, y, 4) for x in (26, 27) for y in (26, 27)
+    }
+    assert next_click(truth, truth, (1.0, 1.0, 1.0)) is None
