@@ -87,6 +87,15 @@ class Volume:
     def _to_ras_transform(self) -> npt.NDArray[np.float64]:
         return np.asarray(ornt.ornt_transform(ornt.io_orientation(self.affine), _RAS))
 
+    @property
+    def canonical_shape(self) -> tuple[int, int, int]:
+        """Shape of ``canonical().data``, computed without moving any voxels."""
+        t = self._to_ras_transform()
+        out = [0, 0, 0]
+        for axis, (target, _flip) in enumerate(t):
+            out[int(target)] = self.shape[axis]
+        return (out[0], out[1], out[2])
+
     def is_canonical(self) -> bool:
         """True when the array is already in closest-canonical RAS order."""
         t = self._to_ras_transform()
