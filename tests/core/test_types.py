@@ -37,7 +37,7 @@ def test_bad_box_or_slice(z: int, box: tuple[int, int, int, int], match: str) ->
 def test_bad_points() -> None:
     with pytest.raises(PromptError, match="one label per point"):
         Prompts.make(points=[(1, 2), (3, 4)], labels=[1])
-    with pytest.raises(PromptError, match="1 .positive. or 0"):
+    with pytest.raises(PromptError, match=r"1 .positive. or 0"):
         Prompts.make(points=[(1, 2)], labels=[2])
     with pytest.raises(PromptError, match="give a box or at least one point"):
         Prompts.make()

@@ -100,10 +100,12 @@ def next_click(
     if best is None:
         return None
     _, region, label = best
-    padded = np.pad(region, 1)
+    # the distance transform only needs the region's bounding box (padded so borders count)
+    (sl,) = ndi.find_objects(region.astype(np.uint8))
+    padded = np.pad(region[sl], 1)
     dist = ndi.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
     x, y, z = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return Click(int(x), int(y), int(z), label)
+    return Click(int(x) + sl[0].start, int(y) + sl[1].start, int(z) + sl[2].start, label)
 
 
 def run_interaction(

@@ -1,0 +1,93 @@
+"""``segloop eval``: benchmark one or several engines on a manifest with the interactive protocol.
+
+Owns the terminal for this command (progress bar, the summary table); the work is done by
+segloop.eval (manifest, runner, report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``eval`` subcommand to an argparse subparsers object."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "eval",
+        help="evaluate engines on a manifest of labelled volumes (Dice, NSD, HD95 per click)",
+        description=(
+            "For every case of MANIFEST (CSV: case_id,image,label,label_value,structure,modality"
+            "[,patient_id]) and every engine: a box on the axial slice where the target is largest, "
+            "propagation, then up to N simulated corrective clicks. Writes per_click.csv, "
+            "summary.md, summary.json, plots and key-slice overlays to --out and prints the "
+            "summary table."
+        ),
+    )
+    p.add_argument("manifest", type=Path, help="CSV manifest")
+    p.add_argument("--root", type=Path, default=None,
+                   help="folder the manifest's paths are relative to (default: the manifest's folder)")
+    p.add_argument("--out", type=Path, default=Path("reports/eval"),
+                   help="report folder (default: reports/eval)")
+    p.add_argument("--engine", action="append", dest="engines", metavar="NAME",
+                   help="engine to evaluate; repeat to compare several side by side (default: classic)")
+    p.add_argument("--clicks", type=int, default=5, metavar="N",
+                   help="simulated corrective clicks per case (default: 5)")
+    p.add_argument("--tolerance", type=float, default=2.0, metavar="MM",
+                   help="NSD tolerance in mm (default: 2)")
+    p.add_argument("--cases", nargs="+", metavar="ID", help="evaluate only these case ids")
+    p.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first engine error instead of scoring the case as empty")
+    p.add_argument("--no-overlays", action="store_true", help="skip the per-case overlay PNGs")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``segloop eval``; returns 0, or 1 when an engine failed on some case."""
+    from tqdm import tqdm
+
+    from segloop.errors import InputError
+    from segloop.eval.manifest import read_manifest
+    from segloop.eval.report import format_summary_table, summarize, write_report
+    from segloop.eval.runner import EvalProgress, evaluate, resolve_engines
+
+    if args.clicks < 0:
+        raise InputError(f"--clicks must be >= 0, got {args.clicks}")
+    if not args.tolerance >= 0:
+        raise InputError(f"--tolerance must be >= 0 mm, got {args.tolerance}")
+    cases = read_manifest(args.manifest, args.root)
+    if args.cases:
+        known = {c.case_id for c in cases}
+        unknown = [c for c in args.cases if c not in known]
+        if unknown:
+            raise InputError(f"--cases: unknown case id(s) {', '.join(unknown)}; the manifest has "
+                             f"{', '.join(sorted(known))}")
+        cases = [c for c in cases if c.case_id in set(args.cases)]
+    engines = resolve_engines(args.engines or ["classic"])
+
+    total = len(cases) * len(engines) * (args.clicks + 1)
+    with tqdm(total=total, desc="eval", unit="step", disable=args.quiet, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+
+        def on_progress(p: EvalProgress) -> None:
+            bar.set_postfix_str(f"{p.engine} {p.case_id} ({p.case_index + 1}/{p.n_cases})", refresh=False)
+            bar.update(max(p.done - bar.n, 0))
+
+        result = evaluate(
+            cases, engines, clicks=args.clicks, tolerance_mm=args.tolerance, on_progress=on_progress,
+            fail_fast=args.fail_fast,
+        )
+    paths = write_report(result, args.out, overlays=not args.no_overlays)
+    print(format_summary_table(summarize(result)))
+    print(f"\nreport: {paths.markdown} (per-click CSV, plots and overlays in {args.out})")
+    if result.errors:
+        print(f"segloop: {len(result.errors)} engine failure(s), scored as empty predictions:",
+              file=sys.stderr)
+        for e in result.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 1
+    return 0
