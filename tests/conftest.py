@@ -20,7 +20,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Every test gets its own SEGLOOP_HOME so nothing touches the user's cache or jobs."""
     home = tmp_path_factory.mktemp("segloop_home")
     monkeypatch.setenv("SEGLOOP_HOME", str(home))

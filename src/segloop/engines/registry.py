@@ -18,7 +18,7 @@ from typing import Any, cast
 from segloop.engines.base import Engine
 from segloop.errors import SegloopError
 
-__all__ = ["engine_class", "engine_names", "get_engine", "register_engine", "resolve_auto"]
+__all__ = ["clear_engines", "engine_class", "engine_names", "get_engine", "register_engine", "resolve_auto"]
 
 GROUP = "segloop.engines"
 _extra: dict[str, type[Any]] = {}
@@ -75,3 +75,9 @@ def get_engine(name: str = "classic", **options: Any) -> Engine:
             inst = cls(**options)
             _instances[key] = inst
         return inst
+
+
+def clear_engines() -> None:
+    """Drop every cached engine instance (a model reload: the next get_engine loads again)."""
+    with _lock:
+        _instances.clear()
