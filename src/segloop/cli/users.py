@@ -1,0 +1,50 @@
+"""``segloop users add|list|remove``: API users and keys (printed once, stored hashed).
+
+Imports SQLAlchemy (via segloop.jobs) only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``users`` subcommand."""
+    p = subparsers.add_parser("users", help="manage API users and keys")
+    p.add_argument("--config", help="TOML/JSON settings file")
+    p.add_argument("--home", help="data directory")
+    p.add_argument("--database-url", help="SQLAlchemy URL of the job store")
+    sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    a = sub.add_parser("add", help="create a user and print its API key (shown once)")
+    a.add_argument("name")
+    a.add_argument("--role", choices=["annotator", "reviewer", "admin"], default="annotator")
+    sub.add_parser("list", help="list users and roles")
+    r = sub.add_parser("remove", help="delete a user (their jobs stay)")
+    r.add_argument("name")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one users action."""
+    from segloop.config import load_settings
+    from segloop.jobs.store import JobStore
+
+    settings = load_settings(args.config, home=args.home, database_url=args.database_url)
+    store = JobStore(settings)
+    try:
+        if args.users_command == "add":
+            key = store.add_user(args.name, args.role)
+            print(f"created user {args.name} ({args.role}); API key (shown only once):")
+            print(key)
+        elif args.users_command == "list":
+            for u in store.list_users():
+                print(f"{u['name']}\t{u['role']}\t{u['created']}")
+        else:
+            store.remove_user(args.name)
+            print(f"removed user {args.name}")
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,149 @@
+"""Service settings (``segloop serve`` / ``segloop worker``), read from the environment and a file.
+
+Every field can be set by an environment variable ``SEGLOOP_<FIELD>`` (e.g. ``SEGLOOP_PORT=9000``)
+or in a TOML/JSON config file named by ``SEGLOOP_CONFIG`` or ``--config``; explicit keyword
+arguments win over the environment, which wins over the file. ``docs/service.md`` has the
+table of fields. Building a :class:`Settings` object does no I/O besides reading that file;
+:meth:`Settings.ensure_dirs` creates the data directory. Imports only pydantic(-settings) and
+the standard library; never torch, FastAPI or Celery.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from segloop.errors import InputError
+
+__all__ = ["Settings", "is_loopback", "load_settings"]
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Settings of the segloop service. Paths are absolute after validation; sizes in bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGLOOP_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path(os.path.expanduser("~")) / ".segloop",
+        description="data directory: job store (SQLite), uploads, mask versions, datastore",
+    )
+    host: str = Field("127.0.0.1", description="address the API binds to")
+    port: int = Field(8000, description="TCP port of the API")
+    queue: Literal["embedded", "celery"] = Field(
+        "embedded", description="embedded: in-process thread pool; celery: Redis + `segloop worker`"
+    )
+    workers: int = Field(2, ge=1, description="embedded queue: number of worker threads")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the job store; default sqlite:///<home>/segloop.db"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and event bus")
+    max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload (bytes)")
+    max_voxels: int = Field(1024**3, description="largest accepted volume (voxels, before inflating)")
+    require_api_keys: bool | None = Field(
+        None, description="None: required exactly when `host` is not a loopback address"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS; empty = CORS closed"
+    )
+    retention_days: int = Field(30, ge=0, description="cleanup deletes jobs idle for longer")
+    default_engine: str = Field("auto", description="engine used when a request names none")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="how often a running task reports it is alive"
+    )
+    stale_after_seconds: float = Field(
+        60.0, gt=0, description="a running task silent this long is considered crashed"
+    )
+    max_attempts: int = Field(3, ge=1, description="a crashed task is retried this many times")
+    visibility_timeout: int = Field(
+        3600, description="Celery/Redis: seconds before an unacknowledged message is redelivered"
+    )
+    session_cache_size: int = Field(32, ge=1, description="engine sessions kept per worker process")
+    plugins: list[str] = Field(
+        default_factory=list, description="modules imported at start (e.g. to register engines)"
+    )
+    json_logs: bool = Field(True, description="log one JSON object per line")
+    log_level: str = Field("INFO", description="logging level of serve/worker")
+
+    @property
+    def db_url(self) -> str:
+        """The job store URL (SQLite file under ``home`` unless ``database_url`` is set)."""
+        return self.database_url or f"sqlite:///{self.home / 'segloop.db'}"
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether requests need an API key (explicit setting, else: not bound to loopback)."""
+        if self.require_api_keys is not None:
+            return self.require_api_keys
+        return not is_loopback(self.host)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """``<home>/jobs``: one folder per job (source, canonical volume, mask versions)."""
+        return self.home / "jobs"
+
+    @property
+    def datastore_dir(self) -> Path:
+        """``<home>/datastore``: reviewed masks for training (see docs/service.md)."""
+        return self.home / "datastore"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """``<home>/tmp``: uploads in flight (same filesystem, so renames are atomic)."""
+        return self.home / "tmp"
+
+    def ensure_dirs(self) -> None:
+        """Create the data directory layout."""
+        for d in (self.home, self.jobs_dir, self.datastore_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".json":
+            data: Any = json.loads(text)
+        else:
+            data = tomllib.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {path} is not valid TOML/JSON: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("segloop"), dict):
+        data = data["segloop"]
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} must hold a table of settings")
+    return data
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (lowest to highest priority) a config file, the environment, ``overrides``.
+
+    ``config_file`` defaults to ``$SEGLOOP_CONFIG``; TOML (optionally under a ``[segloop]``
+    table) or JSON. Overrides whose value is None are ignored (handy for CLI flags).
+    """
+    path = config_file or os.environ.get("SEGLOOP_CONFIG")
+    file_values = _read_config_file(Path(path)) if path else {}
+    env_names = {k[len("SEGLOOP_"):].lower() for k in os.environ if k.startswith("SEGLOOP_")}
+    values = {k: v for k, v in file_values.items() if k not in env_names}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    settings.home = settings.home.expanduser().resolve()
+    return settings

@@ -1,0 +1,165 @@
+"""The queue protocol and its two implementations: embedded (thread pool) and Celery (Redis).
+
+The API records a task in the job store, then calls ``queue.submit(task_id)``; the queue only
+carries task ids, never arrays. Whatever runs the task calls
+:meth:`segloop.jobs.runner.Runtime.run`, so both paths execute the same code.
+
+- :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone).
+  On start it resubmits the tasks a previous process left queued or running, so a restart
+  loses nothing; a reaper thread requeues tasks whose heartbeat stopped.
+- :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
+  processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
+  died is retried or failed with a reason even if no other worker notices.
+
+Never imports torch; Celery is imported only by CeleryQueue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from segloop.config import Settings
+from segloop.jobs.runner import Runtime
+
+__all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery"]
+
+log = logging.getLogger(__name__)
+
+#: the Celery task name both sides agree on
+TASK_NAME = "segloop.run_task"
+
+
+class TaskQueue(Protocol):
+    """Hands task ids to whatever executes them."""
+
+    kind: str
+
+    def submit(self, task_id: str) -> None:
+        """Schedule a recorded task."""
+        ...
+
+    def start(self) -> None:
+        """Start background threads (recovery, reaper)."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting work and release resources."""
+        ...
+
+
+class _Reaper:
+    def __init__(self, runtime: Runtime, resubmit: Any, interval: float) -> None:
+        self.runtime, self.resubmit, self.interval = runtime, resubmit, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="segloop-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.runtime.reap(self.resubmit)
+            except Exception as exc:  # pragma: no cover - keep the reaper alive
+                log.warning("reaper: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class EmbeddedQueue:
+    """In-process worker threads (``settings.workers`` of them)."""
+
+    kind = "embedded"
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings, self.runtime = settings, runtime
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers,
+                                        thread_name_prefix="segloop-worker")
+        self._closed = False
+        self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
+
+    def start(self) -> None:
+        for tid in self.runtime.store.unfinished_tasks():
+            t = self.runtime.store.get_task(tid)
+            if t is not None and t.state == "running":
+                self.runtime.store.requeue(tid, "the server stopped while it ran")
+            log.info("resubmitting task %s left by a previous run", tid)
+            self.submit(tid)
+        self._reaper.start()
+
+    def submit(self, task_id: str) -> None:
+        if self._closed:
+            return
+        self._pool.submit(self._run, task_id)
+
+    def _run(self, task_id: str) -> None:
+        try:
+            outcome = self.runtime.run(task_id)
+        except Exception:  # pragma: no cover - run() records its own failures
+            log.exception("task %s crashed the runner", task_id)
+            return
+        if outcome == "blocked" and not self._closed:
+            timer = threading.Timer(0.05, self.submit, args=(task_id,))
+            timer.daemon = True
+            timer.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._reaper.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_celery(settings: Settings) -> Any:
+    """A Celery app configured for segloop: late ack, prefetch 1, requeue on worker loss."""
+    from celery import Celery
+
+    app = Celery("segloop", broker=settings.redis_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue="segloop",
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app
+
+
+class CeleryQueue:
+    """Tasks go to ``segloop worker`` processes through Redis."""
+
+    kind = "celery"
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings, self.runtime = settings, runtime
+        self.app = make_celery(settings)
+        self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
+
+    def start(self) -> None:
+        self._reaper.start()
+
+    def submit(self, task_id: str) -> None:
+        self.app.send_task(TASK_NAME, args=[task_id])
+
+    def depth(self) -> int:
+        """Messages waiting in the Redis queue."""
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            return int(client.llen("segloop"))
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self._reaper.stop()
