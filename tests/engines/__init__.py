@@ -1,0 +1,1 @@
+"""Engine tests: the contract every registered engine passes, and the classic engine's quality."""
