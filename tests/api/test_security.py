@@ -110,6 +110,9 @@ def test_bad_uploads_leave_nothing(secured, data: Path, tmp_path: Path) -> None:
     # not an image at all
     r = c.post("/api/v1/jobs", files={"file": ("x.nii.gz", b"hello world, no image")}, headers=h)
     assert r.status_code == 415
+    # the message names the client's file, never a server-side path
+    detail = r.json()["detail"]
+    assert detail.startswith("x.nii.gz") and str(s.home) not in detail and "upload-" not in detail, detail
     # a form without a file
     r = c.post("/api/v1/jobs", files={"x": (None, "1")}, headers=h)
     assert r.status_code == 422 and "no file" in r.json()["detail"]

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import uuid
@@ -24,7 +25,7 @@ import numpy as np
 from sqlalchemy import delete, func, or_, select, update
 
 from segloop.config import Settings
-from segloop.errors import InputError, PromptError
+from segloop.errors import InputError, PromptError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.db import (
     AuditEntry,
@@ -208,6 +209,15 @@ class JobStore:
                                            max_voxels=self.settings.max_voxels)
             can = vol.canonical()
             build.rename(final)
+        except SegloopError as exc:
+            shutil.rmtree(build, ignore_errors=True)
+            upload.unlink(missing_ok=True)
+            # the message is for the client: name its file, never a server-side path
+            label = Path(filename).name[:200] if filename else "the upload"
+            pattern = "|".join(re.escape(str(p)) + r"[^\s:]*" for p in (build, upload))
+            exc.args = tuple(re.sub(pattern, label, a) if isinstance(a, str) else a
+                             for a in exc.args)
+            raise
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
             upload.unlink(missing_ok=True)
