@@ -11,6 +11,7 @@ Nothing is imported until an engine is asked for by name.
 
 from __future__ import annotations
 
+import logging
 import threading
 from importlib.metadata import entry_points
 from typing import Any, cast
@@ -20,6 +21,7 @@ from segloop.errors import SegloopError
 
 __all__ = ["clear_engines", "engine_class", "engine_names", "get_engine", "register_engine", "resolve_auto"]
 
+log = logging.getLogger(__name__)
 GROUP = "segloop.engines"
 _extra: dict[str, type[Any]] = {}
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Engine] = {}
@@ -55,7 +57,14 @@ def resolve_auto() -> str:
     """The name ``auto`` stands for: the first engine of AUTO_ORDER that can run here."""
     known = set(engine_names())
     for name in AUTO_ORDER:
-        if name in known and engine_class(name).unavailable_reason() is None:
+        if name not in known:
+            continue
+        try:
+            reason = engine_class(name).unavailable_reason()
+        except Exception as exc:  # a plugin that cannot even be imported is just unavailable
+            log.warning("engine %r skipped by auto: %s", name, exc)
+            continue
+        if reason is None:
             return name
     return "classic"
 
