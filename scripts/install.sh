@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install segloop into ./.venv (and the viewer's npm packages into ./node_modules).
+#   bash scripts/install.sh          # what `segloop serve` needs
+#   bash scripts/install.sh --dev    # + SAM2 engines, test tools, headless Chromium (as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP=(.venv/bin/pip install -q --disable-pip-version-check)
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if [ "${1:-}" = "--dev" ]; then
+    # torch is pinned: 2.13.0 is the local CPU build; other specs download GBs of CUDA packages.
+    "${PIP[@]}" torch==2.13.0
+    "${PIP[@]}" -e '.[sam2,service,dev]'
+    if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing Debian chromium + chromium-driver for the browser tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
+else
+    "${PIP[@]}" -e .
+fi
+if command -v npm >/dev/null; then
+    # the web viewer's NiiVue comes from npm (node_modules is not committed)
+    [ -d node_modules/@niivue/niivue ] || npm ci --no-audit --no-fund --loglevel=error
+else
+    echo "npm not found: the web viewer needs Node.js/npm (run 'npm ci' once it is installed)" >&2
+fi

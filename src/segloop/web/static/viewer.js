@@ -1,0 +1,1101 @@
+// segloop web viewer: NiiVue (WebGL2) + the segloop jobs API.
+//
+// Coordinates: the viewer displays the API's closest-canonical RAS volume (GET .../volume), so a
+// NiiVue voxel index (x, y, z) is the API's voxel index: x = array axis 0, y = axis 1, z = axial
+// slice. The mask overlay is NiiVue's drawing bitmap in that same order (x fastest), filled
+// from GET .../result?format=nii.gz&grid=canonical and saved back with PUT .../mask.
+
+import * as api from './api.js';
+import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
+
+const $ = (sel) => document.querySelector(sel);
+const $$ = (sel) => Array.from(document.querySelectorAll(sel));
+
+const VIEWS = { axial: 0, coronal: 1, sagittal: 2, multi: 3, render: 4 };
+const OVERLAY_OPACITY = 0.6;
+
+/** Everything the page knows; exposed as window.segloop.state for debugging and tests. */
+const S = {
+  job: null, // job record from the API
+  dims: [0, 0, 0],
+  objects: [],
+  currentObject: 1,
+  tool: 'navigate',
+  view: 'axial',
+  prompts: null, // {z, box: [x0,y0,x1,y1] | null, points: [{x, y, label}]}
+  drag: null, // box being dragged: {z, a: [x,y], b: [x,y]}
+  version: 0, // mask version shown
+  saved: null, // Uint8Array: labels of `version` (to revert unsaved edits)
+  dirty: false, // brush/eraser edits not saved yet
+  versions: [],
+  engines: [],
+  defaultEngine: '',
+  tasks: {}, // task_id -> {kind, object_id, started}
+  activeTask: null,
+  es: null,
+  esReady: null,
+  lastEvent: null,
+  eventCounts: {}, // SSE events received, by type
+  paintedSlices: 0, // propagated slices painted before their version arrived
+};
+
+let NV = null; // the NiiVue module
+let nv = null; // the Niivue instance
+
+// ------------------------------------------------------------------ small UI helpers
+function message(text, kind = '') {
+  const m = $('#message');
+  m.textContent = text;
+  m.className = kind;
+  m.title = text;
+}
+
+function banner(html) {
+  const b = $('#banner');
+  b.innerHTML = html;
+  b.classList.toggle('hidden', !html);
+}
+
+function setState(state, text) {
+  const p = $('#state');
+  p.dataset.state = state;
+  p.textContent = text || state;
+}
+
+function fail(err) {
+  console.warn(err);
+  message(err && err.message ? err.message : String(err), 'error');
+  setState('error', 'error');
+}
+
+const clamp = (v, lo, hi) => Math.max(lo, Math.min(hi, v));
+
+function hexToRgb(hex) {
+  const h = (hex || '#ff0000').replace('#', '');
+  return [0, 2, 4].map((i) => parseInt(h.slice(i, i + 2), 16));
+}
+
+function labelOf(objectId) {
+  const o = S.objects.find((x) => x.object_id === objectId);
+  return o ? o.label_value : objectId;
+}
+
+function fmtTime(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  return d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
+// ------------------------------------------------------------------ NiiVue setup
+async function initNiivue(url) {
+  NV = await import(url);
+  const D = NV.DRAG_MODE;
+  nv = new NV.Niivue({
+    backColor: [0, 0, 0, 1],
+    crosshairColor: [0.25, 0.75, 1, 0.85],
+    crosshairWidth: 0.3,
+    show3Dcrosshair: true,
+    dragAndDropEnabled: false,
+    isColorbar: false,
+    isOrientCube: false,
+    isRadiologicalConvention: true,
+    multiplanarShowRender: NV.SHOW_RENDER.ALWAYS,
+    multiplanarLayout: NV.MULTIPLANAR_TYPE.AUTO,
+    isForceMouseClickToVoxelCenters: true,
+    sliceType: NV.SLICE_TYPE.AXIAL,
+    penSize: 3,
+    isFilledPen: false,
+    maxDrawUndoBitmaps: 16,
+    logLevel: 'warn',
+    loadingText: '',
+    mouseEventConfig: {
+      leftButton: { primary: D.crosshair, withShift: D.pan, withCtrl: D.windowing },
+      rightButton: D.windowing,
+      centerButton: D.pan,
+    },
+  });
+  await nv.attachToCanvas($('#gl'));
+  nv.setDrawOpacity(OVERLAY_OPACITY);
+  nv.onLocationChange = onLocation;
+  nv.onDrawingChanged = () => {
+    if (S.tool === 'brush' || S.tool === 'eraser') markDirty(true);
+  };
+  nv.onMouseUp = () => updateWlReadout();
+  // redraw the prompt layer whenever NiiVue redraws (zoom, pan, resize, slice change)
+  const draw = nv.drawScene.bind(nv);
+  nv.drawScene = (...args) => {
+    const r = draw(...args);
+    drawOverlay();
+    return r;
+  };
+}
+
+function currentVox() {
+  if (!nv || !nv.back) return [0, 0, 0];
+  return Array.from(nv.frac2vox(nv.scene.crosshairPos));
+}
+
+function setSlice(z) {
+  if (!nv || !nv.back) return;
+  const v = currentVox();
+  const zz = clamp(Math.round(z), 0, S.dims[2] - 1);
+  if (zz !== v[2]) nv.moveCrosshairInVox(0, 0, zz - v[2]);
+}
+
+function onLocation(data) {
+  const v = data && data.vox ? Array.from(data.vox) : currentVox();
+  const val = data && data.values && data.values.length ? data.values[0].value : undefined;
+  const z = v[2];
+  $('#slice').value = String(z);
+  $('#slice-label').textContent = `${z} / ${S.dims[2] - 1}`;
+  const unit = S.job && S.job.modality === 'CT' ? ' HU' : '';
+  const vs = val === undefined ? '' : ` = ${Number.isInteger(val) ? val : val.toFixed(1)}${unit}`;
+  $('#cursor').textContent = `crosshair x ${v[0]}  y ${v[1]}  z ${v[2]}${vs}`;
+  S.crosshair = { vox: v, value: val };
+  updatePromptInfo();
+}
+
+function updateWlReadout() {
+  if (!nv || !nv.back) return;
+  const lo = nv.back.cal_min;
+  const hi = nv.back.cal_max;
+  $('#wl-readout').textContent = `W ${Math.round(hi - lo)} L ${Math.round((hi + lo) / 2)}`;
+}
+
+function applyWindow(value) {
+  if (!nv || !nv.back) return;
+  const v = nv.back;
+  if (value === 'auto') {
+    v.cal_min = v.robust_min;
+    v.cal_max = v.robust_max;
+  } else {
+    const [w, l] = value.split(',').map(Number);
+    v.cal_min = l - w / 2;
+    v.cal_max = l + w / 2;
+  }
+  nv.updateGLVolume();
+  updateWlReadout();
+}
+
+function setView(view) {
+  S.view = view;
+  $$('#views button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
+  if (nv) nv.setSliceType(VIEWS[view]);
+}
+
+function zoomBy(f) {
+  if (!nv) return;
+  const p = nv.scene.pan2Dxyzmm;
+  nv.setPan2Dxyzmm([p[0], p[1], p[2], clamp(p[3] * f, 0.25, 25)]);
+}
+
+// ------------------------------------------------------------------ mask overlay (drawing bitmap)
+function applyLut() {
+  if (!nv) return;
+  const lut = new Uint8ClampedArray(256 * 4);
+  for (let i = 1; i < 256; i++) lut.set([255, 255, 0, 255], i * 4); // labels without an object
+  const labels = Array.from({ length: 256 }, (_, i) => String(i));
+  for (const o of S.objects) {
+    lut.set([...hexToRgb(o.colour), 255], o.label_value * 4);
+    labels[o.label_value] = o.name;
+  }
+  nv.drawLut = { lut, labels };
+  nv.updateGLVolume();
+}
+
+function showLabels(data) {
+  if (!nv.drawBitmap || nv.drawBitmap.length !== data.length) nv.createEmptyDrawing();
+  nv.drawBitmap.set(data);
+  nv.drawClearAllUndoBitmaps();
+  nv.drawAddUndoBitmap();
+  nv.refreshDrawing(true);
+}
+
+async function loadVersion(n) {
+  const nvox = S.dims[0] * S.dims[1] * S.dims[2];
+  let data;
+  if (!n) {
+    data = new Uint8Array(nvox);
+  } else {
+    const url = api.jobUrl(S.job.job_id, `/result?format=nii.gz&grid=canonical&version=${n}`);
+    const resp = await api.request('GET', url);
+    const nii = await readLabelNifti(await resp.arrayBuffer());
+    if (nii.data.length !== nvox) {
+      throw new Error(`mask grid ${nii.dims.join('x')} does not match the volume ${S.dims.join('x')}`);
+    }
+    data = nii.data;
+  }
+  S.version = n;
+  S.saved = data.slice();
+  showLabels(data);
+  markDirty(false);
+  document.body.dataset.version = String(n);
+}
+
+/** Paint one propagated slice of an object as it arrives (progress event `masks`). */
+let repaintPending = false;
+function paintSlice(z, rle, objectId) {
+  if (!nv || !nv.drawBitmap) return;
+  const [nx, ny] = S.dims;
+  const m = decodeRle(rle, nx * ny);
+  const label = labelOf(objectId);
+  const bm = nv.drawBitmap;
+  const off = z * nx * ny;
+  S.paintedSlices += 1;
+  for (let i = 0; i < nx * ny; i++) {
+    if (m[i]) bm[off + i] = label;
+    else if (bm[off + i] === label) bm[off + i] = 0;
+  }
+  if (!repaintPending) {
+    repaintPending = true;
+    requestAnimationFrame(() => {
+      repaintPending = false;
+      nv.refreshDrawing(true);
+    });
+  }
+}
+
+function markDirty(d) {
+  S.dirty = d;
+  $('#btn-save').disabled = !d;
+  $('#btn-save').textContent = d ? 'Save edits *' : 'Save edits';
+}
+
+async function saveEdits() {
+  if (!S.job || !nv.drawBitmap) return;
+  const hdr = nv.back.hdr;
+  const nii = writeLabelNifti(nv.drawBitmap, S.dims, hdr.affine, hdr.pixDims.slice(1, 4));
+  setState('busy', 'saving');
+  const resp = await api.request('PUT', api.jobUrl(S.job.job_id, '/mask'), {
+    body: await gzip(nii), headers: { 'Content-Type': 'application/octet-stream' },
+  });
+  const out = await resp.json();
+  S.version = out.version;
+  S.saved = nv.drawBitmap.slice();
+  markDirty(false);
+  document.body.dataset.version = String(out.version);
+  message(`Edits saved as version ${out.version}`, 'ok');
+  setState('idle');
+  await refreshVersions();
+}
+
+// ------------------------------------------------------------------ prompts (box / points)
+function canvasXY(e) {
+  const c = $('#gl');
+  const r = c.getBoundingClientRect();
+  return [(e.clientX - r.left) * (c.width / r.width), (e.clientY - r.top) * (c.height / r.height)];
+}
+
+/** The axial voxel under a canvas position, or null when it is not on an axial tile. */
+function axialVoxAt(xy) {
+  if (!nv || !nv.back) return null;
+  const ti = nv.tileIndex(xy[0], xy[1]);
+  if (ti < 0 || nv.screenSlices[ti].axCorSag !== 0) return null;
+  const f = nv.canvasPos2frac(xy);
+  if (f[0] < 0) return null;
+  const [nx, ny] = S.dims;
+  return [clamp(Math.floor(f[0] * nx), 0, nx - 1), clamp(Math.floor(f[1] * ny), 0, ny - 1), currentVox()[2]];
+}
+
+/** Canvas position of the voxel-space point (fx, fy) in voxel units on the current axial slice. */
+function voxToCanvas(x, y) {
+  const [nx, ny] = S.dims;
+  const r = nv.frac2canvasPosWithTile([x / nx, y / ny, nv.scene.crosshairPos[2]], 0);
+  return r ? r.pos : null;
+}
+
+function drawOverlay() {
+  const ov = $('#overlay');
+  const gl = $('#gl');
+  if (ov.width !== gl.width || ov.height !== gl.height) {
+    ov.width = gl.width;
+    ov.height = gl.height;
+  }
+  const ctx = ov.getContext('2d');
+  ctx.clearRect(0, 0, ov.width, ov.height);
+  if (!nv || !nv.back) return;
+  const z = currentVox()[2];
+  const dpr = gl.width / Math.max(1, gl.getBoundingClientRect().width);
+  let box = null;
+  if (S.drag && S.drag.z === z) {
+    const { a, b } = S.drag;
+    box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  } else if (S.prompts && S.prompts.z === z && S.prompts.box) {
+    box = S.prompts.box;
+  }
+  if (box) {
+    const p0 = voxToCanvas(box[0], box[1]);
+    const p1 = voxToCanvas(box[2] + 1, box[3] + 1);
+    if (p0 && p1) {
+      ctx.lineWidth = 2 * dpr;
+      ctx.strokeStyle = '#ffd400';
+      ctx.setLineDash([6 * dpr, 4 * dpr]);
+      ctx.strokeRect(Math.min(p0[0], p1[0]), Math.min(p0[1], p1[1]), Math.abs(p1[0] - p0[0]), Math.abs(p1[1] - p0[1]));
+      ctx.setLineDash([]);
+    }
+  }
+  if (S.prompts && S.prompts.z === z) {
+    for (const p of S.prompts.points) {
+      const c = voxToCanvas(p.x + 0.5, p.y + 0.5);
+      if (!c) continue;
+      const r = 7 * dpr;
+      ctx.fillStyle = p.label ? '#2ecc71' : '#ff4d4d';
+      ctx.strokeStyle = '#000';
+      ctx.lineWidth = 1.5 * dpr;
+      ctx.beginPath();
+      ctx.arc(c[0], c[1], r, 0, 2 * Math.PI);
+      ctx.fill();
+      ctx.stroke();
+      ctx.strokeStyle = '#fff';
+      ctx.lineWidth = 2 * dpr;
+      ctx.beginPath();
+      ctx.moveTo(c[0] - r * 0.55, c[1]);
+      ctx.lineTo(c[0] + r * 0.55, c[1]);
+      if (p.label) {
+        ctx.moveTo(c[0], c[1] - r * 0.55);
+        ctx.lineTo(c[0], c[1] + r * 0.55);
+      }
+      ctx.stroke();
+    }
+  }
+}
+
+function updatePromptInfo() {
+  const el = $('#prompt-info');
+  const p = S.prompts;
+  if (!p || (!p.box && !p.points.length)) {
+    el.textContent = S.tool === 'box' ? 'Drag a box on an axial slice.'
+      : S.tool === 'points' ? 'Click + points; Shift/right-click − points.' : 'No prompt yet.';
+    return;
+  }
+  const parts = [];
+  if (p.box) parts.push(`box [${p.box.join(', ')}]`);
+  const pos = p.points.filter((q) => q.label).length;
+  if (p.points.length) parts.push(`${pos} +, ${p.points.length - pos} − points`);
+  const here = currentVox()[2] === p.z ? '' : ' (scroll back there to see it)';
+  el.textContent = `Prompt on slice ${p.z}: ${parts.join(', ')}${here}`;
+}
+
+function clearPrompts() {
+  S.prompts = null;
+  S.drag = null;
+  updatePromptInfo();
+  if (nv) nv.drawScene();
+}
+
+function promptsAt(z) {
+  if (!S.prompts || S.prompts.z !== z) S.prompts = { z, box: null, points: [] };
+  return S.prompts;
+}
+
+function onOverlayDown(e) {
+  if (!S.job) return;
+  e.preventDefault();
+  const v = axialVoxAt(canvasXY(e));
+  if (!v) {
+    message('Prompts go on an axial slice: use the axial view (1) or an axial tile.', 'error');
+    return;
+  }
+  if (S.tool === 'box' && e.button === 0) {
+    S.drag = { z: v[2], a: [v[0], v[1]], b: [v[0], v[1]] };
+    $('#overlay').setPointerCapture(e.pointerId);
+    nv.drawScene();
+  } else if (S.tool === 'points' && (e.button === 0 || e.button === 2)) {
+    const label = e.button === 2 || e.shiftKey ? 0 : 1;
+    promptsAt(v[2]).points.push({ x: v[0], y: v[1], label });
+    updatePromptInfo();
+    nv.drawScene();
+  }
+}
+
+function onOverlayMove(e) {
+  const xy = canvasXY(e);
+  hoverReadout(xy);
+  if (!S.drag) return;
+  const v = axialVoxAt(xy);
+  if (v) {
+    S.drag.b = [v[0], v[1]];
+    nv.drawScene();
+  }
+}
+
+function onOverlayUp() {
+  if (!S.drag) return;
+  const { z, a, b } = S.drag;
+  S.drag = null;
+  const box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  if (box[2] - box[0] < 1 && box[3] - box[1] < 1) {
+    nv.drawScene();
+    return; // a click, not a box
+  }
+  promptsAt(z).box = box;
+  updatePromptInfo();
+  nv.drawScene();
+}
+
+function hoverReadout(xy) {
+  if (!nv || !nv.back) return;
+  const ti = nv.tileIndex(xy[0], xy[1]);
+  if (ti < 0 || nv.screenSlices[ti].axCorSag > 2) return;
+  const f = nv.canvasPos2frac(xy);
+  if (f[0] < 0) return;
+  const v = Array.from(nv.frac2vox(f));
+  const val = nv.back.getValue(v[0], v[1], v[2]);
+  const c = S.crosshair ? `crosshair x ${S.crosshair.vox.join(' ')}` : '';
+  $('#cursor').textContent = `${c}   ·   cursor x ${v[0]}  y ${v[1]}  z ${v[2]} = ${Number.isInteger(val) ? val : val.toFixed(1)}`;
+}
+
+// ------------------------------------------------------------------ tools
+function setTool(tool) {
+  S.tool = tool;
+  $$('#tools button').forEach((b) => b.classList.toggle('active', b.dataset.tool === tool));
+  const prompting = tool === 'box' || tool === 'points';
+  $('#canvas-wrap').classList.toggle('prompting', prompting);
+  if (nv && nv.back) {
+    if (tool === 'brush' || tool === 'eraser') {
+      nv.opts.penSize = Number($('#pen-size').value) || 3;
+      nv.setDrawingEnabled(true);
+      nv.setPenValue(tool === 'brush' ? labelOf(S.currentObject) : 0, false);
+    } else {
+      nv.setDrawingEnabled(false);
+    }
+    if (prompting && !(S.view === 'axial' || S.view === 'multi')) setView('axial');
+  }
+  updatePromptInfo();
+}
+
+function setPenSize(n) {
+  const v = clamp(n, 1, 50);
+  $('#pen-size').value = String(v);
+  if (nv) nv.opts.penSize = v;
+  message(`Brush size ${v}`);
+}
+
+// ------------------------------------------------------------------ tasks and events
+function openEvents(jobId) {
+  if (S.es) S.es.close();
+  const es = new EventSource(api.withKey(api.jobUrl(jobId, '/events')));
+  S.es = es;
+  S.esReady = new Promise((resolve) => {
+    es.addEventListener('open', () => resolve(), { once: true });
+    setTimeout(resolve, 3000);
+  });
+  for (const type of ['status', 'queued', 'started', 'progress', 'done', 'failed', 'cancelled', 'version']) {
+    es.addEventListener(type, (m) => {
+      if (S.es !== es) return;
+      let ev;
+      try { ev = JSON.parse(m.data); } catch (e) { return; }
+      onEvent(type, ev).catch(fail);
+    });
+  }
+}
+
+function showProgress(show) {
+  $('#progress').classList.toggle('hidden', !show);
+  $('#btn-cancel').disabled = !show;
+}
+
+function setProgress(ev) {
+  const frac = ev.progress || 0;
+  $('#progress-fill').style.width = `${Math.round(frac * 100)}%`;
+  const parts = [];
+  if (ev.stage) parts.push(ev.stage);
+  if (ev.slices_total) parts.push(`${ev.slices_done}/${ev.slices_total} slices`);
+  if (ev.eta_seconds !== null && ev.eta_seconds !== undefined && ev.slices_done < ev.slices_total) {
+    parts.push(`ETA ${ev.eta_seconds < 1 ? '<1' : Math.round(ev.eta_seconds)} s`);
+  }
+  $('#progress-text').textContent = parts.join(' · ');
+}
+
+async function onEvent(type, ev) {
+  S.lastEvent = { type, ...ev };
+  S.eventCounts[type] = (S.eventCounts[type] || 0) + 1;
+  if (!S.job || ev.job_id !== S.job.job_id) return;
+  const mine = ev.task_id && S.tasks[ev.task_id];
+  switch (type) {
+    case 'status': {
+      if (ev.task && (ev.state === 'running' || ev.state === 'queued')) {
+        S.tasks[ev.task.task_id] = S.tasks[ev.task.task_id] || { kind: ev.task.kind, object_id: ev.task.params?.object_id || 1 };
+        S.activeTask = ev.task.task_id;
+        showProgress(true);
+        setProgress(ev);
+        setState('busy', ev.task.kind);
+      }
+      break;
+    }
+    case 'queued':
+    case 'started':
+      if (!mine && !S.activeTask) {
+        S.tasks[ev.task_id] = { kind: ev.kind, object_id: ev.params?.object_id || 1 };
+      }
+      S.activeTask = ev.task_id;
+      showProgress(true);
+      setProgress({ stage: type === 'queued' ? 'queued' : (ev.stage || 'starting'), progress: 0 });
+      setState('busy', ev.kind || 'working');
+      break;
+    case 'progress':
+      showProgress(true);
+      setProgress(ev);
+      if (ev.masks) { // slice masks since the previous event: the mask grows through the volume
+        const t = S.tasks[ev.task_id];
+        const oid = ev.object_id || (t && t.object_id) || 1;
+        for (const [z, runs] of Object.entries(ev.masks)) paintSlice(Number(z), runs, oid);
+      }
+      break;
+    case 'done': {
+      const t = S.tasks[ev.task_id] || {};
+      if (ev.version) await loadVersion(ev.version);
+      setProgress({ ...ev, stage: 'done', progress: 1 });
+      if (ev.task_id === S.activeTask) S.activeTask = null;
+      setTimeout(() => { if (!S.activeTask) showProgress(false); }, 800);
+      const secs = t.started ? ` in ${((performance.now() - t.started) / 1000).toFixed(1)} s` : '';
+      const engine = ev.params && ev.params.engine ? ` (${ev.params.engine})` : '';
+      message(`${ev.kind} done${secs} → version ${ev.version}${engine}`, 'ok');
+      if (ev.kind === 'initial-mask' || ev.kind === 'refine') clearPrompts();
+      setState('idle');
+      await refreshVersions();
+      refreshJobs();
+      break;
+    }
+    case 'failed':
+    case 'cancelled':
+      if (ev.task_id === S.activeTask) S.activeTask = null;
+      showProgress(false);
+      await loadVersion(S.version); // drop slices painted by an unfinished propagation
+      if (type === 'failed') {
+        message(`${ev.kind || 'task'} failed: ${ev.error || 'unknown error'}`, 'error');
+        setState('error', 'failed');
+      } else {
+        message(`${ev.kind || 'task'} cancelled`);
+        setState('idle');
+      }
+      break;
+    case 'version':
+      if (ev.version !== S.version && !S.dirty && !S.activeTask) await loadVersion(ev.version);
+      await refreshVersions();
+      break;
+    default:
+      break;
+  }
+}
+
+async function submit(kind) {
+  if (!S.job) throw new Error('Open a volume first: drop a file or pick an earlier job.');
+  const body = { object_id: S.currentObject };
+  const engine = $('#engine').value;
+  if (engine) body.engine = engine;
+  if (kind === 'initial-mask' || kind === 'refine') {
+    const p = S.prompts;
+    if (!p || (!p.box && !p.points.length)) {
+      throw new Error('Draw a box (B) or click points (P) on an axial slice first.');
+    }
+    body.slice_index = p.z;
+    if (p.box) body.box = p.box;
+    if (p.points.length) {
+      body.points = p.points.map((q) => [q.x, q.y]);
+      body.point_labels = p.points.map((q) => q.label);
+    }
+  }
+  if (S.dirty) await saveEdits();
+  await S.esReady;
+  const t = await api.postJSON(api.jobUrl(S.job.job_id, `/${kind}`), body);
+  S.tasks[t.task_id] = { kind, object_id: S.currentObject, started: performance.now() };
+  S.activeTask = t.task_id;
+  showProgress(true);
+  setProgress({ stage: 'queued', progress: 0 });
+  setState('busy', kind);
+  message(`${kind} submitted`);
+  return t;
+}
+
+async function cancelTask() {
+  if (!S.job || !S.activeTask) return;
+  const q = `?task_id=${encodeURIComponent(S.activeTask)}`;
+  await api.postJSON(api.jobUrl(S.job.job_id, `/cancel${q}`));
+  message('Cancelling…');
+}
+
+// ------------------------------------------------------------------ lists: jobs, objects, versions, engines
+async function refreshJobs() {
+  let jobs;
+  try {
+    jobs = await api.getJSON(api.jobs);
+  } catch (e) {
+    $('#jobs').innerHTML = '';
+    const li = document.createElement('li');
+    li.className = 'muted';
+    li.textContent = e.status === 401 ? `${e.message} — click “Key” (top right) to enter it.` : e.message;
+    $('#jobs').appendChild(li);
+    if (e.status === 401) message('This server needs an API key: click “Key” (top right).', 'error');
+    return;
+  }
+  const ul = $('#jobs');
+  ul.innerHTML = '';
+  if (!jobs.length) {
+    const li = document.createElement('li');
+    li.className = 'muted small';
+    li.textContent = 'No jobs yet.';
+    ul.appendChild(li);
+  }
+  for (const j of jobs) {
+    const li = document.createElement('li');
+    li.dataset.jobId = j.job_id;
+    li.classList.toggle('current', S.job && S.job.job_id === j.job_id);
+    li.title = `${j.job_id}\n${j.source_format}, ${j.modality || '?'}, ${j.shape.join('×')}, spacing ${j.spacing.map((s) => s.toFixed(2)).join('×')} mm`;
+    const box = document.createElement('div');
+    box.className = 'grow';
+    const name = document.createElement('div');
+    name.className = 'ellipsis';
+    name.textContent = j.filename || j.job_id.slice(0, 8);
+    const meta = document.createElement('div');
+    meta.className = 'small muted';
+    meta.textContent = `${j.modality || j.source_format} ${j.shape.join('×')} · v${j.current_version} · ${fmtTime(j.created)}`;
+    box.append(name, meta);
+    li.append(box);
+    li.addEventListener('click', () => openJob(j.job_id).catch(fail));
+    ul.appendChild(li);
+  }
+}
+
+async function refreshObjects() {
+  S.objects = await api.getJSON(api.jobUrl(S.job.job_id, '/objects'));
+  if (!S.objects.some((o) => o.object_id === S.currentObject) && S.objects.length) {
+    S.currentObject = S.objects[0].object_id;
+  }
+  applyLut();
+  const ul = $('#objects');
+  ul.innerHTML = '';
+  for (const o of S.objects) {
+    const li = document.createElement('li');
+    li.dataset.objectId = String(o.object_id);
+    li.classList.toggle('current', o.object_id === S.currentObject);
+    const colour = document.createElement('input');
+    colour.type = 'color';
+    colour.value = o.colour.slice(0, 7);
+    colour.title = 'Colour';
+    colour.addEventListener('change', () => patchObject(o.object_id, { colour: colour.value }).catch(fail));
+    const name = document.createElement('input');
+    name.type = 'text';
+    name.value = o.name;
+    name.title = 'Name (Enter to save)';
+    name.addEventListener('change', () => patchObject(o.object_id, { name: name.value }).catch(fail));
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.textContent = `label ${o.label_value}`;
+    li.append(colour, name, badge);
+    li.addEventListener('click', (e) => {
+      if (e.target === li || e.target === badge) selectObject(o.object_id);
+    });
+    name.addEventListener('focus', () => selectObject(o.object_id, false));
+    ul.appendChild(li);
+  }
+}
+
+function selectObject(id, rerender = true) {
+  S.currentObject = id;
+  $$('#objects li').forEach((li) => li.classList.toggle('current', Number(li.dataset.objectId) === id));
+  if (S.tool === 'brush') nv.setPenValue(labelOf(id), false);
+  if (rerender) message(`Object: ${(S.objects.find((o) => o.object_id === id) || {}).name || id}`);
+}
+
+async function patchObject(id, body) {
+  await api.request('PATCH', api.jobUrl(S.job.job_id, `/objects/${id}`), { json: body });
+  await refreshObjects();
+}
+
+async function addObject() {
+  if (!S.job) return;
+  const o = await api.postJSON(api.jobUrl(S.job.job_id, '/objects'), {});
+  S.currentObject = o.object_id;
+  await refreshObjects();
+  selectObject(o.object_id);
+}
+
+async function refreshVersions() {
+  if (!S.job) return;
+  S.versions = await api.getJSON(api.jobUrl(S.job.job_id, '/versions'));
+  const ul = $('#versions');
+  ul.innerHTML = '';
+  for (const v of [...S.versions].reverse()) {
+    const li = document.createElement('li');
+    li.classList.toggle('current', v.current);
+    const t = document.createElement('span');
+    t.className = 'grow';
+    t.textContent = `v${v.version} · ${v.source}${v.engine ? ` · ${v.engine}` : ''} · ${v.author}`;
+    t.title = `created ${v.created}${v.parent !== null ? `, from v${v.parent}` : ''}`;
+    li.appendChild(t);
+    if (v.reviewed) {
+      const b = document.createElement('span');
+      b.className = 'badge ok';
+      b.textContent = `reviewed${v.reviewed_by ? ` by ${v.reviewed_by}` : ''}`;
+      li.appendChild(b);
+    }
+    const time = document.createElement('span');
+    time.className = 'muted';
+    time.textContent = fmtTime(v.created);
+    li.appendChild(time);
+    ul.appendChild(li);
+  }
+  const cur = S.versions.find((v) => v.current);
+  $('#btn-review').disabled = !cur;
+}
+
+async function loadEngines() {
+  const sel = $('#engine');
+  try {
+    const r = await api.getJSON('/api/v1/system/engines');
+    S.engines = r.engines;
+    S.defaultEngine = r.default;
+  } catch (e) {
+    S.engines = [];
+  }
+  sel.innerHTML = '';
+  const def = document.createElement('option');
+  def.value = '';
+  def.textContent = `server default (${S.defaultEngine || 'auto'})`;
+  sel.appendChild(def);
+  for (const name of S.engines) {
+    const o = document.createElement('option');
+    o.value = name;
+    o.textContent = name;
+    sel.appendChild(o);
+  }
+  const saved = localStorage.getItem('segloop.engine');
+  if (saved && S.engines.includes(saved)) sel.value = saved;
+}
+
+// ------------------------------------------------------------------ open work
+const JOB_BUTTONS = ['#btn-segment', '#btn-propagate', '#btn-refine', '#btn-undo', '#btn-redo',
+  '#btn-review', '#btn-download', '#btn-download-seg', '#btn-add-object'];
+
+/** Buttons that need an open job are disabled without one (DICOM-SEG: DICOM uploads only). */
+function updateEnabled() {
+  for (const sel of JOB_BUTTONS) $(sel).disabled = !S.job;
+  $('#btn-download-seg').disabled = !S.job || S.job.source_format !== 'dicom';
+  $('#btn-download-seg').title = S.job && S.job.source_format !== 'dicom'
+    ? `DICOM-SEG needs a DICOM upload (this one is ${S.job.source_format})` : 'DICOM-SEG (DICOM uploads only)';
+}
+
+async function openJob(jobId) {
+  if (!nv) throw new Error('the viewer library (NiiVue) is not loaded');
+  setState('busy', 'loading');
+  message('Loading volume…');
+  const job = await api.getJSON(api.jobUrl(jobId));
+  const resp = await api.request('GET', api.jobUrl(jobId, '/volume'));
+  const buf = await resp.arrayBuffer();
+  if (nv.drawBitmap) nv.closeDrawing();
+  while (nv.volumes.length) nv.removeVolumeByIndex(0);
+  await nv.loadFromArrayBuffer(buf, 'canonical.nii.gz');
+  S.job = job;
+  S.dims = [nv.back.dims[1], nv.back.dims[2], nv.back.dims[3]];
+  S.tasks = {};
+  S.activeTask = null;
+  S.prompts = null;
+  if (S.dims.join() !== job.shape.join()) {
+    console.warn('volume shape differs from the job record', S.dims, job.shape);
+  }
+  nv.createEmptyDrawing();
+  nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
+  $('#slice').max = String(S.dims[2] - 1);
+  $('#empty-hint').classList.add('hidden');
+  $('#job-title').textContent = `${job.filename || job.job_id} — ${job.modality || ''} ${job.shape.join('×')} · ${job.spacing.map((s) => s.toFixed(2)).join('×')} mm · ${job.orientation || ''}`;
+  $('#job-title').classList.remove('muted');
+  updateEnabled();
+  history.replaceState(null, '', `#job=${job.job_id}`);
+  const preset = job.modality === 'CT' ? '400,40' : 'auto';
+  $('#wl-preset').value = preset;
+  applyWindow(preset);
+  openEvents(job.job_id);
+  await refreshObjects();
+  await loadVersion(job.current_version);
+  await refreshVersions();
+  await refreshJobs();
+  setTool(S.tool);
+  onLocation(null);
+  setState('idle');
+  message(`Opened ${job.filename || job.job_id}`, 'ok');
+  document.body.dataset.job = job.job_id;
+}
+
+async function uploadAndOpen(file) {
+  const bar = $('#upload-progress');
+  bar.classList.remove('hidden');
+  bar.firstElementChild.style.width = '0%';
+  $('#upload-error').classList.add('hidden');
+  setState('busy', 'uploading');
+  message(`Uploading ${file.name}…`);
+  try {
+    const job = await api.uploadFile(file, (f) => { bar.firstElementChild.style.width = `${Math.round(f * 100)}%`; });
+    await openJob(job.job_id);
+  } catch (e) {
+    message(`${file.name} was rejected: ${e.message}`, 'error');
+    const el = $('#upload-error');
+    el.textContent = `${file.name} was rejected: ${e.message}`;
+    el.classList.remove('hidden');
+    setState('error', 'rejected');
+  } finally {
+    bar.classList.add('hidden');
+  }
+}
+
+// ------------------------------------------------------------------ undo / redo / review / export
+async function undoRedo(dir) {
+  if (!S.job) return;
+  if (dir === 'undo' && S.dirty) {
+    showLabels(S.saved);
+    markDirty(false);
+    message('Unsaved edits discarded');
+    return;
+  }
+  const r = await api.postJSON(api.jobUrl(S.job.job_id, `/${dir}`));
+  await loadVersion(r.current_version);
+  await refreshVersions();
+  message(`${dir === 'undo' ? 'Undo' : 'Redo'}: showing version ${r.current_version}`, 'ok');
+}
+
+async function review() {
+  if (!S.job) return;
+  if (S.dirty) await saveEdits();
+  const r = await api.postJSON(api.jobUrl(S.job.job_id, '/review'), {});
+  message(`Version ${r.version} marked reviewed`, 'ok');
+  await refreshVersions();
+}
+
+async function exportMask(format) {
+  if (!S.job) return;
+  if (S.dirty) await saveEdits();
+  const ext = format === 'dicom-seg' ? 'dcm' : 'nii.gz';
+  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}`), `${S.job.job_id}_mask.${ext}`);
+  message(`Downloaded ${name}`, 'ok');
+}
+
+// ------------------------------------------------------------------ keyboard
+const SHORTCUTS = [
+  ['↑ / ↓, PgUp / PgDn, wheel', 'next / previous axial slice (Shift: 5 slices)'],
+  ['1 2 3 4 5', 'axial, coronal, sagittal, 3D, multiplanar + 3D'],
+  ['M', 'cycle the multiplanar layout'],
+  ['W', 'cycle window/level presets (right-drag: free window/level)'],
+  ['+ / − / 0, Ctrl+wheel', 'zoom in / out / reset (middle- or Shift-drag pans)'],
+  ['N', 'navigate tool (crosshair)'],
+  ['B', 'box tool: drag a box on an axial slice'],
+  ['P', 'points tool: click +, Shift/right-click −'],
+  ['C', 'clear the prompt'],
+  ['S', 'segment slice (2D mask from the prompt)'],
+  ['G', 'propagate through the volume'],
+  ['R', 'refine from the prompt on this slice'],
+  ['Esc', 'cancel the running task, else clear the prompt'],
+  ['D / E', 'brush / eraser;  [ ]  brush size'],
+  ['Ctrl+S', 'save brush edits as a new version'],
+  ['Ctrl+Z / Ctrl+Y', 'undo / redo (across mask versions)'],
+  ['A / Q', 'add an object / next object'],
+  ['O', 'show / hide the overlay'],
+  ['L', 'radiological / neurological convention'],
+  ['Shift+D', 'download the mask (NIfTI, uploaded grid)'],
+  ['? or H', 'this help'],
+];
+
+function buildHelp() {
+  const t = $('#help-table');
+  for (const [k, what] of SHORTCUTS) {
+    const tr = document.createElement('tr');
+    const a = document.createElement('td');
+    a.innerHTML = k.split(', ').map((x) => `<kbd>${x}</kbd>`).join(' ');
+    const b = document.createElement('td');
+    b.textContent = what;
+    tr.append(a, b);
+    t.appendChild(tr);
+  }
+}
+
+const WL_CYCLE = () => $$('#wl-preset option').map((o) => o.value);
+
+function onKey(e) {
+  const tag = (e.target && e.target.tagName) || '';
+  const typing = (tag === 'INPUT' && e.target.type !== 'range' && e.target.type !== 'checkbox') || tag === 'TEXTAREA' || tag === 'SELECT';
+  if (typing && e.key !== 'Escape') return;
+  if ($('#help').open || $('#key-dialog').open) return;
+  const k = e.key;
+  const ctrl = e.ctrlKey || e.metaKey;
+  const run = (p) => Promise.resolve(p).catch(fail);
+  let handled = true;
+  const z = currentVox()[2];
+  const step = e.shiftKey ? 5 : 1;
+  if (ctrl && (k === 's' || k === 'S')) run(saveEdits());
+  else if (ctrl && (k === 'z' || k === 'Z')) run(undoRedo(e.shiftKey ? 'redo' : 'undo'));
+  else if (ctrl && (k === 'y' || k === 'Y')) run(undoRedo('redo'));
+  else if (ctrl) handled = false;
+  else if (k === 'ArrowUp' || k === 'PageUp' || k === 'ArrowRight') setSlice(z + step);
+  else if (k === 'ArrowDown' || k === 'PageDown' || k === 'ArrowLeft') setSlice(z - step);
+  else if (k === 'Home') setSlice(0);
+  else if (k === 'End') setSlice(S.dims[2] - 1);
+  else if (k === '1') setView('axial');
+  else if (k === '2') setView('coronal');
+  else if (k === '3') setView('sagittal');
+  else if (k === '4') setView('render');
+  else if (k === '5') setView('multi');
+  else if (k === 'm' || k === 'M') {
+    const sel = $('#layout-select');
+    sel.selectedIndex = (sel.selectedIndex + 1) % sel.options.length;
+    sel.dispatchEvent(new Event('change'));
+  } else if (k === 'w' || k === 'W') {
+    const all = WL_CYCLE();
+    const sel = $('#wl-preset');
+    sel.value = all[(all.indexOf(sel.value) + 1) % all.length];
+    applyWindow(sel.value);
+    message(`Window: ${sel.options[sel.selectedIndex].text}`);
+  } else if (k === '+' || k === '=') zoomBy(1.2);
+  else if (k === '-' || k === '_') zoomBy(1 / 1.2);
+  else if (k === '0') nv && nv.setPan2Dxyzmm([0, 0, 0, 1]);
+  else if (k === 'n' || k === 'N') setTool('navigate');
+  else if (k === 'b' || k === 'B') setTool('box');
+  else if (k === 'p' || k === 'P') setTool('points');
+  else if (k === 'd' && !e.shiftKey) setTool('brush');
+  else if (k === 'D' && e.shiftKey) run(exportMask('nii.gz'));
+  else if (k === 'e' || k === 'E') setTool('eraser');
+  else if (k === 'c' || k === 'C') clearPrompts();
+  else if (k === 's' || k === 'S') run(submit('initial-mask'));
+  else if (k === 'g' || k === 'G') run(submit('propagate'));
+  else if (k === 'r' || k === 'R') run(submit('refine'));
+  else if (k === 'Escape') {
+    if (S.activeTask) run(cancelTask());
+    else clearPrompts();
+  } else if (k === '[') setPenSize(Number($('#pen-size').value) - 1);
+  else if (k === ']') setPenSize(Number($('#pen-size').value) + 1);
+  else if (k === 'a' || k === 'A') run(addObject());
+  else if (k === 'q' || k === 'Q') {
+    if (S.objects.length) {
+      const i = S.objects.findIndex((o) => o.object_id === S.currentObject);
+      selectObject(S.objects[(i + 1) % S.objects.length].object_id);
+    }
+  } else if (k === 'o' || k === 'O') {
+    const cb = $('#show-overlay');
+    cb.checked = !cb.checked;
+    cb.dispatchEvent(new Event('change'));
+  } else if (k === 'l' || k === 'L') {
+    const cb = $('#radiological');
+    cb.checked = !cb.checked;
+    cb.dispatchEvent(new Event('change'));
+  } else if (k === '?' || k === 'h' || k === 'H') $('#help').showModal();
+  else handled = false;
+  if (handled) {
+    e.preventDefault();
+    e.stopPropagation();
+  }
+}
+
+// ------------------------------------------------------------------ wiring
+function bindUi() {
+  buildHelp();
+  const run = (f) => () => Promise.resolve().then(f).catch(fail);
+  $('#btn-help').addEventListener('click', () => $('#help').showModal());
+  $('#btn-key').addEventListener('click', () => {
+    $('#key-input').value = api.apiKey();
+    $('#key-dialog').showModal();
+  });
+  $('#key-dialog').addEventListener('close', () => {
+    if ($('#key-dialog').returnValue === 'save') {
+      api.setApiKey($('#key-input').value.trim());
+      refreshJobs();
+      loadEngines();
+    }
+  });
+  $('#file-input').addEventListener('change', (e) => {
+    const f = e.target.files && e.target.files[0];
+    if (f) uploadAndOpen(f);
+    e.target.value = '';
+  });
+  let depth = 0;
+  document.addEventListener('dragenter', (e) => { e.preventDefault(); depth++; document.body.classList.add('dragging'); });
+  document.addEventListener('dragleave', () => { depth = Math.max(0, depth - 1); if (!depth) document.body.classList.remove('dragging'); });
+  document.addEventListener('dragover', (e) => e.preventDefault());
+  document.addEventListener('drop', (e) => {
+    e.preventDefault();
+    depth = 0;
+    document.body.classList.remove('dragging');
+    const f = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
+    if (f) uploadAndOpen(f);
+  });
+  $('#btn-refresh-jobs').addEventListener('click', (e) => { e.preventDefault(); refreshJobs(); });
+  $$('#tools button').forEach((b) => b.addEventListener('click', () => setTool(b.dataset.tool)));
+  $('#pen-size').addEventListener('change', () => setPenSize(Number($('#pen-size').value)));
+  $('#btn-segment').addEventListener('click', run(() => submit('initial-mask')));
+  $('#btn-propagate').addEventListener('click', run(() => submit('propagate')));
+  $('#btn-refine').addEventListener('click', run(() => submit('refine')));
+  $('#btn-cancel').addEventListener('click', run(cancelTask));
+  $('#btn-save').addEventListener('click', run(saveEdits));
+  $('#btn-undo').addEventListener('click', run(() => undoRedo('undo')));
+  $('#btn-redo').addEventListener('click', run(() => undoRedo('redo')));
+  $('#btn-review').addEventListener('click', run(review));
+  $('#btn-download').addEventListener('click', run(() => exportMask('nii.gz')));
+  $('#btn-download-seg').addEventListener('click', run(() => exportMask('dicom-seg')));
+  $('#btn-add-object').addEventListener('click', run(addObject));
+  $$('#views button').forEach((b) => b.addEventListener('click', () => setView(b.dataset.view)));
+  $('#layout-select').addEventListener('change', () => nv && nv.setMultiplanarLayout(Number($('#layout-select').value)));
+  $('#wl-preset').addEventListener('change', () => applyWindow($('#wl-preset').value));
+  $('#show-overlay').addEventListener('change', () => nv && nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0));
+  $('#radiological').addEventListener('change', () => nv && nv.setRadiologicalConvention($('#radiological').checked));
+  $('#btn-zoom-reset').addEventListener('click', () => nv && nv.setPan2Dxyzmm([0, 0, 0, 1]));
+  $('#engine').addEventListener('change', () => localStorage.setItem('segloop.engine', $('#engine').value));
+  $('#slice').addEventListener('input', () => setSlice(Number($('#slice').value)));
+  const ov = $('#overlay');
+  ov.addEventListener('pointerdown', onOverlayDown);
+  ov.addEventListener('pointermove', onOverlayMove);
+  ov.addEventListener('pointerup', onOverlayUp);
+  ov.addEventListener('pointercancel', onOverlayUp);
+  ov.addEventListener('contextmenu', (e) => e.preventDefault());
+  ov.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
+    else setSlice(currentVox()[2] + (e.deltaY < 0 ? 1 : -1));
+  }, { passive: false });
+  $('#gl').addEventListener('wheel', (e) => {
+    if (!e.ctrlKey) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
+  }, { capture: true, passive: false });
+  $('#gl').addEventListener('pointermove', (e) => hoverReadout(canvasXY(e)));
+  $('#gl').addEventListener('pointerup', () => setTimeout(updateWlReadout, 0));
+  document.addEventListener('keydown', onKey, true);
+}
+
+/** For tests and scripting: client (CSS pixel) position of voxel (x, y) on the axial slice shown. */
+function voxelToClient(x, y) {
+  const c = voxToCanvas(x + 0.5, y + 0.5);
+  if (!c) return null;
+  const gl = $('#gl');
+  const r = gl.getBoundingClientRect();
+  return [r.left + c[0] * (r.width / gl.width), r.top + c[1] * (r.height / gl.height)];
+}
+
+async function boot() {
+  bindUi();
+  updateEnabled();
+  setTool('navigate');
+  setView('axial');
+  let cfg = { niivue: false };
+  try {
+    cfg = await (await fetch('/web/config.json')).json();
+  } catch (e) { /* older server */ }
+  if (!cfg.niivue) {
+    banner('The viewer library NiiVue is not installed on this server: run <code>npm ci</code> in the segloop '
+      + 'checkout (it installs <code>@niivue/niivue</code> into <code>node_modules/</code>), then restart '
+      + '<code>segloop serve</code>.');
+    setState('error', 'no viewer');
+  } else {
+    try {
+      await initNiivue(cfg.niivue_url);
+    } catch (e) {
+      banner(`The viewer could not start: ${e.message}. It needs a browser with WebGL2.`);
+      setState('error', 'no WebGL2');
+    }
+  }
+  await loadEngines();
+  await refreshJobs();
+  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool };
+  const m = /job=([0-9a-f-]{36})/.exec(location.hash);
+  if (m && nv) await openJob(m[1]).catch(fail);
+  document.body.dataset.ready = '1';
+}
+
+boot().catch(fail);

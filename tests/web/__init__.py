@@ -1,0 +1,1 @@
+"""Tests of segloop.web (the browser viewer)."""

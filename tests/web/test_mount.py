@@ -1,0 +1,55 @@
+"""The viewer's routes on a FastAPI app (no browser): page, assets, NiiVue, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from segloop.api import create_app
+from segloop.web import STATIC_DIR, find_niivue_dist, mount
+
+from .conftest import make_settings
+
+
+def test_page_and_assets_are_served(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home")
+    app = create_app(settings)
+    mount(app, settings)
+    with TestClient(app) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert '<script type="module" src="/static/viewer.js">' in r.text
+        for name in ("viewer.js", "api.js", "nifti.js", "app.css"):
+            assert c.get(f"/static/{name}").status_code == 200, name
+        assert c.get("/static/../__init__.py").status_code == 404
+        # the API is not shadowed by the viewer's routes
+        assert c.get("/health").json()["status"] == "ok"
+        assert c.get("/api/v1/jobs").json() == []
+        cfg = c.get("/web/config.json").json()
+        if find_niivue_dist() is None:
+            pytest.skip("node_modules/@niivue/niivue is missing: run `npm ci` in the checkout")
+        assert cfg["niivue"] is True
+        js = c.get(cfg["niivue_url"])
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+        assert "export {" in js.text[-4000:]
+
+
+def test_missing_node_modules_is_reported(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home")
+    app = create_app(settings)
+    mount(app, settings, node_modules=tmp_path / "node_modules")
+    with TestClient(app) as c:
+        cfg = c.get("/web/config.json").json()
+        assert cfg["niivue"] is False and cfg["niivue_url"] is None
+        assert "npm ci" in cfg["install_hint"]
+        assert c.get("/vendor/niivue/index.js").status_code == 404
+        assert c.get("/").status_code == 200
+
+
+def test_static_files_are_ours_only() -> None:
+    """No third-party code is committed: the page's folder holds only our own small files."""
+    names = sorted(p.name for p in STATIC_DIR.iterdir())
+    assert names == ["api.js", "app.css", "favicon.svg", "index.html", "nifti.js", "viewer.js"]
+    assert all(p.stat().st_size < 100_000 for p in STATIC_DIR.iterdir())
