@@ -1,11 +1,18 @@
 # segloop service image: the API (`segloop serve`) and the workers (`segloop worker`).
 # CPU by default; for GPU workers build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# the viewer's front-end packages (NiiVue) come from npm, never from the repository
+FROM node:20-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --omit=dev
+
 FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    SEGLOOP_HOME=/data
+    SEGLOOP_HOME=/data \
+    SEGLOOP_NODE_MODULES=/app/node_modules
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
@@ -19,10 +26,11 @@ RUN useradd --create-home --uid 1000 segloop \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY --from=web /web/node_modules ./node_modules
 # torch only matters for the SAM2-family engines in workers; the API never imports it
 RUN pip install --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
         "torch==2.13.0" \
-    && pip install ".[service]" flower
+    && pip install ".[service,sam2]"
 
 USER segloop
 VOLUME ["/data"]
