@@ -72,7 +72,8 @@ def check_engine_contract(engine: Engine, *, quality: bool = True) -> None:
     assert m3.shape == shape and m3.dtype == np.bool_
     for r in res:
         assert np.array_equal(m3[:, :, r.z], r.mask), f"slice {r.z}: yielded mask != stored mask"
-    assert np.array_equal(m3[:, :, z], m2), "propagation must keep its anchor slice"
+    # a propagation may tidy the slice it starts from (MedSAM2's largest 3D component), never grow it
+    assert not (m3[:, :, z] & ~m2).any(), "propagation must not add voxels to its start slice"
     if quality:
         assert iou(m3, ph.bright) > 0.75, f"3D IoU {iou(m3, ph.bright):.3f}"
 

@@ -12,7 +12,8 @@ Semantics shared by all engines (the contract test in tests/engines checks them)
   as that object's mask on slice z (other slices untouched) and slice z becomes an *anchor*.
 - ``propagate(z, mask2d=None, object_id)``: from slice z (its stored mask, or ``mask2d``), fill
   the object's mask on every other slice, both directions, up to the next anchor or the end of
-  the volume. Yields one result per slice computed.
+  the volume. Yields one result per slice computed. It may trim (never grow) its start slice,
+  e.g. to keep the largest 3D component as MedSAM2 does.
 - ``refine(z, prompts, object_id)``: a correction on slice z. Prompts are *added* to those already
   given on slice z (a box replaces the old box); when slice z had no prompts the correction acts
   on the current mask there. Slice z becomes an anchor and the object is re-propagated from z

@@ -1,0 +1,128 @@
+"""Speed and memory benchmark of the SAM 2 engine with random weights (imports torch).
+
+:func:`bench_engine` builds a real-size model (Hiera ``size`` at ``image_size`` px, random
+weights: speed does not depend on the values), opens a synthetic CT-like volume and measures
+the image encoder per slice, a first 2D prompt (encode + decode), a repeated prompt on the
+same slice (decoder only, thanks to the embedding cache), and propagation: seconds per
+tracked slice. Peak memory is the process's peak RSS (CPU) or peak CUDA allocation. The
+``*_cpu_*`` figures are process CPU time: on a machine shared with other jobs they estimate
+the time on dedicated cores (divide by the thread count for multi-threaded runs).
+Must not import FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from segloop.engines.base import drive
+from segloop.engines.sam2.session import Runtime, Sam2Session
+from segloop.io.volume import Volume
+from segloop.models.configs import build_config
+from segloop.types import Prompts
+
+__all__ = ["BenchResult", "bench_engine"]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Benchmark figures (seconds unless stated)."""
+
+    hiera: str
+    image_size: int
+    device: str
+    precision: str
+    threads: int
+    encoder_s: float
+    first_prompt_s: float
+    repeated_prompt_ms: float
+    tracked_slice_s: float
+    tracked_slices: int
+    peak_memory_mb: float
+    encoder_cpu_s: float
+    tracked_slice_cpu_s: float
+    repeated_prompt_cpu_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-able)."""
+        return asdict(self)
+
+
+def _synthetic_volume(n_xy: int, n_z: int, seed: int = 0) -> Volume:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0.0, 30.0, (n_xy, n_xy, n_z)).astype(np.float32) - 50.0
+    xx, yy = np.meshgrid(np.arange(n_xy), np.arange(n_xy), indexing="ij")
+    for z in range(n_z):
+        r = n_xy * (0.12 + 0.04 * np.sin(z / 3.0))
+        data[(xx - n_xy * 0.5) ** 2 + (yy - n_xy * 0.45) ** 2 < r * r, z] += 120.0
+    return Volume(data=data, affine=np.eye(4), source_format="npz", modality="CT")
+
+
+def bench_engine(
+    hiera: str = "tiny",
+    image_size: int = 512,
+    slices: int = 8,
+    precision: str = "fp32",
+    device: str = "cpu",
+    threads: int | None = 2,
+    repeats: int = 5,
+    config: dict[str, Any] | None = None,
+) -> BenchResult:
+    """Measure one model configuration; see the module docstring for what is timed."""
+    from segloop.models.loader import build_model
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = build_model(config or build_config(hiera, image_size), device=dev)
+    rt = Runtime(
+        model=model, model_name=f"random-{hiera}-{image_size}", device=dev,
+        use_bf16=precision == "bf16", image_size=int(model.config.image_size), window="auto",
+        largest_component=True, fill_holes=0, cache_frames=slices + 2, lock=threading.RLock(),
+    )
+    vol = _synthetic_volume(256, slices + 1)
+    session = Sam2Session(rt, vol)
+    box = Prompts.make(box=(90, 80, 170, 150))
+    z = 0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    # image encoder alone, on a slice not used below
+    frame = session._frames[slices].unsqueeze(0).to(dev)
+    with torch.inference_mode(), rt.autocast():
+        model.get_image_features(frame)  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.get_image_features(frame)
+        encoder_s, encoder_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    session.segment_slice(z, box)
+    first_s = time.perf_counter() - t0
+    times, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        session.segment_slice(z, box)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = drive(session.propagate(z))
+    track_s = (time.perf_counter() - t0) / max(n, 1)
+    track_cpu = (time.process_time() - c0) / max(n, 1)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return BenchResult(
+        hiera=hiera, image_size=int(model.config.image_size), device=str(dev),
+        precision="bf16" if rt.use_bf16 else "fp32", threads=torch.get_num_threads(),
+        encoder_s=encoder_s, first_prompt_s=first_s,
+        repeated_prompt_ms=1000.0 * statistics.median(times), tracked_slice_s=track_s,
+        tracked_slices=n, peak_memory_mb=peak, encoder_cpu_s=encoder_cpu,
+        tracked_slice_cpu_s=track_cpu, repeated_prompt_cpu_ms=1000.0 * statistics.median(cpu),
+    )

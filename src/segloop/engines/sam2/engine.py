@@ -1,0 +1,183 @@
+"""The ``medsam2`` and ``sam2.1-*`` engines: classes the registry loads by entry point.
+
+Importing this module is cheap and torch-free, so ``segloop engines`` and ``--engine auto``
+can ask :meth:`unavailable_reason` without loading torch (the API process never imports it).
+The model is loaded on the first ``open()`` (once per process, shared by all sessions); the
+work itself lives in :mod:`segloop.engines.sam2.session`.
+
+Concurrency: one model per engine instance; forward passes of all sessions are serialised by
+the engine's lock (one GPU, bounded memory), while sessions keep their own per-volume state.
+Must not import torch at module level, FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, ClassVar
+
+from segloop.errors import ModelNotAvailableError
+from segloop.io.volume import Volume
+from segloop.models.registry import MEDSAM2_VARIANTS, get_spec
+from segloop.models.store import is_available, not_cached_message
+
+if TYPE_CHECKING:  # the session module imports torch: only for type checking here
+    from segloop.engines.sam2.session import Runtime, Sam2Session
+
+__all__ = [
+    "MedSAM2Engine",
+    "Sam2Engine",
+    "Sam21BasePlusEngine",
+    "Sam21LargeEngine",
+    "Sam21SmallEngine",
+    "Sam21TinyEngine",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _missing_packages() -> str | None:
+    for pkg in ("torch", "transformers"):
+        if importlib.util.find_spec(pkg) is None:
+            return f"the {pkg} package is not installed (pip install torch transformers)"
+    return None
+
+
+class Sam2Engine:
+    """Base of the SAM 2-family engines (a ``transformers`` Sam2VideoModel under the hood).
+
+    Options (``get_engine(name, **options)``):
+
+    - ``model`` (or ``variant``): registry name; default the engine's (for ``medsam2`` the
+      first cached of MedSAM2_latest, MedSAM2_2411, ...).
+    - ``device``: ``"auto" | "cpu" | "cuda[:i]"``.
+    - ``precision``: ``"auto" | "fp32" | "bf16"``; auto = bf16 autocast on CUDA, fp32 on CPU;
+      default from ``SEGLOOP_SAM2_PRECISION``; bf16 on a CPU without bf16 support runs fp32.
+    - ``window``: CT window (preset, ``"L,W"``, ``(lower, upper)`` or ``"auto"``); a volume's
+      ``meta["window"]`` wins.
+    - ``largest_component``: keep the largest 3D component after propagation (MedSAM2).
+    - ``filter_key_slice``: let that filter also cut the model-made mask of the slice a
+      propagation starts from, exactly as MedSAM2 (default); False keeps that slice as
+      ``segment_slice`` returned it.
+    - ``fill_holes``: SAM 2's hole filling, background blobs up to this many pixels of the
+      low-resolution logits become foreground (MedSAM2 on a GPU with sam2's CUDA extension
+      uses 8; 0 = off, as MedSAM2 on a CPU).
+    - ``cache_frames``: image embeddings kept per session; ``threads``: torch CPU threads.
+    """
+
+    name: ClassVar[str] = "sam2"
+    description: ClassVar[str] = "SAM 2 family"
+    default_model: ClassVar[str] = "sam2.1-tiny"
+    candidate_models: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        model: str | None = None,
+        variant: str | None = None,
+        device: str = "auto",
+        precision: str | None = None,
+        window: str | tuple[float, float] | None = "auto",
+        largest_component: bool = True,
+        filter_key_slice: bool = True,
+        fill_holes: int = 0,
+        cache_frames: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        name = model or variant or self._first_cached()
+        self.model_name = get_spec(name).name
+        if precision is None:
+            precision = os.environ.get("SEGLOOP_SAM2_PRECISION", "").strip().lower() or "auto"
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        self.device_option = device
+        self.precision = precision
+        self.window = window
+        self.largest_component = largest_component
+        self.filter_key_slice = filter_key_slice
+        self.fill_holes = int(fill_holes)
+        self.cache_frames = int(cache_frames)
+        self.threads = threads
+        self.lock = threading.RLock()
+        self._runtime: Runtime | None = None
+
+    @classmethod
+    def _first_cached(cls) -> str:
+        for name in (cls.default_model, *cls.candidate_models):
+            if is_available(name):
+                return name
+        return cls.default_model
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when torch/transformers are installed and weights of a model are cached."""
+        missing = _missing_packages()
+        if missing:
+            return missing
+        if any(is_available(n) for n in (cls.default_model, *cls.candidate_models)):
+            return None
+        alias = get_spec(cls.default_model).aliases
+        return not_cached_message(alias[0] if alias else cls.default_model)
+
+    def runtime(self) -> Runtime:
+        """The loaded model and its settings (loaded on first call, then shared)."""
+        with self.lock:
+            if self._runtime is None:
+                if not is_available(self.model_name):
+                    raise ModelNotAvailableError(
+                        f"{self.model_name}: {not_cached_message(self.model_name)}"
+                    )
+                from segloop.engines.sam2.session import Runtime as _Runtime
+
+                self._runtime = _Runtime.load(self)
+            return self._runtime
+
+    def open(self, volume: Volume) -> Sam2Session:
+        """A :class:`~segloop.engines.sam2.session.Sam2Session` on ``volume`` (canonical view)."""
+        from segloop.engines.sam2.session import Sam2Session as _Session
+
+        return _Session(self.runtime(), volume)
+
+
+class MedSAM2Engine(Sam2Engine):
+    """MedSAM2 (bowang-lab): SAM 2.1 hiera-tiny fine-tuned on 3D medical images, 512 px."""
+
+    name: ClassVar[str] = "medsam2"
+    description: ClassVar[str] = (
+        "MedSAM2 (SAM 2.1 hiera-tiny, 512 px): box a slice, memory propagation both ways"
+    )
+    default_model: ClassVar[str] = MEDSAM2_VARIANTS[0]
+    candidate_models: ClassVar[tuple[str, ...]] = MEDSAM2_VARIANTS[1:]
+
+
+class Sam21TinyEngine(Sam2Engine):
+    """SAM 2.1 hiera-tiny at 1024 px."""
+
+    name: ClassVar[str] = "sam2.1-tiny"
+    description: ClassVar[str] = "SAM 2.1 hiera-tiny (Meta, 1024 px) with video propagation"
+    default_model: ClassVar[str] = "sam2.1-tiny"
+
+
+class Sam21SmallEngine(Sam2Engine):
+    """SAM 2.1 hiera-small at 1024 px."""
+
+    name: ClassVar[str] = "sam2.1-small"
+    description: ClassVar[str] = "SAM 2.1 hiera-small (Meta, 1024 px) with video propagation"
+    default_model: ClassVar[str] = "sam2.1-small"
+
+
+class Sam21BasePlusEngine(Sam2Engine):
+    """SAM 2.1 hiera-base-plus at 1024 px."""
+
+    name: ClassVar[str] = "sam2.1-base-plus"
+    description: ClassVar[str] = "SAM 2.1 hiera-base+ (Meta, 1024 px) with video propagation"
+    default_model: ClassVar[str] = "sam2.1-base-plus"
+
+
+class Sam21LargeEngine(Sam2Engine):
+    """SAM 2.1 hiera-large at 1024 px."""
+
+    name: ClassVar[str] = "sam2.1-large"
+    description: ClassVar[str] = "SAM 2.1 hiera-large (Meta, 1024 px) with video propagation"
+    default_model: ClassVar[str] = "sam2.1-large"

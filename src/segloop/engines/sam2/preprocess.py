@@ -1,0 +1,160 @@
+"""MedSAM2's image preprocessing and mask post-processing, in numpy (no torch).
+
+Intensities: CT is clipped to a window (a preset name, ``(lower, upper)`` HU, or ``"L,W"``),
+then min-max scaled over the whole clipped volume to uint8 (MedSAM2's own rule, including the
+truncating cast); other modalities are clipped to the 0.5-99.5 percentiles first. Each slice
+is an ``(H, W)`` image with H = the canonical y axis (rows) and W = the x axis (columns): the
+transpose of segloop's ``(X, Y)`` slice arrays. It is made RGB, resized to the model size with
+PIL's bicubic filter (as MedSAM2 does), divided by 255 and normalised with the ImageNet mean
+and std. Post-processing: SAM 2's small-hole filling on the low-resolution logits and the
+largest 3D connected component.
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from segloop.errors import InputError
+from segloop.types import BoolArray
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "WINDOW_PRESETS",
+    "fill_holes_in_scores",
+    "largest_component",
+    "slice_to_model_input",
+    "to_uint8_volume",
+    "window_bounds",
+]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+#: CT windows as (level, width) in HU
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (40.0, 400.0),
+    "liver": (60.0, 160.0),
+    "mediastinum": (50.0, 350.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+DEFAULT_CT_WINDOW = "soft_tissue"
+
+
+def window_bounds(window: str | tuple[float, float] | None) -> tuple[float, float] | None:
+    """``(lower, upper)`` HU of a window: a preset name, ``"L,W"`` text, or explicit bounds.
+
+    None stays None (meaning: percentile scaling). Raises InputError on an unknown preset.
+    """
+    if window is None:
+        return None
+    if isinstance(window, tuple | list):
+        lo, hi = float(window[0]), float(window[1])
+    elif window in WINDOW_PRESETS:
+        level, width = WINDOW_PRESETS[window]
+        lo, hi = level - width / 2, level + width / 2
+    else:
+        try:
+            level, width = (float(v) for v in str(window).split(","))
+        except ValueError:
+            raise InputError(
+                f"unknown window {window!r}: use one of {', '.join(WINDOW_PRESETS)} or 'L,W'"
+                " (level and width in HU)"
+            ) from None
+        lo, hi = level - width / 2, level + width / 2
+    if not hi > lo:
+        raise InputError(f"window {window!r} is empty: the upper bound must exceed the lower")
+    return lo, hi
+
+
+def _looks_like_ct(data: npt.NDArray[Any]) -> bool:
+    return bool(np.nanmin(data) < -500 and np.nanmax(data) > 200)
+
+
+def to_uint8_volume(
+    data: npt.NDArray[Any],
+    modality: str | None = None,
+    window: str | tuple[float, float] | None = "auto",
+) -> npt.NDArray[np.uint8]:
+    """Scale a canonical ``(X, Y, Z)`` volume to uint8 slices ``(Z, H=Y, W=X)``.
+
+    ``window="auto"``: CT (by modality, or HU-like values when the modality is unknown) uses the
+    soft-tissue window, anything else the 0.5/99.5 percentiles. A preset name, ``"L,W"`` or a
+    ``(lower, upper)`` tuple forces a window; None forces percentile scaling.
+    """
+    vol = np.asarray(data)
+    if window == "auto":
+        is_ct = (modality or "").upper() == "CT" or (modality is None and _looks_like_ct(vol))
+        window = DEFAULT_CT_WINDOW if is_ct else None
+    bounds = window_bounds(window)
+    if bounds is None:
+        lo, hi = (float(v) for v in np.percentile(vol, [0.5, 99.5]))
+    else:
+        lo, hi = bounds
+    # min/max of the clipped volume are the clipped min/max: scale slice by slice (low memory)
+    vmin = float(np.clip(np.float64(vol.min()), lo, hi))
+    vmax = float(np.clip(np.float64(vol.max()), lo, hi))
+    out = np.zeros((vol.shape[2], vol.shape[1], vol.shape[0]), dtype=np.uint8)
+    if vmax > vmin:
+        for z in range(vol.shape[2]):
+            sl = np.clip(vol[:, :, z].astype(np.float64), lo, hi)
+            out[z] = ((sl - vmin) / (vmax - vmin) * 255.0).astype(np.uint8).T
+    return out
+
+
+def slice_to_model_input(img: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.float32]:
+    """One ``(H, W)`` uint8 slice as the model input ``(3, size, size)`` float32 (normalised)."""
+    from PIL import Image
+
+    resized = Image.fromarray(np.ascontiguousarray(img), mode=None).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
+    # float64 arithmetic then float32, as MedSAM2 (numpy/torch float64 frames, .float() later)
+    arr = np.asarray(resized, dtype=np.float64) / 255.0
+    mean = IMAGENET_MEAN.astype(np.float64)[:, None, None]
+    std = IMAGENET_STD.astype(np.float64)[:, None, None]
+    return np.ascontiguousarray((arr[None, :, :] - mean) / std, dtype=np.float32)
+
+
+def largest_component(mask3d: BoolArray) -> BoolArray:
+    """The largest 26-connected component of a 3D bool mask (all False stays all False)."""
+    from scipy import ndimage
+
+    if not mask3d.any():
+        return mask3d.copy()
+    labels, n = ndimage.label(mask3d, structure=np.ones((3, 3, 3), bool))
+    if n <= 1:
+        return mask3d.copy()
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return np.asarray(labels == int(counts.argmax()), dtype=bool)
+
+
+def fill_holes_in_scores(scores: npt.NDArray[np.float32], max_area: int) -> npt.NDArray[np.float32]:
+    """SAM 2's hole filling on a 2D map of mask logits (the model's low-resolution output).
+
+    Background components (score <= 0, 8-connected, touching the border or not) of at most
+    ``max_area`` pixels get the score 0.1, i.e. become foreground; ``max_area <= 0`` returns
+    the input. MedSAM2 runs this with ``fill_hole_area=8`` when sam2's CUDA extension is built.
+    """
+    if max_area <= 0:
+        return scores
+    from scipy import ndimage
+
+    bg = scores <= 0
+    labels, n = ndimage.label(bg, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return scores
+    sizes = np.bincount(labels.ravel())
+    small = sizes <= max_area
+    small[0] = False
+    out = scores.copy()
+    out[small[labels]] = np.float32(0.1)
+    return out

@@ -1,0 +1,446 @@
+"""SAM 2-family sessions on one volume, driving ``transformers``' Sam2VideoModel (imports torch).
+
+The volume is scaled once to uint8 slices (:mod:`.preprocess`); model inputs are made per slice
+on demand and never all kept. Image embeddings are kept in a per-session LRU cache, so a new
+prompt on an encoded slice only runs the prompt encoder and mask decoder. Every 2D prediction
+and every propagation builds a fresh ``Sam2VideoInferenceSession`` (memory bank) that shares
+those lazily computed frames and the embedding cache, so objects and passes never mix their
+memories. Propagation follows MedSAM2: the conditioning slice(s) first, then forward to the
+next anchor, then a reset and the same backward, the union of both, then the largest 3D
+connected component (never removing anchored slices); optional SAM 2 hole filling on the
+low-resolution logits of every prediction (``fill_holes``, MedSAM2's ``fill_hole_area``).
+
+Axis conventions: segloop slices are ``(X, Y)`` arrays; the model sees ``(H=Y, W=X)`` images,
+so a box ``(x0, y0, x1, y1)`` maps to model pixels as ``x * S / X`` and ``y * S / Y``.
+Must not import FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from segloop.engines.sam2.preprocess import (
+    fill_holes_in_scores,
+    largest_component,
+    slice_to_model_input,
+    to_uint8_volume,
+)
+from segloop.engines.state import SessionState
+from segloop.errors import EngineError, PromptError
+from segloop.io.volume import Volume
+from segloop.types import BoolArray, Prompts, SliceResult, validate_prompts, validate_slice
+
+__all__ = ["Runtime", "Sam2Session"]
+
+log = logging.getLogger(__name__)
+
+#: on an accelerator, volumes with more slices than this keep the memory bank on the CPU
+OFFLOAD_ABOVE = 256
+
+
+def _bf16_cpu_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass
+class Runtime:
+    """A loaded model and the settings every session of an engine shares."""
+
+    model: Any
+    model_name: str
+    device: torch.device
+    use_bf16: bool
+    image_size: int
+    window: str | tuple[float, float] | None
+    largest_component: bool
+    fill_holes: int
+    cache_frames: int
+    lock: threading.RLock
+    filter_key_slice: bool = False
+
+    @classmethod
+    def load(cls, engine: Any) -> Runtime:
+        """Load the engine's model (fp32 weights) on its device and resolve the precision."""
+        from segloop.models.loader import load_model
+
+        if engine.threads:
+            torch.set_num_threads(int(engine.threads))
+        dev_opt = engine.device_option
+        if dev_opt == "auto":
+            dev_opt = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(dev_opt)
+        model = load_model(engine.model_name, device=device)
+        if engine.precision == "bf16":
+            use_bf16 = True
+        elif engine.precision == "fp32":
+            use_bf16 = False
+        else:
+            use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if use_bf16 and device.type == "cpu" and not _bf16_cpu_supported():
+            log.info("bf16 is not accelerated on this CPU; running fp32")
+            use_bf16 = False
+        return cls(
+            model=model,
+            model_name=engine.model_name,
+            device=device,
+            use_bf16=use_bf16,
+            image_size=int(model.config.image_size),
+            window=engine.window,
+            largest_component=bool(engine.largest_component),
+            fill_holes=int(engine.fill_holes),
+            cache_frames=max(1, int(engine.cache_frames)),
+            lock=engine.lock,
+            filter_key_slice=bool(engine.filter_key_slice),
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on the model's device when enabled, else nothing."""
+        if not self.use_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+class _LazyFrames(dict):  # type: ignore[type-arg]
+    """Model inputs ``(3, S, S)`` float32 made from uint8 slices on first access (not kept).
+
+    Stands in for ``Sam2VideoInferenceSession.processed_frames`` (a dict frame -> tensor):
+    ``len`` is the number of slices; a missing frame is computed by ``__missing__``.
+    """
+
+    def __init__(self, u8: npt.NDArray[np.uint8], size: int) -> None:
+        super().__init__()
+        self._u8 = u8
+        self._size = size
+
+    def __len__(self) -> int:
+        return int(self._u8.shape[0])
+
+    def __missing__(self, z: int) -> torch.Tensor:
+        return torch.from_numpy(slice_to_model_input(self._u8[z], self._size))
+
+
+def _make_feature_cache(capacity: int, device: torch.device) -> Any:
+    """An LRU image-embedding cache compatible with ``Sam2VideoInferenceCache``."""
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceCache
+
+    class _LRUCache(Sam2VideoInferenceCache):
+        def __init__(self) -> None:
+            super().__init__(inference_device=device, inference_state_device=device,
+                             max_vision_features_cache_size=capacity)
+            self._vision_features: OrderedDict[int, dict[str, Any]] = OrderedDict()
+            self.hits = 0
+            self.misses = 0
+            #: frames never evicted (the conditioning slices of a running propagation)
+            self.pinned: set[int] = set()
+
+        def cache_vision_features(self, frame_idx: int, features: dict[str, Any]) -> None:
+            while len(self._vision_features) >= self.max_vision_features_cache_size:
+                victim = next((k for k in self._vision_features if k not in self.pinned), None)
+                if victim is None:
+                    break
+                del self._vision_features[victim]
+            self._vision_features[frame_idx] = features
+
+        def get_vision_features(self, frame_idx: int) -> dict[str, Any] | None:
+            feats = self._vision_features.get(frame_idx)
+            if feats is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._vision_features.move_to_end(frame_idx)
+            return feats
+
+    return _LRUCache()
+
+
+class Sam2Session:
+    """One volume's interactive SAM 2 state; implements :class:`segloop.engines.base.Session`.
+
+    The CT window is ``volume.meta["window"]`` when set (a preset, ``"L,W"`` or bounds), else
+    the engine's ``window`` option.
+
+    Masks are ``(X, Y)`` / ``(X, Y, Z)`` bool on the volume's canonical grid.
+    """
+
+    def __init__(self, runtime: Runtime, volume: Volume) -> None:
+        self._rt = runtime
+        canon = volume.canonical()
+        data = np.asarray(canon.data)
+        self._shape: tuple[int, int, int] = (int(data.shape[0]), int(data.shape[1]),
+                                             int(data.shape[2]))
+        # a per-case window (``volume.meta["window"]``, e.g. from `segment --window`) wins
+        window = canon.meta.get("window") or volume.meta.get("window") or runtime.window
+        self._u8 = to_uint8_volume(data, canon.modality, window)  # (Z, H=Y, W=X)
+        self._frames = _LazyFrames(self._u8, runtime.image_size)
+        self._cache = _make_feature_cache(runtime.cache_frames, runtime.device)
+        self._state = SessionState(self._shape)
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Canonical volume shape ``(X, Y, Z)``."""
+        return self._shape
+
+    @property
+    def cache_stats(self) -> tuple[int, int]:
+        """(hits, misses) of the image-embedding cache."""
+        return int(self._cache.hits), int(self._cache.misses)
+
+    def segment_slice(self, z: int, prompts: Prompts, object_id: int = 1) -> BoolArray:
+        """The ``(X, Y)`` mask of slice z from a box and/or points; stored and anchored."""
+        validate_prompts(z, prompts, self._shape)
+        mask = self._predict_2d(z, prompts)
+        self._state.set_slice(object_id, z, mask, prompts)
+        return mask.copy()
+
+    def propagate(
+        self, z: int, mask2d: BoolArray | None = None, object_id: int = 1
+    ) -> Iterator[SliceResult]:
+        """Propagate slice z's mask (or ``mask2d``) forward then backward up to the anchors."""
+        validate_slice(z, self._shape)
+        st = self._state.get(object_id)
+        if mask2d is not None:
+            m = np.asarray(mask2d, dtype=bool)
+            if m.shape != self._shape[:2]:
+                raise PromptError(
+                    f"mask2d has shape {m.shape} but slices of this volume are {self._shape[:2]}"
+                )
+            self._state.set_slice(object_id, z, m, None)
+            st.prompts.pop(z, None)
+        elif z not in st.prompts and not st.mask[:, :, z].any():
+            raise EngineError(
+                f"slice {z} of object {object_id} has no mask to propagate: segment it first"
+            )
+        else:
+            st.anchors.add(z)
+        return self._propagate_from(z, object_id, first=None)
+
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
+        """Add prompts on slice z (a box replaces the old one), re-segment, re-propagate.
+
+        When slice z had no prompts, the correction acts on its current mask: the mask's
+        bounding box (unless a new box is given) plus the new points. Yields slice z first,
+        then the re-propagated slices.
+        """
+        validate_prompts(z, prompts, self._shape)
+        st = self._state.get(object_id)
+        old = st.prompts.get(z)
+        if old is not None:
+            merged = old.merged(prompts)
+        else:
+            current = st.mask[:, :, z]
+            box = prompts.box
+            if box is None and current.any():
+                xs = np.flatnonzero(current.any(axis=1))
+                ys = np.flatnonzero(current.any(axis=0))
+                box = (int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1]))
+                if box[0] == box[2] or box[1] == box[3]:
+                    box = None
+            merged = Prompts(box=box, points=prompts.points, labels=prompts.labels)
+        mask = self._predict_2d(z, merged)
+        self._state.set_slice(object_id, z, mask, merged)
+        return self._propagate_from(z, object_id, first=mask)
+
+    def mask(self, object_id: int = 1) -> BoolArray:
+        """The current ``(X, Y, Z)`` bool mask of one object (all False if never segmented)."""
+        st = self._state.objects.get(object_id)
+        if st is None:
+            return np.zeros(self._shape, dtype=bool)
+        return st.mask.copy()
+
+    def set_mask(self, mask3d: BoolArray, object_id: int = 1) -> None:
+        """Replace an object's 3D mask (an edit); every non-empty slice becomes an anchor."""
+        m = np.asarray(mask3d, dtype=bool)
+        if m.shape != self._shape:
+            raise PromptError(f"mask has shape {m.shape} but the volume is {self._shape}")
+        self._state.set_mask(object_id, m)
+
+    def objects(self) -> list[int]:
+        """Ids of the objects with a state in this session."""
+        return sorted(self._state.objects)
+
+    # ------------------------------------------------------------------ model plumbing
+
+    def _new_video_session(self) -> Any:
+        from transformers import Sam2VideoInferenceSession
+
+        dev = self._rt.device
+        # long volumes on a GPU: keep the memory bank in host memory (frames always are)
+        state_dev = (torch.device("cpu") if dev.type != "cpu" and self._shape[2] > OFFLOAD_ABOVE
+                     else dev)
+        vs = Sam2VideoInferenceSession(
+            video=None, video_height=self._shape[1], video_width=self._shape[0],
+            inference_device=dev, inference_state_device=state_dev, video_storage_device="cpu",
+            dtype=torch.float32,
+        )
+        vs.processed_frames = self._frames
+        vs.cache = self._cache
+        return vs
+
+    def _point_inputs(self, prompts: Prompts) -> dict[str, torch.Tensor]:
+        """Box corners (labels 2, 3) then points, in model pixels, shaped (1, 1, N, 2)."""
+        s = float(self._rt.image_size)
+        sx, sy = s / self._shape[0], s / self._shape[1]
+        coords: list[list[float]] = []
+        labels: list[int] = []
+        if prompts.box is not None:
+            x0, y0, x1, y1 = prompts.box
+            coords += [[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]]
+            labels += [2, 3]
+        for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
+            coords.append([x * sx, y * sy])
+            labels.append(int(lab))
+        return {
+            "point_coords": torch.tensor([[coords]], dtype=torch.float32),
+            "point_labels": torch.tensor([[labels]], dtype=torch.int32),
+        }
+
+    def _mask_input(self, mask_xy: BoolArray) -> torch.Tensor:
+        """A ``(X, Y)`` mask as the model's ``(1, 1, S, S)`` binary mask input."""
+        s = self._rt.image_size
+        m = torch.from_numpy(np.ascontiguousarray(mask_xy.T, dtype=np.float32))[None, None]
+        m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return (m >= 0.5).float()
+
+    def _add_inputs(self, vs: Any, z: int, prompts: Prompts | None, mask_xy: BoolArray | None
+                    ) -> None:
+        obj_idx = vs.obj_id_to_idx(1)
+        if prompts is not None:
+            vs.add_point_inputs(obj_idx, z, self._point_inputs(prompts))
+            vs.remove_mask_inputs(obj_idx, z)
+        else:
+            assert mask_xy is not None
+            vs.add_mask_inputs(obj_idx, z, self._mask_input(mask_xy))
+            vs.remove_point_inputs(obj_idx, z)
+        vs.obj_with_new_inputs = [1]
+
+    def _to_slice_mask(self, logits: torch.Tensor) -> BoolArray:
+        """Low-res logits ``(1, 1, h, w)`` -> ``(X, Y)`` bool: bilinear to the slice, > 0."""
+        x, y = self._shape[0], self._shape[1]
+        logits = logits.float()
+        if self._rt.fill_holes > 0:
+            low = fill_holes_in_scores(logits[0, 0].cpu().numpy(), self._rt.fill_holes)
+            logits = torch.from_numpy(low)[None, None].to(logits.device)
+        up = F.interpolate(logits, size=(y, x), mode="bilinear", align_corners=False)
+        return np.ascontiguousarray((up[0, 0] > 0).cpu().numpy().T)
+
+    def _run(self, vs: Any, z: int, reverse: bool = False, memory: bool = True) -> BoolArray:
+        with self._rt.lock, torch.inference_mode(), self._rt.autocast():
+            out = self._rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
+        return self._to_slice_mask(out.pred_masks[:1])
+
+    def _predict_2d(self, z: int, prompts: Prompts) -> BoolArray:
+        vs = self._new_video_session()
+        self._add_inputs(vs, z, prompts, None)
+        return self._run(vs, z, memory=False)
+
+    def _conditioning(self, z: int, object_id: int) -> list[int]:
+        """Slices that condition a propagation from z: z and its nearest anchors each side."""
+        st = self._state.get(object_id)
+        below = [a for a in st.anchors if a < z]
+        above = [a for a in st.anchors if a > z]
+        cond = [z]
+        if below:
+            cond.append(max(below))
+        if above:
+            cond.append(min(above))
+        return cond
+
+    def _track(self, z: int, object_id: int, direction: int, span: range
+               ) -> Iterator[tuple[int, BoolArray]]:
+        st = self._state.get(object_id)
+        vs = self._new_video_session()
+        conditioned = 0
+        for a in self._conditioning(z, object_id):
+            prompts = st.prompts.get(a)
+            if prompts is None and not st.mask[:, :, a].any():
+                continue
+            self._add_inputs(vs, a, prompts, None if prompts is not None else st.mask[:, :, a])
+            self._run(vs, a)
+            conditioned += 1
+        if not conditioned:  # an empty mask propagates as empty slices
+            for t in span:
+                yield t, np.zeros(self._shape[:2], dtype=bool)
+            return
+        keep = max(int(self._rt.model.config.num_maskmem),
+                   int(self._rt.model.config.max_object_pointers_in_encoder))
+        outputs = vs.output_dict_per_obj[0]["non_cond_frame_outputs"]
+        for t in span:
+            m = self._run(vs, t, reverse=direction < 0)
+            # bounded memory on long volumes: the full-size mask is only needed to encode the
+            # memory (done), and frames further back than the memory/pointer window are unused
+            out_t = outputs.get(t)
+            if out_t is not None:
+                out_t.pop("high_res_masks", None)
+            outputs.pop(t - direction * keep, None)
+            yield t, m
+
+    def _propagate_from(self, z: int, object_id: int, first: BoolArray | None
+                        ) -> Iterator[SliceResult]:
+        """Track forward then backward from z; yield one result per slice (see below).
+
+        With ``largest_component`` on (MedSAM2's behaviour), the 3D component filter needs
+        every slice, so the slices are tracked first and yielded once filtered: each yielded
+        mask is the stored one. With it off, slices are yielded as soon as they are tracked.
+        The corrected slice of a refinement (``first``) is yielded at once.
+        """
+        st = self._state.get(object_id)
+        fwd, bwd = st.span(z, +1), st.span(z, -1)
+        total = len(fwd) + len(bwd) + (1 if first is not None else 0)
+        deferred = self._rt.largest_component
+
+        def gen() -> Iterator[SliceResult]:
+            self._cache.pinned = set(self._conditioning(z, object_id))
+            try:
+                yield from run()
+            finally:
+                self._cache.pinned = set()
+
+        def run() -> Iterator[SliceResult]:
+            done = 0
+            if first is not None:
+                done += 1
+                yield SliceResult(z=z, mask=first.copy(), done=done, total=total)
+            touched: list[int] = []
+            for direction, span in ((+1, fwd), (-1, bwd)):
+                if not len(span):
+                    continue
+                for t, m in self._track(z, object_id, direction, span):
+                    st.mask[:, :, t] = m
+                    touched.append(t)
+                    if not deferred:
+                        done += 1
+                        yield SliceResult(z=t, mask=m.copy(), done=done, total=total)
+            if deferred:
+                cut = list(touched)
+                if self._rt.filter_key_slice and first is None and z in st.prompts:
+                    cut.append(z)  # MedSAM2 filters its key slice too
+                self._keep_largest_component(object_id, cut)
+                for t in touched:
+                    done += 1
+                    yield SliceResult(z=t, mask=st.mask[:, :, t].copy(), done=done, total=total)
+
+        return gen()
+
+    def _keep_largest_component(self, object_id: int, touched: list[int]) -> None:
+        """MedSAM2's largest 3D connected component, applied to the tracked slices only."""
+        st = self._state.get(object_id)
+        if touched and st.mask.any():
+            keep = largest_component(st.mask)
+            for t in touched:
+                st.mask[:, :, t] &= keep[:, :, t]
