@@ -168,3 +168,17 @@ def test_help_and_no_command() -> None:
     res = run("--help")
     assert res.returncode == 0 and "segment" in res.stdout
     assert run().returncode == 2
+
+
+def test_engine_options_are_parsed_and_checked(lps_nifti: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    from segloop.cli.segment import parse_engine_options
+
+    assert parse_engine_options(["a=1", "b=2.5", "c=true", "d=MedSAM2_CTLesion", "fill-holes=8"]) == {
+        "a": 1, "b": 2.5, "c": True, "d": "MedSAM2_CTLesion", "fill_holes": 8,
+    }
+    res = run("segment", lps_nifti[0], "--box", 20, 8, 34, 22, "--slice", 8, "-o", tmp_path / "o.nii.gz",
+              "--engine", "classic", "--engine-opt", "bogus=1")
+    assert_clean_error(res, "bogus")
+    res = run("segment", lps_nifti[0], "--box", 20, 8, 34, 22, "--slice", 8, "-o", tmp_path / "o.nii.gz",
+              "--engine", "classic", "--engine-opt", "novalue")
+    assert_clean_error(res, "KEY=VALUE")

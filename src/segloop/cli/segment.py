@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from segloop.errors import PromptError
+from segloop.errors import PromptError, SegloopError
 
-__all__ = ["register", "run"]
+__all__ = ["parse_engine_options", "register", "run"]
 
 
 def register(sub: Any) -> None:
@@ -42,6 +42,9 @@ def register(sub: Any) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="output mask (.nii.gz)")
     p.add_argument("--engine", default="auto",
                    help="engine name (see `segloop engines`); auto = best available (default)")
+    p.add_argument("--engine-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="engine option, repeatable (e.g. variant=MedSAM2_CTLesion, precision=bf16, "
+                        "fill_holes=8); values are parsed as int, float, true/false or text")
     p.add_argument("--no-propagate", action="store_true", help="segment the one slice only (2D)")
     p.add_argument("--dicom-seg", type=Path, metavar="OUT.dcm",
                    help="also write a DICOM-SEG (DICOM input only)")
@@ -66,6 +69,27 @@ def _parse_points(values: list[int] | None) -> list[tuple[int, int, int, int]]:
         if p[3] not in (0, 1):
             raise PromptError(f"point {p[:3]} has label {p[3]}: use 1 (positive) or 0 (negative)")
     return pts  # type: ignore[return-value]
+
+
+def parse_engine_options(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x", "c=true"]`` -> ``{"a": 1, "b": "x", "c": True}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SegloopError(f"--engine-opt takes KEY=VALUE, got {item!r}")
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for conv in (int, float):
+                try:
+                    value = conv(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
     name = resolve_auto() if args.engine == "auto" else args.engine
     if args.engine == "auto" and not args.quiet:
         print(f"segloop: engine auto -> {name}", file=sys.stderr)
-    engine = get_engine(name)
+    try:
+        engine = get_engine(name, **parse_engine_options(args.engine_opt))
+    except TypeError as exc:  # an option the engine does not take
+        raise SegloopError(f"engine {name!r} does not accept these options: {exc}") from None
 
     here = [(x, y, lab) for (x, y, pz, lab) in points if pz == z]
     later = [(x, y, pz, lab) for (x, y, pz, lab) in points if pz != z]
