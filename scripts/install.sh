@@ -10,7 +10,7 @@ PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 if [ "${1:-}" = "--dev" ]; then
     # torch is pinned: 2.13.0 is the local CPU build; other specs download GBs of CUDA packages.
     "${PIP[@]}" torch==2.13.0
-    "${PIP[@]}" -e '.[sam2,service,dev]'
+    "${PIP[@]}" -e '.[sam2,service,train,dev]'
     if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== installing Debian chromium + chromium-driver for the browser tests"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null

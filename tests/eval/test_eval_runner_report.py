@@ -94,7 +94,7 @@ def test_bad_inputs(synthetic_manifest: Path, eval_engines: dict[str, str]) -> N
         evaluate(cases, engines, clicks=-1)
     with pytest.raises(SegloopError, match="unknown engine"):
         resolve_engines(["no-such-engine"])
-    with pytest.raises(SegloopError, match="NAME@RUN"):
+    with pytest.raises(SegloopError, match="no trained model 'classic@run1'"):
         resolve_engines(["classic@run1"])
     wrong = synthetic_manifest.parent / "wrong.csv"
     wrong.write_text(

@@ -17,7 +17,8 @@ from segloop.errors import SegloopError
 __all__ = ["main"]
 
 #: subcommand modules, in help order; each defines ``register(subparsers) -> None``
-SUBCOMMANDS: tuple[str, ...] = ("segment", "eval", "engines")
+SUBCOMMANDS: tuple[str, ...] = ("segment", "eval", "info", "engines", "serve", "worker",
+                                 "users", "models", "bench", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

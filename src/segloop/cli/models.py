@@ -54,9 +54,9 @@ def register(sub: Any) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from segloop.models import model_names, status
-    from segloop.train.versions import register_saved_runs
+    from segloop.models.versions import register_saved_runs
 
-    register_saved_runs()  # hook (train helper): list fine-tuned ENGINE@RUN models too
+    register_saved_runs()  # fine-tuned ENGINE@RUN models cached by `segloop train`
     rows: list[dict[str, Any]] = []
     for name in model_names():
         st = status(name)
@@ -77,7 +77,8 @@ def _list(args: argparse.Namespace) -> int:
         alias = f" ({', '.join(r['aliases'])})" if r["aliases"] else ""
         size = f"{r['size'] / 1e6:.0f} MB" if r["size"] else "?"
         state = "cached" if r["cached"] else "-"
-        print(f"{r['name']}{alias}\t{state}\t{size}\t{r['licence']}\t{r['source']}")
+        print(f"{r['name']}{alias}\t{state}\t{size}\t{r['licence']}\t{r['source']}"
+              f"\t{r['description']}")
     return 0
 
 

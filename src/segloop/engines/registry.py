@@ -70,15 +70,25 @@ def resolve_auto() -> str:
 
 
 def get_engine(name: str = "classic", **options: Any) -> Engine:
-    """A process-wide engine instance for ``name`` (``"auto"`` resolved) and options."""
+    """A process-wide engine instance for ``name`` and options.
+
+    ``"auto"`` is resolved (see :func:`resolve_auto`); ``"ENGINE@RUN"`` is engine ENGINE with
+    the fine-tuned registry model ``ENGINE@RUN`` (``segloop train``) as its ``model`` option.
+    """
     if name == "auto":
         name = resolve_auto()
+    if "@" in name:  # a model version, ENGINE@RUN: engine ENGINE with that registry model
+        from segloop.models.versions import resolve_model_version
+
+        name, model = resolve_model_version(name)
+        options = {**options, "model": model}
     key = (name, tuple(sorted(options.items())))
     with _lock:
         inst = _instances.get(key)
         if inst is None:
             cls = engine_class(name)
-            reason = cls.unavailable_reason()
+            # with an explicit model the engine itself checks that model's weights
+            reason = None if "model" in options else cls.unavailable_reason()
             if reason is not None:
                 raise SegloopError(f"engine {name!r} cannot run here: {reason}")
             inst = cls(**options)

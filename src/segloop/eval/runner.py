@@ -147,20 +147,15 @@ def resolve_engines(names: Sequence[str]) -> dict[str, Engine]:
 
     ``auto`` stands for the best engine available here (see the registry).
 
-    Raises SegloopError for unknown engines or engines that cannot run here. (Model versions,
-    ``name@RUN``, are not supported yet.)
+    ``NAME@RUN`` is engine NAME with the fine-tuned model ``NAME@RUN`` (``segloop train``).
+    Raises SegloopError for unknown engines, unknown runs or engines that cannot run here.
     """
     out: dict[str, Engine] = {}
     for requested in names:
         name = resolve_auto() if requested == "auto" else requested
         if name in out:
             continue
-        if "@" in name:
-            raise SegloopError(
-                f"engine {name!r}: model versions (NAME@RUN) are not supported by this segloop yet; "
-                "give a registered engine name (see `segloop engines`)"
-            )
-        out[name] = get_engine(name)
+        out[name] = get_engine(name)  # NAME@RUN: engine NAME with fine-tuned model NAME@RUN
     if not out:
         raise SegloopError("no engine given: name at least one with --engine")
     return out

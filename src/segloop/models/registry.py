@@ -168,4 +168,11 @@ def get_spec(name: str) -> ModelSpec:
     for spec in reg.values():
         if spec.name.lower() == low or low in (a.lower() for a in spec.aliases):
             return spec
+    if "@" in name:  # a fine-tuned run cached by another process (segloop train)
+        from segloop.models.versions import saved_run_specs
+
+        for spec in saved_run_specs():
+            if spec.name.lower() == low:
+                register_model(spec)
+                return spec
     raise SegloopError(f"unknown model {name!r}; known models: {', '.join(reg)}")

@@ -1,0 +1,110 @@
+"""``segloop train`` end to end: 2D folders with --smoke, and masks reviewed in the server's
+datastore (written through the job store, as the API does) appearing in --from-datastore data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segloop.cli import main
+from segloop.train.config import TrainConfig
+from segloop.train.trainer import prepare_data
+
+from .synthetic import ball_volume, write_disc_folders
+
+
+def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images, masks = write_disc_folders(tmp_path / "d", 4, 2)
+    out = tmp_path / "run"
+    rc = main(["train", "--smoke", "--images", str(images), "--masks", str(masks), "--out",
+               str(out), "--samples-per-epoch", "3", "-q"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "medsam2@run" in text and "(before)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["base_model"] == "tiny" and summary["epochs_run"] == 2
+    assert summary["parts"] == ["mask-decoder", "prompt-encoder"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["smoke"] and cfg["preprocessing"]["image_size"] == 64
+    from segloop.models.registry import unregister_model
+
+    unregister_model("medsam2@run")  # as in a new process: found again in the model cache
+    rc = main(["models", "list", "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    row = next(r for r in rows if r["name"] == "medsam2@run")
+    assert row["cached"] and "fine-tuned from tiny (val IoU" in row["description"]
+
+    # 2D comparison: the run folder and its registered version are the same model
+    rc = main(["eval2d", "--images", str(images), "--masks", str(masks), "--engine", str(out),
+               "--engine", "medsam2@run", "--csv", str(tmp_path / "per_image.csv"), "-q"])
+    assert rc == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 3 and table[2].startswith("medsam2@run")
+    assert table[2].split()[-2:] == ["+0.0000", "+0.0000"]
+    assert len((tmp_path / "per_image.csv").read_text().splitlines()) == 1 + 2 * 2
+
+
+def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--out", str(tmp_path / "r"), "--images", str(tmp_path)])
+    assert rc != 0 and "--masks" in capsys.readouterr().err
+    rc = main(["train", "--out", str(tmp_path / "r"), "--manifest", "m.csv", "--train", "decoder"])
+    assert rc != 0 and "unknown part" in capsys.readouterr().err
+    rc = main(["train", "--out", str(tmp_path / "r"), "--from-datastore", str(tmp_path)])
+    assert rc != 0 and "no reviewed masks" in capsys.readouterr().err
+
+
+def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
+    from segloop.config import load_settings
+    from segloop.jobs.store import LOCAL_ADMIN, JobStore
+
+    settings = load_settings(None, home=tmp_path / "server")
+    store = JobStore(settings)
+    try:
+        img, lab = ball_volume(np.random.default_rng(5))
+        upload = tmp_path / "upload.nii.gz"
+        nib.save(nib.Nifti1Image(img, np.diag([0.8, 0.8, 2.0, 1.0])), str(upload))
+        job = store.create_job(upload, "ball.nii.gz", LOCAL_ADMIN)
+        edited = np.zeros(tuple(job["shape"]), np.uint8)
+        edited[lab > 0] = 1
+        edited[:, :, 2] = 0  # the reviewer's correction
+        store.edit_mask(job["job_id"], LOCAL_ADMIN, edited)
+        store.review(job["job_id"], LOCAL_ADMIN, None)
+    finally:
+        store.close()
+
+    ds = settings.datastore_dir
+    cfg = TrainConfig(out=str(tmp_path / "run"), datastore=str(ds))
+    train, _val, val_is_train = prepare_data(cfg)
+    assert len(train) == 1 and val_is_train
+    rec = train[0]
+    assert rec.name.startswith(job["job_id"]) and rec.patient_id == job["job_id"]
+    np.testing.assert_array_equal(rec.truth, edited.astype(bool).transpose(2, 1, 0))
+
+    out = tmp_path / "ds-run"
+    rc = main(["train", "--from-datastore", str(ds), "--smoke", "--out", str(out),
+               "--samples-per-epoch", "2", "--val-samples", "1", "--no-register", "-q"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_patients"] == [job["job_id"]] and summary["val_is_train"]
+    assert summary["parts"] == ["mask-decoder", "prompt-encoder", "memory"]
+
+
+@pytest.mark.shared_data
+def test_cli_smoke_on_shared_volumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .synthetic import DATA
+
+    if not (DATA / "cases.csv").is_file():
+        pytest.skip(f"shared data not found at {DATA.resolve()}")
+    out = tmp_path / "real"
+    rc = main(["train", "--smoke", "--manifest", str(DATA / "cases.csv"), "--root", str(DATA),
+               "--out", str(out), "--no-register", "-q"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["train_items"] > 100
+    assert not set(summary["train_patients"]) & set(summary["val_patients"])
+    assert (out / "curves.png").is_file() and (out / "best.pt").is_file()
