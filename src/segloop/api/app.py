@@ -86,9 +86,14 @@ class Services:
     def engine_names(self, refresh: bool = False) -> list[str]:
         """Registered engine names (entry points are scanned once, again on a miss)."""
         from segloop.engines.registry import engine_names
+        from segloop.models.versions import saved_run_specs
 
         if refresh or self._engines is None:
-            self._engines = engine_names()
+            names = engine_names()
+            # fine-tuned runs (segloop train) are engines too: ENGINE@RUN
+            runs = sorted(sp.name for sp in saved_run_specs()
+                          if sp.name.partition("@")[0] in names)
+            self._engines = names + runs
         return self._engines
 
     def default_engine(self) -> str:
@@ -454,21 +459,17 @@ def _system_router() -> APIRouter:
 
     @r.get("/model")
     def model(svc: Svc, who: Who) -> dict[str, Any]:
-        from segloop.engines.registry import engine_names
-
-        return {"default_engine": svc.default_engine(), "engines": engine_names(),
+        return {"default_engine": svc.default_engine(), "engines": svc.engine_names(refresh=True),
                 "generation": svc.store.get_kv("model_generation", "0"),
                 "loaded_in_api_process": sorted(svc.runtime.loaded_engines)}
 
     @r.post("/model/reload")
     def reload(svc: Svc, who: Who, body: ReloadRequest | None = None) -> dict[str, Any]:
         require_reviewer(who, "reloading models")
-        from segloop.engines.registry import engine_names
-
         if body is not None and body.engine:
-            if body.engine != "auto" and body.engine not in engine_names():
-                raise InputError(f"unknown engine {body.engine!r}; known: "
-                                 f"{', '.join(engine_names())}")
+            known = svc.engine_names(refresh=True)
+            if body.engine != "auto" and body.engine not in known:
+                raise InputError(f"unknown engine {body.engine!r}; known: {', '.join(known)}")
             svc.store.set_kv("default_engine", body.engine)
         gen = str(int(svc.store.get_kv("model_generation", "0")) + 1)
         svc.store.set_kv("model_generation", gen)
@@ -488,9 +489,7 @@ def _system_router() -> APIRouter:
 
     @r.get("/engines")
     def engines(svc: Svc, who: Who) -> dict[str, Any]:
-        from segloop.engines.registry import engine_names
-
-        return {"engines": engine_names(), "default": svc.default_engine()}
+        return {"engines": svc.engine_names(refresh=True), "default": svc.default_engine()}
 
     return r
 
