@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def _missing_packages() -> str | None:
     for pkg in ("torch", "transformers"):
         if importlib.util.find_spec(pkg) is None:
-            return f"the {pkg} package is not installed (pip install torch transformers)"
+            return f"the {pkg} package is not installed (pip install -e '.[sam2]' in the segloop checkout)"
     return None
 
 
