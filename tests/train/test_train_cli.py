@@ -47,6 +47,14 @@ def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(table) == 3 and table[2].startswith("medsam2@run")
     assert table[2].split()[-2:] == ["+0.0000", "+0.0000"]
     assert len((tmp_path / "per_image.csv").read_text().splitlines()) == 1 + 2 * 2
+    # the same through `segloop eval`'s 2D mode, which writes its CSV into --out
+    rc = main(["eval", "--images", str(images), "--masks", str(masks), "--engine", str(out),
+               "--engine", "medsam2@run", "--out", str(tmp_path / "ev2d"), "-q"])
+    assert rc == 0
+    assert capsys.readouterr().out.splitlines() == table
+    assert (tmp_path / "ev2d" / "per_image_2d.csv").read_text() == (tmp_path / "per_image.csv").read_text()
+    rc = main(["eval", "--images", str(images), "--out", str(tmp_path / "x")])
+    assert rc != 0 and "--masks" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,13 @@ def register(sub: Any) -> None:
             "summary table."
         ),
     )
-    p.add_argument("manifest", type=Path, help="CSV manifest")
+    p.add_argument("manifest", type=Path, nargs="?", default=None,
+                   help="CSV manifest (3D mode); or give --images and --masks (2D mode)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="2D mode: image folder (png/jpg/tif; its val/ sub-folder when present)")
+    p.add_argument("--masks", type=Path, default=None,
+                   help="2D mode: binary masks with the images' file names; reports mean IoU per model")
+    p.add_argument("--device", default="auto", help="2D mode: torch device (auto, cpu, cuda:0)")
     p.add_argument("--root", type=Path, default=None,
                    help="folder the manifest's paths are relative to (default: the manifest's folder)")
     p.add_argument("--out", type=Path, default=Path("reports/eval"),
@@ -55,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from segloop.eval.report import format_summary_table, summarize, write_report
     from segloop.eval.runner import EvalProgress, evaluate, resolve_engines
 
+    if args.images is not None or args.masks is not None:
+        return _run_2d(args)
+    if args.manifest is None:
+        raise InputError("give a MANIFEST.csv (3D) or --images DIR --masks DIR (2D)")
     if args.clicks < 0:
         raise InputError(f"--clicks must be >= 0, got {args.clicks}")
     if not args.tolerance >= 0:
@@ -91,3 +101,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_2d(args: argparse.Namespace) -> int:
+    """2D mode: every image prompted with its mask's box; mean IoU/Dice per model side by side."""
+    from argparse import Namespace
+
+    from segloop.cli.train import run_eval2d
+    from segloop.errors import InputError
+
+    if args.images is None or args.masks is None or args.manifest is not None:
+        raise InputError("2D mode takes --images DIR and --masks DIR (and no manifest)")
+    models = args.engines or ["medsam2"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    return run_eval2d(Namespace(images=args.images, masks=args.masks, models=models,
+                                device=args.device, threads=2, csv=args.out / "per_image_2d.csv",
+                                quiet=args.quiet))
