@@ -87,3 +87,14 @@ def test_fill_holes_in_scores_like_sam2() -> None:
     assert out is not sc and sc[3, 3] == -1.0
     assert fill_holes_in_scores(sc, 0) is sc
     assert (fill_holes_in_scores(sc, 1)[10:, :2] < 0).sum() == 2
+
+
+def test_prompt_points_box_corners_first_then_points() -> None:
+    from segloop.engines.sam2.preprocess import prompt_points
+
+    coords, labels = prompt_points((2, 4, 10, 8), np.array([[5, 6]]), np.array([0]), 2.0, 0.5)
+    assert coords.shape == (1, 1, 3, 2) and labels.shape == (1, 1, 3)
+    np.testing.assert_allclose(coords[0, 0], [[4, 2], [20, 4], [10, 3]])
+    assert labels[0, 0].tolist() == [2, 3, 0]
+    coords, labels = prompt_points(None, np.zeros((0, 2)), np.zeros((0,), np.int64), 1.0, 1.0)
+    assert coords.shape == (1, 1, 0, 2) and labels.shape == (1, 1, 0)

@@ -26,7 +26,12 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from segloop.engines.sam2.preprocess import IMAGENET_MEAN, IMAGENET_STD, slice_to_model_input
+from segloop.engines.sam2.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    prompt_points,
+    slice_to_model_input,
+)
 from segloop.errors import ModelNotAvailableError
 from segloop.train.config import Part
 from segloop.train.data import PromptSample
@@ -166,18 +171,9 @@ def truth_to_tensor(truth: npt.NDArray[np.bool_], size: int) -> torch.Tensor:
 def prompt_inputs(prompt: PromptSample, height: int, width: int, size: int
                   ) -> dict[str, torch.Tensor]:
     """Box corners (labels 2, 3) then points, in model pixels: coords (1,1,N,2), labels (1,1,N)."""
-    sx, sy = size / width, size / height
-    coords: list[list[float]] = []
-    labels: list[int] = []
-    if prompt.box is not None:
-        x0, y0, x1, y1 = prompt.box
-        coords += [[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]]
-        labels += [2, 3]
-    for (x, y), lab in zip(prompt.points.tolist(), prompt.labels.tolist(), strict=True):
-        coords.append([x * sx, y * sy])
-        labels.append(int(lab))
-    return {"point_coords": torch.tensor([[coords]], dtype=torch.float32),
-            "point_labels": torch.tensor([[labels]], dtype=torch.int32)}
+    coords, labels = prompt_points(prompt.box, prompt.points, prompt.labels,
+                                   size / width, size / height)
+    return {"point_coords": torch.from_numpy(coords), "point_labels": torch.from_numpy(labels)}
 
 
 @dataclass

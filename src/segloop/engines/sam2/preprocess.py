@@ -27,6 +27,7 @@ __all__ = [
     "WINDOW_PRESETS",
     "fill_holes_in_scores",
     "largest_component",
+    "prompt_points",
     "slice_to_model_input",
     "to_uint8_volume",
     "window_bounds",
@@ -158,3 +159,31 @@ def fill_holes_in_scores(scores: npt.NDArray[np.float32], max_area: int) -> npt.
     out = scores.copy()
     out[small[labels]] = np.float32(0.1)
     return out
+
+
+def prompt_points(
+    box: tuple[float, float, float, float] | None,
+    points: npt.NDArray[Any],
+    labels: npt.NDArray[np.int64],
+    scale_x: float,
+    scale_y: float,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """SAM 2's point prompt: box corners (labels 2, 3) first, then ± points (1 / 0).
+
+    box: ``(x0, y0, x1, y1)`` slice pixels (int, or float for jittered training boxes) or None;
+    points: ``(N, 2)`` ``(x, y)`` slice pixels;
+    scale_x / scale_y: model pixels per slice pixel along x (width) and y (height).
+    Returns coords ``(1, 1, K, 2)`` float32 in model pixels and labels ``(1, 1, K)`` int32.
+    One encoding for inference and training, so a fine-tuned model sees what it learned on.
+    """
+    coords: list[list[float]] = []
+    labs: list[int] = []
+    if box is not None:
+        x0, y0, x1, y1 = box
+        coords += [[x0 * scale_x, y0 * scale_y], [x1 * scale_x, y1 * scale_y]]
+        labs += [2, 3]
+    for (x, y), lab in zip(points.tolist(), labels.tolist(), strict=True):
+        coords.append([x * scale_x, y * scale_y])
+        labs.append(int(lab))
+    return (np.asarray([[coords]], dtype=np.float32).reshape(1, 1, len(coords), 2),
+            np.asarray([[labs]], dtype=np.int32).reshape(1, 1, len(labs)))

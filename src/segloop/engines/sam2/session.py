@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from segloop.engines.sam2.preprocess import (
     fill_holes_in_scores,
     largest_component,
+    prompt_points,
     slice_to_model_input,
     to_uint8_volume,
 )
@@ -295,20 +296,9 @@ class Sam2Session:
     def _point_inputs(self, prompts: Prompts) -> dict[str, torch.Tensor]:
         """Box corners (labels 2, 3) then points, in model pixels, shaped (1, 1, N, 2)."""
         s = float(self._rt.image_size)
-        sx, sy = s / self._shape[0], s / self._shape[1]
-        coords: list[list[float]] = []
-        labels: list[int] = []
-        if prompts.box is not None:
-            x0, y0, x1, y1 = prompts.box
-            coords += [[x0 * sx, y0 * sy], [x1 * sx, y1 * sy]]
-            labels += [2, 3]
-        for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
-            coords.append([x * sx, y * sy])
-            labels.append(int(lab))
-        return {
-            "point_coords": torch.tensor([[coords]], dtype=torch.float32),
-            "point_labels": torch.tensor([[labels]], dtype=torch.int32),
-        }
+        coords, labels = prompt_points(prompts.box, prompts.points, prompts.labels,
+                                       s / self._shape[0], s / self._shape[1])
+        return {"point_coords": torch.from_numpy(coords), "point_labels": torch.from_numpy(labels)}
 
     def _mask_input(self, mask_xy: BoolArray) -> torch.Tensor:
         """A ``(X, Y)`` mask as the model's ``(1, 1, S, S)`` binary mask input."""
