@@ -53,6 +53,15 @@ def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert rc == 0
     assert capsys.readouterr().out.splitlines() == table
     assert (tmp_path / "ev2d" / "per_image_2d.csv").read_text() == (tmp_path / "per_image.csv").read_text()
+    # a random start is kept and registered too, so base and fine-tuned compare side by side
+    assert summary["files"]["base"] and (out / "base" / "model.safetensors").is_file()
+    rc = main(["eval", "--images", str(images), "--masks", str(masks), "--engine", "medsam2@run.base",
+               "--engine", "medsam2@run", "--out", str(tmp_path / "ev2d-base"), "-q"])
+    assert rc == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].startswith("medsam2@run.base") and rows[2].startswith("medsam2@run ")
+    base_iou = float(rows[1].split()[2])  # model, n, mean IoU, ...
+    assert base_iou == pytest.approx(summary["before"]["val_iou"], abs=0.1)
     rc = main(["eval", "--images", str(images), "--out", str(tmp_path / "x")])
     assert rc != 0 and "--masks" in capsys.readouterr().err
 

@@ -397,16 +397,24 @@ def plot_curves(history: list[dict[str, Any]], path: Path,
     fig.savefig(str(path), dpi=100)
 
 
-def _export(model: Any, model_cfg: dict[str, Any], run_dir: Path) -> None:
+def _save_transformers_folder(model: Any, model_cfg: dict[str, Any], folder: Path
+                              ) -> dict[str, torch.Tensor]:
+    """Write ``model.safetensors`` + ``config.json`` into ``folder``; returns the fp32 state dict."""
     from safetensors.torch import save_file
     from transformers import Sam2VideoConfig
 
     sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone()
           for k, v in model.state_dict().items()}
-    folder = run_dir / "model"
     folder.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
     Sam2VideoConfig(**model_cfg).save_pretrained(str(folder))
+    return sd
+
+
+def _export(model: Any, model_cfg: dict[str, Any], run_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = _save_transformers_folder(model, model_cfg, run_dir / "model")
     enc = {k: v for k, v in sd.items() if k.startswith("vision_encoder.")}
     save_file(enc, str(run_dir / "encoder.safetensors"), metadata={"format": "pt"})
     (run_dir / "encoder_config.json").write_text(json.dumps(
@@ -507,6 +515,11 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         return evaluate_samples(
             model, val_samples, size, device, dtype, cfg,
             on_step=lambda i: report(Progress("val", epoch, cfg.epochs, i, len(val_samples))))
+
+    # a random start (--model tiny) is no registry model: keep it, so that `segloop eval` can
+    # compare the run with where it started (registered as ENGINE@RUN.base)
+    if base_name == "tiny" and not (run_dir / "base").is_dir():
+        _save_transformers_folder(model, model_cfg, run_dir / "base")
 
     t_start = time.time()
     if before is None:
@@ -610,6 +623,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         "final": history[-1] if history else None, "logging": logger.backends,
         "files": {"best": "best.pt", "latest": "latest.pt", "model": "model/",
                   "encoder": "encoder.safetensors", "curves": "curves.png",
+                  "base": "base/ (random start only)",
                   "metrics": "metrics.csv"},
     }
     if cfg.register:
@@ -621,6 +635,13 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                      val_scores={k: float(best[k]) for k in ("val_iou", "val_dice", "val_loss")
                                  if k in best})
         summary["registered_as"] = model_name
+        if (run_dir / "base").is_dir():
+            base_reg = run_model_name(cfg.base_engine, f"{cfg.run_name}.base")
+            register_run(run_dir / "base", base_reg, base_model=base_name, engine=cfg.base_engine,
+                         config=model_cfg, run_dir=run_dir,
+                         val_scores={k: float(before[k]) for k in ("val_iou", "val_dice", "val_loss")
+                                     if k in before})
+            summary["base_registered_as"] = base_reg
     if float(best.get("val_iou", -1.0)) <= float(before["val_iou"]):
         log.warning("the best epoch (val IoU %.4f) is not better than the base model (%.4f)",
                     float(best.get("val_iou", -1.0)), float(before["val_iou"]))
