@@ -90,14 +90,72 @@ def test_clicks_fix_a_leak_and_a_miss() -> None:
     assert iou(session.mask()[:, :, z - 1], ph.bright[:, :, z - 1]) > 0.85
 
 
+def test_dark_core_inside_a_tight_box_is_not_the_target() -> None:
+    """A target with a dark core (gas in a bowel loop, necrosis in a lesion) next to tissue of
+    its own intensity: the dark core alone does not span the tight box, so the target does."""
+    shape, sp = (64, 64, 8), (1.0, 1.0, 3.0)
+    target = ellipsoid(shape, sp, (32, 32, 4), (12.0, 12.0, 12.0))
+    core = ellipsoid(shape, sp, (32, 32, 4), (6.0, 6.0, 6.0))
+    img = np.full(shape, 100.0)
+    beside = (np.abs(np.arange(shape[0]) - 32) > 13)[:, None, None]
+    img[np.broadcast_to(beside, shape)] = 160.0  # same tissue on both sides, outside the box
+    img[target] = 160.0
+    img[core] = 0.0
+    img += np.random.default_rng(0).normal(0, 10, shape)
+    vol = Volume(data=img.astype(np.float32), affine=np.diag([*sp, 1.0]), source_format="npz", modality="CT")
+    m2 = ClassicEngine().open(vol).segment_slice(4, Prompts(box=box_from_mask(target[:, :, 4])))
+    assert iou(m2, target[:, :, 4]) > 0.8
+
+
+def _ball_on_slab() -> tuple[Volume, np.ndarray]:
+    """A ball whose lower half sinks into a slab of the same intensity (an organ against a
+    neighbour it cannot be told from); the truth is the ball above the slab."""
+    shape, sp = (64, 64, 24), (1.0, 1.0, 3.0)
+    ball = ellipsoid(shape, sp, (32, 32, 13), (12.0, 12.0, 15.0))
+    slab = np.zeros(shape, dtype=bool)
+    slab[8:56, 8:56, :11] = True
+    img = np.full(shape, 100.0)
+    img[ball | slab] = 180.0
+    img += np.random.default_rng(0).normal(0, 10, shape)
+    vol = Volume(data=img.astype(np.float32), affine=np.diag([*sp, 1.0]), source_format="npz", modality="CT")
+    return vol, ball & ~slab
+
+
+def test_propagation_does_not_flood_a_same_intensity_neighbour() -> None:
+    vol, truth = _ball_on_slab()
+    mask = _box_and_propagate(vol, truth)
+    key_area = int(truth[:, :, key_slice(truth)].sum())
+    # without the area rules the mask grows into the slab, to 3x the key slice's area;
+    # with them, at most area_cap (2) times it
+    assert mask.sum(axis=(0, 1)).max() <= 2.05 * key_area
+    assert iou(mask[:, :, 11:], truth[:, :, 11:]) > 0.9
+
+
+def test_negative_click_in_the_middle_of_a_leak_ends_it() -> None:
+    """A negative click at the centre of a leaked slice removes it and the slices beyond it
+    (away from the prompted slice), and leaves the slices towards the prompted slice alone."""
+    vol, truth = _ball_on_slab()
+    session = ClassicEngine().open(vol)
+    z = key_slice(truth)
+    session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
+    drive(session.propagate(z))
+    before = session.mask()
+    assert before[:, :, 5].any()  # the leak into the slab
+    cx, cy = (int(v) for v in np.argwhere(before[:, :, 5]).mean(axis=0).round())
+    drive(session.refine(5, Prompts.make(points=[(cx, cy)], labels=[0])))
+    after = session.mask()
+    assert not after[:, :, :6].any()
+    assert np.array_equal(after[:, :, 6:], before[:, :, 6:])
+
+
 def test_get_engine_gives_classic() -> None:
     assert isinstance(get_engine("classic"), ClassicEngine)
     assert ClassicEngine.unavailable_reason() is None
 
 
 # measured on ../shared/data/cases.csv (benchmarks/bench_classic.py): floors ~0.1 below
-# (measured 0.870/0.876, 0.913/0.920, 0.753/0.839 after the box / after 2 clicks)
-REAL_FLOORS = {"ct_spleen": (0.77, 0.77), "mr_liver": (0.81, 0.82), "mr_breast_lesion": (0.65, 0.73)}
+# (measured 0.869/0.875, 0.910/0.916, 0.812/0.892 after the box / after 2 clicks)
+REAL_FLOORS = {"ct_spleen": (0.77, 0.77), "mr_liver": (0.81, 0.82), "mr_breast_lesion": (0.71, 0.79)}
 
 
 @pytest.mark.shared_data
@@ -112,6 +170,31 @@ def test_real_cases(shared_data: Path, case_id: str) -> None:
     run = run_interaction(ClassicEngine(), vol, truth, clicks=2)
     dice = [2 * (m & truth).sum() / (m.sum() + truth.sum()) for m in run.masks]
     floor0, floor2 = REAL_FLOORS[case_id]
+    assert dice[0] >= floor0, f"{case_id}: Dice {dice[0]:.3f} after the box, floor {floor0}"
+    assert dice[-1] >= floor2, f"{case_id}: Dice {dice[-1]:.3f} after 2 clicks, floor {floor2}"
+
+
+# held-out structures (benchmarks/heldout_cases.csv: not designed on, used only to validate
+# general changes): floors ~0.1 below the measured 0.348/0.467, 0.402/0.491, 0.893/0.893,
+# 0.718/0.822 (box / 2 clicks); before the area rules, the tight-box check and the correction
+# changes the first two measured 0.240/0.298 and 0.168/0.207
+HELDOUT_FLOORS = {"ho_ct_iliopsoas_l": (0.25, 0.37), "ho_ct_duodenum": (0.30, 0.39),
+                  "ho_mr_kidney_l": (0.79, 0.79), "ho_ct_gallbladder": (0.62, 0.72)}
+HELDOUT = Path(__file__).resolve().parents[2] / "benchmarks" / "heldout_cases.csv"
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("case_id", sorted(HELDOUT_FLOORS))
+def test_heldout_cases(shared_data: Path, case_id: str) -> None:
+    from segloop.io import load_label, load_volume
+
+    with HELDOUT.open() as f:
+        row = next(r for r in csv.DictReader(f) if r["case_id"] == case_id)
+    vol = load_volume(shared_data / row["image"])
+    truth = load_label(shared_data / row["label"], vol, row["label_value"])
+    run = run_interaction(ClassicEngine(), vol, truth, clicks=2)
+    dice = [2 * (m & truth).sum() / (m.sum() + truth.sum()) for m in run.masks]
+    floor0, floor2 = HELDOUT_FLOORS[case_id]
     assert dice[0] >= floor0, f"{case_id}: Dice {dice[0]:.3f} after the box, floor {floor0}"
     assert dice[-1] >= floor2, f"{case_id}: Dice {dice[-1]:.3f} after 2 clicks, floor {floor2}"
 
