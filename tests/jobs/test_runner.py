@@ -256,3 +256,57 @@ def test_cleanup_keeps_reviewed(tmp_path: Path) -> None:
     assert (s.datastore_dir / "manifest.csv").exists()  # reviewed copies stay in the datastore
     assert any(a["action"] == "cleanup" for a in store.audit_log())
     store.close()
+
+
+def test_session_behind_catches_up_with_missed_steps(tmp_path: Path) -> None:
+    """Two workers alternating on one job: each catches up on the steps the other ran (no
+    reopen, no full replay) and ends exactly where a worker that saw every step is."""
+    _need()
+    s = _settings(tmp_path)
+    z, box = _box()
+    store = JobStore(s)
+    jid = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)["job_id"]
+    a, b = Runtime(s, store, LocalBus(), "a"), Runtime(s, store, LocalBus(), "b")
+    opened: list[str] = []
+    applied: list[str] = []
+    for rt in (a, b):
+        real_open, real_apply = rt._open, rt._apply
+
+        def spy_open(*args: Any, _o: Any = real_open, _rt: Runtime = rt) -> Any:
+            opened.append(_rt.worker)
+            return _o(*args)
+
+        def spy_apply(sess: Any, job_id: str, op: dict[str, Any], *args: Any,
+                      _a: Any = real_apply, _rt: Runtime = rt) -> None:
+            applied.append(f"{_rt.worker}:{op['op']}")
+            _a(sess, job_id, op, *args)
+
+        rt._open = spy_open  # type: ignore[method-assign]
+        rt._apply = spy_apply  # type: ignore[method-assign]
+
+    def task(kind: str, **params: Any) -> str:
+        return str(store.create_task(jid, kind, params, LOCAL_ADMIN, ["classic"])["task_id"])
+
+    assert a.run(task("initial-mask", slice_index=z, box=box)) == "done"
+    assert b.run(task("propagate")) == "done"  # b opens and replays a's step
+    assert a.run(task("refine", slice_index=z - 3, box=[box[0], box[1], box[2] - 4,
+                                                       box[3] - 4])) == "done"
+    assert opened == ["a", "b"]  # a caught up on b's propagation instead of reopening
+    assert applied == ["a:initial-mask", "b:initial-mask", "b:propagate", "a:propagate",
+                       "a:refine"]
+    labels, n = store.labels(jid, LOCAL_ADMIN)
+    assert n == 3
+    # a fresh worker replaying all three steps gets the same mask
+    c = Runtime(s, store, LocalBus(), "c")
+    v = store.version_row(jid)
+    assert v is not None and v.replay[0] == {"op": "base", "version": 2}  # a delta, not the
+    assert len(v.replay) == 2  # whole history: a task's cost does not grow with the job's age
+    steps, _ = c.steps(jid, v)
+    assert [op["op"] for op in steps] == ["initial-mask", "propagate", "refine"]
+    sess = c.session_for(jid, None, "classic", v)
+    assert np.array_equal(c.compose(sess, labels.shape, {1: 1}), labels)
+    # after an undo the cached session is not a prefix any more: rebuilt from scratch
+    store.move_current(jid, LOCAL_ADMIN, "undo")
+    assert a.run(task("refine", slice_index=z + 2, box=box)) == "done"
+    assert opened == ["a", "b", "a"]
+    store.close()

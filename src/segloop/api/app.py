@@ -8,6 +8,11 @@ as Server-Sent Events. This process never imports torch: engines are imported on
 task runner, inside a task (in embedded mode, a worker thread of this process; a torch-based
 engine then loads in that thread, once per process).
 
+Cost per request: dependencies that do not block are ``async`` (no thread hop), the metrics
+and request log are a plain ASGI middleware (no extra task or stream copy per response), and
+an event stream reads the task from the store once, after subscribing (so nothing published
+in between is missed).
+
 Auth: with ``settings.auth_required`` every route except ``/health`` needs an API key
 (``X-API-Key`` header, ``Authorization: Bearer``, or ``?api_key=`` for EventSource / viewer
 downloads). Without it (loopback), callers are the local admin unless they send a key.
@@ -31,6 +36,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segloop import __version__
 from segloop.config import Settings
@@ -107,7 +113,7 @@ class Services:
 
 
 # ---------------------------------------------------------------------------- dependencies
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The app's services."""
     svc: Services = request.app.state.services
     return svc
@@ -116,8 +122,10 @@ def get_services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(request: Request, svc: Svc) -> Principal:
-    """The caller, from the API key; AuthError when a key is needed and missing or wrong."""
+async def get_principal(request: Request, svc: Svc) -> Principal:
+    """The caller, from the API key; AuthError when a key is needed and missing or wrong.
+
+    The key is checked against the store on every request (a removed user is refused at once)."""
     key = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
     if key is None and auth.lower().startswith("bearer "):
@@ -125,7 +133,7 @@ def get_principal(request: Request, svc: Svc) -> Principal:
     if key is None:
         key = request.query_params.get("api_key")
     if key:
-        who = svc.store.authenticate(key)
+        who = await run_in_threadpool(svc.store.authenticate, key)
         if who is None:
             raise AuthError("invalid API key")
         return who
@@ -265,12 +273,16 @@ def _jobs_router() -> APIRouter:
                      task_id: str | None = None) -> StreamingResponse:
         """Pushes ``status`` first, then every event of the job. With ``task_id`` the stream
         ends after that task's terminal event (done / failed / cancelled)."""
-        if task_id is None:
-            await run_in_threadpool(svc.store.get_job, job_id, who)
-        else:
-            await run_in_threadpool(svc.store.task_for, job_id, task_id, who)
-        sub = await svc.bus.subscribe(job_id)
-        return StreamingResponse(_event_stream(svc, sub, job_id, who, task_id, request),
+        sub = await svc.bus.subscribe(job_id)  # before reading the state: nothing slips through
+        try:
+            if task_id is None:
+                first = await run_in_threadpool(svc.store.job_status, job_id, who)
+            else:
+                first = await run_in_threadpool(svc.store.task_for, job_id, task_id, who)
+        except BaseException:
+            await sub.close()
+            raise
+        return StreamingResponse(_event_stream(svc, sub, job_id, who, task_id, request, first),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -394,17 +406,15 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 async def _event_stream(svc: Services, sub: Any, job_id: str, who: Principal,
-                        task_id: str | None, request: Request) -> AsyncIterator[bytes]:
+                        task_id: str | None, request: Request, first: dict[str, Any]
+                        ) -> AsyncIterator[bytes]:
+    """``first``: the job status (no ``task_id``) or the task, read after subscribing."""
     try:
-        if task_id is None:
-            status = await run_in_threadpool(svc.store.job_status, job_id, who)
-            yield _sse({**status, "type": "status"})
-        else:
-            t = await run_in_threadpool(svc.store.task_for, job_id, task_id, who)
-            yield _sse({**t, "type": "status"})
-            if t["state"] in TERMINAL:
-                yield _sse({**t, "type": {"succeeded": "done"}.get(t["state"], t["state"])})
-                return
+        yield _sse({**first, "type": "status"})
+        if task_id is not None and first["state"] in TERMINAL:
+            yield _sse({**first, "type": {"succeeded": "done"}.get(first["state"],
+                                                                   first["state"])})
+            return
         last = time.monotonic()
         while True:
             ev = await sub.get(timeout=1.0)
@@ -494,6 +504,43 @@ def _system_router() -> APIRouter:
     return r
 
 
+class _Observe:
+    """ASGI middleware: request metrics and a log line per request, taken when the response
+    starts (an event stream counts until its headers, not for its whole life)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        done = False
+
+        def record(status: int) -> None:
+            dt = time.perf_counter() - t0
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.request(scope["method"], path, status, dt)
+            log.info("request", extra={"method": scope["method"], "route": path,
+                                       "status": status, "ms": round(dt * 1e3, 2)})
+
+        async def send_observed(message: Message) -> None:
+            nonlocal done
+            if message["type"] == "http.response.start" and not done:
+                done = True
+                record(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        except BaseException:
+            if not done:
+                done = True
+                record(500)
+            raise
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The segloop API for ``settings`` (default: from the environment). Starts its queue on
     startup (lifespan) and stops it on shutdown."""
@@ -526,17 +573,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc), "error": type(exc).__name__},
                             status_code=exc.http_status)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        t0 = time.perf_counter()
-        response: Response = await call_next(request)
-        dt = time.perf_counter() - t0
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        svc.metrics.request(request.method, path, response.status_code, dt)
-        log.info("request", extra={"method": request.method, "route": path,
-                                   "status": response.status_code, "ms": round(dt * 1e3, 2)})
-        return response
+    app.add_middleware(_Observe, metrics=svc.metrics)
 
     @app.get("/health", tags=["system"])
     def health() -> dict[str, Any]:

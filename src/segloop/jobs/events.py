@@ -7,6 +7,11 @@ SSE endpoint opens ``subscribe(job_id)`` and awaits events. The embedded queue u
 ``type`` ("queued", "started", "progress", "done", "failed", "cancelled"). Events are a push
 channel only: the job store stays the source of truth, so a client that connects late first
 reads the status from the store. Imports redis lazily; never torch, FastAPI or Celery.
+
+Cost: a subscriber wakes the event loop once per burst of events, not once per event (events
+published while a wake-up is pending ride along with it). The Redis bus keeps one
+pattern-subscribed connection per API process (a listener thread) and fans events out to
+the local subscribers, so following a task's events costs no Redis connection or round trip.
 """
 
 from __future__ import annotations
@@ -56,14 +61,26 @@ class _LocalSub:
         self.bus, self.job_id = bus, job_id
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
+        self._pending: list[dict[str, Any]] = []
+        self._scheduled = False
+        self._lock = threading.Lock()
 
     def push(self, event: dict[str, Any]) -> None:
-        def put() -> None:
-            if not self.queue.full():
-                self.queue.put_nowait(event)
-
+        with self._lock:
+            self._pending.append(event)
+            if self._scheduled:  # a wake-up is already on its way: the event rides along
+                return
+            self._scheduled = True
         with contextlib.suppress(RuntimeError):  # loop closed: the client went away
-            self.loop.call_soon_threadsafe(put)
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+            self._scheduled = False
+        for ev in events:
+            if not self.queue.full():
+                self.queue.put_nowait(ev)
 
     async def get(self, timeout: float) -> dict[str, Any] | None:
         try:
@@ -88,6 +105,10 @@ class LocalBus:
         for sub in subs:
             sub.push(event)
 
+    def has_subscribers(self, job_id: str) -> bool:
+        """Whether anyone listens to ``job_id`` here."""
+        return job_id in self._subs
+
     async def subscribe(self, job_id: str) -> Subscription:
         sub = _LocalSub(self, job_id)
         with self._lock:
@@ -111,33 +132,28 @@ def _channel(job_id: str) -> str:
     return f"segloop:job:{job_id}"
 
 
-class _RedisSub:
-    def __init__(self, client: Any, pubsub: Any) -> None:
-        self.client, self.pubsub = client, pubsub
-
-    async def get(self, timeout: float) -> dict[str, Any] | None:
-        msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        if msg is None or msg.get("type") != "message":
-            return None
-        data: dict[str, Any] = json.loads(msg["data"])
-        return data
-
-    async def close(self) -> None:
-        try:
-            await self.pubsub.aclose()
-            await self.client.aclose()
-        except Exception:  # pragma: no cover - connection already gone
-            pass
+_PATTERN = "segloop:job:*"
 
 
 class RedisBus:
-    """Events through Redis pub/sub (Celery queue: workers in other processes or hosts)."""
+    """Events through Redis pub/sub (Celery queue: workers in other processes or hosts).
+
+    ``publish`` sends on the job's channel. ``subscribe`` (API side) starts, on first use, one
+    listener thread holding a pattern subscription to every job channel; it hands the events
+    of jobs someone follows to a :class:`LocalBus`. If Redis goes away the listener
+    reconnects; events sent meanwhile are lost, which the SSE stream covers by reading the
+    store (events are best effort, the store is the truth)."""
 
     def __init__(self, url: str) -> None:
         import redis
 
         self.url = url
         self._client = redis.Redis.from_url(url)
+        self._local = LocalBus()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
 
     def publish(self, job_id: str, event: dict[str, Any]) -> None:
         try:
@@ -145,15 +161,51 @@ class RedisBus:
         except Exception as exc:  # events are best effort; the store has the truth
             log.warning("could not publish event for job %s: %s", job_id, exc)
 
-    async def subscribe(self, job_id: str) -> Subscription:
-        import redis.asyncio as aredis
+    def _listen(self) -> None:
+        import redis
 
-        client = aredis.Redis.from_url(self.url)
-        pubsub = client.pubsub()
-        await pubsub.subscribe(_channel(job_id))
-        return _RedisSub(client, pubsub)
+        prefix = len(_channel(""))
+        while not self._stop.is_set():
+            client = redis.Redis.from_url(self.url)
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.psubscribe(_PATTERN)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    if msg.get("type") == "psubscribe":  # Redis confirmed the subscription
+                        self._ready.set()
+                    if msg.get("type") != "pmessage":
+                        continue
+                    channel = msg["channel"]
+                    job_id = (channel.decode() if isinstance(channel, bytes) else channel)[prefix:]
+                    if self._local.has_subscribers(job_id):
+                        self._local.publish(job_id, json.loads(msg["data"]))
+            except Exception as exc:  # reconnect; the SSE stream falls back on the store
+                log.warning("event listener lost Redis (%s); reconnecting", exc)
+                self._stop.wait(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+                    client.close()
+
+    def _ensure_listener(self) -> None:
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._listen, daemon=True,
+                                                name="segloop-event-listener")
+                self._thread.start()
+
+    async def subscribe(self, job_id: str) -> Subscription:
+        self._ensure_listener()
+        if not self._ready.is_set():  # first subscriber: wait for the pattern subscription
+            await asyncio.get_running_loop().run_in_executor(None, self._ready.wait, 5.0)
+        return await self._local.subscribe(job_id)
 
     def close(self) -> None:
+        self._stop.set()
+        self._local.close()
         self._client.close()
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write_bytes",
     "canonical_path",
     "check_zip_members",
+    "encode_labels",
     "ingest_upload",
     "load_canonical",
     "load_labels",
@@ -183,14 +184,19 @@ def load_source(job_dir: Path, rel: str, max_voxels: int) -> Volume:
     return _load_volume(job_dir / rel, max_voxels)
 
 
-def save_labels(path: Path, labels: LabelMap) -> None:
-    """Store a canonical label map ``(X, Y, Z)`` uint8 as a compressed .npz (atomically)."""
+def encode_labels(labels: LabelMap) -> bytes:
+    """The bytes of the .npz :func:`save_labels` writes for a label map ``(X, Y, Z)`` uint8."""
     npy = io.BytesIO()
     np.save(npy, np.ascontiguousarray(labels, np.uint8))
     buf = io.BytesIO()  # an .npz whose member is deflated fast (level 1): masks compress well
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         zf.writestr("labels.npy", npy.getvalue())
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_labels(path: Path, labels: LabelMap) -> None:
+    """Store a canonical label map ``(X, Y, Z)`` uint8 as a compressed .npz (atomically)."""
+    atomic_write_bytes(path, encode_labels(labels))
 
 
 def load_labels(path: Path) -> LabelMap:

@@ -111,6 +111,7 @@ class EmbeddedQueue:
         self._closed = True
         self._reaper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.runtime.close()
 
 
 def make_celery(settings: Settings) -> Any:
@@ -129,8 +130,7 @@ def make_celery(settings: Settings) -> Any:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=True,  # task-received/started/succeeded for Flower
     )
     return app
 

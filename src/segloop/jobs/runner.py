@@ -8,9 +8,22 @@ submission order (a later task waits for earlier ones) and under a per-job lock;
 different jobs run in parallel. A session is cached with the mask version it produced, so a
 refine right after a propagation reuses it; when the cache misses (another worker, a restart,
 an undo) the session is rebuilt by replaying the version's recorded steps, so nothing held
-only in memory is ever needed. Tasks are idempotent: a task that already wrote its version is
-only marked done, and a task held by a live worker is not taken twice (heartbeats). Engines
-are imported lazily, inside task execution: importing this module never imports torch.
+only in memory is ever needed. A task's version records its steps as a delta: ``[{"op":
+"base", "version": p}, step]`` means "the steps of version p, then this one" (an edited mask
+records a self-contained list); the full list is assembled by walking the parents, only
+when a session has to be rebuilt, so a task's cost does not grow with the job's history.
+A cached session that is merely behind (another worker ran the job's last tasks: its version
+is an ancestor of the current one) catches up by applying just the steps it missed -- the
+same steps in the same order, so the same state as a full replay. Tasks are
+idempotent: a task that already wrote its version is only marked done, and a task held by a
+live worker is not taken twice (heartbeats). Engines are imported lazily, inside task
+execution: importing this module never imports torch.
+
+Cost per task (what the service adds to the engine's own time): one transaction claims the
+task and reads everything the run needs; one transaction writes the version file's row, makes
+it current and marks the task succeeded (the ``done`` event carries the row read back there);
+one heartbeat thread per process refreshes all its running tasks; progress is written to the
+store at most every 0.25 s (the final state comes with the completion).
 """
 
 from __future__ import annotations
@@ -30,10 +43,8 @@ from segloop.config import Settings
 from segloop.engines.base import Session, drive
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
-from segloop.jobs.db import JobRow, TaskRow
-from segloop.jobs.errors import NotFoundError
 from segloop.jobs.events import EventBus
-from segloop.jobs.store import JobStore, task_dict
+from segloop.jobs.store import Claim, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
 
 __all__ = ["Runtime", "SessionCache", "import_plugins", "mask_runs"]
@@ -73,6 +84,16 @@ class SessionCache:
                 return None
             self._d.move_to_end(job_id)
             return e.session
+
+    def peek(self, job_id: str, engine: str, generation: str) -> tuple[Session, int] | None:
+        """The cached session of a job (same engine and model generation) and its version,
+        whatever that version is; None when there is none."""
+        with self._lock:
+            e = self._d.get(job_id)
+            if e is None or (e.engine, e.generation) != (engine, generation):
+                return None
+            self._d.move_to_end(job_id)
+            return e.session, e.version
 
     def put(self, job_id: str, engine: str, version: int, generation: str,
             session: Session) -> None:
@@ -126,7 +147,40 @@ class Runtime:
         self._auto: str | None = None
         self.tasks_done = 0
         self.on_finish: Callable[[dict[str, Any], float], None] | None = None
+        self._running: set[str] = set()
+        self._hb_lock = threading.Lock()
+        self._hb_thread: threading.Thread | None = None
+        self._hb_stop = threading.Event()
         import_plugins(settings.plugins)
+
+    # ------------------------------------------------------------------ heartbeats
+    def _beat_loop(self) -> None:
+        while not self._hb_stop.wait(self.settings.heartbeat_seconds):
+            with self._hb_lock:
+                ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                self.store.heartbeat(ids, self.worker)
+            except Exception as exc:  # pragma: no cover - database hiccup
+                log.warning("heartbeat failed: %s", exc)
+
+    def _track(self, task_id: str, running: bool) -> None:
+        """Add/remove a task from the set the heartbeat thread keeps alive."""
+        with self._hb_lock:
+            if running:
+                self._running.add(task_id)
+                if self._hb_thread is None or not self._hb_thread.is_alive():
+                    self._hb_stop.clear()
+                    self._hb_thread = threading.Thread(target=self._beat_loop, daemon=True,
+                                                       name=f"segloop-heartbeat-{self.worker}")
+                    self._hb_thread.start()
+            else:
+                self._running.discard(task_id)
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (tasks still running stop being kept alive)."""
+        self._hb_stop.set()
 
     def _job_lock(self, job_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -158,12 +212,12 @@ class Runtime:
         return requested
 
     # ------------------------------------------------------------------ sessions
-    def _open(self, job: JobRow, engine_name: str) -> Session:
+    def _open(self, job_id: str, modality: str | None, engine_name: str) -> Session:
         from segloop.engines import get_engine
 
         engine = get_engine(engine_name)
         self.loaded_engines.add(engine_name)
-        vol = files.load_canonical(self.store.job_dir(job.id), job.modality)
+        vol = files.load_canonical(self.store.job_dir(job_id), modality)
         return engine.open(vol)
 
     def _apply(self, session: Session, job_id: str, op: dict[str, Any],
@@ -187,23 +241,51 @@ class Runtime:
         else:  # pragma: no cover - replay lists are written by this module
             raise SegloopError(f"unknown step {kind!r} in a replay list")
 
-    def session_for(self, job: JobRow, engine_name: str, v: Any = "read"
-                    ) -> tuple[Session, list[dict[str, Any]]]:
-        """The job's session at its current version, and that version's replay list.
+    def steps(self, job_id: str, v: Any, since: int | None = None
+              ) -> tuple[list[dict[str, Any]], bool]:
+        """The steps that lead to version row ``v`` (``number``, ``replay``), following
+        ``base`` references to parent versions: all of them, or only those after version
+        ``since`` when it is an ancestor (then the flag is True)."""
+        ops: list[dict[str, Any]] = []
+        row = v
+        while row is not None:
+            rec = list(row.replay)
+            if not (rec and rec[0].get("op") == "base"):
+                return rec + ops, False  # self-contained: the whole history
+            ops = rec[1:] + ops
+            parent = int(rec[0]["version"])
+            if parent == since:
+                return ops, True
+            row = self.store.version_row(job_id, parent)
+            if row is None:
+                raise SegloopError(f"version {parent} of job {job_id} is missing")
+        return ops, False
 
-        ``v``: the current version row when the caller already read it (None: no version)."""
+    def session_for(self, job_id: str, modality: str | None, engine_name: str,
+                    v: Any = "read") -> Session:
+        """The job's session at its current version.
+
+        ``v``: the current version row (``number``, ``replay``) when the caller already read
+        it (None: no version)."""
         gen = self._generation
         if isinstance(v, str):
-            v = self.store.version_row(job.id)
-        replay = list(v.replay) if v is not None else []
+            v = self.store.version_row(job_id)
         cur = v.number if v is not None else 0
-        sess = self.cache.get(job.id, engine_name, cur, gen)
-        if sess is None:
-            sess = self._open(job, engine_name)
-            for op in replay:
-                self._apply(sess, job.id, op)
-            self.cache.put(job.id, engine_name, cur, gen, sess)
-        return sess, replay
+        sess = self.cache.get(job_id, engine_name, cur, gen)
+        if sess is not None:
+            return sess
+        cached = self.cache.peek(job_id, engine_name, gen)
+        todo, behind = self.steps(job_id, v, cached[1] if cached else None)
+        sess = cached[0] if cached is not None and behind else self._open(
+            job_id, modality, engine_name)
+        try:
+            for op in todo:
+                self._apply(sess, job_id, op)
+        except BaseException:
+            self.cache.drop(job_id)
+            raise
+        self.cache.put(job_id, engine_name, cur, gen, sess)
+        return sess
 
     @staticmethod
     def compose(session: Session, shape: tuple[int, ...], labels_of: dict[int, int]
@@ -224,7 +306,7 @@ class Runtime:
         deadline = time.monotonic() + (wait_seconds if wait_seconds is not None
                                        else 2 * self.settings.heartbeat_seconds)
         while True:
-            outcome, claimed = self.store.try_claim(task_id, self.worker)
+            outcome, claimed = self.store.claim(task_id, self.worker)
             if outcome != "blocked":
                 break
             if time.monotonic() > deadline:
@@ -232,64 +314,51 @@ class Runtime:
             time.sleep(0.02)
         if claimed is None:
             return "skipped"
-        job_id = claimed.job_id
-        with self._job_lock(job_id):
+        with self._job_lock(claimed.job_id):
             self._run_claimed(claimed)
         return "done"
 
-    def _run_claimed(self, task: TaskRow) -> None:
-        task_id = task.id
+    def _run_claimed(self, claim: Claim) -> None:
+        task_id = claim.task.id
         t0 = time.monotonic()
-        stop_hb = threading.Event()
-
-        def beat() -> None:
-            while not stop_hb.wait(self.settings.heartbeat_seconds):
-                try:
-                    self.store.heartbeat(task_id, self.worker)
-                except Exception as exc:  # pragma: no cover - database hiccup
-                    log.warning("heartbeat failed: %s", exc)
-
-        hb = threading.Thread(target=beat, name=f"heartbeat-{task_id[:8]}", daemon=True)
-        hb.start()
+        self._track(task_id, True)
         try:
-            final = self._execute(task, t0)
+            final = self._execute(claim, t0)
         finally:
-            stop_hb.set()
+            self._track(task_id, False)
         self.tasks_done += 1
         if self.on_finish is not None:
             self.on_finish(final, time.monotonic() - t0)
 
-    def _execute(self, task: TaskRow, t0: float) -> dict[str, Any]:
-        task_id, job_id = task.id, task.job_id
+    def _execute(self, claim: Claim, t0: float) -> dict[str, Any]:
+        task = claim.task
+        task_id, job_id = task.id, claim.job_id
         base = {"job_id": job_id, "task_id": task_id, "kind": task.kind}
         try:
             if task.cancel_requested:
                 raise CancelledError("cancelled before it started")
-            try:
-                ctx = self.store.task_context(job_id, task_id)
-            except NotFoundError:
-                raise CancelledError("the job was deleted") from None
-            if ctx["done_version"] is not None:  # an earlier attempt wrote it, then died
-                return self._finish(task_id, "succeeded", None, ctx["done_version"], base)
+            if claim.done_version is not None:  # an earlier attempt wrote it, then died
+                return self._finish(task_id, "succeeded", None, claim.done_version, base)
             self._publish(job_id, {**base, "type": "started", "stage": "loading",
                                    "attempt": task.attempts})
-            gen = self._check_generation(ctx["generation"])
-            job: JobRow = ctx["job"]
+            gen = self._check_generation(claim.generation)
             params = dict(task.params)
             engine_name = self._engine_name(params.get("engine") or "auto")
-            session, replay = self.session_for(job, engine_name, ctx["version"])
+            session = self.session_for(job_id, claim.modality, engine_name, claim.version)
+            cur = claim.version.number if claim.version is not None else 0
             op = {"op": task.kind, **{k: v for k, v in params.items() if k != "engine"}}
-            self._run_step(session, task_id, job_id, op, base, t0)
-            labels = self.compose(session, tuple(job.shape), ctx["labels_of"])
+            record = [{"op": "base", "version": cur}, op] if cur else [op]
+            slices = self._run_step(session, task_id, job_id, op, base, t0)
+            labels = self.compose(session, claim.shape, claim.labels_of)
             try:
-                n = self.store.add_version(job_id, labels, author=task.owner,
-                                           source=f"{task.kind}", engine=engine_name,
-                                           task_id=task_id, replay=[*replay, op], finish=True)
+                n, info = self.store.complete_task(job_id, task_id, labels, author=task.owner,
+                                                   source=f"{task.kind}", engine=engine_name,
+                                                   replay=record, slices=slices)
             except IntegrityError:  # a duplicate run of this task won the race: keep its
                 self.cache.drop(job_id)  # version (same inputs, same result)
                 return self._finished(task_id, "succeeded", None, base)
             self.cache.put(job_id, engine_name, n, gen, session)
-            return self._finished(task_id, "succeeded", None, base)
+            return self._published(info, base)
         except CancelledError as exc:
             self.cache.drop(job_id)
             return self._finish(task_id, "cancelled", str(exc), None, base)
@@ -303,11 +372,14 @@ class Runtime:
                                 None, base)
 
     def _run_step(self, session: Session, task_id: str, job_id: str, op: dict[str, Any],
-                  base: dict[str, Any], t0: float) -> None:
-        last_db = [0.0]
-        last_pub = [0.0]
-        last_cancel = [0.0, False]
+                  base: dict[str, Any], t0: float) -> tuple[int, int] | None:
+        """Run one step, publishing progress; returns the final (slices done, total) of a
+        propagation (None for a 2D step)."""
         start = time.monotonic()
+        final: list[tuple[int, int]] = []
+        last_db = [start]  # the claim wrote the heartbeat; the first write is due in 0.25 s
+        last_pub = [0.0]
+        last_cancel = [start, False]  # the claim read cancel_requested
         pending: dict[int, list[int]] = {}  # slice masks not yet published (web viewer)
 
         def on_progress(r: SliceResult) -> None:
@@ -317,6 +389,7 @@ class Runtime:
             ev = {"stage": "propagating", "progress": round(frac, 4), "slices_done": r.done,
                   "slices_total": r.total, "eta_seconds": None if eta is None else round(eta, 2)}
             pending[int(r.z)] = mask_runs(r.mask)
+            final[:] = [(int(r.done), int(r.total))]
             if now - last_pub[0] >= 0.05 or r.done == r.total:  # at most 20 events/s
                 last_pub[0] = now
                 masks = dict(pending)
@@ -324,7 +397,7 @@ class Runtime:
                 self._publish(job_id, {**base, "type": "progress", "z": r.z,
                                        "object_id": int(op.get("object_id", 1)),
                                        "masks": masks, **ev})
-            if now - last_db[0] > 0.25 or r.done == r.total:
+            if now - last_db[0] > 0.25 and r.done < r.total:  # the end comes with completion
                 last_db[0] = now
                 self.store.set_progress(task_id, **ev)
 
@@ -338,6 +411,7 @@ class Runtime:
         stage = "segmenting" if op["op"] == "initial-mask" else "propagating"
         self._publish(job_id, {**base, "type": "progress", "stage": stage, "progress": 0.0})
         self._apply(session, job_id, op, on_progress, cancelled)
+        return final[0] if final else None
 
     def _finish(self, task_id: str, state: str, error: str | None, version: int | None,
                 base: dict[str, Any]) -> dict[str, Any]:
@@ -346,13 +420,17 @@ class Runtime:
 
     def _finished(self, task_id: str, state: str, error: str | None, base: dict[str, Any]
                   ) -> dict[str, Any]:
-        """Publish a recorded task end and log it."""
+        """Publish a recorded task end (read back from the store) and log it."""
         row = self.store.get_task(task_id)
         info = task_dict(row) if row is not None else {**base, "state": state, "error": error}
-        event_type = {"succeeded": "done"}.get(state, state)
-        self._publish(base["job_id"], {**info, "type": event_type})
-        log.info("task %s %s", task_id, state,
-                 extra={"job_id": base["job_id"], "kind": base["kind"], "error": error})
+        return self._published(info, base)
+
+    def _published(self, info: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        """Publish a task's recorded end state ``info`` and log it."""
+        state = info["state"]
+        self._publish(base["job_id"], {**info, "type": {"succeeded": "done"}.get(state, state)})
+        log.info("task %s %s", base["task_id"], state,
+                 extra={"job_id": base["job_id"], "kind": base["kind"], "error": info["error"]})
         return info
 
     def reap(self, resubmit: Callable[[str], None]) -> list[str]:

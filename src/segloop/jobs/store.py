@@ -5,11 +5,17 @@ The API routes call these methods and nothing else that touches state; the task 
 API and the CLI enforce the same ones: annotators see only their own jobs; reviewers and
 admins see all; review, cleanup, model reload and deleting others' work need reviewer or
 admin. Imports SQLAlchemy, numpy and segloop.io; never torch, FastAPI or Celery.
+
+Performance: the per-task hot path (create a task, read it for the event stream, claim it
+with everything the run needs, store its version and finish it) uses SQLAlchemy Core
+statements, one short transaction each, instead of ORM sessions: every task costs a handful
+of small statements and no object bookkeeping.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -17,12 +23,27 @@ import re
 import secrets
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
 
 from segloop.config import Settings
 from segloop.errors import InputError, PromptError, SegloopError
@@ -48,6 +69,7 @@ __all__ = [
     "ROLES",
     "TASK_KINDS",
     "TERMINAL",
+    "Claim",
     "JobStore",
     "Principal",
     "hash_key",
@@ -56,6 +78,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_J: Table = JobRow.__table__  # type: ignore[assignment]
+_T: Table = TaskRow.__table__  # type: ignore[assignment]
+_V: Table = MaskVersionRow.__table__  # type: ignore[assignment]
+_O: Table = ObjectRow.__table__  # type: ignore[assignment]
+_A: Table = AuditEntry.__table__  # type: ignore[assignment]
+_KV: Table = KeyValue.__table__  # type: ignore[assignment]
 
 ROLES = ("annotator", "reviewer", "admin")
 TASK_KINDS = ("initial-mask", "propagate", "refine")
@@ -97,8 +126,9 @@ def _job_dict(job: JobRow) -> dict[str, Any]:
     }
 
 
-def task_dict(t: TaskRow) -> dict[str, Any]:
-    """The public view of a task (status endpoint, events)."""
+def task_dict(t: Any) -> dict[str, Any]:
+    """The public view of a task (status endpoint, events): ``t`` is a TaskRow or a Core row
+    with the same columns."""
     return {
         "task_id": t.id, "job_id": t.job_id, "kind": t.kind, "state": t.state,
         "stage": t.stage, "progress": round(t.progress, 4), "slices_done": t.slices_done,
@@ -115,6 +145,95 @@ def _version_dict(v: MaskVersionRow, current: int) -> dict[str, Any]:
         "source": v.source, "engine": v.engine, "task_id": v.task_id, "parent": v.parent,
         "reviewed": v.reviewed, "reviewed_by": v.reviewed_by, "current": v.number == current,
     }
+
+
+@functools.cache
+def _hot() -> SimpleNamespace:
+    """The per-task statements, built once with bound parameters (SQLAlchemy then reuses their
+    compiled form: no statement construction or cache-key work per task)."""
+    b = bindparam
+    e = _T.alias("earlier")
+    earlier = select(func.count()).select_from(e).where(
+        e.c.job_id == _T.c.job_id, e.c.seq < _T.c.seq,
+        e.c.state.in_(("queued", "running"))).scalar_subquery()
+    generation = select(_KV.c.value).where(_KV.c.key == "model_generation").scalar_subquery()
+    obj = select(_O.c.id).where(_O.c.job_id == _J.c.id, _O.c.object_id == b("oid"))
+    anchor = select(_O.c.anchor_slice).where(_O.c.job_id == _J.c.id,
+                                             _O.c.object_id == b("oid"))
+    return SimpleNamespace(
+        # create_task: lock the job row first, then read everything under the lock
+        lock_task=update(_J).where(_J.c.id == b("jid")).values(
+            last_task=b("p_tid", type_=String()), updated=b("p_now", type_=DateTime())),
+        read_for_task=select(
+            _J.c.owner, _J.c.shape, obj.scalar_subquery().label("obj_pk"),
+            anchor.scalar_subquery().label("anchor"),
+            select(func.max(_T.c.seq)).where(_T.c.job_id == _J.c.id).scalar_subquery()
+            .label("top_seq")).where(_J.c.id == b("jid")),
+        set_anchor=update(_O).where(_O.c.id == b("pk")).values(
+            anchor_slice=b("p_anchor", type_=Integer())),
+        insert_object=insert(_O),
+        insert_task=insert(_T),
+        insert_audit=insert(_A),
+        task_for=select(_J.c.owner.label("job_owner"), *_T.c).select_from(_J).outerjoin(
+            _T, and_(_T.c.id == b("tid"), _T.c.job_id == _J.c.id)).where(_J.c.id == b("jid")),
+        # claim
+        claim_read=select(
+            *_T.c, _J.c.shape.label("job_shape"), _J.c.modality.label("job_modality"),
+            _J.c.current_version.label("job_version"), earlier.label("earlier"),
+            generation.label("generation")).join(_J, _J.c.id == _T.c.job_id)
+        .where(_T.c.id == b("tid")),
+        claim=update(_T).where(_T.c.id == b("tid"), or_(
+            _T.c.state == "queued",
+            and_(_T.c.state == "running", _T.c.heartbeat < b("cutoff")))).values(
+            state="running", stage="starting", worker=b("p_worker", type_=String()),
+            heartbeat=b("p_hb", type_=DateTime()), started=b("p_started", type_=DateTime()),
+            attempts=_T.c.attempts + 1),
+        task_row=select(*_T.c).where(_T.c.id == b("tid")),
+        succeed=update(_T).where(_T.c.id == b("tid"), _T.c.state != "succeeded").values(
+            state="succeeded", stage="succeeded", error=None,
+            finished=b("p_fin", type_=DateTime()), version=b("p_v", type_=Integer()),
+            progress=1.0, eta_seconds=0.0,
+            slices_done=func.coalesce(b("p_done", type_=Integer()), _T.c.slices_done),
+            slices_total=func.coalesce(b("p_total", type_=Integer()), _T.c.slices_total)),
+        versions_read=select(_V.c.number, _V.c.replay, _V.c.path, _V.c.task_id).where(
+            _V.c.job_id == b("jid"), or_(_V.c.number == b("num"), _V.c.task_id == b("tid"))),
+        labels_read=select(_O.c.object_id, _O.c.label_value).where(_O.c.job_id == b("jid")),
+        # versions
+        lock_job=update(_J).where(_J.c.id == b("jid")).values(
+            updated=b("p_now", type_=DateTime())),
+        job_numbers=select(_J.c.current_version, select(func.max(_V.c.number))
+                           .where(_V.c.job_id == _J.c.id).scalar_subquery().label("top"))
+        .where(_J.c.id == b("jid")),
+        insert_version=insert(_V),
+        set_current=update(_J).where(_J.c.id == b("jid")).values(
+            current_version=b("p_n", type_=Integer()),
+            engine=func.coalesce(b("p_engine", type_=String()), _J.c.engine)),
+        get_kv=select(_KV.c.value).where(_KV.c.key == b("key")),
+    )
+
+
+@dataclass
+class Claim:
+    """A task taken by a worker, with everything its run needs (read in the claiming
+    transaction): the task row, the job's shape/modality, its current version (number,
+    recorded steps) or None, the version this task already wrote (an earlier attempt) or None,
+    the model generation and the object label values."""
+
+    task: Any
+    job_id: str
+    shape: tuple[int, ...]
+    modality: str | None
+    version: Any
+    done_version: int | None
+    generation: str
+    labels_of: dict[int, int] = field(default_factory=dict)
+
+
+def _check_uuid(job_id: str) -> None:
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise NotFoundError(f"no job {job_id!r}: job ids are UUIDs") from None
 
 
 def _object_dict(o: ObjectRow) -> dict[str, Any]:
@@ -357,6 +476,8 @@ class JobStore:
 
         params: ``slice_index``, ``box`` [x0,y0,x1,y1], ``points`` [[x,y],...], ``point_labels``,
         ``object_id`` (default 1), ``engine`` (default the settings' default engine).
+        One transaction: the task, the object (created on first use, anchor slice), the job's
+        last task and the audit entry are written together or not at all.
         """
         if kind not in TASK_KINDS:
             raise InputError(f"unknown task kind {kind!r}")
@@ -364,11 +485,23 @@ class JobStore:
         if engine != "auto" and engine not in known_engines:
             raise InputError(f"unknown engine {engine!r}; known: {', '.join(known_engines)}")
         oid = int(params.get("object_id") or 1)
-        with self.sessions.begin() as s:
-            job = self._job(s, job_id, who)
+        if not 1 <= oid <= 255:
+            raise PromptError(f"object_id must be in 1..255, got {oid}")
+        _check_uuid(job_id)
+        h = _hot()
+        tid = str(uuid.uuid4())
+        now = utcnow()
+        with self.engine.begin() as conn:
+            # the job row is locked first, so concurrent submissions to one job get distinct,
+            # ordered sequence numbers (the lock is undone with everything else on an error)
+            conn.execute(h.lock_task, {"jid": job_id, "p_tid": tid, "p_now": now})
+            job = conn.execute(h.read_for_task, {"jid": job_id, "oid": oid}).first()
+            if job is None or (job.owner != who.name and not who.is_reviewer):
+                raise NotFoundError(f"no job {job_id} (or it belongs to another user)")
             shape = tuple(job.shape)
-            obj = self._ensure_object(s, job_id, oid)
+            anchor = job.anchor
             clean: dict[str, Any] = {"object_id": oid, "engine": engine}
+            new_anchor: int | None = None
             if kind in ("initial-mask", "refine"):
                 if params.get("slice_index") is None:
                     raise PromptError(f"{kind} needs slice_index")
@@ -378,29 +511,37 @@ class JobStore:
                 validate_prompts(z, prompts, shape)
                 clean.update(slice_index=z, box=list(prompts.box) if prompts.box else None,
                              points=prompts.points.tolist(), point_labels=prompts.labels.tolist())
-                if kind == "initial-mask" or obj.anchor_slice is None:
-                    obj.anchor_slice = z
+                if (kind == "initial-mask" and anchor != z) or anchor is None:
+                    new_anchor = z
             else:
                 z_opt = params.get("slice_index")
                 if z_opt is None:
-                    z_opt = obj.anchor_slice
+                    z_opt = anchor
                 if z_opt is None:
                     raise ConflictError(
                         f"object {oid} has no mask yet: POST initial-mask before propagate"
                     )
                 validate_slice(int(z_opt), shape)
                 clean["slice_index"] = int(z_opt)
-            seq = (s.scalar(select(func.max(TaskRow.seq)).where(TaskRow.job_id == job_id)) or 0)
-            t = TaskRow(id=str(uuid.uuid4()), job_id=job_id, kind=kind, params=clean,
-                        owner=who.name, seq=int(seq) + 1)
-            s.add(t)
-            job.last_task = t.id
-            job.updated = utcnow()
-            s.add(AuditEntry(user=who.name, action=kind, job_id=job_id,
-                             detail={"task_id": t.id, **clean}))
-            s.flush()
-            out = task_dict(t)
-        return out
+            if job.obj_pk is None:
+                conn.execute(h.insert_object, {
+                    "job_id": job_id, "object_id": oid, "name": f"object {oid}",
+                    "colour": PALETTE[(oid - 1) % len(PALETTE)], "label_value": oid,
+                    "anchor_slice": new_anchor})
+            elif new_anchor is not None:
+                conn.execute(h.set_anchor, {"pk": job.obj_pk, "p_anchor": new_anchor})
+            conn.execute(h.insert_task, {
+                "id": tid, "job_id": job_id, "kind": kind, "seq": int(job.top_seq or 0) + 1,
+                "params": clean, "owner": who.name, "state": "queued", "stage": "queued",
+                "progress": 0.0, "slices_done": 0, "slices_total": 0, "attempts": 0,
+                "cancel_requested": False, "created": now})
+            conn.execute(h.insert_audit, {"ts": now, "user": who.name, "action": kind,
+                                          "job_id": job_id,
+                                          "detail": {"task_id": tid, **clean}})
+        return {"task_id": tid, "job_id": job_id, "kind": kind, "state": "queued",
+                "stage": "queued", "progress": 0.0, "slices_done": 0, "slices_total": 0,
+                "eta_seconds": None, "error": None, "attempts": 0, "version": None,
+                "params": clean, "created": now.isoformat() + "Z", "finished": None}
 
     def get_task(self, task_id: str) -> TaskRow | None:
         """A task row (no access check)."""
@@ -409,13 +550,15 @@ class JobStore:
             return t
 
     def task_for(self, job_id: str, task_id: str, who: Principal) -> dict[str, Any]:
-        """A task of a visible job."""
-        with self.sessions() as s:
-            self._job(s, job_id, who)
-            t = s.get(TaskRow, task_id)
-            if t is None or t.job_id != job_id:
-                raise NotFoundError(f"no task {task_id} in job {job_id}")
-            return task_dict(t)
+        """A task of a visible job (one statement: the job's owner and the task row)."""
+        _check_uuid(job_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(_hot().task_for, {"jid": job_id, "tid": task_id}).first()
+        if row is None or (row.job_owner != who.name and not who.is_reviewer):
+            raise NotFoundError(f"no job {job_id} (or it belongs to another user)")
+        if row.id is None:
+            raise NotFoundError(f"no task {task_id} in job {job_id}")
+        return task_dict(row)
 
     def job_status(self, job_id: str, who: Principal) -> dict[str, Any]:
         """The job's state: its latest task's state/stage/progress/ETA/error and mask version."""
@@ -449,9 +592,9 @@ class JobStore:
 
     def is_cancel_requested(self, task_id: str) -> bool:
         """Whether a cancel was requested for a task (or it vanished)."""
-        with self.sessions() as s:
-            v = s.scalar(select(TaskRow.cancel_requested).where(TaskRow.id == task_id))
-            return v is None or bool(v)
+        with self.engine.connect() as conn:
+            v = conn.execute(select(_T.c.cancel_requested).where(_T.c.id == task_id)).scalar()
+        return v is None or bool(v)
 
     def earlier_unfinished(self, job_id: str, seq: int) -> int:
         """How many tasks of a job submitted before task number ``seq`` are not finished."""
@@ -460,55 +603,43 @@ class JobStore:
                 TaskRow.job_id == job_id, TaskRow.seq < seq,
                 TaskRow.state.in_(("queued", "running")))) or 0)
 
-    def try_claim(self, task_id: str, worker: str) -> tuple[str, TaskRow | None]:
-        """One transaction: ("skipped", None) when finished/gone/held by a live worker,
-        ("blocked", None) when earlier tasks of the job are unfinished, else ("claimed", row)."""
-        cutoff = utcnow() - dt.timedelta(seconds=self.settings.stale_after_seconds)
-        with self.sessions.begin() as s:
-            t: TaskRow | None = s.get(TaskRow, task_id)
+    def claim(self, task_id: str, worker: str) -> tuple[str, Claim | None]:
+        """Take a task for ``worker`` and read what its run needs, in one transaction.
+
+        ("skipped", None) when it is finished, gone or held by a live worker (a redelivered
+        duplicate does nothing); ("blocked", None) when earlier tasks of its job are
+        unfinished; else ("claimed", Claim). Claiming is a conditional UPDATE, so two workers
+        racing for one task cannot both win.
+        """
+        h = _hot()
+        now = utcnow()
+        cutoff = now - dt.timedelta(seconds=self.settings.stale_after_seconds)
+        with self.engine.begin() as conn:
+            t = conn.execute(h.claim_read, {"tid": task_id}).first()
             if t is None or t.state in TERMINAL or (
                     t.state == "running" and t.heartbeat is not None and t.heartbeat >= cutoff):
                 return "skipped", None
-            earlier = s.scalar(select(func.count()).select_from(TaskRow).where(
-                TaskRow.job_id == t.job_id, TaskRow.seq < t.seq,
-                TaskRow.state.in_(("queued", "running"))))
-            if earlier:
+            if t.earlier:
                 return "blocked", None
-            now = utcnow()
-            n = s.execute(
-                update(TaskRow)
-                .where(TaskRow.id == task_id, or_(
-                    TaskRow.state == "queued",
-                    (TaskRow.state == "running") & (TaskRow.heartbeat < cutoff)))
-                .values(state="running", stage="starting", worker=worker, heartbeat=now,
-                        started=now, attempts=TaskRow.attempts + 1)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            n = conn.execute(h.claim, {"tid": task_id, "cutoff": cutoff, "p_worker": worker,
+                                       "p_hb": now, "p_started": now}).rowcount
             if not n:
                 return "skipped", None
-            s.expire(t)
-            s.refresh(t)
-            return "claimed", t
-
-    def task_context(self, job_id: str, task_id: str) -> dict[str, Any]:
-        """What a task run needs, read in one session: the job row, its current version row,
-        the version this task already wrote (if any), the model generation, object labels."""
-        with self.sessions() as s:
-            job = s.get(JobRow, job_id)
-            if job is None:
-                raise NotFoundError(f"job {job_id} was deleted")
-            cur = None
-            if job.current_version:
-                cur = s.scalar(select(MaskVersionRow).where(
-                    MaskVersionRow.job_id == job_id,
-                    MaskVersionRow.number == job.current_version))
-            done = s.scalar(select(MaskVersionRow.number).where(MaskVersionRow.task_id == task_id))
-            gen = s.get(KeyValue, "model_generation")
-            labels_of = {o.object_id: o.label_value for o in s.scalars(
-                select(ObjectRow).where(ObjectRow.job_id == job_id))}
-            s.expunge_all()
-            return {"job": job, "version": cur, "done_version": done,
-                    "generation": gen.value if gen else "0", "labels_of": labels_of}
+            task = conn.execute(h.task_row, {"tid": task_id}).one()
+            cur = done = None
+            if t.job_version or t.attempts:  # a retry may find the version it already wrote
+                for v in conn.execute(h.versions_read, {"jid": t.job_id, "num": t.job_version,
+                                                        "tid": task_id}):
+                    if v.number == t.job_version:
+                        cur = v
+                    if v.task_id == task_id:
+                        done = int(v.number)
+            labels_of = {int(o): int(lv) for o, lv in
+                         conn.execute(h.labels_read, {"jid": t.job_id})}
+        return "claimed", Claim(task=task, job_id=str(t.job_id), shape=tuple(t.job_shape),
+                                modality=t.job_modality, version=cur, done_version=done,
+                                generation=str(t.generation) if t.generation is not None
+                                else "0", labels_of=labels_of)
 
     def claim_task(self, task_id: str, worker: str) -> TaskRow | None:
         """Atomically take a queued task (or a running one whose heartbeat went stale).
@@ -532,18 +663,20 @@ class JobStore:
             t: TaskRow | None = s.get(TaskRow, task_id)
             return t
 
-    def heartbeat(self, task_id: str, worker: str) -> None:
-        """Refresh a running task's heartbeat."""
-        with self.sessions.begin() as s:
-            s.execute(update(TaskRow).where(TaskRow.id == task_id, TaskRow.worker == worker,
-                                            TaskRow.state == "running")
-                      .values(heartbeat=utcnow()))
+    def heartbeat(self, task_id: str | list[str], worker: str) -> None:
+        """Refresh the heartbeat of running tasks (one id or several) held by ``worker``."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(_T).where(_T.c.id.in_(ids), _T.c.worker == worker,
+                                          _T.c.state == "running").values(heartbeat=utcnow()))
 
     def set_progress(self, task_id: str, **values: Any) -> None:
         """Update progress columns (stage, progress, slices_done, slices_total, eta_seconds)."""
-        with self.sessions.begin() as s:
-            s.execute(update(TaskRow).where(TaskRow.id == task_id)
-                      .values(heartbeat=utcnow(), **values))
+        with self.engine.begin() as conn:
+            conn.execute(update(_T).where(_T.c.id == task_id)
+                         .values(heartbeat=utcnow(), **values))
 
     def finish_task(self, task_id: str, state: str, error: str | None = None,
                     version: int | None = None) -> TaskRow | None:
@@ -647,27 +780,76 @@ class JobStore:
 
         With ``finish`` the task ``task_id`` is marked succeeded in the same transaction.
         """
-        with self.sessions.begin() as s:
-            job = s.get(JobRow, job_id, with_for_update=True)
-            if job is None:
-                raise NotFoundError(f"job {job_id} was deleted")
-            top = s.scalar(select(func.max(MaskVersionRow.number))
-                           .where(MaskVersionRow.job_id == job_id)) or 0
-            n = int(top) + 1
-            rel = f"versions/v{n:04d}.npz"
-            replay = [dict(op, version=n) if op.get("op") == "set_mask" and op.get("version")
-                      is None else op for op in replay]
-            files.save_labels(self.job_dir(job_id) / rel, labels)
-            s.add(MaskVersionRow(job_id=job_id, number=n, author=author, source=source,
-                                 engine=engine, task_id=task_id, path=rel, replay=replay,
-                                 parent=job.current_version))
-            job.current_version = n
-            job.updated = utcnow()
-            if engine:
-                job.engine = engine
+        data = files.encode_labels(labels)
+        with self.engine.begin() as conn:
+            n = self._add_version(conn, job_id, data, author=author, source=source,
+                                  replay=replay, engine=engine, task_id=task_id)
             if finish and task_id is not None:
-                self._mark_finished(s, task_id, "succeeded", None, n)
+                self._finish_core(conn, task_id, "succeeded", None, n)
         return n
+
+    def complete_task(self, job_id: str, task_id: str, labels: np.ndarray[Any, Any], *,
+                      author: str, source: str, replay: list[dict[str, Any]],
+                      engine: str | None, slices: tuple[int, int] | None = None
+                      ) -> tuple[int, dict[str, Any]]:
+        """Store a task's result as a new current version and mark the task succeeded, in one
+        transaction (a crash leaves both or neither); returns the version number and the
+        task's final dict (what the ``done`` event carries). ``slices``: the final
+        (slices_done, slices_total) of a propagation (progress is written only now and then
+        while it runs)."""
+        data = files.encode_labels(labels)
+        extra = None if slices is None else {"slices_done": slices[0], "slices_total": slices[1]}
+        with self.engine.begin() as conn:
+            n = self._add_version(conn, job_id, data, author=author, source=source,
+                                  replay=replay, engine=engine, task_id=task_id)
+            row = self._finish_core(conn, task_id, "succeeded", None, n, extra)
+        if row is None:  # pragma: no cover - the task row goes with the job
+            raise NotFoundError(f"task {task_id} was deleted")
+        return n, task_dict(row)
+
+    def _add_version(self, conn: Connection, job_id: str, data: bytes, *, author: str,
+                     source: str, replay: list[dict[str, Any]], engine: str | None,
+                     task_id: str | None) -> int:
+        """Inside a transaction: lock the job (its row is updated first, so concurrent writers
+        of one job queue here), number the version, write its file, record it as current."""
+        h = _hot()
+        now = utcnow()
+        if not conn.execute(h.lock_job, {"jid": job_id, "p_now": now}).rowcount:
+            raise NotFoundError(f"job {job_id} was deleted")
+        nums = conn.execute(h.job_numbers, {"jid": job_id}).one()
+        parent, n = int(nums.current_version or 0), int(nums.top or 0) + 1
+        rel = f"versions/v{n:04d}.npz"
+        replay = [dict(op, version=n) if op.get("op") == "set_mask" and op.get("version")
+                  is None else op for op in replay]
+        files.atomic_write_bytes(self.job_dir(job_id) / rel, data)
+        conn.execute(h.insert_version, {
+            "job_id": job_id, "number": n, "created": now, "author": author, "source": source,
+            "engine": engine, "task_id": task_id, "path": rel, "replay": replay,
+            "parent": parent, "reviewed": False})
+        conn.execute(h.set_current, {"jid": job_id, "p_n": n, "p_engine": engine or None})
+        return n
+
+    def _finish_core(self, conn: Connection, task_id: str, state: str, error: str | None,
+                     version: int | None, extra: dict[str, Any] | None = None) -> Any:
+        """Inside a transaction: record a task's end (never overwriting a success); returns the
+        task's row as it now is, or None when it is gone."""
+        h = _hot()
+        if state == "succeeded" and version is not None:
+            done, total = (extra or {}).get("slices_done"), (extra or {}).get("slices_total")
+            conn.execute(h.succeed, {"tid": task_id, "p_fin": utcnow(), "p_v": version,
+                                     "p_done": done, "p_total": total})
+        else:
+            values: dict[str, Any] = {"state": state, "stage": state, "error": error,
+                                      "finished": utcnow()}
+            if version is not None:
+                values["version"] = version
+            if state == "succeeded":
+                values.update(progress=1.0, eta_seconds=0.0)
+            if extra:
+                values.update(extra)
+            conn.execute(update(_T).where(_T.c.id == task_id, _T.c.state != "succeeded")
+                         .values(**values))
+        return conn.execute(h.task_row, {"tid": task_id}).first()
 
     def labels(self, job_id: str, who: Principal, number: int | None = None
                ) -> tuple[np.ndarray[Any, Any], int]:
@@ -797,9 +979,9 @@ class JobStore:
     # ------------------------------------------------------------------ service-wide
     def get_kv(self, key: str, default: str = "") -> str:
         """A service-wide value."""
-        with self.sessions() as s:
-            row = s.get(KeyValue, key)
-            return row.value if row else default
+        with self.engine.connect() as conn:
+            v = conn.execute(_hot().get_kv, {"key": key}).scalar()
+        return default if v is None else str(v)
 
     def set_kv(self, key: str, value: str) -> None:
         """Set a service-wide value."""
