@@ -138,7 +138,10 @@ def test_streaming_mode_yields_the_stored_masks() -> None:
 
 def _medsam2_reference(model: Any, data_xyz: np.ndarray, key: int,
                        box: tuple[int, int, int, int], fill_hole_area: int = 0) -> np.ndarray:
-    """MedSAM2's published 3D procedure, written against transformers' API directly."""
+    """MedSAM2's published 3D procedure, written against transformers' API directly.
+
+    As in MedSAM2's video predictor, the key slice's memory is encoded from its stored
+    (hole-filled) low-resolution logits upsampled to the model size."""
     from transformers import Sam2VideoInferenceSession
 
     vol = np.clip(data_xyz.astype(np.float64), -160.0, 240.0)
@@ -162,11 +165,18 @@ def _medsam2_reference(model: Any, data_xyz: np.ndarray, key: int,
         order = range(key, -1, -1) if reverse else range(key, d)
         with torch.inference_mode():
             for t in order:
-                out = model(vs, frame_idx=t, reverse=reverse)
+                out = model(vs, frame_idx=t, reverse=reverse, run_mem_encoder=t != key)
                 low = out.pred_masks[:1].float()
                 if fill_hole_area:
                     low = torch.from_numpy(fill_holes_in_scores(low[0, 0].numpy(),
                                                                 fill_hole_area))[None, None]
+                if t == key:  # MedSAM2 encodes the key slice's memory from its stored logits
+                    model._batch_encode_memories(
+                        inference_session=vs, frame_idx=t, objects_needing_memory_encoding=[0],
+                        high_res_masks_for_memory=[F.interpolate(
+                            low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)],
+                        object_score_logits_for_memory=[vs.get_output(0, t, "object_score_logits")],
+                        is_mask_from_pts_per_obj=[True])
                 up = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
                 seg[t] |= (up[0, 0] > 0).numpy()
     if seg.any():
@@ -254,3 +264,46 @@ def test_conditioning_slices_stay_encoded_during_a_propagation() -> None:
     s.segment_slice(5, Prompts.make(box=(8, 12, 23, 39)))
     drive(s.propagate(5))
     assert s.cache_stats[1] == s.shape[2], "each slice is encoded once, the key slice included"
+
+
+def _encoded_memory(model: Any, vs: Any, z: int, high_res_logits: torch.Tensor) -> torch.Tensor:
+    """SAM 2's memory of slice z from mask logits at model size (binarised: a prompted slice)."""
+    feats, _ = model._prepare_vision_features(vs, z, batch_size=1)
+    score = vs.get_output(0, z, "object_score_logits", is_conditioning_frame=True)
+    with torch.inference_mode():
+        mem, _ = model._encode_new_memory(current_vision_feats=feats[-1],
+                                          pred_masks_high_res=high_res_logits,
+                                          object_score_logits=score, is_mask_from_pts=True)
+    return mem.float()
+
+
+@pytest.mark.parametrize("fill", [0, 8])
+def test_conditioning_memory_comes_from_the_stored_low_res_logits(fill: int) -> None:
+    """Checked against MedSAM2's own code (sam2_video_predictor_npz, hiera-tiny 512, random
+    weights): its video predictor encodes a prompted slice's memory when propagation starts,
+    from the slice's *stored* low-resolution logits (hole-filled when ``fill_hole_area`` > 0)
+    upsampled bilinearly to the model size; transformers' forward encodes from its own
+    full-size masks. They differ for a mask input (downsampled, then upsampled) and whenever
+    the hole filling changed the stored logits; the masks propagated from it differ too."""
+    install_tiny_weights("medsam2", image_size=SIZE)
+    s = MedSAM2Engine(fill_holes=fill).open(_volume((40, 52, 6)))
+    model = s._rt.model
+    m = np.zeros((40, 52), bool)  # (X, Y); model pixels: x * 64 / 40, y * 64 / 52
+    m[5:36, 8:46] = True
+    m[18:23, 24:30] = False  # a hole of about 2 x 2 low-resolution pixels
+    vs = s._new_video_session()
+    s._add_inputs(vs, 3, None, m)
+    s._run_conditioning(vs, 3)
+    stored = vs.output_dict_per_obj[0]["cond_frame_outputs"][3]
+    low = stored["pred_masks"][:1].float()
+    filled = torch.from_numpy(fill_holes_in_scores(low[0, 0].numpy(), fill))[None, None]
+    assert not fill or not torch.equal(filled, low), "the hole must be filled, or this tests nothing"
+    up = F.interpolate(filled, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    expected = _encoded_memory(model, vs, 3, up)
+    assert torch.allclose(stored["maskmem_features"].float(), expected, atol=1e-6)
+    # what transformers' forward would store: the full-size mask input as +/-10 logits
+    full = s._mask_input(m) * 20.0 - 10.0
+    assert not torch.allclose(_encoded_memory(model, vs, 3, full), expected, atol=1e-3)
+    if fill:
+        unfilled = F.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        assert not torch.allclose(_encoded_memory(model, vs, 3, unfilled), expected, atol=1e-3)

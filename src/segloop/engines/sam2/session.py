@@ -8,7 +8,9 @@ those lazily computed frames and the embedding cache, so objects and passes neve
 memories. Propagation follows MedSAM2: the conditioning slice(s) first, then forward to the
 next anchor, then a reset and the same backward, the union of both, then the largest 3D
 connected component (never removing anchored slices); optional SAM 2 hole filling on the
-low-resolution logits of every prediction (``fill_holes``, MedSAM2's ``fill_hole_area``).
+low-resolution logits of every prediction (``fill_holes``, MedSAM2's ``fill_hole_area``). As in
+SAM 2's video predictor, a conditioning slice's memory is encoded from its stored (hole-filled)
+low-resolution logits upsampled to the model size, not from transformers' full-size masks.
 
 Axis conventions: segloop slices are ``(X, Y)`` arrays; the model sees ``(H=Y, W=X)`` images,
 so a box ``(x0, y0, x1, y1)`` maps to model pixels as ``x * S / X`` and ``y * S / Y``.
@@ -334,6 +336,34 @@ class Sam2Session:
             out = self._rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
         return self._to_slice_mask(out.pred_masks[:1])
 
+    def _conditioning_memory_input(self, low_res: torch.Tensor) -> torch.Tensor:
+        """The ``(1, 1, S, S)`` mask logits a conditioning slice's memory is encoded from.
+
+        SAM 2's video predictor (and MedSAM2's) encodes the memory of a prompted slice from
+        its *stored* low-resolution logits, upsampled bilinearly to the model size: after the
+        hole filling (``fill_holes``), and for a mask input the downsampled mask rather than
+        the full-size one. ``transformers`` encodes from its full-size masks instead, which
+        differs exactly in those two cases.
+        """
+        low = low_res.float()
+        if self._rt.fill_holes > 0:
+            filled = fill_holes_in_scores(low[0, 0].cpu().numpy(), self._rt.fill_holes)
+            low = torch.from_numpy(filled)[None, None].to(low.device)
+        s = self._rt.image_size
+        return F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)
+
+    def _run_conditioning(self, vs: Any, z: int) -> None:
+        """Run a conditioning slice (inputs already added) and encode its memory as SAM 2 does."""
+        model = self._rt.model
+        with self._rt.lock, torch.inference_mode(), self._rt.autocast():
+            out = model(vs, frame_idx=z, run_mem_encoder=False)
+            score = vs.get_output(0, z, "object_score_logits", is_conditioning_frame=True)
+            model._batch_encode_memories(
+                inference_session=vs, frame_idx=z, objects_needing_memory_encoding=[0],
+                high_res_masks_for_memory=[self._conditioning_memory_input(out.pred_masks[:1])],
+                object_score_logits_for_memory=[score], is_mask_from_pts_per_obj=[True],
+            )
+
     def _predict_2d(self, z: int, prompts: Prompts) -> BoolArray:
         vs = self._new_video_session()
         self._add_inputs(vs, z, prompts, None)
@@ -361,7 +391,7 @@ class Sam2Session:
             if prompts is None and not st.mask[:, :, a].any():
                 continue
             self._add_inputs(vs, a, prompts, None if prompts is not None else st.mask[:, :, a])
-            self._run(vs, a)
+            self._run_conditioning(vs, a)
             conditioned += 1
         if not conditioned:  # an empty mask propagates as empty slices
             for t in span:
