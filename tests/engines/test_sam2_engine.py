@@ -307,3 +307,9 @@ def test_conditioning_memory_comes_from_the_stored_low_res_logits(fill: int) -> 
     if fill:
         unfilled = F.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         assert not torch.allclose(_encoded_memory(model, vs, 3, unfilled), expected, atol=1e-3)
+
+
+def test_hole_filling_defaults_to_medsam2s_per_device_choice() -> None:
+    install_tiny_weights("medsam2", image_size=SIZE)
+    assert MedSAM2Engine(device="cpu").runtime().fill_holes == 0  # MedSAM2 skips it on a CPU
+    assert MedSAM2Engine(device="cpu", fill_holes=8).runtime().fill_holes == 8

@@ -62,8 +62,8 @@ class Sam2Engine:
       propagation starts from, exactly as MedSAM2 (default); False keeps that slice as
       ``segment_slice`` returned it.
     - ``fill_holes``: SAM 2's hole filling, background blobs up to this many pixels of the
-      low-resolution logits become foreground (MedSAM2 on a GPU with sam2's CUDA extension
-      uses 8; 0 = off, as MedSAM2 on a CPU).
+      low-resolution logits become foreground; 0 = off. Default None does what MedSAM2 does:
+      8 on CUDA (sam2's CUDA extension), off on a CPU (where sam2 skips it).
     - ``cache_frames``: image embeddings kept per session; ``threads``: torch CPU threads.
     """
 
@@ -81,7 +81,7 @@ class Sam2Engine:
         window: str | tuple[float, float] | None = "auto",
         largest_component: bool = True,
         filter_key_slice: bool = True,
-        fill_holes: int = 0,
+        fill_holes: int | None = None,
         cache_frames: int = 32,
         threads: int | None = None,
     ) -> None:
@@ -96,7 +96,7 @@ class Sam2Engine:
         self.window = window
         self.largest_component = largest_component
         self.filter_key_slice = filter_key_slice
-        self.fill_holes = int(fill_holes)
+        self.fill_holes = None if fill_holes is None else int(fill_holes)
         self.cache_frames = int(cache_frames)
         self.threads = threads
         self.lock = threading.RLock()

@@ -104,7 +104,9 @@ class Runtime:
             image_size=int(model.config.image_size),
             window=engine.window,
             largest_component=bool(engine.largest_component),
-            fill_holes=int(engine.fill_holes),
+            # None: as MedSAM2, whose hole filling needs sam2's CUDA extension: 8 px on CUDA, off on CPU
+            fill_holes=(int(engine.fill_holes) if engine.fill_holes is not None
+                        else (8 if device.type == "cuda" else 0)),
             cache_frames=max(1, int(engine.cache_frames)),
             lock=engine.lock,
             filter_key_slice=bool(engine.filter_key_slice),
