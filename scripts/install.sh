@@ -11,9 +11,15 @@ if [ "${1:-}" = "--dev" ]; then
     # torch is pinned: 2.13.0 is the local CPU build; other specs download GBs of CUDA packages.
     "${PIP[@]}" torch==2.13.0
     "${PIP[@]}" -e '.[sam2,service,train,dev]'
-    if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "== installing Debian chromium + chromium-driver for the browser tests"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    # Debian packages the tests use: chromium (browser tests), docker-compose (`compose config`
+    # check of docker-compose.yml; no Docker engine needed), redis-server (Celery tests)
+    missing=()
+    command -v chromium >/dev/null || missing+=(chromium chromium-driver)
+    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing Debian packages for the tests: ${missing[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 else
     "${PIP[@]}" -e .
