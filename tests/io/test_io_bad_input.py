@@ -38,16 +38,42 @@ def test_missing_path(tmp_path: Path) -> None:
     assert "no such file" in _one_line(e)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file(tmp_path: Path) -> None:
-    p = _nifti(tmp_path / "x.nii", np.zeros((2, 2, 2), np.float32))
+def test_unreadable_file() -> None:
+    """A file without read permission; as root (CI), checked in a child that drops to nobody."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="segloop-perm-"))  # under /tmp, traversable by anyone
+    d.chmod(0o755)
+    ok = _nifti(d / "ok.nii", np.zeros((2, 2, 2), np.float32))
+    load_volume(ok)  # warm up lazy imports before any privilege drop
+    p = _nifti(d / "x.nii", np.zeros((2, 2, 2), np.float32))
     p.chmod(0)
     try:
-        with pytest.raises(InputError) as e:
-            load_volume(p)
-        assert "permission denied" in _one_line(e)
+        if os.geteuid() != 0:
+            with pytest.raises(InputError) as e:
+                load_volume(p)
+            assert "permission denied" in _one_line(e)
+            return
+        pid = os.fork()
+        if pid == 0:  # child: an ordinary user, for whom mode 000 really means unreadable
+            code = 5
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                try:
+                    load_volume(p)
+                    code = 4
+                except InputError as exc:
+                    code = 0 if "permission denied" in str(exc).lower() and "\n" not in str(exc) else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "no one-line 'permission denied' error"
     finally:
         p.chmod(0o644)
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
 
 
 def test_unreadable_reported_even_as_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
