@@ -41,3 +41,27 @@ def test_click_goes_to_the_centre_of_the_largest_error() -> None:
         (x, y, 4) for x in (26, 27) for y in (26, 27)
     }
     assert next_click(truth, truth, (1.0, 1.0, 1.0)) is None
+
+
+def test_drive_counts_slices_not_results_and_cancels() -> None:
+    import threading
+
+    from segloop.engines.base import drive
+    from segloop.errors import CancelledError
+    from segloop.types import SliceResult
+
+    m = np.zeros((2, 2), bool)
+    results = [SliceResult(0, m, 1, 2), SliceResult(1, m, 2, 2), SliceResult(0, m, 2, 2)]
+    seen: list[int] = []
+    assert drive(iter(results), lambda r: seen.append(r.z)) == 2
+    assert seen == [0, 1, 0]
+    stop = threading.Event()
+
+    def gen():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            if i == 2:
+                stop.set()
+            yield SliceResult(i, m, i + 1, 5)
+
+    with pytest.raises(CancelledError, match="after 3 slice"):
+        drive(gen(), cancel=stop)

@@ -99,11 +99,17 @@ def test_propagation_stops_at_anchors_and_refine_starts_from_its_slice(
     s.segment_slice(9, box)
     res: list[SliceResult] = []
     drive(s.propagate(2), on_progress=res.append)
-    assert sorted(r.z for r in res) == [0, 1, 3, 4, 5, 6, 7, 8]
+    # live progress with the 3D filter on: each slice as tracked, then the slices it changed
+    assert [r.done for r in res[:8]] == list(range(1, 9)) and res[0].total == 8
+    assert sorted(r.z for r in res[:8]) == [0, 1, 3, 4, 5, 6, 7, 8]
+    assert all(r.done == r.total for r in res[8:])
+    for r in res:
+        last = [q for q in res if q.z == r.z][-1]
+        assert np.array_equal(s.mask()[:, :, r.z], last.mask)
     res = []
     drive(s.refine(6, Prompts.make(points=[(15, 25)], labels=[1])), on_progress=res.append)
     assert res[0].z == 6
-    assert sorted(r.z for r in res[1:]) == [3, 4, 5, 7, 8]
+    assert sorted({r.z for r in res[1:]} - {6}) == [3, 4, 5, 7, 8]
     st = s._state.get(1)
     assert st.anchors == {2, 6, 9}
 

@@ -167,6 +167,6 @@ def _run_with_bar(drive: Any, results: Any, label: str, quiet: bool) -> None:
 
         def on_progress(res: Any) -> None:
             bar.total = res.total
-            bar.update(1)
+            bar.update(res.done - bar.n)  # a superseding result of a slice keeps the count
 
         drive(results, on_progress)

@@ -12,8 +12,10 @@ Semantics shared by all engines (the contract test in tests/engines checks them)
   as that object's mask on slice z (other slices untouched) and slice z becomes an *anchor*.
 - ``propagate(z, mask2d=None, object_id)``: from slice z (its stored mask, or ``mask2d``), fill
   the object's mask on every other slice, both directions, up to the next anchor or the end of
-  the volume. Yields one result per slice computed. It may trim (never grow) its start slice,
-  e.g. to keep the largest 3D component as MedSAM2 does.
+  the volume. Yields each slice as it is computed (``done`` +1, ``total`` fixed); a later
+  result for the same slice supersedes the earlier one (e.g. once a 3D filter ran, with
+  ``done == total``): the last result of a slice is its stored mask. It may trim (never
+  grow) its start slice, e.g. to keep the largest 3D component as MedSAM2 does.
 - ``refine(z, prompts, object_id)``: a correction on slice z. Prompts are *added* to those already
   given on slice z (a box replaces the old box); when slice z had no prompts the correction acts
   on the current mask there. Slice z becomes an anchor and the object is re-propagated from z
@@ -100,7 +102,7 @@ def drive(
     is set the generator is closed and :class:`CancelledError` is raised (the session keeps
     the slices already computed).
     """
-    n = 0
+    n = 0  # slices done: the last result's counter (a superseding result does not add one)
     is_cancelled: Callable[[], bool]
     if cancel is None:
         is_cancelled = lambda: False  # noqa: E731
@@ -110,7 +112,7 @@ def drive(
         is_cancelled = cancel
     try:
         for res in results:
-            n += 1
+            n = res.done
             if on_progress is not None:
                 on_progress(res)
             if is_cancelled():

@@ -414,17 +414,16 @@ class Sam2Session:
 
     def _propagate_from(self, z: int, object_id: int, first: BoolArray | None
                         ) -> Iterator[SliceResult]:
-        """Track forward then backward from z; yield one result per slice (see below).
+        """Track forward then backward from z; yield each slice as soon as it is tracked.
 
-        With ``largest_component`` on (MedSAM2's behaviour), the 3D component filter needs
-        every slice, so the slices are tracked first and yielded once filtered: each yielded
-        mask is the stored one. With it off, slices are yielded as soon as they are tracked.
-        The corrected slice of a refinement (``first``) is yielded at once.
+        With ``largest_component`` on (MedSAM2's behaviour) the 3D component filter needs every
+        slice: once tracking is done, the slices it changed are yielded again with their
+        filtered masks (``done == total``), so the last result of a slice is the stored mask
+        and progress stays live. The corrected slice of a refinement (``first``) comes first.
         """
         st = self._state.get(object_id)
         fwd, bwd = st.span(z, +1), st.span(z, -1)
         total = len(fwd) + len(bwd) + (1 if first is not None else 0)
-        deferred = self._rt.largest_component
 
         def gen() -> Iterator[SliceResult]:
             self._cache.pinned = set(self._conditioning(z, object_id))
@@ -445,17 +444,17 @@ class Sam2Session:
                 for t, m in self._track(z, object_id, direction, span):
                     st.mask[:, :, t] = m
                     touched.append(t)
-                    if not deferred:
-                        done += 1
-                        yield SliceResult(z=t, mask=m.copy(), done=done, total=total)
-            if deferred:
+                    done += 1
+                    yield SliceResult(z=t, mask=m.copy(), done=done, total=total)
+            if self._rt.largest_component:
                 cut = list(touched)
                 if self._rt.filter_key_slice and first is None and z in st.prompts:
                     cut.append(z)  # MedSAM2 filters its key slice too
+                before = {t: st.mask[:, :, t].copy() for t in cut}
                 self._keep_largest_component(object_id, cut)
-                for t in touched:
-                    done += 1
-                    yield SliceResult(z=t, mask=st.mask[:, :, t].copy(), done=done, total=total)
+                for t in cut:
+                    if not np.array_equal(before[t], st.mask[:, :, t]):
+                        yield SliceResult(z=t, mask=st.mask[:, :, t].copy(), done=done, total=total)
 
         return gen()
 
