@@ -24,6 +24,25 @@ HIERA_SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+def _with_resolution(config: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """Set the five fields that depend on the input size, together, in a config dict.
+
+    Backbone image size, FPN feature sizes (strides 4, 8, 16), prompt-encoder image size,
+    model image size and memory-attention RoPE feature size; ``image_size`` must be a
+    positive multiple of 32 (the stride of the coarsest feature map).
+    """
+    if image_size <= 0 or image_size % 32:
+        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+    s4, s8, s16 = image_size // 4, image_size // 8, image_size // 16
+    vision = config["vision_config"]
+    vision["backbone_config"]["image_size"] = [image_size, image_size]
+    vision["backbone_feature_sizes"] = [[s4, s4], [s8, s8], [s16, s16]]
+    config["prompt_encoder_config"]["image_size"] = image_size
+    config["image_size"] = image_size
+    config["memory_attention_rope_feat_sizes"] = [s16, s16]
+    return config
+
+
 def build_config(size: str = "tiny", image_size: int = 1024) -> dict[str, Any]:
     """The ``Sam2VideoConfig`` keyword arguments of SAM 2.1 Hiera ``size`` at ``image_size`` px.
 
@@ -34,20 +53,16 @@ def build_config(size: str = "tiny", image_size: int = 1024) -> dict[str, Any]:
     """
     if size not in HIERA_SIZES:
         raise ValueError(f"unknown Hiera size {size!r}; known: {', '.join(HIERA_SIZES)}")
-    if image_size <= 0 or image_size % 32:
-        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
     h = HIERA_SIZES[size]
     d = int(h["embed_dim"])
     heads = int(h["heads"])
-    s4, s8, s16 = image_size // 4, image_size // 8, image_size // 16
-    return {
+    return _with_resolution({
         "vision_config": {
             "model_type": "sam2_vision_model",
             "backbone_config": {
                 "model_type": "sam2_hiera_det_model",
                 "hidden_size": d,
                 "num_attention_heads": heads,
-                "image_size": [image_size, image_size],
                 "blocks_per_stage": list(h["stages"]),
                 "embed_dim_per_stage": [d, 2 * d, 4 * d, 8 * d],
                 "num_attention_heads_per_stage": [heads, 2 * heads, 4 * heads, 8 * heads],
@@ -56,12 +71,9 @@ def build_config(size: str = "tiny", image_size: int = 1024) -> dict[str, Any]:
                 "window_positional_embedding_background_size": list(h["bkg"]),
             },
             "backbone_channel_list": [8 * d, 4 * d, 2 * d, d],
-            "backbone_feature_sizes": [[s4, s4], [s8, s8], [s16, s16]],
         },
-        "prompt_encoder_config": {"image_size": image_size},
-        "image_size": image_size,
-        "memory_attention_rope_feat_sizes": [s16, s16],
-    }
+        "prompt_encoder_config": {},
+    }, image_size)
 
 
 def config_image_size(config: dict[str, Any]) -> int:
@@ -76,17 +88,13 @@ def tiny_config(image_size: int = 128) -> dict[str, Any]:
     Keeps the constraints of the architecture: memory-encoder output 64 channels, memory and
     FPN width 128 (a multiple of 64), the global-attention block not first in its stage.
     """
-    if image_size <= 0 or image_size % 32:
-        raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
-    s4, s8, s16 = image_size // 4, image_size // 8, image_size // 16
-    return {
+    return _with_resolution({
         "vision_config": {
             "model_type": "sam2_vision_model",
             "backbone_config": {
                 "model_type": "sam2_hiera_det_model",
                 "hidden_size": 16,
                 "num_attention_heads": 1,
-                "image_size": [image_size, image_size],
                 "blocks_per_stage": [1, 1, 2, 1],
                 "embed_dim_per_stage": [16, 32, 64, 128],
                 "num_attention_heads_per_stage": [1, 1, 2, 2],
@@ -95,14 +103,11 @@ def tiny_config(image_size: int = 128) -> dict[str, Any]:
                 "window_positional_embedding_background_size": [4, 4],
             },
             "backbone_channel_list": [128, 64, 32, 16],
-            "backbone_feature_sizes": [[s4, s4], [s8, s8], [s16, s16]],
             "fpn_hidden_size": 128,
         },
-        "prompt_encoder_config": {"image_size": image_size, "hidden_size": 128},
+        "prompt_encoder_config": {"hidden_size": 128},
         "mask_decoder_config": {"hidden_size": 128, "mlp_dim": 256, "iou_head_hidden_dim": 128,
                                 "num_attention_heads": 4},
-        "image_size": image_size,
-        "memory_attention_rope_feat_sizes": [s16, s16],
         "memory_attention_hidden_size": 128,
         "memory_attention_feed_forward_hidden_size": 256,
         "memory_attention_num_layers": 1,
@@ -112,4 +117,4 @@ def tiny_config(image_size: int = 128) -> dict[str, Any]:
         "memory_fuser_embed_dim": 128,
         "memory_fuser_intermediate_dim": 256,
         "memory_fuser_num_layers": 1,
-    }
+    }, image_size)
