@@ -56,8 +56,8 @@ def add_user(home: Path, name: str, role: str) -> str:
     return next(w for w in r.stdout.split() if w.startswith("sl_"))
 
 
-def start_server(home: Path, **env: str) -> Server:
-    port = free_port()
+def start_server(home: Path, port: int | None = None, **env: str) -> Server:
+    port = port or free_port()
     full = {**os.environ, "SEGLOOP_HOME": str(home), "SEGLOOP_DEFAULT_ENGINE": "classic",
             "SEGLOOP_JSON_LOGS": "false", "SEGLOOP_LOG_LEVEL": "WARNING", **env}
     home.mkdir(parents=True, exist_ok=True)
