@@ -49,11 +49,15 @@ class Server:
 
 
 def add_user(home: Path, name: str, role: str) -> str:
-    """`segloop users add`; returns the key."""
-    env = {**os.environ, "SEGLOOP_HOME": str(home)}
-    r = subprocess.run([sys.executable, "-c", RUN_CMD, "users", "add", name, "--role", role],
-                       env=env, capture_output=True, text=True, timeout=60, check=True)
-    return next(w for w in r.stdout.split() if w.startswith("sl_"))
+    """A user in the server's job store (as `segloop users add` makes it); returns the key."""
+    from segloop.config import load_settings
+    from segloop.jobs.store import JobStore
+
+    store = JobStore(load_settings(None, home=home))
+    try:
+        return store.add_user(name, role)
+    finally:
+        store.close()
 
 
 def start_server(home: Path, port: int | None = None, **env: str) -> Server:

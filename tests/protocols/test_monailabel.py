@@ -159,6 +159,7 @@ def test_datastore_label_activelearning_train(serve: Any, tmp_path: Path) -> Non
 def test_api_keys(serve: Any, tmp_path: Path) -> None:
     home = tmp_path / "home"
     key = add_user(home, "rita", "reviewer")
+    ann = add_user(home, "ann", "annotator")
     srv: Server = serve(home, SEGLOOP_REQUIRE_API_KEYS="true")
     c = MONAILabelClient(f"{srv.url}/monailabel", tmpdir=str(tmp_path))
     assert c.auth_enabled() is True
@@ -174,7 +175,6 @@ def test_api_keys(serve: Any, tmp_path: Path) -> None:
     write_lps_nifti(tmp_path / "a.nii.gz", blob_volume())
     assert c.upload_image(str(tmp_path / "a.nii.gz"), "a") == {"image": "a"}
     # an annotator may not mark a label final (that is a review)
-    ann = add_user(home, "ann", "annotator")
     c2 = MONAILabelClient(f"{srv.url}/monailabel", tmpdir=str(tmp_path))
     c2.update_auth(c2.auth_token("ann", ann))
     write_lps_nifti(tmp_path / "b.nii.gz", blob_volume())

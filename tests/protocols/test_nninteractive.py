@@ -127,6 +127,7 @@ def test_capacity_expiry_and_restart(serve: Any, tmp_path: Path) -> None:
 def test_api_key_needed(serve: Any, tmp_path: Path) -> None:
     home = tmp_path / "home"
     key = add_user(home, "nadia", "annotator")
+    other = add_user(home, "otto", "annotator")
     srv: Server = serve(home, SEGLOOP_REQUIRE_API_KEYS="true")
     url = f"{srv.url}/nninteractive"
     with pytest.raises(httpx.HTTPStatusError) as e:
@@ -135,7 +136,6 @@ def test_api_key_needed(serve: Any, tmp_path: Path) -> None:
     with Session(url, api_key=key) as s:
         assert s.lease_status()["remaining_seconds"] > 0
         # another user cannot use this lease
-        other = add_user(home, "otto", "annotator")
         r = httpx.get(f"{url}/lease_status", headers={
             "Authorization": f"Bearer {other}", "X-Lease-Token": s._lease_token})
         assert r.status_code == 410

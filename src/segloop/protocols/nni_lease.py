@@ -9,7 +9,9 @@ without a heartbeat (then every call answers 410 and the client raises SessionEx
 affine. segloop propagates along its canonical z, so the job is created at the first
 interaction: its volume is channel 0 transposed so that the *propagation axis* (the 2D box's
 size-1 axis; for a first click, the axis with the largest spacing) becomes z. The lease keeps
-that permutation to map coordinates in and masks out. ``reset_interactions`` starts a fresh
+that permutation to map coordinates in and masks out. The job is created at ``set_image``
+already, with the guessed axis, so the first box does not wait for the ingest; a first box
+flat along another axis re-creates it (nothing was drawn yet). ``reset_interactions`` starts a fresh
 job at the next interaction (a new axis may then be chosen). The target buffer holds object
 1 of the job as 0/1; every prediction answers with the bounding box of the voxels that changed
 and their new values. Imports jobs, io and numpy; never engines or torch.
@@ -113,7 +115,10 @@ class Lease:
         ConflictError when the job exists with another axis."""
         shape = self.shape()
         if self.ref.job_id is not None:
-            if axis is not None and self.perm[2] != axis:
+            if axis is not None and self.perm[2] != axis and not self.ref.data.get("started"):
+                old, self.ref.job_id = self.ref.job_id, None  # the guess at set_image was
+                self.svc.store.delete_job(old, self.who)  # wrong: nothing was drawn yet
+            elif axis is not None and self.perm[2] != axis:
                 raise ConflictError(
                     f"this lease propagates along image axis {self.perm[2]}; a 2D box must be "
                     f"flat along that axis (or call reset_interactions to switch to axis {axis})")
@@ -177,6 +182,7 @@ class Lease:
             raise InputError(f"the segmentation has shape {list(seg.shape)}, the image "
                              f"{list(self.shape())}")
         job_id = self.ensure_job(None)
+        self.ref.data["started"] = bool(np.asarray(seg).any())
         labels, _ = self.svc.store.labels(job_id, self.who)
         value = self.svc.store.object_labels(job_id).get(1, 1)
         labels[labels == value] = 0

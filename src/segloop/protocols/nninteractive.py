@@ -220,7 +220,7 @@ def nninteractive_router() -> APIRouter:
         props = meta.get("image_properties") or {}
         shape = await run_in_threadpool(lease.set_image, arr, props.get("spacing"))
         lease.ref.data["started"] = False
-        await run_in_threadpool(lease.save)
+        await run_in_threadpool(lease.ensure_job, None)  # the first box need not wait for it
         return {"original_image_shape": shape}
 
     @r.post("/set_target_buffer")
@@ -293,7 +293,6 @@ def nninteractive_router() -> APIRouter:
         seg = await run_in_threadpool(nni_array.unpack, await _body(request, s.max_upload_bytes),
                                       s.max_voxels)
         await run_in_threadpool(lease.set_mask, seg)
-        lease.ref.data["started"] = bool(seg.any())
         lease.ref.data["pending"] = []
         await run_in_threadpool(lease.save)
         if meta.get("run_prediction"):
