@@ -13,8 +13,9 @@ Three ways to get the same 3D mask from one 2D box on a real CT (liver, slice 24
 The first box of a lease includes opening the job's engine session (the job itself is
 ingested during ``set_image``), so it is reported apart from repeats; one throwaway lease
 warms the server first (engine imports), as the direct side warms its own; repeats
-alternate two boxes so each call is a real refinement. Prints medians in ms and the ratio / difference to direct. One client at a time:
-this measures latency, not throughput (see bench_api.py for load).
+alternate two boxes so each call is a real refinement. Prints medians in ms and the ratio /
+difference to direct. One client at a time: this measures latency, not throughput (see
+bench_api.py for load).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_protocols.py [--n 7]
         [--image ../shared/data/totalseg/example_ct_sm.nii.gz]
