@@ -70,17 +70,21 @@ def test_bbox_points_initial_seg_undo(serve: Any) -> None:
 
 
 def test_box_flat_along_axis_0(serve: Any) -> None:
-    """napari stores (Z, Y, X): the box's one-slice axis is 0, and propagation follows it."""
+    """napari stores (Z, Y, X): the box's one-slice axis is 0, and propagation follows it (with
+    isotropic spacing the server's guess at set_image is axis 2: the first box corrects it)."""
     srv: Server = serve()
     vol = np.ascontiguousarray(blob_volume().astype(np.float32).transpose(2, 1, 0))  # (k, j, i)
     with Session(f"{srv.url}/nninteractive") as s:
-        s.set_image(vol[None], {"spacing": [2.5, 0.8, 0.8]})
+        s.set_image(vol[None], {"spacing": [1.0, 1.0, 1.0]})
+        guessed = s.lease_status()["job_id"]
         buf = np.zeros(vol.shape, np.uint8)
         s.set_target_buffer(buf)
         s.add_bbox_interaction([[8, 9], [10, 27], [14, 35]], include_interaction=True)
         truth = _truth((48, 40, 16)).transpose(2, 1, 0)
         assert len(np.flatnonzero(buf.any(axis=(1, 2)))) >= 5
         assert _dice(buf > 0, truth) > 0.7
+        assert s.lease_status()["job_id"] != guessed
+        assert httpx.get(f"{srv.url}/api/v1/jobs/{guessed}").status_code == 404
         # a box flat along another axis is refused until a reset
         with pytest.raises(httpx.HTTPStatusError) as e:
             s.add_bbox_interaction([[2, 12], [10, 27], [24, 25]], include_interaction=True)

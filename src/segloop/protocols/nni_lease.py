@@ -114,15 +114,16 @@ class Lease:
         """The job, created with ``axis`` (None: largest spacing) as its propagation axis;
         ConflictError when the job exists with another axis."""
         shape = self.shape()
-        if self.ref.job_id is not None:
-            if axis is not None and self.perm[2] != axis and not self.ref.data.get("started"):
-                old, self.ref.job_id = self.ref.job_id, None  # the guess at set_image was
-                self.svc.store.delete_job(old, self.who)  # wrong: nothing was drawn yet
-            elif axis is not None and self.perm[2] != axis:
+        job_id = self.ref.job_id
+        if job_id is not None and (axis is None or self.perm[2] == axis):
+            return job_id
+        if job_id is not None:
+            if self.ref.data.get("started"):
                 raise ConflictError(
                     f"this lease propagates along image axis {self.perm[2]}; a 2D box must be "
                     f"flat along that axis (or call reset_interactions to switch to axis {axis})")
-            return self.ref.job_id
+            self.ref.job_id = None  # the guess at set_image was wrong; nothing was drawn yet
+            self.svc.store.delete_job(job_id, self.who)
         sp = list(self.ref.data["spacing"])
         if axis is None:
             axis = int(np.argmax(sp)) if len(set(sp)) > 1 else 2
