@@ -47,10 +47,13 @@ def lease_key(token: str) -> str:
 @dataclass(frozen=True)
 class Diff:
     """What changed in the target buffer: ``bbox`` ``[[lo, hi), ...]`` in buffer axes (None:
-    nothing) and the new values inside it."""
+    nothing) and the new values inside it; ``mask`` is the whole new buffer, at job version
+    ``version``."""
 
     bbox: list[list[int]] | None
     values: npt.NDArray[np.uint8] | None
+    mask: npt.NDArray[np.uint8] | None = None
+    version: int = 0
 
 
 class Lease:
@@ -160,7 +163,7 @@ class Lease:
 
     def buffer_mask(self, version: int | None = None) -> npt.NDArray[np.uint8]:
         """Object 1 of the job (a version, default current) as 0/1 in image axes."""
-        if self.ref.job_id is None:
+        if self.ref.job_id is None or version == 0:
             return np.zeros(self.shape(), np.uint8)
         labels, _ = self.svc.store.labels(self.ref.job_id, self.who, version)
         value = self.svc.store.object_labels(self.ref.job_id).get(1, 1)
@@ -190,16 +193,19 @@ class Lease:
         labels[np.asarray(seg).transpose(self.perm) != 0] = value
         return self.svc.store.edit_mask(job_id, self.who, labels)
 
-    def diff(self, before: npt.NDArray[np.uint8]) -> Diff:
-        """The change from ``before`` (image axes) to the current mask."""
-        after = self.buffer_mask()
+    def diff(self, before: npt.NDArray[np.uint8], version: int | None = None) -> Diff:
+        """The change from ``before`` (image axes) to the mask of ``version`` (default:
+        current)."""
+        if version is None:
+            version = self.current_version()
+        after = self.buffer_mask(version)
         changed = before != after
         if not changed.any():
-            return Diff(None, None)
+            return Diff(None, None, after, version)
         box = []
         for ax in range(3):
             other = tuple(a for a in range(3) if a != ax)
             hit = np.flatnonzero(changed.any(axis=other))
             box.append([int(hit[0]), int(hit[-1]) + 1])
         sl = tuple(slice(a, b) for a, b in box)
-        return Diff(box, np.ascontiguousarray(after[sl]))
+        return Diff(box, np.ascontiguousarray(after[sl]), after, version)

@@ -20,6 +20,8 @@ import secrets
 import uuid
 from typing import Annotated, Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -59,6 +61,7 @@ class NniState:
 
     def __init__(self, svc: Services, refs: RefStore) -> None:
         self.svc, self.refs = svc, refs
+        self._masks: dict[str, tuple[str, int, npt.NDArray[np.uint8]]] = {}
 
     def expired(self, ref: Ref) -> str | None:
         """Why a lease has ended, or None while it is alive."""
@@ -71,6 +74,22 @@ class NniState:
         if (now - ref.beat).total_seconds() > s.protocol_liveness_seconds:
             return f"lease expired: no heartbeat for {s.protocol_liveness_seconds:g} s"
         return None
+
+    def before(self, lease: Lease) -> npt.NDArray[np.uint8]:
+        """The client's buffer as of our last answer (kept in memory per lease while the job
+        is still at that version; read from the store otherwise)."""
+        got = self._masks.get(lease.ref.key)
+        if got is not None and got[0] == lease.job_id and got[1] == lease.current_version():
+            return got[2]
+        return lease.buffer_mask()
+
+    def remember(self, lease: Lease, diff: Diff) -> None:
+        """Keep the mask just sent (a few leases' worth)."""
+        if diff.mask is None or lease.job_id is None:
+            return
+        self._masks[lease.ref.key] = (lease.job_id, diff.version, diff.mask)
+        while len(self._masks) > self.svc.settings.protocol_max_leases:
+            self._masks.pop(next(iter(self._masks)))
 
     def live(self) -> list[Ref]:
         """Leases still alive (ended ones are removed on the way)."""
@@ -133,7 +152,7 @@ def _answer(lease: Lease, ran: bool, diff: Diff | None) -> Response:
                     headers={META: json.dumps(meta, separators=(",", ":"))})
 
 
-async def _predict(lease: Lease, steps: list[Step], run: bool) -> Response:
+async def _predict(st: NniState, lease: Lease, steps: list[Step], run: bool) -> Response:
     """Queue ``steps``; with ``run``, run everything pending and answer the diff."""
     pending = [Step(StepKind(s["kind"]), s["params"]) for s in lease.ref.data.get("pending", [])]
     pending += steps
@@ -143,10 +162,13 @@ async def _predict(lease: Lease, steps: list[Step], run: bool) -> Response:
         return _answer(lease, False, None)
     lease.ref.data["pending"] = []
     await run_in_threadpool(lease.save)
-    before = await run_in_threadpool(lease.buffer_mask)
+    before = await run_in_threadpool(st.before, lease)
     assert lease.job_id is not None
-    await run_steps(lease.svc, lease.who, lease.job_id, pending, lease.svc.default_engine())
-    return _answer(lease, True, await run_in_threadpool(lease.diff, before))
+    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending,
+                            lease.svc.default_engine())
+    diff = await run_in_threadpool(lease.diff, before, tasks[-1].get("version"))
+    st.remember(lease, diff)
+    return _answer(lease, True, diff)
 
 
 def _first_or_refine(lease: Lease, z: int, prompt: dict[str, Any]) -> list[Step]:
@@ -252,7 +274,7 @@ def nninteractive_router() -> APIRouter:
         return {"ok": True}
 
     @r.post("/add_bbox_interaction", summary="A 2D box (one axis one slice thick)")
-    async def add_bbox(request: Request, lease: L) -> Response:
+    async def add_bbox(request: Request, st: St, lease: L) -> Response:
         b = await _json(request)
         try:
             box = [[int(v) for v in pair] for pair in b["bbox_coords"]]
@@ -272,10 +294,10 @@ def nninteractive_router() -> APIRouter:
         z = box[flat[0]][0]
         canon_box = [box[p[0]][0], box[p[1]][0], box[p[0]][1] - 1, box[p[1]][1] - 1]
         steps = _first_or_refine(lease, z, {"box": canon_box})
-        return await _predict(lease, steps, bool(b.get("run_prediction", True)))
+        return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
 
     @r.post("/add_point_interaction", summary="A positive or negative click")
-    async def add_point(request: Request, lease: L) -> Response:
+    async def add_point(request: Request, st: St, lease: L) -> Response:
         b = await _json(request)
         await run_in_threadpool(lease.ensure_job, None)
         x, y, z = lease.to_canonical(b.get("coordinates"))
@@ -284,7 +306,7 @@ def nninteractive_router() -> APIRouter:
             raise ConflictError("the first click must be positive (or start with a box)")
         steps = _first_or_refine(lease, z, {"points": [[x, y]],
                                             "point_labels": [1 if positive else 0]})
-        return await _predict(lease, steps, bool(b.get("run_prediction", True)))
+        return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
 
     @r.post("/add_initial_seg_interaction", summary="Start from a segmentation (packed array)")
     async def add_initial_seg(request: Request, lease: L) -> Response:
@@ -300,8 +322,8 @@ def nninteractive_router() -> APIRouter:
         return _answer(lease, False, None)
 
     @r.post("/predict", summary="Run interactions queued with run_prediction=false")
-    async def predict(lease: L) -> Response:
-        return await _predict(lease, [], True)
+    async def predict(st: St, lease: L) -> Response:
+        return await _predict(st, lease, [], True)
 
     @r.post("/undo", summary="Back to the mask before the last interaction")
     async def undo(lease: L) -> Response:
