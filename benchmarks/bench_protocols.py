@@ -7,6 +7,9 @@ Three ways to get the same 3D mask from one 2D box on a real CT (liver, slice 24
 - nnInteractive: ``nnInteractiveRemoteInferenceSession.add_bbox_interaction`` against
   ``segloop serve`` -- the client's whole wait, including the changed-box diff it applies to
   its buffer;
+- segloop's own REST API: ``POST .../refine`` + Server-Sent Events until ``done``, on the
+  lease's job, interleaved with the nnInteractive repeats: what the protocol adds on top of
+  segloop's own API is the last row;
 - MONAI Label: ``MONAILabelClient.infer`` (model ``classic``, the ROI as box, a session
   upload) -- the whole wait including the result file on the upload's grid.
 
@@ -74,7 +77,9 @@ def direct(image: Path, n: int, n_first: int) -> tuple[list[float], list[float]]
     return firsts, reps
 
 
-def nni(url: str, image: Path, n: int) -> tuple[float, list[float]]:
+def nni(url: str, image: Path, n: int) -> tuple[float, list[float], list[float]]:
+    """First box of a fresh lease, then ``n`` repeat boxes, each followed by the same refine
+    through segloop's own REST API on the lease's job (interleaved: same load for both)."""
     from nnInteractive.inference.remote import nnInteractiveRemoteInferenceSession
 
     from segloop.io import load_volume
@@ -82,21 +87,35 @@ def nni(url: str, image: Path, n: int) -> tuple[float, list[float]]:
     can = load_volume(image).canonical()
     arr = np.asarray(can.data, np.float32)[None]
     reps: list[float] = []
-    with nnInteractiveRemoteInferenceSession(f"{url}/nninteractive") as s:
+    rest: list[float] = []
+    with nnInteractiveRemoteInferenceSession(f"{url}/nninteractive") as s, \
+            httpx.Client(base_url=url, timeout=60) as http:
         s.set_image(arr, {"spacing": list(can.spacing)})
         buf = np.zeros(arr.shape[1:], np.uint8)
         s.set_target_buffer(buf)
+        job = s.lease_status()["job_id"]
 
         def box(b: tuple[int, int, int, int]) -> float:
             t0 = time.perf_counter()
             s.add_bbox_interaction([[b[0], b[2] + 1], [b[1], b[3] + 1], [Z, Z + 1]], True)
             return (time.perf_counter() - t0) * 1e3
 
+        def rest_refine(b: tuple[int, int, int, int]) -> float:
+            t0 = time.perf_counter()
+            t = http.post(f"/api/v1/jobs/{job}/refine",
+                          json={"slice_index": Z, "box": list(b)}).json()
+            with http.stream("GET", t["events"]) as ev:
+                for line in ev.iter_lines():
+                    if line.startswith("data: ") and '"type": "done"' in line:
+                        break
+            return (time.perf_counter() - t0) * 1e3
+
         first = box(BOX)
         assert buf.sum() > 0
-        for i in range(n):
-            reps.append(box(BOX2 if i % 2 == 0 else BOX))
-    return first, reps
+        for _ in range(n):  # every call changes the box: B2 (nni), B (REST), B2 (nni), ...
+            reps.append(box(BOX2))
+            rest.append(rest_refine(BOX))
+    return first, reps, rest
 
 
 def monailabel(url: str, image: Path, n: int, tmp: Path) -> list[float]:
@@ -142,7 +161,7 @@ def main() -> None:
             n_first = []
             for _ in range(a.n_first - 1):
                 n_first.append(nni(url, a.image, 0)[0])
-            last, n_reps = nni(url, a.image, a.n)
+            last, n_reps, rest_reps = nni(url, a.image, a.n)
             n_first.append(last)
             ml = monailabel(url, a.image, a.n, Path(tmp))
         finally:
@@ -152,11 +171,13 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = [
         ("nnInteractive first box (session open)", med(n_first), med(d_first)),
         ("nnInteractive repeat box (refine)", med(n_reps), med(d_reps)),
+        ("segloop REST refine + SSE done (same job)", med(rest_reps), med(d_reps)),
+        ("nnInteractive repeat box vs REST refine", med(n_reps), med(rest_reps)),
         ("MONAI Label infer, roi (clear + new 3D mask)", med(ml[1:]), med(d_first)),
     ]
     print(f"image {a.image.name}; box {BOX} on slice {Z}; n={a.n}, n_first={a.n_first}; "
           "medians in ms")
-    print(f"{'case':48s} {'client':>9s} {'direct':>9s} {'ratio':>7s} {'diff':>9s}")
+    print(f"{'case':48s} {'client':>9s} {'base':>9s} {'ratio':>7s} {'diff':>9s}")
     for name, c, d in rows:
         print(f"{name:48s} {c:9.1f} {d:9.1f} {c / d:7.2f} {c - d:+9.1f}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,6 @@ def test_session_expires(serve: Any, tmp_path: Path) -> None:
     c = MONAILabelClient(f"{srv.url}/monailabel", tmpdir=str(tmp_path))
     write_lps_nifti(tmp_path / "a.nii.gz", blob_volume())
     sid = c.create_session(str(tmp_path / "a.nii.gz"))["session_id"]
-    import time
-
     time.sleep(1.6)
     with pytest.raises(ClientError) as e:
         c.get_session(sid)
@@ -154,6 +153,16 @@ def test_datastore_label_activelearning_train(serve: Any, tmp_path: Path) -> Non
     stopped = c.train_stop()
     assert stopped["stopped"] is True
     assert c.train_status(check_if_running=True) is False
+
+    # a run still going when the server stops is stopped with it
+    c.train_start("medsam2", {"smoke": True, "name": "orphan"})
+    srv.stop()
+    import psutil
+
+    runs = str(srv.home / "runs" / "orphan")
+    time.sleep(0.5)
+    left = [p for p in psutil.process_iter(["cmdline"]) if runs in " ".join(p.info["cmdline"] or [])]
+    assert left == []
 
 
 def test_api_keys(serve: Any, tmp_path: Path) -> None:

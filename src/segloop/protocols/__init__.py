@@ -9,6 +9,10 @@ built by ``create_app``. Never imports engines or torch; nothing runs at import 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
 
 __all__ = ["mount"]
@@ -24,7 +28,20 @@ def mount(app: FastAPI) -> None:
     svc = app.state.services
     refs = RefStore(svc.store.engine)
     refs.create()
-    app.state.monailabel = MlState(svc, refs)
+    ml = MlState(svc, refs)
+    app.state.monailabel = ml
     app.state.nninteractive = NniState(svc, refs)
     app.include_router(monailabel_router())
     app.include_router(nninteractive_router())
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            try:
+                yield state
+            finally:
+                ml.trainer.close()  # a training child does not outlive the server
+
+    app.router.lifespan_context = lifespan

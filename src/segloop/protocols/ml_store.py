@@ -215,6 +215,9 @@ class MlStore:
         """Ingest an upload as a session job."""
         import uuid
 
+        for old in self.refs.list(RefKind.ML_SESSION):  # forget expired sessions (jobs stay)
+            if old.idle_seconds() > float(old.data.get("expiry", 3600)):
+                self.refs.delete(RefKind.ML_SESSION, old.key)
         job = self.svc.store.create_job(path, filename, who)
         sid = str(uuid.uuid4())
         exp = expiry if expiry > 0 else int(self.svc.settings.protocol_idle_seconds)

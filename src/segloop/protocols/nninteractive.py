@@ -94,9 +94,14 @@ class NniState:
     def live(self) -> list[Ref]:
         """Leases still alive (ended ones are removed on the way)."""
         out = []
+        import shutil
+
         for ref in self.refs.list(RefKind.NNI_LEASE):
             if self.expired(ref):
                 self.refs.delete(RefKind.NNI_LEASE, ref.key)
+                self._masks.pop(ref.key, None)
+                folder = self.svc.settings.home / "protocols" / "nninteractive"
+                shutil.rmtree(folder / str(ref.data.get("dir", "-")), ignore_errors=True)
             else:
                 out.append(ref)
         return out
