@@ -42,8 +42,9 @@ def test_info_session_infer_on_lps_nifti(serve: Any, tmp_path: Path) -> None:
     sid = sess["session_id"]
     assert c.get_session(sid)["name"] == sid
 
-    # ROI in the file's IJK indices, the first pair reversed as Slicer may send it
-    roi = [[34, 13], [10, 27], [4, 12]]
+    # ROI in the file's IJK indices as 3D Slicer sends it ([i0, i1, j0, j1, k0, k1], RAS
+    # corners mapped to IJK: on an LPS file the i and j pairs arrive reversed)
+    roi = [34, 13, 27, 10, 4, 12]
     params = {"roi": roi, "foreground": [[24, 18, 8], [25, 19, 10]], "background": [],
               "result_extension": ".nii.gz"}
     out, res = c.infer("classic", sid, params, session_id=sid)

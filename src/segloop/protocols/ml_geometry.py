@@ -43,7 +43,7 @@ def to_canonical(vol: Volume, ijk: Any) -> tuple[int, int, int]:
     PromptError when it is not three numbers inside the array."""
     try:
         idx = [round(float(v)) for v in ijk]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise PromptError(f"a point must be three voxel indices [i, j, k], got {ijk!r}") from None
     if len(idx) != 3:
         raise PromptError(f"a point must be three voxel indices [i, j, k], got {ijk!r}")
@@ -77,14 +77,19 @@ class Roi:
 
 
 def roi_to_canonical(vol: Volume, roi: Any) -> Roi:
-    """A MONAI Label ``roi`` ``[[i0, i1], [j0, j1], [k0, k1]]`` (file indices, either order,
-    clipped to the image) as a canonical :class:`Roi`."""
+    """A MONAI Label ``roi`` as a canonical :class:`Roi`: file indices ``[i0, i1, j0, j1, k0,
+    k1]`` (3D Slicer's form: RAS corners mapped to IJK, so a pair can come reversed) or
+    ``[[i0, i1], [j0, j1], [k0, k1]]``; each pair is sorted and clipped to the image."""
+    usage = "roi must be [i0, i1, j0, j1, k0, k1] or [[i0, i1], [j0, j1], [k0, k1]]"
     try:
-        pairs = [sorted(round(float(v)) for v in p) for p in roi]
-    except (TypeError, ValueError):
-        raise PromptError(f"roi must be [[i0, i1], [j0, j1], [k0, k1]], got {roi!r}") from None
+        flat = list(roi)
+        if len(flat) == 6 and not any(isinstance(v, (list, tuple)) for v in flat):
+            flat = [flat[0:2], flat[2:4], flat[4:6]]
+        pairs = [sorted(round(float(v)) for v in p) for p in flat]
+    except (TypeError, ValueError, OverflowError):
+        raise PromptError(f"{usage}, got {roi!r}") from None
     if len(pairs) != 3 or any(len(p) != 2 for p in pairs):
-        raise PromptError(f"roi must be [[i0, i1], [j0, j1], [k0, k1]], got {roi!r}")
+        raise PromptError(f"{usage}, got {roi!r}")
     shape = vol.shape
     lo = [min(max(p[0], 0), n - 1) for p, n in zip(pairs, shape, strict=True)]
     hi = [min(max(p[1], 0), n - 1) for p, n in zip(pairs, shape, strict=True)]

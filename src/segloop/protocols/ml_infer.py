@@ -76,7 +76,8 @@ def _points(vol: Any, p: dict[str, Any], key: str) -> list[tuple[int, int, int]]
 async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, engine: str,
                     three_d: bool, p: dict[str, Any]) -> InferResult:
     """Run a deepgrow request ``p`` (``foreground``, ``background``, ``roi`` in the file's voxel
-    indices, ``label``, ``result_extension``, ``result_dtype``, ``result_compress``)."""
+    indices, ``label``, ``reset_state``, ``result_extension``, ``result_dtype``,
+    ``result_compress``)."""
     t0 = time.perf_counter()
     job = await run_in_threadpool(svc.store.get_job, job_id, who)
     vol = await run_in_threadpool(svc.source_volume, job)
@@ -91,7 +92,8 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     steps: list[Step]
     old_fg = [tuple(x) for x in prev.data.get("fg", [])] if prev else []
     old_bg = [tuple(x) for x in prev.data.get("bg", [])] if prev else []
-    if (prev is not None and three_d and prev.data.get("version") == job["current_version"]
+    if (prev is not None and three_d and not p.get("reset_state")
+            and prev.data.get("version") == job["current_version"]
             and all(prev.data.get(k) == mine[k] for k in ("engine", "three_d", "roi"))
             and fg[: len(old_fg)] == old_fg and bg[: len(old_bg)] == old_bg):
         new_fg, new_bg = fg[len(old_fg):], bg[len(old_bg):]

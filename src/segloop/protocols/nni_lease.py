@@ -154,7 +154,7 @@ class Lease:
         shape = self.shape()
         try:
             q = [round(float(v)) for v in idx]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(f"coordinates must be three numbers, got {idx!r}") from None
         if len(q) != 3 or not all(0 <= v < n for v, n in zip(q, shape, strict=True)):
             raise InputError(f"point {idx!r} lies outside the image (shape {list(shape)})")
