@@ -194,3 +194,7 @@ def test_api_keys(serve: Any, tmp_path: Path) -> None:
     with pytest.raises(ClientError):
         c2.save_label("b", str(lab), tag="final")
     assert c2.save_label("b", str(lab), tag="draft")["version"] == 1
+    # an annotator cannot take over another user's image id, nor see that image
+    with pytest.raises(ClientError):
+        c2.upload_image(str(tmp_path / "b.nii.gz"), "a")
+    assert "a" not in c2.datastore()["objects"]

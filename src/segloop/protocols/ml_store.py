@@ -50,6 +50,12 @@ class MlStore:
         """Ingest an uploaded file as a job named ``image_id`` (replacing an older one)."""
         if not image_id or len(image_id) > 200:
             raise InputError("image ids are 1-200 characters")
+        old = self.refs.get(RefKind.ML_IMAGE, image_id)
+        if old is not None and old.owner != who.name and not who.is_reviewer:
+            from segloop.jobs.errors import ForbiddenError
+
+            raise ForbiddenError(f"image id {image_id!r} is taken by another user; choose "
+                                 "another id")
         job = self.svc.store.create_job(path, filename, who)
         self.refs.put(RefKind.ML_IMAGE, image_id, job["job_id"], who.name,
                       {"info": {**info, "name": filename}, "labels": {}})
