@@ -11,6 +11,13 @@ if [ "${1:-}" = "--dev" ]; then
     # torch is pinned: 2.13.0 is the local CPU build; other specs download GBs of CUDA packages.
     "${PIP[@]}" torch==2.13.0
     "${PIP[@]}" -e '.[sam2,service,train,dev]'
+    # MONAI Label's real client for the protocol tests: --no-deps, or it pulls torchvision,
+    # MONAI's full stack and sam2; its client module needs only requests (in [dev]), and
+    # legacy-cgi from Python 3.13 on (the stdlib cgi module is gone there)
+    "${PIP[@]}" --no-deps monailabel==0.8.5
+    if .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
+        "${PIP[@]}" legacy-cgi
+    fi
     # Debian packages the tests use: chromium (browser tests), docker-compose (`compose config`
     # check of docker-compose.yml; no Docker engine needed), redis-server (Celery tests)
     missing=()

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     plugins: list[str] = Field(
         default_factory=list, description="modules imported at start (e.g. to register engines)"
     )
+    protocol_max_leases: int = Field(
+        4, ge=1, description="nnInteractive protocol: leases held at once (more get 503)"
+    )
+    protocol_idle_seconds: float = Field(
+        600.0, gt=0, description="nnInteractive lease / MONAI Label session: ends after this idle time"
+    )
+    protocol_liveness_seconds: float = Field(
+        60.0, gt=0, description="nnInteractive lease: ends when no heartbeat came for this long"
+    )
     json_logs: bool = Field(True, description="log one JSON object per line")
     log_level: str = Field("INFO", description="logging level of serve/worker")
 

@@ -588,4 +588,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(_jobs_router())
     app.include_router(_system_router())
+    from segloop.protocols import mount  # MONAI Label and nnInteractive clients
+
+    mount(app)
     return app

@@ -1,0 +1,133 @@
+"""One MONAI Label ``/infer`` call: clicks and ROI in file indices -> segloop tasks -> result file.
+
+MONAI Label clients send every click of the current segment with each call. segloop keeps
+what the previous call of this (job, object) sent (a ``ml-prompts`` ref): when the new call
+only adds clicks, with the same ROI, model and job version, just the new clicks run (as
+refinements, what segloop's engines are built for); otherwise the object is cleared (a
+version with it erased) and segmented afresh: the ROI's box and the clicks on the anchor
+slice, propagation, then one refinement per other clicked slice. The result is the object's
+mask, cut to the ROI, on the uploaded file's grid. Imports jobs, io and the protocol
+helpers; never engines or torch.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from segloop.api.app import Services
+from segloop.errors import InputError
+from segloop.jobs.store import Principal
+
+from . import ml_geometry as geo
+from .refs import RefKind, RefStore
+from .tasks import Step, StepKind, run_steps
+
+__all__ = ["InferResult", "run_infer"]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """The result file (under the service's tmp folder; the caller removes it) and the JSON
+    params MONAI Label returns beside it."""
+
+    path: Path
+    params: dict[str, Any]
+
+
+def _object_for(svc: Services, who: Principal, job_id: str, label: Any) -> tuple[int, int]:
+    """(object id, label value) of the object named ``label`` (created when new); object 1
+    when no name is given."""
+    objs = svc.store.list_objects(job_id, who)
+    if not label:
+        o = next((o for o in objs if o["object_id"] == 1), None)
+        return 1, int(o["label_value"]) if o else 1
+    for o in objs:
+        if o["name"] == str(label):
+            return int(o["object_id"]), int(o["label_value"])
+    if objs == [] or (len(objs) == 1 and objs[0]["name"] == "object 1"
+                      and not svc.store.version_row(job_id)):
+        o = svc.store.upsert_object(job_id, who, 1, str(label)[:100], None, None)
+    else:
+        o = svc.store.upsert_object(job_id, who, None, str(label)[:100], None, None)
+    return int(o["object_id"]), int(o["label_value"])
+
+
+def _clear(svc: Services, who: Principal, job_id: str, value: int) -> None:
+    """A new version with the object's voxels erased (when it has any)."""
+    labels, n = svc.store.labels(job_id, who)
+    if n and (labels == value).any():
+        labels[labels == value] = 0
+        svc.store.edit_mask(job_id, who, labels)
+
+
+def _points(vol: Any, p: dict[str, Any], key: str) -> list[tuple[int, int, int]]:
+    raw = p.get(key) or []
+    if not isinstance(raw, list):
+        raise InputError(f"{key} must be a list of [i, j, k] voxel indices")
+    return [geo.to_canonical(vol, pt) for pt in raw]
+
+
+async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, engine: str,
+                    three_d: bool, p: dict[str, Any]) -> InferResult:
+    """Run a deepgrow request ``p`` (``foreground``, ``background``, ``roi`` in the file's voxel
+    indices, ``label``, ``reset_state``, ``result_extension``, ``result_dtype``,
+    ``result_compress``)."""
+    t0 = time.perf_counter()
+    job = await run_in_threadpool(svc.store.get_job, job_id, who)
+    vol = await run_in_threadpool(svc.source_volume, job)
+    fg, bg = _points(vol, p, "foreground"), _points(vol, p, "background")
+    roi = geo.roi_to_canonical(vol, p["roi"]) if p.get("roi") else None
+    oid, value = await run_in_threadpool(_object_for, svc, who, job_id, p.get("label"))
+    key = f"{job_id}:{oid}"
+    prev = await run_in_threadpool(refs.get, RefKind.ML_PROMPTS, key)
+    mine = {"engine": engine, "three_d": three_d,
+            "roi": None if roi is None else [list(roi.lo), list(roi.hi)],
+            "fg": [list(x) for x in fg], "bg": [list(x) for x in bg]}
+    steps: list[Step]
+    old_fg = [tuple(x) for x in prev.data.get("fg", [])] if prev else []
+    old_bg = [tuple(x) for x in prev.data.get("bg", [])] if prev else []
+    if (prev is not None and three_d and not p.get("reset_state")
+            and prev.data.get("version") == job["current_version"]
+            and all(prev.data.get(k) == mine[k] for k in ("engine", "three_d", "roi"))
+            and fg[: len(old_fg)] == old_fg and bg[: len(old_bg)] == old_bg):
+        new_fg, new_bg = fg[len(old_fg):], bg[len(old_bg):]
+        steps = []
+        for z in sorted({q[2] for q in new_fg + new_bg}):
+            pts = [[q[0], q[1]] for q in new_fg if q[2] == z] + \
+                  [[q[0], q[1]] for q in new_bg if q[2] == z]
+            labs = [1] * sum(q[2] == z for q in new_fg) + [0] * sum(q[2] == z for q in new_bg)
+            steps.append(Step(StepKind.REFINE, {"slice_index": z, "object_id": oid,
+                                                "points": pts, "point_labels": labs}))
+        mode = "refine"
+    else:
+        steps = geo.plan(fg, bg, roi, three_d, oid)
+        await run_in_threadpool(_clear, svc, who, job_id, value)
+        mode = "new"
+    t1 = time.perf_counter()
+    tasks = await run_steps(svc, who, job_id, steps, engine)
+    t2 = time.perf_counter()
+    labels, n = await run_in_threadpool(svc.store.labels, job_id, who)
+    mask = labels == value
+    if roi is not None:
+        mask = roi.clip(mask)
+    ext = str(p.get("result_extension") or ".nii.gz")
+    dtype = str(p.get("result_dtype") or "uint8")
+    compress = str(p.get("result_compress", True)).lower() not in ("false", "0", "no")
+    path = await run_in_threadpool(geo.write_result, mask, vol, svc.settings.tmp_dir,
+                                   f"segloop-{uuid.uuid4().hex[:12]}", ext, dtype, compress)
+    await run_in_threadpool(refs.put, RefKind.ML_PROMPTS, key, job_id, who.name,
+                            {**mine, "version": n})
+    t3 = time.perf_counter()
+    params = {"label_names": {str(p.get("label") or "object"): 1},
+              "latencies": {"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4),
+                            "post": round(t3 - t2, 4), "total": round(t3 - t0, 4)},
+              "segloop": {"job_id": job_id, "version": n, "object_id": oid, "engine": engine,
+                          "mode": mode, "tasks": [t.get("task_id") for t in tasks],
+                          "voxels": int(mask.sum())}}
+    return InferResult(path, params)

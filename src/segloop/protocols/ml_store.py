@@ -1,0 +1,256 @@
+"""MONAI Label's datastore and sessions, mapped onto segloop jobs, versions and reviewed cases.
+
+- An *image* (``PUT /datastore/image?image=ID``) is a segloop job; ``ID`` is the client's name
+  for it (a :class:`~segloop.protocols.refs.Ref` of kind ``ml-image``).
+- A *session* (``PUT /session/``) is a job too, named by a generated id; it expires after
+  ``protocol_idle_seconds`` without use (or the client's ``expiry``), after which
+  ``GET /session/{id}`` answers 404 so the client uploads again.
+- A *label* (``PUT /datastore/label?image=ID&tag=T``) becomes a new mask version of the job
+  (source ``edit``, author the caller). Tag ``final`` also marks that version reviewed, which
+  copies it into segloop's datastore of reviewed cases (the path ``segloop train
+  --from-datastore`` reads); that needs the reviewer or admin role, as in the web viewer.
+
+Imports segloop.jobs, segloop.io and the refs table; never engines, torch or FastAPI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloop.api.app import Services
+from segloop.errors import InputError
+from segloop.jobs.errors import NotFoundError
+from segloop.jobs.store import Principal
+
+from .refs import Ref, RefKind, RefStore
+
+__all__ = ["FINAL", "MlStore"]
+
+#: MONAI Label's tag of a finished label
+FINAL = "final"
+
+
+def _ts(t: dt.datetime) -> int:
+    return int(t.replace(tzinfo=dt.UTC).timestamp())
+
+
+class MlStore:
+    """MONAI Label images, labels and sessions over a :class:`Services` and a :class:`RefStore`."""
+
+    def __init__(self, svc: Services, refs: RefStore) -> None:
+        self.svc, self.refs = svc, refs
+
+    # ------------------------------------------------------------------ images
+    def add_image(self, who: Principal, image_id: str, path: Path, filename: str,
+                  info: dict[str, Any]) -> dict[str, Any]:
+        """Ingest an uploaded file as a job named ``image_id`` (replacing an older one)."""
+        if not image_id or len(image_id) > 200:
+            raise InputError("image ids are 1-200 characters")
+        old = self.refs.get(RefKind.ML_IMAGE, image_id)
+        if old is not None and old.owner != who.name and not who.is_reviewer:
+            from segloop.jobs.errors import ForbiddenError
+
+            raise ForbiddenError(f"image id {image_id!r} is taken by another user; choose "
+                                 "another id")
+        job = self.svc.store.create_job(path, filename, who)
+        self.refs.put(RefKind.ML_IMAGE, image_id, job["job_id"], who.name,
+                      {"info": {**info, "name": filename}, "labels": {}})
+        return {"image": image_id}
+
+    def image(self, image_id: str, who: Principal) -> tuple[Ref, dict[str, Any]]:
+        """The image's ref and its job (NotFoundError when unknown, deleted or not visible)."""
+        ref = self.refs.get(RefKind.ML_IMAGE, image_id)
+        if ref is None or ref.job_id is None:
+            raise NotFoundError(f"no image {image_id!r} in the datastore")
+        try:
+            job = self.svc.store.get_job(ref.job_id, who)
+        except NotFoundError:
+            raise NotFoundError(f"image {image_id!r} was deleted (or belongs to another user)"
+                                ) from None
+        return ref, job
+
+    def images(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
+        """Every image the caller may see, with its job."""
+        out = []
+        for ref in self.refs.list(RefKind.ML_IMAGE):
+            if ref.job_id is None:
+                continue
+            try:
+                out.append((ref, self.svc.store.get_job(ref.job_id, who)))
+            except NotFoundError:
+                continue
+        return out
+
+    def remove_image(self, image_id: str, who: Principal) -> None:
+        """Delete the image's job (its reviewed datastore copies stay) and its name."""
+        ref, _ = self.image(image_id, who)
+        assert ref.job_id is not None
+        self.svc.store.delete_job(ref.job_id, who)
+        self.refs.delete(RefKind.ML_IMAGE, image_id)
+
+    # ------------------------------------------------------------------ labels
+    def save_label(self, who: Principal, image_id: str, tag: str, path: Path,
+                   params: dict[str, Any]) -> dict[str, Any]:
+        """Store an uploaded label map as a version of the image's job; ``final`` reviews it."""
+        from segloop.io import load_volume
+
+        ref, job = self.image(image_id, who)
+        assert ref.job_id is not None
+        if tag == FINAL and not who.is_reviewer:
+            from segloop.jobs.errors import ForbiddenError
+
+            raise ForbiddenError("saving a 'final' label marks it reviewed, which needs the "
+                                 "reviewer or admin role; save it with another tag (e.g. "
+                                 "tag=draft) for a reviewer to finish")
+        try:
+            lab = load_volume(path, max_voxels=self.svc.settings.max_voxels)
+        except InputError as exc:
+            msg = str(exc).replace(str(path), "the label")
+            raise InputError(f"the label is not a readable volume: {msg}") from None
+        data = np.asarray(lab.canonical().data)
+        if tuple(data.shape) != tuple(job["shape"]):
+            raise InputError(f"the label has shape {list(lab.shape)} but image {image_id!r} "
+                             f"has {job['source_shape']}: save it on the image's grid")
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise InputError("label values must be integers 0..255")
+        n = self.svc.store.edit_mask(ref.job_id, who, data.astype(np.uint8))
+        self._name_objects(ref.job_id, who, params.get("label_info"))
+        out: dict[str, Any] = {"image": image_id, "label": image_id, "version": n}
+        if tag == FINAL:
+            rev = self.svc.store.review(ref.job_id, who, n)
+            out["datastore_case"] = rev["datastore_case"]
+        info = {k: v for k, v in params.items() if k != "client_id"}
+        ref.data.setdefault("labels", {})[tag] = {
+            "version": n, "info": {**info, "user": who.name, "ts": _ts(dt.datetime.now(dt.UTC)
+                                                                       .replace(tzinfo=None))},
+            "datastore_case": out.get("datastore_case")}
+        self.refs.update(ref, touch=True)
+        return out
+
+    def _name_objects(self, job_id: str, who: Principal, label_info: Any) -> None:
+        """Name the job's objects after MONAI Label's ``label_info`` [{name, idx}, ...]."""
+        if not isinstance(label_info, list):
+            return
+        objs = {int(o["label_value"]): int(o["object_id"])
+                for o in self.svc.store.list_objects(job_id, who)}
+        for item in label_info:
+            if not isinstance(item, dict) or "name" not in item:
+                continue
+            idx = item.get("idx", item.get("id"))
+            if isinstance(idx, int) and idx in objs:
+                self.svc.store.upsert_object(job_id, who, objs[idx], str(item["name"])[:100],
+                                             None, None)
+
+    def label(self, image_id: str, tag: str, who: Principal) -> tuple[Ref, int]:
+        """The image's ref and the version number saved under ``tag``."""
+        ref, _ = self.image(image_id, who)
+        entry = ref.data.get("labels", {}).get(tag)
+        if entry is None:
+            raise NotFoundError(f"image {image_id!r} has no label tagged {tag!r}")
+        return ref, int(entry["version"])
+
+    def update_label_info(self, image_id: str, tag: str, info: dict[str, Any],
+                          who: Principal) -> dict[str, Any]:
+        """Merge ``info`` into a label's info."""
+        ref, _ = self.label(image_id, tag, who)
+        entry = ref.data["labels"][tag]
+        entry["info"] = {**entry.get("info", {}), **info, "user": who.name}
+        self.refs.update(ref, touch=True)
+        return dict(entry["info"])
+
+    def update_image_info(self, image_id: str, info: dict[str, Any], who: Principal
+                          ) -> dict[str, Any]:
+        """Merge ``info`` into an image's info."""
+        ref, _ = self.image(image_id, who)
+        ref.data["info"] = {**ref.data.get("info", {}), **info}
+        self.refs.update(ref, touch=True)
+        return dict(ref.data["info"])
+
+    # ------------------------------------------------------------------ listings
+    def image_info(self, ref: Ref, job: dict[str, Any]) -> dict[str, Any]:
+        """MONAI Label's image info record."""
+        return {**ref.data.get("info", {}), "ts": _ts(ref.created),
+                "segloop_job": job["job_id"], "shape": job["source_shape"]}
+
+    def status(self, who: Principal) -> dict[str, Any]:
+        """``GET /datastore/?output=stats``."""
+        tags: dict[str, int] = {}
+        total = completed = 0
+        for ref, _ in self.images(who):
+            total += 1
+            labels = ref.data.get("labels", {})
+            completed += FINAL in labels
+            for t in labels:
+                tags[t] = tags.get(t, 0) + 1
+        return {"total": total, "completed": completed, "label_tags": tags}
+
+    def json(self, who: Principal) -> dict[str, Any]:
+        """``GET /datastore/?output=all``: MONAI Label's datastore model."""
+        objects = {}
+        for ref, job in self.images(who):
+            labels = {t: {"ext": ".nii.gz", "info": {**e.get("info", {}),
+                                                     "version": e["version"]}}
+                      for t, e in ref.data.get("labels", {}).items()}
+            objects[ref.key] = {"image": {"ext": ".nii.gz", "info": self.image_info(ref, job)},
+                                "labels": labels}
+        return {"name": "segloop", "description": "segloop jobs and reviewed cases",
+                "images_dir": "images", "labels_dir": "labels", "objects": objects}
+
+    def datalist(self, who: Principal) -> list[dict[str, str]]:
+        """``GET /datastore/?output=train``: image/label pairs of the reviewed cases."""
+        root = self.svc.settings.datastore_dir
+        out = []
+        for ref, _ in self.images(who):
+            case = ref.data.get("labels", {}).get(FINAL, {}).get("datastore_case")
+            if case:
+                out.append({"image": str(root / case / "image.nii.gz"),
+                            "label": str(root / case / "label.nii.gz")})
+        return out
+
+    def unlabeled(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
+        """Images without a final label, in upload order."""
+        return [(r, j) for r, j in self.images(who) if FINAL not in r.data.get("labels", {})]
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self, who: Principal, path: Path, filename: str, expiry: int
+                       ) -> dict[str, Any]:
+        """Ingest an upload as a session job."""
+        import uuid
+
+        for old in self.refs.list(RefKind.ML_SESSION):  # forget expired sessions (jobs stay)
+            if old.idle_seconds() > float(old.data.get("expiry", 3600)):
+                self.refs.delete(RefKind.ML_SESSION, old.key)
+        job = self.svc.store.create_job(path, filename, who)
+        sid = str(uuid.uuid4())
+        exp = expiry if expiry > 0 else int(self.svc.settings.protocol_idle_seconds)
+        ref = self.refs.put(RefKind.ML_SESSION, sid, job["job_id"], who.name,
+                            {"expiry": exp, "image": filename})
+        return {"session_id": sid, "session_info": self.session_info(ref)}
+
+    def session(self, sid: str, who: Principal, touch: bool = False) -> Ref:
+        """A live session; NotFoundError when unknown, expired or its job is gone."""
+        ref = self.refs.get(RefKind.ML_SESSION, sid)
+        if ref is None or ref.job_id is None or (ref.owner != who.name and not who.is_reviewer):
+            raise NotFoundError(f"session {sid} not found: create a new one")
+        if ref.idle_seconds() > float(ref.data.get("expiry", 3600)):
+            raise NotFoundError(f"session {sid} expired: upload the image again")
+        self.svc.store.get_job(ref.job_id, who)
+        if touch:
+            self.refs.update(ref, touch=True)
+        return ref
+
+    def session_info(self, ref: Ref) -> dict[str, Any]:
+        """MONAI Label's session record."""
+        return {"name": ref.key, "path": "", "image": ref.data.get("image", ""),
+                "meta": {"segloop_job": ref.job_id}, "create_ts": _ts(ref.created),
+                "last_access_ts": _ts(ref.touched), "expiry": ref.data.get("expiry", 3600)}
+
+    def remove_session(self, sid: str, who: Principal) -> dict[str, Any]:
+        """Forget a session (its job stays, like every segloop job, until cleanup)."""
+        ref = self.session(sid, who)
+        self.refs.delete(RefKind.ML_SESSION, sid)
+        return self.session_info(ref)

@@ -1,0 +1,373 @@
+"""nnInteractive's v2 remote-inference protocol under ``/nninteractive/`` (Slicer, napari).
+
+The client (``nnInteractiveRemoteInferenceSession``, server URL ``http://HOST:PORT/nninteractive``)
+claims a lease, sends the image once, then interactions; each prediction answers with the
+changed box of the target buffer (``X-Meta: {"ran_prediction", "bbox"}`` and the packed
+values). Every interaction becomes segloop tasks on the lease's job (see
+:mod:`segloop.protocols.nni_lease`): a first box or click is an initial mask plus a
+propagation, later ones are refinements. Supported: 2D boxes (positive), points, an initial
+segmentation, undo, reset; 3D boxes, negative boxes, scribbles and lassos are refused with
+422 and reported false in ``/capabilities``. ``set_do_autozoom`` is stored but has no effect
+(segloop's engines crop on their own). Auth: the API key as ``Authorization: Bearer`` (the
+client's ``api_key``), and the lease token must belong to the same user. Imports segloop.api's
+dependencies and jobs; never engines or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from segloop import __version__
+from segloop.api.app import Services, Svc, Who
+from segloop.errors import InputError, SegloopError
+from segloop.jobs.errors import ConflictError
+from segloop.jobs.store import Principal
+
+from . import nni_array
+from .nni_lease import Diff, Lease, lease_key
+from .refs import Ref, RefKind, RefStore
+from .tasks import Step, StepKind, run_steps
+
+__all__ = ["NniState", "nninteractive_router"]
+
+PREFIX = "/nninteractive"
+META = "X-Meta"
+LEASE = "X-Lease-Token"
+
+
+class LeaseExpiredError(SegloopError):
+    """The lease is unknown, released or expired: the client must claim a new one."""
+
+    http_status = 410
+
+
+class AtCapacityError(SegloopError):
+    """All leases are taken."""
+
+    http_status = 503
+
+
+class NniState:
+    """What the nnInteractive routes share."""
+
+    def __init__(self, svc: Services, refs: RefStore) -> None:
+        self.svc, self.refs = svc, refs
+        self._masks: dict[str, tuple[str, int, npt.NDArray[np.uint8]]] = {}
+
+    def expired(self, ref: Ref) -> str | None:
+        """Why a lease has ended, or None while it is alive."""
+        s = self.svc.settings
+        from segloop.jobs.db import utcnow
+
+        now = utcnow()
+        if ref.idle_seconds(now) > s.protocol_idle_seconds:
+            return f"lease expired after {s.protocol_idle_seconds:g} s without an interaction"
+        if (now - ref.beat).total_seconds() > s.protocol_liveness_seconds:
+            return f"lease expired: no heartbeat for {s.protocol_liveness_seconds:g} s"
+        return None
+
+    def before(self, lease: Lease) -> npt.NDArray[np.uint8]:
+        """The client's buffer as of our last answer (kept in memory per lease while the job
+        is still at that version; read from the store otherwise)."""
+        got = self._masks.get(lease.ref.key)
+        if got is not None and got[0] == lease.job_id and got[1] == lease.current_version():
+            return got[2]
+        return lease.buffer_mask()
+
+    def remember(self, lease: Lease, diff: Diff) -> None:
+        """Keep the mask just sent (a few leases' worth)."""
+        if diff.mask is None or lease.job_id is None:
+            return
+        self._masks[lease.ref.key] = (lease.job_id, diff.version, diff.mask)
+        while len(self._masks) > self.svc.settings.protocol_max_leases:
+            self._masks.pop(next(iter(self._masks)))
+
+    def live(self) -> list[Ref]:
+        """Leases still alive (ended ones are removed on the way)."""
+        out = []
+        import shutil
+
+        for ref in self.refs.list(RefKind.NNI_LEASE):
+            if self.expired(ref):
+                self.refs.delete(RefKind.NNI_LEASE, ref.key)
+                self._masks.pop(ref.key, None)
+                folder = self.svc.settings.home / "protocols" / "nninteractive"
+                shutil.rmtree(folder / str(ref.data.get("dir", "-")), ignore_errors=True)
+            else:
+                out.append(ref)
+        return out
+
+
+async def _state(request: Request) -> NniState:
+    st: NniState = request.app.state.nninteractive
+    return st
+
+
+St = Annotated[NniState, Depends(_state)]
+
+
+def _lease_ref(st: NniState, token: str | None, who: Principal) -> Ref:
+    if not token:
+        raise LeaseExpiredError("no lease token (X-Lease-Token): claim a lease first")
+    ref = st.refs.get(RefKind.NNI_LEASE, lease_key(token))
+    if ref is None or ref.owner != who.name:
+        raise LeaseExpiredError("lease expired or unknown: claim a new one")
+    why = st.expired(ref)
+    if why:
+        st.refs.delete(RefKind.NNI_LEASE, ref.key)
+        raise LeaseExpiredError(why)
+    return ref
+
+
+async def _lease(request: Request, st: St, who: Who) -> Lease:
+    ref = await run_in_threadpool(_lease_ref, st, request.headers.get(LEASE.lower()), who)
+    return Lease(st.svc, st.refs, ref, who)
+
+
+L = Annotated[Lease, Depends(_lease)]
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InputError("the request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise InputError("the request body must be a JSON object")
+    return body
+
+
+def _answer(lease: Lease, ran: bool, diff: Diff | None) -> Response:
+    meta: dict[str, Any] = {"ran_prediction": ran, "bbox": None}
+    body = b""
+    if diff is not None and diff.bbox is not None and diff.values is not None:
+        meta["bbox"] = diff.bbox
+        dtype = str(lease.ref.data.get("buffer_dtype") or "uint8")
+        body = nni_array.pack(diff.values.astype(dtype if dtype != "bool" else "bool"))
+    return Response(body, media_type="application/octet-stream",
+                    headers={META: json.dumps(meta, separators=(",", ":"))})
+
+
+async def _predict(st: NniState, lease: Lease, steps: list[Step], run: bool) -> Response:
+    """Queue ``steps``; with ``run``, run everything pending and answer the diff."""
+    pending = [Step(StepKind(s["kind"]), s["params"]) for s in lease.ref.data.get("pending", [])]
+    pending += steps
+    if not run or not pending:
+        lease.ref.data["pending"] = [{"kind": s.kind.value, "params": s.params} for s in pending]
+        await run_in_threadpool(lease.save)
+        return _answer(lease, False, None)
+    lease.ref.data["pending"] = []
+    await run_in_threadpool(lease.save)
+    before = await run_in_threadpool(st.before, lease)
+    assert lease.job_id is not None
+    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending,
+                            lease.svc.default_engine())
+    diff = await run_in_threadpool(lease.diff, before, tasks[-1].get("version"))
+    st.remember(lease, diff)
+    return _answer(lease, True, diff)
+
+
+def _first_or_refine(lease: Lease, z: int, prompt: dict[str, Any]) -> list[Step]:
+    if lease.ref.data.get("started"):
+        return [Step(StepKind.REFINE, {"slice_index": z, **prompt})]
+    lease.ref.data["started"] = True
+    return [Step(StepKind.INITIAL, {"slice_index": z, **prompt}),
+            Step(StepKind.PROPAGATE, {"slice_index": z})]
+
+
+def nninteractive_router() -> APIRouter:
+    """The nnInteractive v2 routes (mounted under ``/nninteractive``)."""
+    r = APIRouter(prefix=PREFIX, tags=["nninteractive"])
+
+    @r.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "server": "segloop", "version": __version__}
+
+    @r.post("/claim", summary="A lease token (503 when all leases are taken)")
+    def claim(st: St, who: Who) -> dict[str, Any]:
+        s = st.svc.settings
+        if len(st.live()) >= s.protocol_max_leases:
+            raise AtCapacityError(f"all {s.protocol_max_leases} leases are taken; retry later "
+                                  "(SEGLOOP_PROTOCOL_MAX_LEASES raises the cap)")
+        token = secrets.token_urlsafe(32)
+        st.refs.put(RefKind.NNI_LEASE, lease_key(token), None, who.name,
+                    {"dir": uuid.uuid4().hex, "pending": [], "started": False})
+        return {"lease_token": token, "idle_timeout_seconds": s.protocol_idle_seconds,
+                "liveness_timeout_seconds": s.protocol_liveness_seconds}
+
+    @r.post("/release")
+    def release(lease: L) -> dict[str, Any]:
+        import shutil
+
+        lease.refs.delete(RefKind.NNI_LEASE, lease.ref.key)
+        shutil.rmtree(lease.folder, ignore_errors=True)
+        return {"released": True, "job_id": lease.job_id}
+
+    @r.post("/heartbeat")
+    def heartbeat(lease: L) -> dict[str, Any]:
+        lease.refs.update(lease.ref, beat=True)
+        idle = lease.svc.settings.protocol_idle_seconds
+        return {"remaining_seconds": max(0.0, idle - lease.ref.idle_seconds())}
+
+    @r.get("/lease_status")
+    def lease_status(lease: L) -> dict[str, Any]:
+        idle = lease.svc.settings.protocol_idle_seconds
+        return {"remaining_seconds": max(0.0, idle - lease.ref.idle_seconds()),
+                "idle_timeout_seconds": idle, "job_id": lease.job_id}
+
+    @r.get("/capabilities")
+    def capabilities(svc: Svc, who: Who) -> dict[str, Any]:
+        return {
+            "supported_interactions": {"bbox2d": True, "bbox3d": False, "points": True,
+                                       "point": True, "scribbles": False, "scribble": False,
+                                       "lasso": False, "initial_seg": True},
+            "channel_mapping": {}, "num_interaction_channels": 0,
+            "supports_initial_label": True, "supports_zero_shot_label_refinement": False,
+            "preferred_scribble_thickness": [1, 1, 1], "interaction_decay": 1.0,
+            "inference_session_version": f"segloop-{__version__}",
+            "license": f"segloop engine {svc.default_engine()}",
+            "supports_undo": True, "do_autozoom": False,
+        }
+
+    @r.post("/set_image", summary="The image: packed (C, X, Y, Z) array, spacing in X-Meta")
+    async def set_image(request: Request, lease: L) -> dict[str, Any]:
+        meta = _meta(request)
+        s = lease.svc.settings
+        buf = await _body(request, s.max_upload_bytes)
+        arr = await run_in_threadpool(nni_array.unpack, buf, 4 * s.max_voxels)
+        props = meta.get("image_properties") or {}
+        shape = await run_in_threadpool(lease.set_image, arr, props.get("spacing"))
+        lease.ref.data["started"] = False
+        await run_in_threadpool(lease.ensure_job, None)  # the first box need not wait for it
+        return {"original_image_shape": shape}
+
+    @r.post("/set_target_buffer")
+    async def set_target_buffer(request: Request, lease: L) -> dict[str, Any]:
+        body = await _json(request)
+        shape = [int(v) for v in body.get("shape") or []]
+        if tuple(shape) != lease.shape():
+            raise InputError(f"the target buffer has shape {shape}, the image "
+                             f"{list(lease.shape())}")
+        dtype = str(body.get("dtype") or "uint8")
+        if dtype not in ("bool", "uint8", "int8", "uint16", "int16", "int32", "float16",
+                         "float32", "float64"):
+            raise InputError(f"target buffer dtype {dtype!r} is not supported")
+        lease.ref.data["buffer_dtype"] = dtype
+        await run_in_threadpool(lease.save)
+        return {"ok": True}
+
+    @r.post("/set_do_autozoom")
+    async def set_do_autozoom(request: Request, lease: L) -> dict[str, Any]:
+        lease.ref.data["do_autozoom"] = bool((await _json(request)).get("do_autozoom"))
+        await run_in_threadpool(lease.save)
+        return {"ok": True, "effect": "none: segloop's engines choose their own crop"}
+
+    @r.post("/reset_interactions", summary="Start over: the next interaction opens a new job")
+    async def reset(lease: L) -> dict[str, Any]:
+        lease.ref.job_id = None
+        lease.ref.data.update(perm=None, pending=[], started=False)
+        await run_in_threadpool(lease.save)
+        return {"ok": True}
+
+    @r.post("/add_bbox_interaction", summary="A 2D box (one axis one slice thick)")
+    async def add_bbox(request: Request, st: St, lease: L) -> Response:
+        b = await _json(request)
+        try:
+            box = [[int(v) for v in pair] for pair in b["bbox_coords"]]
+        except (KeyError, TypeError, ValueError):
+            raise InputError("bbox_coords must be [[lo, hi], [lo, hi], [lo, hi]]") from None
+        if len(box) != 3 or any(len(p) != 2 for p in box):
+            raise InputError("bbox_coords must be [[lo, hi], [lo, hi], [lo, hi]]")
+        box = [sorted(p) for p in box]
+        flat = [a for a in range(3) if box[a][1] - box[a][0] <= 1]
+        if len(flat) != 1:
+            raise InputError("segloop takes 2D boxes: exactly one axis of bbox_coords must be "
+                             "one slice thick (3D boxes are not supported)")
+        if not b.get("include_interaction", True):
+            raise InputError("negative boxes are not supported: use negative points")
+        await run_in_threadpool(lease.ensure_job, flat[0])
+        p = lease.perm
+        z = box[flat[0]][0]
+        canon_box = [box[p[0]][0], box[p[1]][0], box[p[0]][1] - 1, box[p[1]][1] - 1]
+        steps = _first_or_refine(lease, z, {"box": canon_box})
+        return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
+
+    @r.post("/add_point_interaction", summary="A positive or negative click")
+    async def add_point(request: Request, st: St, lease: L) -> Response:
+        b = await _json(request)
+        await run_in_threadpool(lease.ensure_job, None)
+        x, y, z = lease.to_canonical(b.get("coordinates"))
+        positive = bool(b.get("include_interaction", True))
+        if not positive and not lease.ref.data.get("started"):
+            raise ConflictError("the first click must be positive (or start with a box)")
+        steps = _first_or_refine(lease, z, {"points": [[x, y]],
+                                            "point_labels": [1 if positive else 0]})
+        return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
+
+    @r.post("/add_initial_seg_interaction", summary="Start from a segmentation (packed array)")
+    async def add_initial_seg(request: Request, lease: L) -> Response:
+        meta = _meta(request)
+        s = lease.svc.settings
+        seg = await run_in_threadpool(nni_array.unpack, await _body(request, s.max_upload_bytes),
+                                      s.max_voxels)
+        await run_in_threadpool(lease.set_mask, seg)
+        lease.ref.data["pending"] = []
+        await run_in_threadpool(lease.save)
+        if meta.get("run_prediction"):
+            return _answer(lease, False, None)  # nothing to predict from a mask alone
+        return _answer(lease, False, None)
+
+    @r.post("/predict", summary="Run interactions queued with run_prediction=false")
+    async def predict(st: St, lease: L) -> Response:
+        return await _predict(st, lease, [], True)
+
+    @r.post("/undo", summary="Back to the mask before the last interaction")
+    async def undo(lease: L) -> Response:
+        if lease.job_id is None:
+            return _answer(lease, False, None)
+        before = await run_in_threadpool(lease.buffer_mask)
+        try:
+            await run_in_threadpool(lease.svc.store.move_current, lease.job_id, lease.who, "undo")
+        except ConflictError:
+            return _answer(lease, False, None)
+        await run_in_threadpool(lease.save)
+        return _answer(lease, True, await run_in_threadpool(lease.diff, before))
+
+    @r.post("/add_scribble_interaction")
+    @r.post("/add_lasso_interaction")
+    def unsupported() -> JSONResponse:
+        return JSONResponse({"detail": "scribbles and lassos are not supported by segloop: use "
+                                       "boxes and points"}, status_code=422)
+
+    return r
+
+
+def _meta(request: Request) -> dict[str, Any]:
+    raw = request.headers.get(META.lower())
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise InputError(f"the {META} header is not JSON") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            from segloop.errors import VolumeTooLargeError
+
+            raise VolumeTooLargeError(f"request body larger than the limit of {limit} bytes")
+    return bytes(buf)

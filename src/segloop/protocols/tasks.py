@@ -1,0 +1,164 @@
+"""Run segloop tasks for a protocol request and wait for their end; shared helpers of the adapters.
+
+A MONAI Label ``/infer`` or an nnInteractive ``add_*_interaction`` is a blocking call for its
+client, while segloop runs engine work as queued tasks (embedded threads or Celery workers).
+:func:`run_steps` records the steps as ordinary segloop tasks (so the web viewer, review,
+``segloop train`` and the audit log see them, with who and which engine), subscribes to the
+job's events *before* submitting, and returns when the last one ends. The handler awaits on
+the event loop; nothing here blocks it except short store calls in the thread pool.
+
+Also: reading an upload's form (fields and one file) within the size limit, and the label map
+of a job on the canonical grid. Imports segloop.api's services type, jobs, io and config;
+never engines or torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from segloop.api.app import Services
+from segloop.errors import InputError, SegloopError, VolumeTooLargeError
+from segloop.jobs.errors import ConflictError
+from segloop.jobs.store import TERMINAL, Principal
+
+__all__ = ["Form", "Step", "StepKind", "TaskFailedError", "read_form", "run_steps", "submit"]
+
+
+class StepKind(StrEnum):
+    """The segloop task kinds a protocol request turns into."""
+
+    INITIAL = "initial-mask"
+    PROPAGATE = "propagate"
+    REFINE = "refine"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One task to submit: its kind and the task params (canonical voxel indices)."""
+
+    kind: StepKind
+    params: dict[str, Any]
+
+
+class TaskFailedError(SegloopError):
+    """A task of a protocol request failed (bad prompt for this volume, engine error...)."""
+
+    http_status = 422
+
+
+def submit(svc: Services, who: Principal, job_id: str, step: Step, engine: str) -> str:
+    """Record and queue one task (same path as the REST API's prompts); returns its id."""
+    params = {**step.params, "engine": engine}
+    known = svc.engine_names()
+    if engine not in known:
+        known = svc.engine_names(refresh=True)
+    t = svc.store.create_task(job_id, step.kind.value, params, who, known)
+    svc.queue.submit(t["task_id"])
+    svc.bus.publish(job_id, {**t, "type": "queued"})
+    svc.metrics.tasks_submitted.labels(kind=step.kind.value).inc()
+    return str(t["task_id"])
+
+
+async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step], engine: str,
+                    timeout: float = 600.0) -> list[dict[str, Any]]:
+    """Submit ``steps`` in order and wait until all have ended; returns their final task dicts.
+
+    TaskFailedError with the first failure's message when one did not succeed."""
+    if not steps:
+        return []
+    sub = await svc.bus.subscribe(job_id)
+    try:
+        ids: list[str] = []
+        for st in steps:
+            ids.append(await run_in_threadpool(submit, svc, who, job_id, st, engine))
+        ended: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while len(ended) < len(ids):
+            ev = await sub.get(timeout=1.0)
+            if ev is not None:
+                tid = ev.get("task_id")
+                if tid in ids and ev.get("type") in ("done", "failed", "cancelled"):
+                    ended[str(tid)] = ev
+                continue
+            for tid in ids:  # a lost event (broker blip) must not hang the client
+                if tid not in ended:
+                    t = await run_in_threadpool(svc.store.task_for, job_id, tid, who)
+                    if t["state"] in TERMINAL:
+                        ended[tid] = t
+            if time.monotonic() > deadline:
+                raise ConflictError(f"segloop tasks did not finish within {timeout:g} s")
+    finally:
+        await sub.close()
+    out = [ended[t] for t in ids]
+    for t in out:
+        if t.get("state") != "succeeded":
+            raise TaskFailedError(f"{t.get('kind')} failed: {t.get('error') or t.get('state')}")
+    return out
+
+
+@dataclass
+class Form:
+    """A multipart form: text fields, and the files saved under the service's tmp folder
+    (``name -> (path, client file name)``); the caller removes the files."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        """Delete the saved files."""
+        for path, _ in self.files.values():
+            path.unlink(missing_ok=True)
+
+
+async def read_form(request: Request, svc: Services) -> Form:
+    """Read a multipart (or urlencoded) form within ``max_upload_bytes``: fields as text, each
+    file part written to ``<home>/tmp`` under a generated name."""
+    import uuid
+
+    limit = svc.settings.max_upload_bytes
+    cl = request.headers.get("content-length")
+    if cl is not None and cl.isdigit() and int(cl) > limit + 65536:
+        raise VolumeTooLargeError(f"upload larger than the limit of {limit} bytes; ask the "
+                                  "administrator to raise SEGLOOP_MAX_UPLOAD_BYTES")
+    ctype = request.headers.get("content-type", "")
+    out = Form()
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        return out
+    try:
+        form = await request.form(max_files=16, max_fields=64)
+    except Exception as exc:
+        raise InputError(f"the request body is not a readable form ({exc})") from exc
+    svc.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name in out.files:
+                    continue
+                path = svc.settings.tmp_dir / f"form-{uuid.uuid4()}"
+                size = 0
+                with open(path, "wb") as fh:
+                    while chunk := await value.read(1 << 20):
+                        size += len(chunk)
+                        if size > limit:
+                            fh.close()
+                            path.unlink(missing_ok=True)
+                            raise VolumeTooLargeError(f"upload larger than the limit of {limit}"
+                                                      " bytes")
+                        fh.write(chunk)
+                out.files[name] = (path, value.filename or "")
+            else:
+                out.fields[name] = str(value)
+    except BaseException:
+        out.cleanup()
+        raise
+    finally:
+        await form.close()
+    return out
