@@ -10,7 +10,6 @@ the standard library; never torch, FastAPI or Celery.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
@@ -21,18 +20,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segloop.errors import InputError
+from segloop.listen import is_loopback
 
 __all__ = ["Settings", "is_loopback", "load_settings"]
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):
@@ -57,7 +47,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload (bytes)")
     max_voxels: int = Field(1024**3, description="largest accepted volume (voxels, before inflating)")
     require_api_keys: bool | None = Field(
-        None, description="None: required exactly when `host` is not a loopback address"
+        None, description="None: required unless every address `host` binds is loopback "
+        "(\"\", 0.0.0.0 and :: bind every interface)"
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed by CORS; empty = CORS closed"
