@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS; empty = CORS closed"
     )
     retention_days: int = Field(30, ge=0, description="cleanup deletes jobs idle for longer")
+    audit_retention_days: int = Field(
+        365, ge=0, description="cleanup deletes audit entries older than this (0: keep all)"
+    )
+    tmp_grace_seconds: float = Field(
+        3600.0, ge=0, description="start-up and cleanup delete crash leftovers untouched this long"
+    )
     default_engine: str = Field("auto", description="engine used when a request names none")
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="how often a running task reports it is alive"
