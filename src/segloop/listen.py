@@ -11,6 +11,7 @@ Imports the standard library only (never FastAPI, uvicorn or torch).
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import socket
@@ -99,7 +100,10 @@ def open_listeners(host: str, port: int) -> list[Listener]:
     out: list[Listener] = []
     try:
         for family, sockaddr in pairs:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError:
+                continue  # this address family is not available here (asyncio skips it too)
             out.append(Listener(sock, sockaddr[0], sockaddr[1]))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -107,10 +111,15 @@ def open_listeners(host: str, port: int) -> list[Listener]:
             try:
                 sock.bind(sockaddr)
             except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:  # family not enabled (as asyncio)
+                    out.pop().sock.close()
+                    continue
                 raise InputError(f"cannot bind {sockaddr[0]} port {sockaddr[1]}: "
                                  f"{exc.strerror}") from exc
             out[-1].port = int(sock.getsockname()[1])
             out[-1].address = str(sock.getsockname()[0])
+        if not out:
+            raise InputError(f"cannot bind any address of {host!r}")
     except BaseException:
         close_listeners(out)
         raise

@@ -44,8 +44,7 @@ def _segloop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def _add_user(home: Path, name: str, role: str) -> str:
-    # options after the action (issue 9 item 10): `users add X --home H`
-    r = _segloop("users", "add", name, "--role", role, "--home", str(home), env=_env(home))
+    r = _segloop("users", "--home", str(home), "add", name, "--role", role, env=_env(home))
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().splitlines()[-1]
 
@@ -147,6 +146,15 @@ def test_downloads_are_audited(server: Server, job: str) -> None:
     actions = [(a["user"], a["action"], a["job_id"]) for a in _audit(server)]
     assert ("anna", "download-result", job) in actions
     assert ("anna", "download-volume", job) in actions
+
+
+def test_users_options_after_the_action(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    r = _segloop("users", "add", "late", "--role", "reviewer", "--home", str(home),
+                 env=_env(home))
+    assert r.returncode == 0, r.stderr
+    r = _segloop("users", "list", "--home", str(home), env=_env(home))
+    assert r.returncode == 0 and "late\treviewer" in r.stdout, r.stdout + r.stderr
 
 
 def test_users_remove_is_audited(server: Server) -> None:
