@@ -85,7 +85,8 @@ class Settings(BaseSettings):
 
     @property
     def auth_required(self) -> bool:
-        """Whether requests need an API key (explicit setting, else: not bound to loopback)."""
+        """Whether requests need an API key (explicit setting, else: some address ``host``
+        binds is not loopback; a name is resolved once, see segloop.listen)."""
         if self.require_api_keys is not None:
             return self.require_api_keys
         return not is_loopback(self.host)
