@@ -10,7 +10,6 @@ the standard library; never torch, FastAPI or Celery.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
@@ -21,18 +20,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segloop.errors import InputError
+from segloop.listen import is_loopback
 
 __all__ = ["Settings", "is_loopback", "load_settings"]
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):
@@ -57,12 +47,19 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload (bytes)")
     max_voxels: int = Field(1024**3, description="largest accepted volume (voxels, before inflating)")
     require_api_keys: bool | None = Field(
-        None, description="None: required exactly when `host` is not a loopback address"
+        None, description="None: required unless every address `host` binds is loopback "
+        "(\"\", 0.0.0.0 and :: bind every interface)"
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed by CORS; empty = CORS closed"
     )
     retention_days: int = Field(30, ge=0, description="cleanup deletes jobs idle for longer")
+    audit_retention_days: int = Field(
+        365, ge=0, description="cleanup deletes audit entries older than this (0: keep all)"
+    )
+    tmp_grace_seconds: float = Field(
+        3600.0, ge=0, description="start-up and cleanup delete crash leftovers untouched this long"
+    )
     default_engine: str = Field("auto", description="engine used when a request names none")
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="how often a running task reports it is alive"
@@ -97,7 +94,8 @@ class Settings(BaseSettings):
 
     @property
     def auth_required(self) -> bool:
-        """Whether requests need an API key (explicit setting, else: not bound to loopback)."""
+        """Whether requests need an API key (explicit setting, else: some address ``host``
+        binds is not loopback; a name is resolved once, see segloop.listen)."""
         if self.require_api_keys is not None:
             return self.require_api_keys
         return not is_loopback(self.host)

@@ -12,7 +12,8 @@ from segloop.io import CT_PRESETS, CtPreset, Volume, normalize, scale_mr, window
 def test_presets_are_standard() -> None:
     assert CT_PRESETS[CtPreset.LUNG] == (-600.0, 1500.0)
     assert CT_PRESETS[CtPreset.BRAIN] == (40.0, 80.0)
-    assert set(CtPreset) == {"soft_tissue", "liver", "lung", "bone", "brain"}
+    assert set(CtPreset) == {"soft_tissue", "abdomen", "liver", "mediastinum", "lung", "bone",
+                             "brain"}
 
 
 def test_window_ct_values() -> None:
@@ -22,7 +23,7 @@ def test_window_ct_values() -> None:
     assert np.allclose(out, [0, 0, 0.5, 1, 1])
     assert np.allclose(window_ct(hu, (0.0, 2000.0)), [0, 0.42, 0.52, 0.62, 1])
     assert window_ct(hu, "Soft tissue")[2] == pytest.approx(0.5)
-    with pytest.raises(InputError, match="unknown CT window"):
+    with pytest.raises(InputError, match="unknown window preset"):
         window_ct(hu, "kidney")
     with pytest.raises(InputError, match="positive"):
         window_ct(hu, (0.0, 0.0))

@@ -1,5 +1,6 @@
-"""Real services for the Celery tests: a private redis-server, a PostgreSQL schema (or SQLite)
-and `segloop worker` processes started through the CLI module."""
+"""Real services for the Celery tests: a private redis-server, a PostgreSQL schema (on
+SEGLOOP_TEST_PG_URL; SQLite when unset) and `segloop worker` processes started through the CLI
+module."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-PG_URL = os.environ.get("SEGLOOP_TEST_PG_URL", "postgresql://localhost/test")
+#: the PostgreSQL server of the tests (CI: scripts/test.sh sets it); unset = SQLite
+PG_URL = os.environ.get("SEGLOOP_TEST_PG_URL", "")
 
 
 def free_port() -> int:
@@ -54,17 +56,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh PostgreSQL schema when the server answers, else a SQLite file."""
-    try:
-        import sqlalchemy as sa
-
-        eng = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg2://"))
-        schema = f"segloop_test_{uuid.uuid4().hex[:10]}"
-        with eng.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except Exception:
+    """A fresh PostgreSQL schema on SEGLOOP_TEST_PG_URL; a SQLite file when it is unset. Set
+    and unreachable is a failure, never a silent fallback to SQLite."""
+    if not PG_URL:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'jobs.db'}"
         return
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg2://"))
+    schema = f"segloop_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except Exception as exc:
+        pytest.fail(f"SEGLOOP_TEST_PG_URL={PG_URL} is set but PostgreSQL is unreachable "
+                    f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); start it or "
+                    "unset the variable to run these tests on SQLite", pytrace=False)
     sep = "&" if "?" in PG_URL else "?"
     yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     with eng.begin() as conn:

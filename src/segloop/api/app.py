@@ -13,7 +13,7 @@ and request log are a plain ASGI middleware (no extra task or stream copy per re
 an event stream reads the task from the store once, after subscribing (so nothing published
 in between is missed).
 
-Auth: with ``settings.auth_required`` every route except ``/health`` needs an API key
+Auth: with ``settings.auth_required`` every route but ``/health`` (``/metrics`` too) needs a key
 (``X-API-Key`` header, ``Authorization: Bearer``, or ``?api_key=`` for EventSource / viewer
 downloads). Without it (loopback), callers are the local admin unless they send a key.
 """
@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +45,7 @@ from segloop.io.volume import Volume
 from segloop.jobs import files
 from segloop.jobs.errors import AuthError, ConflictError
 from segloop.jobs.events import EventBus, make_bus
+from segloop.jobs.housekeeping import sweep_leftovers
 from segloop.jobs.queue import CeleryQueue, EmbeddedQueue, TaskQueue
 from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
@@ -150,6 +151,8 @@ Who = Annotated[Principal, Depends(get_principal)]
 class InitialMaskRequest(BaseModel):
     """A 2D prompt on axial slice ``slice_index`` (canonical voxel indices, inclusive box)."""
 
+    model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
+
     slice_index: int
     box: list[int] | None = Field(None, min_length=4, max_length=4,
                                   description="[x0, y0, x1, y1] inclusive")
@@ -166,6 +169,8 @@ class RefineRequest(InitialMaskRequest):
 class PropagateRequest(BaseModel):
     """Propagate an object from its anchor slice (default: where its initial mask was drawn)."""
 
+    model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
+
     object_id: int | None = None
     slice_index: int | None = None
     engine: str | None = None
@@ -173,6 +178,8 @@ class PropagateRequest(BaseModel):
 
 class ObjectRequest(BaseModel):
     """Object metadata."""
+
+    model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
     name: str | None = None
     colour: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
@@ -182,11 +189,15 @@ class ObjectRequest(BaseModel):
 class ReviewRequest(BaseModel):
     """Which version to mark final (default: the current one)."""
 
+    model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
+
     version: int | None = None
 
 
 class CleanupRequest(BaseModel):
     """Retention run parameters."""
+
+    model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
     older_than_days: int | None = None
     include_reviewed: bool = False
@@ -194,6 +205,8 @@ class CleanupRequest(BaseModel):
 
 class ReloadRequest(BaseModel):
     """Switch the default engine (optional) and make every worker reload its models."""
+
+    model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
     engine: str | None = None
 
@@ -239,6 +252,7 @@ def _jobs_router() -> APIRouter:
     @r.get("/{job_id}/volume", summary="The closest-canonical RAS volume (NIfTI)")
     def volume(job_id: str, svc: Svc, who: Who) -> FileResponse:
         svc.store.get_job(job_id, who)
+        svc.store.audit(who.name, "download-volume", job_id)
         return FileResponse(files.canonical_path(svc.store.job_dir(job_id)),
                             media_type="application/gzip", filename=f"{job_id}.nii.gz")
 
@@ -294,6 +308,8 @@ def _jobs_router() -> APIRouter:
                      grid: Literal["source", "canonical"] = "source") -> Response:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         labels, n = await run_in_threadpool(svc.store.labels, job_id, who, version)
+        await run_in_threadpool(svc.store.audit, who.name, "download-result", job_id,
+                                format=format, version=n, grid=grid, slice_index=slice_index)
         if format == "nii.gz" and grid == "canonical":  # the viewer's grid (GET .../volume)
             def canonical_nifti() -> bytes:
                 import gzip
@@ -444,10 +460,14 @@ def _system_router() -> APIRouter:
 
     @r.get("/status")
     def status(svc: Svc, who: Who) -> dict[str, Any]:
+        """Queue and engine state for everyone; host memory/load, GPUs and broker details
+        for reviewers and admins only (an annotator gets the reduced view)."""
         depth = svc.store.queue_depth()
         out: dict[str, Any] = {"version": __version__, "queue": svc.settings.queue,
-                               "tasks": depth, "host": host_info(), "gpus": gpu_info(),
-                               "default_engine": svc.default_engine()}
+                               "tasks": depth, "default_engine": svc.default_engine()}
+        if not who.is_reviewer:
+            return out
+        out.update(host=host_info(), gpus=gpu_info())
         if isinstance(svc.queue, CeleryQueue):
             try:
                 out["broker_queue_length"] = svc.queue.depth()
@@ -460,6 +480,7 @@ def _system_router() -> APIRouter:
 
     @r.get("/gpu")
     def gpu(svc: Svc, who: Who) -> list[dict[str, Any]]:
+        require_reviewer(who, "reading the host's GPUs")
         return gpu_info()
 
     @r.get("/jobs/active")
@@ -552,6 +573,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(sweep_leftovers, settings)  # crash leftovers past their grace
         svc.queue.start()
         try:
             yield
@@ -580,7 +602,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok", "version": __version__, "queue": settings.queue}
 
     @app.get("/metrics", tags=["system"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(who: Who) -> Response:  # any role's key when keys are required (Prometheus:
+        # `authorization: {credentials_file: ...}` with a dedicated user's key)
         svc.metrics.set_queue(svc.store.queue_depth())
         svc.metrics.set_tasks(svc.store.task_counts())
         body, ctype = svc.metrics.render()

@@ -1,6 +1,7 @@
 """The ``segloop`` command. Each subcommand lives in its own module exposing
-``register(subparsers)``; this module only assembles them and turns SegloopError into a
-one-line message and a non-zero exit. Nothing heavy is imported until a subcommand runs.
+``register(subparsers)``; this module only assembles them and turns SegloopError (and a
+missing optional package, see segloop.extras) into a one-line message and a non-zero exit.
+Nothing heavy is imported until a subcommand runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 from segloop import __version__
 from segloop.errors import SegloopError
+from segloop.extras import missing_dependency
 
 __all__ = ["main"]
 
@@ -54,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segloop: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an optional package (torch, psycopg2...) that is not installed
+        missing = missing_dependency(exc, args.command)
+        if missing is None:
+            raise
+        print(f"segloop: error: {missing}", file=sys.stderr)
+        return missing.exit_code
     return int(rc or 0)
 
 

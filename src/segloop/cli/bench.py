@@ -12,6 +12,8 @@ import subprocess
 import sys
 from typing import Any
 
+from segloop.errors import SegloopError
+
 __all__ = ["register"]
 
 REFERENCE = ("reference (2 CPU threads, hiera-tiny): 512 px 0.71 s/tracked slice fp32,"
@@ -41,6 +43,9 @@ def register(sub: Any) -> None:
 
 
 def _engine(args: argparse.Namespace) -> int:
+    from segloop.extras import require_modules
+
+    require_modules("torch", "transformers", command="bench engine")
     if args.in_process or len(args.size) == 1:
         from segloop.engines.sam2.bench import bench_engine
 
@@ -55,7 +60,11 @@ def _engine(args: argparse.Namespace) -> int:
                    "--in-process", "--size", str(s), "--hiera", args.hiera, "--slices",
                    str(args.slices), "--precision", args.precision, "--device", args.device,
                    "--threads", str(args.threads)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise SegloopError(f"benchmark at {s} px failed: {last}")
+            out = done.stdout
             rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     for r in rows:
         if args.json:

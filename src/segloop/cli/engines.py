@@ -15,7 +15,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one line per engine: name, availability, description."""
+    """Print one line per engine: name, availability, whether it applies the CT window,
+    description."""
+    from segloop.engines.base import applies_window
     from segloop.engines.registry import engine_class, engine_names, resolve_auto
 
     auto = resolve_auto()
@@ -24,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
         reason = cls.unavailable_reason()
         state = "ready" if reason is None else f"unavailable: {reason}"
         mark = " (auto)" if name == auto else ""
-        print(f"{name}{mark}\t{state}\t{getattr(cls, 'description', '')}")
+        window = "CT window applied" if applies_window(cls) else "ignores --window"
+        print(f"{name}{mark}\t{state}\t{window}\t{getattr(cls, 'description', '')}")
     return 0

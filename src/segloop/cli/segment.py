@@ -7,6 +7,7 @@ segloop.io and the engine protocol.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from segloop.errors import PromptError, SegloopError
 
 __all__ = ["parse_engine_options", "register", "run"]
+
+log = logging.getLogger("segloop.cli.segment")
 
 
 def register(sub: Any) -> None:
@@ -49,7 +52,9 @@ def register(sub: Any) -> None:
     p.add_argument("--dicom-seg", type=Path, metavar="OUT.dcm",
                    help="also write a DICOM-SEG (DICOM input only)")
     p.add_argument("--window", metavar="PRESET",
-                   help="CT window preset for engines that use one (soft_tissue, liver, lung, bone, brain)")
+                   help="CT window for engines that apply one (see `segloop engines`): a preset "
+                        "(soft_tissue, abdomen, liver, mediastinum, lung, bone, brain), 'L,W' in "
+                        "HU, auto or percentile")
     p.add_argument("--series", metavar="UID", help="pick one series of a multi-series DICOM folder")
     p.add_argument("--max-voxels", type=int, default=None,
                    help="refuse volumes with more voxels than this (checked before reading data)")
@@ -96,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``segloop segment``; returns the exit status."""
     from segloop import io
     from segloop.engines import drive, get_engine
+    from segloop.engines.base import applies_window
     from segloop.engines.registry import resolve_auto
+    from segloop.io.windowing import check_window
     from segloop.types import Prompts
 
     points = _parse_points(args.points)
@@ -107,20 +114,14 @@ def run(args: argparse.Namespace) -> int:
         if args.box is not None:
             raise PromptError("--box needs --slice Z (the axial slice the box is drawn on)")
         z = points[0][2]
-    if args.window is not None:
-        from segloop.io.windowing import CT_PRESETS
-
-        if args.window not in CT_PRESETS:
-            raise PromptError(
-                f"unknown window preset {args.window!r}; choose one of {', '.join(CT_PRESETS)}"
-            )
+    window = check_window(args.window)  # the one validation (io.windowing), before reading
 
     kwargs: dict[str, Any] = {"series_uid": args.series}
     if args.max_voxels is not None:
         kwargs["max_voxels"] = args.max_voxels
     volume = io.load_volume(args.image, **kwargs)
-    if args.window is not None:
-        volume = replace(volume, meta={**volume.meta, "window": args.window})
+    if window is not None:
+        volume = replace(volume, meta={**volume.meta, "window": window})
     canonical = volume.canonical()
 
     name = resolve_auto() if args.engine == "auto" else args.engine
@@ -130,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
         engine = get_engine(name, **parse_engine_options(args.engine_opt))
     except TypeError as exc:  # an option the engine does not take
         raise SegloopError(f"engine {name!r} does not accept these options: {exc}") from None
+    if window is not None and not applies_window(engine):
+        log.warning("engine %s ignores the CT window %r", name, window)
+        if not args.quiet:
+            print(f"segloop: warning: engine {name} ignores --window {window} (it works on raw "
+                  "intensities; see `segloop engines`)", file=sys.stderr)
 
     here = [(x, y, lab) for (x, y, pz, lab) in points if pz == z]
     later = [(x, y, pz, lab) for (x, y, pz, lab) in points if pz != z]

@@ -1,7 +1,9 @@
 """``segloop serve``: the API (and, by default, its embedded workers) on 127.0.0.1:8000.
 
-Refuses to bind a non-loopback address unless API keys exist (``segloop users add``).
-Imports FastAPI/uvicorn only when the command runs.
+Binds its listening sockets itself (``segloop.listen``) and decides from the addresses actually
+bound whether API keys are needed: any non-loopback address (``--host ""``, ``0.0.0.0``, ``::``,
+a public name) needs them, and the server refuses to start when none exist
+(``segloop users add``). Imports FastAPI/uvicorn only when the command runs.
 """
 
 from __future__ import annotations
@@ -42,32 +44,46 @@ def run(args: argparse.Namespace) -> int:
     from segloop.config import load_settings
     from segloop.jobs.logs import configure_logging
     from segloop.jobs.store import JobStore
+    from segloop.listen import close_listeners, open_listeners
 
     settings = load_settings(args.config, host=args.host, port=args.port, queue=args.queue,
                              workers=args.workers, database_url=args.database_url,
                              redis_url=args.redis_url, home=args.home)
-    if settings.auth_required:
-        store = JobStore(settings)
-        try:
-            n = store.count_users()
-        finally:
-            store.close()
-        if n == 0:
-            raise SegloopError(
-                f"refusing to serve on {settings.host} without API keys: create one with "
-                "`segloop users add NAME --role admin`, or bind to 127.0.0.1"
-            )
-    configure_logging(settings.log_level, settings.json_logs)
-    app = create_app(settings)
-    try:  # the web viewer (a separate leaf) mounts itself when installed
-        from segloop import web
+    listeners = open_listeners(settings.host, settings.port)
+    try:
+        public = [lst.address for lst in listeners if not lst.loopback]
+        if public and settings.require_api_keys is None:
+            settings.require_api_keys = True  # what is bound decides, not how host is spelt
+        if settings.auth_required:
+            store = JobStore(settings)
+            try:
+                n = store.count_users()
+            finally:
+                store.close()
+            if n == 0:
+                where = ", ".join(public) or "loopback (require_api_keys=true)"
+                raise SegloopError(
+                    f"refusing to serve on host {settings.host!r} (binds {where}) without API "
+                    "keys: create one with `segloop users add NAME --role admin`, or bind to "
+                    "127.0.0.1"
+                )
+        configure_logging(settings.log_level, settings.json_logs)
+        app = create_app(settings)
+        try:  # the web viewer (a separate leaf) mounts itself when installed
+            from segloop import web
 
-        web.mount(app, settings)
-    except ImportError:
-        pass
-    print(f"segloop: serving on http://{settings.host}:{settings.port} "
-          f"(queue={settings.queue}, data in {settings.home})", flush=True)
+            web.mount(app, settings)
+        except ImportError:
+            pass
+    except BaseException:
+        close_listeners(listeners)
+        raise
+    urls = ", ".join(lst.url for lst in listeners)
+    print(f"segloop: serving on {urls} (queue={settings.queue}, "
+          f"api keys {'required' if settings.auth_required else 'not required'}, "
+          f"data in {settings.home})", flush=True)
     # our middleware logs each request (route template, never the query: it may hold a key)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[lst.sock for lst in listeners])
     return 0

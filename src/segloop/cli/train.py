@@ -145,6 +145,7 @@ def run_eval2d(args: argparse.Namespace) -> int:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The :class:`~segloop.train.config.TrainConfig` of parsed arguments."""
+    from segloop.io.windowing import check_window
     from segloop.train.config import DEFAULT_PARTS_2D, TrainConfig, parse_parts
 
     datastore = None
@@ -163,7 +164,8 @@ def build_config(args: argparse.Namespace) -> Any:
         manifest=str(args.manifest) if args.manifest else None,
         root=str(args.root) if args.root else None, datastore=datastore,
         val_fraction=args.val_fraction, patient_pattern=args.patient_pattern,
-        clip_length=args.clip_length, window=None if args.window == "none" else args.window,
+        clip_length=args.clip_length,
+        window=None if args.window == "none" else check_window(args.window),
         model=args.model or "medsam2", image_size=args.image_size, parts=parts,
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
         val_samples=args.val_samples, accumulate=args.accumulate, lr=args.lr,

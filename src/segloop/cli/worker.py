@@ -33,11 +33,13 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the Celery worker (blocks)."""
     from segloop.config import load_settings
+    from segloop.extras import require_database_driver
     from segloop.jobs.logs import configure_logging
     from segloop.worker import create_worker
 
     settings = load_settings(args.config, redis_url=args.redis_url,
                              database_url=args.database_url, home=args.home, queue="celery")
+    require_database_driver(settings.db_url, "worker")  # fail now, not in the first task
     configure_logging(settings.log_level, settings.json_logs)
     app = create_worker(settings)
     name = args.name or f"segloop@{socket.gethostname()}-{os.getpid()}"

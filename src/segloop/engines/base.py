@@ -21,6 +21,11 @@ Semantics shared by all engines (the contract test in tests/engines checks them)
   on the current mask there. Slice z becomes an anchor and the object is re-propagated from z
   in both directions up to the neighbouring anchors.
 - ``mask(object_id)``: the current ``(X, Y, Z)`` bool mask; ``set_mask`` replaces it (an edit).
+
+CT window: an engine that scales intensities with the CT window (``segment --window``, a
+volume's ``meta["window"]``, the one table ``io.windowing.CT_PRESETS``) declares the class
+attribute ``applies_window: ClassVar[bool] = True``; an engine without it ignores the window, and
+the CLI says so (:func:`applies_window`, ``segloop engines``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from segloop.errors import CancelledError
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts, SliceResult
 
-__all__ = ["Engine", "ProgressCallback", "Session", "drive"]
+__all__ = ["Engine", "ProgressCallback", "Session", "applies_window", "drive"]
 
 ProgressCallback = Callable[[SliceResult], None]
 
@@ -89,6 +94,12 @@ class Engine(Protocol):
     def open(self, volume: Volume) -> Session:
         """Open a session on ``volume`` (any orientation; the session works on its canonical view)."""
         ...
+
+
+def applies_window(engine: object) -> bool:
+    """Whether an engine (class or instance) applies the CT window; False when it does not
+    declare ``applies_window = True`` (e.g. the classic engine works on raw intensities)."""
+    return bool(getattr(engine, "applies_window", False))
 
 
 def drive(

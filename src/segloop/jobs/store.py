@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 
 from segloop.config import Settings
 from segloop.errors import InputError, PromptError, SegloopError
-from segloop.jobs import files
+from segloop.jobs import files, housekeeping
 from segloop.jobs.db import (
     AuditEntry,
     JobRow,
@@ -295,6 +295,7 @@ class JobStore:
             n = s.execute(delete(UserRow).where(UserRow.name == name)).rowcount
         if not n:
             raise NotFoundError(f"no user named {name!r}")
+        self.audit(name, "user-removed")
 
     def list_users(self) -> list[dict[str, Any]]:
         """Users and roles (never keys)."""
@@ -484,7 +485,7 @@ class JobStore:
         engine = params.get("engine") or self.settings.default_engine
         if engine != "auto" and engine not in known_engines:
             raise InputError(f"unknown engine {engine!r}; known: {', '.join(known_engines)}")
-        oid = int(params.get("object_id") or 1)
+        oid = 1 if params.get("object_id") is None else int(params["object_id"])
         if not 1 <= oid <= 255:
             raise PromptError(f"object_id must be in 1..255, got {oid}")
         _check_uuid(job_id)
@@ -1016,8 +1017,14 @@ class JobStore:
                 continue
             self.delete_job(jid, who)
             deleted.append(jid)
-        self.audit(who.name, "cleanup", None, days=days, deleted=len(deleted), kept=len(kept))
-        return {"deleted": deleted, "kept_reviewed": kept, "older_than_days": days}
+        swept = housekeeping.sweep_leftovers(self.settings)
+        pruned = housekeeping.prune_audit(self.engine, self.settings.audit_retention_days)
+        self.audit(who.name, "cleanup", None, days=days, deleted=len(deleted), kept=len(kept),
+                   swept=len(swept.removed), audit_pruned=pruned)
+        vacuumed = housekeeping.vacuum(self.engine)
+        return {"deleted": deleted, "kept_reviewed": kept, "older_than_days": days,
+                "leftovers_removed": swept.removed, "audit_entries_pruned": pruned,
+                "vacuumed": vacuumed}
 
 
 def require_reviewer(who: Principal, what: str) -> None:

@@ -69,6 +69,8 @@ class Sam2Engine:
 
     name: ClassVar[str] = "sam2"
     description: ClassVar[str] = "SAM 2 family"
+    #: scales CT with the window (io.windowing.CT_PRESETS, MedSAM2's rule); see engines.base
+    applies_window: ClassVar[bool] = True
     default_model: ClassVar[str] = "sam2.1-tiny"
     candidate_models: ClassVar[tuple[str, ...]] = ()
 

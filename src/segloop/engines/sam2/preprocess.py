@@ -1,6 +1,7 @@
 """MedSAM2's image preprocessing and mask post-processing, in numpy (no torch).
 
-Intensities: CT is clipped to a window (a preset name, ``(lower, upper)`` HU, or ``"L,W"``),
+Intensities: CT is clipped to a window (a preset of ``io.windowing.CT_PRESETS``, the one window
+table, ``(lower, upper)`` HU, or ``"L,W"``; validated by ``io.windowing.window_bounds``),
 then min-max scaled over the whole clipped volume to uint8 (MedSAM2's own rule, including the
 truncating cast); other modalities are clipped to the 0.5-99.5 percentiles first. Each slice
 is an ``(H, W)`` image with H = the canonical y axis (rows) and W = the x axis (columns): the
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from segloop.errors import InputError
+from segloop.io.windowing import CT_PRESETS, CtPreset, window_bounds
 from segloop.types import BoolArray
 
 __all__ = [
@@ -36,43 +37,9 @@ __all__ = [
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-#: CT windows as (level, width) in HU
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "soft_tissue": (40.0, 400.0),
-    "abdomen": (40.0, 400.0),
-    "liver": (60.0, 160.0),
-    "mediastinum": (50.0, 350.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-}
-DEFAULT_CT_WINDOW = "soft_tissue"
-
-
-def window_bounds(window: str | tuple[float, float] | None) -> tuple[float, float] | None:
-    """``(lower, upper)`` HU of a window: a preset name, ``"L,W"`` text, or explicit bounds.
-
-    None stays None (meaning: percentile scaling). Raises InputError on an unknown preset.
-    """
-    if window is None:
-        return None
-    if isinstance(window, tuple | list):
-        lo, hi = float(window[0]), float(window[1])
-    elif window in WINDOW_PRESETS:
-        level, width = WINDOW_PRESETS[window]
-        lo, hi = level - width / 2, level + width / 2
-    else:
-        try:
-            level, width = (float(v) for v in str(window).split(","))
-        except ValueError:
-            raise InputError(
-                f"unknown window {window!r}: use one of {', '.join(WINDOW_PRESETS)} or 'L,W'"
-                " (level and width in HU)"
-            ) from None
-        lo, hi = level - width / 2, level + width / 2
-    if not hi > lo:
-        raise InputError(f"window {window!r} is empty: the upper bound must exceed the lower")
-    return lo, hi
+#: CT windows as (level, width) in HU: a view of segloop's one table, io.windowing.CT_PRESETS
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {p.value: lw for p, lw in CT_PRESETS.items()}
+DEFAULT_CT_WINDOW = CtPreset.SOFT_TISSUE.value
 
 
 def _looks_like_ct(data: npt.NDArray[Any]) -> bool:
