@@ -3,11 +3,12 @@
 Intensities: CT is clipped to a window (a preset name, ``(lower, upper)`` HU, or ``"L,W"``),
 then min-max scaled over the whole clipped volume to uint8 (MedSAM2's own rule, including the
 truncating cast); other modalities are clipped to the 0.5-99.5 percentiles first. Each slice
-is an ``(H, W)`` image with H = the canonical y axis (rows) and W = the x axis (columns): the
-transpose of segloop's ``(X, Y)`` slice arrays. It is made RGB, resized to the model size with
-PIL's bicubic filter (as MedSAM2 does), divided by 255 and normalised with the ImageNet mean
-and std. Post-processing: SAM 2's small-hole filling on the low-resolution logits and the
-largest 3D connected component.
+is an ``(H, W)`` image in the radiological view (:mod:`segloop.io.radiological`: anterior at
+the top, the patient's right on the left; a canonical slice rotated by 180 degrees and
+transposed), the view MedSAM2's own code sees for the usual LPS-stored CT. It is made RGB,
+resized to the model size with PIL's bicubic filter (as MedSAM2 does), divided by 255 and
+normalised with the ImageNet mean and std. Post-processing: SAM 2's small-hole filling on the
+low-resolution logits and the largest 3D connected component.
 Must not import torch.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segloop.errors import InputError
+from segloop.io.radiological import slice_to_view
 from segloop.types import BoolArray
 
 __all__ = [
@@ -84,7 +86,7 @@ def to_uint8_volume(
     modality: str | None = None,
     window: str | tuple[float, float] | None = "auto",
 ) -> npt.NDArray[np.uint8]:
-    """Scale a canonical ``(X, Y, Z)`` volume to uint8 slices ``(Z, H=Y, W=X)``.
+    """Scale a canonical ``(X, Y, Z)`` volume to uint8 radiological slices ``(Z, H=Y, W=X)``.
 
     ``window="auto"``: CT (by modality, or HU-like values when the modality is unknown) uses the
     soft-tissue window, anything else the 0.5/99.5 percentiles. A preset name, ``"L,W"`` or a
@@ -106,7 +108,7 @@ def to_uint8_volume(
     if vmax > vmin:
         for z in range(vol.shape[2]):
             sl = np.clip(vol[:, :, z].astype(np.float64), lo, hi)
-            out[z] = ((sl - vmin) / (vmax - vmin) * 255.0).astype(np.uint8).T
+            out[z] = slice_to_view(((sl - vmin) / (vmax - vmin) * 255.0).astype(np.uint8))
     return out
 
 
