@@ -38,8 +38,9 @@ def test_ct_window_then_minmax_over_the_clipped_volume_and_axes() -> None:
     assert u8.shape == (2, 3, 4) and u8.dtype == np.uint8  # (Z, H=Y, W=X)
     # clipped to [-160, 240], min-max over the clipped volume, truncating cast as MedSAM2
     expect = ((np.clip(data, -160, 240) + 160) / 400 * 255).astype(np.uint8)
-    assert np.array_equal(u8, expect.transpose(2, 1, 0))
-    assert u8[0, 0, 0] == 0 and u8[1, 0, 3] == 255 and u8[0, 2, 1] == int(200 / 400 * 255)
+    # radiological view: anterior (high y) at row 0, the patient's right (high x) at column 0
+    assert np.array_equal(u8, expect[::-1, ::-1, :].transpose(2, 1, 0))
+    assert u8[0, 2, 3] == 0 and u8[1, 2, 0] == 255 and u8[0, 0, 2] == int(200 / 400 * 255)
 
 
 def test_auto_window_and_percentiles() -> None:
@@ -50,8 +51,8 @@ def test_auto_window_and_percentiles() -> None:
     mr[0, 0, 0] = 1e6  # an outlier the 99.5th percentile clips
     u8 = to_uint8_volume(mr, "MR", "auto")
     lo, hi = np.percentile(mr, [0.5, 99.5])
-    expect = ((np.clip(mr, lo, hi) - lo) / (hi - lo) * 255).astype(np.uint8).transpose(2, 1, 0)
-    assert np.array_equal(u8, expect)
+    expect = ((np.clip(mr, lo, hi) - lo) / (hi - lo) * 255).astype(np.uint8)
+    assert np.array_equal(u8, expect[::-1, ::-1, :].transpose(2, 1, 0))  # radiological view
     assert np.array_equal(to_uint8_volume(np.full((2, 2, 2), 7.0), "MR"), np.zeros((2, 2, 2)))
 
 

@@ -234,13 +234,15 @@ def load_manifest_records(manifest: Path, root: Path | None,
                           ) -> list[ImageRecord]:
     """Read every case of a ``segloop eval`` manifest as a record (canonical axial slices).
 
-    Frames are scaled with MedSAM2's rule (CT window / MR percentiles) as uint8 ``(Z, Y, X)``;
-    the truth is ``label == label_value`` (or ``> 0``) resampled onto the image in physical
+    Frames are scaled with MedSAM2's rule (CT window / MR percentiles) as uint8 ``(Z, Y, X)``
+    radiological views (:mod:`segloop.io.radiological`, the orientation inference uses); the
+    truth is ``label == label_value`` (or ``> 0``) resampled onto the image in physical
     space. A volume shared by several rows is read once.
     """
     from segloop.engines.sam2.preprocess import to_uint8_volume
     from segloop.eval.manifest import read_manifest
     from segloop.io import load_label, load_volume
+    from segloop.io.radiological import volume_to_views
 
     cases = read_manifest(manifest, root)
     cache: dict[Path, tuple[Any, U8]] = {}
@@ -254,7 +256,7 @@ def load_manifest_records(manifest: Path, root: Path | None,
         vol, u8 = cache[case.image]
         value: int | str = "any" if case.label_value is None else case.label_value
         truth_xyz = load_label(case.label, vol, value)
-        truth = np.ascontiguousarray(np.asarray(truth_xyz, bool).transpose(2, 1, 0))
+        truth = volume_to_views(np.asarray(truth_xyz, bool))
         if not truth.any():
             log.warning("case %s: the target is empty; skipped", case.case_id)
             continue

@@ -4,11 +4,12 @@ Intensities: CT is clipped to a window (a preset of ``io.windowing.CT_PRESETS``,
 table, ``(lower, upper)`` HU, or ``"L,W"``; validated by ``io.windowing.window_bounds``),
 then min-max scaled over the whole clipped volume to uint8 (MedSAM2's own rule, including the
 truncating cast); other modalities are clipped to the 0.5-99.5 percentiles first. Each slice
-is an ``(H, W)`` image with H = the canonical y axis (rows) and W = the x axis (columns): the
-transpose of segloop's ``(X, Y)`` slice arrays. It is made RGB, resized to the model size with
-PIL's bicubic filter (as MedSAM2 does), divided by 255 and normalised with the ImageNet mean
-and std. Post-processing: SAM 2's small-hole filling on the low-resolution logits and the
-largest 3D connected component.
+is an ``(H, W)`` image in the radiological view (:mod:`segloop.io.radiological`: anterior at
+the top, the patient's right on the left; a canonical slice rotated by 180 degrees and
+transposed), the view MedSAM2's own code sees for the usual LPS-stored CT. It is made RGB,
+resized to the model size with PIL's bicubic filter (as MedSAM2 does), divided by 255 and
+normalised with the ImageNet mean and std. Post-processing: SAM 2's small-hole filling on the
+low-resolution logits and the largest 3D connected component.
 Must not import torch.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from segloop.io.radiological import slice_to_view
 from segloop.io.windowing import CT_PRESETS, CtPreset, window_bounds
 from segloop.types import BoolArray
 
@@ -51,7 +53,7 @@ def to_uint8_volume(
     modality: str | None = None,
     window: str | tuple[float, float] | None = "auto",
 ) -> npt.NDArray[np.uint8]:
-    """Scale a canonical ``(X, Y, Z)`` volume to uint8 slices ``(Z, H=Y, W=X)``.
+    """Scale a canonical ``(X, Y, Z)`` volume to uint8 radiological slices ``(Z, H=Y, W=X)``.
 
     ``window="auto"``: CT (by modality, or HU-like values when the modality is unknown) uses the
     soft-tissue window, anything else the 0.5/99.5 percentiles. A preset name, ``"L,W"`` or a
@@ -73,7 +75,7 @@ def to_uint8_volume(
     if vmax > vmin:
         for z in range(vol.shape[2]):
             sl = np.clip(vol[:, :, z].astype(np.float64), lo, hi)
-            out[z] = ((sl - vmin) / (vmax - vmin) * 255.0).astype(np.uint8).T
+            out[z] = slice_to_view(((sl - vmin) / (vmax - vmin) * 255.0).astype(np.uint8))
     return out
 
 

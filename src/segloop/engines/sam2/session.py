@@ -12,8 +12,10 @@ low-resolution logits of every prediction (``fill_holes``, MedSAM2's ``fill_hole
 SAM 2's video predictor, a conditioning slice's memory is encoded from its stored (hole-filled)
 low-resolution logits upsampled to the model size, not from transformers' full-size masks.
 
-Axis conventions: segloop slices are ``(X, Y)`` arrays; the model sees ``(H=Y, W=X)`` images,
-so a box ``(x0, y0, x1, y1)`` maps to model pixels as ``x * S / X`` and ``y * S / Y``.
+Axis conventions: segloop slices are canonical ``(X, Y)`` arrays; the model sees ``(H=Y, W=X)``
+images in the radiological view (:mod:`segloop.io.radiological`: anterior up, the patient's
+right on the left), so a canonical point ``(x, y)`` is the view pixel ``(X-1-x, Y-1-y)`` and
+maps to model pixels as ``col * S / X`` and ``row * S / Y``.
 Must not import FastAPI, Celery or the CLI.
 """
 
@@ -41,6 +43,7 @@ from segloop.engines.sam2.preprocess import (
 )
 from segloop.engines.state import SessionState
 from segloop.errors import EngineError, PromptError
+from segloop.io.radiological import box_to_view, points_to_view, slice_to_view, view_to_slice
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts, SliceResult, validate_prompts, validate_slice
 
@@ -298,16 +301,21 @@ class Sam2Session:
         return vs
 
     def _point_inputs(self, prompts: Prompts) -> dict[str, torch.Tensor]:
-        """Box corners (labels 2, 3) then points, in model pixels, shaped (1, 1, N, 2)."""
+        """Box corners (labels 2, 3) then points, in model pixels of the radiological view,
+        shaped (1, 1, N, 2)."""
         s = float(self._rt.image_size)
-        coords, labels = prompt_points(prompts.box, prompts.points, prompts.labels,
+        xy = (self._shape[0], self._shape[1])
+        box = None if prompts.box is None else box_to_view(prompts.box, xy)
+        points = points_to_view(prompts.points, xy) if len(prompts.points) else prompts.points
+        coords, labels = prompt_points(box, points, prompts.labels,
                                        s / self._shape[0], s / self._shape[1])
         return {"point_coords": torch.from_numpy(coords), "point_labels": torch.from_numpy(labels)}
 
     def _mask_input(self, mask_xy: BoolArray) -> torch.Tensor:
-        """A ``(X, Y)`` mask as the model's ``(1, 1, S, S)`` binary mask input."""
+        """A ``(X, Y)`` mask as the model's ``(1, 1, S, S)`` binary mask input (view order)."""
         s = self._rt.image_size
-        m = torch.from_numpy(np.ascontiguousarray(mask_xy.T, dtype=np.float32))[None, None]
+        view = slice_to_view(np.asarray(mask_xy, dtype=np.float32))
+        m = torch.from_numpy(view)[None, None]
         m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         return (m >= 0.5).float()
 
@@ -324,14 +332,14 @@ class Sam2Session:
         vs.obj_with_new_inputs = [1]
 
     def _to_slice_mask(self, logits: torch.Tensor) -> BoolArray:
-        """Low-res logits ``(1, 1, h, w)`` -> ``(X, Y)`` bool: bilinear to the slice, > 0."""
+        """Low-res view logits ``(1, 1, h, w)`` -> ``(X, Y)`` bool: bilinear to the slice, > 0."""
         x, y = self._shape[0], self._shape[1]
         logits = logits.float()
         if self._rt.fill_holes > 0:
             low = fill_holes_in_scores(logits[0, 0].cpu().numpy(), self._rt.fill_holes)
             logits = torch.from_numpy(low)[None, None].to(logits.device)
         up = F.interpolate(logits, size=(y, x), mode="bilinear", align_corners=False)
-        return np.ascontiguousarray((up[0, 0] > 0).cpu().numpy().T)
+        return view_to_slice((up[0, 0] > 0).cpu().numpy())
 
     def _run(self, vs: Any, z: int, reverse: bool = False, memory: bool = True) -> BoolArray:
         with self._rt.lock, torch.inference_mode(), self._rt.autocast():
