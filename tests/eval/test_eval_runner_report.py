@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from segloop.errors import InputError, SegloopError
-from segloop.eval.manifest import read_manifest
+from segloop.datastore.manifest import read_manifest
 from segloop.eval.report import summarize, write_report
 from segloop.eval.runner import EvalProgress, evaluate, load_truth, resolve_engines
 from segloop.io import load_volume
