@@ -155,11 +155,13 @@ class Worker(Proc):
         super().__init__(["worker", "--concurrency", "1"], child_env(settings), log)
 
 
-def tiny_volume(seed: int = 0) -> bytes:
-    """A 24x20x8 int16 NIfTI (gzip) with a bright block: small enough for dozens of jobs."""
+def tiny_volume(seed: int = 0, depth: int = 8) -> bytes:
+    """A 24x20x``depth`` int16 NIfTI (gzip) with a bright block on slices 2..depth-3: small
+    enough for dozens of jobs; a deep one makes a propagation of slow-classic last a while
+    (0.07 s per slice)."""
     rng = np.random.default_rng(seed)
-    arr = rng.normal(0, 5, (24, 20, 8)).astype(np.int16)
-    arr[6:16, 5:14, 2:6] += 200
+    arr = rng.normal(0, 5, (24, 20, depth)).astype(np.int16)
+    arr[6:16, 5:14, 2:depth - 2] += 200
     img = nib.Nifti1Image(arr, np.diag([1.5, 1.5, 3.0, 1.0]))
     buf = io.BytesIO()
     buf.write(img.to_bytes())
@@ -171,7 +173,7 @@ def tiny_volume(seed: int = 0) -> bytes:
 def tiny_mask() -> bytes:
     """A label map on :func:`tiny_volume`'s grid (label 1 on the block)."""
     lab = np.zeros((24, 20, 8), np.uint8)
-    lab[6:16, 5:14, 2:6] = 1
+    lab[6:16, 5:14, 2:6] = 1  # the block of tiny_volume(depth=8)
     return nib.Nifti1Image(lab, np.diag([1.5, 1.5, 3.0, 1.0])).to_bytes()
 
 

@@ -6,7 +6,8 @@ carries task ids, never arrays. Whatever runs the task calls
 
 - :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone).
   On start it resubmits the tasks a previous process left queued or running, so a restart
-  loses nothing; a reaper thread requeues tasks whose heartbeat stopped.
+  loses nothing; a reaper thread requeues tasks whose heartbeat stopped. It holds the home's
+  lock (segloop.jobs.homelock) so a second embedded server cannot take its live tasks.
 - :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
   processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
   died is retried or failed with a reason even if no other worker notices.
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from segloop.config import Settings
+from segloop.jobs.homelock import HomeLock
 from segloop.jobs.runner import Runtime
 
 __all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery"]
@@ -81,6 +83,9 @@ class EmbeddedQueue:
                                         thread_name_prefix="segloop-worker")
         self._closed = False
         self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
+        # one embedded server per home: a second one would requeue this one's live tasks
+        self._home_lock = HomeLock(settings.home)
+        self._home_lock.acquire()
 
     def start(self) -> None:
         for tid in self.runtime.store.unfinished_tasks():
@@ -112,6 +117,7 @@ class EmbeddedQueue:
         self._reaper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.runtime.close()
+        self._home_lock.release()
 
 
 def make_celery(settings: Settings) -> Any:
