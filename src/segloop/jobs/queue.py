@@ -10,7 +10,9 @@ carries task ids, never arrays. Whatever runs the task calls
   lock (segloop.jobs.homelock) so a second embedded server cannot take its live tasks.
 - :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
   processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
-  died is retried or failed with a reason even if no other worker notices.
+  died is retried or failed with a reason even if no other worker notices, and the reaper
+  re-sends the queued tasks Redis lost (segloop.jobs.recovery). A send that fails raises
+  QueueUnavailableError (the API answers 503 and forgets the task).
 
 Never imports torch; Celery is imported only by CeleryQueue.
 """
@@ -23,10 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from segloop.config import Settings
+from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.homelock import HomeLock
+from segloop.jobs.recovery import BrokerReconciler
 from segloop.jobs.runner import Runtime
 
-__all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery"]
+__all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery", "reap_once",
+           "send_task"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ class TaskQueue(Protocol):
     kind: str
 
     def submit(self, task_id: str) -> None:
-        """Schedule a recorded task."""
+        """Schedule a recorded task; QueueUnavailableError when it could not be handed over."""
         ...
 
     def start(self) -> None:
@@ -53,8 +58,13 @@ class TaskQueue(Protocol):
 
 
 class _Reaper:
-    def __init__(self, runtime: Runtime, resubmit: Any, interval: float) -> None:
+    """Every ``interval``: requeue the tasks of silent workers, and (Celery) re-send the
+    queued tasks the broker lost."""
+
+    def __init__(self, runtime: Runtime, resubmit: Any, interval: float,
+                 reconciler: BrokerReconciler | None = None) -> None:
         self.runtime, self.resubmit, self.interval = runtime, resubmit, interval
+        self.reconciler = reconciler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="segloop-reaper", daemon=True)
 
@@ -63,13 +73,25 @@ class _Reaper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.runtime.reap(self.resubmit)
-            except Exception as exc:  # pragma: no cover - keep the reaper alive
-                log.warning("reaper: %s", exc)
+            reap_once(self.runtime, self.resubmit, self.reconciler)
 
     def stop(self) -> None:
         self._stop.set()
+        if self.reconciler is not None:
+            self.reconciler.close()
+
+
+def reap_once(runtime: Runtime, resubmit: Any, reconciler: BrokerReconciler | None) -> None:
+    """One reaper round (never raises: the reaper thread must stay alive)."""
+    try:
+        runtime.reap(resubmit)
+    except Exception as exc:  # pragma: no cover - database or broker hiccup
+        log.warning("reaper: %s", exc)
+    if reconciler is not None and reconciler.due():
+        try:
+            reconciler.run()
+        except Exception as exc:  # pragma: no cover - database hiccup
+            log.warning("reconcile: %s", exc)
 
 
 class EmbeddedQueue:
@@ -120,6 +142,17 @@ class EmbeddedQueue:
         self._home_lock.release()
 
 
+def send_task(app: Any, task_id: str) -> None:
+    """Publish ``segloop.run_task(task_id)`` (the Celery task id is the segloop task id, so
+    the broker's messages name their tasks); QueueUnavailableError when the broker fails."""
+    try:
+        app.send_task(TASK_NAME, args=[task_id], task_id=task_id)
+    except Exception as exc:  # kombu/redis raise a variety of connection errors
+        raise QueueUnavailableError(
+            "the task queue (Redis) is unavailable, nothing was submitted: try again in a "
+            f"moment ({type(exc).__name__})") from exc
+
+
 def make_celery(settings: Settings) -> Any:
     """A Celery app configured for segloop: late ack, prefetch 1, requeue on worker loss."""
     from celery import Celery
@@ -135,6 +168,11 @@ def make_celery(settings: Settings) -> Any:
         task_default_queue="segloop",
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
+        # a send while Redis is down fails within seconds (the API then answers 503) instead
+        # of blocking a request thread on reconnects
+        broker_connection_timeout=2.0,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                   "interval_step": 0.5, "interval_max": 1.0},
         worker_hijack_root_logger=False,
         worker_send_task_events=True,  # task-received/started/succeeded for Flower
     )
@@ -149,13 +187,15 @@ class CeleryQueue:
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings, self.runtime = settings, runtime
         self.app = make_celery(settings)
-        self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
+        self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5),
+                               BrokerReconciler(settings, runtime.store, self.submit))
 
     def start(self) -> None:
         self._reaper.start()
 
     def submit(self, task_id: str) -> None:
-        self.app.send_task(TASK_NAME, args=[task_id])
+        """Send a task id to the workers; QueueUnavailableError when Redis cannot take it."""
+        send_task(self.app, task_id)
 
     def depth(self) -> int:
         """Messages waiting in the Redis queue."""
