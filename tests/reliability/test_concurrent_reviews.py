@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .services import Redis, Server, Worker, tiny_mask, tiny_volume
+
+#: real servers, workers and Redis: tens of seconds (run with -m slow)
+pytestmark = pytest.mark.slow
 
 N = 32
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from .services import Server, events_until_end, tiny_volume
+
+#: real servers, workers and Redis: tens of seconds (run with -m slow)
+pytestmark = pytest.mark.slow
 
 
 def test_second_embedded_server_on_same_home_is_refused(tmp_path: Path) -> None:

@@ -19,6 +19,9 @@ import pytest
 
 from .services import Redis, Server, Worker, tiny_volume, wait_task_end
 
+#: real servers, workers and Redis: tens of seconds (run with -m slow)
+pytestmark = pytest.mark.slow
+
 
 def _task(c: httpx.Client, jid: str, tid: str) -> dict[str, Any]:
     return dict(c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json())

@@ -13,7 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .services import Redis, Server, Worker, events_until_end, tiny_volume
+
+#: real servers, workers and Redis: tens of seconds (run with -m slow)
+pytestmark = pytest.mark.slow
 
 RECOVERY_BOUND_S = 20.0
 
