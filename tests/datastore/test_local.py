@@ -4,6 +4,8 @@ case twice writes it once, a case folder whose rows were lost is repaired."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -93,8 +95,13 @@ def test_concurrent_adds_from_processes_keep_every_row(tmp_path: Path) -> None:
     assert len(Datastore(root).rows()) == 2 * len(jobs)
 
 
-def test_sweep_removes_half_built_cases(tmp_path: Path) -> None:
+def test_sweep_removes_only_old_half_built_cases(tmp_path: Path) -> None:
     ds = Datastore(tmp_path / "ds")
-    (tmp_path / "ds" / ".tmp" / "job-x_v0001-deadbeef").mkdir(parents=True)
-    assert ds.sweep() == 1
-    assert ds.sweep() == 0
+    old = tmp_path / "ds" / ".tmp" / "job-x_v0001-deadbeef"
+    young = tmp_path / "ds" / ".tmp" / "job-y_v0001-cafebabe"
+    old.mkdir(parents=True)
+    young.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    ds.add(_case(_image(tmp_path), "job-a"))  # every add sweeps first
+    assert not old.exists() and young.exists()  # a build in flight elsewhere is left alone
+    assert ds.sweep(older_than=0) == 1

@@ -8,7 +8,7 @@ Layout (``<SEGLOOP_HOME>/datastore``, see docs/service.md)::
     cases/<job_id>_v<n>/label.nii.gz  the reviewed label map (uint8, same grid)
     cases/<job_id>_v<n>/meta.json     who reviewed what: job, version, author, engine, objects
     .lock                             the writers' lock (segloop.datastore.lock)
-    .tmp/                             case folders being built (swept by :meth:`Datastore.sweep`)
+    .tmp/                             case folders being built (a crash's leftovers are swept)
 
 A case is built in ``.tmp`` without the lock (the slow part: copying and compressing volumes),
 then, under the lock, renamed into ``cases/`` and its rows written to ``manifest.csv`` through a
@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,12 @@ from segloop.datastore.lock import exclusive
 from segloop.errors import InputError
 from segloop.io.writers import atomic_path
 
-__all__ = ["MANIFEST_COLUMNS", "MANIFEST_NAME", "AddedCase", "Datastore", "ManifestRow",
-           "ReviewedCase", "ReviewedObject"]
+__all__ = ["MANIFEST_COLUMNS", "MANIFEST_NAME", "STALE_BUILD_SECONDS", "AddedCase", "Datastore",
+           "ManifestRow", "ReviewedCase", "ReviewedObject"]
 
 MANIFEST_NAME = "manifest.csv"
+#: a case folder in ``.tmp`` untouched this long was left by a crash (builds take seconds)
+STALE_BUILD_SECONDS = 3600.0
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "image", "label", "label_value", "structure", "modality", "patient_id", "job_id",
     "version", "reviewed_by")
@@ -147,6 +150,7 @@ class Datastore:
         """
         import nibabel as nib
 
+        self.sweep()
         name = case.case_name
         dest = self.root / "cases" / name
         build = self.root / ".tmp" / f"{name}-{uuid.uuid4().hex[:8]}"
@@ -172,17 +176,23 @@ class Datastore:
             shutil.rmtree(build, ignore_errors=True)
         return AddedCase(case_dir=f"cases/{name}", rows_added=added, existed=existed)
 
-    def sweep(self) -> int:
-        """Remove case folders left half-built by a crash (call with no add in flight, e.g. at
-        start-up); returns how many."""
+    def sweep(self, older_than: float = STALE_BUILD_SECONDS) -> int:
+        """Remove case folders a crash left half-built in ``.tmp`` (those untouched for
+        ``older_than`` seconds: a build in flight elsewhere is younger); returns how many.
+        Every :meth:`add` calls it first."""
         tmp = self.root / ".tmp"
         if not tmp.is_dir():
             return 0
-        with exclusive(self._lock):
-            left = list(tmp.iterdir())
-            for p in left:
-                shutil.rmtree(p, ignore_errors=True)
-        return len(left)
+        cutoff = time.time() - older_than
+        n = 0
+        for p in tmp.iterdir():
+            try:
+                if p.stat().st_mtime < cutoff:
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
+            except FileNotFoundError:  # removed by another writer meanwhile
+                continue
+        return n
 
     @staticmethod
     def _rows_of(case: ReviewedCase) -> list[ManifestRow]:
