@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .services import Redis, Server, Worker, tiny_volume, wait_task_end
+from .services import Redis, Server, Worker, database, tiny_volume, wait_task_end
 
 #: real servers, workers and Redis: tens of seconds (run with -m slow)
 pytestmark = pytest.mark.slow
@@ -39,12 +39,19 @@ def _mask(c: httpx.Client, jid: str, z: int) -> str:
     return str(r.json()["task_id"])
 
 
-@pytest.mark.parametrize("aof", [False, True], ids=["no-persistence", "aof"])
-def test_redis_killed_and_restarted_mid_job(tmp_path: Path, aof: bool) -> None:
+@pytest.mark.parametrize(("aof", "db"), [(False, "sqlite"), (True, "sqlite"),
+                                         (False, "postgresql")],
+                         ids=["no-persistence", "aof", "no-persistence-postgresql"])
+def test_redis_killed_and_restarted_mid_job(tmp_path: Path, aof: bool, db: str) -> None:
+    with database(db, tmp_path) as url:
+        _redis_killed_and_restarted(tmp_path, aof, url)
+
+
+def _redis_killed_and_restarted(tmp_path: Path, aof: bool, database_url: str) -> None:
     redis = Redis(tmp_path / "redis", aof=aof)
     redis.start()
     settings = {"home": str(tmp_path / "home"), "json_logs": False, "queue": "celery",
-                "redis_url": redis.url, "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+                "redis_url": redis.url, "database_url": database_url,
                 "default_engine": "classic", "plugins": ["slow_engine_plugin"]}
     worker = Worker(settings, tmp_path / "worker.log")
     server = Server(settings, tmp_path / "serve.log")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .services import Redis, Server, Worker, events_until_end, tiny_volume
+from .services import Redis, Server, Worker, database, events_until_end, tiny_volume
 
 #: real servers, workers and Redis: tens of seconds (run with -m slow)
 pytestmark = pytest.mark.slow
@@ -23,12 +23,18 @@ pytestmark = pytest.mark.slow
 RECOVERY_BOUND_S = 20.0
 
 
-def test_killed_worker_recovers_within_20_s_with_defaults(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_killed_worker_recovers_within_20_s_with_defaults(tmp_path: Path, db: str) -> None:
+    with database(db, tmp_path) as url:
+        _killed_worker_recovers(tmp_path, url)
+
+
+def _killed_worker_recovers(tmp_path: Path, database_url: str) -> None:
     redis = Redis(tmp_path / "redis")
     redis.start()
     # heartbeat_seconds and stale_after_seconds stay at their defaults: that is the point
     settings = {"home": str(tmp_path / "home"), "json_logs": False, "queue": "celery",
-                "redis_url": redis.url, "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+                "redis_url": redis.url, "database_url": database_url,
                 "default_engine": "classic", "plugins": ["slow_engine_plugin"]}
     workers = {w.pid: w for w in (Worker(settings, tmp_path / f"w{i}.log") for i in range(2))}
     server = Server(settings, tmp_path / "serve.log")
