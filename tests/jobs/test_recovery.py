@@ -138,3 +138,32 @@ def test_home_lock_names_the_holder_and_is_released(tmp_path: Path) -> None:
     first.release()
     second.acquire()
     second.release()
+
+
+def test_embedded_start_leaves_live_running_tasks_to_their_worker(tmp_path: Path) -> None:
+    """A running task with a fresh heartbeat (a live worker sharing the job store) is not
+    taken at start; once its heartbeat is stale the reaper takes it over."""
+    from fastapi.testclient import TestClient
+
+    from segloop.api import create_app
+
+    s = load_settings(None, home=tmp_path / "home", json_logs=False, default_engine="classic",
+                      heartbeat_seconds=0.2, stale_after_seconds=1.5)
+    store = JobStore(s)
+    jid = _job(store, tmp_path)
+    tid = _task(store, jid)
+    with store.engine.begin() as conn:
+        conn.execute(update(TaskRow).where(TaskRow.id == tid).values(
+            state="running", attempts=1, worker="gpu-host:4242",
+            heartbeat=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+    store.close()
+    with TestClient(create_app(s)) as c:
+        time.sleep(0.5)
+        t = c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json()
+        assert (t["state"], t["attempts"]) == ("running", 1)  # not taken from a live worker
+        deadline = time.monotonic() + 20
+        while t["state"] != "succeeded":
+            assert time.monotonic() < deadline, t
+            time.sleep(0.1)
+            t = c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json()
+        assert t["attempts"] == 2  # taken over by the reaper once the heartbeat went stale

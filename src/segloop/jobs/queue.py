@@ -6,8 +6,9 @@ carries task ids, never arrays. Whatever runs the task calls
 
 - :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone).
   On start it resubmits the tasks a previous process left queued or running, so a restart
-  loses nothing; a reaper thread requeues tasks whose heartbeat stopped. It holds the home's
-  lock (segloop.jobs.homelock) so a second embedded server cannot take its live tasks.
+  loses nothing (running ones once their heartbeat is stale); a reaper thread requeues tasks
+  whose heartbeat stopped. It holds the home's lock (segloop.jobs.homelock) so a second
+  embedded server cannot take its live tasks.
 - :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
   processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
   died is retried or failed with a reason even if no other worker notices, and the reaper
@@ -110,10 +111,19 @@ class EmbeddedQueue:
         self._home_lock.acquire()
 
     def start(self) -> None:
-        for tid in self.runtime.store.unfinished_tasks():
-            t = self.runtime.store.get_task(tid)
+        """Resubmit what a previous server left: its queued tasks, and its running tasks
+        whose heartbeat is stale. A running task with a live heartbeat belongs to a live
+        worker (another process sharing this job store): the reaper takes it over only if
+        that worker goes silent."""
+        store = self.runtime.store
+        stale = set(store.stale_tasks())
+        for tid in store.unfinished_tasks():
+            t = store.get_task(tid)
             if t is not None and t.state == "running":
-                self.runtime.store.requeue(tid, "the server stopped while it ran")
+                if tid not in stale:
+                    log.info("task %s runs on live worker %s: left to it", tid, t.worker)
+                    continue
+                store.requeue(tid, "the server stopped while it ran")
             log.info("resubmitting task %s left by a previous run", tid)
             self.submit(tid)
         self._reaper.start()
