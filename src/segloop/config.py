@@ -62,10 +62,11 @@ class Settings(BaseSettings):
     )
     default_engine: str = Field("auto", description="engine used when a request names none")
     heartbeat_seconds: float = Field(
-        5.0, gt=0, description="how often a running task reports it is alive"
+        2.0, gt=0, description="how often a running task reports it is alive (and the reapers run)"
     )
     stale_after_seconds: float = Field(
-        60.0, gt=0, description="a running task silent this long is considered crashed"
+        10.0, gt=0, description="a running task silent this long is considered crashed: a lost "
+        "worker's task is running again within about this plus heartbeat_seconds"
     )
     max_attempts: int = Field(3, ge=1, description="a crashed task is retried this many times")
     visibility_timeout: int = Field(

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segloop.datastore.manifest import read_manifest
 from segloop.engines.registry import engine_names
-from segloop.eval.manifest import read_manifest
 from segloop.eval.runner import evaluate, resolve_engines
 from segloop.io import load_volume
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from segloop.datastore.manifest import read_manifest
 from segloop.errors import InputError, SegloopError
-from segloop.eval.manifest import read_manifest
 from segloop.eval.report import summarize, write_report
 from segloop.eval.runner import EvalProgress, evaluate, load_truth, resolve_engines
 from segloop.io import load_volume

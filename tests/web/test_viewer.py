@@ -375,3 +375,27 @@ def test_cancel_a_propagation_from_the_keyboard(server: LiveServer, page: Any) -
     assert shown == int((api_labels(server.url, job, 1) > 0).sum())
     st = httpx.get(f"{server.url}/api/v1/jobs/{job}/status").json()
     assert st["state"] == "cancelled" and st["current_version"] == 1
+
+
+def test_recovering_event_is_shown_and_unknown_events_are_ignored(server: LiveServer,
+                                                                  page: Any) -> None:
+    """A ``recovering`` event (a task's worker was lost, it is queued again) shows in the
+    progress bar and the message line; an event type the viewer does not know changes nothing."""
+    ct = need_data() / "totalseg" / "example_ct_sm.nii.gz"
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT_MS)
+    page.set_input_files("#file-input", str(ct))
+    page.wait_for_selector("body[data-job]", timeout=TIMEOUT_MS)
+    job = page.get_attribute("body", "data-job")
+    page.evaluate("() => window.segloop.state.esReady")
+    bus = server.app.state.services.bus
+    bus.publish(job, {"type": "from-the-future", "job_id": job, "stage": "whatever"})
+    bus.publish(job, {"type": "recovering", "job_id": job, "task_id": "t-lost",
+                      "kind": "propagate", "state": "queued", "stage": "recovering",
+                      "attempts": 1, "reason": "worker w1 stopped reporting for more than 10 s"})
+    page.wait_for_function("() => window.segloop.state.eventCounts.recovering === 1",
+                           timeout=TIMEOUT_MS)
+    assert "recovering (attempt 2)" in page.locator("#progress-text").inner_text()
+    assert "worker lost" in page.locator("#message").inner_text()
+    assert js(page, "window.segloop.state.eventCounts['from-the-future'] === undefined")
+    assert page.errors == []

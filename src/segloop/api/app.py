@@ -43,10 +43,11 @@ from segloop.config import Settings
 from segloop.errors import InputError, SegloopError
 from segloop.io.volume import Volume
 from segloop.jobs import files
-from segloop.jobs.errors import AuthError, ConflictError
+from segloop.jobs.errors import AuthError, ConflictError, QueueUnavailableError
 from segloop.jobs.events import EventBus, make_bus
 from segloop.jobs.housekeeping import sweep_leftovers
 from segloop.jobs.queue import CeleryQueue, EmbeddedQueue, TaskQueue
+from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
 from segloop.jobs.system import gpu_info, host_info
@@ -219,7 +220,11 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
     if params["engine"] not in known:
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, kind, params, who, known)
-    svc.queue.submit(t["task_id"])
+    try:
+        svc.queue.submit(t["task_id"])
+    except QueueUnavailableError:  # 503, and the store forgets the task: nothing waits on it
+        discard_unsent(svc.store, t["task_id"])
+        raise
     svc.bus.publish(job_id, {**t, "type": "queued"})
     svc.metrics.tasks_submitted.labels(kind=kind).inc()
     return {"task_id": t["task_id"], "job_id": job_id, "kind": kind, "state": t["state"],

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``segloop eval``; returns 0, or 1 when an engine failed on some case."""
     from tqdm import tqdm
 
+    from segloop.datastore.manifest import read_manifest
     from segloop.errors import InputError
-    from segloop.eval.manifest import read_manifest
     from segloop.eval.report import format_summary_table, summarize, write_report
     from segloop.eval.runner import EvalProgress, evaluate, resolve_engines
 

@@ -2,7 +2,7 @@
 
 - ``protocol``: box on the key slice, propagation, simulated corrective clicks (one case).
 - ``metrics``: Dice, IoU, NSD, HD95 in mm on boolean arrays (numpy/scipy only).
-- ``manifest``: reading ``case_id,image,label,label_value,structure,modality[,patient_id]`` CSVs.
+- manifests are read with ``segloop.datastore.manifest`` (the datastore owns the format).
 - ``runner``: every case x every engine x every click -> scored records (``evaluate``).
 - ``report``: CSV, markdown/JSON summaries, plots and overlays (``write_report``).
 - ``memory``: the peak-memory probe used by the runner.

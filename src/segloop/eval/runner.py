@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from segloop.datastore.manifest import Case
 from segloop.engines.base import Engine
 from segloop.engines.registry import get_engine, resolve_auto
 from segloop.errors import InputError, SegloopError
-from segloop.eval.manifest import Case
 from segloop.eval.memory import PeakMemory
 from segloop.eval.metrics import DEFAULT_TOLERANCE_MM, compute_scores
 from segloop.eval.protocol import InteractionRun, box_from_mask, key_slice, run_interaction
@@ -345,7 +345,7 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate every engine on every case; see the module docstring for the protocol.
 
-    cases: from :func:`segloop.eval.manifest.read_manifest`; engines: display name -> engine
+    cases: from :func:`segloop.datastore.manifest.read_manifest`; engines: display name -> engine
     (compared side by side, in this order); clicks: simulated corrective clicks per case (>= 0);
     tolerance_mm: the NSD tolerance; on_progress: called after every step.
     """

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from segloop.errors import SegloopError
 
-__all__ = ["AuthError", "ConflictError", "ForbiddenError", "NotFoundError"]
+__all__ = ["AuthError", "ConflictError", "ForbiddenError", "HomeInUseError", "NotFoundError",
+           "QueueUnavailableError"]
 
 
 class NotFoundError(SegloopError):
@@ -32,3 +33,13 @@ class ConflictError(SegloopError):
     """The request does not fit the job's current state (nothing to undo, no mask yet...)."""
 
     http_status = 409
+
+
+class HomeInUseError(ConflictError):
+    """Another embedded `segloop serve` holds the data directory."""
+
+
+class QueueUnavailableError(SegloopError):
+    """The task queue's broker (Redis) cannot be reached: nothing was recorded, try again."""
+
+    http_status = 503

@@ -4,7 +4,8 @@ Workers call ``publish(job_id, event)`` (synchronous, from any thread or process
 SSE endpoint opens ``subscribe(job_id)`` and awaits events. The embedded queue uses
 :class:`LocalBus` (the worker threads live in the API process); the Celery queue uses
 :class:`RedisBus` (channel ``segloop:job:<job_id>``). Events are small JSON-able dicts with a
-``type`` ("queued", "started", "progress", "done", "failed", "cancelled"). Events are a push
+``type`` ("queued", "started", "progress", "recovering", "done", "failed", "cancelled",
+"version"; clients ignore types they do not know). Events are a push
 channel only: the job store stays the source of truth, so a client that connects late first
 reads the status from the store. Imports redis lazily; never torch, FastAPI or Celery.
 

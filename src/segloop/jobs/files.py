@@ -6,8 +6,7 @@ Layout under ``SEGLOOP_HOME`` (see docs/service.md)::
     jobs/<job_id>/source/dicom/...        or the extracted DICOM series of a .zip upload
     jobs/<job_id>/canonical.nii.gz        closest-canonical RAS volume (what GET /volume serves)
     jobs/<job_id>/versions/v0001.npz      label map of version 1: ``labels`` uint8 (X, Y, Z) canonical
-    datastore/manifest.csv                reviewed masks, in the `segloop eval` manifest format
-    datastore/cases/<job_id>_v<n>/{image,label}.nii.gz, meta.json
+    datastore/...                         reviewed cases: owned by segloop.datastore
 
 Client-supplied names never reach the filesystem: every path is built from a job UUID and a
 fixed name. Every write goes to a temporary name first and is renamed into place. Imports
@@ -16,7 +15,6 @@ numpy, nibabel and segloop.io; never torch, FastAPI or Celery.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import os
@@ -24,7 +22,6 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,8 +33,6 @@ from segloop.errors import InputError, VolumeTooLargeError
 from segloop.io.volume import Volume
 
 __all__ = [
-    "DATASTORE_COLUMNS",
-    "append_datastore_rows",
     "atomic_write_bytes",
     "canonical_path",
     "check_zip_members",
@@ -52,9 +47,6 @@ __all__ = [
 ]
 
 LabelMap = npt.NDArray[np.uint8]
-
-DATASTORE_COLUMNS = ("case_id", "image", "label", "label_value", "structure", "modality",
-                     "patient_id", "job_id", "version", "reviewed_by")
 
 _EXT = {"nifti": "upload.nii", "nrrd": "upload.nrrd", "mha": "upload.mha", "npz": "upload.npz",
         "npy": "upload.npy", "dicom": "upload.dcm"}
@@ -235,17 +227,3 @@ def read_mask_upload(data: bytes, canonical: Volume, source: Volume | None) -> L
         f"the mask has shape {arr.shape}, but this job's volume is {canonical.shape} "
         f"(canonical) / {source.shape if source else '?'} (as uploaded)"
     )
-
-
-def append_datastore_rows(datastore: Path, rows: Sequence[Mapping[str, object]]) -> Path:
-    """Append rows to ``datastore/manifest.csv`` (header written once); returns the manifest path."""
-    manifest = datastore / "manifest.csv"
-    old = manifest.read_text() if manifest.exists() else ""
-    out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=list(DATASTORE_COLUMNS))
-    if not old:
-        w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in DATASTORE_COLUMNS})
-    atomic_write_bytes(manifest, (old + out.getvalue()).encode())
-    return manifest

@@ -6,10 +6,14 @@ carries task ids, never arrays. Whatever runs the task calls
 
 - :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone).
   On start it resubmits the tasks a previous process left queued or running, so a restart
-  loses nothing; a reaper thread requeues tasks whose heartbeat stopped.
+  loses nothing (running ones once their heartbeat is stale); a reaper thread requeues tasks
+  whose heartbeat stopped. It holds the home's lock (segloop.jobs.homelock) so a second
+  embedded server cannot take its live tasks.
 - :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
   processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
-  died is retried or failed with a reason even if no other worker notices.
+  died is retried or failed with a reason even if no other worker notices, and the reaper
+  re-sends the queued tasks Redis lost (segloop.jobs.recovery). A send that fails raises
+  QueueUnavailableError (the API answers 503 and forgets the task).
 
 Never imports torch; Celery is imported only by CeleryQueue.
 """
@@ -22,9 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from segloop.config import Settings
+from segloop.jobs.errors import QueueUnavailableError
+from segloop.jobs.homelock import HomeLock
+from segloop.jobs.recovery import BrokerReconciler
 from segloop.jobs.runner import Runtime
 
-__all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery"]
+__all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery", "reap_once",
+           "send_task"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ class TaskQueue(Protocol):
     kind: str
 
     def submit(self, task_id: str) -> None:
-        """Schedule a recorded task."""
+        """Schedule a recorded task; QueueUnavailableError when it could not be handed over."""
         ...
 
     def start(self) -> None:
@@ -51,8 +59,13 @@ class TaskQueue(Protocol):
 
 
 class _Reaper:
-    def __init__(self, runtime: Runtime, resubmit: Any, interval: float) -> None:
+    """Every ``interval``: requeue the tasks of silent workers, and (Celery) re-send the
+    queued tasks the broker lost."""
+
+    def __init__(self, runtime: Runtime, resubmit: Any, interval: float,
+                 reconciler: BrokerReconciler | None = None) -> None:
         self.runtime, self.resubmit, self.interval = runtime, resubmit, interval
+        self.reconciler = reconciler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="segloop-reaper", daemon=True)
 
@@ -61,13 +74,25 @@ class _Reaper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.runtime.reap(self.resubmit)
-            except Exception as exc:  # pragma: no cover - keep the reaper alive
-                log.warning("reaper: %s", exc)
+            reap_once(self.runtime, self.resubmit, self.reconciler)
 
     def stop(self) -> None:
         self._stop.set()
+        if self.reconciler is not None:
+            self.reconciler.close()
+
+
+def reap_once(runtime: Runtime, resubmit: Any, reconciler: BrokerReconciler | None) -> None:
+    """One reaper round (never raises: the reaper thread must stay alive)."""
+    try:
+        runtime.reap(resubmit)
+    except Exception as exc:  # pragma: no cover - database or broker hiccup
+        log.warning("reaper: %s", exc)
+    if reconciler is not None and reconciler.due():
+        try:
+            reconciler.run()
+        except Exception as exc:  # pragma: no cover - database hiccup
+            log.warning("reconcile: %s", exc)
 
 
 class EmbeddedQueue:
@@ -81,12 +106,24 @@ class EmbeddedQueue:
                                         thread_name_prefix="segloop-worker")
         self._closed = False
         self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
+        # one embedded server per home: a second one would requeue this one's live tasks
+        self._home_lock = HomeLock(settings.home)
+        self._home_lock.acquire()
 
     def start(self) -> None:
-        for tid in self.runtime.store.unfinished_tasks():
-            t = self.runtime.store.get_task(tid)
+        """Resubmit what a previous server left: its queued tasks, and its running tasks
+        whose heartbeat is stale. A running task with a live heartbeat belongs to a live
+        worker (another process sharing this job store): the reaper takes it over only if
+        that worker goes silent."""
+        store = self.runtime.store
+        stale = set(store.stale_tasks())
+        for tid in store.unfinished_tasks():
+            t = store.get_task(tid)
             if t is not None and t.state == "running":
-                self.runtime.store.requeue(tid, "the server stopped while it ran")
+                if tid not in stale:
+                    log.info("task %s runs on live worker %s: left to it", tid, t.worker)
+                    continue
+                store.requeue(tid, "the server stopped while it ran")
             log.info("resubmitting task %s left by a previous run", tid)
             self.submit(tid)
         self._reaper.start()
@@ -112,6 +149,18 @@ class EmbeddedQueue:
         self._reaper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.runtime.close()
+        self._home_lock.release()
+
+
+def send_task(app: Any, task_id: str) -> None:
+    """Publish ``segloop.run_task(task_id)`` (the Celery task id is the segloop task id, so
+    the broker's messages name their tasks); QueueUnavailableError when the broker fails."""
+    try:
+        app.send_task(TASK_NAME, args=[task_id], task_id=task_id)
+    except Exception as exc:  # kombu/redis raise a variety of connection errors
+        raise QueueUnavailableError(
+            "the task queue (Redis) is unavailable, nothing was submitted: try again in a "
+            f"moment ({type(exc).__name__})") from exc
 
 
 def make_celery(settings: Settings) -> Any:
@@ -129,6 +178,11 @@ def make_celery(settings: Settings) -> Any:
         task_default_queue="segloop",
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
+        # a send while Redis is down fails within seconds (the API then answers 503) instead
+        # of blocking a request thread on reconnects
+        broker_connection_timeout=2.0,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                   "interval_step": 0.5, "interval_max": 1.0},
         worker_hijack_root_logger=False,
         worker_send_task_events=True,  # task-received/started/succeeded for Flower
     )
@@ -143,13 +197,15 @@ class CeleryQueue:
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings, self.runtime = settings, runtime
         self.app = make_celery(settings)
-        self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
+        self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5),
+                               BrokerReconciler(settings, runtime.store, self.submit))
 
     def start(self) -> None:
         self._reaper.start()
 
     def submit(self, task_id: str) -> None:
-        self.app.send_task(TASK_NAME, args=[task_id])
+        """Send a task id to the workers; QueueUnavailableError when Redis cannot take it."""
+        send_task(self.app, task_id)
 
     def depth(self) -> int:
         """Messages waiting in the Redis queue."""

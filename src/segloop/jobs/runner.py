@@ -434,7 +434,9 @@ class Runtime:
         return info
 
     def reap(self, resubmit: Callable[[str], None]) -> list[str]:
-        """Requeue (via ``resubmit``) or fail running tasks whose worker went silent."""
+        """Requeue (via ``resubmit``) or fail running tasks whose worker went silent; a requeued
+        task's job gets a ``recovering`` event (stage ``recovering``, the reason), a failed one
+        a ``failed`` event."""
         out = []
         for tid in self.store.stale_tasks():
             t = self.store.get_task(tid)
@@ -442,6 +444,10 @@ class Runtime:
                       f"{self.settings.stale_after_seconds:g} s (crashed or killed)")
             if self.store.requeue(tid, reason):
                 log.warning("requeued task %s: %s", tid, reason)
+                t = self.store.get_task(tid)
+                if t is not None:  # SSE clients learn why the task went quiet
+                    self._publish(t.job_id, {**task_dict(t), "type": "recovering",
+                                             "stage": "recovering", "reason": reason})
                 resubmit(tid)
             else:
                 t = self.store.get_task(tid)

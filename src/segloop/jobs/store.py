@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from segloop.config import Settings
+from segloop.datastore.local import Datastore, ReviewedCase, ReviewedObject
 from segloop.errors import InputError, PromptError, SegloopError
 from segloop.jobs import files, housekeeping
 from segloop.jobs.db import (
@@ -940,42 +941,20 @@ class JobStore:
         if v is None:
             raise ConflictError("this job has no mask version to review")
         labels = files.load_labels(self.job_dir(job_id) / v.path)
-        case = f"{job_id}_v{v.number:04d}"
-        ds = self.settings.datastore_dir
-        tmp = self.settings.tmp_dir / f"ds-{case}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        can = files.load_canonical(self.job_dir(job_id), modality)
-        shutil.copyfile(files.canonical_path(self.job_dir(job_id)), tmp / "image.nii.gz")
-        import nibabel as nib
-
-        nib.save(nib.Nifti1Image(labels, can.affine), str(tmp / "label.nii.gz"))
         objects = self.list_objects(job_id, who)
-        meta = {"job_id": job_id, "version": v.number, "reviewed_by": who.name,
-                "author": v.author, "source": v.source, "engine": v.engine,
-                "modality": modality, "filename": filename, "objects": objects}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        dest = ds / "cases" / case
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(dest)
-            present = set(np.unique(labels).tolist())
-            rows: list[dict[str, object]] = [
-                {"case_id": f"{case}_o{o['object_id']}", "image": f"cases/{case}/image.nii.gz",
-                 "label": f"cases/{case}/label.nii.gz", "label_value": o["label_value"],
-                 "structure": o["name"], "modality": modality or "", "patient_id": job_id,
-                 "job_id": job_id, "version": v.number, "reviewed_by": who.name}
-                for o in objects if o["label_value"] in present
-            ]
-            files.append_datastore_rows(ds, rows)
+        added = Datastore(self.settings.datastore_dir).add(ReviewedCase(
+            job_id=job_id, version=v.number, reviewed_by=who.name, modality=modality,
+            image=files.canonical_path(self.job_dir(job_id)), labels=labels,
+            objects=tuple(ReviewedObject(int(o["object_id"]), int(o["label_value"]),
+                                         str(o["name"])) for o in objects),
+            meta={"author": v.author, "source": v.source, "engine": v.engine,
+                  "filename": filename, "objects": objects}))
         with self.sessions.begin() as s:
             s.execute(update(MaskVersionRow).where(MaskVersionRow.id == v.id)
                       .values(reviewed=True, reviewed_by=who.name))
         self.audit(who.name, "review", job_id, version=v.number)
         return {"job_id": job_id, "version": v.number, "reviewed": True,
-                "datastore_case": f"cases/{case}"}
+                "datastore_case": added.case_dir}
 
     # ------------------------------------------------------------------ service-wide
     def get_kv(self, key: str, default: str = "") -> str:

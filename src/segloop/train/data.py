@@ -220,13 +220,9 @@ def load_folders(images: Path, masks: Path, *, val_fraction: float, seed: int,
 
 def datastore_manifest(datastore: Path) -> Path:
     """The manifest of the server's reviewed masks (``<datastore>/manifest.csv``)."""
-    path = datastore / "manifest.csv"
-    if not path.is_file():
-        raise InputError(
-            f"no reviewed masks in {datastore} (no manifest.csv): review a mask in the server"
-            " first (POST /api/v1/jobs/ID/review), or point --from-datastore at its datastore"
-        )
-    return path
+    from segloop.datastore.local import Datastore
+
+    return Datastore(datastore).require_manifest()
 
 
 def load_manifest_records(manifest: Path, root: Path | None,
@@ -239,8 +235,8 @@ def load_manifest_records(manifest: Path, root: Path | None,
     truth is ``label == label_value`` (or ``> 0``) resampled onto the image in physical
     space. A volume shared by several rows is read once.
     """
+    from segloop.datastore.manifest import read_manifest
     from segloop.engines.sam2.preprocess import to_uint8_volume
-    from segloop.eval.manifest import read_manifest
     from segloop.io import load_label, load_volume
     from segloop.io.radiological import volume_to_views
 

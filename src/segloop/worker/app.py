@@ -7,7 +7,8 @@ one model; pin a worker to a GPU with ``CUDA_VISIBLE_DEVICES`` and run one worke
 (docs/service.md). Reliability: late acknowledgement, prefetch 1 and reject-on-worker-lost
 make the broker redeliver a task whose worker died; the runner's heartbeats and the reaper
 (in every worker and in the API) requeue a task whose worker went silent, or fail it with a
-reason after ``max_attempts``; the task is idempotent (a duplicate delivery is skipped).
+reason after ``max_attempts``, and re-sends queued tasks the broker lost (after a Redis
+restart: segloop.jobs.recovery); the task is idempotent (a duplicate delivery is skipped).
 Never imports FastAPI.
 """
 
@@ -21,7 +22,8 @@ from typing import Any
 
 from segloop.config import Settings
 from segloop.jobs.events import RedisBus
-from segloop.jobs.queue import TASK_NAME, make_celery
+from segloop.jobs.queue import TASK_NAME, make_celery, reap_once, send_task
+from segloop.jobs.recovery import BrokerReconciler
 from segloop.jobs.runner import Runtime
 from segloop.jobs.store import JobStore
 
@@ -69,14 +71,13 @@ def create_worker(settings: Settings) -> Any:
 
 def _start_reaper(rt: Runtime, app: Any, settings: Settings) -> None:
     def resubmit(task_id: str) -> None:
-        app.send_task(TASK_NAME, args=[task_id])
+        send_task(app, task_id)
+
+    reconciler = BrokerReconciler(settings, rt.store, resubmit)
 
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(max(settings.heartbeat_seconds, 0.5)):
-            try:
-                rt.reap(resubmit)
-            except Exception as exc:  # pragma: no cover - keep reaping
-                log.warning("reaper: %s", exc)
+            reap_once(rt, resubmit, reconciler)
 
     threading.Thread(target=loop, name="segloop-reaper", daemon=True).start()

@@ -480,7 +480,8 @@ function openEvents(jobId) {
     es.addEventListener('open', () => resolve(), { once: true });
     setTimeout(resolve, 3000);
   });
-  for (const type of ['status', 'queued', 'started', 'progress', 'done', 'failed', 'cancelled', 'version']) {
+  // event types this viewer knows; the server may add others: they are ignored
+  for (const type of ['status', 'queued', 'started', 'progress', 'recovering', 'done', 'failed', 'cancelled', 'version']) {
     es.addEventListener(type, (m) => {
       if (S.es !== es) return;
       let ev;
@@ -569,6 +570,13 @@ async function onEvent(type, ev) {
         message(`${ev.kind || 'task'} cancelled`);
         setState('idle');
       }
+      break;
+    case 'recovering': // the worker running this task was lost; it is queued again
+      showProgress(true);
+      setProgress({ stage: `recovering (attempt ${(ev.attempts || 0) + 1})`, progress: 0 });
+      await loadVersion(S.version); // drop slices painted by the lost attempt
+      message(`${ev.kind || 'task'}: worker lost, running it again`);
+      setState('busy', 'recovering');
       break;
     case 'version':
       if (ev.version !== S.version && !S.dirty && !S.activeTask) await loadVersion(ev.version);

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from segloop.datastore.manifest import ManifestError, read_manifest
 from segloop.errors import InputError
-from segloop.eval.manifest import ManifestError, read_manifest
 
 HEADER = "case_id,image,label,label_value,structure,modality"
 

@@ -5,7 +5,11 @@ root folder (``image`` may be a DICOM series folder); the target is ``label == l
 ``label > 0`` when ``label_value`` is ``any``. ``patient_id`` is optional (without it each case is
 its own patient). Every problem of a manifest is reported at once in one :class:`ManifestError`.
 
-Imports only the standard library and segloop.errors (no numpy, no engines).
+The datastore's own ``manifest.csv`` is a manifest with extra columns (job, version, reviewer),
+so ``segloop train --from-datastore`` and ``segloop eval`` read both with :func:`read_manifest`.
+
+Imports only the standard library and segloop.errors; must not import numpy, engines, jobs,
+train or eval.
 """
 
 from __future__ import annotations
