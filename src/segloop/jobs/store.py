@@ -324,8 +324,8 @@ class JobStore:
         build = self.settings.tmp_dir / f"job-{job_id}"
         final = self.job_dir(job_id)
         try:
-            vol, rel = files.ingest_upload(upload, build, max_bytes=self.settings.max_upload_bytes,
-                                           max_voxels=self.settings.max_voxels)
+            vol, rel = files.ingest_upload(upload, build,
+                                           files.UploadLimits.from_settings(self.settings))
             can = vol.canonical()
             build.rename(final)
         except SegloopError as exc:
