@@ -50,6 +50,8 @@ from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
 from segloop.jobs.system import gpu_info, host_info
 
+from .limits import Coord, JsonBodyLimit, LabelValue, ObjectId, Point, PointLabel, Version, \
+    check_points
 from .metrics import Metrics
 from .upload import read_small_body, receive_upload
 
@@ -150,12 +152,12 @@ Who = Annotated[Principal, Depends(get_principal)]
 class InitialMaskRequest(BaseModel):
     """A 2D prompt on axial slice ``slice_index`` (canonical voxel indices, inclusive box)."""
 
-    slice_index: int
-    box: list[int] | None = Field(None, min_length=4, max_length=4,
-                                  description="[x0, y0, x1, y1] inclusive")
-    points: list[list[int]] | None = Field(None, description="[[x, y], ...]")
-    point_labels: list[int] | None = Field(None, description="1 positive, 0 negative")
-    object_id: int | None = None
+    slice_index: Coord
+    box: list[Coord] | None = Field(None, min_length=4, max_length=4,
+                                    description="[x0, y0, x1, y1] inclusive")
+    points: list[Point] | None = Field(None, description="[[x, y], ...]")
+    point_labels: list[PointLabel] | None = Field(None, description="1 positive, 0 negative")
+    object_id: ObjectId | None = None
     engine: str | None = None
 
 
@@ -166,8 +168,8 @@ class RefineRequest(InitialMaskRequest):
 class PropagateRequest(BaseModel):
     """Propagate an object from its anchor slice (default: where its initial mask was drawn)."""
 
-    object_id: int | None = None
-    slice_index: int | None = None
+    object_id: ObjectId | None = None
+    slice_index: Coord | None = None
     engine: str | None = None
 
 
@@ -176,19 +178,19 @@ class ObjectRequest(BaseModel):
 
     name: str | None = None
     colour: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
-    label_value: int | None = None
+    label_value: LabelValue | None = None
 
 
 class ReviewRequest(BaseModel):
     """Which version to mark final (default: the current one)."""
 
-    version: int | None = None
+    version: Version | None = None
 
 
 class CleanupRequest(BaseModel):
     """Retention run parameters."""
 
-    older_than_days: int | None = None
+    older_than_days: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     include_reviewed: bool = False
 
 
@@ -201,6 +203,7 @@ class ReloadRequest(BaseModel):
 # ---------------------------------------------------------------------------- routes
 def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
             ) -> dict[str, Any]:
+    check_points(params.get("points"), params.get("point_labels"), svc.settings.max_points)
     params = {**params, "engine": params.get("engine") or svc.default_engine()}
     known = svc.engine_names()
     if params["engine"] not in known:
@@ -289,7 +292,7 @@ def _jobs_router() -> APIRouter:
     @r.get("/{job_id}/result", summary="The mask: nii.gz (uploaded grid), png (a slice), dicom-seg")
     async def result(job_id: str, svc: Svc, who: Who,
                      format: Literal["nii.gz", "png", "dicom-seg"] = "nii.gz",
-                     slice_index: int | None = None, version: int | None = None,
+                     slice_index: Coord | None = None, version: Version | None = None,
                      style: Literal["colour", "labels"] = "colour",
                      grid: Literal["source", "canonical"] = "source") -> Response:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
@@ -347,7 +350,8 @@ def _jobs_router() -> APIRouter:
     @r.put("/{job_id}/mask", summary="Upload an edited label map (NIfTI, canonical or source grid)")
     async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
-        data = await read_small_body(request, svc.settings.max_upload_bytes)
+        data = await read_small_body(request, min(svc.settings.max_upload_bytes,
+                                                  svc.settings.max_volume_bytes))
 
         def parse_and_store() -> int:
             can = files.load_canonical(svc.store.job_dir(job_id), job["modality"])
@@ -393,7 +397,7 @@ def _jobs_router() -> APIRouter:
                                        body.label_value)
 
     @r.patch("/{job_id}/objects/{object_id}")
-    def edit_object(job_id: str, object_id: int, body: ObjectRequest, svc: Svc, who: Who
+    def edit_object(job_id: str, object_id: ObjectId, body: ObjectRequest, svc: Svc, who: Who
                     ) -> dict[str, Any]:
         return svc.store.upsert_object(job_id, who, object_id, body.name, body.colour,
                                        body.label_value)
@@ -492,7 +496,7 @@ def _system_router() -> APIRouter:
         return svc.store.cleanup(who, b.older_than_days, b.include_reviewed)
 
     @r.get("/audit")
-    def audit(svc: Svc, who: Who, limit: int = Query(200, le=5000),
+    def audit(svc: Svc, who: Who, limit: int = Query(200, ge=1, le=5000),
               user: str | None = None) -> list[dict[str, Any]]:
         require_reviewer(who, "reading the audit log")
         return svc.store.audit_log(limit, user)
@@ -573,10 +577,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc), "error": type(exc).__name__},
                             status_code=exc.http_status)
 
+    app.add_middleware(JsonBodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(_Observe, metrics=svc.metrics)
 
     @app.get("/health", tags=["system"])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: never queued behind uploads
         return {"status": "ok", "version": __version__, "queue": settings.queue}
 
     @app.get("/metrics", tags=["system"], include_in_schema=False)

@@ -14,10 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from segloop.errors import InputError, VolumeTooLargeError
+from segloop.errors import InputError, SegloopError, VolumeTooLargeError
 
 __all__ = ["read_small_body", "receive_upload"]
 
@@ -123,6 +124,12 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> tuple[P
                 async for chunk in request.stream():
                     parser.write(chunk)
                 parser.finalize()
+            except SegloopError:
+                raise
+            except (MultipartParseError, ValueError) as exc:
+                raise InputError(f"malformed multipart/form-data body ({exc}); send the volume "
+                                 "as a file field 'file', or a raw body with another "
+                                 "content type") from exc
             finally:
                 writer.close()
             if not writer.done:
