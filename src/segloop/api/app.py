@@ -50,8 +50,7 @@ from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
 from segloop.jobs.system import gpu_info, host_info
 
-from .limits import Coord, JsonBodyLimit, LabelValue, ObjectId, Point, PointLabel, Version, \
-    check_points
+from .limits import Coord, JsonBodyLimit, LabelValue, ObjectId, Point, PointLabel, Version, check_points
 from .metrics import Metrics
 from .upload import read_small_body, receive_upload
 
