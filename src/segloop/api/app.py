@@ -459,6 +459,7 @@ def _system_router() -> APIRouter:
         else:
             out["worker_threads"] = svc.settings.workers
             out["cached_sessions"] = len(svc.runtime.cache)
+            out["cached_session_bytes"] = svc.runtime.cache.nbytes
         return out
 
     @r.get("/gpu")
