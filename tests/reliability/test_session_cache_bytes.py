@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from tests.security.live import Server, nifti_bytes
 
 from segloop.engines import get_engine
 from segloop.io.volume import Volume
 from segloop.jobs.runner import SessionCache
 from segloop.jobs.sizing import estimate_bytes
-from tests.security.live import Server, nifti_bytes
 
 SHAPE = (64, 64, 32)
 
