@@ -77,6 +77,9 @@ def _read(named: Path, path: Path, limits: ReadLimits, fmt: str, io_name: str) -
     reader.SetFileName(str(named))
     if io_name:
         reader.SetImageIO(io_name)
+    else:  # name the format after the reader SimpleITK picks (MINCImageIO -> "minc")
+        picked = str(sitk.ImageFileReader.GetImageIOFromFileName(str(named)))
+        fmt = picked.removesuffix("ImageIO").lower() or fmt
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -113,8 +116,6 @@ def _read(named: Path, path: Path, limits: ReadLimits, fmt: str, io_name: str) -
         if "modality" in k.lower():
             modality = modality_from_text(v.replace("MET_MOD_", " "))
     meta: dict[str, Any] = {"itk_metadata": {k: v for k, v in keys.items() if len(v) < 200}}
-    if not io_name:
-        meta["itk_image_io"] = reader.GetImageIO()
     if modality:
         meta["modality_source"] = "header"
     return Volume(
