@@ -177,3 +177,35 @@ def test_single_file_formats_accepted(server: Server, tmp_path: Path, ext: str) 
     r = server.upload((tmp_path / f"scan.{ext}").read_bytes(), "noname")
     assert r.status_code == 201, r.text
     assert r.json()["shape"] == [5, 4, 3]
+
+
+def test_header_tricks_refused(server: Server, secret: Path) -> None:
+    """Spellings a reader still understands: long comment padding, ':' separators, tabs,
+    repeated fields, an HDF5 or zip file posing as a member of a multi-file upload."""
+    before = len(server.jobs())
+    pad = "".join(f"# {'x' * 70}\n" for _ in range(1200))  # > 64 KiB of comments
+    heads = [
+        nrrd_header(str(secret)).replace(b"type:", pad.encode() + b"type:"),
+        nrrd_header(str(secret)).replace(b"data file:", b"\tdata   file :"),
+        nrrd_header("LOCAL").replace(b"data file: LOCAL\n", b"datafile: " + str(secret).encode()
+                                     + b"\n"),
+        mha_header(str(secret)).replace(b"ElementDataFile =", b"ElementDataFile:"),
+        mha_header("LOCAL") + b"ElementDataFile = " + str(secret).encode() + b"\n",
+        mha_header(str(secret)).replace(b"ElementDataFile", b"elementdatafile"),
+    ]
+    for head in heads:
+        r = server.upload(head, "x.nhdr")
+        assert 400 <= r.status_code < 500, (head[:60], r.text)
+        assert SECRET not in r.content
+        data = _zip({"x.nhdr" if head.startswith(b"NRRD") else "x.mhd": head, "x.raw": SECRET})
+        r = server.upload(data, "x.zip")
+        assert r.status_code in (201, 413, 415, 422), r.text
+        if r.status_code == 201:  # read from the zip's own member, never the server's file
+            jid = r.json()["job_id"]
+            assert (server.home / "jobs" / jid / "source" / "image" / "image.raw").read_bytes() \
+                == SECRET
+            server.client.delete(f"/api/v1/jobs/{jid}")
+    inner = _zip({"a.dcm": b"\0" * 100})
+    r = server.upload(_zip({"x.nii": inner}), "x.zip")
+    assert 400 <= r.status_code < 500, r.text
+    assert len(server.jobs()) == before

@@ -16,6 +16,7 @@ from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from segloop.errors import InputError, SegloopError, VolumeTooLargeError
@@ -159,7 +160,7 @@ async def read_small_body(request: Request, limit: int) -> bytes:
 
         with tempfile.TemporaryDirectory() as d:
             p, _ = await receive_upload(request, Path(d), limit)
-            data = p.read_bytes()
+            data = await run_in_threadpool(p.read_bytes)  # up to `limit`: off the event loop
             os.unlink(p)
             return data
     buf = bytearray()

@@ -26,7 +26,7 @@ __all__ = ["DataRef", "RefKind", "check_confined", "data_refs", "header_bytes", 
 #: the most header bytes looked at (a header longer than this is refused where it matters)
 HEADER_LIMIT = 64 * 1024
 
-_MHA_DATA = re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(.*?)[ \t]*\r?$",
+_MHA_DATA = re.compile(rb"^[ \t]*ElementDataFile[ \t]*[=:][ \t]*(.*?)[ \t]*\r?$",
                        re.MULTILINE | re.IGNORECASE)
 
 
@@ -61,36 +61,29 @@ def _nrrd_header_lines(head: bytes) -> list[str]:
     return text.decode("latin-1").split("\n")
 
 
+def _is_data_file_field(line: str) -> bool:
+    key, sep, _ = line.partition(":")
+    return bool(sep) and not line.lstrip().startswith("#") and ":=" not in line and \
+        "".join(key.split()).lower() == "datafile"
+
+
+def _ref(value: str) -> DataRef:
+    parts = value.split()
+    if parts and parts[0].upper() == "LIST":
+        return DataRef(RefKind.LIST, value)
+    if "%" in value and len(parts) >= 4:
+        return DataRef(RefKind.PATTERN, value)
+    return DataRef(RefKind.FILE, value)
+
+
 def _nrrd_refs(head: bytes) -> list[DataRef]:
-    for line in _nrrd_header_lines(head)[1:]:
-        if line.startswith("#") or ":=" in line or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        if key.replace(" ", "").lower() != "datafile":
-            continue
-        value = value.strip()
-        parts = value.split()
-        if parts and parts[0].upper() == "LIST":
-            return [DataRef(RefKind.LIST, value)]
-        if "%" in value and len(parts) >= 4:
-            return [DataRef(RefKind.PATTERN, value)]
-        return [DataRef(RefKind.FILE, value)]
-    return []
+    return [_ref(line.partition(":")[2].strip())
+            for line in _nrrd_header_lines(head)[1:] if _is_data_file_field(line)]
 
 
 def _mha_refs(head: bytes) -> list[DataRef]:
-    m = _MHA_DATA.search(head)
-    if m is None:
-        return []
-    value = m.group(1).decode("latin-1").strip()
-    parts = value.split()
-    if value.upper() == "LOCAL":
-        return []
-    if parts and parts[0].upper() == "LIST":
-        return [DataRef(RefKind.LIST, value)]
-    if "%" in value and len(parts) >= 4:
-        return [DataRef(RefKind.PATTERN, value)]
-    return [DataRef(RefKind.FILE, value)]
+    values = [m.group(1).decode("latin-1").strip() for m in _MHA_DATA.finditer(head)]
+    return [_ref(v) for v in values if v.upper() != "LOCAL"]
 
 
 def _pair_refs(path: Path) -> list[DataRef]:
@@ -111,7 +104,10 @@ def data_refs(path: Path, fmt: str) -> list[DataRef]:
     are in the file itself. Reads at most :data:`HEADER_LIMIT` bytes.
     """
     if fmt == "nrrd":
-        return _nrrd_refs(header_bytes(path))
+        head = header_bytes(path)
+        if len(head) >= HEADER_LIMIT and b"\n\n" not in head.replace(b"\r\n", b"\n"):
+            raise InputError(f"{path}: the NRRD header is longer than {HEADER_LIMIT} bytes")
+        return _nrrd_refs(head)
     if fmt == "mha":
         head = header_bytes(path)
         refs = _mha_refs(head)
@@ -157,14 +153,9 @@ def rewrite_data_ref(head: bytes, fmt: str, new_name: str) -> bytes:
     (attached data) is dropped, since the data now lives in ``new_name``.
     """
     if fmt == "nrrd":
-        out: list[str] = []
-        for line in _nrrd_header_lines(head):
-            key, sep, _ = line.partition(":")
-            if sep and ":=" not in line and not line.startswith("#") and \
-                    key.replace(" ", "").lower() == "datafile":
-                line = f"data file: {new_name}"
-            out.append(line)
-        return ("\n".join(out) + "\n").encode("latin-1")
+        lines = [f"data file: {new_name}" if _is_data_file_field(line) else line
+                 for line in _nrrd_header_lines(head)]
+        return ("\n".join(lines) + "\n").encode("latin-1")
     if fmt == "mha":
         m = _MHA_DATA.search(head)
         if m is None:

@@ -329,6 +329,9 @@ def load_volume(
         vol = _read_any(p, limits, exc)
         fmt = vol.source_format
     else:
+        if data_root is not None and fmt in ("hdf5", "dicom-zip"):
+            raise InputError(f"{p}: a {fmt} file is not read from an upload (it can hold or "
+                             "point at other files); send a .nii.gz, .nrrd, .mha or a DICOM zip")
         if data_root is not None and fmt in _DETACHABLE:
             check_confined(p, fmt, data_root)
         if fmt in ("dicom", "dicom-zip"):

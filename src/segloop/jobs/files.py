@@ -4,13 +4,15 @@ Layout under ``SEGLOOP_HOME`` (see docs/service.md)::
 
     jobs/<job_id>/source/upload.<ext>     the uploaded file, renamed by its sniffed format
     jobs/<job_id>/source/dicom/...        or the extracted DICOM series of a .zip upload
+    jobs/<job_id>/source/image/image.*    or a multi-file image of a .zip (header + data file)
     jobs/<job_id>/canonical.nii.gz        closest-canonical RAS volume (what GET /volume serves)
     jobs/<job_id>/versions/v0001.npz      label map of version 1: ``labels`` uint8 (X, Y, Z) canonical
     datastore/manifest.csv                reviewed masks, in the `segloop eval` manifest format
     datastore/cases/<job_id>_v<n>/{image,label}.nii.gz, meta.json
 
 Client-supplied names never reach the filesystem: every path is built from a job UUID and a
-fixed name. Every write goes to a temporary name first and is renamed into place. Imports
+fixed name, and a header's data file is read only from inside the job's ``source/`` folder
+(``load_volume(..., data_root=...)``; see segloop.io.detached and segloop.jobs.unpack). Every write goes to a temporary name first and is renamed into place. Imports
 numpy, nibabel and segloop.io; never torch, FastAPI or Celery.
 """
 

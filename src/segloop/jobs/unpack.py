@@ -188,6 +188,8 @@ def unpack_image(src: Path, dest: Path, header: str, limits: ZipLimits) -> Path:
         refs = data_refs(out, fmt)
         if not refs:
             return out
+        if len(refs) > 1:
+            raise InputError(f"{header}: the header names {len(refs)} data files; one expected")
         info = _member_for(refs[0], header, members)
         if info.filename.replace("\\", "/") == header:
             raise InputError(f"{header}: the header names itself as its data file")
