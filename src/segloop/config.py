@@ -62,7 +62,8 @@ class Settings(BaseSettings):
         ".zip upload may inflate to (plus 64 MiB of file headers)"
     )
     max_zip_entries: int = Field(10_000, ge=1, description="most files in a .zip upload")
-    max_json_bytes: int = Field(1024**2, ge=1024, description="largest JSON request body (bytes)")
+    max_json_bytes: int = Field(1024**2, ge=1024, description="largest request body (bytes) on "
+                                "every route but the uploads (POST /jobs, PUT /mask)")
     max_points: int = Field(1000, ge=1, description="most click points in one prompt")
     require_api_keys: bool | None = Field(
         None, description="None: required exactly when `host` is not a loopback address"

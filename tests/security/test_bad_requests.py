@@ -163,3 +163,13 @@ def test_bad_zip_names_never_reach_disk(server: Server, tmp_path: Path) -> None:
     r = server.upload(bytes(_zip_one(b"\0" * 10, name="../../evil.dcm")), "x.zip")
     _json_4xx(r)
     assert not (server.home.parent / "evil.dcm").exists()
+
+
+def test_body_cap_whatever_the_content_type(server: Server, job: str) -> None:
+    for ctype in ("text/plain", "application/octet-stream", "application/x-www-form-urlencoded"):
+        r = server.client.post(f"/api/v1/jobs/{job}/initial-mask", content=b"x" * 200_000,
+                               headers={"content-type": ctype})
+        assert r.status_code == 413, (ctype, r.text)
+    r = server.client.post("/api/v1/system/cleanup", content=b"{" * 200_000,
+                           headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text

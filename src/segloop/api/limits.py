@@ -1,11 +1,13 @@
-"""Request-size and number limits of the API: bounded integer types and a JSON body cap.
+"""Request-size and number limits of the API: bounded integer types and a request body cap.
 
 Every integer a client sends (slice indices, coordinates, point labels, object ids, label
 values, versions) is bounded here, so a number over 2**63 or a negative index is a 422 with
 the field named instead of an overflow deep in the job store. :class:`JsonBodyLimit` is an
-ASGI middleware that refuses a JSON body over ``max_json_bytes`` with a 413 (Content-Length
-first, then counting the bytes that actually arrive), and :func:`check_points` enforces the
-point-count setting. Imports pydantic and Starlette; never the job store or an engine.
+ASGI middleware that refuses a request body over ``max_json_bytes`` with a 413 (Content-Length
+first, then counting the bytes that actually arrive) on every route but the two upload routes
+(``POST /api/v1/jobs``, ``PUT .../mask``: they stream to disk under their own limit), and
+:func:`check_points` enforces the point-count setting. Imports pydantic and Starlette; never
+the job store or an engine.
 """
 
 from __future__ import annotations
@@ -49,24 +51,23 @@ def check_points(points: list[list[int]] | None, labels: list[int] | None,
         raise PromptError(f"got {n} point(s) but {len(labels)} label(s): give one label per point")
 
 
-def _is_json(scope: Scope) -> bool:
-    for name, value in scope.get("headers", []):
-        if name == b"content-type":
-            ctype: bytes = value.split(b";", 1)[0].strip().lower()
-            return ctype == b"application/json" or ctype.endswith(b"+json")
-    return False
+def _is_upload(scope: Scope) -> bool:
+    path = str(scope.get("path", "")).rstrip("/")
+    method = scope.get("method", "")
+    return (method == "POST" and path == "/api/v1/jobs") or \
+        (method == "PUT" and path.startswith("/api/v1/jobs/") and path.endswith("/mask"))
 
 
 class JsonBodyLimit:
-    """ASGI middleware: a JSON request body larger than ``max_bytes`` gets a 413 JSON answer.
+    """ASGI middleware: a request body larger than ``max_bytes`` gets a 413 JSON answer.
 
-    Uploads (multipart or raw volumes) are not JSON and have their own streamed limit."""
+    The upload routes are left alone: they have their own streamed limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"JSON body larger than {self.max_bytes} bytes "
+        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes "
                                      "(SEGLOOP_MAX_JSON_BYTES)",
                            "error": "VolumeTooLargeError"}).encode()
         await send({"type": "http.response.start", "status": 413,
@@ -75,7 +76,7 @@ class JsonBodyLimit:
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_json(scope):
+        if scope["type"] != "http" or _is_upload(scope):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

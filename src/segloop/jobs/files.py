@@ -12,8 +12,9 @@ Layout under ``SEGLOOP_HOME`` (see docs/service.md)::
 
 Client-supplied names never reach the filesystem: every path is built from a job UUID and a
 fixed name, and a header's data file is read only from inside the job's ``source/`` folder
-(``load_volume(..., data_root=...)``; see segloop.io.detached and segloop.jobs.unpack). Every write goes to a temporary name first and is renamed into place. Imports
-numpy, nibabel and segloop.io; never torch, FastAPI or Celery.
+(``load_volume(..., data_root=...)``; see segloop.io.detached and segloop.jobs.unpack).
+Every write goes to a temporary name first and is renamed into place. Imports numpy,
+nibabel and segloop.io; never torch, FastAPI or Celery.
 """
 
 from __future__ import annotations
