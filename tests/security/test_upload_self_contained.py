@@ -135,6 +135,10 @@ def test_multi_file_zip_accepted(server: Server, tmp_path: Path, ext: str) -> No
     want = load_volume(tmp_path / f"scan.{ext}").canonical()
     np.testing.assert_array_equal(np.asarray(got.dataobj), want.data)
     np.testing.assert_allclose(got.affine, want.affine, atol=1e-4)
+    # the result on the source grid re-reads the header from the job folder (data_root)
+    res = server.client.get(f"/api/v1/jobs/{jid}/result")
+    assert res.status_code == 200, res.text
+    assert nib.Nifti1Image.from_bytes(gzip.decompress(res.content)).shape == (5, 4, 3)
     # the job's files carry only generated names
     names = sorted(p.name for p in (server.home / "jobs" / jid / "source").rglob("*"))
     assert set(names) <= {"image", f"image.{ext}", "image.raw", "image.img"}, names
