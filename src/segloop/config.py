@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(1024**2, ge=1024, description="largest request body (bytes) on "
                                 "every route but the uploads (POST /jobs, PUT /mask)")
     max_points: int = Field(1000, ge=1, description="most click points in one prompt")
+    ingest_processes: int = Field(
+        1, ge=0, description="child processes that read uploads (0: in the API process's "
+        "threads); an upload that exhausts memory then kills a child, not the server"
+    )
     require_api_keys: bool | None = Field(
         None, description="None: required exactly when `host` is not a loopback address"
     )

@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)`` builds it; routes are thin wrappers.
 
 Concurrency model: request handlers run on the event loop and hand anything slow (reading a
-volume, writing a mask file) to Starlette's thread pool; engine work never runs in a handler,
+volume, writing a mask file) to Starlette's thread pool; an upload is read in a child process
+(segloop.jobs.ingest), so it neither holds this process's GIL nor its memory; engine work never runs in a handler,
 it is recorded as a task and given to the queue (embedded worker threads in this process, or
 Celery workers elsewhere). Progress comes back through the event bus and is pushed to clients
 as Server-Sent Events. This process never imports torch: engines are imported only by the
@@ -45,6 +46,7 @@ from segloop.io.volume import Volume
 from segloop.jobs import files
 from segloop.jobs.errors import AuthError, ConflictError
 from segloop.jobs.events import EventBus, make_bus
+from segloop.jobs.ingest import IngestPool
 from segloop.jobs.queue import CeleryQueue, EmbeddedQueue, TaskQueue
 from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
@@ -71,6 +73,7 @@ class Services:
         self.queue: TaskQueue = (CeleryQueue(settings, self.runtime) if settings.queue == "celery"
                                  else EmbeddedQueue(settings, self.runtime))
         self.metrics = Metrics()
+        self.ingest = IngestPool(settings.ingest_processes)  # uploads are read in a child
         self.runtime.on_finish = self.metrics.task_finished
         self._sources: OrderedDict[str, Volume] = OrderedDict()
         self._sources_lock = threading.Lock()
@@ -108,6 +111,7 @@ class Services:
         return self.store.get_kv("default_engine", self.settings.default_engine)
 
     def close(self) -> None:
+        self.ingest.close()
         self.queue.close()
         self.bus.close()
         self.store.close()
@@ -222,7 +226,7 @@ def _jobs_router() -> APIRouter:
     async def upload(request: Request, svc: Svc, who: Who) -> dict[str, Any]:
         path, filename = await receive_upload(request, svc.settings.tmp_dir,
                                               svc.settings.max_upload_bytes)
-        job = await run_in_threadpool(svc.store.create_job, path, filename, who)
+        job = await run_in_threadpool(svc.store.create_job, path, filename, who, svc.ingest)
         return {**job, "job_id": job["job_id"]}
 
     @r.get("", summary="The caller's jobs")
