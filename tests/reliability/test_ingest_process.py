@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-
 from tests.security.live import Server, nifti_bytes
 
 
