@@ -4,10 +4,10 @@ Concurrency model: request handlers run on the event loop and hand anything slow
 volume, writing a mask file) to Starlette's thread pool; an upload is read in a child process
 (segloop.jobs.ingest), so it neither holds this process's GIL nor its memory; engine work
 never runs in a handler, it is recorded as a task and given to the queue (embedded worker
-threads in this process, or Celery workers elsewhere). Progress comes back through the event bus and is pushed to clients
-as Server-Sent Events. This process never imports torch: engines are imported only by the
-task runner, inside a task (in embedded mode, a worker thread of this process; a torch-based
-engine then loads in that thread, once per process).
+threads in this process, or Celery workers elsewhere). Progress comes back through the event
+bus and is pushed to clients as Server-Sent Events. This process never imports torch: engines
+are imported only by the task runner, inside a task (in embedded mode, a worker thread of this
+process; a torch-based engine then loads in that thread, once per process).
 
 Cost per request: dependencies that do not block are ``async`` (no thread hop), the metrics
 and request log are a plain ASGI middleware (no extra task or stream copy per response), and
