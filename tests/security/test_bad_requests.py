@@ -173,3 +173,15 @@ def test_body_cap_whatever_the_content_type(server: Server, job: str) -> None:
     r = server.client.post("/api/v1/system/cleanup", content=b"{" * 200_000,
                            headers={"content-type": "application/json"})
     assert r.status_code == 413, r.text
+
+
+def test_zip_member_count_read_from_its_tail(server: Server) -> None:
+    """70,000 empty members (a zip64 directory): refused from the end record, without parsing
+    the directory (the time: benchmarks/hostile_uploads.py)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(70_000):
+            zf.writestr(f"{i}.dcm", b"")
+    r = server.upload(buf.getvalue(), "many.zip")
+    body = _json_4xx(r)
+    assert "70000 members" in str(body["detail"])

@@ -40,7 +40,13 @@ from segloop.config import Settings
 from segloop.errors import InputError, VolumeTooLargeError
 from segloop.io.detached import data_refs
 from segloop.io.volume import Volume
-from segloop.jobs.unpack import ZipLimits, extract_series, find_image, unpack_image
+from segloop.jobs.unpack import (
+    ZipLimits,
+    check_entry_count,
+    extract_series,
+    find_image,
+    unpack_image,
+)
 
 __all__ = [
     "DATASTORE_COLUMNS",
@@ -149,6 +155,9 @@ def ingest_upload(upload: Path, dest: Path, limits: UploadLimits) -> tuple[Volum
     """
     from segloop.io.sniff import detect_format
 
+    with open(upload, "rb") as fh:
+        if fh.read(2) == b"PK":
+            check_entry_count(upload, limits.zip())
     fmt = detect_format(upload)
     src_dir = dest / "source"
     src_dir.mkdir(parents=True)

@@ -26,7 +26,8 @@ from segloop.errors import InputError, VolumeTooLargeError
 from segloop.io.detached import DataRef, RefKind, data_refs, header_bytes, rewrite_data_ref
 from segloop.io.sniff import detect_format, one_line
 
-__all__ = ["ZipLimits", "check_members", "extract_series", "find_image", "unpack_image"]
+__all__ = ["ZipLimits", "check_entry_count", "check_members", "declared_entries",
+           "extract_series", "find_image", "unpack_image"]
 
 #: compression methods the standard library inflates
 _METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
@@ -52,6 +53,35 @@ def _too_big(limits: ZipLimits) -> VolumeTooLargeError:
         f"the zip archive inflates to more than {limits.max_bytes / 2**20:.0f} MiB, the limit "
         "(SEGLOOP_MAX_VOLUME_BYTES); refusing the upload"
     )
+
+
+def declared_entries(path: Path) -> int | None:
+    """The member count a zip's end-of-central-directory record declares (zip64 too), read
+    from the file's tail without parsing the directory; None when no record is found."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - (1 << 16) - 22))
+        tail = fh.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            return None
+        count = int.from_bytes(tail[at + 10:at + 12], "little")
+        if count != 0xFFFF or at < 20 or tail[at - 20:at - 16] != b"PK\x06\x07":
+            return count
+        fh.seek(int.from_bytes(tail[at - 12:at - 4], "little"))
+        rec = fh.read(56)
+        if rec[:4] != b"PK\x06\x06" or len(rec) < 40:
+            return count
+        return int.from_bytes(rec[32:40], "little")
+
+
+def check_entry_count(path: Path, limits: ZipLimits) -> None:
+    """InputError when the zip declares more than ``limits.max_entries`` members (cheap: the
+    central directory is not parsed, so 50,000 empty members cost nothing)."""
+    n = declared_entries(path)
+    if n is not None and n > limits.max_entries:
+        raise InputError(f"the zip archive has {n} members, more than the limit of "
+                         f"{limits.max_entries} (SEGLOOP_MAX_ZIP_ENTRIES)")
 
 
 def check_members(zf: zipfile.ZipFile, limits: ZipLimits) -> list[zipfile.ZipInfo]:
