@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker and event bus")
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload (bytes)")
     max_voxels: int = Field(1024**3, description="largest accepted volume (voxels, before inflating)")
+    max_volume_bytes: int = Field(
+        1024**3, gt=0, description="largest accepted volume after decoding (voxels x bytes per "
+        "voxel of its stored type), checked from the header before inflating; also the most a "
+        ".zip upload may inflate to (plus 64 MiB of file headers)"
+    )
+    max_zip_entries: int = Field(10_000, ge=1, description="most files in a .zip upload")
+    max_json_bytes: int = Field(1024**2, ge=1024, description="largest request body (bytes) on "
+                                "every route but the uploads (POST /jobs, PUT /mask)")
+    max_points: int = Field(1000, ge=1, description="most click points in one prompt")
+    ingest_processes: int = Field(
+        1, ge=0, description="child processes that read uploads (0: in the API process's "
+        "threads); an upload that exhausts memory then kills a child, not the server"
+    )
     require_api_keys: bool | None = Field(
         None, description="None: required unless every address `host` binds is loopback "
         "(\"\", 0.0.0.0 and :: bind every interface)"
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
         3600, description="Celery/Redis: seconds before an unacknowledged message is redelivered"
     )
     session_cache_size: int = Field(32, ge=1, description="engine sessions kept per worker process")
+    session_cache_bytes: int = Field(
+        4 * 1024**3, ge=0, description="estimated bytes of engine sessions kept per worker "
+        "process (least recently used evicted first; the newest session is always kept)"
+    )
     plugins: list[str] = Field(
         default_factory=list, description="modules imported at start (e.g. to register engines)"
     )

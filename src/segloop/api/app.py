@@ -1,12 +1,13 @@
 """The FastAPI application: ``create_app(settings)`` builds it; routes are thin wrappers.
 
 Concurrency model: request handlers run on the event loop and hand anything slow (reading a
-volume, writing a mask file) to Starlette's thread pool; engine work never runs in a handler,
-it is recorded as a task and given to the queue (embedded worker threads in this process, or
-Celery workers elsewhere). Progress comes back through the event bus and is pushed to clients
-as Server-Sent Events. This process never imports torch: engines are imported only by the
-task runner, inside a task (in embedded mode, a worker thread of this process; a torch-based
-engine then loads in that thread, once per process).
+volume, writing a mask file) to Starlette's thread pool; an upload is read in a child process
+(segloop.jobs.ingest), so it neither holds this process's GIL nor its memory; engine work
+never runs in a handler, it is recorded as a task and given to the queue (embedded worker
+threads in this process, or Celery workers elsewhere). Progress comes back through the event
+bus and is pushed to clients as Server-Sent Events. This process never imports torch: engines
+are imported only by the task runner, inside a task (in embedded mode, a worker thread of this
+process; a torch-based engine then loads in that thread, once per process).
 
 Cost per request: dependencies that do not block are ``async`` (no thread hop), the metrics
 and request log are a plain ASGI middleware (no extra task or stream copy per response), and
@@ -46,12 +47,14 @@ from segloop.jobs import files
 from segloop.jobs.errors import AuthError, ConflictError, QueueUnavailableError
 from segloop.jobs.events import EventBus, make_bus
 from segloop.jobs.housekeeping import sweep_leftovers
+from segloop.jobs.ingest import IngestPool
 from segloop.jobs.queue import CeleryQueue, EmbeddedQueue, TaskQueue
 from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
 from segloop.jobs.system import gpu_info, host_info
 
+from .limits import Coord, JsonBodyLimit, LabelValue, ObjectId, Point, PointLabel, Version, check_points
 from .metrics import Metrics
 from .upload import read_small_body, receive_upload
 
@@ -72,6 +75,7 @@ class Services:
         self.queue: TaskQueue = (CeleryQueue(settings, self.runtime) if settings.queue == "celery"
                                  else EmbeddedQueue(settings, self.runtime))
         self.metrics = Metrics()
+        self.ingest = IngestPool(settings.ingest_processes)  # uploads are read in a child
         self.runtime.on_finish = self.metrics.task_finished
         self._sources: OrderedDict[str, Volume] = OrderedDict()
         self._sources_lock = threading.Lock()
@@ -109,6 +113,7 @@ class Services:
         return self.store.get_kv("default_engine", self.settings.default_engine)
 
     def close(self) -> None:
+        self.ingest.close()
         self.queue.close()
         self.bus.close()
         self.store.close()
@@ -154,12 +159,12 @@ class InitialMaskRequest(BaseModel):
 
     model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
-    slice_index: int
-    box: list[int] | None = Field(None, min_length=4, max_length=4,
-                                  description="[x0, y0, x1, y1] inclusive")
-    points: list[list[int]] | None = Field(None, description="[[x, y], ...]")
-    point_labels: list[int] | None = Field(None, description="1 positive, 0 negative")
-    object_id: int | None = None
+    slice_index: Coord
+    box: list[Coord] | None = Field(None, min_length=4, max_length=4,
+                                    description="[x0, y0, x1, y1] inclusive")
+    points: list[Point] | None = Field(None, description="[[x, y], ...]")
+    point_labels: list[PointLabel] | None = Field(None, description="1 positive, 0 negative")
+    object_id: ObjectId | None = None
     engine: str | None = None
 
 
@@ -172,8 +177,8 @@ class PropagateRequest(BaseModel):
 
     model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
-    object_id: int | None = None
-    slice_index: int | None = None
+    object_id: ObjectId | None = None
+    slice_index: Coord | None = None
     engine: str | None = None
 
 
@@ -184,7 +189,7 @@ class ObjectRequest(BaseModel):
 
     name: str | None = None
     colour: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}([0-9a-fA-F]{2})?$")
-    label_value: int | None = None
+    label_value: LabelValue | None = None
 
 
 class ReviewRequest(BaseModel):
@@ -192,7 +197,7 @@ class ReviewRequest(BaseModel):
 
     model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
-    version: int | None = None
+    version: Version | None = None
 
 
 class CleanupRequest(BaseModel):
@@ -200,7 +205,7 @@ class CleanupRequest(BaseModel):
 
     model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
-    older_than_days: int | None = None
+    older_than_days: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     include_reviewed: bool = False
 
 
@@ -215,6 +220,7 @@ class ReloadRequest(BaseModel):
 # ---------------------------------------------------------------------------- routes
 def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
             ) -> dict[str, Any]:
+    check_points(params.get("points"), params.get("point_labels"), svc.settings.max_points)
     params = {**params, "engine": params.get("engine") or svc.default_engine()}
     known = svc.engine_names()
     if params["engine"] not in known:
@@ -238,7 +244,7 @@ def _jobs_router() -> APIRouter:
     async def upload(request: Request, svc: Svc, who: Who) -> dict[str, Any]:
         path, filename = await receive_upload(request, svc.settings.tmp_dir,
                                               svc.settings.max_upload_bytes)
-        job = await run_in_threadpool(svc.store.create_job, path, filename, who)
+        job = await run_in_threadpool(svc.store.create_job, path, filename, who, svc.ingest)
         return {**job, "job_id": job["job_id"]}
 
     @r.get("", summary="The caller's jobs")
@@ -308,7 +314,7 @@ def _jobs_router() -> APIRouter:
     @r.get("/{job_id}/result", summary="The mask: nii.gz (uploaded grid), png (a slice), dicom-seg")
     async def result(job_id: str, svc: Svc, who: Who,
                      format: Literal["nii.gz", "png", "dicom-seg"] = "nii.gz",
-                     slice_index: int | None = None, version: int | None = None,
+                     slice_index: Coord | None = None, version: Version | None = None,
                      style: Literal["colour", "labels"] = "colour",
                      grid: Literal["source", "canonical"] = "source") -> Response:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
@@ -368,7 +374,8 @@ def _jobs_router() -> APIRouter:
     @r.put("/{job_id}/mask", summary="Upload an edited label map (NIfTI, canonical or source grid)")
     async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
-        data = await read_small_body(request, svc.settings.max_upload_bytes)
+        data = await read_small_body(request, min(svc.settings.max_upload_bytes,
+                                                  svc.settings.max_volume_bytes))
 
         def parse_and_store() -> int:
             can = files.load_canonical(svc.store.job_dir(job_id), job["modality"])
@@ -414,7 +421,7 @@ def _jobs_router() -> APIRouter:
                                        body.label_value)
 
     @r.patch("/{job_id}/objects/{object_id}")
-    def edit_object(job_id: str, object_id: int, body: ObjectRequest, svc: Svc, who: Who
+    def edit_object(job_id: str, object_id: ObjectId, body: ObjectRequest, svc: Svc, who: Who
                     ) -> dict[str, Any]:
         return svc.store.upsert_object(job_id, who, object_id, body.name, body.colour,
                                        body.label_value)
@@ -481,6 +488,7 @@ def _system_router() -> APIRouter:
         else:
             out["worker_threads"] = svc.settings.workers
             out["cached_sessions"] = len(svc.runtime.cache)
+            out["cached_session_bytes"] = svc.runtime.cache.nbytes
         return out
 
     @r.get("/gpu")
@@ -518,7 +526,7 @@ def _system_router() -> APIRouter:
         return svc.store.cleanup(who, b.older_than_days, b.include_reviewed)
 
     @r.get("/audit")
-    def audit(svc: Svc, who: Who, limit: int = Query(200, le=5000),
+    def audit(svc: Svc, who: Who, limit: int = Query(200, ge=1, le=5000),
               user: str | None = None) -> list[dict[str, Any]]:
         require_reviewer(who, "reading the audit log")
         return svc.store.audit_log(limit, user)
@@ -600,10 +608,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": str(exc), "error": type(exc).__name__},
                             status_code=exc.http_status)
 
+    app.add_middleware(JsonBodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(_Observe, metrics=svc.metrics)
 
     @app.get("/health", tags=["system"])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: never queued behind uploads
         return {"status": "ok", "version": __version__, "queue": settings.queue}
 
     @app.get("/metrics", tags=["system"], include_in_schema=False)

@@ -14,10 +14,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from segloop.errors import InputError, VolumeTooLargeError
+from segloop.errors import InputError, SegloopError, VolumeTooLargeError
 
 __all__ = ["read_small_body", "receive_upload"]
 
@@ -123,6 +125,12 @@ async def receive_upload(request: Request, tmp_dir: Path, limit: int) -> tuple[P
                 async for chunk in request.stream():
                     parser.write(chunk)
                 parser.finalize()
+            except SegloopError:
+                raise
+            except (MultipartParseError, ValueError) as exc:
+                raise InputError(f"malformed multipart/form-data body ({exc}); send the volume "
+                                 "as a file field 'file', or a raw body with another "
+                                 "content type") from exc
             finally:
                 writer.close()
             if not writer.done:
@@ -152,7 +160,7 @@ async def read_small_body(request: Request, limit: int) -> bytes:
 
         with tempfile.TemporaryDirectory() as d:
             p, _ = await receive_upload(request, Path(d), limit)
-            data = p.read_bytes()
+            data = await run_in_threadpool(p.read_bytes)  # up to `limit`: off the event loop
             os.unlink(p)
             return data
     buf = bytearray()

@@ -36,6 +36,7 @@ __all__ = [
     "MultipleSeriesError",
     "SeriesInfo",
     "list_dicom_series",
+    "looks_like_dicom",
     "read_dataset",
     "read_dicom_series",
 ]
@@ -113,6 +114,14 @@ class _Source:
             return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=header_only, force=force)
         return pydicom.dcmread(ref, stop_before_pixels=header_only, force=force)
 
+    def head(self, ref: Path, n: int = 132) -> bytes:
+        """The first ``n`` bytes of a file (or zip member)."""
+        if self._zip is not None:
+            with self._zip.open(ref.relative_to(self.path).as_posix()) as fh:
+                return bytes(fh.read(n))
+        with open(ref, "rb") as fh:
+            return fh.read(n)
+
     def headers(self) -> Iterator[tuple[Path, Dataset]]:
         """(ref, header) for every file that parses as DICOM; other files are skipped."""
         for ref in self.refs:
@@ -125,6 +134,8 @@ class _Source:
                 if ref.suffix.lower() not in ("", ".dcm", ".ima"):
                     continue
                 try:
+                    if not looks_like_dicom(self.head(ref)):
+                        continue  # never force-parse arbitrary bytes (slow, and not DICOM)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)
                         ds = self.read(ref, header_only=True, force=True)
@@ -138,6 +149,28 @@ class _Source:
                 log.warning("skipping %s: not readable as DICOM (%s)", ref, exc)
                 continue
             yield ref, ds
+
+
+#: value representations of explicit-VR DICOM
+_VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV "
+                 b"TM UC UI UL UN UR US UT UV".split())
+
+
+def looks_like_dicom(head: bytes) -> bool:
+    """Whether the first bytes of a file start a DICOM dataset: the ``DICM`` preamble, or
+    (files written without it) a first element of group 0002 or 0008 in little-endian
+    explicit VR, or implicit VR with a plausible length. Zeros and random bytes do not pass."""
+    if head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    group = int.from_bytes(head[0:2], "little")
+    elem = int.from_bytes(head[2:4], "little")
+    if group not in (0x0002, 0x0008) or elem > 0x0100:
+        return False
+    if head[4:6] in _VRS:
+        return True
+    return int.from_bytes(head[4:8], "little") < 4096
 
 
 def _safe_members(zf: zipfile.ZipFile, path: Path, max_voxels: int | None) -> list[str]:

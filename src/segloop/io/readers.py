@@ -9,13 +9,11 @@ as :mod:`segloop.errors` types with one-line messages. Must not import torch.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +21,22 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-from segloop.errors import InputError, UnsupportedFormatError, VolumeTooLargeError
+from segloop.errors import InputError, UnsupportedFormatError
+from segloop.io.detached import check_confined
 from segloop.io.dicom import read_dicom_series
-from segloop.io.sniff import detect_format, one_line
+from segloop.io.itk import read_itk
+from segloop.io.limits import DEFAULT_MAX_VOXELS, ReadLimits, check_bytes, itemsize_of, shape3
+from segloop.io.sniff import detect_format, modality_from_text, one_line
 from segloop.io.volume import Volume
 
-__all__ = ["DEFAULT_MAX_VOXELS", "READERS", "guess_modality", "load_volume"]
+__all__ = ["DEFAULT_MAX_VOXELS", "READERS", "ReadLimits", "guess_modality", "load_volume"]
 
 log = logging.getLogger(__name__)
 
-#: default voxel limit (2**30, e.g. 1024 x 1024 x 1024): a decompression-bomb guard
-DEFAULT_MAX_VOXELS = 2**30
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-Reader = Callable[[Path, int | None], Volume]
+Reader = Callable[[Path, ReadLimits], Volume]
 
 
 # --------------------------------------------------------------------------- shared checks
-
-
-def _shape3(path: Path, shape: Sequence[int]) -> tuple[int, int, int]:
-    """The 3D shape after squeezing trailing singleton dims; raises for 2D and true 4D+."""
-    dims = [int(s) for s in shape]
-    while len(dims) > 3 and dims[-1] == 1:
-        dims.pop()
-    if len(dims) < 3:
-        raise InputError(
-            f"{path}: found a {len(dims)}D image of shape {tuple(dims)}; segloop needs one 3D volume"
-        )
-    if len(dims) > 3:
-        frames = math.prod(dims[3:])
-        raise InputError(
-            f"{path}: found a {len(dims)}D image of shape {tuple(dims)} with {frames} frames; "
-            "segloop needs one 3D volume (extract one frame first)"
-        )
-    if 0 in dims:
-        raise InputError(f"{path}: the image is empty (shape {tuple(dims)})")
-    return dims[0], dims[1], dims[2]
-
-
-def _check_voxels(path: Path, shape: Sequence[int], max_voxels: int | None) -> None:
-    n = math.prod(int(s) for s in shape)
-    if max_voxels is not None and n > max_voxels:
-        raise VolumeTooLargeError(
-            f"{path}: the header declares {'x'.join(str(int(s)) for s in shape)} = {n} voxels, "
-            f"above the limit of {max_voxels} (max_voxels); nothing was read"
-        )
 
 
 def _check_finite(path: Path, data: npt.NDArray[Any]) -> None:
@@ -104,22 +71,15 @@ def guess_modality(data: npt.NDArray[Any]) -> str:
     return "MR"
 
 
-def _modality_from_text(text: str) -> str | None:
-    m = re.search(r"(?<![A-Za-z])(CT|MRI?|PET|PT|US)(?![A-Za-z])", text.upper())
-    if m is None:
-        return None
-    return {"MRI": "MR", "PET": "PT"}.get(m.group(1), m.group(1))
-
-
 # --------------------------------------------------------------------------- NIfTI
 
 
 _NIFTI_NAMES = (".nii", ".nii.gz", ".hdr", ".hdr.gz")
 
 
-def _read_nifti(path: Path, max_voxels: int | None) -> Volume:
+def _read_nifti(path: Path, limits: ReadLimits) -> Volume:
     if path.name.lower().endswith(_NIFTI_NAMES):
-        return _read_nifti_named(path, path, max_voxels)
+        return _read_nib(path, path, limits)
     # nibabel picks its reader from the file name: give it a correctly named link
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
@@ -129,20 +89,29 @@ def _read_nifti(path: Path, max_voxels: int | None) -> Volume:
             link.symlink_to(path.resolve())
         except OSError:
             shutil.copyfile(path, link)
-        return _read_nifti_named(link, path, max_voxels)
+        return _read_nib(link, path, limits)
 
 
-def _read_nifti_named(named: Path, path: Path, max_voxels: int | None) -> Volume:
+def _read_analyze(path: Path, limits: ReadLimits) -> Volume:
+    if not path.name.lower().endswith((".hdr", ".hdr.gz")):
+        raise InputError(f"{path}: an Analyze header; name it NAME.hdr next to its NAME.img "
+                         "(the voxels are in the .img file)")
+    return _read_nib(path, path, limits, "analyze")
+
+
+def _read_nib(named: Path, path: Path, limits: ReadLimits, fmt: str = "nifti") -> Volume:
+    """Any image nibabel reads (NIfTI, Analyze, MGH, MINC 1, ...), ``named`` as nibabel needs."""
+    kind = "NIfTI" if fmt == "nifti" else "image"
     try:
         img: Any = nib.load(str(named), mmap=False)
     except (EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: the NIfTI file is truncated ({one_line(exc)})") from exc
+        raise InputError(f"{path}: the {kind} file is truncated ({one_line(exc)})") from exc
     except Exception as exc:
-        raise InputError(f"{path}: not a readable NIfTI image ({one_line(exc)})") from exc
+        raise InputError(f"{path}: not a readable {kind} image ({one_line(exc)})") from exc
     hdr: Any = img.header
-    full_shape = tuple(int(s) for s in hdr.get_data_shape())
-    shape = _shape3(path, full_shape)
-    _check_voxels(path, full_shape, max_voxels)
+    full_shape = tuple(int(s) for s in img.shape)
+    shape = shape3(path, full_shape)
+    check_bytes(path, full_shape, itemsize_of(hdr.get_data_dtype()), limits)
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error) as exc:
@@ -155,87 +124,28 @@ def _read_nifti_named(named: Path, path: Path, max_voxels: int | None) -> Volume
     data = np.asarray(data).reshape(shape)
     if data.dtype == np.float64 and hdr.get_data_dtype() != np.float64:
         data = data.astype(np.float32)  # scl_slope scaling made float64; float32 is plenty
-    descrip = hdr["descrip"].item().decode("latin-1", "replace").strip("\x00 ")
-    modality = _modality_from_text(descrip) if descrip else None
-    meta: dict[str, Any] = {
-        "qform_code": int(hdr["qform_code"]),
-        "sform_code": int(hdr["sform_code"]),
-        "descrip": descrip,
-        "nifti_version": 2 if isinstance(hdr, nib.Nifti2Header) else 1,
-    }
+    meta: dict[str, Any] = {"nibabel_class": type(img).__name__}
+    modality = None
+    if isinstance(hdr, nib.Nifti1Header):  # NIfTI-2 headers derive from it too
+        descrip = hdr["descrip"].item().decode("latin-1", "replace").strip("\x00 ")
+        modality = modality_from_text(descrip) if descrip else None
+        meta.update({
+            "qform_code": int(hdr["qform_code"]),
+            "sform_code": int(hdr["sform_code"]),
+            "descrip": descrip,
+            "nifti_version": 2 if isinstance(hdr, nib.Nifti2Header) else 1,
+        })
     if modality:
         meta["modality_source"] = "header"
     return Volume(
         data=data,
         affine=np.asarray(img.affine, dtype=np.float64),
-        source_format="nifti",
-        modality=modality,
-        source_path=path,
-        meta=meta,
-        header=hdr.copy(),
-    )
-
-
-# --------------------------------------------------------------------------- NRRD / MHA
-
-
-def _read_itk(path: Path, max_voxels: int | None, fmt: str) -> Volume:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.SetImageIO("NrrdImageIO" if fmt == "nrrd" else "MetaImageIO")
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"{path}: not a readable {fmt.upper()} header ({_itk_msg(exc)})") from exc
-    size = [int(s) for s in reader.GetSize()]
-    ncomp = int(reader.GetNumberOfComponents())
-    if ncomp > 1:
-        raise InputError(
-            f"{path}: found a {len(size)}D image of shape {tuple(size)} with {ncomp} "
-            "components per voxel (vector / multi-frame); segloop needs one 3D scalar volume"
-        )
-    _shape3(path, size)
-    _check_voxels(path, size, max_voxels)
-    keys = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
-    try:
-        img = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(
-            f"{path}: cannot read the {fmt.upper()} voxel data, the file may be truncated ({_itk_msg(exc)})"
-        ) from exc
-    arr = sitk.GetArrayViewFromImage(img)
-    dim = img.GetDimension()
-    arr = arr.reshape(arr.shape[-3:]) if dim > 3 else arr
-    data = np.ascontiguousarray(np.asarray(arr).transpose(2, 1, 0))
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
-    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)[:3]
-    origin = np.asarray(img.GetOrigin(), dtype=np.float64)[:3]
-    lps = np.eye(4)
-    lps[:3, :3] = direction * spacing[None, :]
-    lps[:3, 3] = origin
-    modality = None
-    for k, v in keys.items():
-        if "modality" in k.lower():
-            modality = _modality_from_text(v.replace("MET_MOD_", " "))
-    meta: dict[str, Any] = {"itk_metadata": {k: v for k, v in keys.items() if len(v) < 200}}
-    if modality:
-        meta["modality_source"] = "header"
-    return Volume(
-        data=data,
-        affine=_LPS_TO_RAS @ lps,
         source_format=fmt,
         modality=modality,
         source_path=path,
         meta=meta,
+        header=hdr.copy() if isinstance(hdr, nib.Nifti1Header) else None,
     )
-
-
-def _itk_msg(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "Description" in ln or "error" in ln.lower()]
-    return (useful or lines or ["unknown error"])[-1][:200]
 
 
 # --------------------------------------------------------------------------- numpy
@@ -253,7 +163,7 @@ def _npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
 def _volume_from_array(
     path: Path, data: npt.NDArray[Any], affine: npt.NDArray[Any] | None, spacing: Any, fmt: str
 ) -> Volume:
-    shape = _shape3(path, data.shape)
+    shape = shape3(path, data.shape)
     data = np.asarray(data).reshape(shape)
     if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
         raise InputError(f"{path}: the array has non-numeric dtype {data.dtype}")
@@ -277,7 +187,7 @@ def _volume_from_array(
     return Volume(data=data, affine=aff, source_format=fmt, source_path=path, meta=meta)
 
 
-def _read_npz(path: Path, max_voxels: int | None) -> Volume:
+def _read_npz(path: Path, limits: ReadLimits) -> Volume:
     with zipfile.ZipFile(path) as zf:
         keys = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
         arrays = [k for k in keys if k not in ("affine", "spacing")]
@@ -290,25 +200,30 @@ def _read_npz(path: Path, max_voxels: int | None) -> Volume:
                 f"{path}: .npz has arrays {sorted(keys)}; name the volume 'image' "
                 "(optional 'affine' 4x4 or 'spacing' (3,))"
             )
-        with zf.open(key + ".npy") as fh:
-            shape, _ = _npy_header(fh)
-    _shape3(path, shape)
-    _check_voxels(path, shape, max_voxels)
+        try:
+            with zf.open(key + ".npy") as fh:
+                shape, dtype = _npy_header(fh)
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError,
+                NotImplementedError) as exc:
+            raise InputError(f"{path}: cannot read the .npz arrays ({one_line(exc)})") from exc
+    shape3(path, shape)
+    check_bytes(path, shape, dtype.itemsize, limits)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = z[key]
             affine = z["affine"] if "affine" in keys else None
             spacing = z["spacing"] if "spacing" in keys else None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError,
+            NotImplementedError) as exc:
         raise InputError(f"{path}: cannot read the .npz arrays ({one_line(exc)})") from exc
     return _volume_from_array(path, data, affine, spacing, "npz")
 
 
-def _read_npy(path: Path, max_voxels: int | None) -> Volume:
+def _read_npy(path: Path, limits: ReadLimits) -> Volume:
     with open(path, "rb") as fh:
-        shape, _ = _npy_header(fh)
-    _shape3(path, shape)
-    _check_voxels(path, shape, max_voxels)
+        shape, dtype = _npy_header(fh)
+    shape3(path, shape)
+    check_bytes(path, shape, dtype.itemsize, limits)
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -318,20 +233,64 @@ def _read_npy(path: Path, max_voxels: int | None) -> Volume:
     return _volume_from_array(path, data, None, None, "npy")
 
 
-def _read_dicom(path: Path, max_voxels: int | None) -> Volume:
-    return read_dicom_series(path, max_voxels=max_voxels)
+def _dicom_voxels(limits: ReadLimits) -> int | None:
+    """The voxel limit for DICOM, whose header check counts voxels: ``max_bytes`` at 2 bytes a
+    voxel (16-bit pixels) folded in."""
+    if limits.max_bytes is None:
+        return limits.max_voxels
+    by_bytes = limits.max_bytes // 2
+    return by_bytes if limits.max_voxels is None else min(limits.max_voxels, by_bytes)
 
 
-#: format name (as returned by detect_format) -> reader(path, max_voxels)
+def _read_dicom(path: Path, limits: ReadLimits, series_uid: str | None = None) -> Volume:
+    vol = read_dicom_series(path, series_uid=series_uid, max_voxels=_dicom_voxels(limits))
+    check_bytes(path, vol.shape, vol.data.dtype.itemsize, limits)
+    return vol
+
+
+def _itk(fmt: str) -> Reader:
+    return lambda p, limits: read_itk(p, limits, fmt)
+
+
+def _read_any(path: Path, limits: ReadLimits, refusal: UnsupportedFormatError) -> Volume:
+    """Content segloop does not sniff: SimpleITK (reader chosen by name and content), then
+    nibabel; ``refusal`` (the sniffer's message) when neither reads it."""
+    import SimpleITK as sitk
+
+    probe = sitk.ImageFileReader()
+    probe.SetFileName(str(path))
+    try:
+        probe.ReadImageInformation()
+    except RuntimeError:
+        pass
+    else:
+        return read_itk(path, limits, "itk")
+    try:
+        nib.load(str(path))
+    except Exception:
+        raise refusal from None
+    return _read_nib(path, path, limits, "nibabel")
+
+
+#: format name (as returned by detect_format) -> reader(path, limits)
 READERS: dict[str, Reader] = {
     "nifti": _read_nifti,
-    "nrrd": lambda p, m: _read_itk(p, m, "nrrd"),
-    "mha": lambda p, m: _read_itk(p, m, "mha"),
+    "analyze": _read_analyze,
+    "nrrd": _itk("nrrd"),
+    "mha": _itk("mha"),
+    "gipl": _itk("gipl"),
+    "gipl-gz": _itk("gipl-gz"),
+    "vtk": _itk("vtk"),
+    "hdf5": _itk("itk"),
+    "minc1": lambda p, limits: _read_nib(p, p, limits, "minc1"),
     "dicom": _read_dicom,
     "dicom-zip": _read_dicom,
     "npz": _read_npz,
     "npy": _read_npy,
 }
+
+#: formats whose header may name a separate data file (checked against ``data_root``)
+_DETACHABLE = ("nifti", "analyze", "nrrd", "mha")
 
 
 def load_volume(
@@ -339,29 +298,51 @@ def load_volume(
     *,
     series_uid: str | None = None,
     max_voxels: int | None = DEFAULT_MAX_VOXELS,
+    max_bytes: int | None = None,
+    data_root: Path | None = None,
 ) -> Volume:
     """Read a 3D image into a :class:`Volume` (array in source order, affine voxel -> RAS mm).
 
-    path: a NIfTI/NRRD/MHA/MHD/.npz/.npy file, a DICOM series folder, a .zip of a series or
-        one DICOM file of a series; the format is sniffed from the content.
+    path: a NIfTI/Analyze/NRRD/MHA/MHD/GIPL/VTK/MINC/.npz/.npy file, a DICOM series folder,
+        a .zip of a series or one DICOM file of a series; the format is sniffed from the
+        content. Content the sniffer does not know is offered to SimpleITK, then nibabel
+        (only when ``data_root`` is None).
     series_uid: which DICOM series to read when a folder holds several.
-    max_voxels: refuse images declaring more voxels than this (checked from the header,
-        before data is read); None disables the check.
+    max_voxels / max_bytes: refuse images declaring more voxels / more decoded bytes (voxels x
+        bytes of the stored dtype) than this, checked from the header before data is read;
+        None disables a check.
+    data_root: when set (the service's upload path), a header's separate data file (NRRD
+        ``data file``, MetaImage ``ElementDataFile``, the ``.img`` of a ``.hdr``) must resolve
+        inside this folder, and only sniffed formats are read. None (the CLI, on a user's own
+        files) lets a header name any file.
 
     Raises InputError (missing/unreadable/truncated/2D/4D/non-finite/DICOM problems),
     UnsupportedFormatError and VolumeTooLargeError, each with a one-line message.
     """
     p = Path(path).expanduser()
-    fmt = detect_format(p)
-    if fmt in ("dicom", "dicom-zip"):
-        vol = read_dicom_series(p, series_uid=series_uid, max_voxels=max_voxels)
-    elif series_uid is not None:
-        raise InputError(f"{p}: --series/series_uid only applies to DICOM input, found {fmt}")
+    limits = ReadLimits(max_voxels=max_voxels, max_bytes=max_bytes, data_root=data_root)
+    try:
+        fmt = detect_format(p)
+    except UnsupportedFormatError as exc:
+        if data_root is not None or series_uid is not None:
+            raise
+        vol = _read_any(p, limits, exc)
+        fmt = vol.source_format
     else:
-        reader = READERS.get(fmt)
-        if reader is None:  # pragma: no cover - detect_format only returns known names
-            raise UnsupportedFormatError(f"{p}: no reader for format {fmt}")
-        vol = reader(p, max_voxels)
+        if data_root is not None and fmt in ("hdf5", "dicom-zip"):
+            raise InputError(f"{p}: a {fmt} file is not read from an upload (it can hold or "
+                             "point at other files); send a .nii.gz, .nrrd, .mha or a DICOM zip")
+        if data_root is not None and fmt in _DETACHABLE:
+            check_confined(p, fmt, data_root)
+        if fmt in ("dicom", "dicom-zip"):
+            vol = _read_dicom(p, limits, series_uid)
+        elif series_uid is not None:
+            raise InputError(f"{p}: --series/series_uid only applies to DICOM input, found {fmt}")
+        else:
+            reader = READERS.get(fmt)
+            if reader is None:  # pragma: no cover - detect_format only returns known names
+                raise UnsupportedFormatError(f"{p}: no reader for format {fmt}")
+            vol = reader(p, limits)
     _check_finite(p, vol.data)
     if vol.modality is None:
         guess = guess_modality(vol.data)

@@ -1,7 +1,8 @@
 """Recognise an image format from a file's content (magic bytes), never from its name.
 
-``detect_format(path)`` returns one of ``"nifti" | "nrrd" | "mha" | "dicom" | "dicom-zip" |
-"npz" | "npy"`` or raises :class:`~segloop.errors.UnsupportedFormatError` saying what was found.
+``detect_format(path)`` returns one of ``"nifti" | "analyze" | "nrrd" | "mha" | "gipl" |
+"gipl-gz" | "vtk" | "minc1" | "hdf5" | "dicom" | "dicom-zip" | "npz" | "npy"`` or raises
+:class:`~segloop.errors.UnsupportedFormatError` saying what was found.
 Only the first few kilobytes are read. Imports nothing heavier than the standard library.
 """
 
@@ -17,13 +18,18 @@ from pathlib import Path
 
 from segloop.errors import InputError, UnsupportedFormatError
 
-__all__ = ["SUPPORTED_FORMATS", "check_readable", "detect_format", "one_line"]
+__all__ = ["SUPPORTED_FORMATS", "check_readable", "detect_format", "modality_from_text", "one_line"]
 
 #: human-readable list used in error messages
 SUPPORTED_FORMATS = (
-    "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
-    "a DICOM series (folder, .zip or one file of the series) and NumPy .npz/.npy"
+    "NIfTI (.nii, .nii.gz, .hdr/.img), Analyze (.hdr/.img), NRRD (.nrrd, .nhdr), MetaImage "
+    "(.mha, .mhd), GIPL (.gipl, .gipl.gz), VTK (.vtk), MINC (.mnc), a DICOM series (folder, .zip "
+    "or one file of the series), NumPy .npz/.npy and, on the command line, any other 3D scalar "
+    "image SimpleITK or nibabel reads (e.g. FreeSurfer .mgz)"
 )
+
+_GIPL_MAGIC = b"\xef\xff\xe9\xb0"  # big-endian 0xefffe9b0 at byte 252
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 _MHA_KEY = re.compile(rb"^\s*(ObjectType|NDims|DimSize|ElementType)\s*=", re.MULTILINE)
 
@@ -32,6 +38,14 @@ def one_line(exc: BaseException | str, limit: int = 300) -> str:
     """An exception's text collapsed onto one line (for wrapping library errors)."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def modality_from_text(text: str) -> str | None:
+    """``CT`` / ``MR`` / ``PT`` / ``US`` when a header's free text names a modality, else None."""
+    m = re.search(r"(?<![A-Za-z])(CT|MRI?|PET|PT|US)(?![A-Za-z])", text.upper())
+    if m is None:
+        return None
+    return {"MRI": "MR", "PET": "PT"}.get(m.group(1), m.group(1))
 
 
 def check_readable(path: Path) -> None:
@@ -66,6 +80,14 @@ def _is_nifti_header(head: bytes) -> str | None:
             if size == 540 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
                 return "nifti2"
     return None
+
+
+def _is_analyze_header(head: bytes) -> bool:
+    """An Analyze 7.5 header: ``sizeof_hdr`` 348 (either byte order), no NIfTI magic."""
+    if len(head) < 348 or _is_nifti_header(head):
+        return False
+    return any(struct.unpack(e + "i", head[:4])[0] == 348 for e in "<>") and \
+        any(1 <= struct.unpack(e + "h", head[40:42])[0] <= 7 for e in "<>")
 
 
 def _describe(head: bytes) -> str:
@@ -108,6 +130,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             raise InputError(f"{p}: gzip data is truncated or corrupt ({one_line(exc)})") from exc
         if _is_nifti_header(inner):
             return "nifti"
+        if inner[252:256] == _GIPL_MAGIC:
+            return "gipl-gz"
         raise UnsupportedFormatError(
             f"{p}: found gzip-compressed {_describe(inner)}, not a NIfTI image; "
             f"segloop reads {SUPPORTED_FORMATS}"
@@ -129,6 +153,16 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "dicom-zip"
     if head[:6] == b"\x93NUMPY":
         return "npy"
+    if head[252:256] == _GIPL_MAGIC:
+        return "gipl"
+    if head.startswith(b"# vtk DataFile"):
+        return "vtk"
+    if head[:4] in (b"CDF\x01", b"CDF\x02"):
+        return "minc1"
+    if head[:8] == _HDF5_MAGIC:
+        return "hdf5"
+    if _is_analyze_header(head):
+        return "analyze"
     if _MHA_KEY.search(head[:2048]):
         return "mha"
     raise UnsupportedFormatError(

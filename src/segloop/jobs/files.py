@@ -4,13 +4,16 @@ Layout under ``SEGLOOP_HOME`` (see docs/service.md)::
 
     jobs/<job_id>/source/upload.<ext>     the uploaded file, renamed by its sniffed format
     jobs/<job_id>/source/dicom/...        or the extracted DICOM series of a .zip upload
+    jobs/<job_id>/source/image/image.*    or a multi-file image of a .zip (header + data file)
     jobs/<job_id>/canonical.nii.gz        closest-canonical RAS volume (what GET /volume serves)
     jobs/<job_id>/versions/v0001.npz      label map of version 1: ``labels`` uint8 (X, Y, Z) canonical
     datastore/...                         reviewed cases: owned by segloop.datastore
 
 Client-supplied names never reach the filesystem: every path is built from a job UUID and a
-fixed name. Every write goes to a temporary name first and is renamed into place. Imports
-numpy, nibabel and segloop.io; never torch, FastAPI or Celery.
+fixed name, and a header's data file is read only from inside the job's ``source/`` folder
+(``load_volume(..., data_root=...)``; see segloop.io.detached and segloop.jobs.unpack).
+Every write goes to a temporary name first and is renamed into place. Imports numpy,
+nibabel and segloop.io; never torch, FastAPI or Celery.
 """
 
 from __future__ import annotations
@@ -19,23 +22,33 @@ import gzip
 import io
 import os
 import shutil
-import stat
 import tempfile
 import zipfile
-from pathlib import Path, PurePosixPath
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
+from segloop.config import Settings
 from segloop.errors import InputError, VolumeTooLargeError
+from segloop.io.detached import data_refs
 from segloop.io.volume import Volume
+from segloop.jobs.unpack import (
+    ZipLimits,
+    check_entry_count,
+    extract_series,
+    find_image,
+    unpack_image,
+)
 
 __all__ = [
+    "UploadLimits",
     "atomic_write_bytes",
     "canonical_path",
-    "check_zip_members",
     "encode_labels",
     "ingest_upload",
     "load_canonical",
@@ -49,7 +62,9 @@ __all__ = [
 LabelMap = npt.NDArray[np.uint8]
 
 _EXT = {"nifti": "upload.nii", "nrrd": "upload.nrrd", "mha": "upload.mha", "npz": "upload.npz",
-        "npy": "upload.npy", "dicom": "upload.dcm"}
+        "npy": "upload.npy", "dicom": "upload.dcm", "gipl": "upload.gipl",
+        "gipl-gz": "upload.gipl.gz", "vtk": "upload.vtk", "minc1": "upload.mnc"}
+_ZIP_HEADER_ALLOWANCE = 64 * 1024 * 1024
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -65,78 +80,90 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def check_zip_members(zf: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipInfo]:
-    """The regular-file members of ``zf``; InputError for unsafe names or links, size limit too.
+@dataclass(frozen=True)
+class UploadLimits:
+    """Limits of one upload's ingest (see the fields of :class:`segloop.config.Settings`)."""
 
-    Rejects absolute paths, ``..`` components, drive letters and symbolic links; raises
-    VolumeTooLargeError when the declared uncompressed size exceeds ``max_bytes``.
-    """
-    files: list[zipfile.ZipInfo] = []
-    total = 0
-    for info in zf.infolist():
-        name = info.filename.replace("\\", "/")
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-            raise InputError(
-                f"zip entry {info.filename!r} points outside the archive; refusing the upload"
-            )
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise InputError(f"zip entry {info.filename!r} is a symbolic link; refusing the upload")
-        if info.is_dir():
-            continue
-        total += info.file_size
-        if total > max_bytes:
-            raise VolumeTooLargeError(
-                f"the zip archive inflates to more than {max_bytes} bytes (the upload limit)"
-            )
-        files.append(info)
-    if not files:
-        raise InputError("the zip archive is empty: zip the folder of one DICOM series")
-    return files
+    max_voxels: int
+    max_volume_bytes: int
+    max_zip_entries: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UploadLimits:
+        """The limits ``settings`` configure."""
+        return cls(settings.max_voxels, settings.max_volume_bytes, settings.max_zip_entries)
+
+    def zip(self) -> ZipLimits:
+        """What a zip may inflate to: one volume plus 64 MiB of per-file headers."""
+        return ZipLimits(self.max_volume_bytes + _ZIP_HEADER_ALLOWANCE, self.max_zip_entries)
 
 
-def _extract_zip(src: Path, dest: Path, max_bytes: int) -> None:
-    """Extract a zip safely into ``dest`` with flat, generated file names; counts real bytes."""
-    dest.mkdir(parents=True)
-    written = 0
-    with zipfile.ZipFile(src) as zf:
-        for i, info in enumerate(check_zip_members(zf, max_bytes)):
-            with zf.open(info) as fin, open(dest / f"{i:06d}.dcm", "wb") as fout:
-                while chunk := fin.read(1 << 20):
-                    written += len(chunk)
-                    if written > max_bytes:
-                        raise VolumeTooLargeError(
-                            f"the zip archive inflates to more than {max_bytes} bytes"
-                        )
-                    fout.write(chunk)
-
-
-def _load_volume(path: Path, max_voxels: int) -> Volume:
+def _load_volume(path: Path, limits: UploadLimits, data_root: Path) -> Volume:
     from segloop.io import load_volume
 
-    vol: Volume = load_volume(path, max_voxels=max_voxels)
+    vol: Volume = load_volume(path, max_voxels=limits.max_voxels,
+                              max_bytes=limits.max_volume_bytes, data_root=data_root)
     return vol
 
 
-def ingest_upload(upload: Path, dest: Path, *, max_bytes: int, max_voxels: int) -> tuple[
-    Volume, str
-]:
+def _is_pair_header(path: Path) -> bool:
+    """A NIfTI-1/2 header whose magic says the voxels are in a separate ``.img``."""
+    with open(path, "rb") as fh:
+        head = fh.read(560)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(560)
+        except (OSError, EOFError, zlib.error):
+            return False
+    return head[344:348] == b"ni1\x00" or head[4:8] == b"ni2\x00"
+
+
+def _check_single(path: Path, fmt: str) -> None:
+    """Refuse a single uploaded file that is not self-contained (its voxels elsewhere)."""
+    zip_hint = "upload a .zip holding the header and its data file"
+    if fmt == "analyze" or (fmt == "nifti" and _is_pair_header(path)):
+        raise InputError(f"{path}: an Analyze / NIfTI-pair header (.hdr) without its .img; "
+                         f"{zip_hint}, or a single .nii.gz")
+    if fmt == "hdf5":
+        raise InputError(f"{path}: HDF5-based images (MINC 2, ITK .h5) are not accepted as "
+                         "uploads (HDF5 can point at other files); convert to .nii.gz or .nrrd")
+    refs = data_refs(path, fmt)
+    if refs:
+        raise InputError(f"{path}: the {fmt.upper()} header names a separate data file "
+                         f"{refs[0].name!r}; uploads must be self-contained: {zip_hint}, "
+                         "or a single .nrrd / .mha / .nii.gz with the voxels inside")
+
+
+def ingest_upload(upload: Path, dest: Path, limits: UploadLimits) -> tuple[Volume, str]:
     """Move an uploaded file into ``dest/source`` and read it; returns (volume, relative source).
 
-    The format is sniffed from the content (segloop.io.sniff). A zip is taken as a DICOM
-    series and extracted safely. ``dest`` must not exist yet; the caller removes it on error.
-    Writes ``dest/canonical.nii.gz``.
+    The format is sniffed from the content (segloop.io.sniff). A single file must be
+    self-contained (no header naming a separate data file). A zip is a DICOM series, or one
+    image in a multi-file format whose data file is inside the zip (segloop.jobs.unpack).
+    Everything is read with ``data_root`` = the job's source folder, so no header can make
+    the reader open a file outside it. ``dest`` must not exist yet; the caller removes it on
+    error. Writes ``dest/canonical.nii.gz``.
     """
     from segloop.io.sniff import detect_format
 
+    with open(upload, "rb") as fh:
+        if fh.read(2) == b"PK":
+            check_entry_count(upload, limits.zip())
     fmt = detect_format(upload)
     src_dir = dest / "source"
     src_dir.mkdir(parents=True)
     if fmt == "dicom-zip":
-        _extract_zip(upload, src_dir / "dicom", max_bytes)
+        header = find_image(upload, limits.zip())
+        if header is None:
+            extract_series(upload, src_dir / "dicom", limits.zip())
+            rel = "source/dicom"
+        else:
+            out = unpack_image(upload, src_dir / "image", header, limits.zip())
+            rel = out.relative_to(dest).as_posix()
         upload.unlink()
-        rel = "source/dicom"
     else:
+        _check_single(upload, fmt)
         name = _EXT.get(fmt, "upload.bin")
         if fmt == "nifti":
             with open(upload, "rb") as fh:
@@ -144,7 +171,7 @@ def ingest_upload(upload: Path, dest: Path, *, max_bytes: int, max_voxels: int) 
                     name = "upload.nii.gz"
         shutil.move(str(upload), src_dir / name)
         rel = f"source/{name}"
-    vol = _load_volume(dest / rel, max_voxels)
+    vol = _load_volume(dest / rel, limits, src_dir)
     write_canonical(vol, canonical_path(dest))
     return vol, rel
 
@@ -172,8 +199,12 @@ def load_canonical(job_dir: Path, modality: str | None) -> Volume:
 
 
 def load_source(job_dir: Path, rel: str, max_voxels: int) -> Volume:
-    """The uploaded volume on its source grid (for writing results there)."""
-    return _load_volume(job_dir / rel, max_voxels)
+    """The uploaded volume on its source grid (for writing results there); read with the job's
+    source folder as ``data_root`` (a header there can name no file outside it)."""
+    from segloop.io import load_volume
+
+    vol: Volume = load_volume(job_dir / rel, max_voxels=max_voxels, data_root=job_dir / "source")
+    return vol
 
 
 def encode_labels(labels: LabelMap) -> bytes:
@@ -200,10 +231,16 @@ def load_labels(path: Path) -> LabelMap:
 def read_mask_upload(data: bytes, canonical: Volume, source: Volume | None) -> LabelMap:
     """Parse an uploaded NIfTI label map on the canonical or the source grid -> canonical uint8.
 
-    The grid is recognised by shape and affine; InputError when it matches neither.
+    The grid is recognised by shape and affine; InputError when it matches neither. A gzip
+    body is inflated with a running limit (a label map of this job's size, at most 8 bytes a
+    voxel, plus 1 MiB of header), so a small gzip bomb costs nothing.
     """
+    limit = int(np.prod(canonical.shape)) * 8 + (1 << 20)
+    raw = _gunzip_limited(data, limit) if data[:2] == b"\x1f\x8b" else data
+    if len(raw) > limit:
+        raise VolumeTooLargeError(f"the mask is {len(raw)} bytes, more than a label map of this "
+                                  f"job's {canonical.shape} volume can be")
     try:
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
         img: Any = nib.Nifti1Image.from_bytes(raw)
         arr = np.asarray(img.dataobj)
     except Exception as exc:
@@ -227,3 +264,25 @@ def read_mask_upload(data: bytes, canonical: Volume, source: Volume | None) -> L
         f"the mask has shape {arr.shape}, but this job's volume is {canonical.shape} "
         f"(canonical) / {source.shape if source else '?'} (as uploaded)"
     )
+
+
+def _gunzip_limited(data: bytes, limit: int) -> bytes:
+    """``gzip.decompress(data)``, VolumeTooLargeError as soon as the output passes ``limit``."""
+    d = zlib.decompressobj(wbits=31)
+    out = bytearray()
+    try:
+        chunk = d.decompress(data, 1 << 20)
+        while True:
+            out += chunk
+            if len(out) > limit:
+                raise VolumeTooLargeError(
+                    f"the gzip mask inflates to more than {limit} bytes, more than a label map "
+                    "of this job's volume can be; refusing it"
+                )
+            if not d.unconsumed_tail:
+                break
+            chunk = d.decompress(d.unconsumed_tail, 1 << 20)
+    except zlib.error as exc:
+        raise InputError(f"the mask is not readable gzip data ({exc})") from exc
+    return bytes(out)
+

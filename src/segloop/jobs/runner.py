@@ -44,6 +44,7 @@ from segloop.engines.base import Session, drive
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
+from segloop.jobs.sizing import estimate_bytes
 from segloop.jobs.store import Claim, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
 
@@ -66,15 +67,25 @@ class _Entry:
     version: int
     generation: str
     session: Session
+    nbytes: int = 0
 
 
 class SessionCache:
-    """Least-recently-used engine sessions, keyed by job id."""
+    """Least-recently-used engine sessions, keyed by job id, bounded in number (``size``) and
+    in estimated bytes (``max_bytes``, see :mod:`segloop.jobs.sizing`; 0: no byte bound).
+    The newest session is always kept, whatever its size (the task that made it needs it)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int = 0) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self._d: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes of the cached sessions (measured when each was cached)."""
+        with self._lock:
+            return sum(e.nbytes for e in self._d.values())
 
     def get(self, job_id: str, engine: str, version: int, generation: str) -> Session | None:
         """The cached session when it is at ``version`` with the same engine and model generation."""
@@ -97,12 +108,17 @@ class SessionCache:
 
     def put(self, job_id: str, engine: str, version: int, generation: str,
             session: Session) -> None:
-        """Cache a session as being at ``version``."""
+        """Cache a session as being at ``version``; evicts the least recently used sessions
+        beyond ``size`` sessions or ``max_bytes`` estimated bytes."""
+        nbytes = estimate_bytes(session) if self.max_bytes else 0
         with self._lock:
-            self._d[job_id] = _Entry(engine, version, generation, session)
+            self._d[job_id] = _Entry(engine, version, generation, session, nbytes)
             self._d.move_to_end(job_id)
-            while len(self._d) > self.size:
-                self._d.popitem(last=False)
+            total = sum(e.nbytes for e in self._d.values())
+            while len(self._d) > 1 and (len(self._d) > self.size or
+                                        (self.max_bytes and total > self.max_bytes)):
+                _, old = self._d.popitem(last=False)
+                total -= old.nbytes
 
     def drop(self, job_id: str) -> None:
         """Forget a job's session (after a failure leaves it half-updated)."""
@@ -139,7 +155,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, store: JobStore, bus: EventBus, worker: str) -> None:
         self.settings, self.store, self.bus, self.worker = settings, store, bus, worker
-        self.cache = SessionCache(settings.session_cache_size)
+        self.cache = SessionCache(settings.session_cache_size, settings.session_cache_bytes)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._generation = store.get_kv("model_generation", "0")

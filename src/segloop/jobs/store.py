@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,6 +63,8 @@ from segloop.jobs.db import (
     utcnow,
 )
 from segloop.jobs.errors import ConflictError, ForbiddenError, NotFoundError
+from segloop.jobs.ingest import IngestResult
+from segloop.jobs.ingest import ingest as ingest_here
 from segloop.types import Prompts, validate_prompts, validate_slice
 
 __all__ = [
@@ -316,19 +319,20 @@ class JobStore:
             return Principal(u.name, u.role) if u else None
 
     # ------------------------------------------------------------------ jobs
-    def create_job(self, upload: Path, filename: str, owner: Principal) -> dict[str, Any]:
+    def create_job(self, upload: Path, filename: str, owner: Principal,
+                   ingest: Callable[[Path, Path, files.UploadLimits], IngestResult] = ingest_here,
+                   ) -> dict[str, Any]:
         """Ingest an uploaded file (already on disk under tmp) as a new job.
 
-        Nothing is left behind on error: the job folder is built under tmp and renamed into
-        place; the upload file is removed in every case.
+        ``ingest`` reads it (the API passes an :class:`~segloop.jobs.ingest.IngestPool`: a
+        child process). Nothing is left behind on error: the job folder is built under tmp
+        and renamed into place; the upload file is removed in every case.
         """
         job_id = str(uuid.uuid4())
         build = self.settings.tmp_dir / f"job-{job_id}"
         final = self.job_dir(job_id)
         try:
-            vol, rel = files.ingest_upload(upload, build, max_bytes=self.settings.max_upload_bytes,
-                                           max_voxels=self.settings.max_voxels)
-            can = vol.canonical()
+            info = ingest(upload, build, files.UploadLimits.from_settings(self.settings))
             build.rename(final)
         except SegloopError as exc:
             shutil.rmtree(build, ignore_errors=True)
@@ -345,10 +349,10 @@ class JobStore:
             raise
         safe_name = Path(filename).name[:200] if filename else ""
         row = JobRow(
-            id=job_id, owner=owner.name, filename=safe_name, source_format=vol.source_format,
-            source_rel=rel, modality=vol.modality, shape=list(can.shape),
-            source_shape=list(vol.shape), spacing=[round(v, 6) for v in can.spacing],
-            orientation=vol.orientation,
+            id=job_id, owner=owner.name, filename=safe_name, source_format=info.source_format,
+            source_rel=info.rel, modality=info.modality, shape=info.shape,
+            source_shape=info.source_shape, spacing=info.spacing,
+            orientation=info.orientation,
         )
         try:
             with self.sessions.begin() as s:
@@ -359,8 +363,8 @@ class JobStore:
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
-        self.audit(owner.name, "upload", job_id, filename=safe_name, format=vol.source_format,
-                   shape=list(vol.shape))
+        self.audit(owner.name, "upload", job_id, filename=safe_name, format=info.source_format,
+                   shape=info.source_shape)
         return _job_dict(row)
 
     def _job(self, s: Any, job_id: str, who: Principal) -> JobRow:
