@@ -19,10 +19,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 import shutil
 import stat
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -32,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
+from segloop import fsio
 from segloop.errors import InputError, VolumeTooLargeError
 from segloop.io.volume import Volume
 
@@ -61,16 +60,8 @@ _EXT = {"nifti": "upload.nii", "nrrd": "upload.nrrd", "mha": "upload.mha", "npz"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically and durably (:func:`segloop.fsio.atomic_write_bytes`)."""
+    fsio.atomic_write_bytes(path, data)
 
 
 def check_zip_members(zf: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipInfo]:

@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection
 
 from segloop.config import Settings
 from segloop.errors import InputError, PromptError, SegloopError
+from segloop.fsio import replace_dir
 from segloop.jobs import files
 from segloop.jobs.db import (
     AuditEntry,
@@ -327,7 +328,7 @@ class JobStore:
             vol, rel = files.ingest_upload(upload, build, max_bytes=self.settings.max_upload_bytes,
                                            max_voxels=self.settings.max_voxels)
             can = vol.canonical()
-            build.rename(final)
+            replace_dir(build, final)  # flushed to disk before it becomes visible
         except SegloopError as exc:
             shutil.rmtree(build, ignore_errors=True)
             upload.unlink(missing_ok=True)
