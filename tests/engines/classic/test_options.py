@@ -34,6 +34,10 @@ def test_options_reach_the_session_and_cannot_change() -> None:
 def test_none_only_where_an_option_can_be_disabled() -> None:
     with pytest.raises(EngineError, match="ring_mm takes a number"):
         ClassicEngine(ring_mm=None)
+    with pytest.raises(EngineError, match="ring_mm takes a number"):
+        ClassicEngine(ring_mm="none")  # type: ignore[arg-type]
+    # the command line's `--engine-opt tight_box=none` arrives as a string
+    assert ClassicEngine(tight_box="None").options.tight_box is None  # type: ignore[arg-type]
 
 
 def test_a_value_that_is_not_a_number_is_refused() -> None:

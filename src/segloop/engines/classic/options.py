@@ -65,7 +65,7 @@ class ClassicOptions:
         """Options from ``NAME=value`` pairs (``get_engine("classic", **options)``).
 
         Raises :class:`EngineError` naming an unknown option, or one whose value is not a
-        number (``None`` only where the option can be disabled).
+        number (``None`` or ``"none"`` only where the option can be disabled).
         """
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(options) - set(known))
@@ -75,8 +75,8 @@ class ClassicOptions:
         values: dict[str, float | None] = {}
         for name, raw in options.items():
             optional = "None" in str(known[name].type)
-            if raw is None and optional:
-                values[name] = None
+            if optional and (raw is None or (isinstance(raw, str) and raw.lower() == "none")):
+                values[name] = None  # `--engine-opt area_cap=none` disables the check
                 continue
             try:
                 values[name] = float(raw)  # type: ignore[arg-type]
