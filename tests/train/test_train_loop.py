@@ -25,6 +25,7 @@ def _cfg(tmp_path: Path, name: str, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a learning test: many optimiser steps (scripts/test.sh runs it in its own step)
 def test_learns_discs_then_round_trips(tmp_path: Path) -> None:
     data = PreparedData(disc_records(10, seed=0), disc_records(4, seed=7, prefix="v"), False)
     cfg = _cfg(tmp_path, "discs", epochs=4, lr=2e-3)
@@ -129,6 +130,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow  # a learning test: many optimiser steps (scripts/test.sh runs it in its own step)
 def test_resume_continues_identically(tmp_path: Path) -> None:
     recs = _volume_records(3)
     data = PreparedData(recs[:2], recs[2:], False)
@@ -178,6 +180,7 @@ def test_precision_checkpointing_and_all_parts_run(tmp_path: Path) -> None:
     assert not all(torch.equal(start[k], sd[k]) for k in sd if k.startswith("vision_encoder."))
 
 
+@pytest.mark.slow  # a learning test: many optimiser steps (scripts/test.sh runs it in its own step)
 def test_3d_clips_learn_through_the_memory_path(tmp_path: Path) -> None:
     recs = _volume_records(8)
     cfg = _cfg(tmp_path, "balls", manifest="unused", images=None, masks=None, epochs=3,
