@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+from realdata import SHARED_DATA, need_shared_data
+
+__all__ = ["SHARED_DATA", "shared_data"]
 
 
 @pytest.fixture
 def shared_data() -> Path:
     """The ../shared/data folder of real volumes; skips the test with a reason when absent."""
-    if not (SHARED_DATA / "cases.csv").is_file():
-        pytest.skip(f"real data not found at {SHARED_DATA} (clone with ../shared beside the repo)")
-    return SHARED_DATA
+    return need_shared_data()
 
 
 @pytest.fixture(autouse=True)

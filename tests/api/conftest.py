@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import Settings, load_settings
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def need_data() -> Path:
     """The shared data folder, or skip."""
-    if not (DATA / "cases.csv").exists():
-        pytest.skip(f"shared data not found at {DATA.resolve()}")
-    return DATA
+    return need_shared_data()
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from realdata import SHARED_DATA, need_shared_data
+
+SHARED = SHARED_DATA
 
 WriteSeries = Callable[..., list[Path]]
 
@@ -19,9 +21,7 @@ WriteSeries = Callable[..., list[Path]]
 @pytest.fixture
 def shared() -> Path:
     """../shared/data next to the repository; skips the test when it is absent."""
-    if not (SHARED / "cases.csv").is_file():
-        pytest.skip(f"shared data not found at {SHARED.resolve()} (real-data test)")
-    return SHARED.resolve()
+    return need_shared_data()
 
 
 def write_series(

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 import nibabel as nib
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import Settings, load_settings
 from segloop.engines import register_engine
@@ -26,7 +26,7 @@ from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, JobStore
 from segloop.types import SliceResult
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 CT = DATA / "totalseg" / "example_ct_sm.nii.gz"
 
 
@@ -37,8 +37,7 @@ def _settings(tmp_path: Path, **kw: Any) -> Settings:
 
 
 def _need() -> None:
-    if not CT.exists():
-        pytest.skip(f"shared data not found at {DATA.resolve()}")
+    need_shared_data()
 
 
 def _box() -> tuple[int, list[int]]:

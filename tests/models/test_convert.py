@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from realdata import SHARED_FIXTURES
 from segloop.models.configs import HIERA_SIZES, build_config, tiny_config
 from segloop.models.convert import hf_to_original, load_original_checkpoint, original_to_hf
 
-FIXTURE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
-           / "sam2.1_hiera_t512_state_dict_keys.json").resolve()
+FIXTURE = SHARED_FIXTURES / "sam2.1_hiera_t512_state_dict_keys.json"
 
 
 def _meta_model(config: dict) -> torch.nn.Module:

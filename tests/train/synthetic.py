@@ -10,8 +10,6 @@ import numpy as np
 
 from segloop.train.data import ImageRecord
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
 
 def disc_image(rng: np.random.Generator, size: int = 64, rgb: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -96,7 +96,8 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
 
     ds = settings.datastore_dir
     cfg = TrainConfig(out=str(tmp_path / "run"), datastore=str(ds))
-    train, _val, val_is_train = prepare_data(cfg)
+    prepared = prepare_data(cfg)
+    train, val_is_train = prepared.train, prepared.val_is_train
     assert len(train) == 1 and val_is_train
     rec = train[0]
     assert rec.name.startswith(job["job_id"]) and rec.patient_id == job["job_id"]
@@ -112,13 +113,10 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_cli_smoke_on_shared_volumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from .synthetic import DATA
-
-    if not (DATA / "cases.csv").is_file():
-        pytest.skip(f"shared data not found at {DATA.resolve()}")
+def test_cli_smoke_on_shared_volumes(shared_data: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "real"
-    rc = main(["train", "--smoke", "--manifest", str(DATA / "cases.csv"), "--root", str(DATA),
+    rc = main(["train", "--smoke", "--manifest", str(shared_data / "cases.csv"), "--root", str(shared_data),
                "--out", str(out), "--no-register", "-q"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -11,6 +11,7 @@ import torch
 from segloop.errors import InputError, SegloopError
 from segloop.train.config import TrainConfig
 from segloop.train.data import ImageRecord
+from segloop.train.prepare import PreparedData
 from segloop.train.trainer import Progress, load_checkpoint, train
 
 from .synthetic import ball_volume, disc_records
@@ -24,8 +25,9 @@ def _cfg(tmp_path: Path, name: str, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a learning test: many optimiser steps (scripts/test.sh runs it in its own step)
 def test_learns_discs_then_round_trips(tmp_path: Path) -> None:
-    data = (disc_records(10, seed=0), disc_records(4, seed=7, prefix="v"), False)
+    data = PreparedData(disc_records(10, seed=0), disc_records(4, seed=7, prefix="v"), False)
     cfg = _cfg(tmp_path, "discs", epochs=4, lr=2e-3)
     res = train(cfg, data=data)
     s, h = res.summary, res.history
@@ -128,9 +130,10 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow  # a learning test: many optimiser steps (scripts/test.sh runs it in its own step)
 def test_resume_continues_identically(tmp_path: Path) -> None:
     recs = _volume_records(3)
-    data = (recs[:2], recs[2:], False)
+    data = PreparedData(recs[:2], recs[2:], False)
     kw: dict[str, object] = {"manifest": "unused", "images": None, "masks": None, "epochs": 2,
                              "samples_per_epoch": 3, "val_samples": 1, "accumulate": 2,
                              "clip_length": 3, "scheduler": "cosine", "lr": 1e-3,
@@ -160,7 +163,7 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
 
 
 def test_precision_checkpointing_and_all_parts_run(tmp_path: Path) -> None:
-    data = (disc_records(2), disc_records(1, seed=9, prefix="v"), False)
+    data = PreparedData(disc_records(2), disc_records(1, seed=9, prefix="v"), False)
     cfg = _cfg(tmp_path, "bf16", epochs=1, precision="bf16", grad_checkpointing=True,
                parts=["mask-decoder", "prompt-encoder", "memory", "image-encoder"],
                register=False)
@@ -177,11 +180,12 @@ def test_precision_checkpointing_and_all_parts_run(tmp_path: Path) -> None:
     assert not all(torch.equal(start[k], sd[k]) for k in sd if k.startswith("vision_encoder."))
 
 
+@pytest.mark.slow  # a learning test: many optimiser steps (scripts/test.sh runs it in its own step)
 def test_3d_clips_learn_through_the_memory_path(tmp_path: Path) -> None:
     recs = _volume_records(8)
     cfg = _cfg(tmp_path, "balls", manifest="unused", images=None, masks=None, epochs=3,
                samples_per_epoch=16, lr=2e-3, clip_length=3, register=False)
-    res = train(cfg, data=(recs[:6], recs[6:], False))
+    res = train(cfg, data=PreparedData(recs[:6], recs[6:], False))
     s = res.summary
     assert s["parts"] == ["mask-decoder", "prompt-encoder", "memory"]
     # validation clips: the largest slice prompted, then two slices tracked from memory

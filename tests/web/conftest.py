@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from realdata import SHARED_DATA, need_shared_data
 from segloop.config import Settings, load_settings
 from segloop.engines.classic import ClassicEngine
 from segloop.engines.registry import register_engine
 from segloop.web import find_niivue_dist
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / ".." / "shared" / "data"
+DATA = SHARED_DATA
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,9 +34,7 @@ CHROMIUM_ARGS = [
 
 def need_data() -> Path:
     """The shared data folder, or skip."""
-    if not (DATA / "cases.csv").exists():
-        pytest.skip(f"shared data not found at {DATA.resolve()}")
-    return DATA
+    return need_shared_data()
 
 
 def need_browser() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import load_settings
 from segloop.engines import drive, get_engine
@@ -26,7 +27,7 @@ from segloop.types import Prompts
 
 from .conftest import Workers, service_env
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 CT = DATA / "totalseg" / "example_ct_sm.nii.gz"
 
 
@@ -58,8 +59,7 @@ def _box() -> tuple[int, list[int]]:
 
 def test_worker_killed_mid_propagation(tmp_path: Path, workers: Workers, redis_url: str,
                                        database_url: str, home: Path) -> None:
-    if not CT.exists():
-        pytest.skip(f"shared data not found at {DATA.resolve()}")
+    need_shared_data()
     settings = load_settings(None, **service_env(home, redis_url, database_url))
     z, box = _box()
     killed: dict[str, Any] = {}
@@ -137,8 +137,7 @@ def _admin() -> Any:
 
 def test_two_workers_run_jobs_in_parallel(tmp_path: Path, workers: Workers, redis_url: str,
                                           database_url: str, home: Path) -> None:
-    if not CT.exists():
-        pytest.skip(f"shared data not found at {DATA.resolve()}")
+    need_shared_data()
     settings = load_settings(None, **service_env(home, redis_url, database_url))
     z, box = _box()
     with TestClient(create_app(settings)) as c:

@@ -98,13 +98,14 @@ class Services:
     def engine_names(self, refresh: bool = False) -> list[str]:
         """Registered engine names (entry points are scanned once, again on a miss)."""
         from segloop.engines.registry import engine_names
+        from segloop.models.naming import parse_model_version
         from segloop.models.versions import saved_run_specs
 
         if refresh or self._engines is None:
             names = engine_names()
             # fine-tuned runs (segloop train) are engines too: ENGINE@RUN
             runs = sorted(sp.name for sp in saved_run_specs()
-                          if sp.name.partition("@")[0] in names)
+                          if (v := parse_model_version(sp.name)) is not None and v.engine in names)
             self._engines = names + runs
         return self._engines
 
@@ -625,7 +626,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(_jobs_router())
     app.include_router(_system_router())
-    from segloop.protocols import mount  # MONAI Label and nnInteractive clients
-
-    mount(app)
     return app

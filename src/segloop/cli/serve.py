@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
                 )
         configure_logging(settings.log_level, settings.json_logs)
         app = create_app(settings)
+        # MONAI Label and nnInteractive clients: adapters over the API's services (a layer above)
+        from segloop.protocols import mount as mount_protocols
+
+        mount_protocols(app)
         try:  # the web viewer (a separate leaf) mounts itself when installed
             from segloop import web
 

@@ -6,7 +6,8 @@
     myengine = "mypkg.engine:MyEngine"
 
 Engine instances are created once per process and cached (weights are loaded once).
-Nothing is imported until an engine is asked for by name.
+Nothing is imported until an engine is asked for by name. Must not import FastAPI, Celery,
+jobs, the CLI or torch (an engine imports torch itself, when opened).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, cast
 
 from segloop.engines.base import Engine
 from segloop.errors import SegloopError
+from segloop.models.naming import parse_model_version
 
 __all__ = ["clear_engines", "engine_class", "engine_names", "get_engine", "register_engine", "resolve_auto"]
 
@@ -77,7 +79,7 @@ def get_engine(name: str = "classic", **options: Any) -> Engine:
     """
     if name == "auto":
         name = resolve_auto()
-    if "@" in name:  # a model version, ENGINE@RUN: engine ENGINE with that registry model
+    if parse_model_version(name) is not None:  # ENGINE@RUN: engine ENGINE with that model
         from segloop.models.versions import resolve_model_version
 
         name, model = resolve_model_version(name)

@@ -2,19 +2,16 @@
 
 ``save_mask`` takes a mask on the canonical grid (``Volume.canonical()``) and writes it on
 exactly the SOURCE grid: same shape and affine as the input file (for NIfTI input also the
-same qform/sform codes and pixdim). Writes are atomic: a temp file in the target folder is
-renamed over the destination. ``resample_to`` / ``load_label`` compare images stored on
-different grids of the same physical space (nearest neighbour in physical space; exact when
+same qform/sform codes and pixdim). Writes are atomic and durable: a temp file in the target
+folder is flushed and renamed over the destination (``atomic_path``, from :mod:`segloop.fsio`).
+``resample_to`` / ``load_label`` compare images stored on different grids of the same physical
+space (nearest neighbour in physical space; exact when
 the grids differ only by axis flips/permutations). Must not import torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from segloop.errors import InputError
+from segloop.fsio import atomic_path
 from segloop.io.readers import load_volume
 from segloop.io.volume import Volume
 
@@ -63,20 +61,6 @@ def _suffix(path: Path) -> str:
         if name.endswith(s):
             return s
     raise InputError(f"{path}: unsupported output file type; use one of {', '.join(MASK_SUFFIXES)}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to ``path`` (same suffix); rename it over ``path`` on success."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{dest.name}")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _as_mask(mask: npt.NDArray[Any], want: tuple[int, ...]) -> npt.NDArray[np.uint8]:

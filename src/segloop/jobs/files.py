@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
+from segloop import fsio
 from segloop.config import Settings
 from segloop.errors import InputError, VolumeTooLargeError
 from segloop.io.detached import data_refs
@@ -68,16 +67,8 @@ _ZIP_HEADER_ALLOWANCE = 64 * 1024 * 1024
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically and durably (:func:`segloop.fsio.atomic_write_bytes`)."""
+    fsio.atomic_write_bytes(path, data)
 
 
 @dataclass(frozen=True)

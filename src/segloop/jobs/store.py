@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection
 from segloop.config import Settings
 from segloop.datastore.local import Datastore, ReviewedCase, ReviewedObject
 from segloop.errors import InputError, PromptError, SegloopError
+from segloop.fsio import replace_dir
 from segloop.jobs import files, housekeeping
 from segloop.jobs.db import (
     AuditEntry,
@@ -333,7 +334,7 @@ class JobStore:
         final = self.job_dir(job_id)
         try:
             info = ingest(upload, build, files.UploadLimits.from_settings(self.settings))
-            build.rename(final)
+            replace_dir(build, final)  # flushed to disk before it becomes visible
         except SegloopError as exc:
             shutil.rmtree(build, ignore_errors=True)
             upload.unlink(missing_ok=True)

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from segloop.errors import ModelNotAvailableError
+from segloop.fsio import replace_file
+from segloop.models.hub import hf_endpoint
 
 __all__ = ["DownloadError", "download", "is_offline", "sha256_file"]
 
@@ -73,8 +75,6 @@ _OPENER = urllib.request.build_opener(_StripAuthOnRedirect())
 
 def _token_for(url: str) -> str | None:
     """``HF_TOKEN`` (or ``HUGGING_FACE_HUB_TOKEN``) when ``url`` is on the hub endpoint."""
-    from segloop.models.registry import hf_endpoint
-
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token:
         return None
@@ -183,5 +183,5 @@ def download(
             f"checksum mismatch for {url}: expected SHA-256 {expected_sha256}, got {digest}; the"
             " corrupted file was deleted, run the command again"
         )
-    os.replace(part, dest)
+    replace_file(part, dest)
     return digest

@@ -9,7 +9,6 @@ the ``models`` CLI import this module, lazily. Must not import the API or the en
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from segloop.errors import ModelNotAvailableError
+from segloop.fsio import replace_dir
 from segloop.models.convert import load_original_checkpoint, original_to_hf
 from segloop.models.registry import get_spec
 from segloop.models.store import (
@@ -72,8 +72,7 @@ def convert_state_dict_file(src: Path, config: dict[str, Any], out_dir: Path) ->
         tensors = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in sd.items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         cfg.save_pretrained(str(tmp))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir, overwrite=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -4,17 +4,19 @@ Each :class:`ModelSpec` names one checkpoint (its Hugging Face repo and file, or
 its expected size and SHA-256 when published, its licence and the ``Sam2VideoConfig`` it needs.
 Built-in entries cover MedSAM2 (``wanglab/MedSAM2``, hiera-tiny at 512 px) and SAM 2.1
 (``facebook/sam2.1-hiera-*``, 1024 px); :func:`register_model` adds more at run time (tests,
-fine-tuned models). Pure Python: must not import torch or transformers.
+fine-tuned models). ``ModelSpec`` (in :mod:`segloop.models.spec`) and ``hf_endpoint`` (in
+:mod:`segloop.models.hub`) are re-exported here. Pure Python: must not import torch,
+transformers, or the store and versions modules (they import this one).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any
-
 from segloop.errors import SegloopError
 from segloop.models.configs import build_config
+from segloop.models.hub import DEFAULT_HF_ENDPOINT, hf_endpoint
+from segloop.models.naming import parse_model_version
+from segloop.models.runs import saved_run_specs
+from segloop.models.spec import ModelSpec
 
 __all__ = [
     "DEFAULT_HF_ENDPOINT",
@@ -27,73 +29,11 @@ __all__ = [
     "unregister_model",
 ]
 
-DEFAULT_HF_ENDPOINT = "https://huggingface.co"
-
 #: MedSAM2 checkpoints published in ``wanglab/MedSAM2`` (the first is the default)
 MEDSAM2_VARIANTS: tuple[str, ...] = (
     "MedSAM2_latest", "MedSAM2_2411", "MedSAM2_CTLesion", "MedSAM2_MRI_LiverLesion",
     "MedSAM2_US_Heart",
 )
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One downloadable checkpoint.
-
-    name: registry name (cache folder name). aliases: other names accepted on the command line.
-    hf_repo / hf_filename: the Hugging Face repo and file (downloaded from
-    ``{endpoint}/{repo}/resolve/{revision}/{file}``); url: a direct URL used instead when set.
-    size / sha256: expected bytes and hex digest, or None when not published (then recorded
-    on first download and checked from then on). file_format: ``"original"`` (a ``.pt`` with
-    ``{"model": state_dict}``). config: ``Sam2VideoConfig`` keyword arguments.
-    """
-
-    name: str
-    description: str
-    config: dict[str, Any]
-    licence: str
-    hf_repo: str | None = None
-    hf_filename: str | None = None
-    revision: str = "main"
-    url: str | None = None
-    size: int | None = None
-    sha256: str | None = None
-    file_format: str = "original"
-    aliases: tuple[str, ...] = ()
-    engine: str = "medsam2"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def image_size(self) -> int:
-        """Model input size in pixels (square)."""
-        v = self.config.get("image_size", 1024)
-        return int(v[0] if isinstance(v, list | tuple) else v)
-
-    def source_url(self, endpoint: str | None = None) -> str:
-        """The URL the checkpoint is downloaded from (hub endpoint resolved from the environment)."""
-        if self.url:
-            return self.url
-        if not (self.hf_repo and self.hf_filename):
-            raise SegloopError(
-                f"model {self.name!r} has no download source: import it with"
-                f" `segloop models import FILE --as {self.name}`"
-            )
-        base = (endpoint or hf_endpoint()).rstrip("/")
-        return f"{base}/{self.hf_repo}/resolve/{self.revision}/{self.hf_filename}"
-
-    def source_text(self) -> str:
-        """Where the checkpoint comes from, for listings."""
-        if self.url:
-            return self.url
-        if self.hf_repo:
-            return f"hf://{self.hf_repo}/{self.hf_filename}"
-        return "(import only)"
-
-
-def hf_endpoint() -> str:
-    """The Hugging Face endpoint: ``SEGLOOP_HF_ENDPOINT``, else ``HF_ENDPOINT``, else huggingface.co."""
-    return (os.environ.get("SEGLOOP_HF_ENDPOINT") or os.environ.get("HF_ENDPOINT")
-            or DEFAULT_HF_ENDPOINT)
 
 
 def _builtin() -> dict[str, ModelSpec]:
@@ -168,9 +108,7 @@ def get_spec(name: str) -> ModelSpec:
     for spec in reg.values():
         if spec.name.lower() == low or low in (a.lower() for a in spec.aliases):
             return spec
-    if "@" in name:  # a fine-tuned run cached by another process (segloop train)
-        from segloop.models.versions import saved_run_specs
-
+    if parse_model_version(name) is not None:  # a run cached by another process (segloop train)
         for spec in saved_run_specs():
             if spec.name.lower() == low:
                 register_model(spec)

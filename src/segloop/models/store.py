@@ -4,16 +4,17 @@ Layout of one model ``<name>/``: ``checkpoint.pt`` (the original-format file, as
 imported), ``meta.json`` (where it came from, its size and SHA-256, an optional config), and
 ``hf/`` (``config.json`` + ``model.safetensors``: the converted ``transformers`` weights, written
 on first load so later loads are instant). A model imported in ``transformers`` format has only
-``hf/``. Writes go to a temporary name first and are renamed into place.
+``hf/``. Writes go to a temporary name first and are renamed into place durably
+(:mod:`segloop.fsio`). ``models_home`` (:mod:`segloop.models.paths`) is re-exported here.
 
-No torch here: conversion and loading live in :mod:`segloop.models.loader`, imported lazily.
+Must not import torch (conversion and loading live in :mod:`segloop.models.loader`, imported
+lazily) nor :mod:`segloop.models.versions` (it imports this one).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from segloop.errors import ModelNotAvailableError, SegloopError
+from segloop.fsio import atomic_write_text, replace_dir, replace_file
 from segloop.models.download import download, sha256_file
+from segloop.models.paths import CHECKPOINT, HF_DIR, META, models_home
 from segloop.models.registry import ModelSpec, get_spec
 
 __all__ = [
@@ -42,17 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
-META = "meta.json"
-HF_DIR = "hf"
-
-
-def models_home() -> Path:
-    """``$SEGLOOP_HOME/models`` (``SEGLOOP_HOME`` defaults to ``~/.segloop``)."""
-    home = os.environ.get("SEGLOOP_HOME") or "~/.segloop"
-    return Path(home).expanduser() / "models"
-
 
 def model_dir(name: str) -> Path:
     """The cache folder of a registry entry (by name or alias)."""
@@ -84,9 +76,7 @@ def read_meta(name: str) -> dict[str, Any]:
 def _write_meta(name: str, meta: dict[str, Any]) -> None:
     d = model_dir(name)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, d / META)
+    atomic_write_text(d / META, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def model_config(name: str) -> dict[str, Any]:
@@ -184,9 +174,8 @@ def import_model(path: Path, name: str, *, config: dict[str, Any] | None = None,
         tmp = Path(tempfile.mkdtemp(dir=d, prefix=".import-"))
         for f in ("config.json", "model.safetensors"):
             shutil.copy2(path / f, tmp / f)
-        shutil.rmtree(hf_dir(name), ignore_errors=True)
         checkpoint_path(name).unlink(missing_ok=True)
-        os.replace(tmp, hf_dir(name))
+        replace_dir(tmp, hf_dir(name), overwrite=True)
         meta: dict[str, Any] = {"origin": f"import:{path.resolve()}", "format": "transformers",
                                 "sha256": sha256_file(hf_dir(name) / "model.safetensors")}
     elif path.is_file():
@@ -200,7 +189,7 @@ def import_model(path: Path, name: str, *, config: dict[str, Any] | None = None,
             shutil.copyfile(path, tmpf)
         else:
             shutil.move(str(path), tmpf)
-        os.replace(tmpf, dest)
+        replace_file(tmpf, dest)
         shutil.rmtree(hf_dir(name), ignore_errors=True)
         meta = {"origin": f"import:{path.resolve()}", "sha256": digest,
                 "size": dest.stat().st_size}

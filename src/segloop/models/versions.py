@@ -7,20 +7,24 @@ model cache through :func:`segloop.models.store.import_model` and records, in th
 (the registry itself only knows the built-in models), so ``segloop models list``,
 ``get_engine("medsam2", model="medsam2@RUN")`` and ``segloop eval --engine medsam2@RUN`` see them.
 
-Pure Python (json, pathlib, segloop.models): must not import torch, the API or the engines.
+``run_model_name`` (:mod:`segloop.models.naming`), ``TRAINED_KEY`` and ``saved_run_specs``
+(:mod:`segloop.models.runs`) are re-exported here. Pure Python (json, pathlib, segloop.models):
+must not import torch, the API or the engines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 from pathlib import Path
 from typing import Any
 
-from segloop.errors import InputError, SegloopError
-from segloop.models.registry import ModelSpec, get_spec, model_names, register_model
+from segloop.errors import SegloopError
+from segloop.fsio import atomic_write_text
+from segloop.models.naming import parse_model_version, run_model_name
+from segloop.models.paths import META
+from segloop.models.registry import get_spec, model_names, register_model
+from segloop.models.runs import TRAINED_KEY, saved_run_specs, spec_from_meta
 from segloop.models.store import import_model, models_home, read_meta
 
 __all__ = [
@@ -33,56 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: key of ``meta.json`` that marks a cached model as a fine-tuned run
-TRAINED_KEY = "trained"
-
-_RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def run_model_name(base_engine: str, run_name: str) -> str:
-    """``"medsam2@run1"``: the registry name of a run; InputError for unusable run names."""
-    if not _RUN_RE.match(run_name):
-        raise InputError(f"run name {run_name!r}: use letters, digits, '.', '_' and '-' (max 100)")
-    return f"{base_engine}@{run_name}"
-
-
-def _spec_from_meta(name: str, meta: dict[str, Any]) -> ModelSpec | None:
-    info = meta.get(TRAINED_KEY)
-    cfg = meta.get("config")
-    if not isinstance(info, dict) or not isinstance(cfg, dict):
-        return None
-    scores = info.get("val_scores") or {}
-    iou = scores.get("val_iou")
-    desc = f"fine-tuned from {info.get('base_model', '?')}"
-    if isinstance(iou, int | float):
-        desc += f" (val IoU {iou:.3f})"
-    return ModelSpec(
-        name=name, description=desc, config=cfg, licence=str(info.get("licence", "see base")),
-        engine=str(info.get("engine", "medsam2")),
-        extra={"base_model": info.get("base_model"), "val_scores": scores,
-               "run_dir": info.get("run_dir")},
-    )
-
-
-def saved_run_specs() -> list[ModelSpec]:
-    """Registry entries of every fine-tuned run cached under ``$SEGLOOP_HOME/models``."""
-    home = models_home()
-    if not home.is_dir():
-        return []
-    out: list[ModelSpec] = []
-    for d in sorted(home.iterdir()):
-        meta_path = d / "meta.json"
-        if not (d.is_dir() and meta_path.is_file()):
-            continue
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        spec = _spec_from_meta(d.name, meta) if isinstance(meta, dict) else None
-        if spec is not None:
-            out.append(spec)
-    return out
 
 
 def register_saved_runs() -> list[str]:
@@ -101,8 +55,8 @@ def resolve_model_version(text: str) -> tuple[str, str]:
 
     Raises SegloopError when no such run is cached.
     """
-    engine, _, run = text.partition("@")
-    if not run:
+    version = parse_model_version(text)
+    if version is None:
         return text, text
     register_saved_runs()
     try:
@@ -110,9 +64,9 @@ def resolve_model_version(text: str) -> tuple[str, str]:
     except SegloopError:
         raise SegloopError(
             f"no trained model {text!r} in {models_home()}: train one with `segloop train ..."
-            f" --out DIR --name {run}` (see `segloop models list`)"
+            f" --out DIR --name {version.run}` (see `segloop models list`)"
         ) from None
-    return spec.engine or engine, spec.name
+    return spec.engine or version.engine, spec.name
 
 
 def register_run(model_folder: Path, name: str, *, base_model: str, engine: str,
@@ -121,14 +75,12 @@ def register_run(model_folder: Path, name: str, *, base_model: str, engine: str,
     """Import a run's ``transformers`` folder into the model cache as ``name``; return its dir."""
     info = {"base_model": base_model, "engine": engine, "val_scores": val_scores,
             "run_dir": str(Path(run_dir).resolve()), "licence": licence}
-    spec = _spec_from_meta(name, {TRAINED_KEY: info, "config": config})
+    spec = spec_from_meta(name, {TRAINED_KEY: info, "config": config})
     assert spec is not None
     register_model(spec)
     d = import_model(model_folder, name, config=config)
     meta = read_meta(name)
     meta[TRAINED_KEY] = info
-    tmp = d / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, d / "meta.json")
+    atomic_write_text(d / META, json.dumps(meta, indent=2, sort_keys=True))
     log.info("registered %s (from %s) in %s", name, base_model, d)
     return d

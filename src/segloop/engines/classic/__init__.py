@@ -1,0 +1,57 @@
+"""The weights-free ``classic`` engine: intensity models, spatial priors and morphology.
+
+How it works (all sizes in millimetres, using the volume's spacing, so it behaves the same at
+any resolution):
+
+- **Intensity model.** On the prompted slice, foreground and background intensity densities
+  are estimated (kernel-smoothed histograms of the denoised image): foreground from inside the
+  box (refined GrabCut-style over a few iterations), background from a ring outside the box and
+  the box's own background. The per-voxel evidence is the log-likelihood ratio, so bright, dark
+  and mid-grey targets are handled alike, in CT and MR, without fixed windows. The denoising
+  sigma is chosen per object from its contrast-to-noise ratio and size.
+- **Slice segmentation.** Evidence plus spatial constraints (the box, ± points), thresholded,
+  cleaned (holes filled, opening with a radius proportional to the target's size, closing) and
+  reduced to the connected components consistent with the prompts. The box is tight around
+  the target, so a result that spans less than ``tight_box`` of it (a dark core inside a
+  brighter target, say) is replaced by the box's other tissue, with what it encloses, when
+  that one does span the box. A positive point alone starts an object by flooding
+  intensity-similar tissue around it ("magic wand").
+- **Propagation.** Slice by slice in both directions: the previous slice's mask gives a
+  signed-distance prior and the search window (growth per slice bounded by a distance that
+  scales with the slice spacing, and by an area growth rate); the intensity model is blended
+  with one re-estimated on the previous slice (guarding against partial-volume voxels);
+  components must continue the previous mask and look like the prompted target; growth of
+  more than a voxel beyond the previous slice must be body, not a thin protrusion (it has to
+  survive an opening whose radius is ``neck_open`` of the target's), which cuts leaks into
+  touching tissue of the same intensity through a neck; propagation stops when the area
+  collapses. The prompted slice shows the target at about its largest (the
+  box convention), so a propagated slice may not exceed the anchor's area by more than
+  ``area_cap``, and once the target has tapered below half of it, it may grow back by
+  ``max_growth`` at most above its smallest area (a regrowth means the tracking has slid onto
+  a neighbour of the same intensity); an oversized slice keeps its most confident voxels.
+- **Corrections.** A positive point grows an intensity-consistent connected region from the
+  click (as far as the click is from the current mask) and adds it; a negative point removes
+  the background-like part of the mask around it, or splits the mask with a random walker
+  between the click and the mask far from it; a click at the very middle of a component
+  (where the user says "not this") removes the component. The change (added and removed
+  voxels) is then carried to the neighbouring slices up to the neighbouring anchors, fading
+  where it no longer applies, so a click never rewrites the whole object; a slice emptied by a
+  click ends the object on the slices beyond it (away from every anchor) but erases nothing
+  towards an anchor.
+
+Every computation works on a crop around the object, so a 512x512 slice costs little (under
+1 s for a 512x512x20 CT liver with 5 clicks on a shared core).
+
+Modules: ``options`` (the frozen :class:`ClassicOptions`), ``intensity`` (the intensity model),
+``morphology`` (2D shape operations), ``context`` (image, spacing and per-object models),
+``segment2d`` (one slice from prompts), ``propagation`` (slice to slice), ``session`` and
+``engine``. Imports numpy, scipy and scikit-image only; must not import torch, FastAPI, Celery
+or the CLI.
+"""
+
+from segloop.engines.classic.engine import ClassicEngine
+from segloop.engines.classic.intensity import IntensityModel
+from segloop.engines.classic.options import ClassicOptions
+from segloop.engines.classic.session import ClassicSession
+
+__all__ = ["ClassicEngine", "ClassicOptions", "ClassicSession", "IntensityModel"]

@@ -1,0 +1,138 @@
+"""What every step of the classic engine reads: the canonical image, its spacing, the options,
+and each object's learned intensity model, size and denoising sigma.
+
+Must not import the classic engine's segmentation, propagation or session modules, torch,
+FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+from segloop.engines.classic.intensity import F32, IntensityModel, fit_model, noise_sigma
+from segloop.engines.classic.morphology import Crop, ball, bbox, inner
+from segloop.engines.classic.options import ClassicOptions
+from segloop.types import BoolArray
+
+__all__ = ["ClassicContext"]
+
+
+class ClassicContext:
+    """The image ``(X, Y, Z)`` float32 on the canonical grid, in-plane spacing ``sp`` and slice
+    spacing ``sz`` (mm), the options, and per object: ``models`` (its intensity model),
+    ``scale`` (its equivalent radius on its key slice, mm) and ``sigma_mm`` (its denoising
+    sigma)."""
+
+    def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
+        self.img = img
+        self.shape: tuple[int, int, int] = (int(img.shape[0]), int(img.shape[1]), int(img.shape[2]))
+        self.sp = (float(spacing[0]), float(spacing[1]))
+        self.sz = float(spacing[2])
+        self.opts = opts
+        self.models: dict[int, IntensityModel] = {}
+        self.scale: dict[int, float] = {}
+        self.sigma_mm: dict[int, float] = {}
+        self._noise: float | None = None
+
+    # ----------------------------------------------------------------- images
+
+    def noise_level(self) -> float:
+        """Robust noise sigma of the volume (on up to 4 slices), intensity units."""
+        if self._noise is None:
+            nz = self.img.shape[2]
+            zs = np.unique(np.linspace(0, nz - 1, min(nz, 4)).round().astype(int))
+            self._noise = max(noise_sigma(self.img[:, :, zs]), 1e-3)
+        return self._noise
+
+    def smoothed(self, z: int, crop: Crop, object_id: int | None = None) -> F32:
+        """Slice z within ``crop``, denoised by a Gaussian (sigma in mm chosen per object from
+        its contrast-to-noise ratio, at most ``smooth_mm``; between 0.5 and 2 voxels)."""
+        smooth_mm = self.opts.smooth_mm
+        sigma_mm = self.sigma_mm.get(object_id, smooth_mm) if object_id is not None else smooth_mm
+        sig = [min(2.0, max(0.5, sigma_mm / s)) for s in self.sp]
+        pad = 3 * int(np.ceil(max(sig)))
+        nx, ny = self.shape[:2]
+        big = Crop(max(0, crop.x0 - pad), max(0, crop.y0 - pad), min(nx, crop.x1 + pad),
+                   min(ny, crop.y1 + pad))
+        a = ndi.gaussian_filter(self.img[big.x0:big.x1, big.y0:big.y1, z], sig, mode="nearest")
+        ox, oy = crop.x0 - big.x0, crop.y0 - big.y0
+        return np.asarray(a[ox:ox + crop.x1 - crop.x0, oy:oy + crop.y1 - crop.y0], dtype=np.float32)
+
+    def margin(self, mm: float) -> tuple[int, int]:
+        """Voxels along x and y that cover ``mm``, plus two."""
+        return (int(np.ceil(mm / self.sp[0])) + 2, int(np.ceil(mm / self.sp[1])) + 2)
+
+    def grow_mm(self) -> float:
+        """How far (mm) the target may grow from one slice to the next."""
+        return max(self.opts.grow_mm * self.sz, 1.5 * max(self.sp))
+
+    def near(self, mask: BoolArray, r_mm: float) -> BoolArray:
+        """Voxels of the slice within ``r_mm`` of ``mask`` (computed on a crop around it)."""
+        out = np.zeros(mask.shape, dtype=bool)
+        bb = bbox(mask)
+        if bb is None:
+            return out
+        mx, my = self.margin(r_mm)
+        crop = Crop.around(bb, mx, my, *mask.shape)
+        d = ndi.distance_transform_edt(~mask[crop.sl], sampling=self.sp)
+        out[crop.sl] = d <= r_mm
+        return out
+
+    def distance_to(self, mask: BoolArray, x: int, y: int, cap: float) -> float:
+        """Distance (mm) from voxel (x, y) to the nearest voxel of ``mask``, at most ``cap``."""
+        mx, my = self.margin(cap)
+        crop = Crop.around((x, y, x, y), mx, my, *mask.shape)
+        pts = np.argwhere(mask[crop.sl])
+        if pts.size == 0:
+            return cap
+        dx = (pts[:, 0] + crop.x0 - x) * self.sp[0]
+        dy = (pts[:, 1] + crop.y0 - y) * self.sp[1]
+        return float(min(cap, np.sqrt(dx**2 + dy**2).min()))
+
+    # ----------------------------------------------------------------- models
+
+    def set_sigma(self, object_id: int, raw: npt.NDArray[np.floating], fg: BoolArray,
+                  bg: BoolArray, scale_mm: float) -> None:
+        """Choose the object's denoising sigma from its contrast-to-noise ratio.
+
+        A Gaussian of sigma s voxels divides white noise by about ``2 sqrt(pi) s``; the sigma
+        is the smallest that leaves the noise below a sixth of the target/background contrast
+        (between 0.5 voxel and ``smooth_mm``), so sharp targets keep sharp edges; but at least
+        ``smooth_frac`` of the target's radius ``scale_mm`` (details much smaller than the
+        target are noise at its scale).
+        """
+        if not fg.any() or not bg.any():
+            return
+        contrast = abs(float(np.median(raw[fg])) - float(np.median(raw[bg])))
+        cnr = contrast / max(noise_sigma(raw), self.noise_level())
+        s_vox = 6.0 / (2.0 * np.sqrt(np.pi) * max(cnr, 1e-6))
+        sigma = max(s_vox * min(self.sp), self.opts.smooth_frac * scale_mm)
+        self.sigma_mm[object_id] = float(min(self.opts.smooth_mm, sigma))
+
+    def new_model(self, fg: F32, bg: F32) -> IntensityModel:
+        """A model of ``fg`` against ``bg`` values, binned over their range (plus 10%)."""
+        both = np.concatenate([fg.ravel(), bg.ravel()])
+        lo, hi = np.percentile(both, [0.5, 99.5])
+        span = max(float(hi - lo), 1e-3)
+        lo, hi = float(lo) - 0.1 * span, float(hi) + 0.1 * span
+        return fit_model(fg, bg, lo, hi, self.noise_level())
+
+    def learn_from_mask(self, object_id: int, z: int, m: BoolArray) -> None:
+        """Fit the object's model from a given 2D mask (foreground) and a ring around it."""
+        bb = bbox(m)
+        if bb is None:
+            return
+        ring_mm = self.opts.ring_mm
+        mx, my = self.margin(ring_mm * 2)
+        crop = Crop.around(bb, mx, my, *self.shape[:2])
+        mc = m[crop.sl]
+        ring = ndi.binary_dilation(mc, ball(ring_mm, self.sp)) & ~ndi.binary_dilation(mc)
+        if not ring.any():
+            ring = ~mc
+        self.set_sigma(object_id, self.img[crop.x0:crop.x1, crop.y0:crop.y1, z], mc, ring,
+                       float(np.sqrt(mc.sum() * self.sp[0] * self.sp[1] / np.pi)))
+        img = self.smoothed(z, crop, object_id)
+        self.models[object_id] = self.new_model(img[inner(mc)], img[ring])
+        self.scale[object_id] = float(np.sqrt(mc.sum() * self.sp[0] * self.sp[1] / np.pi))

@@ -1,0 +1,86 @@
+"""The classic engine's options: one frozen record, checked once when the engine is made.
+
+Must not import the rest of the classic engine, torch, FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from segloop.errors import EngineError
+
+__all__ = ["ClassicOptions"]
+
+
+@dataclass(frozen=True)
+class ClassicOptions:
+    """Tuning of the classic engine (defaults are the benchmarked settings; sizes in mm).
+
+    ``smooth_mm`` (largest denoising sigma), ``smooth_frac`` (smallest sigma, as a fraction of
+    the target's radius), ``ring_mm`` (background ring width), ``grow_mm`` (growth allowed
+    between slices, per mm of slice spacing), ``clean_mm`` (smallest opening/closing radius),
+    ``open_frac`` (opening radius as a fraction of the target's radius), ``stop_ratio``
+    (propagation stops when the area falls below this fraction of the previous slice's),
+    ``follow_frac`` (share of a new component that must lie in the previous mask), ``adapt``
+    (weight of the model re-estimated on the previous slice), ``prior_weight`` (strength of the
+    shape prior), ``max_growth`` (area growth per slice before the window tightens),
+    ``min_key_lr`` (mean log-likelihood ratio under the prompted slice's model below which a
+    component is dropped; None disables), ``carve_far`` (negative clicks: markers beyond this
+    many times the click's depth), ``wand_mm`` (reach of a first positive click without a box),
+    ``drop_central`` (a negative click at least this fraction of its component's greatest depth
+    deep removes the whole component; None disables), ``area_cap`` (a propagated slice's
+    largest area, as a multiple of the anchor slice's; None disables), ``taper`` (once the area
+    has fallen below this fraction of the anchor's, it may grow back by ``max_growth`` at most;
+    None disables), ``tight_box`` (a box result spanning less than this fraction of the box's
+    width or height is checked against the box's other tissue; None disables), ``neg_frac``
+    (negative clicks splitting a component: radius of the removed seed, as a fraction of the
+    click's depth), ``neck_open`` (propagation: opening radius that growth beyond the previous
+    slice must survive, as a fraction of the target's radius; 0 disables).
+    """
+
+    smooth_mm: float = 1.0
+    ring_mm: float = 6.0
+    grow_mm: float = 1.0
+    clean_mm: float = 1.0
+    stop_ratio: float = 0.2
+    follow_frac: float = 0.5
+    adapt: float = 0.5
+    prior_weight: float = 1.0
+    max_growth: float = 0.2
+    open_frac: float = 0.1
+    carve_far: float = 1.0
+    min_key_lr: float | None = -0.5
+    smooth_frac: float = 0.02
+    wand_mm: float = 100.0
+    drop_central: float | None = 0.8
+    area_cap: float | None = 2.0
+    taper: float | None = 0.5
+    tight_box: float | None = 0.6
+    neg_frac: float = 0.35
+    neck_open: float = 0.25
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
+        """Options from ``NAME=value`` pairs (``get_engine("classic", **options)``).
+
+        Raises :class:`EngineError` naming an unknown option, or one whose value is not a
+        number (``None`` or ``"none"`` only where the option can be disabled).
+        """
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise EngineError(f"unknown classic engine option(s) {', '.join(unknown)};"
+                              f" known: {', '.join(sorted(known))}")
+        values: dict[str, float | None] = {}
+        for name, raw in options.items():
+            optional = "None" in str(known[name].type)
+            if optional and (raw is None or (isinstance(raw, str) and raw.lower() == "none")):
+                values[name] = None  # `--engine-opt area_cap=none` disables the check
+                continue
+            try:
+                values[name] = float(raw)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                kind = "a number or None" if optional else "a number"
+                raise EngineError(f"classic engine option {name} takes {kind}, got {raw!r}") from None
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,231 @@
+"""The classic engine across slices: tracking a mask from slice to slice, and carrying a
+correction to the neighbouring slices up to the next anchors.
+
+Must not import the classic engine's session module, torch, FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.intensity import IntensityModel
+from segloop.engines.classic.morphology import (
+    Crop,
+    bbox,
+    clean,
+    dilate1,
+    follow,
+    inner,
+    keep_components,
+    open_disk,
+    signed_distance,
+)
+from segloop.engines.classic.options import ClassicOptions
+from segloop.engines.state import SessionState
+from segloop.types import BoolArray, SliceResult
+
+__all__ = ["area_limit", "delta_step", "propagate_delta", "propagate_from", "span_total", "track"]
+
+
+def span_total(state: SessionState, z: int, object_id: int) -> int:
+    """How many slices a propagation from slice z visits (both directions)."""
+    st = state.get(object_id)
+    return len(st.span(z, 1)) + len(st.span(z, -1))
+
+
+def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: int,
+                   offset: int = 0) -> Iterator[SliceResult]:
+    """Fill the slices from z to the next anchors (both directions), tracking slice by slice;
+    an emptied slice ends the object in that direction."""
+    st = state.get(object_id)
+    total = offset + span_total(state, z, object_id)
+    done = offset
+    for direction in (1, -1):
+        span = st.span(z, direction)
+        if len(span) == 0:
+            continue
+        prev = st.mask[:, :, z].copy()
+        stopped = not prev.any()
+        model = ctx.models.get(object_id)
+        anchor_area = int(prev.sum())
+        low = anchor_area
+        for s in span:
+            if stopped or model is None:
+                new = np.zeros(ctx.shape[:2], dtype=bool)
+            else:
+                new, model = track(ctx, object_id, s, s - direction, prev, model,
+                                   area_limit(ctx.opts, anchor_area, low))
+                if not new.any():
+                    stopped = True
+                low = min(low, int(new.sum()))
+            st.mask[:, :, s] = new
+            prev = new
+            done += 1
+            yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
+
+
+def area_limit(opts: ClassicOptions, anchor_area: int, low: int) -> float | None:
+    """Largest area (voxels) a propagated slice may take, from the anchor's area and the
+    smallest area met so far on the way (``low``).
+
+    The prompted slice shows the target at (about) its largest, so a propagated slice may
+    exceed it by ``area_cap`` at most; once the target has tapered below ``taper`` of it,
+    growing again means following a neighbour, so the area may not grow beyond
+    ``max_growth`` above the smallest one met.
+    """
+    limit = None if opts.area_cap is None else opts.area_cap * anchor_area + 4
+    if opts.taper is not None and low < opts.taper * anchor_area:
+        regrow = (1 + opts.max_growth) * low + 4
+        limit = regrow if limit is None else min(limit, regrow)
+    return limit
+
+
+def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: BoolArray,
+                    object_id: int, offset: int) -> Iterator[SliceResult]:
+    """Carry a correction of slice z to its neighbours, up to the neighbouring anchors.
+
+    Each slice is re-tracked from the corrected neighbour; only the changes (added and
+    removed voxels) connected to the changes of the previous slice are applied, so a
+    correction's effect fades where it no longer applies instead of rewriting the object.
+    """
+    st = state.get(object_id)
+    total = offset + span_total(state, z, object_id)
+    done = offset
+    for direction in (1, -1):
+        span = st.span(z, direction)
+        if len(span) == 0:
+            continue
+        cur = st.mask[:, :, z]
+        added = cur & ~before
+        removed = before & ~cur
+        prev = cur.copy()
+        model = ctx.models.get(object_id)
+        active = model is not None and bool(added.any() or removed.any())
+        outward = span.stop in (-1, ctx.shape[2])
+        for s in span:
+            old = st.mask[:, :, s].copy()
+            new = old
+            if active and model is not None:
+                if prev.any():
+                    tracked, _ = track(ctx, object_id, s, s - direction, prev, model)
+                elif outward:
+                    tracked = np.zeros_like(old)
+                else:
+                    # an emptied slice says nothing about the slices towards an anchor
+                    active = False
+                    tracked = old
+                add_s, rem_s = delta_step(ctx, old, tracked, added, removed)
+                new = (old | add_s) & ~rem_s
+                added, removed = add_s, rem_s
+                active = bool(added.any() or removed.any())
+                st.mask[:, :, s] = new
+            prev = new
+            done += 1
+            yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
+
+
+def delta_step(ctx: ClassicContext, old: BoolArray, tracked: BoolArray, added: BoolArray,
+               removed: BoolArray) -> tuple[BoolArray, BoolArray]:
+    """Voxels to add to / remove from ``old`` on a slice, given the previous slice's changes.
+
+    Changes continue those of the previous slice (connected to them) and spread at most
+    the slice-to-slice growth distance. Works on a crop around the masks involved.
+    """
+    add_s = np.zeros(old.shape, dtype=bool)
+    rem_s = np.zeros(old.shape, dtype=bool)
+    bb = bbox(old | tracked | added | removed)
+    if bb is None:
+        return add_s, rem_s
+    grow = ctx.grow_mm()
+    crop = Crop.around(bb, *ctx.margin(grow), *old.shape)
+    o, t, a, r = (m[crop.sl] for m in (old, tracked, added, removed))
+    if a.any():
+        ac = keep_components(t & ~o, dilate1(a)) & ctx.near(a, grow)
+        if ac.sum() > a.sum():  # a correction fades: never a larger change than before
+            ac &= a
+        add_s[crop.sl] = ac
+    if r.any():
+        rc = keep_components(o & ~t, dilate1(r)) & ctx.near(r, grow)
+        if rc.sum() > r.sum():
+            rc &= r
+        rem_s[crop.sl] = rc
+    return add_s, rem_s
+
+
+def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolArray,
+          model: IntensityModel, limit: float | None = None) -> tuple[BoolArray, IntensityModel]:
+    """Segment slice s from the previous slice's mask ``prev``; return it and the model."""
+    opts, sp = ctx.opts, ctx.sp
+    nx, ny = ctx.shape[:2]
+    grow = ctx.grow_mm()
+    bb = bbox(prev)
+    assert bb is not None
+    mx, my = ctx.margin(grow + opts.ring_mm)
+    crop = Crop.around(bb, mx, my, nx, ny)
+    img = ctx.smoothed(s, crop, object_id)
+    pc = prev[crop.sl]
+    cap = 4 * grow + 50.0
+    sd = signed_distance(pc, sp, cap)
+    # local model from the previous slice, blended with the object's model
+    vox = max(sp) * 1.01
+    ring = (sd < -vox) & (sd > -opts.ring_mm - vox)
+    inside = sd > 0
+    if inside.sum() >= 8 and ring.sum() >= 8:
+        pimg = ctx.smoothed(prev_z, crop, object_id)
+        local = IntensityModel(model.lo, model.hi, model.density(pimg[inner(pc)], ctx.noise_level()),
+                               model.density(pimg[ring], ctx.noise_level()))
+        key = ctx.models[object_id]
+        use = key.blend(local, opts.adapt)
+    else:
+        use = model
+    lr = ndi.gaussian_filter(use.log_ratio(img), 0.7)
+    window = sd > -grow
+    logit = lr + opts.prior_weight * np.clip(sd / grow, -2.0, 1.0)
+    cand = (logit > 0) & window
+    open_mm = opts.open_frac * ctx.scale.get(object_id, 0.0)
+    cand = clean(cand, sp, opts.clean_mm, open_mm) & window
+    core = sd > min(grow, 0.5 * float(sd.max()))
+    if not core.any():
+        core = sd > 0
+    new_c = follow(cand, core, pc, opts.follow_frac)
+    near = sd > -1.01 * max(sp)  # a one-voxel shift of the outline is no leak
+    if opts.neck_open and (new_c & ~near).any():
+        # growth must be body, not a thin protrusion: what grew more than a voxel beyond
+        # the previous slice survives only where an opening of the new mask (radius a
+        # fraction of the target's) keeps it, which cuts leaks through a neck
+        r_neck = max(opts.neck_open * ctx.scale.get(object_id, 0.0), max(sp))
+        # the opening near the growth depends on the mask within 2 r_neck of it only
+        gbb = bbox(new_c & ~near)
+        assert gbb is not None
+        win = Crop.around(gbb, *ctx.margin(2 * r_neck), *new_c.shape)
+        opened = np.zeros_like(new_c)
+        opened[win.sl] = open_disk(new_c[win.sl], sp, r_neck)
+        new_c = (new_c & near) | (new_c & ~near & opened)
+        new_c = follow(new_c, core, pc, opts.follow_frac)
+    area_prev = int(pc.sum())
+    if opts.max_growth > 0 and new_c.sum() > (1 + opts.max_growth) * area_prev + 4:
+        # faster growth than a smooth surface allows: keep only one voxel beyond prev
+        new_c &= sd > -1.01 * max(sp)
+        new_c = follow(new_c, core, pc, opts.follow_frac)
+    if limit is not None and new_c.sum() > limit:
+        # larger than the target can be here: keep its most confident part
+        vals = np.sort(logit[new_c])[::-1]
+        new_c &= logit >= vals[max(0, int(limit) - 1)]
+        new_c = follow(new_c, core, pc, opts.follow_frac)
+    if opts.min_key_lr is not None and new_c.any():
+        # every part must look more like the prompted target than like its surroundings
+        # (the model of the prompted slice, not the adapted one): stops at the target's end
+        key_lr = ctx.models[object_id].log_ratio(img)
+        lab, n = ndi.label(new_c, structure=np.ones((3, 3), bool))
+        mean = ndi.mean(key_lr, lab, index=np.arange(1, n + 1))
+        ok = np.concatenate([[False], np.asarray(mean) > opts.min_key_lr])
+        new_c = ok[lab]
+    if new_c.sum() < max(3, opts.stop_ratio * area_prev):
+        new_c = np.zeros_like(new_c)
+    out = np.zeros((nx, ny), dtype=bool)
+    out[crop.sl] = new_c
+    return out, model

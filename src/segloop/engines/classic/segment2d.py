@@ -1,0 +1,249 @@
+"""The classic engine on one slice: a box (GrabCut-like), positive clicks (region growing) and
+negative clicks (carving), all on a crop around the object.
+
+Must not import the classic engine's propagation or session modules, torch, FastAPI, Celery or
+the CLI.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import random_walker
+
+from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.intensity import F32, IntensityModel
+from segloop.engines.classic.morphology import (
+    Crop,
+    ball,
+    bbox,
+    box_cover,
+    clean,
+    disk,
+    keep_components,
+    largest,
+    open_disk,
+)
+from segloop.types import BoolArray, Prompts
+
+__all__ = ["box_segment", "carve", "grabcut", "grow", "prompted_slice"]
+
+
+def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts,
+                   base: BoolArray | None) -> BoolArray:
+    """The mask of slice z from its prompts: box segmentation (or ``base``) + point edits."""
+    nx, ny = ctx.shape[:2]
+    if prompts.box is not None:
+        m = box_segment(ctx, object_id, z, prompts.box)
+    elif base is not None:
+        m = base.copy()
+    else:
+        m = np.zeros((nx, ny), dtype=bool)
+    pos = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
+                                      strict=True) if lab == 1]
+    for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
+        if lab == 1:
+            if not m[x, y]:
+                m |= grow(ctx, object_id, z, x, y, m)
+        elif m[x, y]:
+            m &= ~carve(ctx, object_id, z, x, y, m, pos)
+    if prompts.box is None and base is None and object_id not in ctx.models and m.any():
+        ctx.learn_from_mask(object_id, z, m)
+    return m
+
+
+def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int, int, int]) -> BoolArray:
+    """GrabCut-like segmentation inside ``box`` on slice z; sets the object's model."""
+    opts, sp = ctx.opts, ctx.sp
+    nx, ny = ctx.shape[:2]
+    x0, y0, x1, y1 = box
+    mx, my = ctx.margin(opts.ring_mm)
+    crop = Crop.around(box, mx, my, nx, ny)
+    shape2 = (crop.x1 - crop.x0, crop.y1 - crop.y0)
+    inbox = np.zeros(shape2, dtype=bool)
+    bx0, by0 = x0 - crop.x0, y0 - crop.y0
+    inbox[bx0:x1 - crop.x0 + 1, by0:y1 - crop.y0 + 1] = True
+    ring = ndi.binary_dilation(inbox, ball(opts.ring_mm, sp)) & ~inbox
+    if not ring.any():
+        ring = ~inbox
+    # initial foreground: the ellipse inscribed in the box
+    cx, cy = (x0 + x1) / 2 - crop.x0, (y0 + y1) / 2 - crop.y0
+    ax, ay = max((x1 - x0) / 2, 0.5), max((y1 - y0) / 2, 0.5)
+    xx = (np.arange(shape2[0])[:, None] - cx) / ax
+    yy = (np.arange(shape2[1])[None, :] - cy) / ay
+    ell = (xx**2 + yy**2 <= 1.0) & inbox
+    core = (xx**2 + yy**2 <= 0.25) & inbox
+    box_scale = 0.5 * float(np.sqrt((x1 - x0 + 1) * sp[0] * (y1 - y0 + 1) * sp[1]))
+    ctx.set_sigma(object_id, ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, z], ell, ring, box_scale)
+    img = ctx.smoothed(z, crop, object_id)
+    fg, model = grabcut(ctx, img, ell, core, inbox, ring, box_scale)
+    cover = box_cover(fg, inbox)
+    if opts.tight_box is not None and cover < opts.tight_box:
+        # the box is tight around the target, so the target spans it; this result does
+        # not (a dark core inside a brighter target, say): the other tissue of the box is
+        # taken instead when it does span it
+        rejected = ndi.binary_dilation(fg, ball(max(sp), sp))
+        other = ell & ~rejected
+        if other.sum() >= 8:
+            fg2, model2 = grabcut(ctx, img, other, other, inbox, ring, box_scale, rejected)
+            # what it encloses (the rejected core) belongs to it
+            se = ball(2.0 * max(sp), sp)
+            pad = se.shape[0]
+            closed = ndi.binary_closing(np.pad(fg2, pad), se)[pad:-pad, pad:-pad]
+            fg2 = fg2 | (ndi.binary_fill_holes(closed) & rejected & inbox)
+            if box_cover(fg2, inbox) >= 0.85:
+                fg, model = fg2, model2
+    ctx.models[object_id] = model
+    ctx.scale[object_id] = float(np.sqrt(max(fg.sum(), 1) * sp[0] * sp[1] / np.pi))
+    out = np.zeros((nx, ny), dtype=bool)
+    out[crop.sl] = fg
+    return out
+
+
+def grabcut(ctx: ClassicContext, img: F32, init: BoolArray, core: BoolArray, inbox: BoolArray,
+            ring: BoolArray, box_scale: float,
+            exclude: BoolArray | None = None) -> tuple[BoolArray, IntensityModel]:
+    """GrabCut-like iterations on a crop: fit foreground (from ``init``) and background
+    (``ring`` and the box's rest) densities, threshold the log-likelihood ratio inside the
+    box, keep the components touching ``core``; returns the foreground and the model.
+    Voxels of ``exclude`` may end up inside the foreground (filled holes) but never train
+    its density."""
+    fg = init
+    model = ctx.new_model(img[fg], img[ring])
+    for _ in range(3):
+        lr = model.log_ratio(img)
+        lr = ndi.gaussian_filter(lr, 0.7)
+        cand = (lr > 0) & inbox
+        cand = clean(cand, ctx.sp, ctx.opts.clean_mm, ctx.opts.open_frac * box_scale)
+        cand &= inbox
+        if not cand.any():
+            break
+        sel = keep_components(cand, core)
+        if not sel.any():
+            sel = largest(cand)
+        fg = largest(sel, rel=0.0) | (sel & largest(sel, rel=0.25))
+        bgv = np.concatenate([img[ring], img[inbox & ~ndi.binary_dilation(fg)]])
+        train = fg if exclude is None else fg & ~exclude
+        model = ctx.new_model(img[train if train.sum() >= 8 else fg], bgv)
+    return fg, model
+
+
+def grow(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: BoolArray) -> BoolArray:
+    """A region grown from a positive click: intensity-consistent and connected to it."""
+    opts, sp = ctx.opts, ctx.sp
+    nx, ny = ctx.shape[:2]
+    model = ctx.models.get(object_id)
+    first = model is None and not current.any()
+    scale = ctx.scale.get(object_id, 10.0)
+    # a first click (no model yet) floods as far as the intensity stays the same
+    r = opts.wand_mm if first else max(5.0, 1.5 * scale)
+    if current.any():
+        # the click marks the middle of a missed region: it reaches about as far again
+        # as the click is from the current mask
+        d = ctx.distance_to(current, x, y, r)
+        r = min(r, max(2.0 * d + max(sp), 3.0 * max(sp)))
+    mx, my = ctx.margin(r)
+    crop = Crop.around((x, y, x, y), mx, my, nx, ny)
+    img = ctx.smoothed(z, crop, object_id)
+    px, py = x - crop.x0, y - crop.y0
+    win = disk(img.shape, px, py, r, sp)
+    seed = disk(img.shape, px, py, max(1.5, 1.1 * min(sp)), sp)
+    region = np.zeros(img.shape, dtype=bool)
+    if model is not None:
+        lr = ndi.gaussian_filter(model.log_ratio(img), 0.7)
+        if lr[px, py] > 0:
+            cand = (lr > 0) & win
+            cand = ndi.binary_opening(cand, ball(opts.clean_mm, sp)) | seed
+            region = keep_components(cand & win, seed)
+    if not region.any():
+        # flood by similarity to the click's neighbourhood
+        vals = img[disk(img.shape, px, py, max(2.0, 1.5 * min(sp)), sp)]
+        mu = float(np.median(vals))
+        tol = 2.5 * max(ctx.noise_level(), float(vals.std()))
+        cand = (np.abs(img - mu) <= tol) & (win if first else disk(img.shape, px, py, 0.6 * r, sp))
+        if first:
+            # cut thin bridges into neighbouring tissue of the same intensity
+            opened = open_disk(cand, sp, max(opts.clean_mm, 2.0))
+            if (opened & seed).any():
+                cand = opened
+        region = keep_components(cand | seed, seed)
+    region = np.asarray(ndi.binary_fill_holes(region | seed), dtype=bool)
+    out = np.zeros((nx, ny), dtype=bool)
+    out[crop.sl] = region
+    return out
+
+
+def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: BoolArray,
+          pos: list[tuple[int, ...]]) -> BoolArray:
+    """The part of ``current`` to remove for a negative click at (x, y).
+
+    On background-like intensity (a filled hole, a partial-volume rim) the connected
+    background-like part of the mask around the click goes; on foreground-like intensity
+    the mask is split by a marker watershed between the click and the mask far from it.
+    """
+    opts, sp = ctx.opts, ctx.sp
+    nx, ny = ctx.shape[:2]
+    lab, _ = ndi.label(current, structure=np.ones((3, 3), bool))
+    comp = lab == lab[x, y]
+    bb = bbox(comp)
+    assert bb is not None
+    crop = Crop.around(bb, 2, 2, nx, ny)
+    c = comp[crop.sl]
+    px, py = x - crop.x0, y - crop.y0
+    model = ctx.models.get(object_id)
+    if model is not None:
+        lr = ndi.gaussian_filter(model.log_ratio(ctx.smoothed(z, crop, object_id)), 0.7)
+        if lr[px, py] < 0:
+            seed = np.zeros(c.shape, dtype=bool)
+            seed[px, py] = True
+            bgl = keep_components(c & (lr < 0), seed)
+            out = np.zeros((nx, ny), dtype=bool)
+            out[crop.sl] = ndi.binary_dilation(bgl) & c
+            return out
+    inside = ndi.distance_transform_edt(np.pad(c, 1), sampling=sp)[1:-1, 1:-1]
+    rho = float(inside[px, py])
+    has_pos = any(0 <= int(p[0]) - crop.x0 < c.shape[0] and 0 <= int(p[1]) - crop.y0 < c.shape[1]
+                  and c[int(p[0]) - crop.x0, int(p[1]) - crop.y0] for p in pos)
+    deep = float(inside.max())
+    if (opts.drop_central is not None and not has_pos and rho >= opts.drop_central * deep
+            and deep >= 3.0 * max(sp)):
+        # a click at the very middle of a component rejects the component as a whole
+        # (only where the component is thick enough for "the middle" to mean something)
+        out = np.zeros((nx, ny), dtype=bool)
+        out[crop.sl] = c
+        return out
+    neg = disk(c.shape, px, py, max(rho * opts.neg_frac, min(sp)), sp) & c
+    xx = (np.arange(c.shape[0])[:, None] - px) * sp[0]
+    yy = (np.arange(c.shape[1])[None, :] - py) * sp[1]
+    # positive markers: the mask's deeper core, away from the click
+    far = (np.sqrt(xx**2 + yy**2) > opts.carve_far * rho + max(sp)) & c
+    posm = far.copy()
+    for p in pos:
+        qx, qy = int(p[0]) - crop.x0, int(p[1]) - crop.y0
+        if 0 <= qx < c.shape[0] and 0 <= qy < c.shape[1] and c[qx, qy]:
+            posm[qx, qy] = True
+    posm &= ~neg
+    reach = np.sqrt(xx**2 + yy**2) <= (opts.carve_far + 0.5) * rho + 2 * max(sp)
+    if not posm.any():
+        # nothing far from the click: keep the mask's rim as the competing marker, so an
+        # inner region bounded by an edge (a filled hole) goes and the outline stays
+        posm = c & (inside <= 1.01 * max(sp)) & ~disk(c.shape, px, py, rho, sp)
+    if not posm.any():
+        out = np.zeros((nx, ny), dtype=bool)
+        out[crop.sl] = c & reach
+        return out
+    img = ctx.smoothed(z, crop, object_id)
+    markers = np.zeros(c.shape, dtype=np.int32)
+    markers[~c] = -1
+    markers[posm] = 1
+    markers[neg] = 2
+    # a random walk on the image: intensity edges separate, flat regions split by distance
+    scale = 3.0 * max(ctx.noise_level(), 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # probability-range tolerance notes
+        ws = random_walker(img / scale, markers, beta=1.0, mode="cg", tol=1e-3)
+    out = np.zeros((nx, ny), dtype=bool)
+    out[crop.sl] = (ws == 2) & reach
+    return out
