@@ -53,3 +53,26 @@ def box_mesh(half: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
                   [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
     return v, f
+
+
+def synthetic_scene(mesh_vertices: np.ndarray, faces: np.ndarray, color: tuple[int, int, int],
+                    distance: float = 800.0, view: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+    """A 480×640 RGB-D frame of a mesh seen from template view ``view`` at ``distance`` mm, on a
+    textured background plane 400 mm behind it. Returns rgb, depth (uint16 mm), K, true mask."""
+    from segloop.ism.mesh import Mesh
+    from segloop.ism.poses import cam_poses
+    from segloop.ism.render import render_view
+
+    K = np.array([[572.4, 0.0, 325.3], [0.0, 573.6, 242.0], [0.0, 0.0, 1.0]])
+    cols = np.tile(np.array(color, dtype=float) / 255, (len(mesh_vertices), 1))
+    pose = cam_poses(0, distance=distance)[view]
+    r = render_view(Mesh(mesh_vertices, faces, cols), pose, K, size=(480, 640))
+    pc = (r.xyz.reshape(-1, 3).astype(np.float64) - pose[:3, 3]) @ pose[:3, :3]
+    z = pc[:, 2].reshape(480, 640)
+    rng = np.random.default_rng(1)
+    rgb = (rng.integers(60, 120, size=(480 // 16, 640 // 16, 3)).repeat(16, 0).repeat(16, 1)).astype(np.uint8)
+    depth = np.full((480, 640), distance + 400.0)
+    rgb[r.mask] = r.rgb[r.mask]
+    depth[r.mask] = z[r.mask]
+    return rgb, np.round(depth).astype(np.uint16), K, r.mask

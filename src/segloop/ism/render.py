@@ -83,12 +83,17 @@ def rasterize(uv: np.ndarray, depth: np.ndarray, faces: np.ndarray, height: int,
     b_all: list[np.ndarray] = []
     k = 1
     while len(fid):
-        sel = size <= k
-        group, fid, size = fid[sel], fid[~sel], size[~sel]
-        step = max(1, max_candidates // (k * k))
-        oy, ox = np.mgrid[0:k, 0:k]
-        for s in range(0, len(group), step):
-            g = group[s:s + step]
+        if k > 32:  # large triangles one by one on their exact (h, w) box: no padding to k×k
+            groups = [(fid[i:i + 1], int(y1[fid[i]] - y0[fid[i]]) + 1, int(x1[fid[i]] - x0[fid[i]]) + 1)
+                      for i in range(len(fid))]
+            fid = fid[:0]
+        else:
+            sel = size <= k
+            group, fid, size = fid[sel], fid[~sel], size[~sel]
+            step = max(1, max_candidates // (k * k))
+            groups = [(group[s:s + step], k, k) for s in range(0, len(group), step)]
+        for g, gh, gw in groups:
+            oy, ox = np.mgrid[0:gh, 0:gw]
             px = x0[g][:, None, None] + ox
             py = y0[g][:, None, None] + oy
             a, b, c = (tri[g, i][:, :, None, None] for i in range(3))
