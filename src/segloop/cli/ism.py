@@ -26,6 +26,12 @@ def register(subparsers: Any) -> None:
     r.add_argument("out_dir", type=Path, help="output folder (created)")
     r.add_argument("--views", type=int, default=42, help="number of views: 42, 162 or 642 (default 42)")
     r.set_defaults(func=_render)
+    s = sub.add_parser("serve", help="run the ISM service (default 127.0.0.1:8002)",
+                       description="Serve POST /api/v1/inference, GET /health, GET /metrics; "
+                       "settings from ISM_* (docs/ism.md).")
+    s.add_argument("--host", help="bind address (default $ISM_SERVER_HOST or 127.0.0.1)")
+    s.add_argument("--port", type=int, help="TCP port (default $ISM_SERVER_PORT or 8002)")
+    s.set_defaults(func=_serve)
     p.set_defaults(func=lambda _a: (p.print_help(), 2)[1])
 
 
@@ -43,3 +49,9 @@ def _render(args: argparse.Namespace) -> int:
     n = render_templates(mesh, args.out_dir, level)
     print(f"segloop: wrote {n} templates to {args.out_dir}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from segloop.ism.service import serve
+
+    return serve(host=args.host, port=args.port)
