@@ -57,15 +57,26 @@ class IsmPipeline:
         self._templates: dict[tuple[str, str], Templates] = {}
         self._descriptors: dict[tuple[str, str, BackendName], Descriptors] = {}
 
+    def add_backend(self, name: BackendName, backend: Backend) -> None:
+        """Use ``backend`` for ``name`` (e.g. a SamBackend built from given models)."""
+        self._backends[name] = backend
+
     def backend(self, name: BackendName) -> Backend:
         """The backend ``name``, created once."""
         if name not in self._backends:
             if name is BackendName.CLASSIC:
                 self._backends[name] = ClassicBackend()
+            elif name is BackendName.SAM:
+                try:
+                    from .sam_backend import load_backend
+                except ImportError as exc:
+                    raise ModelNotAvailableError(
+                        f"segmentor_model 'sam' needs torch and transformers ({exc}): install "
+                        "segloop[sam2], or use segmentor_model 'classic'") from None
+                self._backends[name] = load_backend(self.checkpoints_dir)
             else:
                 raise ModelNotAvailableError(
-                    f"segmentor_model {name.value!r} needs SAM/DINOv2 weights, which this segloop "
-                    "build cannot load yet: use segmentor_model 'classic' (weights-free)")
+                    f"segmentor_model {name.value!r} is not available in segloop: use 'sam' or 'classic'")
         return self._backends[name]
 
     def templates(self, template_dir: Path, cad_path: Path) -> Templates:
