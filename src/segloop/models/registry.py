@@ -132,7 +132,7 @@ def _builtin() -> dict[str, ModelSpec]:
             engine=f"sam2.1-{size}",
         ))
     # SAM-6D's ISM (segloop.ism, `segmentor_model: sam`): transformers-format weights
-    ism = {
+    ism: dict[str, tuple[str, str, dict[str, Any]]] = {
         "sam-vit-h": ("facebook/sam-vit-huge", "SAM ViT-H (Meta, 1024 px; ~2.56 GB)",
                       {"vision_config": {"hidden_size": 1280, "num_hidden_layers": 32,
                                          "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31]}}),
