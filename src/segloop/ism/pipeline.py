@@ -73,7 +73,11 @@ class IsmPipeline:
                     raise ModelNotAvailableError(
                         f"segmentor_model 'sam' needs torch and transformers ({exc}): install "
                         "segloop[sam2], or use segmentor_model 'classic'") from None
-                self._backends[name] = load_backend(self.checkpoints_dir)
+                try:
+                    self._backends[name] = load_backend(self.checkpoints_dir)
+                except ModelNotAvailableError as exc:
+                    raise ModelNotAvailableError(
+                        f"{exc}; or use segmentor_model 'classic' (weights-free)") from None
             else:
                 raise ModelNotAvailableError(
                     f"segmentor_model {name.value!r} is not available in segloop: use 'sam' or 'classic'")

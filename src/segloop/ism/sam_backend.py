@@ -10,7 +10,8 @@ the prompt encoder + mask decoder per batch of points).
 Descriptors follow SAM-6D's ``CustomDINOv2``: ImageNet-normalised RGB, masked, crop-resize-padded
 to 224×224; the CLS token of ``Dinov2Model``'s final layer norm is the global descriptor, the 16×16
 patch tokens (zeroed where < half of the 14-px patch is inside the mask, L2-normalised) the
-appearance descriptors.
+appearance descriptors. Templates are fed without ImageNet normalisation, as SAM-6D's
+``run_inference_custom.py`` does.
 
 Weights come from segloop's model cache (``segloop models import FOLDER --as sam-vit-h``: a
 ``transformers`` folder) or ``ISM_CHECKPOINTS_DIR/<name>/`` with ``config.json`` +
@@ -166,11 +167,11 @@ class SamBackend:
 
     # ---------------------------------------------------------------- descriptors
     @torch.no_grad()
-    def _describe(self, crops: list[np.ndarray], masks: list[np.ndarray]) -> Descriptors:
+    def _describe(self, crops: list[np.ndarray], masks: list[np.ndarray], normalize: bool) -> Descriptors:
         glob, pats = [], []
         bs = self.config.descriptor_batch
         for s in range(0, len(crops), bs):
-            x = np.stack([(c / 255.0 - _IMNET_MEAN) / _IMNET_STD * m[..., None]
+            x = np.stack([((c / 255.0 - _IMNET_MEAN) / _IMNET_STD if normalize else c / 255.0) * m[..., None]
                           for c, m in zip(crops[s:s + bs], masks[s:s + bs], strict=True)])
             pix = torch.from_numpy(x.transpose(0, 3, 1, 2)).float().to(self.device)
             hs = self.dino(pixel_values=pix).last_hidden_state.cpu()
@@ -185,13 +186,16 @@ class SamBackend:
         return Descriptors(global_=np.concatenate(glob), patches=np.concatenate(pats))
 
     def describe_templates(self, templates: Templates) -> Descriptors:
-        """DINOv2 descriptors of the masked templates (crop of the mask's box)."""
+        """DINOv2 descriptors of the masked templates (crop of the mask's box).
+
+        As SAM-6D's ``run_inference_custom.py``: templates enter DINOv2 as RGB in [0, 1] times the
+        mask, *without* the ImageNet normalisation that proposals get."""
         crops, masks = [], []
         for rgb, m in zip(templates.rgb, templates.masks, strict=True):
             box = mask_box(m)
             crops.append(crop_resize_pad(rgb, box).astype(np.float64))
             masks.append(crop_resize_pad(m, box))
-        return self._describe(crops, masks)
+        return self._describe(crops, masks, normalize=False)
 
     def describe_proposals(self, scene: Scene, proposals: Proposals) -> Descriptors:
         """DINOv2 descriptors of each proposal's masked crop."""
@@ -199,7 +203,7 @@ class SamBackend:
         for m, box in zip(proposals.masks, proposals.boxes, strict=True):
             crops.append(crop_resize_pad(scene.rgb, box).astype(np.float64))
             masks.append(crop_resize_pad(m, box))
-        return self._describe(crops, masks)
+        return self._describe(crops, masks, normalize=True)
 
 
 def _load(name: str, checkpoints_dir: Path | None, model_cls: Any, config_cls: Any) -> Any:
