@@ -246,3 +246,26 @@ def test_cli_serve_subprocess(world: dict[str, Any], tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_mounted_beside_the_jobs_api(tmp_path: Path) -> None:
+    """`segloop serve --ism`: the same routes under /api/v1/ism/, keys as the API has them."""
+    from fastapi.testclient import TestClient
+
+    from segloop.api import create_app
+    from segloop.config import load_settings
+    from segloop.ism.service import mount_ism
+    from segloop.jobs.store import JobStore
+
+    settings = load_settings(None, home=tmp_path / "home", json_logs=False, require_api_keys=True)
+    app = create_app(settings)
+    mount_ism(app, settings)
+    store = JobStore(settings)
+    key = store.add_user("robot", "annotator")
+    store.close()
+    with TestClient(app) as client:
+        assert client.get("/api/v1/ism/health").json()["status"] == "healthy"
+        assert client.post("/api/v1/ism/inference", json={}).status_code == 401
+        r = client.post("/api/v1/ism/inference", json={"rgb_image": "x"}, headers={"X-API-Key": key})
+        assert r.status_code == 422 and r.json()["success"] is False
+        assert client.get("/health").status_code == 200  # the jobs API is still there

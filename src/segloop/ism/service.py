@@ -2,7 +2,8 @@
 
 ``create_ism_app(settings)`` builds the FastAPI app (nothing happens at import time):
 ``POST /api/v1/inference`` (SAM-6D's request and response field names; unknown fields ignored),
-``GET /health``, ``GET /metrics`` (Prometheus).
+``GET /health``, ``GET /metrics`` (Prometheus). :func:`mount_ism` adds the same routes to the
+segloop API under ``/api/v1/ism/`` (``segloop serve --ism``).
 
 Concurrency model: one :class:`~segloop.ism.pipeline.IsmPipeline` per process holds the backends
 and the per-(template_dir, cad_path) templates and descriptors. Handlers decode the request on
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -43,7 +44,7 @@ from .pipeline import IsmPipeline, IsmResult
 from .settings import IsmSettings
 from .types import BackendName, Scene
 
-__all__ = ["InferenceRequest", "create_ism_app", "serve"]
+__all__ = ["InferenceRequest", "create_ism_app", "ism_router", "mount_ism", "serve"]
 
 log = logging.getLogger("segloop.ism.service")
 
@@ -90,8 +91,9 @@ def _failure(status: int, message: str, started: float) -> JSONResponse:
 class IsmService:
     """State of one app: settings, pipeline, lock, metrics, key store."""
 
-    def __init__(self, settings: IsmSettings) -> None:
+    def __init__(self, settings: IsmSettings, key_store_settings: Any = None) -> None:
         self.settings = settings
+        self._key_store_settings = key_store_settings  # segloop Settings of the user store
         self.pipeline = IsmPipeline(checkpoints_dir=settings.checkpoints_dir)
         self.lock = threading.Lock()
         self.registry = CollectorRegistry()
@@ -116,7 +118,7 @@ class IsmService:
             from segloop.config import load_settings
             from segloop.jobs.store import JobStore
 
-            self._store = JobStore(load_settings(None))
+            self._store = JobStore(self._key_store_settings or load_settings(None))
         if self._store.authenticate(key) is None:
             raise AuthFailed("invalid API key")
 
@@ -217,6 +219,21 @@ def create_ism_app(settings: IsmSettings | None = None) -> FastAPI:
     app = FastAPI(title="segloop ISM", version=__version__,
                   description="SAM-6D instance segmentation of a CAD object in RGB-D images")
     app.state.ism = svc
+    app.include_router(ism_router(svc, inference_path="/api/v1/inference"))
+    return app
+
+
+def mount_ism(app: FastAPI, settings: Any) -> None:
+    """Add the ISM routes to the segloop API (``segloop serve --ism``) under ``/api/v1/ism/``:
+    ``inference``, ``health``, ``metrics``; API keys required exactly when the API requires them
+    (``settings``: the API's segloop Settings, whose user store checks the keys)."""
+    svc = IsmService(IsmSettings(require_api_keys=settings.auth_required), key_store_settings=settings)
+    app.include_router(ism_router(svc, inference_path="/inference"), prefix="/api/v1/ism")
+
+
+def ism_router(svc: IsmService, inference_path: str) -> APIRouter:
+    """The ISM routes bound to ``svc``: ``/health``, ``/metrics`` and ``inference_path``."""
+    app = APIRouter()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -233,7 +250,7 @@ def create_ism_app(settings: IsmSettings | None = None) -> FastAPI:
                                 content={"success": False, "error_message": str(exc)})
         return Response(generate_latest(svc.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/api/v1/inference")
+    @app.post(inference_path)
     async def inference(request: Request) -> JSONResponse:
         started = time.perf_counter()
         try:
