@@ -30,11 +30,11 @@ COPY --from=web /web/node_modules ./node_modules
 # torch only matters for the SAM2-family engines in workers; the API never imports it
 RUN pip install --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple \
         "torch==2.13.0" \
-    && pip install ".[service,sam2]"
+    && pip install ".[service,sam2,ism]"
 
 USER segloop
 VOLUME ["/data"]
-EXPOSE 8000
+EXPOSE 8000 8002
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
     CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)" || exit 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install segloop into ./.venv (and the viewer's npm packages into ./node_modules).
 #   bash scripts/install.sh          # what `segloop serve` needs
-#   bash scripts/install.sh --dev    # + SAM2 engines, test tools, headless Chromium (as root)
+#   bash scripts/install.sh --dev    # + SAM2 engines, ISM, test tools, headless Chromium (as root)
+#   bash scripts/install.sh --ism    # + the ISM service (segloop ism serve; no torch needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,7 +11,7 @@ PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 if [ "${1:-}" = "--dev" ]; then
     # torch is pinned: 2.13.0 is the local CPU build; other specs download GBs of CUDA packages.
     "${PIP[@]}" torch==2.13.0
-    "${PIP[@]}" -e '.[sam2,service,train,dev]'
+    "${PIP[@]}" -e '.[sam2,service,train,ism,dev]'
     # MONAI Label's real client for the protocol tests: --no-deps, or it pulls torchvision,
     # MONAI's full stack and sam2; its client module needs only requests (in [dev]), and
     # legacy-cgi from Python 3.13 on (the stdlib cgi module is gone there)
@@ -28,6 +29,9 @@ if [ "${1:-}" = "--dev" ]; then
         echo "== installing Debian packages for the tests: ${missing[*]}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+elif [ "${1:-}" = "--ism" ]; then
+    # `segloop ism serve` without the SAM2 engines: the weights-free classic ISM backend
+    "${PIP[@]}" -e '.[ism]'
 else
     "${PIP[@]}" -e .
 fi

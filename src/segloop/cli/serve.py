@@ -32,6 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, help="embedded worker threads")
     p.add_argument("--database-url", help="SQLAlchemy URL of the job store")
     p.add_argument("--redis-url", help="Redis URL (celery queue and events)")
+    p.add_argument("--ism", action="store_true", help="also serve SAM-6D's ISM under /api/v1/ism/ (ISM_*)")
     _add_common(p)
     p.set_defaults(func=run)
 
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         from segloop.protocols import mount as mount_protocols
 
         mount_protocols(app)
+        if getattr(args, "ism", False):
+            from segloop.ism.service import mount_ism
+
+            mount_ism(app, settings)
         try:  # the web viewer (a separate leaf) mounts itself when installed
             from segloop import web
 

@@ -11,6 +11,8 @@ transformers, or the store and versions modules (they import this one).
 
 from __future__ import annotations
 
+from typing import Any
+
 from segloop.errors import SegloopError
 from segloop.models.configs import build_config
 from segloop.models.hub import DEFAULT_HF_ENDPOINT, hf_endpoint
@@ -71,6 +73,19 @@ def _builtin() -> dict[str, ModelSpec]:
             sha256=sha,
             engine=f"sam2.1-{size}",
         ))
+    # SAM-6D's ISM (segloop.ism, `segmentor_model: sam`): transformers-format weights
+    ism: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "sam-vit-h": ("facebook/sam-vit-huge", "SAM ViT-H (Meta, 1024 px; ~2.56 GB)",
+                      {"vision_config": {"hidden_size": 1280, "num_hidden_layers": 32,
+                                         "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31]}}),
+        "sam-vit-b": ("facebook/sam-vit-base", "SAM ViT-B (Meta, 1024 px; ~375 MB)", {}),
+        "dinov2-vitl14": ("facebook/dinov2-large", "DINOv2 ViT-L/14 (Meta; ~1.2 GB)",
+                          {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                           "intermediate_size": 4096, "patch_size": 14, "image_size": 518}),
+    }
+    for name, (repo, desc, cfg) in ism.items():
+        specs.append(ModelSpec(name=name, description=desc, config=cfg, licence="Apache-2.0", hf_repo=repo,
+                               hf_filename="model.safetensors", file_format="transformers", engine="ism"))
     return {s.name: s for s in specs}
 
 
