@@ -67,7 +67,7 @@ def test_checkpoint_round_trip_and_strict_errors(tmp_path: Path) -> None:
     torch.save({"model_state_dict": sd}, tmp_path / "bad.pth")
     with pytest.raises(ModelNotAvailableError, match=r"1 missing: mask_decoder\.iou_token.*shape mismatch"):
         load_model_file(tmp_path / "bad.pth", cfg)
-    with pytest.raises(ModelNotAvailableError, match="150 missing.*shape mismatch"):
+    with pytest.raises(ModelNotAvailableError, match=r"150 missing.*shape mismatch"):
         load_model_file(path, SamMed3DConfig())  # the tiny file is not a ViT-B
     sd = dict(raw["model_state_dict"], **{"extra.weight": torch.zeros(1)})
     torch.save(sd, tmp_path / "bare.pth")  # a bare state dict is accepted, extras are not
