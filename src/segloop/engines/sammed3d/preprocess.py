@@ -15,6 +15,7 @@ axes at the target spacing. Pure numpy: must not import torch, the CLI, FastAPI 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -97,9 +98,13 @@ class PatchGrid:
         """The patch ``(size, size, size)`` float32, trilinear, 0 outside (padding).
 
         As SimpleITK's linear resampler: points within half a voxel of the border take the
-        border voxel's value, points farther out are 0.
+        border voxel's value, points farther out are 0; an integer-typed volume (CT stored as
+        int16) is resampled in its own type as the official pipeline does (torchio keeps the
+        file's dtype): the interpolated values are truncated toward zero.
         """
-        out: F32 = np.asarray(canonical, dtype=np.float32)
+        src = np.asarray(canonical)
+        integer = np.issubdtype(src.dtype, np.integer)
+        out: npt.NDArray[Any] = src.astype(np.float64 if integer else np.float32)
         for axis in range(3):
             n = self.shape[axis]
             j = self.start[axis] + np.arange(self.size)
@@ -107,13 +112,15 @@ class PatchGrid:
             c = self.to_canonical_axis(axis, j)
             inside &= (c >= -0.5) & (c < n - 0.5)
             i0 = np.floor(c).astype(np.int64)
-            w = (c - i0).astype(np.float32)
+            w = (c - i0).astype(out.dtype)
             a = np.take(out, np.clip(i0, 0, n - 1), axis=axis)
             b = np.take(out, np.clip(i0 + 1, 0, n - 1), axis=axis)
             shape = [1, 1, 1]
             shape[axis] = self.size
             wr = w.reshape(shape)
-            out = ((1 - wr) * a + wr * b) * inside.reshape(shape).astype(np.float32)
+            out = ((1 - wr) * a + wr * b) * inside.reshape(shape)
+        if integer:
+            out = np.trunc(out)
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def to_canonical_axis(self, axis: int, j: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
