@@ -92,6 +92,16 @@ def test_cli_test_runs_end_to_end_and_bad_csv_fails_cleanly(tmp_path: Path) -> N
 
     enc = torch.load(tmp_path / "out" / "sam_encoder.pth", weights_only=True)
     assert "patch_embed.proj.weight" in enc["image_encoder_state_dict"]
+    # the run is a model version the engine serves
+    res = run("models", "list")
+    assert "sammed3d@out" in res.stdout, res.stdout + res.stderr
+    vol = tmp_path / "v.nii.gz"
+    img = np.random.default_rng(1).normal(0, 1, (24, 24, 10)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, np.diag([1.5, 1.5, 1.5, 1.0])), vol)
+    res = run("segment", vol, "--points", 12, 12, 5, 1, "--slice", 5, "-o", tmp_path / "m.nii.gz",
+              "--engine", "sammed3d@out", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert nib.load(tmp_path / "m.nii.gz").shape == (24, 24, 10)
 
     masks = _dataset(tmp_path / "d")
     (tmp_path / "d" / "t.csv").write_text("path,ich,patient_id\nscan_1.pkl,1,a\nnope_9.pkl,1,b\n")

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     _both(r, "output_dir", "--out", type=Path, default=Path("outputs"))
     r.add_argument("--resume", action="store_true", help="continue from latest_model.pth")
+    r.add_argument("--name", default=None,
+                   help="register the result as sammed3d@NAME (default: the output folder's name)")
     _both(r, "use_wandb", action="store_true")
     _both(r, "wandb_project", default="my-sam-med3d")
     _both(r, "log_images", action="store_true")
@@ -122,8 +124,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.test:
             if args.train_csv is None:
                 args.train_csv, args.val_csv, args.mask_dir = _synthetic(Path(tmp) / "data")
-            if args.output_dir == Path("outputs"):
+            if args.output_dir == Path("outputs"):  # a system check leaves nothing behind
                 args.output_dir = Path(tmp) / "outputs"
+                args.name = args.name or ""
             from segloop.models.store import is_available
 
             if not is_available(model):
@@ -151,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
             use_gradient_checkpointing=args.use_gradient_checkpointing,
             clicks=2 if args.test else args.clicks, use_wandb=args.use_wandb,
             wandb_project=args.wandb_project, log_images=args.log_images, log_freq=args.log_freq,
-            device=args.device, seed=args.seed, resume=args.resume)
+            device=args.device, seed=args.seed, resume=args.resume,
+            run_name=(Path(args.output_dir).resolve().name if args.name is None else args.name) or None)
         for w in opts.warnings():
             print(f"warning: {w}")
         summary = train_sammed3d(opts, train, val, on_log=print)

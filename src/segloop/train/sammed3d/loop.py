@@ -11,7 +11,9 @@ Outputs in ``output_dir``: ``latest_model.pth`` (with optimizer/scheduler state:
 ``best_model.pth`` (best validation Dice), ``sam_encoder.pth``
 (``{"image_encoder_state_dict": ...}`` in the official names without the ``image_encoder.``
 prefix: what a BLIP-2 visual encoder loads), ``config.json``, ``training_summary_<time>.json``,
-``tensorboard/`` (when installed; W&B when ``use_wandb`` and the package is there). Rows whose
+``tensorboard/`` (when installed; W&B when ``use_wandb`` and the package is there); with
+``run_name`` the best model is registered as ``sammed3d@<run_name>`` (served and evaluated like
+the other fine-tuned runs). Rows whose
 mask is empty (``ich`` = 0) have no target to click on and are skipped (counted in the summary).
 Imports torch; must not import the CLI or the API.
 """
@@ -78,6 +80,8 @@ class SamMed3DTrainOptions:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
+    #: register best_model.pth as the model ``sammed3d@<run_name>`` (None: don't)
+    run_name: str | None = None
 
     def warnings(self) -> list[str]:
         """Settings that are legal but probably not meant (printed before training)."""
@@ -340,6 +344,14 @@ def train_sammed3d(opts: SamMed3DTrainOptions, train_rows: list[SeedRow], val_ro
                "train_patches": len(train_s), "val_patches": len(val_s),
                "empty_masks_skipped": empty_t + empty_v, "seconds": time.perf_counter() - t_start,
                "device": str(dev), "peak_mb": _peak_mb(dev)}
+    if opts.run_name:
+        from segloop.models.versions import register_run, run_model_name
+
+        name = run_model_name("sammed3d", opts.run_name)
+        register_run(out / "best_model.pth", name, base_model=opts.model, engine="sammed3d",
+                     config=cfg.to_dict(), val_scores={"val_dice": best}, run_dir=out)
+        summary["model"] = name
+        say(f"registered as {name}: segloop segment ... --engine {name}")
     stamp = time.strftime("%Y%m%d_%H%M%S")
     (out / f"training_summary_{stamp}.json").write_text(json.dumps(summary, indent=2))
     if writer is not None:
