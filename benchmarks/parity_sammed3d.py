@@ -116,8 +116,7 @@ def segloop_run(ckpt: Path, img: Path, gt: Path, label: int, clicks: list[tuple[
                    0, shape[a] - 1).astype(int) for a in range(3)]
     lab_r = lab_c[np.ix_(*idx)]
     nz = np.argwhere(lab_r)
-    grid = PatchGrid.around_resampled(shape, canon.spacing, nz.min(0), nz.max(0) + 1,
-                                      flip=PatchGrid.flips_of(vol.affine))
+    grid = PatchGrid.around_resampled(shape, canon.spacing, nz.min(0), nz.max(0) + 1)
     patch = znormalise(grid.sample(np.asarray(canon.data)))
     x = torch.from_numpy(patch)[None, None]
     t0 = time.perf_counter()

@@ -210,19 +210,3 @@ def test_cli_import_official_layout_and_segment(tmp_path: Path) -> None:
     res = run("segment", src, "--box", 10, 10, 20, 16, "--slice", 50, "--output", out,
               "--engine", "sammed3d", "--quiet")
     assert res.returncode != 0 and "Traceback" not in res.stderr
-
-
-def test_paste_breaks_ties_in_the_source_files_axis_order() -> None:
-    # 3 mm -> 1.5 mm puts every original voxel exactly half-way between two patch voxels
-    shape, spacing = (4, 4, 4), (3.0, 3.0, 3.0)
-    patch = np.arange(8 ** 3, dtype=np.int64).reshape(8, 8, 8)
-    lps = np.diag([-3.0, -3.0, 3.0, 1.0])
-    flip = PatchGrid.flips_of(lps)
-    assert flip == (True, True, False)
-    out = np.zeros(shape, np.int64)
-    PatchGrid(shape, spacing, 1.5, 8, (0, 0, 0), flip).paste(patch, out)
-    # the official code rounds halves up in the file's own order: source index k -> patch 2k + 1
-    # counted from the file's first voxel, i.e. canonical i (flipped) -> patch 7 - (2 (3 - i) + 1)
-    ix = [7 - (2 * (3 - i) + 1) for i in range(4)]
-    iz = [2 * i + 1 for i in range(4)]
-    assert np.array_equal(out, patch[np.ix_(ix, ix, iz)])

@@ -9,8 +9,7 @@ only ever samples the 128³ voxels of one patch from the canonical volume (never
 resampled volume), and maps prompts and masks between the two grids.
 
 Axes: everything is in canonical ``(x, y, z)`` order; the patch's array axes are the same
-axes at the target spacing. numpy and nibabel's orientation helpers only: must not import
-torch, the CLI, FastAPI or Celery.
+axes at the target spacing. Pure numpy: must not import torch, the CLI, FastAPI or Celery.
 """
 
 from __future__ import annotations
@@ -32,9 +31,6 @@ class PatchGrid:
 
     shape / spacing: the canonical volume's ``(X, Y, Z)`` and voxel size in mm.
     start: the patch's first voxel in resampled-grid indices (may be negative: padding).
-    flip: per canonical axis, whether it runs opposite to the source file's axis; only used to
-    break exact ties of the nearest-neighbour paste-back the way the official code does (it
-    resamples in the file's own axis order, rounding halves up there).
     """
 
     shape: tuple[int, int, int]
@@ -42,7 +38,6 @@ class PatchGrid:
     target: float
     size: int
     start: tuple[int, int, int]
-    flip: tuple[bool, bool, bool] = (False, False, False)
 
     @property
     def resampled_shape(self) -> tuple[int, int, int]:
@@ -68,19 +63,17 @@ class PatchGrid:
 
     @classmethod
     def around(cls, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-               centre_canonical: npt.ArrayLike, target: float = 1.5, size: int = 128,
-               flip: tuple[bool, bool, bool] = (False, False, False)) -> PatchGrid:
+               centre_canonical: npt.ArrayLike, target: float = 1.5, size: int = 128) -> PatchGrid:
         """The patch whose voxel ``size // 2`` holds ``centre_canonical`` (canonical indices)."""
         g = cls(shape, spacing, target, size, (0, 0, 0))
         c = np.floor(g.to_resampled(centre_canonical) + 0.5).astype(int)
         s = c - size // 2
-        return cls(shape, spacing, target, size, (int(s[0]), int(s[1]), int(s[2])), flip)
+        return cls(shape, spacing, target, size, (int(s[0]), int(s[1]), int(s[2])))
 
     @classmethod
     def around_resampled(cls, shape: tuple[int, int, int], spacing: tuple[float, float, float],
                          bb_min: npt.ArrayLike, bb_max: npt.ArrayLike, target: float = 1.5,
-                         size: int = 128, flip: tuple[bool, bool, bool] = (False, False, False)
-                         ) -> PatchGrid:
+                         size: int = 128) -> PatchGrid:
         """torchio ``CropOrPad(mask_name=...)``'s patch around a resampled-grid bounding box.
 
         ``bb_min`` inclusive, ``bb_max`` exclusive (the official inference centres on the label).
@@ -88,17 +81,7 @@ class PatchGrid:
         centre = (np.asarray(bb_min, np.float64) + np.asarray(bb_max, np.float64)) / 2
         shift = np.where((centre % 1 != 0) ^ (size % 2 != 0), 0.5, 0.0)  # torchio's rounding
         s = (centre - shift - size / 2).astype(int)
-        return cls(shape, spacing, target, size, (int(s[0]), int(s[1]), int(s[2])), flip)
-
-    @staticmethod
-    def flips_of(affine: npt.ArrayLike) -> tuple[bool, bool, bool]:
-        """Which canonical axes run opposite to the axes of a file with this affine."""
-        from nibabel import orientations as ornt
-
-        out = [False, False, False]
-        for target, direction in ornt.io_orientation(np.asarray(affine)):
-            out[int(target)] = bool(direction < 0)
-        return (out[0], out[1], out[2])
+        return cls(shape, spacing, target, size, (int(s[0]), int(s[1]), int(s[2])))
 
     def patch_points(self, ijk: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Canonical voxel indices ``(N, 3)`` -> integer patch voxel indices (nearest)."""
@@ -151,8 +134,7 @@ class PatchGrid:
         n, m = self.shape[axis], self.resampled_shape[axis]
         i = np.arange(n)
         r = (i - (n - 1) / 2) * (self.spacing[axis] / self.target) + (m - 1) / 2
-        near = np.ceil(r - 0.5) if self.flip[axis] else np.floor(r + 0.5)
-        p = near.astype(np.int64) - self.start[axis]
+        p = np.floor(r + 0.5).astype(np.int64) - self.start[axis]
         keep = (p >= 0) & (p < self.size)
         return i[keep], p[keep]
 

@@ -27,7 +27,6 @@ in which it lies most centrally. Imports torch; must not import the CLI, FastAPI
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -125,7 +124,6 @@ class SamMed3DSession:
                                              int(self._data.shape[2]))
         sp = canon.spacing
         self._spacing = (float(sp[0]), float(sp[1]), float(sp[2]))
-        self._flip = PatchGrid.flips_of(volume.affine)
         self._state = SessionState(self._shape)
         self._pred: dict[int, _Prediction] = {}
         self._embeddings: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
@@ -245,13 +243,11 @@ class SamMed3DSession:
     def _grid_for(self, clicks: tuple[Click, ...]) -> PatchGrid:
         pos = np.array([(c.x, c.y, c.z) for c in clicks if c.label == 1], dtype=np.float64)
         pts = pos if pos.size else np.array([(c.x, c.y, c.z) for c in clicks], np.float64)
-        first = PatchGrid.around(self._shape, self._spacing, pts[0], self._target, self._size,
-                                 self._flip)
+        first = PatchGrid.around(self._shape, self._spacing, pts[0], self._target, self._size)
         if first.contains(pts).all():
             return first
         centre = (pts.min(axis=0) + pts.max(axis=0)) / 2
-        return PatchGrid.around(self._shape, self._spacing, centre, self._target, self._size,
-                                self._flip)
+        return PatchGrid.around(self._shape, self._spacing, centre, self._target, self._size)
 
     def _embedding(self, grid: PatchGrid) -> torch.Tensor:
         key = grid.start
@@ -404,5 +400,5 @@ class SamMed3DSession:
                 sl = [slice(None)] * 5
                 sl[2 + axis] = slice(n_low - n_low // 2, n_low) if sign > 0 else slice(0, n_low // 2)
                 fb[tuple(sl)] = 0.0
-                ng = dataclasses.replace(g, start=key)
+                ng = PatchGrid(g.shape, g.spacing, g.target, g.size, key)
                 queue.append((ng, fb, [(int(p_new[0]), int(p_new[1]), int(p_new[2]), 1)]))
