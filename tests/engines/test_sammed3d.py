@@ -192,7 +192,10 @@ def test_cli_import_official_layout_and_segment(tmp_path: Path) -> None:
         return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True,
                               timeout=300)
 
-    res = run("models", "import", ck, "--as", "sammed3d", "--config", cfg_file)
+    res = run("models", "import", ck, "--as", "sammed3d", "--convert")  # registry: ViT-B
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "not a SAM-Med3D checkpoint of this architecture (150 missing" in res.stderr
+    res = run("models", "import", ck, "--as", "sammed3d", "--config", cfg_file, "--convert")
     assert res.returncode == 0, res.stderr
     shape = (30, 26, 10)
     affine = np.diag([-1.2, -1.2, 3.0, 1.0])
@@ -210,3 +213,12 @@ def test_cli_import_official_layout_and_segment(tmp_path: Path) -> None:
     res = run("segment", src, "--box", 10, 10, 20, 16, "--slice", 50, "--output", out,
               "--engine", "sammed3d", "--quiet")
     assert res.returncode != 0 and "Traceback" not in res.stderr
+
+
+def test_auto_picks_sammed3d_when_only_its_weights_are_cached() -> None:
+    from segloop.engines.registry import resolve_auto
+    from segloop.engines.sammed3d.testing import install_tiny_weights
+
+    assert resolve_auto() == "classic"
+    install_tiny_weights("sammed3d")  # the alias of sam-med3d-turbo
+    assert resolve_auto() == "sammed3d"
