@@ -222,3 +222,20 @@ def test_auto_picks_sammed3d_when_only_its_weights_are_cached() -> None:
     assert resolve_auto() == "classic"
     install_tiny_weights("sammed3d")  # the alias of sam-med3d-turbo
     assert resolve_auto() == "sammed3d"
+
+
+def test_clicks_farther_apart_than_one_patch() -> None:
+    import threading
+
+    shape = (90, 40, 12)
+    vol = Volume(data=np.random.default_rng(0).normal(100, 10, shape).astype(np.float32),
+                 affine=np.diag([1.5, 1.5, 1.5, 1.0]), source_format="npz", modality="MR")
+    rt = Runtime(model=_all_foreground_model(), device=torch.device("cpu"), use_bf16=False,
+                 max_tiles=1, lock=threading.RLock())
+    s = SamMed3DSession(rt, vol)
+    s.segment_slice(6, Prompts.make(points=[(10, 20)], labels=[1]))
+    # a click 70 voxels (105 mm) away: more than one 32-voxel patch from the first
+    res = list(s.refine(6, Prompts.make(points=[(80, 20)], labels=[1])))
+    assert res and res[0].z == 6
+    assert s.prediction_info(1)["start"][0] == 10 - 16, "keeps the first positive click's patch"
+    assert s.mask(1)[10, 20, 6]

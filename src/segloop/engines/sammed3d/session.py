@@ -12,7 +12,8 @@ Every prediction feeds all clicks of the object together with the previous low-r
 logits (zeros on the first click), exactly as the official ``sam_model_infer`` loop does. The
 patch is centred on the first positive click and kept while later clicks fall inside it
 (keeping the feedback); a click outside re-centres the patch on the clicks' bounding box
-(feedback restarts). ``segment_slice`` runs the 3D model and stores slice z; ``propagate`` then
+(feedback restarts), or, when the clicks do not fit one patch, keeps the first positive
+click's patch (clicks elsewhere are used by the neighbour patches of the tiling). ``segment_slice`` runs the 3D model and stores slice z; ``propagate`` then
 writes the other slices of that same 3D result (no extra model call) up to the neighbouring
 anchors; ``refine`` adds clicks, predicts again and rewrites slice z and its span.
 
@@ -247,7 +248,10 @@ class SamMed3DSession:
         if first.contains(pts).all():
             return first
         centre = (pts.min(axis=0) + pts.max(axis=0)) / 2
-        return PatchGrid.around(self._shape, self._spacing, centre, self._target, self._size)
+        both = PatchGrid.around(self._shape, self._spacing, centre, self._target, self._size)
+        # clicks farther apart than one patch: keep the first positive click's patch (tiling
+        # and the neighbour patches take the clicks that fall in them)
+        return both if both.contains(pts).all() else first
 
     def _embedding(self, grid: PatchGrid) -> torch.Tensor:
         key = grid.start
@@ -325,6 +329,8 @@ class SamMed3DSession:
             pp = g.patch_points(cl)
             own = [(int(p[0]), int(p[1]), int(p[2]), lab)
                    for p, lab, ok in zip(pp, labels, inside, strict=True) if ok]
+            if not any(c[3] == 1 for c in own + extra):
+                continue  # no positive click in this patch: nothing to segment there
             low = self._decode(g, own + extra, fb)
             if first_low is None:
                 first_low = low
