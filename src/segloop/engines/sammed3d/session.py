@@ -13,9 +13,10 @@ logits (zeros on the first click), exactly as the official ``sam_model_infer`` l
 patch is centred on the first positive click and kept while later clicks fall inside it
 (keeping the feedback); a click outside re-centres the patch on the clicks' bounding box
 (feedback restarts), or, when the clicks do not fit one patch, keeps the first positive
-click's patch (clicks elsewhere are used by the neighbour patches of the tiling). ``segment_slice`` runs the 3D model and stores slice z; ``propagate`` then
-writes the other slices of that same 3D result (no extra model call) up to the neighbouring
-anchors; ``refine`` adds clicks, predicts again and rewrites slice z and its span.
+click's patch (clicks elsewhere are used by the neighbour patches of the tiling).
+``segment_slice`` runs the 3D model and stores slice z; ``propagate`` then writes the other
+slices of that same 3D result (no extra model call) up to the neighbouring anchors; ``refine``
+adds clicks, predicts again and rewrites slice z and its span.
 
 Targets larger than one patch (``max_tiles`` > 1): when the predicted mask reaches a patch face
 and the volume continues there, a neighbour patch shifted by half a patch along that axis is
