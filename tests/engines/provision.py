@@ -29,3 +29,12 @@ for _engine, _model in (("medsam2", "medsam2"), ("sam2.1-tiny", "sam2.1-tiny"),
                         ("sam2.1-small", "sam2.1-small"), ("sam2.1-base-plus", "sam2.1-base-plus"),
                         ("sam2.1-large", "sam2.1-large")):
     PROVISIONERS[_engine] = _sam2(_model)
+
+
+def _sammed3d(home: Path) -> None:  # SEGLOOP_HOME is already set to ``home``
+    from segloop.engines.sammed3d.testing import install_tiny_weights
+
+    install_tiny_weights("sam-med3d-turbo")
+
+
+PROVISIONERS["sammed3d"] = _sammed3d

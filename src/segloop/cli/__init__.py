@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segloop`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from segloop.cli.train_sammed3d import is_sammed3d_train
+
+    if is_sammed3d_train(argv):  # SAM-Med3D fine-tuning has the seed project's own options
+        from segloop.cli.train_sammed3d import main as train_sammed3d
+
+        return train_sammed3d(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -98,7 +98,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from segloop.models import import_model
+    from segloop.models import get_spec, import_model
 
     config = None
     if args.config is not None:
@@ -109,7 +109,14 @@ def _import(args: argparse.Namespace) -> int:
         if not isinstance(config, dict):
             raise SegloopError(f"{args.config} must hold a JSON object of config fields")
     d = import_model(args.path, args.name, config=config)
-    if args.convert:
+    if args.convert and get_spec(args.name).engine == "sammed3d":
+        # SAM-Med3D runs on segloop's own model: the check is a strict load, nothing to convert
+        from segloop.engines.sammed3d.convert import load_model_file
+        from segloop.engines.sammed3d.model import SamMed3DConfig
+        from segloop.models.store import checkpoint_path, model_config
+
+        load_model_file(checkpoint_path(args.name), SamMed3DConfig.from_dict(model_config(args.name)))
+    elif args.convert:
         from segloop.models.loader import ensure_converted
 
         ensure_converted(args.name)

@@ -31,7 +31,7 @@ _lock = threading.Lock()
 
 #: preference order for ``--engine auto``: first available wins; classic is the fallback
 AUTO_ORDER: tuple[str, ...] = ("medsam2", "sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus",
-                               "sam2.1-large", "classic")
+                               "sam2.1-large", "sammed3d", "classic")
 
 
 def register_engine(name: str, cls: type[Any]) -> None:

@@ -86,6 +86,17 @@ def _builtin() -> dict[str, ModelSpec]:
     for name, (repo, desc, cfg) in ism.items():
         specs.append(ModelSpec(name=name, description=desc, config=cfg, licence="Apache-2.0", hf_repo=repo,
                                hf_filename="model.safetensors", file_format="transformers", engine="ism"))
+    specs.append(ModelSpec(  # architecture defaults: segloop.engines.sammed3d.model.SamMed3DConfig
+        name="sam-med3d-turbo",
+        description="SAM-Med3D turbo (3D ViT-B, 128³ patches at 1.5 mm, point clicks)",
+        config={"arch": "sammed3d", "image_size": 128, "spacing_mm": 1.5},
+        licence="see model card",
+        hf_repo="blueyo0/SAM-Med3D",
+        hf_filename="sam_med3d_turbo.pth",
+        sha256="899a46d04d3b70f723282ceb489149373558bf0aaba389a346f5ab57da5cdd3c",
+        aliases=("sammed3d",),
+        engine="sammed3d",
+    ))
     return {s.name: s for s in specs}
 
 

@@ -1,0 +1,12 @@
+"""The ``sammed3d`` engine: SAM-Med3D (3D ViT-B on 128³ patches at 1.5 mm) in segloop's own torch code.
+
+Importing this package does not import torch; the model loads on the first ``open()``.
+Modules: ``model`` (the network), ``convert`` (official checkpoint names <-> ours, strict
+loading), ``preprocess`` (1.5 mm patches, normalisation, paste-back; numpy only), ``session``
+(prompts -> 3D clicks, feedback, tiling), ``engine`` (the registry class), ``testing``
+(random-weight checkpoints for tests). Must not import FastAPI, Celery or the CLI.
+"""
+
+from segloop.engines.sammed3d.engine import SamMed3DEngine
+
+__all__ = ["SamMed3DEngine"]
