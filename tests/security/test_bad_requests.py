@@ -175,6 +175,20 @@ def test_body_cap_whatever_the_content_type(server: Server, job: str) -> None:
     assert r.status_code == 413, r.text
 
 
+def test_a_route_that_reads_no_body_never_waits_for_one(server: Server, job: str) -> None:
+    """A Content-Length with no body behind it (MONAI Label's client sends one on GETs after a
+    POST: it reuses its header dict) must not hang a route that reads no body; a route that
+    does read one still gets the cap."""
+    import socket
+
+    for path in (f"/api/v1/jobs/{job}/status", "/health"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            head = sock.recv(4096)  # socket.timeout (a failure) if the server waits for a body
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+
+
 def test_zip_member_count_read_from_its_tail(server: Server) -> None:
     """70,000 empty members (a zip64 directory): refused from the end record, without parsing
     the directory (the time: benchmarks/hostile_uploads.py)."""

@@ -54,7 +54,18 @@ from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, TERMINAL, JobStore, Principal, require_reviewer
 from segloop.jobs.system import gpu_info, host_info
 
-from .limits import Coord, JsonBodyLimit, LabelValue, ObjectId, Point, PointLabel, Version, check_points
+from .limits import (
+    BodyTooLarge,
+    Coord,
+    JsonBodyLimit,
+    LabelValue,
+    ObjectId,
+    Point,
+    PointLabel,
+    Version,
+    body_too_large_response,
+    check_points,
+)
 from .metrics import Metrics
 from .upload import read_small_body, receive_upload
 
@@ -610,6 +621,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             status_code=exc.http_status)
 
     app.add_middleware(JsonBodyLimit, max_bytes=settings.max_json_bytes)
+    app.add_exception_handler(BodyTooLarge, body_too_large_response)
     app.add_middleware(_Observe, metrics=svc.metrics)
 
     @app.get("/health", tags=["system"])

@@ -16,12 +16,15 @@ import json
 from typing import Annotated
 
 from pydantic import Field
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segloop.errors import PromptError
 
-__all__ = ["MAX_INDEX", "Coord", "JsonBodyLimit", "LabelValue", "ObjectId", "Point",
-           "PointLabel", "Version", "check_points"]
+__all__ = ["MAX_INDEX", "BodyTooLarge", "Coord", "JsonBodyLimit", "LabelValue", "ObjectId",
+           "Point", "PointLabel", "Version", "body_too_large_response", "check_points"]
 
 #: the largest index or version accepted (int32): far above any volume, far below 2**63
 MAX_INDEX = 2**31 - 1
@@ -58,10 +61,33 @@ def _is_upload(scope: Scope) -> bool:
         (method == "PUT" and path.startswith("/api/v1/jobs/") and path.endswith("/mask"))
 
 
+#: path prefixes with their own upload limits (``max_upload_bytes``, streamed to disk): the
+#: MONAI Label and nnInteractive adapters receive whole images
+_OWN_LIMIT_PREFIXES = ("/monailabel/", "/nninteractive/")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a route reads a body past ``max_json_bytes`` (answered 413)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes "
+                              "(SEGLOOP_MAX_JSON_BYTES)")
+
+
+async def body_too_large_response(request: Request, exc: Exception) -> JSONResponse:
+    """The 413 answer, in the API's error format."""
+    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    return JSONResponse({"detail": detail, "error": "VolumeTooLargeError"}, status_code=413)
+
+
 class JsonBodyLimit:
     """ASGI middleware: a request body larger than ``max_bytes`` gets a 413 JSON answer.
 
-    The upload routes are left alone: they have their own streamed limit."""
+    A declared Content-Length over the cap is refused before the route runs; otherwise the bytes
+    are counted as the route reads them (never read ahead: a route that reads no body never
+    waits for one, whatever Content-Length a client sends), and reading past the cap raises
+    :class:`BodyTooLarge`. The upload routes and the protocol adapters are left alone: they
+    have their own streamed limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -76,7 +102,8 @@ class JsonBodyLimit:
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_upload(scope):
+        if (scope["type"] != "http" or _is_upload(scope)
+                or str(scope.get("path", "")).startswith(_OWN_LIMIT_PREFIXES)):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
@@ -88,27 +115,27 @@ class JsonBodyLimit:
                 if declared > self.max_bytes:
                     await self._refuse(send)
                     return
-        chunks: list[bytes] = []
         size = 0
-        while True:
+        started = False
+
+        async def counted() -> Message:
+            nonlocal size
             message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(send)
