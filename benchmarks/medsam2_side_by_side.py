@@ -48,8 +48,9 @@ WINDOW = (-160.0, 240.0)  # soft tissue (40, 400), what segloop's CT default is
 
 def _official_worker(args: argparse.Namespace) -> None:
     """Runs in MedSAM2's python with its checkout first on sys.path; never imports segloop."""
-    sys.path.insert(0, str(args.medsam2))
-    os.chdir(args.medsam2)
+    code = Path(args.medsam2).resolve()
+    sys.path.insert(0, str(code))
+    os.chdir(code)
     import nibabel as nib
     import torch
     from PIL import Image
@@ -58,7 +59,7 @@ def _official_worker(args: argparse.Namespace) -> None:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    ckpt = Path(args.work) / "medsam2_random.pt"
+    ckpt = Path(args.work).resolve() / "medsam2_random.pt"
     if not ckpt.exists():  # MedSAM2's own builder, random init, perturbed
         from hydra import compose
         from hydra.utils import instantiate
@@ -122,7 +123,7 @@ def _official_worker(args: argparse.Namespace) -> None:
     if segs.max() > 0:  # getLargestCC: skimage's label, full connectivity
         labels, _ = ndimage.label(segs, structure=np.ones((3, 3, 3)))
         segs = np.uint8(labels == np.argmax(np.bincount(labels.flat)[1:]) + 1)
-    np.savez_compressed(Path(args.work) / "official.npz", segs=segs, key_logits=key_logits,
+    np.savez_compressed(Path(args.work).resolve() / "official.npz", segs=segs, key_logits=key_logits,
                         seconds=seconds)
 
 
@@ -210,7 +211,7 @@ def _driver(args: argparse.Namespace) -> None:
     sbox, sz_ = _stored_box(vol, args.box, cz)
     # MedSAM2's box is (x0, y0, x1, y1) = (column, row) of GetArrayFromImage's slices
     child = [args.official_python, __file__, "--official-worker", "--medsam2", str(args.medsam2),
-             "--work", str(work), "--image", args.image, "--slice", str(sz_),
+             "--work", str(work.resolve()), "--image", str(Path(args.image).resolve()), "--slice", str(sz_),
              "--device", args.device, "--precision", args.precision, "--box", *map(str, sbox)]
     print(f"official MedSAM2 ({args.medsam2}) on {args.image} ({vol.orientation}-stored),"
           f" stored box {sbox} slice {sz_} ...", flush=True)

@@ -138,7 +138,8 @@ def check_engine_contract(engine: Engine, *, quality: bool = True) -> None:
     assert len(calls) == 1, "cancel must stop after the slice in progress"
     assert session.mask(5).shape == shape
     res = _collect(session.propagate(z, object_id=5), shape)
-    assert len(res) == shape[2] - 1
+    # every other slice again (a 3D filter may re-yield some at the end: the contract allows it)
+    assert {r.z for r in res} - {z} == {k for k in range(shape[2]) if k != z}
     if quality:
         assert iou(session.mask(5), ph.bright) > 0.75
 

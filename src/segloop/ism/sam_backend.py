@@ -140,7 +140,7 @@ class SamBackend:
             scores.append(iou[keep].cpu().numpy())
         m = np.concatenate(masks) if masks else np.zeros((0, h, w), dtype=bool)
         sc = np.concatenate(scores) if scores else np.zeros(0)
-        nonempty = m.reshape(len(m), -1).any(1)
+        nonempty = m.reshape(len(m), h * w).any(1)  # (-1 cannot be inferred when empty)
         m, sc = m[nonempty], sc[nonempty]
         if not len(m):
             return Proposals(masks=np.zeros((0, h, w), dtype=bool), boxes=np.zeros((0, 4)))
