@@ -1,0 +1,127 @@
+"""``segloop segment`` on 2D images through the console script: size, place, colour, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from segloop.engines import get_engine
+from segloop.engines.image2d import colour_feature, segment_image
+from segloop.io.image2d import load_image2d
+from segloop.types import Prompts
+
+SEGLOOP = str(Path(sys.executable).with_name("segloop"))
+
+
+def run(*args: str | Path | int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def assert_clean_error(res: subprocess.CompletedProcess[str], match: str) -> None:
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("segloop: error:")]
+    assert len(lines) == 1, res.stderr
+    assert match.lower() in lines[0].lower(), lines[0]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def polyp_photo(h: int = 120, w: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A red ellipse on pink 'mucosa' of about the SAME luminance: grey loses the contrast."""
+    rr, cc = np.mgrid[:h, :w]
+    truth = ((cc - 100) / 30.0) ** 2 + ((rr - 50) / 20.0) ** 2 <= 1
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (170, 120, 150)
+    img[truth] = (230, 100, 110)  # luminance 0.299*230+0.587*100+0.114*110 = 140 vs 138.5
+    img += np.random.default_rng(seed).normal(0, 10, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    img, truth = polyp_photo()
+    path = tmp_path / "polyp.jpg"
+    Image.fromarray(img).save(path, quality=95)
+    return path, truth
+
+
+def test_box_on_a_colour_photo_gives_a_mask_of_its_size_in_place(
+    photo: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, truth = photo
+    out = tmp_path / "mask.png"
+    res = run("segment", path, "--box", 68, 28, 132, 72, "-o", out, "--engine", "classic")
+    assert res.returncode == 0, res.stderr
+    mask = np.asarray(Image.open(out))
+    assert mask.shape == truth.shape and set(np.unique(mask)) == {0, 255}
+    assert dice(mask > 0, truth) > 0.9, dice(mask > 0, truth)
+    out2 = tmp_path / "labels.png"
+    res = run("segment", path, "--points", 100, 50, 1, "-o", out2, "--engine", "classic",
+              "--labels", "-q")
+    assert res.returncode == 0, res.stderr
+    m2 = np.asarray(Image.open(out2))
+    assert set(np.unique(m2)) <= {0, 1} and m2[50, 100] == 1 and m2[5, 5] == 0
+
+
+def test_colour_reaches_classic_as_object_likeness(photo: tuple[Path, np.ndarray]) -> None:
+    path, truth = photo
+    image = load_image2d(path)
+    prompts = Prompts.make(box=(68, 28, 132, 72))
+    feat = colour_feature(image.pixels, prompts)
+    assert feat[truth].mean() > 80 and abs(feat[~truth].mean()) < 20
+    grey = image.pixels.astype(float) @ [0.299, 0.587, 0.114]
+    assert abs(grey[truth].mean() - grey[~truth].mean()) < 10  # what a grey conversion keeps
+    mask = segment_image(get_engine("classic"), image, prompts)
+    assert mask.shape == truth.shape and dice(mask, truth) > 0.9
+
+
+def test_grey_xray_nifti_output_and_x_is_the_column(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    img = rng.normal(60, 5, (90, 70)).astype(np.float32)
+    img[10:30, 40:60] += 120  # rows 10..29, columns 40..59: x = column
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp_path / "x.png")
+    out = tmp_path / "x_mask.png"
+    res = run("segment", tmp_path / "x.png", "--box", 38, 8, 61, 31, "-o", out, "--engine", "classic")
+    assert res.returncode == 0, res.stderr
+    m = np.asarray(Image.open(out)) > 0
+    truth = np.zeros_like(m)
+    truth[10:30, 40:60] = True
+    assert m.shape == (90, 70) and dice(m, truth) > 0.9
+    # the same image as a one-slice NIfTI (canonical x along axis 0 = the column)
+    nii = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(img.T[:, :, None]), np.eye(4)), nii)
+    res = run("segment", nii, "--box", 38, 8, 61, 31, "-o", tmp_path / "n.nii.gz", "--engine", "classic")
+    assert res.returncode == 0, res.stderr
+    mn = np.asarray(nib.load(tmp_path / "n.nii.gz").dataobj)
+    assert mn.shape == (70, 90, 1) and dice(mn[:, :, 0].T > 0, truth) > 0.9
+
+
+def test_bad_prompts_and_files_are_one_line_errors(photo: tuple[Path, np.ndarray],
+                                                    tmp_path: Path) -> None:
+    path, _ = photo
+    out = tmp_path / "o.png"
+    for args, match in (
+        (("--box", 10, 10, 500, 50), "outside"),
+        (("--box", 10, 10, 10, 50), "one voxel wide"),
+        (("--box", 30, 10, 10, 50), "zero size"),
+        (("--box", 10, 10, 50, 50, "--slice", 0), "no slices"),
+        (("--points", 10, 10), "groups of three"),
+        (("--points", 10, 10, 5), "label"),
+        (("--box", 10, 10, 50, 50, "--dicom-seg", tmp_path / "s.dcm"), "needs DICOM input"),
+    ):
+        assert_clean_error(run("segment", path, *args, "-o", out, "--engine", "classic"), match)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(path.read_bytes()[:400])
+    assert_clean_error(run("segment", cut, "--box", 1, 1, 9, 9, "-o", out, "--engine", "classic"),
+                       "truncated")
+    res = run("segment", path, "--box", 1, 1, 9, 9, "-o", out, "--max-voxels", 100)
+    assert_clean_error(res, "above the limit")
