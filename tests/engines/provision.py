@@ -29,3 +29,12 @@ for _engine, _model in (("medsam2", "medsam2"), ("sam2.1-tiny", "sam2.1-tiny"),
                         ("sam2.1-small", "sam2.1-small"), ("sam2.1-base-plus", "sam2.1-base-plus"),
                         ("sam2.1-large", "sam2.1-large")):
     PROVISIONERS[_engine] = _sam2(_model)
+
+
+def _medsam(home: Path) -> None:  # a tiny random-weight checkpoint in MedSAM's own layout
+    from segloop.engines.medsam.testing import install_tiny_medsam
+
+    install_tiny_medsam("medsam")
+
+
+PROVISIONERS["medsam"] = _medsam
