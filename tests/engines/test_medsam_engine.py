@@ -1,0 +1,158 @@
+"""The ``medsam`` engine: SAM v1 name mapping (real ViT-B layout), import and conversion,
+MedSAM's preprocessing rules, propagation by neighbour boxes, CLI on a PNG and a NIfTI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segloop.engines.medsam.preprocess import box_of_mask, image_to_model_input, scale_box
+from segloop.engines.medsam.session import MedSAMSession, PropagationRule
+from segloop.engines.medsam.testing import install_tiny_medsam, save_medsam_checkpoint
+from segloop.io.volume import Volume
+from segloop.models.sam_v1 import (
+    build_sam_model,
+    load_sam_model,
+    sam_hf_to_original,
+    sam_original_to_hf,
+    sam_vit_b_config,
+    tiny_sam_config,
+)
+from segloop.models.store import import_model
+from segloop.types import Prompts
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+FIXTURE = FIXTURES / "sam_vit_b_state_dict_keys.json"
+SEGLOOP = str(Path(sys.executable).with_name("segloop"))
+
+
+def test_real_vit_b_layout_loads_strictly_on_meta() -> None:
+    if not FIXTURE.is_file():
+        pytest.skip(f"fixture not found: {FIXTURE}")
+    from transformers import SamConfig, SamModel
+
+    shapes = json.loads(FIXTURE.read_text())
+    assert len(shapes) == 314
+    with torch.device("meta"):
+        orig = {k: torch.empty(v) for k, v in shapes.items()}
+        model = SamModel(SamConfig(**sam_vit_b_config()))
+    hf = sam_original_to_hf(orig)
+    assert len(hf) == 315  # the Gaussian matrix serves the prompt encoder and the image PE
+    model.load_state_dict(hf, strict=True, assign=True)  # raises on any missing/extra/shape
+    back = sam_hf_to_original(hf)
+    assert {k: list(v.shape) for k, v in back.items()} == shapes
+
+
+def test_import_original_layout_and_outputs_match_the_source_model(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    src = build_sam_model(tiny_sam_config(64))
+    ck = save_medsam_checkpoint(src, tmp_path / "medsam_vit_b.pth")
+    assert "image_encoder.blocks.0.norm1.weight" in torch.load(ck, weights_only=True)
+    import_model(ck, "medsam", config=tiny_sam_config(64))
+    loaded = load_sam_model("medsam")
+    x = torch.rand(1, 3, 64, 64)
+    box = torch.tensor([[[5.0, 8.0, 40.0, 50.0]]])
+    with torch.inference_mode():
+        a = src(pixel_values=x, input_boxes=box, multimask_output=False).pred_masks
+        b = loaded(pixel_values=x, input_boxes=box, multimask_output=False).pred_masks
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # a checkpoint in transformers names (HF medsam-vit-base) imports too
+    torch.save(src.state_dict(), tmp_path / "pytorch_model.bin")
+    import_model(tmp_path / "pytorch_model.bin", "medsam-vit-base", config=tiny_sam_config(64))
+    with torch.inference_mode():
+        c = load_sam_model("medsam-vit-base")(pixel_values=x, input_boxes=box,
+                                              multimask_output=False).pred_masks
+    torch.testing.assert_close(a, c, rtol=0, atol=0)
+
+
+def test_preprocessing_follows_medsam() -> None:
+    img = np.zeros((30, 40), np.uint8)
+    img[10:20, 5:15] = 200
+    x = image_to_model_input(img, 64)
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == 1.0 and np.array_equal(x[0], x[2])  # grey -> 3 equal channels
+    rgb = np.dstack([img, img // 2, 255 - img])
+    y = image_to_model_input(rgb, 64)
+    assert not np.array_equal(y[0], y[2])  # colour stays colour
+    np.testing.assert_allclose(scale_box((4, 6, 39, 29), 30, 40, 1024), [102.4, 204.8, 998.4, 989.866667],
+                               rtol=1e-6)
+    m = np.zeros((10, 12), bool)
+    m[3:5, 4:9] = True
+    assert box_of_mask(m, 2) == (2, 1, 10, 6) and box_of_mask(np.zeros((3, 3), bool), 1) is None
+
+
+class ShrinkingModel:
+    """A stand-in model whose mask is its box shrunk by 2 px (a target that tapers): it
+    isolates the propagation rule (box from the neighbour, margin, stop) from model quality."""
+
+    image_size = 64
+
+    def __init__(self) -> None:
+        self.boxes: list[tuple[int, int, tuple[int, int, int, int] | None]] = []
+
+    def encode(self, pixels: np.ndarray) -> tuple[int, int]:
+        return pixels.shape[0], pixels.shape[1]
+
+    def predict(self, emb: tuple[int, int], prompts: Prompts) -> np.ndarray:
+        self.boxes.append((emb[0], emb[1], prompts.box))
+        m = np.zeros(emb, bool)
+        assert prompts.box is not None
+        x0, y0, x1, y1 = prompts.box
+        m[y0 + 2 : y1 - 1, x0 + 2 : x1 - 1] = True
+        return m
+
+
+def test_propagation_takes_each_box_from_the_neighbour_and_stops() -> None:
+    vol = Volume(data=np.random.default_rng(0).normal(size=(40, 30, 9)).astype(np.float32),
+                 affine=np.eye(4), source_format="test")
+    fake = ShrinkingModel()
+    s = MedSAMSession(fake, vol, rule=PropagationRule(margin=1, min_area=100))  # type: ignore[arg-type]
+    key = s.segment_slice(4, Prompts(box=(10, 5, 30, 25)))
+    assert key.shape == (40, 30) and key[12, 7] and not key[11, 7]  # x along axis 0
+    res = list(s.propagate(4))
+    assert [r.z for r in res] == [5, 6, 7, 8, 3, 2, 1, 0] and res[-1].done == res[-1].total == 8
+    # slice 5 is prompted with slice 4's mask box (x 12..28, y 7..23) grown by the 1 px margin
+    assert fake.boxes[1][2] == (11, 6, 29, 24)
+    areas = [int(s.mask()[:, :, z].sum()) for z in range(9)]
+    assert areas[4] > areas[5] > areas[6] > 0 and areas[3] == areas[5]
+    assert areas[7] == 121 and areas[8] == 0 and areas[0] == 0  # 81 px < min_area: it ended
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_import_and_segment_png_and_nifti(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ck = save_medsam_checkpoint(build_sam_model(tiny_sam_config(64)), tmp_path / "medsam_vit_b.pth")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(tiny_sam_config(64)))
+    res = run_cli("models", "import", ck, "--as", "medsam", "--config", cfg, "--convert")
+    assert res.returncode == 0, res.stderr
+    rgb = np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    res = run_cli("segment", tmp_path / "p.png", "--box", 10, 10, 40, 30, "-o", tmp_path / "m.png",
+                  "--engine", "medsam", "-q")
+    assert res.returncode == 0, res.stderr
+    m = np.asarray(Image.open(tmp_path / "m.png"))
+    assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
+    nii = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(1).normal(size=(24, 20, 5)).astype(np.float32),
+                             np.diag([-1.0, -1.0, 2.0, 1.0])), nii)
+    res = run_cli("segment", nii, "--box", 4, 4, 15, 12, "--slice", 2, "-o", tmp_path / "v_m.nii.gz",
+                  "--engine", "medsam", "-q")
+    assert res.returncode == 0, res.stderr
+    assert nib.load(tmp_path / "v_m.nii.gz").shape == (24, 20, 5)
+
+
+def test_install_tiny_is_what_the_contract_uses() -> None:
+    d = install_tiny_medsam("medsam")
+    assert (d / "checkpoint.pt").is_file()
