@@ -139,7 +139,7 @@ def main() -> int:
             box_text = "[" + ",".join(str(v) for v in box) + "]"
             env = {**os.environ, "MPLBACKEND": "Agg"}
             res = subprocess.run([args.python, "-c", OFFICIAL_DRIVER, str(args.medsam_code.resolve()),
-                                  str(img_path), box_text, str(ckpt), str(out)],
+                                  str(Path(img_path).resolve()), box_text, str(ckpt), str(out)],
                                  capture_output=True, text=True, env=env, cwd=tmp)
             if res.returncode != 0:
                 print(res.stderr[-3000:], file=sys.stderr)
@@ -161,6 +161,7 @@ def main() -> int:
                 "logit_range": [float(off["logits"].min()), float(off["logits"].max())],
                 "mask_pixels": [int(ours_mask.sum()), int(theirs.sum())], "iou": iou,
             })
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         print(json.dumps({"torch": torch.__version__, "threads": args.threads, "cases": rows}, indent=1))
     return 0
 

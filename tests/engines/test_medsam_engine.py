@@ -156,3 +156,31 @@ def test_cli_import_and_segment_png_and_nifti(tmp_path: Path) -> None:
 def test_install_tiny_is_what_the_contract_uses() -> None:
     d = install_tiny_medsam("medsam")
     assert (d / "checkpoint.pt").is_file()
+
+
+def test_sam21_segments_a_2d_image_through_the_image_predictor() -> None:
+    """SAM 2.1 (tiny random weights) on a 2D RGB image: the image model loads strictly from the
+    video checkpoint, a box and a single point give masks of the image's size, and a single
+    point takes the candidate with the highest predicted IoU."""
+    from segloop.engines import get_engine
+    from segloop.engines.image2d import segment_image
+    from segloop.engines.sam2.image2d import Sam2ImagePredictor
+    from segloop.engines.sam2.testing import install_tiny_weights
+    from segloop.io.image2d import Image2D, ImageSource
+
+    install_tiny_weights("sam2.1-tiny")
+    rgb = np.random.default_rng(0).integers(0, 255, (45, 70, 3), np.uint8)
+    image = Image2D(pixels=rgb, source=ImageSource.PNG)
+    engine = get_engine("sam2.1-tiny")
+    for prompts in (Prompts(box=(5, 5, 40, 30)), Prompts.make(points=[(20, 10)], labels=[1])):
+        assert segment_image(engine, image, prompts).shape == (45, 70)
+    pred = Sam2ImagePredictor.load("sam2.1-tiny")
+    emb = pred.encode(rgb)
+    one = Prompts.make(points=[(20, 10)], labels=[1])
+    with torch.inference_mode():
+        out = pred.model(image_embeddings=emb.features, multimask_output=True,
+                         input_points=torch.tensor([[[[20 * 64 / 70, 10 * 64 / 45]]]]),
+                         input_labels=torch.tensor([[[1]]], dtype=torch.int32))
+    mask, score = pred.predict(emb, one)
+    assert score == pytest.approx(float(out.iou_scores[0, 0].max()))
+    assert mask.shape == (45, 70) and mask.dtype == np.bool_

@@ -28,12 +28,13 @@ import numpy as np
 import numpy.typing as npt
 
 from segloop.engines.base import Engine
+from segloop.engines.sam2.preprocess import to_uint8_volume
 from segloop.io.image2d import Image2D
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts, validate_prompts
 
 __all__ = ["ImageSegmenter", "colour_feature", "image_as_volume", "segment_image",
-           "validate_prompts_2d"]
+           "to_uint8_image", "validate_prompts_2d"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,23 @@ def image_as_volume(grey: npt.NDArray[Any], spacing: tuple[float, float] | None,
     affine = np.diag([float(col_mm), float(row_mm), 1.0, 1.0])
     data = np.ascontiguousarray(np.asarray(grey).T[:, :, None])
     return Volume(data=data, affine=affine, source_format="image2d", modality=modality)
+
+
+def to_uint8_image(pixels: npt.NDArray[Any], modality: str | None = None,
+                   window: str | tuple[float, float] | None = "auto") -> npt.NDArray[np.uint8]:
+    """Pixels as the SAM-family models take them: uint8 kept as is; other grey images windowed (CT) or
+    percentile-scaled like a one-slice volume; other colour images min-max scaled."""
+    px = np.asarray(pixels)
+    if px.dtype == np.uint8:
+        same: npt.NDArray[np.uint8] = px
+        return same
+    if px.ndim == 2:
+        grey: npt.NDArray[np.uint8] = to_uint8_volume(px.T[:, :, None], modality, window)[0]
+        return grey
+    lo, hi = float(px.min()), float(px.max())
+    scaled = (px.astype(np.float64) - lo) / max(hi - lo, 1e-8) * 255.0
+    out: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
+    return out
 
 
 def segment_image(engine: Engine, image: Image2D, prompts: Prompts) -> BoolArray:

@@ -106,7 +106,7 @@ class MedSAMEngine:
         """Segment a 2D image: ``(H, W)`` or ``(H, W, 3)`` pixels, prompts in (x = column,
         y = row) pixels; returns the ``(H, W)`` mask. uint8 pixels go to MedSAM as they are;
         others are scaled to uint8 first (see ``to_uint8_image``)."""
-        from segloop.engines.medsam.session import to_uint8_image
+        from segloop.engines.image2d import to_uint8_image
 
         del spacing  # MedSAM resizes every image to 1024 px: spacing plays no part
         pred = self.predictor()

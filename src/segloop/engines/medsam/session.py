@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from segloop.engines.medsam.predictor import Embedding, MedSAMPredictor
 from segloop.engines.medsam.preprocess import box_of_mask
@@ -33,24 +31,7 @@ from segloop.errors import EngineError
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts, SliceResult, validate_prompts, validate_slice
 
-__all__ = ["MedSAMSession", "PropagationRule", "to_uint8_image"]
-
-
-def to_uint8_image(pixels: npt.NDArray[Any], modality: str | None = None,
-                   window: str | tuple[float, float] | None = "auto") -> npt.NDArray[np.uint8]:
-    """Pixels as MedSAM expects them: uint8 kept as is; other grey images windowed (CT) or
-    percentile-scaled like a one-slice volume; other colour images min-max scaled."""
-    px = np.asarray(pixels)
-    if px.dtype == np.uint8:
-        same: npt.NDArray[np.uint8] = px
-        return same
-    if px.ndim == 2:
-        grey: npt.NDArray[np.uint8] = to_uint8_volume(px.T[:, :, None], modality, window)[0]
-        return grey
-    lo, hi = float(px.min()), float(px.max())
-    scaled = (px.astype(np.float64) - lo) / max(hi - lo, 1e-8) * 255.0
-    out: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
-    return out
+__all__ = ["MedSAMSession", "PropagationRule"]
 
 
 class PropagationRule:
