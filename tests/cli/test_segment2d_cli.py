@@ -125,3 +125,17 @@ def test_bad_prompts_and_files_are_one_line_errors(photo: tuple[Path, np.ndarray
                        "truncated")
     res = run("segment", path, "--box", 1, 1, 9, 9, "-o", out, "--max-voxels", 100)
     assert_clean_error(res, "above the limit")
+
+
+def test_compare_with_writes_one_figure(photo: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    path, _ = photo
+    out = tmp_path / "cmp.png"
+    res = run("segment", path, "--box", 68, 28, 132, 72, "--engine", "classic",
+              "--compare-with", "classic", "-o", out)
+    assert res.returncode == 0, res.stderr
+    fig = np.asarray(Image.open(out))
+    assert fig.ndim == 3 and fig.shape[1] > 2.5 * fig.shape[0]  # three panels side by side
+    nii = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), nii)
+    assert_clean_error(run("segment", nii, "--box", 1, 1, 5, 5, "--slice", 1, "--engine", "classic",
+                           "--compare-with", "classic", "-o", tmp_path / "x.png"), "2D images")

@@ -56,6 +56,9 @@ def register(sub: Any) -> None:
     p.add_argument("--series", metavar="UID", help="pick one series of a multi-series DICOM folder")
     p.add_argument("--max-voxels", type=int, default=None,
                    help="refuse volumes with more voxels than this (checked before reading data)")
+    p.add_argument("--compare-with", metavar="ENGINE[@RUN]", default=None,
+                   help="2D images: also segment with this engine and write one comparison figure"
+                        " (image, both masks) to --output instead of a mask")
     p.add_argument("--labels", action="store_true",
                    help="2D PNG masks hold the label value (1) instead of 255")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages")
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         from segloop.cli.segment2d import run_2d
 
         return run_2d(args)
+    if args.compare_with is not None:
+        raise PromptError("--compare-with works on 2D images (PNG, JPEG, TIFF, BMP, one DICOM file)")
     points = _parse_points(args.points)
     if args.box is None and not points:
         raise PromptError("give a box (--box X0 Y0 X1 Y1 --slice Z) or points (--points X Y Z LABEL)")
