@@ -91,12 +91,14 @@ def test_rgb_png_rgba_jpeg_bmp_tiff(tmp_path: Path) -> None:
 
 
 def test_dicom_monochrome1_inverted_with_spacing(tmp_path: Path) -> None:
-    raw = ramp(dtype=np.uint16) * 40
+    raw = ramp(dtype=np.uint16) * 40 + 60000  # max + min overflows uint16
     p = write_dicom_2d(tmp_path / "x.dcm", raw, photometric="MONOCHROME1")
     assert image2d_format(p) is ImageSource.DICOM
     img = load_image2d(p)
     assert img.inverted and img.modality == "DX" and img.spacing == (0.2, 0.3)
-    np.testing.assert_array_equal(img.pixels, raw.max() + raw.min() - raw)  # bright = dense
+    want = (int(raw.max()) + int(raw.min()) - raw.astype(np.int64)).astype(np.uint16)
+    np.testing.assert_array_equal(img.pixels, want)  # bright = dense, same range
+    assert img.pixels.min() == raw.min() and img.pixels.max() == raw.max()
     p2 = write_dicom_2d(tmp_path / "us.dcm", raw, modality="US")
     np.testing.assert_array_equal(load_image2d(p2).pixels, raw)
 

@@ -5,8 +5,8 @@ Coordinates are those of every image tool (docs/DESIGN.md): ``pixels[row, col]``
 column, ``y`` = row, from the top-left. Readers:
 
 - PNG, JPEG, BMP (Pillow) and TIFF (tifffile): grey or RGB, 8 or 16 bit; an alpha channel is
-  dropped, palette images become RGB. The pixel count is checked from the header before any
-  pixel is decoded (decompression-bomb guard).
+  dropped, palette images become RGB; no spacing (their dpi is a print resolution). The pixel
+  count is checked from the header before any pixel is decoded (decompression-bomb guard).
 - One single-frame DICOM file (CR, DX, US, XA, MG, ... or any image without a slice position):
   modality LUT (rescale slope/intercept) applied, MONOCHROME1 inverted so that bright means
   dense as on MONOCHROME2 displays, YBR colour converted to RGB; spacing from PixelSpacing or
@@ -266,10 +266,9 @@ def _read_pillow(path: Path, kind: ImageSource, max_pixels: int | None) -> Image
     arr = _to_grey_or_rgb(path, arr)
     if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         arr = arr.astype(np.uint16)  # Pillow's "I" mode for 16-bit PNGs
-    spacing = None
-    if dpi and all(float(d) > 1.0 for d in dpi[:2]) and kind is not ImageSource.JPEG:
-        spacing = (25.4 / float(dpi[1]), 25.4 / float(dpi[0]))
-    return Image2D(pixels=arr, source=kind, spacing=spacing, source_path=path)
+    # a picture's dpi is a print resolution, not a physical pixel size: no spacing
+    meta = {"dpi": [float(d) for d in dpi[:2]]} if dpi else {}
+    return Image2D(pixels=arr, source=kind, source_path=path, meta=meta)
 
 
 def _read_tiff(path: Path, max_pixels: int | None) -> Image2D:
@@ -342,8 +341,9 @@ def _read_dicom2d(path: Path, max_pixels: int | None) -> Image2D:
             arr = arr.astype(np.float32) * slope + inter
             if np.all(arr == np.round(arr)) and arr.min() >= -32768 and arr.max() <= 32767:
                 arr = arr.astype(np.int16)
-        if photometric == "MONOCHROME1":
-            arr = (arr.max() + arr.min()) - arr  # same range, bright = dense
+        if photometric == "MONOCHROME1":  # same range, bright = dense (no integer overflow)
+            wide = arr.astype(np.int64) if np.issubdtype(arr.dtype, np.integer) else arr
+            arr = (wide.max() + wide.min() - wide).astype(arr.dtype)
             inverted = True
     spacing = None
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
