@@ -4,8 +4,6 @@ MedSAM's preprocessing rules, propagation by neighbour boxes, CLI on a PNG and a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -31,7 +29,6 @@ from segloop.types import Prompts
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 FIXTURE = FIXTURES / "sam_vit_b_state_dict_keys.json"
-SEGLOOP = str(Path(sys.executable).with_name("segloop"))
 
 
 def test_real_vit_b_layout_loads_strictly_on_meta() -> None:
@@ -126,8 +123,16 @@ def test_propagation_takes_each_box_from_the_neighbour_and_stops() -> None:
     assert areas[7] == 121 and areas[8] == 0 and areas[0] == 0  # 81 px < min_area: it ended
 
 
-def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True, timeout=300)
+def run_cli(*args: object) -> int:
+    """The ``segloop`` command in this process (the same parser and handlers as the console
+    script, without three more torch imports)."""
+    from segloop.cli import main
+    from segloop.engines.registry import clear_engines
+
+    try:
+        return main([str(a) for a in args])
+    finally:
+        clear_engines()  # the engine cache must not outlive this test's SEGLOOP_HOME
 
 
 def test_cli_import_and_segment_png_and_nifti(tmp_path: Path) -> None:
@@ -135,21 +140,18 @@ def test_cli_import_and_segment_png_and_nifti(tmp_path: Path) -> None:
     ck = save_medsam_checkpoint(build_sam_model(tiny_sam_config(64)), tmp_path / "medsam_vit_b.pth")
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(tiny_sam_config(64)))
-    res = run_cli("models", "import", ck, "--as", "medsam", "--config", cfg, "--convert")
-    assert res.returncode == 0, res.stderr
+    assert run_cli("models", "import", ck, "--as", "medsam", "--config", cfg, "--convert") == 0
     rgb = np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8)
     Image.fromarray(rgb).save(tmp_path / "p.png")
-    res = run_cli("segment", tmp_path / "p.png", "--box", 10, 10, 40, 30, "-o", tmp_path / "m.png",
-                  "--engine", "medsam", "-q")
-    assert res.returncode == 0, res.stderr
+    assert run_cli("segment", tmp_path / "p.png", "--box", 10, 10, 40, 30, "-o", tmp_path / "m.png",
+                   "--engine", "medsam", "-q") == 0
     m = np.asarray(Image.open(tmp_path / "m.png"))
     assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
     nii = tmp_path / "v.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(1).normal(size=(24, 20, 5)).astype(np.float32),
                              np.diag([-1.0, -1.0, 2.0, 1.0])), nii)
-    res = run_cli("segment", nii, "--box", 4, 4, 15, 12, "--slice", 2, "-o", tmp_path / "v_m.nii.gz",
-                  "--engine", "medsam", "-q")
-    assert res.returncode == 0, res.stderr
+    assert run_cli("segment", nii, "--box", 4, 4, 15, 12, "--slice", 2, "-o", tmp_path / "v_m.nii.gz",
+                   "--engine", "medsam", "-q") == 0
     assert nib.load(tmp_path / "v_m.nii.gz").shape == (24, 20, 5)
 
 
