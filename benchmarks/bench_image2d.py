@@ -2,7 +2,8 @@
 
 Synthetic photographs (an elliptic 'polyp' whose colour differs from the 'mucosa' in hue but
 hardly in luminance, with noise) and a grey X-ray-like image, each with a box around the
-target; prints the median wall and CPU time of ``segment_image`` (colour feature + classic
+target (and one click in its centre); prints the median wall and CPU time of
+``segment_image`` (colour feature + classic
 engine on a one-slice volume) and the Dice against the truth.
 
     PYTHONPATH=src python benchmarks/bench_image2d.py [--size 1024] [--repeats 5]
@@ -47,9 +48,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     engine = get_engine("classic")
-    for rgb in (True, False):
+    for rgb, use_box in ((True, True), (False, True), (True, False)):
         image, truth, box = scene(args.size, rgb)
-        prompts = Prompts(box=box)
+        centre = ((box[0] + box[2]) // 2, (box[1] + box[3]) // 2)
+        prompts = Prompts(box=box) if use_box else Prompts.make(points=[centre], labels=[1])
         segment_image(engine, image, prompts)  # warm-up (imports, caches)
         wall, cpu = [], []
         mask = None
@@ -61,7 +63,8 @@ def main() -> None:
         assert mask is not None
         dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
         kind = "RGB" if rgb else "grey"
-        print(f"classic 2D {args.size}x{args.size} {kind}, box {box}: median {statistics.median(wall):.3f} s"
+        what = f"box {box}" if use_box else f"one click {centre}"
+        print(f"classic 2D {args.size}x{args.size} {kind}, {what}: median {statistics.median(wall):.3f} s"
               f" wall, {statistics.median(cpu):.3f} s CPU over {args.repeats} runs; Dice {dice:.3f}")
 
 

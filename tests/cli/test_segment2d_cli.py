@@ -13,7 +13,7 @@ from PIL import Image
 
 from segloop.engines import get_engine
 from segloop.engines.image2d import colour_feature, segment_image
-from segloop.io.image2d import load_image2d
+from segloop.io.image2d import Image2D, ImageSource, load_image2d
 from segloop.types import Prompts
 
 SEGLOOP = str(Path(sys.executable).with_name("segloop"))
@@ -139,3 +139,19 @@ def test_compare_with_writes_one_figure(photo: tuple[Path, np.ndarray], tmp_path
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), nii)
     assert_clean_error(run("segment", nii, "--box", 1, 1, 5, 5, "--slice", 1, "--engine", "classic",
                            "--compare-with", "classic", "-o", tmp_path / "x.png"), "2D images")
+
+
+def test_one_click_reaches_across_a_large_object_in_a_photo() -> None:
+    """Photos have no pixel size: the classic engine's mm-based reach must scale with the
+    picture, so one click on a 400-px-wide object takes all of it (at 1 mm per pixel the
+    click's 100 mm reach took half)."""
+    h, w = 480, 640
+    rr, cc = np.mgrid[:h, :w]
+    truth = ((cc - 320) / 200.0) ** 2 + ((rr - 240) / 120.0) ** 2 <= 1
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (170, 120, 150)
+    img[truth] = (230, 100, 110)
+    img += np.random.default_rng(2).normal(0, 10, img.shape)
+    image = Image2D(pixels=np.clip(img, 0, 255).astype(np.uint8), source=ImageSource.JPEG)
+    mask = segment_image(get_engine("classic"), image, Prompts.make(points=[(320, 240)], labels=[1]))
+    assert dice(mask, truth) > 0.9, dice(mask, truth)

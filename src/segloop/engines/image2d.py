@@ -8,7 +8,10 @@ bool mask.
   ``medsam``) gets the pixels as they are, RGB included.
 - Any other engine (``classic``, the volume engines) segments a one-slice volume whose axes
   are ``(x, y, 1)``, so ``x``/``y`` are its canonical voxel indices (x along axis 0); the
-  spacing is the image's (1 mm when unknown). Such engines model one intensity, so a colour
+  spacing is the image's; when unknown (photographs) it is 1 mm with a box (the box gives
+  the object's size), and for clicks alone such that the longer side spans :data:`FOV_MM`
+  (256) mm, so a click's mm-based reach scales with the picture (a finer pixel size costs
+  time: the engine's smoothing and morphology are sized in mm). Such engines model one intensity, so a colour
   image is first turned into one feature channel by :func:`colour_feature`: Fisher's linear
   discriminant between the colours the prompts mark as object (the inner half of the box, or
   discs around positive points) and as background (a ring around the box, negative points, or
@@ -37,6 +40,12 @@ __all__ = ["ImageSegmenter", "colour_feature", "image_as_volume", "segment_image
            "to_uint8_image", "validate_prompts_2d"]
 
 log = logging.getLogger(__name__)
+
+#: pictures without a pixel size are given one so that their longer side spans this many mm:
+#: the classic engine's sizes in mm (smoothing, background ring, a first click's 100 mm reach)
+#: then scale with the picture, whatever its resolution; at 256 one click can take an object
+#: spanning most of the frame (tests: 0.99 Dice for a 400-px-wide object in a 640-px photo)
+FOV_MM = 256.0
 
 
 @runtime_checkable
@@ -112,8 +121,13 @@ def colour_feature(pixels: npt.NDArray[Any], prompts: Prompts) -> npt.NDArray[np
 
 def image_as_volume(grey: npt.NDArray[Any], spacing: tuple[float, float] | None,
                     modality: str | None = None) -> Volume:
-    """A ``(H, W)`` grey image as a canonical one-slice Volume ``(X=W, Y=H, 1)``."""
-    row_mm, col_mm = spacing if spacing is not None else (1.0, 1.0)
+    """A ``(H, W)`` grey image as a canonical one-slice Volume ``(X=W, Y=H, 1)``; without a
+    ``spacing`` (row_mm, col_mm) the longer side spans :data:`FOV_MM`."""
+    if spacing is None:  # a CT-like field of view: the longer side spans FOV_MM
+        h, w = np.asarray(grey).shape[:2]
+        side = FOV_MM / max(h, w, 1)
+        spacing = (side, side)
+    row_mm, col_mm = spacing
     affine = np.diag([float(col_mm), float(row_mm), 1.0, 1.0])
     data = np.ascontiguousarray(np.asarray(grey).T[:, :, None])
     return Volume(data=data, affine=affine, source_format="image2d", modality=modality)
@@ -143,7 +157,10 @@ def segment_image(engine: Engine, image: Image2D, prompts: Prompts) -> BoolArray
         mask = engine.segment_image(image.pixels, prompts, image.spacing)
     else:
         grey = colour_feature(image.pixels, prompts) if image.is_rgb else image.pixels
-        session = engine.open(image_as_volume(grey, image.spacing, image.modality))
+        spacing = image.spacing
+        if spacing is None and prompts.box is not None:
+            spacing = (1.0, 1.0)  # the box gives the object's size: pixel units, and fast
+        session = engine.open(image_as_volume(grey, spacing, image.modality))
         mask = np.ascontiguousarray(session.segment_slice(0, prompts).T)
     if mask.shape != (image.height, image.width):  # pragma: no cover - an engine bug
         raise AssertionError(f"engine returned {mask.shape}, want {(image.height, image.width)}")
