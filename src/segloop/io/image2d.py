@@ -7,10 +7,7 @@ column, ``y`` = row, from the top-left. Readers:
 - PNG, JPEG, BMP (Pillow) and TIFF (tifffile): grey or RGB, 8 or 16 bit; an alpha channel is
   dropped, palette images become RGB; no spacing (their dpi is a print resolution). The pixel
   count is checked from the header before any pixel is decoded (decompression-bomb guard).
-- One single-frame DICOM file (CR, DX, US, XA, MG, ... or any image without a slice position):
-  modality LUT (rescale slope/intercept) applied, MONOCHROME1 inverted so that bright means
-  dense as on MONOCHROME2 displays, YBR colour converted to RGB; spacing from PixelSpacing or
-  ImagerPixelSpacing.
+- One single-frame DICOM file (:mod:`segloop.io.dicom2d`).
 - A one-slice NIfTI/NRRD/MHA: read as a :class:`~segloop.io.volume.Volume` with one slice; its
   pixels are the canonical slice as the engines see it (row = canonical y, column = canonical
   x), so ``x``/``y`` are also the volume's canonical voxel indices and the mask goes back on
@@ -39,20 +36,17 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Image2D",
     "ImageSource",
+    "check_pixels",
     "image2d_format",
     "load_image2d",
     "load_volume_one_slice",
+    "to_grey_or_rgb",
 ]
 
 log = logging.getLogger(__name__)
 
 #: default pixel limit (2**28, e.g. 16384 x 16384): a decompression-bomb guard
 DEFAULT_MAX_PIXELS = 2**28
-
-#: DICOM modalities that are projection or frame images (2D whatever their headers say)
-_2D_MODALITIES = frozenset({"CR", "DX", "US", "XA", "RF", "MG", "IO", "PX", "ES", "XC", "GM", "OP",
-                            "SM", "OT", "RG"})
-
 
 class ImageSource(StrEnum):
     """The file format a 2D image was read from."""
@@ -140,20 +134,6 @@ def _picture_kind(head: bytes) -> ImageSource | None:
     return None
 
 
-def _dicom_is_2d(path: Path) -> bool:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except Exception:
-        return False  # the volume reader reports the problem
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    modality = str(ds.get("Modality", "")).upper()
-    if modality in _2D_MODALITIES:
-        return True
-    return frames == 1 and "ImagePositionPatient" not in ds and "Rows" in ds
-
-
 def _volume_dims(path: Path, fmt: str) -> list[int] | None:
     """The image dimensions from a NIfTI/NRRD/MHA header (no voxel data read)."""
     try:
@@ -194,7 +174,9 @@ def image2d_format(path: str | Path) -> ImageSource | None:
     except (InputError, UnsupportedFormatError):
         return None
     if fmt == "dicom":
-        return ImageSource.DICOM if _dicom_is_2d(p) else None
+        from segloop.io.dicom2d import dicom_is_2d
+
+        return ImageSource.DICOM if dicom_is_2d(p) else None
     if fmt in ("nifti", "nrrd", "mha"):
         dims = _volume_dims(p, fmt)
         if dims is None:
@@ -209,7 +191,8 @@ def image2d_format(path: str | Path) -> ImageSource | None:
 # --------------------------------------------------------------------------- readers
 
 
-def _check_pixels(path: Path, h: int, w: int, channels: int, max_pixels: int | None) -> None:
+def check_pixels(path: Path, h: int, w: int, channels: int, max_pixels: int | None) -> None:
+    """InputError for an empty image, VolumeTooLargeError above ``max_pixels`` (from headers)."""
     if h <= 0 or w <= 0:
         raise InputError(f"{path}: the image is empty ({w} x {h} pixels)")
     if max_pixels is not None and h * w > max_pixels:
@@ -220,7 +203,7 @@ def _check_pixels(path: Path, h: int, w: int, channels: int, max_pixels: int | N
     del channels
 
 
-def _to_grey_or_rgb(path: Path, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def to_grey_or_rgb(path: Path, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """(H, W), (H, W, 1), (H, W, 2: grey+alpha), (H, W, 3) or (H, W, 4: RGBA) -> (H, W) / (H, W, 3)."""
     if arr.ndim == 2:
         return arr
@@ -242,7 +225,7 @@ def _read_pillow(path: Path, kind: ImageSource, max_pixels: int | None) -> Image
         with Image.open(path) as opened:
             im: Image.Image = opened
             w, h = im.size
-            _check_pixels(path, h, w, len(im.getbands()), max_pixels)
+            check_pixels(path, h, w, len(im.getbands()), max_pixels)
             n_frames = int(getattr(im, "n_frames", 1))
             if n_frames > 1:
                 raise InputError(
@@ -263,7 +246,7 @@ def _read_pillow(path: Path, kind: ImageSource, max_pixels: int | None) -> Image
             f"{path}: cannot decode the {kind.value.upper()} image, it may be truncated or corrupt"
             f" ({one_line(exc)})"
         ) from exc
-    arr = _to_grey_or_rgb(path, arr)
+    arr = to_grey_or_rgb(path, arr)
     if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         arr = arr.astype(np.uint16)  # Pillow's "I" mode for 16-bit PNGs
     # a picture's dpi is a print resolution, not a physical pixel size: no spacing
@@ -285,7 +268,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image2D:
                 raise InputError(
                     f"{path}: the TIFF holds {series.shape[0]} pages; segloop needs one 2D image"
                 )
-            _check_pixels(path, dims[0], dims[1] if len(dims) > 1 else 1, 1, max_pixels)
+            check_pixels(path, dims[0], dims[1] if len(dims) > 1 else 1, 1, max_pixels)
             arr = series.asarray()
     except InputError:
         raise
@@ -296,66 +279,8 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image2D:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar RGB
-    arr = _to_grey_or_rgb(path, arr)
+    arr = to_grey_or_rgb(path, arr)
     return Image2D(pixels=arr, source=ImageSource.TIFF, source_path=path)
-
-
-def _read_dicom2d(path: Path, max_pixels: int | None) -> Image2D:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read the DICOM file ({one_line(exc)})") from exc
-    if "Rows" not in ds or "Columns" not in ds:
-        raise InputError(f"{path}: DICOM file has no image (no Rows/Columns)")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise InputError(
-            f"{path}: the DICOM file holds {frames} frames (a cine or multi-frame image);"
-            " segloop needs one 2D image (export one frame)"
-        )
-    _check_pixels(path, int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1)), max_pixels)
-    if "PixelData" not in ds:
-        raise InputError(f"{path}: DICOM file has no pixel data (not an image)")
-    try:
-        arr = np.asarray(ds.pixel_array)
-    except Exception as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        raise InputError(
-            f"{path}: cannot decode the DICOM pixel data (transfer syntax {ts}), it may be"
-            f" truncated: {one_line(exc)}"
-        ) from exc
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    inverted = False
-    if arr.ndim == 3:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space  # type: ignore[attr-defined]
-
-            arr = convert_color_space(arr, photometric, "RGB")
-        arr = _to_grey_or_rgb(path, arr)
-    else:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        inter = float(ds.get("RescaleIntercept", 0) or 0)
-        if slope != 1.0 or inter != 0.0:
-            arr = arr.astype(np.float32) * slope + inter
-            if np.all(arr == np.round(arr)) and arr.min() >= -32768 and arr.max() <= 32767:
-                arr = arr.astype(np.int16)
-        if photometric == "MONOCHROME1":  # same range, bright = dense (no integer overflow)
-            wide = arr.astype(np.int64) if np.issubdtype(arr.dtype, np.integer) else arr
-            arr = (wide.max() + wide.min() - wide).astype(arr.dtype)
-            inverted = True
-    spacing = None
-    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
-        sp = ds.get(tag)
-        if sp is not None and len(sp) == 2 and all(float(v) > 0 for v in sp):
-            spacing = (float(sp[0]), float(sp[1]))
-            break
-    modality = str(ds.get("Modality", "")).upper() or None
-    return Image2D(pixels=arr, source=ImageSource.DICOM, spacing=spacing, modality=modality,
-                   source_path=path, inverted=inverted,
-                   meta={"photometric": photometric,
-                         "sop_class_uid": str(ds.get("SOPClassUID", ""))})
 
 
 def _read_one_slice(path: Path, kind: ImageSource, max_pixels: int | None) -> Image2D:
@@ -381,7 +306,7 @@ def load_volume_one_slice(path: Path, kind: ImageSource, max_pixels: int | None)
         dims.pop()
     if len(dims) != 2:
         raise InputError(f"{path}: not a one-slice image (shape {tuple(dims)})")
-    _check_pixels(path, dims[1], dims[0], 1, max_pixels)
+    check_pixels(path, dims[1], dims[0], 1, max_pixels)
     if kind is ImageSource.NIFTI:
         try:
             img: Any = nib.load(str(path))
@@ -431,7 +356,9 @@ def load_image2d(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
     elif kind in _PICTURES:
         img = _read_pillow(p, kind, max_pixels)
     elif kind is ImageSource.DICOM:
-        img = _read_dicom2d(p, max_pixels)
+        from segloop.io.dicom2d import read_dicom_2d
+
+        img = read_dicom_2d(p, max_pixels)
     else:
         img = _read_one_slice(p, kind, max_pixels)
     px = img.pixels
