@@ -155,3 +155,10 @@ def test_one_click_reaches_across_a_large_object_in_a_photo() -> None:
     image = Image2D(pixels=np.clip(img, 0, 255).astype(np.uint8), source=ImageSource.JPEG)
     mask = segment_image(get_engine("classic"), image, Prompts.make(points=[(320, 240)], labels=[1]))
     assert dice(mask, truth) > 0.9, dice(mask, truth)
+
+
+def test_info_describes_a_picture(photo: tuple[Path, np.ndarray]) -> None:
+    path, _ = photo
+    res = run("info", path)
+    assert res.returncode == 0, res.stderr
+    assert "160 x 120 pixels, RGB (uint8)" in res.stdout and "jpeg" in res.stdout
