@@ -162,3 +162,25 @@ def test_info_describes_a_picture(photo: tuple[Path, np.ndarray]) -> None:
     res = run("info", path)
     assert res.returncode == 0, res.stderr
     assert "160 x 120 pixels, RGB (uint8)" in res.stdout and "jpeg" in res.stdout
+
+
+def test_export_npy_writes_medsams_layout(tmp_path: Path) -> None:
+    img = np.random.default_rng(3).normal(40, 20, (20, 16, 6)).astype(np.float32)
+    img[:, :, :1] -= 1000  # air on one slice: a CT
+    lab = np.zeros((20, 16, 6), np.uint8)
+    lab[5:12, 4:10, 2:4] = 3
+    nib.save(nib.Nifti1Image(img, np.eye(4)), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "lab.nii.gz")
+    (tmp_path / "cases.csv").write_text("case_id,image,label,label_value,structure,modality\n"
+                                        "c1,ct.nii.gz,lab.nii.gz,3,liver,CT\n")
+    out = tmp_path / "npy"
+    res = run("export", "npy", tmp_path / "cases.csv", "--out", out, "--size", 32)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (out / "imgs").iterdir()) == ["c1-002.npy", "c1-003.npy"]
+    im, gt = np.load(out / "imgs" / "c1-002.npy"), np.load(out / "gts" / "c1-002.npy")
+    assert im.shape == (32, 32, 3) and im.dtype == np.float64 and im.min() == 0 and im.max() == 1
+    assert gt.shape == (32, 32) and gt.dtype == np.uint8 and set(np.unique(gt)) == {0, 1}
+    # rows = canonical y (label y 4..9 of 16 -> rows 8..19 of 32), columns = x (5..11 of 20)
+    rows, cols = np.flatnonzero(gt.any(axis=1)), np.flatnonzero(gt.any(axis=0))
+    assert rows[0] == 8 and rows[-1] in (18, 19) and cols[0] == 8 and cols[-1] in (18, 19)
+    assert_clean_error(run("export", "npy", "--out", out), "MANIFEST or --datastore")
