@@ -186,3 +186,43 @@ def test_sam21_segments_a_2d_image_through_the_image_predictor() -> None:
     mask, score = pred.predict(emb, one)
     assert score == pytest.approx(float(out.iou_scores[0, 0].max()))
     assert mask.shape == (45, 70) and mask.dtype == np.bool_
+
+
+def test_train_medsam_on_npy_and_serve_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``segloop train --model medsam --npy-dir``: the loss falls on a learnable task, the
+    checkpoint is in MedSAM's own layout, and ``medsam@RUN`` segments through the registry."""
+    from segloop.engines.registry import clear_engines, get_engine
+    from segloop.train.medsam_train import dice_bce_loss
+
+    install_tiny_medsam("medsam", image_size=64)
+    npy = tmp_path / "npy"
+    (npy / "imgs").mkdir(parents=True)
+    (npy / "gts").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        gt = np.zeros((64, 64), np.uint8)
+        y, x = 10 + 6 * i, 12 + 5 * i
+        gt[y : y + 20, x : x + 24] = 1
+        img = np.repeat((0.2 + 0.6 * gt + rng.normal(0, 0.05, gt.shape))[:, :, None], 3, axis=-1)
+        np.save(npy / "imgs" / f"c-{i:03d}.npy", np.clip(img, 0, 1))
+        np.save(npy / "gts" / f"c-{i:03d}.npy", gt)
+    out = tmp_path / "run1"
+    rc = run_cli("train", "--model", "medsam", "--npy-dir", npy, "--epochs", 6, "--batch-size", 2,
+                 "--lr", "1e-2", "--out", out, "--threads", 1, "-q")
+    assert rc == 0
+    losses = [float(v) for v in capsys.readouterr().out.split("losses ")[1].split()[:6]]
+    assert min(losses[3:]) < 0.9 * losses[0], losses  # random tiny weights learn slowly
+    ck = torch.load(out / "medsam_model_best.pth", weights_only=True)
+    assert "image_encoder.blocks.0.norm1.weight" in ck["model"]
+    latest = torch.load(out / "medsam_model_latest.pth", weights_only=True)
+    assert latest["epoch"] == 5
+    try:
+        engine = get_engine("medsam@run1")
+        mask = engine.segment_image(np.zeros((64, 64), np.uint8) + 50, Prompts(box=(10, 10, 40, 40)))
+        assert mask.shape == (64, 64)
+    finally:
+        clear_engines()
+    # the loss is MedSAM's: a perfect, confident prediction scores ~0, its opposite ~2+
+    t = torch.zeros(1, 1, 8, 8)
+    t[..., 2:6, 2:6] = 1
+    assert float(dice_bce_loss((t * 2 - 1) * 20, t)) < 0.01 < 2 < float(dice_bce_loss((1 - 2 * t) * 20, t))

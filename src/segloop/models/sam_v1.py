@@ -31,6 +31,7 @@ __all__ = [
     "convert_sam_checkpoint",
     "load_sam_model",
     "sam_hf_to_original",
+    "sam_model_from_file",
     "sam_original_to_hf",
     "sam_vit_b_config",
     "tiny_sam_config",
@@ -259,4 +260,22 @@ def load_sam_model(name: str, device: str = "cpu") -> Any:
             real = SamModel(cfg)
         real.load_state_dict(sd, strict=True)
         model = real
+    return model.eval()
+
+
+def sam_model_from_file(path: Path, config: Mapping[str, Any], device: str = "cpu") -> Any:
+    """A ``SamModel`` with the weights of a SAM/MedSAM checkpoint file (either layout), strict."""
+    import torch
+    from transformers import SamConfig, SamModel
+
+    from segloop.models.convert import load_original_checkpoint
+
+    try:
+        sd = sam_original_to_hf(load_original_checkpoint(path))
+    except ValueError as exc:
+        raise ModelNotAvailableError(f"{path} is not a SAM/MedSAM checkpoint: {exc}") from exc
+    with torch.device(device):
+        model = SamModel(SamConfig(**dict(config)))
+    _check_keys(path, sd, model.state_dict())
+    model.load_state_dict(sd, strict=True)
     return model.eval()
