@@ -69,7 +69,8 @@ class MedSAMEngine:
                 return f"the {pkg} package is not installed (pip install -e '.[sam2]')"
         if any(is_available(n) for n in CANDIDATES):
             return None
-        return not_cached_message("medsam")
+        return ("weights not cached: run `segloop models import medsam_vit_b.pth --as medsam`"
+                " (MedSAM's own file) or `segloop models pull medsam-vit-base`")
 
     def predictor(self) -> MedSAMPredictor:
         """The loaded model (loaded on first call, then shared)."""
