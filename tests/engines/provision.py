@@ -38,3 +38,12 @@ def _sammed3d(home: Path) -> None:  # SEGLOOP_HOME is already set to ``home``
 
 
 PROVISIONERS["sammed3d"] = _sammed3d
+
+
+def _medsam(home: Path) -> None:  # a tiny random-weight checkpoint in MedSAM's own layout
+    from segloop.engines.medsam.testing import install_tiny_medsam
+
+    install_tiny_medsam("medsam")
+
+
+PROVISIONERS["medsam"] = _medsam

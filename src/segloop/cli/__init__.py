@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 #: subcommand modules, in help order; each defines ``register(subparsers) -> None``
 SUBCOMMANDS: tuple[str, ...] = ("segment", "eval", "info", "engines", "serve", "worker",
-                                 "users", "models", "bench", "train", "ism")
+                                 "users", "models", "bench", "train", "ism", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

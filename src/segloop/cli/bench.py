@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("bench", help="benchmarks (engine speed)")
     act = p.add_subparsers(dest="bench_command", metavar="WHAT")
     e = act.add_parser("engine", help="SAM 2 engine speed with random weights")
+    e.add_argument("--engine", default="sam2", choices=["sam2", "medsam"],
+                   help="engine family: sam2 (Hiera, tracking) or medsam (SAM ViT-B, 2D boxes)")
+    e.add_argument("--rgb", action="store_true", help="medsam: an RGB test image (default grey)")
     e.add_argument("--hiera", default="tiny", choices=["tiny", "small", "base-plus", "large"])
     e.add_argument("--size", type=int, nargs="+", default=[512, 1024], help="input size(s), px")
     e.add_argument("--slices", type=int, default=8, help="slices to track")
@@ -46,6 +49,10 @@ def _engine(args: argparse.Namespace) -> int:
     from segloop.extras import require_modules
 
     require_modules("torch", "transformers", command="bench engine")
+    if args.engine == "medsam":
+        from segloop.cli.bench_medsam import run_medsam_bench
+
+        return run_medsam_bench(args)
     if args.in_process or len(args.size) == 1:
         from segloop.engines.sam2.bench import bench_engine
 

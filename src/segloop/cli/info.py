@@ -35,7 +35,13 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``segloop info``; errors propagate as SegloopError (one line, exit 2)."""
     from segloop.io import DEFAULT_MAX_VOXELS, MultipleSeriesError, load_volume
+    from segloop.io.image2d import ImageSource, image2d_format
 
+    if image2d_format(args.image) in (ImageSource.PNG, ImageSource.JPEG, ImageSource.TIFF,
+                                      ImageSource.BMP, ImageSource.DICOM):
+        from segloop.cli.info2d import run_info_2d
+
+        return run_info_2d(args)
     limit = args.max_voxels if args.max_voxels is not None else DEFAULT_MAX_VOXELS
     try:
         vol = load_volume(args.image, series_uid=args.series, max_voxels=limit)

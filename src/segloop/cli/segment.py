@@ -31,10 +31,13 @@ def register(sub: Any) -> None:
             "Segment IMAGE from a box (and/or +/- points) on axial slice Z, propagate through the "
             "volume and write a uint8 mask on the input file's grid. Coordinates are voxel indices "
             "of the closest-canonical RAS array: x along axis 0, y along axis 1, z the axial index; "
-            "box bounds inclusive."
+            "box bounds inclusive. A 2D image (PNG, JPEG, TIFF, BMP, single-frame DICOM, one-slice "
+            "NIfTI/NRRD without --slice) takes --box X0 Y0 X1 Y1 and/or --points X Y LABEL ... "
+            "with x = column, y = row from the top-left, and gets a mask of its own size."
         ),
     )
-    p.add_argument("image", type=Path, help="NIfTI, NRRD, MHA/MHD, .npz, DICOM folder or .zip")
+    p.add_argument("image", type=Path, help="NIfTI, NRRD, MHA/MHD, .npz, DICOM folder or .zip;"
+                   " or a 2D image: PNG, JPEG, TIFF, BMP, one DICOM file")
     p.add_argument("--box", nargs=4, type=int, metavar=("X0", "Y0", "X1", "Y1"),
                    help="box on slice --slice, inclusive voxel bounds")
     p.add_argument("--slice", type=int, dest="z", metavar="Z",
@@ -58,6 +61,11 @@ def register(sub: Any) -> None:
     p.add_argument("--series", metavar="UID", help="pick one series of a multi-series DICOM folder")
     p.add_argument("--max-voxels", type=int, default=None,
                    help="refuse volumes with more voxels than this (checked before reading data)")
+    p.add_argument("--compare-with", metavar="ENGINE[@RUN]", default=None,
+                   help="2D images: also segment with this engine and write one comparison figure"
+                        " (image, both masks) to --output instead of a mask")
+    p.add_argument("--labels", action="store_true",
+                   help="2D PNG masks hold the label value (1) instead of 255")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=run)
 
@@ -103,9 +111,18 @@ def run(args: argparse.Namespace) -> int:
     from segloop.engines import drive, get_engine
     from segloop.engines.base import applies_window
     from segloop.engines.registry import resolve_auto
+    from segloop.io.image2d import ImageSource, image2d_format
     from segloop.io.windowing import check_window
     from segloop.types import Prompts
 
+    kind = image2d_format(args.image)
+    volume_like = kind in (ImageSource.NIFTI, ImageSource.NRRD, ImageSource.MHA)
+    if kind is not None and not (volume_like and args.z is not None):
+        from segloop.cli.segment2d import run_2d
+
+        return run_2d(args)
+    if args.compare_with is not None:
+        raise PromptError("--compare-with works on 2D images (PNG, JPEG, TIFF, BMP, one DICOM file)")
     points = _parse_points(args.points)
     if args.box is None and not points:
         raise PromptError("give a box (--box X0 Y0 X1 Y1 --slice Z) or points (--points X Y Z LABEL)")

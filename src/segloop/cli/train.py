@@ -31,6 +31,9 @@ def register(sub: Any) -> None:
     d.add_argument("--images", type=Path, help="2D image folder (png/jpg/tif)")
     d.add_argument("--masks", type=Path, help="2D mask folder (same file names as --images)")
     d.add_argument("--manifest", type=Path, help="3D manifest CSV (case_id,image,label,...)")
+    d.add_argument("--npy-dir", type=Path, help="MedSAM's npy layout (imgs/, gts/): trains MedSAM")
+    d.add_argument("--pretrained", type=Path, help="--npy-dir: start from this MedSAM .pth")
+    d.add_argument("--batch-size", type=int, default=2, help="--npy-dir: images per step")
     d.add_argument("--root", type=Path, help="folder the manifest's paths are relative to")
     d.add_argument("--from-datastore", nargs="?", const="", default=None, metavar="DIR",
                    help="train on the server's reviewed masks (default: $SEGLOOP_HOME/datastore)")
@@ -180,6 +183,10 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``segloop train``; prints the before/after table and the run folder."""
+    if args.npy_dir is not None:
+        from segloop.cli.train_medsam import run_medsam_train
+
+        return run_medsam_train(args)
     from tqdm import tqdm
 
     from segloop.train.trainer import Progress, train

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HIERA_SIZES", "build_config", "config_image_size", "tiny_config"]
+__all__ = ["HIERA_SIZES", "build_config", "config_image_size", "sam_vit_b_config", "tiny_config",
+           "tiny_sam_config"]
 
 #: Hiera trunk hyper-parameters of the SAM 2.1 sizes (as in Meta's released configs)
 HIERA_SIZES: dict[str, dict[str, Any]] = {
@@ -118,3 +119,31 @@ def tiny_config(image_size: int = 128) -> dict[str, Any]:
         "memory_fuser_intermediate_dim": 256,
         "memory_fuser_num_layers": 1,
     }, image_size)
+
+
+# --------------------------------------------------------------------------- SAM v1 (MedSAM)
+
+
+def sam_vit_b_config(image_size: int = 1024) -> dict[str, Any]:
+    """``SamConfig`` kwargs of SAM ViT-B (MedSAM v1) at ``image_size`` px (JSON-able)."""
+    return {
+        "vision_config": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                          "global_attn_indexes": [2, 5, 8, 11], "image_size": image_size,
+                          "output_channels": 256, "window_size": 14},
+        "prompt_encoder_config": {"hidden_size": 256, "image_size": image_size},
+        "mask_decoder_config": {"hidden_size": 256},
+    }
+
+
+def tiny_sam_config(image_size: int = 64) -> dict[str, Any]:
+    """A tiny ``SamConfig`` (2 ViT blocks of width 32) for tests: same names, fast."""
+    return {
+        "vision_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "global_attn_indexes": [1], "image_size": image_size,
+                          "output_channels": 32, "window_size": 2, "num_pos_feats": 16,
+                          "mlp_dim": 64},
+        "prompt_encoder_config": {"hidden_size": 32, "image_size": image_size,
+                                  "mask_input_channels": 4},
+        "mask_decoder_config": {"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2,
+                                "iou_head_hidden_dim": 32},
+    }

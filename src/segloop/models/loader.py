@@ -86,6 +86,11 @@ def ensure_converted(name: str) -> Path:
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     log.info("converting %s to transformers format in %s", checkpoint_path(name), out)
+    if spec.engine == "medsam":  # SAM v1 layout (transformers SamModel)
+        from segloop.models.sam_v1 import convert_sam_checkpoint
+
+        convert_sam_checkpoint(checkpoint_path(name), model_config(name), out)
+        return out
     convert_state_dict_file(checkpoint_path(name), model_config(name), out)
     return out
 

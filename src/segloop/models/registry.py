@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from segloop.errors import SegloopError
-from segloop.models.configs import build_config
+from segloop.models.configs import build_config, sam_vit_b_config
 from segloop.models.hub import DEFAULT_HF_ENDPOINT, hf_endpoint
 from segloop.models.naming import parse_model_version
 from segloop.models.runs import saved_run_specs
@@ -96,6 +96,18 @@ def _builtin() -> dict[str, ModelSpec]:
         sha256="899a46d04d3b70f723282ceb489149373558bf0aaba389a346f5ab57da5cdd3c",
         aliases=("sammed3d",),
         engine="sammed3d",
+    ))
+    specs.append(ModelSpec(  # bowang-lab/MedSAM: published on Google Drive only, so import-only
+        name="medsam-vit-b", description="MedSAM v1 (SAM ViT-B fine-tuned, 1024 px, box prompts)",
+        config=sam_vit_b_config(), licence="Apache-2.0", aliases=("medsam", "medsam_vit_b"),
+        engine="medsam", extra={"file": "medsam_vit_b.pth", "layout": "segment_anything"},
+    ))
+    specs.append(ModelSpec(
+        name="medsam-vit-base", description="MedSAM v1 in transformers format (SamModel, 1024 px)",
+        config=sam_vit_b_config(), licence="Apache-2.0", hf_repo="flaviagiammarino/medsam-vit-base",
+        hf_filename="pytorch_model.bin",
+        sha256="b80a96478503f89e76f1f7bbba50cfcd4ec9e7467f0d5185310216b33946ec9c",
+        engine="medsam", extra={"layout": "transformers"},
     ))
     return {s.name: s for s in specs}
 

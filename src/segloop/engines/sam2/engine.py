@@ -16,12 +16,15 @@ import importlib.util
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy.typing as npt
 
 from segloop.errors import ModelNotAvailableError
 from segloop.io.volume import Volume
 from segloop.models.registry import MEDSAM2_VARIANTS, get_spec
 from segloop.models.store import is_available, not_cached_message
+from segloop.types import BoolArray, Prompts
 
 if TYPE_CHECKING:  # the session module imports torch: only for type checking here
     from segloop.engines.sam2.session import Runtime, Sam2Session
@@ -103,6 +106,7 @@ class Sam2Engine:
         self.threads = threads
         self.lock = threading.RLock()
         self._runtime: Runtime | None = None
+        self._image_predictor: Any = None  # Sam2ImagePredictor, built on the first 2D image
 
     @classmethod
     def _first_cached(cls) -> str:
@@ -134,6 +138,25 @@ class Sam2Engine:
 
                 self._runtime = _Runtime.load(self)
             return self._runtime
+
+    def segment_image(self, pixels: npt.NDArray[Any], prompts: Prompts,
+                      spacing: tuple[float, float] | None = None) -> BoolArray:
+        """Segment a 2D image with the image-predictor path of the same weights (no memory):
+        ``(H, W)`` or ``(H, W, 3)`` pixels, prompts in (x = column, y = row); ``(H, W)`` mask.
+        See :mod:`segloop.engines.sam2.image2d`."""
+        from segloop.engines.image2d import to_uint8_image
+        from segloop.engines.sam2.image2d import Sam2ImagePredictor
+
+        del spacing  # resized to the model size: spacing plays no part
+        with self.lock:
+            if self._image_predictor is None:
+                if not is_available(self.model_name):
+                    raise ModelNotAvailableError(
+                        f"{self.model_name}: {not_cached_message(self.model_name)}")
+                self._image_predictor = Sam2ImagePredictor.load(self.model_name, self.runtime().device.type)
+            pred = self._image_predictor
+        mask: BoolArray = pred.predict(pred.encode(to_uint8_image(pixels)), prompts)[0]
+        return mask
 
     def open(self, volume: Volume) -> Sam2Session:
         """A :class:`~segloop.engines.sam2.session.Sam2Session` on ``volume`` (canonical view)."""

@@ -1,0 +1,170 @@
+"""Segment one 2D image with any engine: the engines' 2D entry point.
+
+Prompts use 2D image coordinates (docs/DESIGN.md): ``x`` = column, ``y`` = row, pixels from
+the top-left; a box is ``(x0, y0, x1, y1)`` with inclusive bounds. The result is an ``(H, W)``
+bool mask.
+
+- An engine whose class implements :class:`ImageSegmenter` (``segment_image``, e.g.
+  ``medsam``) gets the pixels as they are, RGB included.
+- Any other engine (``classic``, the volume engines) segments a one-slice volume whose axes
+  are ``(x, y, 1)``, so ``x``/``y`` are its canonical voxel indices (x along axis 0); the
+  spacing is the image's; when unknown (photographs) it is 1 mm with a box (the box gives
+  the object's size), and for clicks alone such that the longer side spans :data:`FOV_MM`
+  (256) mm, so a click's mm-based reach scales with the picture (a finer pixel size costs
+  time: the engine's smoothing and morphology are sized in mm). Such engines model one intensity, so a colour
+  image is first turned into one feature channel by :func:`colour_feature`: Fisher's linear
+  discriminant between the colours the prompts mark as object (the inner half of the box, or
+  discs around positive points) and as background (a ring around the box, negative points, or
+  the whole image), projected so background ~ 0 and object ~ 100. The engine then works on
+  how object-like each pixel's colour is, which keeps a red polyp on pink mucosa as separable
+  as it is in colour (a grey conversion often loses exactly that contrast).
+
+Must not import torch, FastAPI, Celery or the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from segloop.engines.base import Engine
+from segloop.engines.sam2.preprocess import to_uint8_volume
+from segloop.io.image2d import Image2D
+from segloop.io.volume import Volume
+from segloop.types import BoolArray, Prompts, validate_prompts
+
+__all__ = ["ImageSegmenter", "colour_feature", "image_as_volume", "segment_image",
+           "to_uint8_image", "validate_prompts_2d"]
+
+log = logging.getLogger(__name__)
+
+#: pictures without a pixel size are given one so that their longer side spans this many mm:
+#: the classic engine's sizes in mm (smoothing, background ring, a first click's 100 mm reach)
+#: then scale with the picture, whatever its resolution; at 256 one click can take an object
+#: spanning most of the frame (tests: 0.99 Dice for a 400-px-wide object in a 640-px photo)
+FOV_MM = 256.0
+
+
+@runtime_checkable
+class ImageSegmenter(Protocol):
+    """An engine that segments 2D images natively (RGB or grey, at their own resolution)."""
+
+    def segment_image(self, pixels: npt.NDArray[Any], prompts: Prompts,
+                      spacing: tuple[float, float] | None = None) -> BoolArray:
+        """``pixels`` ``(H, W)`` or ``(H, W, 3)``; prompts in (x = column, y = row); ``(H, W)`` mask."""
+        ...
+
+
+def validate_prompts_2d(prompts: Prompts, height: int, width: int) -> None:
+    """PromptError unless the box and points lie inside a ``height`` x ``width`` image."""
+    validate_prompts(0, prompts, (width, height, 1))
+
+
+def _fg_bg_masks(h: int, w: int, prompts: Prompts) -> tuple[BoolArray, BoolArray]:
+    """Where the prompts say object (fg) and background (bg), as ``(H, W)`` masks."""
+    rr = np.arange(h)[:, None]
+    cc = np.arange(w)[None, :]
+    fg = np.zeros((h, w), dtype=bool)
+    bg = np.zeros((h, w), dtype=bool)
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        ax, ay = max((x1 - x0) / 2, 1.0), max((y1 - y0) / 2, 1.0)
+        fg |= ((cc - cx) / ax) ** 2 + ((rr - cy) / ay) ** 2 <= 0.25
+        ring = max(3, round(0.15 * max(x1 - x0, y1 - y0)))
+        outer = (cc >= x0 - ring) & (cc <= x1 + ring) & (rr >= y0 - ring) & (rr <= y1 + ring)
+        inside = (cc >= x0) & (cc <= x1) & (rr >= y0) & (rr <= y1)
+        bg |= outer & ~inside
+    r = max(3, round(0.01 * min(h, w)))
+    for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
+        disc = (cc - x) ** 2 + (rr - y) ** 2 <= r * r
+        if lab == 1:
+            fg |= disc
+        else:
+            bg |= disc
+    if not bg.any():  # positive points only: the image at large is the background
+        near = np.zeros((h, w), dtype=bool)
+        for (x, y) in prompts.points.tolist():
+            near |= (cc - x) ** 2 + (rr - y) ** 2 <= (8 * r) ** 2
+        bg = ~near
+    return fg & ~bg, bg
+
+
+def colour_feature(pixels: npt.NDArray[Any], prompts: Prompts) -> npt.NDArray[np.float32]:
+    """One object-likeness channel ``(H, W)`` float32 from an ``(H, W, 3)`` colour image.
+
+    Fisher's discriminant direction between the prompts' object and background colours
+    (see the module docstring), scaled so the background mean maps to 0 and the object mean
+    to 100. Falls back to the luminance when the prompts mark no colour on one side.
+    """
+    px = np.asarray(pixels, dtype=np.float32)
+    h, w = px.shape[:2]
+    fg, bg = _fg_bg_masks(h, w, prompts)
+    luminance = px @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if fg.sum() < 4 or bg.sum() < 4:
+        return np.ascontiguousarray(luminance)
+    a, b = px[fg].astype(np.float64), px[bg].astype(np.float64)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov = np.cov(a, rowvar=False) + np.cov(b, rowvar=False)
+    cov += np.eye(3) * (1e-3 * float(np.trace(cov)) / 3 + 1e-6)
+    direction = np.linalg.solve(cov, mu_a - mu_b)
+    gap = float(direction @ (mu_a - mu_b))
+    if not np.isfinite(gap) or gap <= 1e-9:
+        return np.ascontiguousarray(luminance)
+    scale = 100.0 / gap
+    out = (px @ (direction * scale).astype(np.float32)) - np.float32(float(direction @ mu_b) * scale)
+    return np.ascontiguousarray(out.astype(np.float32))
+
+
+def image_as_volume(grey: npt.NDArray[Any], spacing: tuple[float, float] | None,
+                    modality: str | None = None) -> Volume:
+    """A ``(H, W)`` grey image as a canonical one-slice Volume ``(X=W, Y=H, 1)``; without a
+    ``spacing`` (row_mm, col_mm) the longer side spans :data:`FOV_MM`."""
+    if spacing is None:  # a CT-like field of view: the longer side spans FOV_MM
+        h, w = np.asarray(grey).shape[:2]
+        side = FOV_MM / max(h, w, 1)
+        spacing = (side, side)
+    row_mm, col_mm = spacing
+    affine = np.diag([float(col_mm), float(row_mm), 1.0, 1.0])
+    data = np.ascontiguousarray(np.asarray(grey).T[:, :, None])
+    return Volume(data=data, affine=affine, source_format="image2d", modality=modality)
+
+
+def to_uint8_image(pixels: npt.NDArray[Any], modality: str | None = None,
+                   window: str | tuple[float, float] | None = "auto") -> npt.NDArray[np.uint8]:
+    """Pixels as the SAM-family models take them: uint8 kept as is; other grey images windowed (CT) or
+    percentile-scaled like a one-slice volume; other colour images min-max scaled."""
+    px = np.asarray(pixels)
+    if px.dtype == np.uint8:
+        same: npt.NDArray[np.uint8] = px
+        return same
+    if px.ndim == 2:
+        # to_uint8_volume shows a canonical slice in the radiological view (rotated by 180
+        # degrees); a picture goes to the model as it is, so turn it back
+        view = to_uint8_volume(px.T[:, :, None], modality, window)[0]
+        grey: npt.NDArray[np.uint8] = np.ascontiguousarray(view[::-1, ::-1])
+        return grey
+    lo, hi = float(px.min()), float(px.max())
+    scaled = (px.astype(np.float64) - lo) / max(hi - lo, 1e-8) * 255.0
+    out: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
+    return out
+
+
+def segment_image(engine: Engine, image: Image2D, prompts: Prompts) -> BoolArray:
+    """Segment ``image`` from ``prompts`` (x = column, y = row); returns an ``(H, W)`` bool mask."""
+    validate_prompts_2d(prompts, image.height, image.width)
+    if isinstance(engine, ImageSegmenter):
+        mask = engine.segment_image(image.pixels, prompts, image.spacing)
+    else:
+        grey = colour_feature(image.pixels, prompts) if image.is_rgb else image.pixels
+        spacing = image.spacing
+        if spacing is None and prompts.box is not None:
+            spacing = (1.0, 1.0)  # the box gives the object's size: pixel units, and fast
+        session = engine.open(image_as_volume(grey, spacing, image.modality))
+        mask = np.ascontiguousarray(session.segment_slice(0, prompts).T)
+    if mask.shape != (image.height, image.width):  # pragma: no cover - an engine bug
+        raise AssertionError(f"engine returned {mask.shape}, want {(image.height, image.width)}")
+    return mask.astype(bool, copy=False)

@@ -1,0 +1,142 @@
+"""Write the mask of a 2D image at exactly the input's size: PNG, NIfTI/NRRD (one-slice
+volume input, on its source grid) or DICOM-SEG (single-frame DICOM input).
+
+Masks are ``(H, W)`` arrays (row, column) like :class:`~segloop.io.image2d.Image2D` pixels.
+Writes are atomic. Must not import torch, FastAPI, Celery or any engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from segloop.errors import InputError
+from segloop.io.image2d import Image2D, ImageSource
+from segloop.io.sniff import one_line
+from segloop.io.writers import atomic_path, save_mask
+
+__all__ = ["save_mask_2d", "write_dicom_seg_2d"]
+
+log = logging.getLogger(__name__)
+
+#: patient/study attributes highdicom copies into the SEG (type 2: may be empty, not absent)
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                 "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber")
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".npz")
+
+
+def _check(mask: npt.NDArray[Any], image: Image2D) -> npt.NDArray[np.uint8]:
+    m = np.asarray(mask)
+    if m.shape != (image.height, image.width):
+        raise InputError(f"mask has shape {m.shape}, expected the image's {(image.height, image.width)}")
+    if m.dtype == np.bool_:
+        return m.astype(np.uint8)
+    if m.size and (m.min() < 0 or m.max() > 255):
+        raise InputError("mask values must be in 0..255 (uint8 label map)")
+    return m.astype(np.uint8)
+
+
+def save_mask_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path, *,
+                 foreground: int | None = 255) -> Path:
+    """Write ``mask`` (``(H, W)`` bool or uint8 labels) for ``image``; returns the path.
+
+    path ``.png``: an 8-bit grey PNG of the image's size; a bool mask is written as 0 /
+    ``foreground`` (255, or None to keep 0/1), a label map as its values. path
+    ``.nii``/``.nii.gz``/``.nrrd``/``.mha``/``.npz``: only for one-slice volume input
+    (``image.volume``), written on the source grid with its geometry.
+    """
+    dest = Path(path)
+    name = dest.name.lower()
+    labels = _check(mask, image)
+    if np.asarray(mask).dtype == np.bool_ and foreground is not None:
+        labels = labels * np.uint8(foreground)
+    if name.endswith(_VOLUME_SUFFIXES):
+        if image.volume is None:
+            raise InputError(
+                f"{dest}: a {image.source.value.upper()} image gets a PNG mask; name the output .png"
+            )
+        vol_labels = _check(mask, image)  # label values, never 255, in volume files
+        return save_mask(image.mask_to_volume(vol_labels), image.volume, dest)
+    if not name.endswith(".png"):
+        raise InputError(f"{dest}: unsupported output file type for a 2D mask; use .png"
+                         + (" or .nii.gz" if image.volume is not None else ""))
+    from PIL import Image
+
+    with atomic_path(dest) as tmp:
+        Image.fromarray(np.ascontiguousarray(labels), mode="L").save(tmp, format="PNG")
+    log.debug("wrote 2D mask %s (%d x %d)", dest, image.width, image.height)
+    return dest
+
+
+def write_dicom_seg_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path,
+                       segment_name: str = "segment 1") -> Path:
+    """A BINARY DICOM-SEG referencing the single-frame DICOM ``image`` (``(H, W)`` mask)."""
+    import highdicom as hd
+    import pydicom
+
+    from segloop import __version__
+    from segloop.io.dicomseg import _fill_missing_uids, segment_codes
+
+    if image.source is not ImageSource.DICOM or image.source_path is None:
+        raise InputError(
+            f"DICOM-SEG export needs DICOM input, but the image is {image.source.value}; "
+            "write a PNG mask instead"
+        )
+    m = _check(mask, image) > 0
+    if not m.any():
+        raise InputError("the mask is empty: nothing to export as DICOM-SEG")
+    try:
+        src = pydicom.dcmread(image.source_path, force=True)
+    except Exception as exc:
+        raise InputError(f"cannot re-read the source DICOM file for the SEG: {one_line(exc)}") from exc
+    _fill_missing_uids([src])
+    for attr in _TYPE2_COPIED:  # type 2 in the SEG: present, possibly empty
+        if attr not in src:
+            setattr(src, attr, "")
+    category, ptype = segment_codes(segment_name)
+    desc = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=segment_name[:64],
+        segmented_property_category=category,
+        segmented_property_type=ptype,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="segloop", version=__version__, family=_ai_family(),
+        ),
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            seg = hd.seg.Segmentation(
+                source_images=[src],
+                pixel_array=m[None, :, :],
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=[desc],
+                series_instance_uid=hd.UID(),
+                series_number=300,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="segloop",
+                manufacturer_model_name="segloop",
+                software_versions=__version__,
+                device_serial_number="0",
+                content_label="SEGLOOP",
+                content_description="segloop segmentation",
+            )
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise InputError(f"cannot build a DICOM-SEG for this image: {one_line(exc)}") from exc
+    dest = Path(path)
+    with atomic_path(dest) as tmp:
+        seg.save_as(tmp)
+    return dest
+
+
+def _ai_family() -> Any:
+    from pydicom.sr.codedict import codes
+
+    return codes.cid7162.ArtificialIntelligence
