@@ -26,7 +26,8 @@ class _Touch:
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", timeout=600)
 
 
 def test_pickle_loading_accepts_arrays_and_never_runs_code(tmp_path: Path) -> None:

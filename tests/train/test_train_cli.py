@@ -77,6 +77,7 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
     from segloop.config import load_settings
+    from segloop.io.radiological import volume_to_views
     from segloop.jobs.store import LOCAL_ADMIN, JobStore
 
     settings = load_settings(None, home=tmp_path / "server")
@@ -101,7 +102,8 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
     assert len(train) == 1 and val_is_train
     rec = train[0]
     assert rec.name.startswith(job["job_id"]) and rec.patient_id == job["job_id"]
-    np.testing.assert_array_equal(rec.truth, edited.astype(bool).transpose(2, 1, 0))
+    # frames and truth are (Z, H, W) radiological views, the orientation the engines feed
+    np.testing.assert_array_equal(rec.truth, volume_to_views(edited.astype(bool)))
 
     out = tmp_path / "ds-run"
     rc = main(["train", "--from-datastore", str(ds), "--smoke", "--out", str(out),
