@@ -10,12 +10,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from liveserver import wait_for_health
 from segloop.errors import SegloopError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,14 +91,7 @@ def test_serve_real_process(tmp_path: Path) -> None:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start")
+        wait_for_health(base, seconds=15)
         import nibabel as nib
         import numpy as np
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from liveserver import wait_for_health
+
 CLI = "import sys; from segloop.cli import main; sys.exit(main(sys.argv[1:]))"
 OLD = time.time() - 3 * 3600  # older than the one-hour default grace period
 
@@ -59,14 +61,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[str, Path, list[Path], list[Path]]]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start")
+        wait_for_health(base, seconds=20)
         yield base, home, old, recent
     finally:
         proc.terminate()

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
+
+from liveserver import wait_for_health
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from segloop.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -72,14 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start")
+        wait_for_health(base, seconds=20)
         yield Server(base, home, annotator, reviewer)
     finally:
         proc.terminate()

@@ -8,12 +8,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from liveserver import wait_for_health
 from segloop.listen import bind_addresses, is_loopback
 
 SERVE = "import sys; from segloop.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -78,14 +78,7 @@ def test_empty_host_with_a_key_requires_it(tmp_path: Path) -> None:
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not start")
+        wait_for_health(base, seconds=20)
         assert httpx.get(f"{base}/api/v1/jobs", timeout=5).status_code == 401
         ok = httpx.get(f"{base}/api/v1/jobs", headers={"X-API-Key": key}, timeout=5)
         assert ok.status_code == 200, ok.text
