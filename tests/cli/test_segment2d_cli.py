@@ -180,7 +180,8 @@ def test_export_npy_writes_medsams_layout(tmp_path: Path) -> None:
     im, gt = np.load(out / "imgs" / "c1-002.npy"), np.load(out / "gts" / "c1-002.npy")
     assert im.shape == (32, 32, 3) and im.dtype == np.float64 and im.min() == 0 and im.max() == 1
     assert gt.shape == (32, 32) and gt.dtype == np.uint8 and set(np.unique(gt)) == {0, 1}
-    # rows = canonical y (label y 4..9 of 16 -> rows 8..19 of 32), columns = x (5..11 of 20)
+    # the radiological view the models see: rows = Y-1-y (label y 4..9 of 16 -> rows 6..11 ->
+    # 12..23 of 32), columns = X-1-x (x 5..11 of 20 -> 8..14 -> about 13..23 of 32)
     rows, cols = np.flatnonzero(gt.any(axis=1)), np.flatnonzero(gt.any(axis=0))
-    assert rows[0] == 8 and rows[-1] in (18, 19) and cols[0] == 8 and cols[-1] in (18, 19)
+    assert rows[0] == 12 and rows[-1] in (22, 23) and cols[0] in (12, 13) and cols[-1] in (22, 23)
     assert_clean_error(run("export", "npy", "--out", out), "MANIFEST or --datastore")
