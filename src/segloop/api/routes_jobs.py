@@ -7,22 +7,20 @@ Must not import engines, torch, the worker or the web UI.
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from segloop.errors import InputError
 from segloop.jobs import files
-from segloop.jobs.errors import ConflictError, QueueUnavailableError
+from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.store import Principal
 
 from .deps import Svc, Who
 from .limits import Coord, ObjectId, Version, check_points
+from .results import ResultFormat, ResultGrid, ResultStyle, result_response
 from .schemas import (
     CancelOut,
     CurrentVersionOut,
@@ -144,63 +142,15 @@ def jobs_router() -> APIRouter:
 
     @r.get("/{job_id}/result", summary="The mask: nii.gz (uploaded grid), png (a slice), dicom-seg")
     async def result(job_id: str, svc: Svc, who: Who,
-                     format: Literal["nii.gz", "png", "dicom-seg"] = "nii.gz",
+                     format: ResultFormat = "nii.gz",
                      slice_index: Coord | None = None, version: Version | None = None,
-                     style: Literal["colour", "labels"] = "colour",
-                     grid: Literal["source", "canonical"] = "source") -> Response:
+                     style: ResultStyle = "colour", grid: ResultGrid = "source") -> Response:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         labels, n = await run_in_threadpool(svc.store.labels, job_id, who, version)
         await run_in_threadpool(svc.store.audit, who.name, "download-result", job_id,
                                 format=format, version=n, grid=grid, slice_index=slice_index)
-        if format == "nii.gz" and grid == "canonical":  # the viewer's grid (GET .../volume)
-            def canonical_nifti() -> bytes:
-                import gzip
-
-                import nibabel as nib
-
-                can: Any = nib.load(str(files.canonical_path(svc.store.job_dir(job_id))))
-                img = nib.Nifti1Image(labels, can.affine)
-                return gzip.compress(img.to_bytes(), compresslevel=1)
-
-            body = await run_in_threadpool(canonical_nifti)
-            return Response(body, media_type="application/gzip",
-                            headers={"X-Mask-Version": str(n)})
-        if format == "png":
-            from .render import slice_png
-
-            if slice_index is None:
-                raise InputError("format=png needs slice_index")
-            objs = svc.store.list_objects(job_id, who)
-            data = slice_png(labels, slice_index, objs, style)
-            return Response(data, media_type="image/png", headers={"X-Mask-Version": str(n)})
-        out = svc.settings.tmp_dir / f"result-{uuid.uuid4()}"
-        cleanup = BackgroundTask(lambda: out.unlink(missing_ok=True))
-        if format == "nii.gz":
-            from segloop.io import save_mask
-
-            vol = await run_in_threadpool(svc.source_volume, job)
-            path = out.with_suffix(".nii.gz")
-            await run_in_threadpool(save_mask, labels, vol, path)
-            cleanup = BackgroundTask(lambda: path.unlink(missing_ok=True))
-            return FileResponse(path, media_type="application/gzip",
-                                filename=f"{job_id}_v{n}_mask.nii.gz", background=cleanup,
-                                headers={"X-Mask-Version": str(n)})
-        if job["source_format"] != "dicom":
-            raise ConflictError("DICOM-SEG export needs a DICOM upload; this job came from "
-                                f"{job['source_format']} (download format=nii.gz instead)")
-        if n == 0 or not labels.any():
-            raise ConflictError("the mask is empty: nothing to export as DICOM-SEG")
-        from segloop.io import write_dicom_seg
-
-        vol = await run_in_threadpool(svc.source_volume, job)
-        objs = svc.store.list_objects(job_id, who)
-        segs = {int(o["label_value"]): str(o["name"]) for o in objs}
-        path = out.with_suffix(".dcm")
-        await run_in_threadpool(write_dicom_seg, labels, vol, path, segs)
-        cleanup = BackgroundTask(lambda: path.unlink(missing_ok=True))
-        return FileResponse(path, media_type="application/dicom",
-                            filename=f"{job_id}_v{n}_seg.dcm", background=cleanup,
-                            headers={"X-Mask-Version": str(n)})
+        return await result_response(svc, who, job_id, job, labels, n, format, slice_index,
+                                     style, grid)
 
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
            summary="Upload an edited label map (NIfTI, canonical or source grid)")
