@@ -21,7 +21,15 @@ from segloop.engines.base import Engine
 from segloop.errors import SegloopError
 from segloop.models.naming import parse_model_version
 
-__all__ = ["clear_engines", "engine_class", "engine_names", "get_engine", "register_engine", "resolve_auto"]
+__all__ = [
+    "clear_engines",
+    "engine_catalogue",
+    "engine_class",
+    "engine_names",
+    "get_engine",
+    "register_engine",
+    "resolve_auto",
+]
 
 log = logging.getLogger(__name__)
 GROUP = "segloop.engines"
@@ -43,6 +51,18 @@ def engine_names() -> list[str]:
     """All registered engine names, sorted."""
     names = {ep.name for ep in entry_points(group=GROUP)} | set(_extra)
     return sorted(names)
+
+
+def engine_catalogue() -> list[str]:
+    """Every engine name a request may give: the registered engines (sorted), then the
+    fine-tuned runs cached under ``$SEGLOOP_HOME/models`` as ``ENGINE@RUN`` (sorted) whose
+    ENGINE is registered. What ``/api/v1/system/engines`` and ``/system/model`` list."""
+    from segloop.models.runs import saved_run_specs
+
+    names = engine_names()
+    runs = sorted(sp.name for sp in saved_run_specs()
+                  if (v := parse_model_version(sp.name)) is not None and v.engine in names)
+    return names + runs
 
 
 def engine_class(name: str) -> type[Engine]:
