@@ -45,6 +45,7 @@ from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
 from segloop.jobs.sizing import estimate_bytes
+from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
 from segloop.jobs.store import Claim, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
 
@@ -241,11 +242,11 @@ class Runtime:
                cancel: Callable[[], bool] | None = None) -> None:
         kind = op["op"]
         oid = int(op.get("object_id", 1))
-        if kind == "initial-mask":
+        if kind == TaskKind.INITIAL_MASK:
             session.segment_slice(int(op["slice_index"]), _prompts(op), oid)
-        elif kind == "propagate":
+        elif kind == TaskKind.PROPAGATE:
             drive(session.propagate(int(op["slice_index"]), None, oid), on_progress, cancel)
-        elif kind == "refine":
+        elif kind == TaskKind.REFINE:
             drive(session.refine(int(op["slice_index"]), _prompts(op), oid), on_progress, cancel)
         elif kind == "set_mask":
             v = self.store.version_row(job_id, int(op["version"]))
@@ -354,8 +355,8 @@ class Runtime:
             if task.cancel_requested:
                 raise CancelledError("cancelled before it started")
             if claim.done_version is not None:  # an earlier attempt wrote it, then died
-                return self._finish(task_id, "succeeded", None, claim.done_version, base)
-            self._publish(job_id, {**base, "type": "started", "stage": "loading",
+                return self._finish(task_id, TaskState.SUCCEEDED, None, claim.done_version, base)
+            self._publish(job_id, {**base, "type": EventType.STARTED, "stage": "loading",
                                    "attempt": task.attempts})
             gen = self._check_generation(claim.generation)
             params = dict(task.params)
@@ -372,20 +373,20 @@ class Runtime:
                                                    replay=record, slices=slices)
             except IntegrityError:  # a duplicate run of this task won the race: keep its
                 self.cache.drop(job_id)  # version (same inputs, same result)
-                return self._finished(task_id, "succeeded", None, base)
+                return self._finished(task_id, TaskState.SUCCEEDED, None, base)
             self.cache.put(job_id, engine_name, n, gen, session)
             return self._published(info, base)
         except CancelledError as exc:
             self.cache.drop(job_id)
-            return self._finish(task_id, "cancelled", str(exc), None, base)
+            return self._finish(task_id, TaskState.CANCELLED, str(exc), None, base)
         except SegloopError as exc:
             self.cache.drop(job_id)
-            return self._finish(task_id, "failed", str(exc), None, base)
+            return self._finish(task_id, TaskState.FAILED, str(exc), None, base)
         except Exception as exc:
             log.exception("task %s failed", task_id)
             self.cache.drop(job_id)
-            return self._finish(task_id, "failed", f"internal error: {type(exc).__name__}: {exc}",
-                                None, base)
+            return self._finish(task_id, TaskState.FAILED,
+                                f"internal error: {type(exc).__name__}: {exc}", None, base)
 
     def _run_step(self, session: Session, task_id: str, job_id: str, op: dict[str, Any],
                   base: dict[str, Any], t0: float) -> tuple[int, int] | None:
@@ -410,7 +411,7 @@ class Runtime:
                 last_pub[0] = now
                 masks = dict(pending)
                 pending.clear()
-                self._publish(job_id, {**base, "type": "progress", "z": r.z,
+                self._publish(job_id, {**base, "type": EventType.PROGRESS, "z": r.z,
                                        "object_id": int(op.get("object_id", 1)),
                                        "masks": masks, **ev})
             if now - last_db[0] > 0.25 and r.done < r.total:  # the end comes with completion
@@ -424,8 +425,8 @@ class Runtime:
                 last_cancel[1] = self.store.is_cancel_requested(task_id)
             return bool(last_cancel[1])
 
-        stage = "segmenting" if op["op"] == "initial-mask" else "propagating"
-        self._publish(job_id, {**base, "type": "progress", "stage": stage, "progress": 0.0})
+        stage = "segmenting" if op["op"] == TaskKind.INITIAL_MASK else "propagating"
+        self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})
         self._apply(session, job_id, op, on_progress, cancelled)
         return final[0] if final else None
 
@@ -444,7 +445,7 @@ class Runtime:
     def _published(self, info: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         """Publish a task's recorded end state ``info`` and log it."""
         state = info["state"]
-        self._publish(base["job_id"], {**info, "type": {"succeeded": "done"}.get(state, state)})
+        self._publish(base["job_id"], {**info, "type": event_for_state(state)})
         log.info("task %s %s", base["task_id"], state,
                  extra={"job_id": base["job_id"], "kind": base["kind"], "error": info["error"]})
         return info
@@ -462,12 +463,12 @@ class Runtime:
                 log.warning("requeued task %s: %s", tid, reason)
                 t = self.store.get_task(tid)
                 if t is not None:  # SSE clients learn why the task went quiet
-                    self._publish(t.job_id, {**task_dict(t), "type": "recovering",
+                    self._publish(t.job_id, {**task_dict(t), "type": EventType.RECOVERING,
                                              "stage": "recovering", "reason": reason})
                 resubmit(tid)
             else:
                 t = self.store.get_task(tid)
-                if t is not None and t.state == "failed":
-                    self._publish(t.job_id, {**task_dict(t), "type": "failed"})
+                if t is not None and t.state == TaskState.FAILED:
+                    self._publish(t.job_id, {**task_dict(t), "type": EventType.FAILED})
             out.append(tid)
         return out

@@ -66,6 +66,7 @@ from segloop.jobs.db import (
 from segloop.jobs.errors import ConflictError, ForbiddenError, NotFoundError
 from segloop.jobs.ingest import IngestResult
 from segloop.jobs.ingest import ingest as ingest_here
+from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
 from segloop.types import Prompts, validate_prompts, validate_slice
 
 __all__ = [
@@ -92,8 +93,7 @@ _A: Table = AuditEntry.__table__  # type: ignore[assignment]
 _KV: Table = KeyValue.__table__  # type: ignore[assignment]
 
 ROLES = ("annotator", "reviewer", "admin")
-TASK_KINDS = ("initial-mask", "propagate", "refine")
-TERMINAL = ("succeeded", "failed", "cancelled")
+TASK_KINDS = tuple(TaskKind)
 PALETTE = ("#ff4040", "#40c040", "#4080ff", "#ffc000", "#c040ff", "#00c0c0", "#ff8000",
            "#ff40a0")
 
@@ -160,7 +160,7 @@ def _hot() -> SimpleNamespace:
     e = _T.alias("earlier")
     earlier = select(func.count()).select_from(e).where(
         e.c.job_id == _T.c.job_id, e.c.seq < _T.c.seq,
-        e.c.state.in_(("queued", "running"))).scalar_subquery()
+        e.c.state.in_(ACTIVE)).scalar_subquery()
     generation = select(_KV.c.value).where(_KV.c.key == "model_generation").scalar_subquery()
     obj = select(_O.c.id).where(_O.c.job_id == _J.c.id, _O.c.object_id == b("oid"))
     anchor = select(_O.c.anchor_slice).where(_O.c.job_id == _J.c.id,
@@ -188,14 +188,14 @@ def _hot() -> SimpleNamespace:
             generation.label("generation")).join(_J, _J.c.id == _T.c.job_id)
         .where(_T.c.id == b("tid")),
         claim=update(_T).where(_T.c.id == b("tid"), or_(
-            _T.c.state == "queued",
-            and_(_T.c.state == "running", _T.c.heartbeat < b("cutoff")))).values(
-            state="running", stage="starting", worker=b("p_worker", type_=String()),
+            _T.c.state == TaskState.QUEUED,
+            and_(_T.c.state == TaskState.RUNNING, _T.c.heartbeat < b("cutoff")))).values(
+            state=TaskState.RUNNING, stage="starting", worker=b("p_worker", type_=String()),
             heartbeat=b("p_hb", type_=DateTime()), started=b("p_started", type_=DateTime()),
             attempts=_T.c.attempts + 1),
         task_row=select(*_T.c).where(_T.c.id == b("tid")),
-        succeed=update(_T).where(_T.c.id == b("tid"), _T.c.state != "succeeded").values(
-            state="succeeded", stage="succeeded", error=None,
+        succeed=update(_T).where(_T.c.id == b("tid"), _T.c.state != TaskState.SUCCEEDED).values(
+            state=TaskState.SUCCEEDED, stage=TaskState.SUCCEEDED, error=None,
             finished=b("p_fin", type_=DateTime()), version=b("p_v", type_=Integer()),
             progress=1.0, eta_seconds=0.0,
             slices_done=func.coalesce(b("p_done", type_=Integer()), _T.c.slices_done),
@@ -406,7 +406,7 @@ class JobStore:
             if job.owner != who.name and not who.is_reviewer:
                 raise ForbiddenError("deleting another user's job needs the reviewer or admin role")
             s.execute(update(TaskRow).where(TaskRow.job_id == job_id,
-                                            TaskRow.state.in_(("queued", "running")))
+                                            TaskRow.state.in_(ACTIVE))
                       .values(cancel_requested=True))
             for model in (TaskRow, MaskVersionRow, ObjectRow):
                 s.execute(delete(model).where(model.job_id == job_id))
@@ -509,7 +509,7 @@ class JobStore:
             anchor = job.anchor
             clean: dict[str, Any] = {"object_id": oid, "engine": engine}
             new_anchor: int | None = None
-            if kind in ("initial-mask", "refine"):
+            if kind in (TaskKind.INITIAL_MASK, TaskKind.REFINE):
                 if params.get("slice_index") is None:
                     raise PromptError(f"{kind} needs slice_index")
                 z = int(params["slice_index"])
@@ -518,7 +518,7 @@ class JobStore:
                 validate_prompts(z, prompts, shape)
                 clean.update(slice_index=z, box=list(prompts.box) if prompts.box else None,
                              points=prompts.points.tolist(), point_labels=prompts.labels.tolist())
-                if (kind == "initial-mask" and anchor != z) or anchor is None:
+                if (kind == TaskKind.INITIAL_MASK and anchor != z) or anchor is None:
                     new_anchor = z
             else:
                 z_opt = params.get("slice_index")
@@ -539,14 +539,14 @@ class JobStore:
                 conn.execute(h.set_anchor, {"pk": job.obj_pk, "p_anchor": new_anchor})
             conn.execute(h.insert_task, {
                 "id": tid, "job_id": job_id, "kind": kind, "seq": int(job.top_seq or 0) + 1,
-                "params": clean, "owner": who.name, "state": "queued", "stage": "queued",
+                "params": clean, "owner": who.name, "state": TaskState.QUEUED, "stage": TaskState.QUEUED,
                 "progress": 0.0, "slices_done": 0, "slices_total": 0, "attempts": 0,
                 "cancel_requested": False, "created": now})
             conn.execute(h.insert_audit, {"ts": now, "user": who.name, "action": kind,
                                           "job_id": job_id,
                                           "detail": {"task_id": tid, **clean}})
-        return {"task_id": tid, "job_id": job_id, "kind": kind, "state": "queued",
-                "stage": "queued", "progress": 0.0, "slices_done": 0, "slices_total": 0,
+        return {"task_id": tid, "job_id": job_id, "kind": kind, "state": TaskState.QUEUED,
+                "stage": TaskState.QUEUED, "progress": 0.0, "slices_done": 0, "slices_total": 0,
                 "eta_seconds": None, "error": None, "attempts": 0, "version": None,
                 "params": clean, "created": now.isoformat() + "Z", "finished": None}
 
@@ -573,7 +573,7 @@ class JobStore:
             job = self._job(s, job_id, who)
             t = s.get(TaskRow, job.last_task) if job.last_task else None
             active = s.scalar(select(func.count()).select_from(TaskRow).where(
-                TaskRow.job_id == job_id, TaskRow.state.in_(("queued", "running"))))
+                TaskRow.job_id == job_id, TaskRow.state.in_(ACTIVE)))
             base = {"job_id": job_id, "current_version": job.current_version,
                     "active_tasks": int(active or 0)}
             if t is None:
@@ -590,7 +590,7 @@ class JobStore:
         with self.sessions.begin() as s:
             self._job(s, job_id, who)
             q = update(TaskRow).where(TaskRow.job_id == job_id,
-                                      TaskRow.state.in_(("queued", "running")))
+                                      TaskRow.state.in_(ACTIVE))
             if task_id:
                 q = q.where(TaskRow.id == task_id)
             n = int(s.execute(q.values(cancel_requested=True)).rowcount)
@@ -608,7 +608,7 @@ class JobStore:
         with self.sessions() as s:
             return int(s.scalar(select(func.count()).select_from(TaskRow).where(
                 TaskRow.job_id == job_id, TaskRow.seq < seq,
-                TaskRow.state.in_(("queued", "running")))) or 0)
+                TaskRow.state.in_(ACTIVE))) or 0)
 
     def claim(self, task_id: str, worker: str) -> tuple[str, Claim | None]:
         """Take a task for ``worker`` and read what its run needs, in one transaction.
@@ -624,7 +624,7 @@ class JobStore:
         with self.engine.begin() as conn:
             t = conn.execute(h.claim_read, {"tid": task_id}).first()
             if t is None or t.state in TERMINAL or (
-                    t.state == "running" and t.heartbeat is not None and t.heartbeat >= cutoff):
+                    t.state == TaskState.RUNNING and t.heartbeat is not None and t.heartbeat >= cutoff):
                 return "skipped", None
             if t.earlier:
                 return "blocked", None
@@ -660,9 +660,9 @@ class JobStore:
             n = s.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, or_(
-                    TaskRow.state == "queued",
-                    (TaskRow.state == "running") & (TaskRow.heartbeat < cutoff)))
-                .values(state="running", stage="starting", worker=worker, heartbeat=now,
+                    TaskRow.state == TaskState.QUEUED,
+                    (TaskRow.state == TaskState.RUNNING) & (TaskRow.heartbeat < cutoff)))
+                .values(state=TaskState.RUNNING, stage="starting", worker=worker, heartbeat=now,
                         started=now, attempts=TaskRow.attempts + 1)
             ).rowcount
             if not n:
@@ -677,7 +677,7 @@ class JobStore:
             return
         with self.engine.begin() as conn:
             conn.execute(update(_T).where(_T.c.id.in_(ids), _T.c.worker == worker,
-                                          _T.c.state == "running").values(heartbeat=utcnow()))
+                                          _T.c.state == TaskState.RUNNING).values(heartbeat=utcnow()))
 
     def set_progress(self, task_id: str, **values: Any) -> None:
         """Update progress columns (stage, progress, slices_done, slices_total, eta_seconds)."""
@@ -696,7 +696,7 @@ class JobStore:
         t: TaskRow | None = s.get(TaskRow, task_id)
         if t is None:
             return None
-        if t.state == "succeeded":  # a slower duplicate run never overwrites a success
+        if t.state == TaskState.SUCCEEDED:  # a slower duplicate run never overwrites a success
             return t
         t.state = state
         t.stage = state
@@ -704,7 +704,7 @@ class JobStore:
         t.finished = utcnow()
         if version is not None:
             t.version = version
-        if state == "succeeded":
+        if state == TaskState.SUCCEEDED:
             t.progress = 1.0
             t.eta_seconds = 0.0
         return t
@@ -716,10 +716,10 @@ class JobStore:
             if t is None or t.state in TERMINAL:
                 return False
             if t.attempts >= self.settings.max_attempts:
-                t.state, t.stage, t.finished = "failed", "failed", utcnow()
+                t.state, t.stage, t.finished = TaskState.FAILED, TaskState.FAILED, utcnow()
                 t.error = f"{reason}; gave up after {t.attempts} attempt(s)"
                 return False
-            t.state, t.stage, t.error = "queued", "requeued", None
+            t.state, t.stage, t.error = TaskState.QUEUED, "requeued", None
             return True
 
     def stale_tasks(self) -> list[str]:
@@ -727,19 +727,19 @@ class JobStore:
         cutoff = utcnow() - dt.timedelta(seconds=self.settings.stale_after_seconds)
         with self.sessions() as s:
             return list(s.scalars(select(TaskRow.id).where(
-                TaskRow.state == "running",
+                TaskRow.state == TaskState.RUNNING,
                 or_(TaskRow.heartbeat < cutoff, TaskRow.heartbeat.is_(None)))))
 
     def unfinished_tasks(self) -> list[str]:
         """Ids of queued or running tasks, oldest first."""
         with self.sessions() as s:
             return list(s.scalars(select(TaskRow.id).where(
-                TaskRow.state.in_(("queued", "running"))).order_by(TaskRow.created)))
+                TaskRow.state.in_(ACTIVE)).order_by(TaskRow.created)))
 
     def active_tasks(self) -> list[dict[str, Any]]:
         """Queued and running tasks, oldest first."""
         with self.sessions() as s:
-            rows = s.scalars(select(TaskRow).where(TaskRow.state.in_(("queued", "running")))
+            rows = s.scalars(select(TaskRow).where(TaskRow.state.in_(ACTIVE))
                              .order_by(TaskRow.created))
             return [{**task_dict(t), "worker": t.worker, "owner": t.owner} for t in rows]
 
@@ -754,8 +754,8 @@ class JobStore:
         """Counts of queued and running tasks."""
         with self.sessions() as s:
             rows = s.execute(select(TaskRow.state, func.count()).where(
-                TaskRow.state.in_(("queued", "running"))).group_by(TaskRow.state)).all()
-        d = {"queued": 0, "running": 0}
+                TaskRow.state.in_(ACTIVE)).group_by(TaskRow.state)).all()
+        d = {TaskState.QUEUED.value: 0, TaskState.RUNNING.value: 0}
         d.update({str(k): int(v) for k, v in rows})
         return d
 
@@ -792,7 +792,7 @@ class JobStore:
             n = self._add_version(conn, job_id, data, author=author, source=source,
                                   replay=replay, engine=engine, task_id=task_id)
             if finish and task_id is not None:
-                self._finish_core(conn, task_id, "succeeded", None, n)
+                self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n)
         return n
 
     def complete_task(self, job_id: str, task_id: str, labels: np.ndarray[Any, Any], *,
@@ -809,7 +809,7 @@ class JobStore:
         with self.engine.begin() as conn:
             n = self._add_version(conn, job_id, data, author=author, source=source,
                                   replay=replay, engine=engine, task_id=task_id)
-            row = self._finish_core(conn, task_id, "succeeded", None, n, extra)
+            row = self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n, extra)
         if row is None:  # pragma: no cover - the task row goes with the job
             raise NotFoundError(f"task {task_id} was deleted")
         return n, task_dict(row)
@@ -841,7 +841,7 @@ class JobStore:
         """Inside a transaction: record a task's end (never overwriting a success); returns the
         task's row as it now is, or None when it is gone."""
         h = _hot()
-        if state == "succeeded" and version is not None:
+        if state == TaskState.SUCCEEDED and version is not None:
             done, total = (extra or {}).get("slices_done"), (extra or {}).get("slices_total")
             conn.execute(h.succeed, {"tid": task_id, "p_fin": utcnow(), "p_v": version,
                                      "p_done": done, "p_total": total})
@@ -850,11 +850,11 @@ class JobStore:
                                       "finished": utcnow()}
             if version is not None:
                 values["version"] = version
-            if state == "succeeded":
+            if state == TaskState.SUCCEEDED:
                 values.update(progress=1.0, eta_seconds=0.0)
             if extra:
                 values.update(extra)
-            conn.execute(update(_T).where(_T.c.id == task_id, _T.c.state != "succeeded")
+            conn.execute(update(_T).where(_T.c.id == task_id, _T.c.state != TaskState.SUCCEEDED)
                          .values(**values))
         return conn.execute(h.task_row, {"tid": task_id}).first()
 
@@ -914,7 +914,7 @@ class JobStore:
         with self.sessions.begin() as s:
             job = self._job(s, job_id, who)
             active = s.scalar(select(func.count()).select_from(TaskRow).where(
-                TaskRow.job_id == job_id, TaskRow.state.in_(("queued", "running"))))
+                TaskRow.job_id == job_id, TaskRow.state.in_(ACTIVE)))
             if active:
                 raise ConflictError("a task is still running on this job; wait or cancel it")
             cur = job.current_version
