@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow
 from segloop.jobs.errors import ForbiddenError, NotFoundError
 from segloop.jobs.states import TERMINAL, TaskKind
 
-__all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "Claim", "Principal",
+__all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "Claim", "Principal", "TaskRecord",
            "check_uuid", "hash_key", "job_dict", "object_dict", "require_reviewer", "task_dict",
            "version_dict"]
 
@@ -60,17 +60,47 @@ def job_dict(job: JobRow) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class TaskRecord:
+    """The public view of a task (status endpoint, events, protocol adapters); times are ISO
+    8601 UTC strings ending in ``Z``."""
+
+    task_id: str
+    job_id: str
+    kind: str
+    state: str
+    stage: str
+    progress: float
+    slices_done: int
+    slices_total: int
+    eta_seconds: float | None
+    error: str | None
+    attempts: int
+    version: int | None
+    params: dict[str, Any]
+    created: str
+    finished: str | None
+
+    @classmethod
+    def from_row(cls, t: Any) -> TaskRecord:
+        """From a TaskRow or a Core row with the same columns."""
+        return cls(
+            task_id=t.id, job_id=t.job_id, kind=t.kind, state=t.state, stage=t.stage,
+            progress=round(t.progress, 4), slices_done=t.slices_done,
+            slices_total=t.slices_total, eta_seconds=t.eta_seconds, error=t.error,
+            attempts=t.attempts, version=t.version, params=t.params,
+            created=t.created.isoformat() + "Z",
+            finished=t.finished.isoformat() + "Z" if t.finished else None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able dict (field order; ``params`` is not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 def task_dict(t: Any) -> dict[str, Any]:
-    """The public view of a task (status endpoint, events): ``t`` is a TaskRow or a Core row
-    with the same columns."""
-    return {
-        "task_id": t.id, "job_id": t.job_id, "kind": t.kind, "state": t.state,
-        "stage": t.stage, "progress": round(t.progress, 4), "slices_done": t.slices_done,
-        "slices_total": t.slices_total, "eta_seconds": t.eta_seconds, "error": t.error,
-        "attempts": t.attempts, "version": t.version, "params": t.params,
-        "created": t.created.isoformat() + "Z",
-        "finished": t.finished.isoformat() + "Z" if t.finished else None,
-    }
+    """The public view of a task as a dict (see :class:`TaskRecord`): ``t`` is a TaskRow or a
+    Core row with the same columns."""
+    return TaskRecord.from_row(t).as_dict()
 
 
 def version_dict(v: MaskVersionRow, current: int) -> dict[str, Any]:

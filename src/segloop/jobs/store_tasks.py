@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from segloop.errors import InputError, PromptError
 from segloop.jobs.db import TaskRow, utcnow
 from segloop.jobs.errors import ConflictError, NotFoundError
-from segloop.jobs.records import PALETTE, TASK_KINDS, Claim, Principal, check_uuid, task_dict
+from segloop.jobs.records import PALETTE, TASK_KINDS, Claim, Principal, TaskRecord, check_uuid, task_dict
 from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
@@ -99,10 +99,11 @@ class TaskStore(JobsStore):
             conn.execute(h.insert_audit, {"ts": now, "user": who.name, "action": kind,
                                           "job_id": job_id,
                                           "detail": {"task_id": tid, **clean}})
-        return {"task_id": tid, "job_id": job_id, "kind": kind, "state": TaskState.QUEUED,
-                "stage": TaskState.QUEUED, "progress": 0.0, "slices_done": 0, "slices_total": 0,
-                "eta_seconds": None, "error": None, "attempts": 0, "version": None,
-                "params": clean, "created": now.isoformat() + "Z", "finished": None}
+        return TaskRecord(
+            task_id=tid, job_id=job_id, kind=kind, state=TaskState.QUEUED,
+            stage=TaskState.QUEUED, progress=0.0, slices_done=0, slices_total=0,
+            eta_seconds=None, error=None, attempts=0, version=None, params=clean,
+            created=now.isoformat() + "Z", finished=None).as_dict()
 
     def get_task(self, task_id: str) -> TaskRow | None:
         """A task row (no access check)."""
