@@ -10,15 +10,16 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow
 from segloop.jobs.errors import ForbiddenError, NotFoundError
 from segloop.jobs.states import TERMINAL, TaskKind
 
-__all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "Claim", "Principal", "TaskRecord",
-           "check_uuid", "hash_key", "job_dict", "object_dict", "require_reviewer", "task_dict",
-           "version_dict"]
+__all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "Claim", "ClaimOutcome",
+           "Principal", "TaskRecord", "check_uuid", "hash_key", "job_dict", "object_dict",
+           "require_reviewer", "task_dict", "version_dict"]
 
 
 ROLES = ("annotator", "reviewer", "admin")
@@ -111,6 +112,14 @@ def version_dict(v: MaskVersionRow, current: int) -> dict[str, Any]:
         "reviewed": v.reviewed, "reviewed_by": v.reviewed_by, "current": v.number == current,
     }
 
+
+
+class ClaimOutcome(StrEnum):
+    """What :meth:`~segloop.jobs.store.JobStore.claim` found."""
+
+    CLAIMED = "claimed"  # taken: the Claim carries what the run needs
+    SKIPPED = "skipped"  # finished, gone or held by a live worker
+    BLOCKED = "blocked"  # earlier tasks of its job are unfinished
 
 
 @dataclass

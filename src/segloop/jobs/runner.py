@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -46,10 +47,10 @@ from segloop.jobs import files
 from segloop.jobs.events import EventBus
 from segloop.jobs.sizing import estimate_bytes
 from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
-from segloop.jobs.store import Claim, JobStore, task_dict
+from segloop.jobs.store import Claim, ClaimOutcome, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
 
-__all__ = ["Runtime", "SessionCache", "import_plugins", "mask_runs"]
+__all__ = ["RunOutcome", "Runtime", "SessionCache", "import_plugins", "mask_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,14 @@ def import_plugins(names: list[str]) -> None:
 
     for name in names:
         importlib.import_module(name)
+
+
+class RunOutcome(StrEnum):
+    """How :meth:`Runtime.run` ended."""
+
+    DONE = "done"  # run to its end (succeeded, failed or cancelled: the store says which)
+    SKIPPED = "skipped"  # finished, gone or held by a live worker: nothing to do
+    BLOCKED = "blocked"  # earlier tasks of its job are unfinished: submit it again later
 
 
 @dataclass
@@ -279,14 +288,12 @@ class Runtime:
         return ops, False
 
     def session_for(self, job_id: str, modality: str | None, engine_name: str,
-                    v: Any = "read") -> Session:
+                    v: Any) -> Session:
         """The job's session at its current version.
 
-        ``v``: the current version row (``number``, ``replay``) when the caller already read
-        it (None: no version)."""
+        ``v``: the job's current version row (``number``, ``replay``; the claim read it), or
+        None when the job has no version yet."""
         gen = self._generation
-        if isinstance(v, str):
-            v = self.store.version_row(job_id)
         cur = v.number if v is not None else 0
         sess = self.cache.get(job_id, engine_name, cur, gen)
         if sess is not None:
@@ -317,23 +324,23 @@ class Runtime:
     def _publish(self, job_id: str, event: dict[str, Any]) -> None:
         self.bus.publish(job_id, event)
 
-    def run(self, task_id: str, wait_seconds: float | None = None) -> str:
-        """Run one task to its end; returns "done", "skipped" (finished/taken elsewhere) or
-        "blocked" (earlier tasks of the job are unfinished: submit it again later)."""
+    def run(self, task_id: str, wait_seconds: float | None = None) -> RunOutcome:
+        """Run one task to its end; returns DONE, SKIPPED (finished/taken elsewhere) or
+        BLOCKED (earlier tasks of the job are unfinished: submit it again later)."""
         deadline = time.monotonic() + (wait_seconds if wait_seconds is not None
                                        else 2 * self.settings.heartbeat_seconds)
         while True:
             outcome, claimed = self.store.claim(task_id, self.worker)
-            if outcome != "blocked":
+            if outcome != ClaimOutcome.BLOCKED:
                 break
             if time.monotonic() > deadline:
-                return "blocked"
+                return RunOutcome.BLOCKED
             time.sleep(0.02)
         if claimed is None:
-            return "skipped"
+            return RunOutcome.SKIPPED
         with self._job_lock(claimed.job_id):
             self._run_claimed(claimed)
-        return "done"
+        return RunOutcome.DONE
 
     def _run_claimed(self, claim: Claim) -> None:
         task_id = claim.task.id
@@ -392,43 +399,11 @@ class Runtime:
                   base: dict[str, Any], t0: float) -> tuple[int, int] | None:
         """Run one step, publishing progress; returns the final (slices done, total) of a
         propagation (None for a 2D step)."""
-        start = time.monotonic()
-        final: list[tuple[int, int]] = []
-        last_db = [start]  # the claim wrote the heartbeat; the first write is due in 0.25 s
-        last_pub = [0.0]
-        last_cancel = [start, False]  # the claim read cancel_requested
-        pending: dict[int, list[int]] = {}  # slice masks not yet published (web viewer)
-
-        def on_progress(r: SliceResult) -> None:
-            now = time.monotonic()
-            frac = r.done / r.total if r.total else 1.0
-            eta = (now - start) / r.done * (r.total - r.done) if r.done else None
-            ev = {"stage": "propagating", "progress": round(frac, 4), "slices_done": r.done,
-                  "slices_total": r.total, "eta_seconds": None if eta is None else round(eta, 2)}
-            pending[int(r.z)] = mask_runs(r.mask)
-            final[:] = [(int(r.done), int(r.total))]
-            if now - last_pub[0] >= 0.05 or r.done == r.total:  # at most 20 events/s
-                last_pub[0] = now
-                masks = dict(pending)
-                pending.clear()
-                self._publish(job_id, {**base, "type": EventType.PROGRESS, "z": r.z,
-                                       "object_id": int(op.get("object_id", 1)),
-                                       "masks": masks, **ev})
-            if now - last_db[0] > 0.25 and r.done < r.total:  # the end comes with completion
-                last_db[0] = now
-                self.store.set_progress(task_id, **ev)
-
-        def cancelled() -> bool:
-            now = time.monotonic()
-            if now - float(last_cancel[0]) > 0.2:
-                last_cancel[0] = now
-                last_cancel[1] = self.store.is_cancel_requested(task_id)
-            return bool(last_cancel[1])
-
+        step = _StepProgress(self, task_id, job_id, base, int(op.get("object_id", 1)))
         stage = "segmenting" if op["op"] == TaskKind.INITIAL_MASK else "propagating"
         self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})
-        self._apply(session, job_id, op, on_progress, cancelled)
-        return final[0] if final else None
+        self._apply(session, job_id, op, step.on_progress, step.cancelled)
+        return step.final
 
     def _finish(self, task_id: str, state: str, error: str | None, version: int | None,
                 base: dict[str, Any]) -> dict[str, Any]:
@@ -472,3 +447,49 @@ class Runtime:
                     self._publish(t.job_id, {**task_dict(t), "type": EventType.FAILED})
             out.append(tid)
         return out
+
+
+class _StepProgress:
+    """Progress reporting and cancel polling of one running step, rate-limited: events at most
+    20 per second (slice masks not yet published ride along), progress written to the store at
+    most every 0.25 s (the end comes with the completion), the cancel flag read at most every
+    0.2 s."""
+
+    def __init__(self, rt: Runtime, task_id: str, job_id: str, base: dict[str, Any],
+                 object_id: int) -> None:
+        self.rt, self.task_id, self.job_id, self.base = rt, task_id, job_id, base
+        self.object_id = object_id
+        self.start = time.monotonic()
+        self.final: tuple[int, int] | None = None  # (slices done, total) of a propagation
+        self.last_db = self.start  # the claim wrote the heartbeat; the first write is due later
+        self.last_pub = 0.0
+        self.last_cancel = self.start  # the claim read cancel_requested
+        self.cancel = False
+        self.pending: dict[int, list[int]] = {}  # slice masks not yet published (web viewer)
+
+    def on_progress(self, r: SliceResult) -> None:
+        """One slice done: publish (rate-limited) and now and then record progress."""
+        now = time.monotonic()
+        frac = r.done / r.total if r.total else 1.0
+        eta = (now - self.start) / r.done * (r.total - r.done) if r.done else None
+        ev = {"stage": "propagating", "progress": round(frac, 4), "slices_done": r.done,
+              "slices_total": r.total, "eta_seconds": None if eta is None else round(eta, 2)}
+        self.pending[int(r.z)] = mask_runs(r.mask)
+        self.final = (int(r.done), int(r.total))
+        if now - self.last_pub >= 0.05 or r.done == r.total:  # at most 20 events/s
+            self.last_pub = now
+            masks = dict(self.pending)
+            self.pending.clear()
+            self.rt._publish(self.job_id, {**self.base, "type": EventType.PROGRESS, "z": r.z,
+                                           "object_id": self.object_id, "masks": masks, **ev})
+        if now - self.last_db > 0.25 and r.done < r.total:  # the end comes with completion
+            self.last_db = now
+            self.rt.store.set_progress(self.task_id, **ev)
+
+    def cancelled(self) -> bool:
+        """Whether a cancel was requested (read from the store at most every 0.2 s)."""
+        now = time.monotonic()
+        if now - self.last_cancel > 0.2:
+            self.last_cancel = now
+            self.cancel = self.rt.store.is_cancel_requested(self.task_id)
+        return self.cancel

@@ -16,7 +16,16 @@ from sqlalchemy.engine import Connection
 from segloop.errors import InputError, PromptError
 from segloop.jobs.db import TaskRow, utcnow
 from segloop.jobs.errors import ConflictError, NotFoundError
-from segloop.jobs.records import PALETTE, TASK_KINDS, Claim, Principal, TaskRecord, check_uuid, task_dict
+from segloop.jobs.records import (
+    PALETTE,
+    TASK_KINDS,
+    Claim,
+    ClaimOutcome,
+    Principal,
+    TaskRecord,
+    check_uuid,
+    task_dict,
+)
 from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
@@ -158,12 +167,12 @@ class TaskStore(JobsStore):
             v = conn.execute(select(_T.c.cancel_requested).where(_T.c.id == task_id)).scalar()
         return v is None or bool(v)
 
-    def claim(self, task_id: str, worker: str) -> tuple[str, Claim | None]:
+    def claim(self, task_id: str, worker: str) -> tuple[ClaimOutcome, Claim | None]:
         """Take a task for ``worker`` and read what its run needs, in one transaction.
 
-        ("skipped", None) when it is finished, gone or held by a live worker (a redelivered
-        duplicate does nothing); ("blocked", None) when earlier tasks of its job are
-        unfinished; else ("claimed", Claim). Claiming is a conditional UPDATE, so two workers
+        (SKIPPED, None) when it is finished, gone or held by a live worker (a redelivered
+        duplicate does nothing); (BLOCKED, None) when earlier tasks of its job are
+        unfinished; else (CLAIMED, Claim). Claiming is a conditional UPDATE, so two workers
         racing for one task cannot both win.
         """
         h = _hot()
@@ -173,13 +182,13 @@ class TaskStore(JobsStore):
             t = conn.execute(h.claim_read, {"tid": task_id}).first()
             if t is None or t.state in TERMINAL or (
                     t.state == TaskState.RUNNING and t.heartbeat is not None and t.heartbeat >= cutoff):
-                return "skipped", None
+                return ClaimOutcome.SKIPPED, None
             if t.earlier:
-                return "blocked", None
+                return ClaimOutcome.BLOCKED, None
             n = conn.execute(h.claim, {"tid": task_id, "cutoff": cutoff, "p_worker": worker,
                                        "p_hb": now, "p_started": now}).rowcount
             if not n:
-                return "skipped", None
+                return ClaimOutcome.SKIPPED, None
             task = conn.execute(h.task_row, {"tid": task_id}).one()
             cur = done = None
             if t.job_version or t.attempts:  # a retry may find the version it already wrote
@@ -191,7 +200,7 @@ class TaskStore(JobsStore):
                         done = int(v.number)
             labels_of = {int(o): int(lv) for o, lv in
                          conn.execute(h.labels_read, {"jid": t.job_id})}
-        return "claimed", Claim(task=task, job_id=str(t.job_id), shape=tuple(t.job_shape),
+        return ClaimOutcome.CLAIMED, Claim(task=task, job_id=str(t.job_id), shape=tuple(t.job_shape),
                                 modality=t.job_modality, version=cur, done_version=done,
                                 generation=str(t.generation) if t.generation is not None
                                 else "0", labels_of=labels_of)
