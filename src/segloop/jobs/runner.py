@@ -31,9 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -45,7 +43,8 @@ from segloop.engines.base import Session, drive
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
-from segloop.jobs.sizing import estimate_bytes
+from segloop.jobs.progress import StepProgress, mask_runs
+from segloop.jobs.sessioncache import SessionCache
 from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
 from segloop.jobs.store import Claim, ClaimOutcome, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
@@ -69,91 +68,6 @@ class RunOutcome(StrEnum):
     DONE = "done"  # run to its end (succeeded, failed or cancelled: the store says which)
     SKIPPED = "skipped"  # finished, gone or held by a live worker: nothing to do
     BLOCKED = "blocked"  # earlier tasks of its job are unfinished: submit it again later
-
-
-@dataclass
-class _Entry:
-    engine: str
-    version: int
-    generation: str
-    session: Session
-    nbytes: int = 0
-
-
-class SessionCache:
-    """Least-recently-used engine sessions, keyed by job id, bounded in number (``size``) and
-    in estimated bytes (``max_bytes``, see :mod:`segloop.jobs.sizing`; 0: no byte bound).
-    The newest session is always kept, whatever its size (the task that made it needs it)."""
-
-    def __init__(self, size: int, max_bytes: int = 0) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
-        self._d: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        """Estimated bytes of the cached sessions (measured when each was cached)."""
-        with self._lock:
-            return sum(e.nbytes for e in self._d.values())
-
-    def get(self, job_id: str, engine: str, version: int, generation: str) -> Session | None:
-        """The cached session when it is at ``version`` with the same engine and model generation."""
-        with self._lock:
-            e = self._d.get(job_id)
-            if e is None or (e.engine, e.version, e.generation) != (engine, version, generation):
-                return None
-            self._d.move_to_end(job_id)
-            return e.session
-
-    def peek(self, job_id: str, engine: str, generation: str) -> tuple[Session, int] | None:
-        """The cached session of a job (same engine and model generation) and its version,
-        whatever that version is; None when there is none."""
-        with self._lock:
-            e = self._d.get(job_id)
-            if e is None or (e.engine, e.generation) != (engine, generation):
-                return None
-            self._d.move_to_end(job_id)
-            return e.session, e.version
-
-    def put(self, job_id: str, engine: str, version: int, generation: str,
-            session: Session) -> None:
-        """Cache a session as being at ``version``; evicts the least recently used sessions
-        beyond ``size`` sessions or ``max_bytes`` estimated bytes."""
-        nbytes = estimate_bytes(session) if self.max_bytes else 0
-        with self._lock:
-            self._d[job_id] = _Entry(engine, version, generation, session, nbytes)
-            self._d.move_to_end(job_id)
-            total = sum(e.nbytes for e in self._d.values())
-            while len(self._d) > 1 and (len(self._d) > self.size or
-                                        (self.max_bytes and total > self.max_bytes)):
-                _, old = self._d.popitem(last=False)
-                total -= old.nbytes
-
-    def drop(self, job_id: str) -> None:
-        """Forget a job's session (after a failure leaves it half-updated)."""
-        with self._lock:
-            self._d.pop(job_id, None)
-
-    def clear(self) -> None:
-        """Forget all sessions."""
-        with self._lock:
-            self._d.clear()
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-
-def mask_runs(mask: np.ndarray[Any, Any]) -> list[int]:
-    """Run lengths of a 2D mask ``(X, Y)`` flattened x-fastest (NIfTI order), alternating runs
-    of 0 and 1 starting with 0 (possibly a 0-length run): how progress events carry the slice
-    masks the web viewer paints while a propagation runs."""
-    flat = np.asarray(mask, bool).ravel(order="F")
-    if flat.size == 0:
-        return []
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], change, [flat.size]))).tolist()
-    return [0, *runs] if flat[0] else runs
 
 
 def _prompts(p: dict[str, Any]) -> Prompts:
@@ -399,7 +313,8 @@ class Runtime:
                   base: dict[str, Any], t0: float) -> tuple[int, int] | None:
         """Run one step, publishing progress; returns the final (slices done, total) of a
         propagation (None for a 2D step)."""
-        step = _StepProgress(self, task_id, job_id, base, int(op.get("object_id", 1)))
+        step = StepProgress(self._publish, self.store, task_id, job_id, base,
+                            int(op.get("object_id", 1)))
         stage = "segmenting" if op["op"] == TaskKind.INITIAL_MASK else "propagating"
         self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})
         self._apply(session, job_id, op, step.on_progress, step.cancelled)
@@ -447,49 +362,3 @@ class Runtime:
                     self._publish(t.job_id, {**task_dict(t), "type": EventType.FAILED})
             out.append(tid)
         return out
-
-
-class _StepProgress:
-    """Progress reporting and cancel polling of one running step, rate-limited: events at most
-    20 per second (slice masks not yet published ride along), progress written to the store at
-    most every 0.25 s (the end comes with the completion), the cancel flag read at most every
-    0.2 s."""
-
-    def __init__(self, rt: Runtime, task_id: str, job_id: str, base: dict[str, Any],
-                 object_id: int) -> None:
-        self.rt, self.task_id, self.job_id, self.base = rt, task_id, job_id, base
-        self.object_id = object_id
-        self.start = time.monotonic()
-        self.final: tuple[int, int] | None = None  # (slices done, total) of a propagation
-        self.last_db = self.start  # the claim wrote the heartbeat; the first write is due later
-        self.last_pub = 0.0
-        self.last_cancel = self.start  # the claim read cancel_requested
-        self.cancel = False
-        self.pending: dict[int, list[int]] = {}  # slice masks not yet published (web viewer)
-
-    def on_progress(self, r: SliceResult) -> None:
-        """One slice done: publish (rate-limited) and now and then record progress."""
-        now = time.monotonic()
-        frac = r.done / r.total if r.total else 1.0
-        eta = (now - self.start) / r.done * (r.total - r.done) if r.done else None
-        ev = {"stage": "propagating", "progress": round(frac, 4), "slices_done": r.done,
-              "slices_total": r.total, "eta_seconds": None if eta is None else round(eta, 2)}
-        self.pending[int(r.z)] = mask_runs(r.mask)
-        self.final = (int(r.done), int(r.total))
-        if now - self.last_pub >= 0.05 or r.done == r.total:  # at most 20 events/s
-            self.last_pub = now
-            masks = dict(self.pending)
-            self.pending.clear()
-            self.rt._publish(self.job_id, {**self.base, "type": EventType.PROGRESS, "z": r.z,
-                                           "object_id": self.object_id, "masks": masks, **ev})
-        if now - self.last_db > 0.25 and r.done < r.total:  # the end comes with completion
-            self.last_db = now
-            self.rt.store.set_progress(self.task_id, **ev)
-
-    def cancelled(self) -> bool:
-        """Whether a cancel was requested (read from the store at most every 0.2 s)."""
-        now = time.monotonic()
-        if now - self.last_cancel > 0.2:
-            self.last_cancel = now
-            self.cancel = self.rt.store.is_cancel_requested(self.task_id)
-        return self.cancel
