@@ -6,7 +6,6 @@ reviewers and admins see all). Must not import the higher store parts, FastAPI, 
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import uuid
 from pathlib import Path
@@ -21,8 +20,6 @@ from segloop.jobs.errors import ConflictError, NotFoundError
 from segloop.jobs.records import ROLES, Principal, hash_key
 
 __all__ = ["AccessStore"]
-
-log = logging.getLogger(__name__)
 
 
 class AccessStore:

@@ -5,7 +5,6 @@ torch.
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import uuid
@@ -27,8 +26,6 @@ from segloop.jobs.states import ACTIVE
 from segloop.jobs.store_access import AccessStore
 
 __all__ = ["JobsStore"]
-
-log = logging.getLogger(__name__)
 
 
 class JobsStore(AccessStore):

@@ -5,7 +5,6 @@ values and retention cleanup. Must not import FastAPI, Celery or torch.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Any
 
 from sqlalchemy import select, update
@@ -20,8 +19,6 @@ from segloop.jobs.statements import hot as _hot
 from segloop.jobs.store_versions import VersionStore
 
 __all__ = ["ReviewStore"]
-
-log = logging.getLogger(__name__)
 
 
 class ReviewStore(VersionStore):

@@ -6,7 +6,6 @@ parts (versions, review), FastAPI, Celery or torch.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import uuid
 from typing import Any
 
@@ -33,8 +32,6 @@ from segloop.jobs.store_jobs import JobsStore
 from segloop.types import Prompts, validate_prompts, validate_slice
 
 __all__ = ["TaskStore"]
-
-log = logging.getLogger(__name__)
 
 
 class TaskStore(JobsStore):

@@ -4,7 +4,6 @@ import the review part, FastAPI, Celery or torch.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,6 @@ from segloop.jobs.states import ACTIVE, TaskState
 from segloop.jobs.store_tasks import TaskStore
 
 __all__ = ["VersionStore"]
-
-log = logging.getLogger(__name__)
 
 
 class VersionStore(TaskStore):
