@@ -151,10 +151,10 @@ def test_claim_is_exclusive_and_idempotent(tmp_path: Path) -> None:
     assert store.get_task(t["task_id"]).state == "succeeded"  # type: ignore[union-attr]
     # a live claim is not stolen; a stale one is
     t2 = store.create_task(job["job_id"], "propagate", {}, LOCAL_ADMIN, ["classic"])
-    assert store.claim_task(t2["task_id"], "w1") is not None
-    assert store.claim_task(t2["task_id"], "w2") is None
+    assert store.claim(t2["task_id"], "w1")[1] is not None
+    assert store.claim(t2["task_id"], "w2")[1] is None
     time.sleep(1.1)
-    assert store.claim_task(t2["task_id"], "w2") is not None
+    assert store.claim(t2["task_id"], "w2")[1] is not None
     store.close()
 
 
@@ -168,12 +168,12 @@ def test_reaper_requeues_then_fails(tmp_path: Path) -> None:
                           LOCAL_ADMIN, ["classic"])
     rt = Runtime(s, store, LocalBus(), "w1")
     resubmitted: list[str] = []
-    assert store.claim_task(t["task_id"], "dead-worker") is not None
+    assert store.claim(t["task_id"], "dead-worker")[1] is not None
     time.sleep(1.1)
     assert rt.reap(resubmitted.append) == [t["task_id"]]
     assert resubmitted == [t["task_id"]]
     assert store.get_task(t["task_id"]).state == "queued"  # type: ignore[union-attr]
-    assert store.claim_task(t["task_id"], "dead-again") is not None
+    assert store.claim(t["task_id"], "dead-again")[1] is not None
     time.sleep(1.1)
     rt.reap(resubmitted.append)
     row = store.get_task(t["task_id"])

@@ -29,7 +29,8 @@ from segloop.config import Settings
 from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.homelock import HomeLock
 from segloop.jobs.recovery import BrokerReconciler
-from segloop.jobs.runner import Runtime
+from segloop.jobs.runner import RunOutcome, Runtime
+from segloop.jobs.states import TaskState
 
 __all__ = ["TASK_NAME", "CeleryQueue", "EmbeddedQueue", "TaskQueue", "make_celery", "reap_once",
            "send_task"]
@@ -119,7 +120,7 @@ class EmbeddedQueue:
         stale = set(store.stale_tasks())
         for tid in store.unfinished_tasks():
             t = store.get_task(tid)
-            if t is not None and t.state == "running":
+            if t is not None and t.state == TaskState.RUNNING:
                 if tid not in stale:
                     log.info("task %s runs on live worker %s: left to it", tid, t.worker)
                     continue
@@ -139,7 +140,7 @@ class EmbeddedQueue:
         except Exception:  # pragma: no cover - run() records its own failures
             log.exception("task %s crashed the runner", task_id)
             return
-        if outcome == "blocked" and not self._closed:
+        if outcome == RunOutcome.BLOCKED and not self._closed:
             timer = threading.Timer(0.05, self.submit, args=(task_id,))
             timer.daemon = True
             timer.start()

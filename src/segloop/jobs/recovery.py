@@ -38,6 +38,7 @@ from sqlalchemy import Table, delete, select, update
 
 from segloop.config import Settings
 from segloop.jobs.db import JobRow, TaskRow, utcnow
+from segloop.jobs.states import TaskState
 from segloop.jobs.store import JobStore
 
 __all__ = ["BROKER_QUEUE", "RECONCILE_SECONDS", "BrokerReconciler", "broker_task_ids",
@@ -62,7 +63,7 @@ def discard_unsent(store: JobStore, task_id: str) -> bool:
     a task was removed."""
     with store.engine.begin() as conn:
         job_id = conn.execute(select(_T.c.job_id).where(
-            _T.c.id == task_id, _T.c.state == "queued", _T.c.attempts == 0)).scalar()
+            _T.c.id == task_id, _T.c.state == TaskState.QUEUED, _T.c.attempts == 0)).scalar()
         if job_id is None:
             return False
         conn.execute(delete(_T).where(_T.c.id == task_id))
@@ -131,7 +132,7 @@ class BrokerReconciler:
         cutoff = utcnow() - dt.timedelta(seconds=self.min_age)
         with self.store.engine.connect() as conn:
             queued = [str(t) for t in conn.execute(select(_T.c.id).where(
-                _T.c.state == "queued", _T.c.created < cutoff).order_by(_T.c.created))
+                _T.c.state == TaskState.QUEUED, _T.c.created < cutoff).order_by(_T.c.created))
                 .scalars()]
         if not queued:
             return []

@@ -31,9 +31,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -44,11 +43,13 @@ from segloop.engines.base import Session, drive
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
-from segloop.jobs.sizing import estimate_bytes
-from segloop.jobs.store import Claim, JobStore, task_dict
+from segloop.jobs.progress import StepProgress, mask_runs
+from segloop.jobs.sessioncache import SessionCache
+from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
+from segloop.jobs.store import Claim, ClaimOutcome, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
 
-__all__ = ["Runtime", "SessionCache", "import_plugins", "mask_runs"]
+__all__ = ["RunOutcome", "Runtime", "SessionCache", "import_plugins", "mask_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -61,89 +62,12 @@ def import_plugins(names: list[str]) -> None:
         importlib.import_module(name)
 
 
-@dataclass
-class _Entry:
-    engine: str
-    version: int
-    generation: str
-    session: Session
-    nbytes: int = 0
+class RunOutcome(StrEnum):
+    """How :meth:`Runtime.run` ended."""
 
-
-class SessionCache:
-    """Least-recently-used engine sessions, keyed by job id, bounded in number (``size``) and
-    in estimated bytes (``max_bytes``, see :mod:`segloop.jobs.sizing`; 0: no byte bound).
-    The newest session is always kept, whatever its size (the task that made it needs it)."""
-
-    def __init__(self, size: int, max_bytes: int = 0) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
-        self._d: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        """Estimated bytes of the cached sessions (measured when each was cached)."""
-        with self._lock:
-            return sum(e.nbytes for e in self._d.values())
-
-    def get(self, job_id: str, engine: str, version: int, generation: str) -> Session | None:
-        """The cached session when it is at ``version`` with the same engine and model generation."""
-        with self._lock:
-            e = self._d.get(job_id)
-            if e is None or (e.engine, e.version, e.generation) != (engine, version, generation):
-                return None
-            self._d.move_to_end(job_id)
-            return e.session
-
-    def peek(self, job_id: str, engine: str, generation: str) -> tuple[Session, int] | None:
-        """The cached session of a job (same engine and model generation) and its version,
-        whatever that version is; None when there is none."""
-        with self._lock:
-            e = self._d.get(job_id)
-            if e is None or (e.engine, e.generation) != (engine, generation):
-                return None
-            self._d.move_to_end(job_id)
-            return e.session, e.version
-
-    def put(self, job_id: str, engine: str, version: int, generation: str,
-            session: Session) -> None:
-        """Cache a session as being at ``version``; evicts the least recently used sessions
-        beyond ``size`` sessions or ``max_bytes`` estimated bytes."""
-        nbytes = estimate_bytes(session) if self.max_bytes else 0
-        with self._lock:
-            self._d[job_id] = _Entry(engine, version, generation, session, nbytes)
-            self._d.move_to_end(job_id)
-            total = sum(e.nbytes for e in self._d.values())
-            while len(self._d) > 1 and (len(self._d) > self.size or
-                                        (self.max_bytes and total > self.max_bytes)):
-                _, old = self._d.popitem(last=False)
-                total -= old.nbytes
-
-    def drop(self, job_id: str) -> None:
-        """Forget a job's session (after a failure leaves it half-updated)."""
-        with self._lock:
-            self._d.pop(job_id, None)
-
-    def clear(self) -> None:
-        """Forget all sessions."""
-        with self._lock:
-            self._d.clear()
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-
-def mask_runs(mask: np.ndarray[Any, Any]) -> list[int]:
-    """Run lengths of a 2D mask ``(X, Y)`` flattened x-fastest (NIfTI order), alternating runs
-    of 0 and 1 starting with 0 (possibly a 0-length run): how progress events carry the slice
-    masks the web viewer paints while a propagation runs."""
-    flat = np.asarray(mask, bool).ravel(order="F")
-    if flat.size == 0:
-        return []
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], change, [flat.size]))).tolist()
-    return [0, *runs] if flat[0] else runs
+    DONE = "done"  # run to its end (succeeded, failed or cancelled: the store says which)
+    SKIPPED = "skipped"  # finished, gone or held by a live worker: nothing to do
+    BLOCKED = "blocked"  # earlier tasks of its job are unfinished: submit it again later
 
 
 def _prompts(p: dict[str, Any]) -> Prompts:
@@ -241,11 +165,11 @@ class Runtime:
                cancel: Callable[[], bool] | None = None) -> None:
         kind = op["op"]
         oid = int(op.get("object_id", 1))
-        if kind == "initial-mask":
+        if kind == TaskKind.INITIAL_MASK:
             session.segment_slice(int(op["slice_index"]), _prompts(op), oid)
-        elif kind == "propagate":
+        elif kind == TaskKind.PROPAGATE:
             drive(session.propagate(int(op["slice_index"]), None, oid), on_progress, cancel)
-        elif kind == "refine":
+        elif kind == TaskKind.REFINE:
             drive(session.refine(int(op["slice_index"]), _prompts(op), oid), on_progress, cancel)
         elif kind == "set_mask":
             v = self.store.version_row(job_id, int(op["version"]))
@@ -278,14 +202,12 @@ class Runtime:
         return ops, False
 
     def session_for(self, job_id: str, modality: str | None, engine_name: str,
-                    v: Any = "read") -> Session:
+                    v: Any) -> Session:
         """The job's session at its current version.
 
-        ``v``: the current version row (``number``, ``replay``) when the caller already read
-        it (None: no version)."""
+        ``v``: the job's current version row (``number``, ``replay``; the claim read it), or
+        None when the job has no version yet."""
         gen = self._generation
-        if isinstance(v, str):
-            v = self.store.version_row(job_id)
         cur = v.number if v is not None else 0
         sess = self.cache.get(job_id, engine_name, cur, gen)
         if sess is not None:
@@ -316,23 +238,23 @@ class Runtime:
     def _publish(self, job_id: str, event: dict[str, Any]) -> None:
         self.bus.publish(job_id, event)
 
-    def run(self, task_id: str, wait_seconds: float | None = None) -> str:
-        """Run one task to its end; returns "done", "skipped" (finished/taken elsewhere) or
-        "blocked" (earlier tasks of the job are unfinished: submit it again later)."""
+    def run(self, task_id: str, wait_seconds: float | None = None) -> RunOutcome:
+        """Run one task to its end; returns DONE, SKIPPED (finished/taken elsewhere) or
+        BLOCKED (earlier tasks of the job are unfinished: submit it again later)."""
         deadline = time.monotonic() + (wait_seconds if wait_seconds is not None
                                        else 2 * self.settings.heartbeat_seconds)
         while True:
             outcome, claimed = self.store.claim(task_id, self.worker)
-            if outcome != "blocked":
+            if outcome != ClaimOutcome.BLOCKED:
                 break
             if time.monotonic() > deadline:
-                return "blocked"
+                return RunOutcome.BLOCKED
             time.sleep(0.02)
         if claimed is None:
-            return "skipped"
+            return RunOutcome.SKIPPED
         with self._job_lock(claimed.job_id):
             self._run_claimed(claimed)
-        return "done"
+        return RunOutcome.DONE
 
     def _run_claimed(self, claim: Claim) -> None:
         task_id = claim.task.id
@@ -354,8 +276,8 @@ class Runtime:
             if task.cancel_requested:
                 raise CancelledError("cancelled before it started")
             if claim.done_version is not None:  # an earlier attempt wrote it, then died
-                return self._finish(task_id, "succeeded", None, claim.done_version, base)
-            self._publish(job_id, {**base, "type": "started", "stage": "loading",
+                return self._finish(task_id, TaskState.SUCCEEDED, None, claim.done_version, base)
+            self._publish(job_id, {**base, "type": EventType.STARTED, "stage": "loading",
                                    "attempt": task.attempts})
             gen = self._check_generation(claim.generation)
             params = dict(task.params)
@@ -372,62 +294,31 @@ class Runtime:
                                                    replay=record, slices=slices)
             except IntegrityError:  # a duplicate run of this task won the race: keep its
                 self.cache.drop(job_id)  # version (same inputs, same result)
-                return self._finished(task_id, "succeeded", None, base)
+                return self._finished(task_id, TaskState.SUCCEEDED, None, base)
             self.cache.put(job_id, engine_name, n, gen, session)
             return self._published(info, base)
         except CancelledError as exc:
             self.cache.drop(job_id)
-            return self._finish(task_id, "cancelled", str(exc), None, base)
+            return self._finish(task_id, TaskState.CANCELLED, str(exc), None, base)
         except SegloopError as exc:
             self.cache.drop(job_id)
-            return self._finish(task_id, "failed", str(exc), None, base)
+            return self._finish(task_id, TaskState.FAILED, str(exc), None, base)
         except Exception as exc:
             log.exception("task %s failed", task_id)
             self.cache.drop(job_id)
-            return self._finish(task_id, "failed", f"internal error: {type(exc).__name__}: {exc}",
-                                None, base)
+            return self._finish(task_id, TaskState.FAILED,
+                                f"internal error: {type(exc).__name__}: {exc}", None, base)
 
     def _run_step(self, session: Session, task_id: str, job_id: str, op: dict[str, Any],
                   base: dict[str, Any], t0: float) -> tuple[int, int] | None:
         """Run one step, publishing progress; returns the final (slices done, total) of a
         propagation (None for a 2D step)."""
-        start = time.monotonic()
-        final: list[tuple[int, int]] = []
-        last_db = [start]  # the claim wrote the heartbeat; the first write is due in 0.25 s
-        last_pub = [0.0]
-        last_cancel = [start, False]  # the claim read cancel_requested
-        pending: dict[int, list[int]] = {}  # slice masks not yet published (web viewer)
-
-        def on_progress(r: SliceResult) -> None:
-            now = time.monotonic()
-            frac = r.done / r.total if r.total else 1.0
-            eta = (now - start) / r.done * (r.total - r.done) if r.done else None
-            ev = {"stage": "propagating", "progress": round(frac, 4), "slices_done": r.done,
-                  "slices_total": r.total, "eta_seconds": None if eta is None else round(eta, 2)}
-            pending[int(r.z)] = mask_runs(r.mask)
-            final[:] = [(int(r.done), int(r.total))]
-            if now - last_pub[0] >= 0.05 or r.done == r.total:  # at most 20 events/s
-                last_pub[0] = now
-                masks = dict(pending)
-                pending.clear()
-                self._publish(job_id, {**base, "type": "progress", "z": r.z,
-                                       "object_id": int(op.get("object_id", 1)),
-                                       "masks": masks, **ev})
-            if now - last_db[0] > 0.25 and r.done < r.total:  # the end comes with completion
-                last_db[0] = now
-                self.store.set_progress(task_id, **ev)
-
-        def cancelled() -> bool:
-            now = time.monotonic()
-            if now - float(last_cancel[0]) > 0.2:
-                last_cancel[0] = now
-                last_cancel[1] = self.store.is_cancel_requested(task_id)
-            return bool(last_cancel[1])
-
-        stage = "segmenting" if op["op"] == "initial-mask" else "propagating"
-        self._publish(job_id, {**base, "type": "progress", "stage": stage, "progress": 0.0})
-        self._apply(session, job_id, op, on_progress, cancelled)
-        return final[0] if final else None
+        step = StepProgress(self._publish, self.store, task_id, job_id, base,
+                            int(op.get("object_id", 1)))
+        stage = "segmenting" if op["op"] == TaskKind.INITIAL_MASK else "propagating"
+        self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})
+        self._apply(session, job_id, op, step.on_progress, step.cancelled)
+        return step.final
 
     def _finish(self, task_id: str, state: str, error: str | None, version: int | None,
                 base: dict[str, Any]) -> dict[str, Any]:
@@ -444,7 +335,7 @@ class Runtime:
     def _published(self, info: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         """Publish a task's recorded end state ``info`` and log it."""
         state = info["state"]
-        self._publish(base["job_id"], {**info, "type": {"succeeded": "done"}.get(state, state)})
+        self._publish(base["job_id"], {**info, "type": event_for_state(state)})
         log.info("task %s %s", base["task_id"], state,
                  extra={"job_id": base["job_id"], "kind": base["kind"], "error": info["error"]})
         return info
@@ -462,12 +353,12 @@ class Runtime:
                 log.warning("requeued task %s: %s", tid, reason)
                 t = self.store.get_task(tid)
                 if t is not None:  # SSE clients learn why the task went quiet
-                    self._publish(t.job_id, {**task_dict(t), "type": "recovering",
+                    self._publish(t.job_id, {**task_dict(t), "type": EventType.RECOVERING,
                                              "stage": "recovering", "reason": reason})
                 resubmit(tid)
             else:
                 t = self.store.get_task(tid)
-                if t is not None and t.state == "failed":
-                    self._publish(t.job_id, {**task_dict(t), "type": "failed"})
+                if t is not None and t.state == TaskState.FAILED:
+                    self._publish(t.job_id, {**task_dict(t), "type": EventType.FAILED})
             out.append(tid)
         return out

@@ -27,7 +27,8 @@ from starlette.requests import Request
 from segloop.api.app import Services
 from segloop.errors import InputError, SegloopError, VolumeTooLargeError
 from segloop.jobs.errors import ConflictError
-from segloop.jobs.store import TERMINAL, Principal
+from segloop.jobs.states import TERMINAL, EventType, TaskState
+from segloop.jobs.store import Principal
 
 __all__ = ["Form", "Step", "StepKind", "TaskFailedError", "read_form", "run_steps", "submit"]
 
@@ -62,7 +63,7 @@ def submit(svc: Services, who: Principal, job_id: str, step: Step, engine: str) 
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, step.kind.value, params, who, known)
     svc.queue.submit(t["task_id"])
-    svc.bus.publish(job_id, {**t, "type": "queued"})
+    svc.bus.publish(job_id, {**t, "type": EventType.QUEUED})
     svc.metrics.tasks_submitted.labels(kind=step.kind.value).inc()
     return str(t["task_id"])
 
@@ -85,7 +86,7 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
             ev = await sub.get(timeout=1.0)
             if ev is not None:
                 tid = ev.get("task_id")
-                if tid in ids and ev.get("type") in ("done", "failed", "cancelled"):
+                if tid in ids and ev.get("type") in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
                     ended[str(tid)] = ev
                 continue
             for tid in ids:  # a lost event (broker blip) must not hang the client
@@ -99,7 +100,7 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
         await sub.close()
     out = [ended[t] for t in ids]
     for t in out:
-        if t.get("state") != "succeeded":
+        if t.get("state") != TaskState.SUCCEEDED:
             raise TaskFailedError(f"{t.get('kind')} failed: {t.get('error') or t.get('state')}")
     return out
 

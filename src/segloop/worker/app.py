@@ -24,7 +24,7 @@ from segloop.config import Settings
 from segloop.jobs.events import RedisBus
 from segloop.jobs.queue import TASK_NAME, make_celery, reap_once, send_task
 from segloop.jobs.recovery import BrokerReconciler
-from segloop.jobs.runner import Runtime
+from segloop.jobs.runner import RunOutcome, Runtime
 from segloop.jobs.store import JobStore
 
 __all__ = ["create_worker"]
@@ -54,7 +54,7 @@ def create_worker(settings: Settings) -> Any:
               max_retries=None)
     def run_task(self: Any, task_id: str) -> str:
         outcome = runtime().run(task_id)
-        if outcome == "blocked":
+        if outcome == RunOutcome.BLOCKED:
             raise self.retry(countdown=0.2)
         return outcome
 

@@ -14,6 +14,17 @@ const $$ = (sel) => Array.from(document.querySelectorAll(sel));
 const VIEWS = { axial: 0, coronal: 1, sagittal: 2, multi: 3, render: 4 };
 const OVERLAY_OPACITY = 0.6;
 
+// The server's words for tasks and their events (segloop.jobs.states: TaskKind, TaskState,
+// EventType); tests/jobs/test_states.py checks that these objects list the same values.
+const TASK_KIND = Object.freeze({ INITIAL_MASK: 'initial-mask', PROPAGATE: 'propagate', REFINE: 'refine' });
+const TASK_STATE = Object.freeze({
+  QUEUED: 'queued', RUNNING: 'running', SUCCEEDED: 'succeeded', FAILED: 'failed', CANCELLED: 'cancelled',
+});
+const EVENT_TYPE = Object.freeze({
+  STATUS: 'status', QUEUED: 'queued', STARTED: 'started', PROGRESS: 'progress', RECOVERING: 'recovering',
+  DONE: 'done', FAILED: 'failed', CANCELLED: 'cancelled', VERSION: 'version',
+});
+
 /** Everything the page knows; exposed as window.segloop.state for debugging and tests. */
 const S = {
   job: null, // job record from the API
@@ -481,7 +492,7 @@ function openEvents(jobId) {
     setTimeout(resolve, 3000);
   });
   // event types this viewer knows; the server may add others: they are ignored
-  for (const type of ['status', 'queued', 'started', 'progress', 'recovering', 'done', 'failed', 'cancelled', 'version']) {
+  for (const type of Object.values(EVENT_TYPE)) {
     es.addEventListener(type, (m) => {
       if (S.es !== es) return;
       let ev;
@@ -515,7 +526,7 @@ async function onEvent(type, ev) {
   const mine = ev.task_id && S.tasks[ev.task_id];
   switch (type) {
     case 'status': {
-      if (ev.task && (ev.state === 'running' || ev.state === 'queued')) {
+      if (ev.task && (ev.state === TASK_STATE.RUNNING || ev.state === TASK_STATE.QUEUED)) {
         S.tasks[ev.task.task_id] = S.tasks[ev.task.task_id] || { kind: ev.task.kind, object_id: ev.task.params?.object_id || 1 };
         S.activeTask = ev.task.task_id;
         showProgress(true);
@@ -552,7 +563,7 @@ async function onEvent(type, ev) {
       const secs = t.started ? ` in ${((performance.now() - t.started) / 1000).toFixed(1)} s` : '';
       const engine = ev.params && ev.params.engine ? ` (${ev.params.engine})` : '';
       message(`${ev.kind} done${secs} → version ${ev.version}${engine}`, 'ok');
-      if (ev.kind === 'initial-mask' || ev.kind === 'refine') clearPrompts();
+      if (ev.kind === TASK_KIND.INITIAL_MASK || ev.kind === TASK_KIND.REFINE) clearPrompts();
       setState('idle');
       await refreshVersions();
       refreshJobs();
@@ -592,7 +603,7 @@ async function submit(kind) {
   const body = { object_id: S.currentObject };
   const engine = $('#engine').value;
   if (engine) body.engine = engine;
-  if (kind === 'initial-mask' || kind === 'refine') {
+  if (kind === TASK_KIND.INITIAL_MASK || kind === TASK_KIND.REFINE) {
     const p = S.prompts;
     if (!p || (!p.box && !p.points.length)) {
       throw new Error('Draw a box (B) or click points (P) on an axial slice first.');
@@ -961,9 +972,9 @@ function onKey(e) {
   else if (k === 'D' && e.shiftKey) run(exportMask('nii.gz'));
   else if (k === 'e' || k === 'E') setTool('eraser');
   else if (k === 'c' || k === 'C') clearPrompts();
-  else if (k === 's' || k === 'S') run(submit('initial-mask'));
-  else if (k === 'g' || k === 'G') run(submit('propagate'));
-  else if (k === 'r' || k === 'R') run(submit('refine'));
+  else if (k === 's' || k === 'S') run(submit(TASK_KIND.INITIAL_MASK));
+  else if (k === 'g' || k === 'G') run(submit(TASK_KIND.PROPAGATE));
+  else if (k === 'r' || k === 'R') run(submit(TASK_KIND.REFINE));
   else if (k === 'Escape') {
     if (S.activeTask) run(cancelTask());
     else clearPrompts();
@@ -1026,9 +1037,9 @@ function bindUi() {
   $('#btn-refresh-jobs').addEventListener('click', (e) => { e.preventDefault(); refreshJobs(); });
   $$('#tools button').forEach((b) => b.addEventListener('click', () => setTool(b.dataset.tool)));
   $('#pen-size').addEventListener('change', () => setPenSize(Number($('#pen-size').value)));
-  $('#btn-segment').addEventListener('click', run(() => submit('initial-mask')));
-  $('#btn-propagate').addEventListener('click', run(() => submit('propagate')));
-  $('#btn-refine').addEventListener('click', run(() => submit('refine')));
+  $('#btn-segment').addEventListener('click', run(() => submit(TASK_KIND.INITIAL_MASK)));
+  $('#btn-propagate').addEventListener('click', run(() => submit(TASK_KIND.PROPAGATE)));
+  $('#btn-refine').addEventListener('click', run(() => submit(TASK_KIND.REFINE)));
   $('#btn-cancel').addEventListener('click', run(cancelTask));
   $('#btn-save').addEventListener('click', run(saveEdits));
   $('#btn-undo').addEventListener('click', run(() => undoRedo('undo')));
