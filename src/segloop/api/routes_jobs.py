@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from segloop.jobs import files
 from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.recovery import discard_unsent
+from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
 
 from .deps import Svc, Who
@@ -57,7 +58,7 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
     except QueueUnavailableError:  # 503, and the store forgets the task: nothing waits on it
         discard_unsent(svc.store, t["task_id"])
         raise
-    svc.bus.publish(job_id, {**t, "type": "queued"})
+    svc.bus.publish(job_id, {**t, "type": EventType.QUEUED.value})
     svc.metrics.tasks_submitted.labels(kind=kind).inc()
     return {"task_id": t["task_id"], "job_id": job_id, "kind": kind, "state": t["state"],
             "events": f"/api/v1/jobs/{job_id}/events?task_id={t['task_id']}"}
