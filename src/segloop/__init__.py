@@ -2,6 +2,7 @@
 
 Layers (dependencies point down only): cli -> api/worker/web/train/eval -> jobs -> engines -> io
 -> types/errors/config. Importing this package does no work: no model, no settings, no I/O.
+It must not import any subpackage but segloop.errors.
 """
 
 from segloop.errors import SegloopError

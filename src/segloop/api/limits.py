@@ -8,6 +8,8 @@ first, then counting the bytes that actually arrive) on every route but the two 
 (``POST /api/v1/jobs``, ``PUT .../mask``: they stream to disk under their own limit), and
 :func:`check_points` enforces the point-count setting. Imports pydantic and Starlette; never
 the job store or an engine.
+Must not import segloop.cli, segloop.protocols, segloop.worker, segloop.web, segloop.ism,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Prometheus metrics of one API app (own registry, so several apps can live in one process).
 
 Imports prometheus_client only.
+Must not import segloop.cli, segloop.protocols, segloop.worker, segloop.web, segloop.ism,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

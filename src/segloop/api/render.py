@@ -2,6 +2,8 @@
 
 Pixel (row r, column c) shows canonical voxel (x=c, y=Y-1-r): anterior at the top, x
 increasing to the right, as the label map is indexed. Imports numpy and Pillow only.
+Must not import segloop.cli, segloop.protocols, segloop.worker, segloop.web, segloop.ism,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ body (any other content type). A ``Content-Length`` above the limit is refused b
 is read; a body that grows past it is cut off and its partial file deleted. The file lands
 under ``<home>/tmp`` with a generated name: the client's file name is kept only as a label.
 Imports Starlette and python-multipart; never torch.
+Must not import segloop.cli, segloop.protocols, segloop.worker, segloop.web, segloop.ism,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 ``register(subparsers)``; this module only assembles them and turns SegloopError (and a
 missing optional package, see segloop.extras) into a one-line message and a non-zero exit.
 Nothing heavy is imported until a subcommand runs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

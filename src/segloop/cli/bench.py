@@ -2,6 +2,7 @@
 
 Runs :func:`segloop.engines.sam2.bench.bench_engine` (random weights, real model sizes) once
 per requested input size, each in a fresh process so peak memory is per size.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Runs :func:`segloop.engines.medsam.bench.bench_medsam` (random weights, real ViT-B size) once
 per requested input size and prints the figures (or JSON lines with ``--json``).
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

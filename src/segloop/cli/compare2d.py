@@ -3,6 +3,7 @@ each engine's mask (the polyp workflow's side-by-side of a base and a fine-tuned
 
 Each panel's title gives the engine, the mask's area in pixels and its IoU with the first
 engine's mask. Drawing only (matplotlib, Agg); the masks come from segloop.engines.image2d.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

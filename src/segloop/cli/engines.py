@@ -1,4 +1,7 @@
-"""``segloop engines``: list the registered engines and whether each can run here."""
+"""``segloop engines``: list the registered engines and whether each can run here.
+
+Part of the CLI, the top layer: library code must not import it.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 Owns the terminal for this command (progress bar, the summary table); the work is done by
 segloop.eval (manifest, runner, report).
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``segloop export npy MANIFEST --out DIR``: MedSAM's ``imgs/``/``gts/`` npy training layout
 from a ``segloop eval`` manifest or the server's datastore (what MedSAM's preprocessing
 script does). Owns the terminal; the work is segloop.train.medsam_npy's.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

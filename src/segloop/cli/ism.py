@@ -3,6 +3,7 @@
 ``segloop ism render CAD.ply OUT_DIR [--views N]`` writes the object's templates;
 ``segloop ism serve`` runs the ISM service (port 8002). Imports segloop.ism lazily, when a
 subcommand runs; nothing from api/jobs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

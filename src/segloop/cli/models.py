@@ -2,6 +2,7 @@
 
 Thin wrapper over :mod:`segloop.models`; the terminal output (tables, progress bar) lives here.
 torch is imported only by ``import --convert`` (conversion check).
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

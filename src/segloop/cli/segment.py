@@ -2,6 +2,7 @@
 
 Owns the terminal for this command (progress bar, messages); the work is done by
 segloop.io and the engine protocol.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

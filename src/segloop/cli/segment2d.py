@@ -4,6 +4,7 @@ NIfTI/NRRD): a box and/or ± points -> a mask of exactly the input's size.
 Coordinates are those of every image tool: ``x`` = column, ``y`` = row, pixels from the
 top-left; ``--points`` come in groups of three (x y label). Owns the terminal for this
 command; the work is done by segloop.io.image2d and segloop.engines.image2d.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

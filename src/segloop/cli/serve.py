@@ -4,6 +4,7 @@ Binds its listening sockets itself (``segloop.listen``) and decides from the add
 bound whether API keys are needed: any non-loopback address (``--host ""``, ``0.0.0.0``, ``::``,
 a public name) needs them, and the server refuses to start when none exist
 (``segloop users add``). Imports FastAPI/uvicorn only when the command runs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Owns the terminal for this command (tqdm bars with ETA, the final table); the work is done by
 :func:`segloop.train.trainer.train`. torch is imported only when the command runs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Owns the terminal for this case (one line per epoch); the work is
 segloop.train.medsam_train's. The run registers as ``medsam@RUN`` unless ``--no-register``.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ synthetic volumes (``.pkl`` arrays) with ``{n}.nii`` masks and CSVs in the seed'
 temporary folder (or checks the given CSVs), reports every bad row at once, then trains a tiny
 model for one epoch end to end. Dispatched from :mod:`segloop.cli` before the generic ``train``
 parser. torch is imported only when the command runs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``segloop users add|list|remove``: API users and keys (printed once, stored hashed).
 
 Imports SQLAlchemy (via segloop.jobs) only when the command runs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

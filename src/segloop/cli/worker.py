@@ -1,6 +1,7 @@
 """``segloop worker``: a Celery worker running segloop tasks from Redis.
 
 Imports Celery only when the command runs.
+Part of the CLI, the top layer: library code must not import it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 An *anchor* is a slice whose mask the user determined (prompts or an edit); propagation and
 refinement never overwrite an anchor other than the one they start from. Pure numpy.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval, segloop.jobs, segloop.datastore (the layer contract,
+pyproject.toml).
 """
 
 from __future__ import annotations

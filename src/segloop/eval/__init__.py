@@ -9,6 +9,8 @@
 
 A leaf layer: imports io and engines, never the API, worker or CLI, never torch. Nothing is
 imported here so that ``segloop.eval.metrics`` stays cheap to import.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train (the layer contract, pyproject.toml).
 """
 
 __all__: list[str] = []

@@ -26,6 +26,8 @@ HD95 is ``inf`` when exactly one mask is empty (no surface to measure a distance
 average the finite values and count the infinite ones separately (see segloop.eval.report).
 
 Imports numpy and scipy only: no torch, no monai, nothing else of segloop.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ region, a negative click in a spurious one — and the engine refines from that 
 
 Arrays are on the volume's canonical grid, axes (x, y, z). Imports numpy/scipy and the engine
 protocol only (no metrics, no plotting: see segloop.eval.metrics / report).
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

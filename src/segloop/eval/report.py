@@ -13,6 +13,8 @@
 Means of HD95 are taken over the finite values; the number of infinite ones (an empty
 prediction) is shown beside them. Plots use matplotlib's object API with the Agg canvas (no
 pyplot, no global backend change). Imports numpy, matplotlib and segloop.eval; never torch.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ as an empty prediction for that engine and the error is kept in the records. Bad
 with no target voxel, an unreadable image) raises, naming the case.
 
 Imports io, engines and the eval modules; never the CLI, API or worker, never torch.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

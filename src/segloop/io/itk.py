@@ -6,6 +6,9 @@ component, voxel and byte limits, detached data files inside ``limits.data_root`
 affine. ITK chooses some readers by file name, so a file whose name does not match its
 content is read through a correctly named link in a temporary folder. Imports SimpleITK
 lazily; never torch.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval, segloop.jobs, segloop.datastore, segloop.engines,
+segloop.models (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

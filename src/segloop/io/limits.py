@@ -3,6 +3,9 @@
 ``ReadLimits`` carries the caller's limits (voxels, decoded bytes, and the folder detached data
 files must stay inside); the ``check_*`` helpers raise :mod:`segloop.errors` types with
 one-line messages. Imports numpy and segloop.errors only; never a reader library.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval, segloop.jobs, segloop.datastore, segloop.engines,
+segloop.models (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ A Volume keeps the array exactly as the source file stores it (axes i, j, k) tog
 NRRD and MHA, whose LPS geometry is converted on reading). ``canonical()`` gives the
 closest-canonical RAS view that every public coordinate refers to (docs/DESIGN.md);
 ``mask_to_source()`` maps a canonical mask back onto the source grid. No torch, no I/O here.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval, segloop.jobs, segloop.datastore, segloop.engines,
+segloop.models (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ helpers, never jobs or api internals. Modules: ``mesh`` (PLY), ``poses`` (templa
 ``render`` (templates), ``templates`` (loading, cache), ``proposals``/``classic`` (weights-free
 backend), ``scoring`` (SAM-6D's scores + NMS), ``pipeline``, ``service`` (FastAPI, port 8002).
 Nothing is imported or loaded here.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 __all__: list[str] = []

@@ -10,6 +10,8 @@ SAM-6D's crop-resize-pad to 224×224 and a 16×16 grid of 14-pixel patches, as D
   gradient-orientation histogram, L2-normalised; zero for patches less than half inside the mask.
 
 Imports numpy, scikit-image and segloop.ism; never torch.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Every decoding failure raises a typed segloop error with a message a client can act on; image
 sizes are checked from the header before pixels are decoded. Imports numpy, PIL, pycocotools,
 scikit-image; never torch or FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

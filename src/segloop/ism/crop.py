@@ -1,6 +1,8 @@
 """SAM-6D's crop-resize-pad: cut a box, pad it to a centred square, resize to S×S.
 
 Used for templates and proposals alike before descriptors are computed. Imports numpy and PIL.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ colour superpixels.
    lying mostly inside it form one more proposal (a colour-consistent version of the region).
 Near-duplicates (mask IoU > 0.9 at quarter resolution) are dropped. Imports numpy, scipy,
 scikit-image; never torch.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 SAM-6D's CAD models are BOP-style PLY files in millimetres with per-vertex ``red green blue``
 (``alpha`` ignored). Imports numpy and segloop.errors only; never torch or FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

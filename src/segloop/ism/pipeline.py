@@ -4,6 +4,8 @@
 (template_dir, cad_path, backend), the loaded templates and their descriptors. :meth:`run` is not
 thread-safe on its own: the service calls it under one lock (see ``service``). Imports numpy and
 segloop.ism; the ``sam`` backend (torch) is imported only when a request asks for it.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ published file: every matrix equal to 1e-4), finer levels use a plain (elevation
 
 Camera convention (OpenCV): columns of the rotation are the camera's x (image right), y (image
 down) and z (viewing direction, towards the object) axes in object coordinates. Imports numpy only.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

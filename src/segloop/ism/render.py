@@ -16,6 +16,8 @@ principal point (255.5, 255.5) (pixel centres at integer coordinates); the objec
 (uint8, 255 on the object) and ``xyz_{i}.npy`` (float16 H×W×3 object coordinates in the model's
 units — mm — zero on background; SAM-6D's pose model divides them by 1000).
 Imports numpy, PIL and segloop.ism.{mesh,poses}; never torch or FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ appearance descriptors. Templates are fed without ImageNet normalisation, as SAM
 Weights come from segloop's model cache (``segloop models import FOLDER --as sam-vit-h``: a
 ``transformers`` folder) or ``ISM_CHECKPOINTS_DIR/<name>/`` with ``config.json`` +
 ``model.safetensors``. Imports torch and transformers; imported only when a request asks for ``sam``.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

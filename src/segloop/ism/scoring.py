@@ -14,6 +14,8 @@ For P proposals against the T templates of one object:
 * final = (semantic + appearance + geometric · visible) / (2 + visible); then box NMS at 0.25.
 
 Imports numpy only.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

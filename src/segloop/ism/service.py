@@ -17,6 +17,8 @@ user store as ``segloop serve`` (``segloop users add NAME``). Client paths (``te
 ``cad_path``) must resolve under :attr:`IsmSettings.roots`; nothing else can be read.
 
 Imports FastAPI, segloop.ism, segloop.config and the job store's key check (auth only).
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

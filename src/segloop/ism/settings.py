@@ -5,6 +5,8 @@
 ``ISM_SERVER_PORT`` (8002), ``ISM_LOG_LEVEL``, plus segloop's own: ``ISM_ALLOWED_ROOTS``,
 ``ISM_CACHE_DIR``, ``ISM_MAX_PIXELS``, ``ISM_REQUIRE_API_KEYS``, ``ISM_FALLBACK_BACKEND``.
 Building one does no I/O. Imports pydantic(-settings) and segloop.config only.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A template folder holds ``rgb_{i}.png``, ``mask_{i}.png``, ``xyz_{i}.npy`` for i = 0..N-1 with
 N one of SAM-6D's view counts (42, 162, 642); view i has the pose of :func:`poses.cam_poses`.
 Imports numpy, PIL and segloop.ism; never torch or FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Array contracts: images are (H, W[, C]) with x = column, y = row from the top-left; boxes are
 float (x0, y0, x1, y1) in pixels (SAM-6D's xyxy); depth is float millimetres (0 = missing).
 Imports numpy only.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Layer rule: imports engines/io/types/config only; never torch (engines are imported lazily
 while a task runs), never FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from segloop.jobs.store import JobStore, Principal

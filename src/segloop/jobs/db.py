@@ -4,6 +4,8 @@ SQLite (default, a file under ``SEGLOOP_HOME``) or PostgreSQL (any SQLAlchemy UR
 ``?options=-csearch_path%3D<schema>`` suffix selects a schema). Arrays never go in the
 database: mask versions are files under the job folder, rows hold their paths. Imports
 SQLAlchemy only; never torch, FastAPI or Celery.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Cost: a subscriber wakes the event loop once per burst of events, not once per e
 published while a wake-up is pending ride along with it). The Redis bus keeps one
 pattern-subscribed connection per API process (a listener thread) and fans events out to
 the local subscribers, so following a task's events costs no Redis connection or round trip.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ fixed name, and a header's data file is read only from inside the job's ``source
 (``load_volume(..., data_root=...)``; see segloop.io.detached and segloop.jobs.unpack).
 Every write goes to a temporary name first and is renamed into place. Imports numpy,
 nibabel and segloop.io; never torch, FastAPI or Celery.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ the GIL to itself (``/health`` answers during any upload) and an upload that exh
 takes down the child (the pool is rebuilt; the client gets a 413), not the server and its
 embedded workers. With ``ingest_processes = 0`` the same :func:`ingest` runs in the calling
 thread. Imports segloop.jobs.files; never FastAPI, torch or Celery.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ or finished task is skipped. A message delivered to a worker that died before cl
 counted as lost once it has been unacknowledged for ``stale_after_seconds``.
 
 Imports SQLAlchemy and (lazily) redis; never Celery, torch or FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ device), bytes. An object with an integer ``nbytes`` attribute reports itself. A
 share one buffer (views) are counted once. It is an estimate: Python object overhead and
 memory held inside C libraries are not seen. Imports numpy only; never torch (a tensor is
 recognised by its methods).
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

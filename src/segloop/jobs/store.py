@@ -10,6 +10,8 @@ Performance: the per-task hot path (create a task, read it for the event stream,
 with everything the run needs, store its version and finish it) uses SQLAlchemy Core
 statements, one short transaction each, instead of ORM sessions: every task costs a handful
 of small statements and no object bookkeeping.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ among the archive's members, and both are written under names segloop generates,
 rewritten to name the generated data file. So no name from inside an upload ever reaches the
 filesystem, and a header naming ``/etc/passwd``, ``../x`` or a member that is not there is
 refused. Imports segloop.io (sniffing, header parsing); never numpy, torch or FastAPI.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
+segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ RAS grid). :func:`to_canonical` maps an index, :func:`roi_to_canonical` a ROI (e
 ``[lo, hi]`` pair is sorted: Slicer may send it reversed), and :func:`plan` turns the prompts
 into segloop steps. :func:`write_result` writes a canonical mask on the upload's grid in the
 requested file type and dtype. Imports numpy, nibabel and segloop.io; no torch, no FastAPI.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

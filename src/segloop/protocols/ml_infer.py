@@ -8,6 +8,7 @@ version with it erased) and segmented afresh: the ROI's box and the clicks on th
 slice, propagation, then one refinement per other clicked slice. The result is the object's
 mask, cut to the ROI, on the uploaded file's grid. Imports jobs, io and the protocol
 helpers; never engines or torch.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

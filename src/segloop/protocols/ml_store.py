@@ -11,6 +11,7 @@
   --from-datastore`` reads); that needs the reviewer or admin role, as in the web viewer.
 
 Imports segloop.jobs, segloop.io and the refs table; never engines, torch or FastAPI.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

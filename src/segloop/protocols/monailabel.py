@@ -12,6 +12,7 @@ only). An ``/infer`` call carries all clicks so far; when they extend the previo
 object is cleared and segmented afresh. Auth: the same API keys and roles as the REST API
 (``Authorization: Bearer KEY``); ``POST /auth/token`` takes a user name and the key as
 password. Imports segloop.api's dependencies, jobs and io; never engines or torch.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ volume cannot have; :func:`pack` writes the same format (LZ4, no filter, one thr
 changed boxes are small, and handing them to blosc2's thread pool cost 5-150 ms on a busy
 2-core machine against 0.03 ms in the calling thread). Imports numpy
 and blosc2 only.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ flat along another axis re-creates it (nothing was drawn yet). ``reset_interacti
 job at the next interaction (a new axis may then be chosen). The target buffer holds object
 1 of the job as 0/1; every prediction answers with the bounding box of the voxels that changed
 and their new values. Imports jobs, io and numpy; never engines or torch.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ segmentation, undo, reset; 3D boxes, negative boxes, scribbles and lassos are re
 (segloop's engines crop on their own). Auth: the API key as ``Authorization: Bearer`` (the
 client's ``api_key``), and the lease token must belong to the same user. Imports segloop.api's
 dependencies and jobs; never engines or torch.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

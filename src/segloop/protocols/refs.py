@@ -7,6 +7,7 @@ it survives a server restart and is shared by every API process. The table is cr
 :meth:`RefStore.create` when the app is built, never at import time. Arrays never go here.
 
 Imports SQLAlchemy and segloop.jobs.db only; never FastAPI, engines or torch.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ the event loop; nothing here blocks it except short store calls in the thread po
 Also: reading an upload's form (fields and one file) within the size limit, and the label map
 of a job on the canonical grid. Imports segloop.api's services type, jobs, io and config;
 never engines or torch.
+Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations

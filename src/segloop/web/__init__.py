@@ -12,6 +12,8 @@
 The page talks to the API only over HTTP (the routes of docs/service.md), so this module is a
 leaf: it imports FastAPI/Starlette and the standard library, never ``segloop.api``,
 ``segloop.jobs``, engines or torch.
+Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.ism,
+segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
 
 from __future__ import annotations
