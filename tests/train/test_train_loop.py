@@ -116,13 +116,15 @@ def test_learns_discs_then_round_trips(tmp_path: Path) -> None:
 
 def _volume_records(n: int) -> list[ImageRecord]:
     from segloop.engines.sam2.preprocess import to_uint8_volume
+    from segloop.io.radiological import volume_to_views
 
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
         img, lab = ball_volume(rng)
+        # frames and truth in the same (radiological) view, as load_manifest_records makes them
         out.append(ImageRecord(f"v{i}", f"p{i}", to_uint8_volume(img, "MR"),
-                               np.ascontiguousarray(lab.astype(bool).transpose(2, 1, 0))))
+                               volume_to_views(lab.astype(bool))))
     return out
 
 
