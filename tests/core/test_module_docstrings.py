@@ -17,7 +17,7 @@ SAYS_WHAT_NOT = re.compile(r"must not|never import|imports no|imports only|stand
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
 def test_module_has_docstring_all_and_import_rule(path: Path) -> None:
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     doc = ast.get_docstring(tree)
     assert doc, "no module docstring"
     names = {t.id for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)

@@ -27,7 +27,8 @@ from segloop.io.sniff import one_line
 from segloop.io.volume import Volume
 from segloop.io.writers import atomic_path
 
-__all__ = ["DicomSeg", "read_dicom_seg", "segment_codes", "write_dicom_seg"]
+__all__ = ["DicomSeg", "read_dicom_seg", "save_segmentation", "segment_codes", "segment_description",
+           "write_dicom_seg"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,6 @@ def write_dicom_seg(
     volume: a Volume read from a DICOM series (``volume.dicom`` set), else InputError.
     segments: optional label value -> segment name (also used to pick SNOMED codes).
     """
-    import highdicom as hd
-
-    from segloop import __version__
-
     if volume.dicom is None:
         raise InputError(
             f"DICOM-SEG export needs DICOM input, but the image is {volume.source_format}; "
@@ -96,22 +93,8 @@ def write_dicom_seg(
     if not values:
         raise InputError("the mask is empty: nothing to export as DICOM-SEG")
     names = segments or {}
-    descriptions = []
-    for n, v in enumerate(values, start=1):
-        name = names.get(v, f"segment {v}")
-        category, ptype = segment_codes(name)
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=n,
-                segment_label=name[:64],
-                segmented_property_category=category,
-                segmented_property_type=ptype,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-                algorithm_identification=hd.AlgorithmIdentificationSequence(
-                    name="segloop", version=__version__, family=codes.cid7162.ArtificialIntelligence
-                ),
-            )
-        )
+    descriptions = [segment_description(n, names.get(v, f"segment {v}"))
+                    for n, v in enumerate(values, start=1)]
     frames = np.ascontiguousarray(src.transpose(2, 1, 0))  # (slices, rows, cols)
     pixel = np.stack([frames == v for v in values], axis=-1)
     try:
@@ -119,12 +102,46 @@ def write_dicom_seg(
     except Exception as exc:
         raise InputError(f"cannot re-read the source DICOM series for the SEG: {one_line(exc)}") from exc
     _fill_missing_uids(sources)
+    dest = save_segmentation(sources, pixel, descriptions, path, "series")
+    log.debug("wrote DICOM-SEG %s with %d segments", dest, len(values))
+    return dest
+
+
+def segment_description(number: int, name: str) -> Any:
+    """One highdicom SegmentDescription: ``name`` (label up to 64 characters, SNOMED codes picked
+    from it by :func:`segment_codes`), segloop as the semi-automatic algorithm."""
+    import highdicom as hd
+
+    from segloop import __version__
+
+    category, ptype = segment_codes(name)
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=name[:64],
+        segmented_property_category=category,
+        segmented_property_type=ptype,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="segloop", version=__version__, family=codes.cid7162.ArtificialIntelligence
+        ),
+    )
+
+
+def save_segmentation(sources: list[Any], pixel_array: npt.NDArray[Any], descriptions: list[Any],
+                      path: str | Path, what: str) -> Path:
+    """Build the BINARY DICOM-SEG of ``pixel_array`` (frames, rows, cols[, segments]) over
+    ``sources`` with segloop's series fields and write it atomically; a source highdicom cannot
+    use is an InputError naming ``what`` ("series", "image")."""
+    import highdicom as hd
+
+    from segloop import __version__
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # highdicom person-name hints
             seg = hd.seg.Segmentation(
                 source_images=sources,
-                pixel_array=pixel,
+                pixel_array=pixel_array,
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=descriptions,
                 series_instance_uid=hd.UID(),
@@ -138,12 +155,11 @@ def write_dicom_seg(
                 content_label="SEGLOOP",
                 content_description="segloop segmentation",
             )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"cannot build a DICOM-SEG for this series: {one_line(exc)}") from exc
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise InputError(f"cannot build a DICOM-SEG for this {what}: {one_line(exc)}") from exc
     dest = Path(path)
     with atomic_path(dest) as tmp:
         seg.save_as(tmp)
-    log.debug("wrote DICOM-SEG %s with %d segments", dest, len(values))
     return dest
 
 

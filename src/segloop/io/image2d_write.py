@@ -8,7 +8,6 @@ Writes are atomic. Must not import torch, FastAPI, Celery or any engine.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +75,9 @@ def save_mask_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path, *,
 def write_dicom_seg_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path,
                        segment_name: str = "segment 1") -> Path:
     """A BINARY DICOM-SEG referencing the single-frame DICOM ``image`` (``(H, W)`` mask)."""
-    import highdicom as hd
     import pydicom
 
-    from segloop import __version__
-    from segloop.io.dicomseg import _fill_missing_uids, segment_codes
+    from segloop.io.dicomseg import _fill_missing_uids, save_segmentation, segment_description
 
     if image.source is not ImageSource.DICOM or image.source_path is None:
         raise InputError(
@@ -98,45 +95,6 @@ def write_dicom_seg_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path,
     for attr in _TYPE2_COPIED:  # type 2 in the SEG: present, possibly empty
         if attr not in src:
             setattr(src, attr, "")
-    category, ptype = segment_codes(segment_name)
-    desc = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=segment_name[:64],
-        segmented_property_category=category,
-        segmented_property_type=ptype,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name="segloop", version=__version__, family=_ai_family(),
-        ),
-    )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            seg = hd.seg.Segmentation(
-                source_images=[src],
-                pixel_array=m[None, :, :],
-                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=[desc],
-                series_instance_uid=hd.UID(),
-                series_number=300,
-                sop_instance_uid=hd.UID(),
-                instance_number=1,
-                manufacturer="segloop",
-                manufacturer_model_name="segloop",
-                software_versions=__version__,
-                device_serial_number="0",
-                content_label="SEGLOOP",
-                content_description="segloop segmentation",
-            )
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise InputError(f"cannot build a DICOM-SEG for this image: {one_line(exc)}") from exc
-    dest = Path(path)
-    with atomic_path(dest) as tmp:
-        seg.save_as(tmp)
-    return dest
+    return save_segmentation([src], m[None, :, :], [segment_description(1, segment_name)], path,
+                             "image")
 
-
-def _ai_family() -> Any:
-    from pydicom.sr.codedict import codes
-
-    return codes.cid7162.ArtificialIntelligence
