@@ -32,7 +32,7 @@ def _norm(name: str) -> str:
 
 def base_closure() -> list[metadata.Distribution]:
     """Installed distributions segloop's base dependencies need (no extras)."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     todo = [Requirement(d) for d in deps] + [Requirement(t) for t in BUILD_TOOLS]
     seen: dict[str, metadata.Distribution] = {}
     while todo:
@@ -59,7 +59,7 @@ def build_base_venv(dest: Path) -> Path:
     venv.create(dest, with_pip=False, symlinks=True)
     py = dest / "bin" / "python"
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                                "['purelib'])"], capture_output=True, text=True,
+                                "['purelib'])"], capture_output=True, text=True, encoding="utf-8",
                                check=True).stdout.strip())
     for dist in base_closure():
         tops = {Path(str(f)).parts[0] for f in dist.files or [] if ".." not in Path(str(f)).parts}
@@ -70,7 +70,7 @@ def build_base_venv(dest: Path) -> Path:
                 os.symlink(src, link)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
                     "--no-deps", "--no-build-isolation", "--no-index", "-e", str(ROOT)],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, encoding="utf-8")
     return py
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from base_venv import cached_base_venv
+
+from .base_venv import cached_base_venv
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -35,7 +36,7 @@ def _segloop(py: Path, *args: object, home: Path) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGLOOP_", "PYTHON"))}
     env["SEGLOOP_HOME"] = str(home)
     return subprocess.run([str(py.parent / "segloop"), *map(str, args)], capture_output=True,
-                          text=True, timeout=120, env=env)
+                          text=True, encoding="utf-8", timeout=120, env=env)
 
 
 def _one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -50,7 +51,7 @@ def _one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
 def test_the_venv_has_no_torch(base_python: Path) -> None:
     r = subprocess.run([str(base_python), "-c", "import segloop.cli, importlib.util as u; "
                         "print([m for m in ('torch', 'transformers', 'psycopg2') "
-                        "if u.find_spec(m)])"], capture_output=True, text=True, timeout=60)
+                        "if u.find_spec(m)])"], capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 

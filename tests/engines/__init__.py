@@ -1,1 +1,2 @@
-"""Engine tests: the contract every registered engine passes, and the classic engine's quality."""
+"""Engine tests: the contract every registered engine passes (here), and each engine's own tests
+in the subpackage named after it."""

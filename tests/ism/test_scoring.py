@@ -91,7 +91,7 @@ def test_template_folder_with_wrong_count(tmp_path: Path) -> None:
 
 def test_classic_on_the_example_scene(sam6d_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The watering can must be the top detection (the number quoted in docs/ism.md)."""
-    cam = json.loads((sam6d_dir / "camera.json").read_text())
+    cam = json.loads((sam6d_dir / "camera.json").read_text(encoding="utf-8"))
     depth = np.asarray(Image.open(sam6d_dir / "depth.png")).astype(np.float32) * cam["depth_scale"]
     scene = Scene(rgb=np.asarray(Image.open(sam6d_dir / "rgb.png").convert("RGB")), depth_mm=depth,
                   K=np.array(cam["cam_K"], dtype=float).reshape(3, 3))

@@ -26,7 +26,7 @@ def _meta_model(config: dict) -> torch.nn.Module:
 def fixture_state() -> dict[str, torch.Tensor]:
     if not FIXTURE.is_file():
         pytest.skip(f"key/shape fixture not found at {FIXTURE}")
-    shapes = json.loads(FIXTURE.read_text())
+    shapes = json.loads(FIXTURE.read_text(encoding="utf-8"))
     return {k: torch.empty(v, device="meta") for k, v in shapes.items()}
 
 

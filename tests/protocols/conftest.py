@@ -72,7 +72,7 @@ def start_server(home: Path, port: int | None = None, **env: str) -> Server:
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         if proc.poll() is not None:
-            raise AssertionError((home.parent / f"serve-{port}.log").read_text())
+            raise AssertionError((home.parent / f"serve-{port}.log").read_text(encoding="utf-8"))
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return Server(url, home, proc, full)

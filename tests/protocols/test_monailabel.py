@@ -122,11 +122,12 @@ def test_datastore_label_activelearning_train(serve: Any, tmp_path: Path) -> Non
                        params={"label_info": [{"name": "blob", "idx": 1}]})
     case = res["datastore_case"]
     home = srv.home
-    rows = list(csv.DictReader(io.StringIO((home / "datastore" / "manifest.csv").read_text())))
+    manifest = (home / "datastore" / "manifest.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(manifest)))
     assert [r["structure"] for r in rows] == ["blob"]
     saved: Any = nib.load(str(home / "datastore" / case / "label.nii.gz"))
     assert int(np.asarray(saved.dataobj).sum()) == int(lab.sum())
-    assert json.loads((home / "datastore" / case / "meta.json").read_text())["reviewed_by"]
+    assert json.loads((home / "datastore" / case / "meta.json").read_text(encoding="utf-8"))["reviewed_by"]
 
     ds = c.datastore()
     assert "final" in ds["objects"]["case_a"]["labels"]

@@ -18,7 +18,8 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.security.live import Server, nifti_bytes
+
+from security.live import Server, nifti_bytes
 
 
 @pytest.fixture(scope="module")

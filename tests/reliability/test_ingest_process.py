@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from tests.security.live import Server, nifti_bytes
+
+from security.live import Server, nifti_bytes
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ def _pytest(tmp_path: Path, pg_url: str | None) -> subprocess.CompletedProcess[s
         env["SEGLOOP_TEST_PG_URL"] = pg_url
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                            "-p", "conftest", "--rootdir", str(tmp_path), str(probe)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8",
+                          timeout=120)
 
 
 def test_unreachable_postgres_fails(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from tests.security.live import Server, nifti_bytes
 
+from security.live import Server, nifti_bytes
 from segloop.engines import get_engine
 from segloop.io.volume import Volume
 from segloop.jobs.runner import SessionCache

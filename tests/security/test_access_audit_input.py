@@ -41,7 +41,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _segloop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, encoding="utf-8", timeout=60)
 
 
 def _add_user(home: Path, name: str, role: str) -> str:
@@ -164,7 +164,7 @@ def test_flower_is_not_published_without_auth() -> None:
         if subprocess.run([*cmd, "version"], capture_output=True).returncode != 0:
             continue
         r = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+                           capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=60)
         assert r.returncode == 0, r.stderr
         flower = r.stdout.split("flower:", 1)[1].split("\n  postgres:", 1)[0]
         ports = re.findall(r"(?:published|target|host_ip|- )\S*5555\S*|host_ip: \S+", flower)

@@ -34,7 +34,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 def _segloop(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", SERVE, *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, encoding="utf-8", timeout=60)
 
 
 def test_empty_host_is_not_loopback() -> None:

@@ -269,7 +269,7 @@ def test_rejected_upload_shows_the_api_message(server: LiveServer, page: Any,
     dt = page.evaluate_handle(
         """([name, text]) => { const dt = new DataTransfer();
              dt.items.add(new File([text], name)); return dt; }""",
-        [bad.name, bad.read_text()])
+        [bad.name, bad.read_text(encoding="utf-8")])
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": dt})
     page.wait_for_selector("#message.error", timeout=TIMEOUT_MS)
     assert page.locator("#upload-error").is_visible()

@@ -19,7 +19,7 @@ CLI = "import sys; from segloop.cli import main; sys.exit(main(sys.argv[1:]))"
 
 def _segloop(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, encoding="utf-8", timeout=120)
 
 
 def test_sam2_engines_use_the_one_table() -> None:

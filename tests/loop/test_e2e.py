@@ -59,7 +59,7 @@ def test_review_train_switch_and_use(tmp_path: Path) -> None:
         rc = main(["train", "--from-datastore", "--smoke", "--out", str(tmp_path / "run"),
                    "--name", "loop1", "--samples-per-epoch", "2", "--val-samples", "1", "-q"])
         assert rc == 0
-        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
         assert summary["train_patients"] == [jid]
 
         # 3. switch the running server to the new model: no restart

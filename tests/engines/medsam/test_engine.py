@@ -28,7 +28,7 @@ from segloop.models.sam_v1 import (
 from segloop.models.store import import_model
 from segloop.types import Prompts
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures"
 FIXTURE = FIXTURES / "sam_vit_b_state_dict_keys.json"
 
 
@@ -37,7 +37,7 @@ def test_real_vit_b_layout_loads_strictly_on_meta() -> None:
         pytest.skip(f"fixture not found: {FIXTURE}")
     from transformers import SamConfig, SamModel
 
-    shapes = json.loads(FIXTURE.read_text())
+    shapes = json.loads(FIXTURE.read_text(encoding="utf-8"))
     assert len(shapes) == 314
     with torch.device("meta"):
         orig = {k: torch.empty(v) for k, v in shapes.items()}

@@ -28,7 +28,7 @@ def test_write_creates_folders_replaces_and_leaves_no_temp(tmp_path: Path) -> No
     dest = tmp_path / "a" / "b" / "meta.json"
     fsio.atomic_write_text(dest, "one")
     fsio.atomic_write_text(dest, "two")
-    assert dest.read_text() == "two"
+    assert dest.read_text(encoding="utf-8") == "two"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["meta.json"]
 
 

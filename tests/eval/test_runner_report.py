@@ -65,11 +65,11 @@ def test_evaluate_two_engines_and_write_report(
     rows = list(csv.DictReader(paths.csv.open()))
     assert len(rows) == 12 and rows[0]["engine"] == eval_engines["threshold"]
     assert {"dice", "nsd", "hd95", "seconds", "peak_mb", "click"} <= set(rows[0])
-    md = paths.markdown.read_text()
+    md = paths.markdown.read_text(encoding="utf-8")
     assert f"| {eval_engines['threshold']} | 2 |" in md
     assert f"Differences from `{eval_engines['threshold']}`" in md
     assert "| ct_blob | blob | CT |" in md and "## Errors" in md
-    data = json.loads(paths.json.read_text())
+    data = json.loads(paths.json.read_text(encoding="utf-8"))
     assert data["engines"][1]["hd95_n"] is None and data["engines"][1]["hd95_inf_n"] == 2
     assert data["engines"][0]["dice_n"] == pytest.approx(summarize(result)[0].dice_n)
     assert len(paths.plots) == 2 and len(paths.overlays) == 2

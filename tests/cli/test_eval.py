@@ -28,7 +28,7 @@ def test_console_script_with_classic(synthetic_manifest: Path, tmp_path: Path) -
     proc = subprocess.run(
         [_segloop(), "eval", str(synthetic_manifest), "--root", str(synthetic_manifest.parent),
          "--out", str(out), "--clicks", "1", "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "| classic | 2 |" in proc.stdout
@@ -43,7 +43,7 @@ def test_console_script_bad_manifest_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("case_id,image\na,b\n")
     proc = subprocess.run([_segloop(), "eval", str(bad), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("segloop: error:"), proc.stderr

@@ -31,7 +31,7 @@ RUN_CMD = (
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SEGLOOP_HOME": str(home)}
     return subprocess.run([sys.executable, "-c", RUN_CMD, *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, encoding="utf-8", timeout=60)
 
 
 def _parse(*args: str) -> argparse.Namespace:
@@ -129,11 +129,11 @@ def test_docker_compose_config() -> None:
     if shutil.which("docker-compose"):
         candidates.append(["docker-compose"])
     for cmd in candidates:
-        probe = subprocess.run([*cmd, "version"], capture_output=True, text=True)
+        probe = subprocess.run([*cmd, "version"], capture_output=True, text=True, encoding="utf-8")
         if probe.returncode != 0:
             continue
         r = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+                           capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=60)
         assert r.returncode == 0, r.stderr
         for svc in ("api:", "worker:", "redis:", "flower:"):
             assert svc in r.stdout
@@ -165,6 +165,6 @@ print("torch" in sys.modules, "celery" in sys.modules)
 
 def test_api_process_never_imports_torch(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path / "home")],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-2:] == ["False", "False"]

@@ -13,8 +13,8 @@ import pytest
 from segloop.cli import main
 from segloop.train.config import TrainConfig
 from segloop.train.trainer import prepare_data
-
-from .synthetic import ball_volume, write_disc_folders
+from train.home import segloop_home  # noqa: F401  (autouse: a private SEGLOOP_HOME, as in tests/train)
+from train.synthetic import ball_volume, write_disc_folders
 
 
 def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,10 +25,10 @@ def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert rc == 0
     text = capsys.readouterr().out
     assert "medsam2@run" in text and "(before)" in text
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["base_model"] == "tiny" and summary["epochs_run"] == 2
     assert summary["parts"] == ["mask-decoder", "prompt-encoder"]
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert cfg["train"]["smoke"] and cfg["preprocessing"]["image_size"] == 64
     from segloop.models.registry import unregister_model
 
@@ -46,13 +46,14 @@ def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[s
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 3 and table[2].startswith("medsam2@run")
     assert table[2].split()[-2:] == ["+0.0000", "+0.0000"]
-    assert len((tmp_path / "per_image.csv").read_text().splitlines()) == 1 + 2 * 2
+    assert len((tmp_path / "per_image.csv").read_text(encoding="utf-8").splitlines()) == 1 + 2 * 2
     # the same through `segloop eval`'s 2D mode, which writes its CSV into --out
     rc = main(["eval", "--images", str(images), "--masks", str(masks), "--engine", str(out),
                "--engine", "medsam2@run", "--out", str(tmp_path / "ev2d"), "-q"])
     assert rc == 0
     assert capsys.readouterr().out.splitlines() == table
-    assert (tmp_path / "ev2d" / "per_image_2d.csv").read_text() == (tmp_path / "per_image.csv").read_text()
+    assert ((tmp_path / "ev2d" / "per_image_2d.csv").read_text(encoding="utf-8")
+            == (tmp_path / "per_image.csv").read_text(encoding="utf-8"))
     # a random start is kept and registered too, so base and fine-tuned compare side by side
     assert summary["files"]["base"] and (out / "base" / "model.safetensors").is_file()
     rc = main(["eval", "--images", str(images), "--masks", str(masks), "--engine", "medsam2@run.base",
@@ -109,7 +110,7 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
     rc = main(["train", "--from-datastore", str(ds), "--smoke", "--out", str(out),
                "--samples-per-epoch", "2", "--val-samples", "1", "--no-register", "-q"])
     assert rc == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["train_patients"] == [job["job_id"]] and summary["val_is_train"]
     assert summary["parts"] == ["mask-decoder", "prompt-encoder", "memory"]
 
@@ -121,7 +122,7 @@ def test_cli_smoke_on_shared_volumes(shared_data: Path, tmp_path: Path,
     rc = main(["train", "--smoke", "--manifest", str(shared_data / "cases.csv"), "--root", str(shared_data),
                "--out", str(out), "--no-register", "-q"])
     assert rc == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["epochs_run"] == 2 and summary["train_items"] > 100
     assert not set(summary["train_patients"]) & set(summary["val_patients"])
     assert (out / "curves.png").is_file() and (out / "best.pt").is_file()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "segloop"
+SRC = Path(__file__).resolve().parents[1] / "src" / "segloop"
 MODULES = sorted(SRC.rglob("*.py"))
 # "Must not import ...", or the positive form for the bottom modules ("Imports only ...")
 SAYS_WHAT_NOT = re.compile(r"must not|never import|imports no|imports only|standard library only",

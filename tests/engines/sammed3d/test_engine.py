@@ -29,7 +29,7 @@ from segloop.errors import ModelNotAvailableError
 from segloop.io.volume import Volume
 from segloop.types import Prompts
 
-FIXTURE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
+FIXTURE = (Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures"
            / "sammed3d_vit_b_ori_state_dict_keys.json")
 SEGLOOP = str(Path(sys.executable).with_name("segloop"))
 
@@ -37,7 +37,7 @@ SEGLOOP = str(Path(sys.executable).with_name("segloop"))
 def test_real_vit_b_layout_loads_strictly_on_meta() -> None:
     if not FIXTURE.is_file():
         pytest.skip(f"fixture not found: {FIXTURE}")
-    names = json.loads(FIXTURE.read_text())
+    names = json.loads(FIXTURE.read_text(encoding="utf-8"))
     assert len(names) == 324
     official = {k: torch.empty(v, device="meta") for k, v in names.items()}
     with torch.device("meta"):
@@ -189,7 +189,7 @@ def test_cli_import_official_layout_and_segment(tmp_path: Path) -> None:
     cfg_file.write_text(json.dumps(cfg.to_dict()))
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True,
+        return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                               timeout=300)
 
     res = run("models", "import", ck, "--as", "sammed3d", "--convert")  # registry: ViT-B

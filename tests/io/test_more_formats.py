@@ -78,7 +78,7 @@ def test_cli_reads_detached_headers_anywhere(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "scan.raw").rename(tmp_path / "data" / "voxels.raw")
     (tmp_path / "hdr").mkdir()
-    text = (tmp_path / "scan.nhdr").read_text().replace("data file: scan.raw",
+    text = (tmp_path / "scan.nhdr").read_text(encoding="utf-8").replace("data file: scan.raw",
                                                         "data file: ../data/voxels.raw")
     (tmp_path / "hdr" / "scan.nhdr").write_text(text)
     vol = load_volume(tmp_path / "hdr" / "scan.nhdr")

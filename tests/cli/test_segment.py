@@ -15,7 +15,8 @@ SEGLOOP = str(Path(sys.executable).with_name("segloop"))
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", timeout=120)
 
 
 def assert_clean_error(res: subprocess.CompletedProcess[str], match: str) -> None:

@@ -1,0 +1,1 @@
+"""Tests of segloop.engines.sammed3d."""

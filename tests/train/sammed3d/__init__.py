@@ -1,0 +1,1 @@
+"""Tests of segloop.train.sammed3d."""
