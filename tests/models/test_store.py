@@ -245,3 +245,20 @@ def test_token_goes_to_the_hub_only(tiny_entry: ModelSpec, file_server: FileServ
     assert _token_for("https://cdn.example.org/file") is None
     pull(NAME)
     assert is_available(NAME)
+
+
+def test_import_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import zipfile
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not weights\n")
+    assert main(["models", "import", str(junk), "--as", "medsam2"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a PyTorch checkpoint" in err and not is_available("medsam2")
+    other_zip = tmp_path / "images.pt"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("a.png", b"\x89PNG")
+    with pytest.raises(ModelNotAvailableError, match="not a PyTorch checkpoint"):
+        import_model(other_zip, "medsam2")
+    assert not is_available("medsam2")

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from segloop.datastore.lock import exclusive
 from segloop.errors import InputError
+from segloop.fsio import replace_dir
 from segloop.io.writers import atomic_path
 
 __all__ = ["MANIFEST_COLUMNS", "MANIFEST_NAME", "STALE_BUILD_SECONDS", "AddedCase", "Datastore",
@@ -170,7 +171,7 @@ class Datastore:
                 existed = dest.exists()
                 if not existed:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    build.rename(dest)
+                    replace_dir(build, dest)  # files and folders flushed: a crash keeps a whole case
                 added = self._append(rows)
         finally:
             shutil.rmtree(build, ignore_errors=True)

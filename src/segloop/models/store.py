@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ def import_model(path: Path, name: str, *, config: dict[str, Any] | None = None,
         meta: dict[str, Any] = {"origin": f"import:{path.resolve()}", "format": "transformers",
                                 "sha256": sha256_file(hf_dir(name) / "model.safetensors")}
     elif path.is_file():
+        _check_checkpoint_file(path)
         digest = sha256_file(path)
         if spec.sha256 and digest != spec.sha256:
             log.warning("%s differs from the published %s (SHA-256 %s): imported anyway",
@@ -199,6 +201,26 @@ def import_model(path: Path, name: str, *, config: dict[str, Any] | None = None,
         meta["config"] = config
     _write_meta(name, meta)
     return d
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Refuse a file that cannot be a PyTorch checkpoint (``torch.save``'s zip with a
+    ``data.pkl`` member, or a legacy pickle), before it is copied into the cache."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if any(n.endswith("data.pkl") for n in zf.namelist()):
+                    return
+        except zipfile.BadZipFile:
+            pass
+    elif head[:1] == b"\x80":  # a pickle (protocol 2+): torch's legacy format
+        return
+    raise ModelNotAvailableError(
+        f"{path} is not a PyTorch checkpoint (no torch.save zip or pickle inside): give the"
+        " .pt/.pth file the model was published as, or a transformers folder"
+    )
 
 
 def verify(name: str) -> str:
