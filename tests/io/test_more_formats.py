@@ -114,3 +114,15 @@ def test_cli_info_reads_gipl(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "gipl-gz" in out and "6x5x4" in out
+
+
+def test_a_vtk_read_keeps_the_process_locale(tmp_path: Path) -> None:
+    # ITK's VTK reader switches the whole process to LC_ALL=C (Python's default text encoding
+    # becomes ASCII): segloop's read must leave the locale as it found it
+    import locale
+
+    p = tmp_path / "scan.vtk"
+    sitk.WriteImage(_image(), str(p))
+    before = locale.setlocale(locale.LC_ALL)
+    load_volume(p)
+    assert locale.setlocale(locale.LC_ALL) == before

@@ -13,8 +13,11 @@ segloop.models (the layer contract, pyproject.toml).
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +60,27 @@ def _itemsize(pixel: str) -> int:
     return 8
 
 
+@contextlib.contextmanager
+def _locale_kept() -> Iterator[None]:
+    """Restore the process locale after an ITK read: ITK's VTK reader sets ``LC_ALL=C`` and
+    leaves it, which turns Python's default text encoding into ASCII for the whole process (a
+    server that read one VTK upload then failed on every non-ASCII text file)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        if locale.setlocale(locale.LC_ALL) != saved:
+            locale.setlocale(locale.LC_ALL, saved)
+
+
 def read_itk(path: Path, limits: ReadLimits, fmt: str) -> Volume:
     """Read ``path`` (sniffed as ``fmt``, a key of :data:`ITK_IO`, or ``"itk"``: let SimpleITK
     pick a reader from the name and content) into a Volume (array (i, j, k), RAS affine)."""
+    with _locale_kept():
+        return _read_named(path, limits, fmt)
+
+
+def _read_named(path: Path, limits: ReadLimits, fmt: str) -> Volume:
     io_name, ending = ITK_IO.get(fmt, ("", ""))
     if ending and not path.name.lower().endswith(ending) and fmt not in ("nrrd", "mha"):
         with tempfile.TemporaryDirectory(prefix="segloop-") as tmp:
