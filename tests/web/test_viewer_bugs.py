@@ -110,7 +110,7 @@ def test_1_right_drag_sets_window_level_live_and_shift_drag_pans(
 
 
 def test_2_a_task_that_ends_before_its_post_answers_leaves_the_page_idle(
-        server: LiveServer, page: Any) -> None:
+        server: LiveServer, page: Any, tmp_path: Path) -> None:
     job = upload(server, CT)
     open_job(page, server, job)
     draw_box(page, [40, 40, 80, 70])
@@ -137,6 +137,7 @@ def test_2_a_task_that_ends_before_its_post_answers_leaves_the_page_idle(
     assert page.locator("#btn-cancel").is_disabled(), "Cancel stays enabled after the task ended"
     assert state_pill(page) == "idle"
     assert page.locator("#progress").is_hidden()
+    page.screenshot(path=str(_shots(tmp_path) / "bug2_idle_after_early_done.png"))
     # the next job starts clean too
     open_job(page, server, upload(server, CT))
     assert page.locator("#btn-cancel").is_disabled() and state_pill(page) == "idle"
@@ -189,7 +190,8 @@ def test_4_slice_keys_wheel_and_slider_step_along_the_view_shown(
             page.screenshot(path=str(_shots(tmp_path) / "bug4_coronal_slider.png"))
 
 
-def test_5_niivue_canvas_hotkeys_do_not_change_the_view(server: LiveServer, page: Any) -> None:
+def test_5_niivue_canvas_hotkeys_do_not_change_the_view(server: LiveServer, page: Any,
+                                                         tmp_path: Path) -> None:
     open_job(page, server, upload(server, CT))
     page.keyboard.press("5")  # multiplanar + 3D: clip planes would show in the render
     c = js(page, "window.segloop.voxelToClient(61, 50)")
@@ -204,6 +206,7 @@ def test_5_niivue_canvas_hotkeys_do_not_change_the_view(server: LiveServer, page
     assert js(page, "window.segloop.nv.opts.sliceType") == 3, "V switched NiiVue's view"
     assert page.locator("#views button.active").inner_text() == "Multi"
     assert js(page, clip) == before, "C / P changed NiiVue's clip plane"
+    page.screenshot(path=str(_shots(tmp_path) / "bug5_multi_after_c_v_p.png"))
     assert page.errors == []
 
 
@@ -274,13 +277,14 @@ def test_6_ctrl_z_undoes_one_brush_stroke_at_a_time(server: LiveServer, page: An
         == "edit"
 
 
-def test_7_a_job_url_pasted_into_an_open_tab_opens_that_job(server: LiveServer,
-                                                             page: Any) -> None:
+def test_7_a_job_url_pasted_into_an_open_tab_opens_that_job(server: LiveServer, page: Any,
+                                                             tmp_path: Path) -> None:
     a, b = upload(server, CT), upload(server, MR)
     open_job(page, server, a)
     page.goto(f"{server.url}/#job={b}")  # same page, another fragment: no reload
     page.wait_for_selector(f"body[data-job='{b}']", timeout=TIMEOUT_MS)
     assert js(page, "window.segloop.state.job.job_id") == b
+    page.screenshot(path=str(_shots(tmp_path) / "bug7_hash_opened_mr.png"))
     page.go_back()
     page.wait_for_selector(f"body[data-job='{a}']", timeout=TIMEOUT_MS)
 
@@ -373,8 +377,8 @@ def test_9_a_rejected_file_is_named_once(server: LiveServer, page: Any, tmp_path
         assert text.startswith("notes.nii.gz was rejected: ")
 
 
-def test_6_unsaved_strokes_are_kept_as_a_draft_and_offered_back(server: LiveServer,
-                                                                 page: Any) -> None:
+def test_6_unsaved_strokes_are_kept_as_a_draft_and_offered_back(server: LiveServer, page: Any,
+                                                                 tmp_path: Path) -> None:
     job = upload(server, CT)
     open_job(page, server, job)
     page.keyboard.press("d")
@@ -387,6 +391,7 @@ def test_6_unsaved_strokes_are_kept_as_a_draft_and_offered_back(server: LiveServ
     assert painted(page) == 0
     page.wait_for_selector("#draft-bar:not(.hidden)", timeout=TIMEOUT_MS)
     assert "Unsaved edits" in page.locator("#draft-bar").inner_text()
+    page.screenshot(path=str(_shots(tmp_path) / "draft_offered_after_reload.png"))
     page.click("#btn-draft-restore")
     assert painted(page) == n and js(page, "window.segloop.state.dirty") is True
     page.keyboard.press("Control+s")

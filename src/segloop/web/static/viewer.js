@@ -7,8 +7,9 @@
 
 import * as api from './api.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
-import { dropDraft, loadDraft, saveDraft } from './drafts.js';
+import { DraftKeeper } from './drafts.js';
 import { askUnsaved, guardUnload } from './guard.js';
+import { AXIS_NAME, VIEW_AXIS, moveTo, tileAxisAt, wheelStep } from './slices.js';
 import { StrokeHistory } from './strokes.js';
 import { CUSTOM, cyclePresets, matchingPreset, offerPresets, windowOf } from './wl.js';
 
@@ -16,9 +17,6 @@ const $ = (sel) => document.querySelector(sel);
 const $$ = (sel) => Array.from(document.querySelectorAll(sel));
 
 const VIEWS = { axial: 0, coronal: 1, sagittal: 2, multi: 3, render: 4 };
-// the voxel axis a view's slices step along (x = 0, y = 1, z = 2) and its name
-const VIEW_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
-const AXIS_NAME = ['Sagittal', 'Coronal', 'Axial'];
 const OVERLAY_OPACITY = 0.6;
 
 // The server's words for tasks and their events (segloop.jobs.states: TaskKind, TaskState,
@@ -46,7 +44,6 @@ const S = {
   saved: null, // Uint8Array: labels of `version` (to revert unsaved edits)
   dirty: false, // brush/eraser edits not saved yet
   strokes: null, // StrokeHistory of the unsaved brush/eraser strokes
-  draft: null, // unsaved edits of an earlier visit, offered back (drafts.js)
   navAxis: 2, // the axis keys and the slider step along (the view's, or the last 2D tile hovered)
   versions: [],
   engines: [],
@@ -163,7 +160,7 @@ async function initNiivue(url) {
     if (action !== 'draw' || !(S.tool === 'brush' || S.tool === 'eraser')) return;
     if (S.strokes && S.strokes.commit(nv.drawBitmap)) {
       markDirty(true);
-      keepDraft();
+      drafts.keep();
     }
   };
   nv.onMouseUp = () => updateWlReadout();
@@ -184,12 +181,8 @@ function currentVox() {
 /** Move to slice `i` along `axis` (default: the axis keys and the slider step along). */
 function setSlice(i, axis = S.navAxis) {
   if (!nv || !nv.back) return;
-  const v = currentVox();
-  const to = clamp(Math.round(i), 0, S.dims[axis] - 1);
-  if (to === v[axis]) return;
-  const d = [0, 0, 0];
-  d[axis] = to - v[axis];
-  nv.moveCrosshairInVox(d[0], d[1], d[2]);
+  const d = moveTo(currentVox(), S.dims, axis, i);
+  if (d[axis]) nv.moveCrosshairInVox(d[0], d[1], d[2]);
 }
 
 /** Step `n` slices along `axis`. */
@@ -211,15 +204,6 @@ function updateSliceBar(v) {
   $('#slice-label').textContent = `${v[a]} / ${S.dims[a] - 1}`;
 }
 
-/** The 2D tile under a canvas position: its slice axis, or -1 (3D render, outside). */
-function tileAxisAt(xy) {
-  if (!nv || !nv.back) return -1;
-  const ti = nv.tileIndex(xy[0], xy[1]);
-  if (ti < 0) return -1;
-  const acs = nv.screenSlices[ti].axCorSag;
-  return acs >= 0 && acs <= 2 ? 2 - acs : -1;
-}
-
 /** The wheel over a 2D tile steps its slices (up = higher index) with every tool. */
 function onWheel(e) {
   if (!nv || !nv.back) return;
@@ -229,11 +213,12 @@ function onWheel(e) {
     zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
     return;
   }
-  const axis = tileAxisAt(canvasXY(e));
+  const axis = tileAxisAt(nv, canvasXY(e));
   if (axis < 0) return; // the 3D render: NiiVue zooms it
   e.preventDefault();
   e.stopImmediatePropagation();
-  if (e.deltaY) stepSlice(e.deltaY < 0 ? 1 : -1, axis);
+  const n = wheelStep(e);
+  if (n) stepSlice(n, axis);
 }
 
 function onLocation(data) {
@@ -352,62 +337,24 @@ function markDirty(d) {
 }
 
 // ------------------------------------------------------------------ drafts (unsaved strokes kept in the browser)
-let draftTimer = null;
+let drafts = null; // DraftKeeper, made in bindUi
 
-/** A moment after the last stroke, keep the unsaved edits as this job's draft (IndexedDB). */
-function keepDraft() {
-  clearTimeout(draftTimer);
-  if (S.draft) { // new strokes replace the draft that was offered
-    S.draft = null;
-    $('#draft-bar').classList.add('hidden');
-  }
-  const job = S.job && S.job.job_id;
-  draftTimer = setTimeout(() => {
-    if (!S.job || S.job.job_id !== job) return;
-    const write = S.dirty ? saveDraft(job, S.version, S.dims, nv.drawBitmap) : dropDraft(job);
-    write.then(() => { document.body.dataset.draft = S.dirty ? 'kept' : 'none'; })
-      .catch((e) => console.warn('draft not kept', e));
-  }, 800);
+/** What drafts.js needs of the open work. */
+function draftState() {
+  if (!S.job || !nv || !nv.drawBitmap) return null;
+  return { jobId: S.job.job_id, version: S.version, dims: S.dims, bitmap: nv.drawBitmap, dirty: S.dirty };
 }
 
-function forgetDraft() {
-  clearTimeout(draftTimer);
-  $('#draft-bar').classList.add('hidden');
-  document.body.dataset.draft = 'none';
-  if (S.job) dropDraft(S.job.job_id).catch((e) => console.warn(e));
-}
-
-/** A draft left from an earlier visit (tab closed or reloaded unsaved): offer it back. */
-async function offerDraft() {
-  const jobId = S.job.job_id;
-  let d = null;
-  try {
-    d = await loadDraft(jobId);
-  } catch (e) {
-    console.warn('drafts unavailable', e);
-  }
-  const bar = $('#draft-bar');
-  bar.classList.add('hidden');
-  if (!d || !S.job || S.job.job_id !== jobId) return;
-  if (d.data.length !== nv.drawBitmap.length || d.data.every((v, i) => v === nv.drawBitmap[i])) {
-    forgetDraft(); // another grid, or nothing the version shown lacks
-    return;
-  }
-  const on = d.version === S.version ? '' : ` (painted on version ${d.version}; version ${S.version} is shown)`;
-  bar.querySelector('.what').textContent = `Unsaved edits from ${fmtTime(d.saved_at)} were kept in this browser${on}.`;
-  bar.classList.remove('hidden');
-  S.draft = d;
-}
-
-function restoreDraft() {
-  const d = S.draft;
-  $('#draft-bar').classList.add('hidden');
-  if (!d || !S.job || d.job_id !== S.job.job_id) return;
-  nv.drawBitmap.set(d.data);
+function restoreDraft(data) {
+  nv.drawBitmap.set(data);
   nv.refreshDrawing(true);
   if (S.strokes.commit(nv.drawBitmap)) markDirty(true); // one stroke: Ctrl+Z takes it back
-  S.draft = null;
   message('Unsaved edits restored: Ctrl+S saves them as a new version', 'ok');
+}
+
+function describeDraft(d, shown) {
+  const on = d.version === shown ? '' : ` (painted on version ${d.version}; version ${shown} is shown)`;
+  return `Unsaved edits from ${fmtTime(d.saved_at)} were kept in this browser${on}.`;
 }
 
 /** Undo: an unsaved stroke, else the current version's parent; redo: an undone stroke, else a
@@ -438,7 +385,7 @@ async function saveEdits() {
   S.saved = nv.drawBitmap.slice();
   S.strokes = new StrokeHistory(nv.drawBitmap);
   markDirty(false);
-  forgetDraft();
+  drafts.forget();
   document.body.dataset.version = String(out.version);
   message(`Edits saved as version ${out.version}`, 'ok');
   setState('idle');
@@ -996,6 +943,7 @@ async function openJob(jobId) {
   nv.createEmptyDrawing();
   nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
   setNavAxis(S.navAxis);
+  if (window.innerHeight < 900) $('#jobs-box').open = false; // the panel fits a laptop screen
   $('#empty-hint').classList.add('hidden');
   $('#job-title').textContent = `${job.filename || job.job_id} — ${job.modality || ''} ${job.shape.join('×')} · ${job.spacing.map((s) => s.toFixed(2)).join('×')} mm · ${job.orientation || ''}`;
   $('#job-title').classList.remove('muted');
@@ -1012,7 +960,7 @@ async function openJob(jobId) {
   onLocation(null);
   setState('idle');
   message(`Opened ${job.filename || job.job_id}`, 'ok');
-  await offerDraft();
+  await drafts.offer();
   document.body.dataset.job = job.job_id;
 }
 
@@ -1036,7 +984,7 @@ async function leaveJob(what) {
   else {
     showLabels(S.saved);
     markDirty(false);
-    forgetDraft();
+    drafts.forget();
   }
   return true;
 }
@@ -1073,7 +1021,7 @@ async function undoRedo(dir) {
     if (ok) {
       nv.refreshDrawing(true);
       markDirty(S.strokes.count > 0);
-      keepDraft();
+      drafts.keep();
       message(`${dir === 'undo' ? 'Undid' : 'Redid'} a stroke (${S.strokes.count} unsaved)`);
       return;
     }
@@ -1081,7 +1029,7 @@ async function undoRedo(dir) {
   if (dir === 'undo' && S.dirty) {
     showLabels(S.saved);
     markDirty(false);
-    forgetDraft();
+    drafts.forget();
     message('Unsaved edits discarded');
     return;
   }
@@ -1271,8 +1219,7 @@ function bindUi() {
   $('#btn-refine').addEventListener('click', run(() => submit(TASK_KIND.REFINE)));
   $('#btn-cancel').addEventListener('click', run(cancelTask));
   $('#btn-save').addEventListener('click', run(saveEdits));
-  $('#btn-draft-restore').addEventListener('click', restoreDraft);
-  $('#btn-draft-drop').addEventListener('click', () => { S.draft = null; forgetDraft(); });
+  drafts = new DraftKeeper({ bar: $('#draft-bar'), current: draftState, onRestore: restoreDraft, describe: describeDraft });
   $('#btn-undo').addEventListener('click', run(() => undoRedo('undo')));
   $('#btn-redo').addEventListener('click', run(() => undoRedo('redo')));
   $('#btn-review').addEventListener('click', run(review));
@@ -1300,7 +1247,7 @@ function bindUi() {
     const xy = canvasXY(e);
     hoverReadout(xy);
     if (S.view === 'multi') { // keys and the slider follow the 2D tile last under the mouse
-      const axis = tileAxisAt(xy);
+      const axis = tileAxisAt(nv, xy);
       if (axis >= 0 && axis !== S.navAxis) setNavAxis(axis);
     }
     // window/level is live while right- (or Ctrl-) dragging: NiiVue updates it on its mousemove
