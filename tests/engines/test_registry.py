@@ -34,3 +34,19 @@ def test_catalogue_without_a_models_folder_is_the_registry(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGLOOP_HOME", str(tmp_path / "empty"))
     assert engine_catalogue() == engine_names()
+
+
+def test_engines_that_cannot_run_here_are_listed_with_the_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The viewer greys out these engines (issue 15): an empty home has no weights, so every
+    weight-backed engine is listed with a reason, classic never, fine-tuned runs never."""
+    from segloop.engines.registry import engine_unavailable
+
+    monkeypatch.setenv("SEGLOOP_HOME", str(tmp_path))
+    _saved_run(tmp_path / "models", "classic@run1", "classic")
+    names = engine_catalogue()
+    out = engine_unavailable(names)
+    assert "classic" not in out and "classic@run1" not in out
+    assert set(out) <= set(names)
+    for name in {"sam2.1-tiny", "medsam2", "sammed3d"} & set(names):
+        assert "weights" in out[name], out[name]

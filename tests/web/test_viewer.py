@@ -260,7 +260,7 @@ def test_rejected_upload_shows_the_api_message(server: LiveServer, page: Any,
     bad = tmp_path / "notes.nii.gz"
     bad.write_bytes(b"this is not a medical image at all\n" * 20)
     expected = httpx.post(f"{server.url}/api/v1/jobs",
-                          files={"file": (bad.name, bad.read_bytes())})
+                          files={"file": (bad.name, bad.read_bytes())}, timeout=120)
     assert 400 <= expected.status_code < 500
     detail = expected.json()["detail"]
     page.goto(server.url)

@@ -73,6 +73,13 @@ class Services:
             self._engines = engine_catalogue()
         return self._engines
 
+    def engines_unavailable(self) -> dict[str, str]:
+        """Engines of the catalogue that cannot run in this process, with the reason (see
+        :func:`segloop.engines.registry.engine_unavailable`)."""
+        from segloop.engines.registry import engine_unavailable
+
+        return engine_unavailable(self.engine_names())
+
     def default_engine(self) -> str:
         """The engine used when a request names none (switchable by model reload)."""
         return self.store.get_kv("default_engine", self.settings.default_engine)

@@ -100,6 +100,7 @@ def system_router() -> APIRouter:
 
     @r.get("/engines", response_model=EnginesOut)
     def engines(svc: Svc, who: Who) -> dict[str, Any]:
-        return {"engines": svc.engine_names(refresh=True), "default": svc.default_engine()}
+        return {"engines": svc.engine_names(refresh=True), "default": svc.default_engine(),
+                "unavailable": svc.engines_unavailable()}
 
     return r

@@ -323,6 +323,8 @@ class EnginesOut(_Out):
 
     engines: list[str]
     default: str
+    #: engines of ``engines`` that cannot run on this server, with the reason (weights missing...)
+    unavailable: dict[str, str] = {}
 
 
 class HealthOut(_Out):

@@ -26,6 +26,7 @@ __all__ = [
     "engine_catalogue",
     "engine_class",
     "engine_names",
+    "engine_unavailable",
     "get_engine",
     "register_engine",
     "resolve_auto",
@@ -63,6 +64,24 @@ def engine_catalogue() -> list[str]:
     runs = sorted(sp.name for sp in saved_run_specs()
                   if (v := parse_model_version(sp.name)) is not None and v.engine in names)
     return names + runs
+
+
+def engine_unavailable(names: list[str]) -> dict[str, str]:
+    """For each name of ``names`` (from :func:`engine_catalogue`) that cannot run in this
+    process, why not (missing weights or package). ``ENGINE@RUN`` names carry their own model
+    and are checked when opened, so they are never listed; an engine whose class cannot even be
+    imported is listed with that error."""
+    out: dict[str, str] = {}
+    for name in names:
+        if parse_model_version(name) is not None:
+            continue
+        try:
+            reason = engine_class(name).unavailable_reason()
+        except Exception as exc:  # a plugin that cannot be imported cannot run either
+            reason = f"cannot be loaded: {exc}"
+        if reason is not None:
+            out[name] = reason
+    return out
 
 
 def engine_class(name: str) -> type[Engine]:

@@ -7,6 +7,11 @@
 
 import * as api from './api.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
+import { DraftKeeper } from './drafts.js';
+import { askUnsaved, guardUnload } from './guard.js';
+import { AXIS_NAME, VIEW_AXIS, moveTo, tileAxisAt, wheelStep } from './slices.js';
+import { StrokeHistory } from './strokes.js';
+import { CUSTOM, cyclePresets, matchingPreset, offerPresets, windowOf } from './wl.js';
 
 const $ = (sel) => document.querySelector(sel);
 const $$ = (sel) => Array.from(document.querySelectorAll(sel));
@@ -38,11 +43,14 @@ const S = {
   version: 0, // mask version shown
   saved: null, // Uint8Array: labels of `version` (to revert unsaved edits)
   dirty: false, // brush/eraser edits not saved yet
+  strokes: null, // StrokeHistory of the unsaved brush/eraser strokes
+  navAxis: 2, // the axis keys and the slider step along (the view's, or the last 2D tile hovered)
   versions: [],
   engines: [],
   defaultEngine: '',
   tasks: {}, // task_id -> {kind, object_id, started}
   activeTask: null,
+  ended: new Set(), // task ids whose done/failed/cancelled event has arrived
   es: null,
   esReady: null,
   lastEvent: null,
@@ -75,8 +83,23 @@ function setState(state, text) {
 
 function fail(err) {
   console.warn(err);
-  message(err && err.message ? err.message : String(err), 'error');
-  setState('error', 'error');
+  message(userText(err && err.message ? err.message : String(err)), 'error');
+  // a refused request (409: not now, e.g. nothing to undo) leaves the page as it was
+  if (err && err.status === 409) setState(S.activeTask ? 'busy' : 'idle');
+  else setState('error', 'error');
+}
+
+/** The server's wording made for a web user (it is written for API and CLI users). */
+function userText(text) {
+  if (/POST initial-mask before propagate/.test(text)) {
+    return 'This object has no mask yet: draw a box (B) or points (P) and segment a slice (S) first, then propagate.';
+  }
+  const m = /engine '([^']+)' cannot run here: (.*)/.exec(text);
+  if (m) {
+    const why = /weights/.test(m[2]) ? 'its model weights are not installed on this server' : 'it is not installed on this server';
+    return `The engine ${m[1]} cannot run: ${why}. Pick another engine, or ask the server's administrator.`;
+  }
+  return text;
 }
 
 const clamp = (v, lo, hi) => Math.max(lo, Math.min(hi, v));
@@ -119,17 +142,26 @@ async function initNiivue(url) {
     maxDrawUndoBitmaps: 16,
     logLevel: 'warn',
     loadingText: '',
-    mouseEventConfig: {
-      leftButton: { primary: D.crosshair, withShift: D.pan, withCtrl: D.windowing },
-      rightButton: D.windowing,
-      centerButton: D.pan,
-    },
   });
+  // NiiVue 0.69 ignores mouseEventConfig given to the constructor: set it on the instance
+  nv.setMouseEventConfig({
+    leftButton: { primary: D.crosshair, withShift: D.pan, withCtrl: D.windowing },
+    rightButton: D.windowing,
+    centerButton: D.pan,
+  });
+  // NiiVue's own canvas hotkeys (C: clip plane, P: cycle it, V: view) would fight the page's keys
+  nv.opts.clipPlaneHotKey = '';
+  nv.opts.cycleClipPlaneHotKey = '';
+  nv.opts.viewModeHotKey = '';
   await nv.attachToCanvas($('#gl'));
   nv.setDrawOpacity(OVERLAY_OPACITY);
   nv.onLocationChange = onLocation;
-  nv.onDrawingChanged = () => {
-    if (S.tool === 'brush' || S.tool === 'eraser') markDirty(true);
+  nv.onDrawingChanged = (action) => {
+    if (action !== 'draw' || !(S.tool === 'brush' || S.tool === 'eraser')) return;
+    if (S.strokes && S.strokes.commit(nv.drawBitmap)) {
+      markDirty(true);
+      drafts.keep();
+    }
   };
   nv.onMouseUp = () => updateWlReadout();
   // redraw the prompt layer whenever NiiVue redraws (zoom, pan, resize, slice change)
@@ -146,19 +178,53 @@ function currentVox() {
   return Array.from(nv.frac2vox(nv.scene.crosshairPos));
 }
 
-function setSlice(z) {
+/** Move to slice `i` along `axis` (default: the axis keys and the slider step along). */
+function setSlice(i, axis = S.navAxis) {
   if (!nv || !nv.back) return;
-  const v = currentVox();
-  const zz = clamp(Math.round(z), 0, S.dims[2] - 1);
-  if (zz !== v[2]) nv.moveCrosshairInVox(0, 0, zz - v[2]);
+  const d = moveTo(currentVox(), S.dims, axis, i);
+  if (d[axis]) nv.moveCrosshairInVox(d[0], d[1], d[2]);
+}
+
+/** Step `n` slices along `axis`. */
+function stepSlice(n, axis = S.navAxis) {
+  setSlice(currentVox()[axis] + n, axis);
+}
+
+/** The axis keys and the slider step along; the slider follows it. */
+function setNavAxis(axis) {
+  S.navAxis = axis;
+  $('#slice-axis').textContent = AXIS_NAME[axis];
+  $('#slice').max = String(Math.max(0, S.dims[axis] - 1));
+  if (S.job) updateSliceBar(currentVox());
+}
+
+function updateSliceBar(v) {
+  const a = S.navAxis;
+  $('#slice').value = String(v[a]);
+  $('#slice-label').textContent = `${v[a]} / ${S.dims[a] - 1}`;
+}
+
+/** The wheel over a 2D tile steps its slices (up = higher index) with every tool. */
+function onWheel(e) {
+  if (!nv || !nv.back) return;
+  if (e.ctrlKey) {
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
+    return;
+  }
+  const axis = tileAxisAt(nv, canvasXY(e));
+  if (axis < 0) return; // the 3D render: NiiVue zooms it
+  e.preventDefault();
+  e.stopImmediatePropagation();
+  const n = wheelStep(e);
+  if (n) stepSlice(n, axis);
 }
 
 function onLocation(data) {
   const v = data && data.vox ? Array.from(data.vox) : currentVox();
   const val = data && data.values && data.values.length ? data.values[0].value : undefined;
-  const z = v[2];
-  $('#slice').value = String(z);
-  $('#slice-label').textContent = `${z} / ${S.dims[2] - 1}`;
+  updateSliceBar(v);
   const unit = S.job && S.job.modality === 'CT' ? ' HU' : '';
   const vs = val === undefined ? '' : ` = ${Number.isInteger(val) ? val : val.toFixed(1)}${unit}`;
   $('#cursor').textContent = `crosshair x ${v[0]}  y ${v[1]}  z ${v[2]}${vs}`;
@@ -166,24 +232,18 @@ function onLocation(data) {
   updatePromptInfo();
 }
 
+/** Show the current window as W/L, and the preset it matches (else "Custom"). */
 function updateWlReadout() {
   if (!nv || !nv.back) return;
   const lo = nv.back.cal_min;
   const hi = nv.back.cal_max;
   $('#wl-readout').textContent = `W ${Math.round(hi - lo)} L ${Math.round((hi + lo) / 2)}`;
+  $('#wl-preset').value = matchingPreset($('#wl-preset'), nv.back);
 }
 
 function applyWindow(value) {
-  if (!nv || !nv.back) return;
-  const v = nv.back;
-  if (value === 'auto') {
-    v.cal_min = v.robust_min;
-    v.cal_max = v.robust_max;
-  } else {
-    const [w, l] = value.split(',').map(Number);
-    v.cal_min = l - w / 2;
-    v.cal_max = l + w / 2;
-  }
+  if (!nv || !nv.back || value === CUSTOM) return;
+  [nv.back.cal_min, nv.back.cal_max] = windowOf(value, nv.back);
   nv.updateGLVolume();
   updateWlReadout();
 }
@@ -192,6 +252,7 @@ function setView(view) {
   S.view = view;
   $$('#views button').forEach((b) => b.classList.toggle('active', b.dataset.view === view));
   if (nv) nv.setSliceType(VIEWS[view]);
+  setNavAxis(VIEW_AXIS[view] ?? 2);
 }
 
 function zoomBy(f) {
@@ -220,6 +281,7 @@ function showLabels(data) {
   nv.drawClearAllUndoBitmaps();
   nv.drawAddUndoBitmap();
   nv.refreshDrawing(true);
+  S.strokes = new StrokeHistory(nv.drawBitmap);
 }
 
 async function loadVersion(n) {
@@ -257,6 +319,7 @@ function paintSlice(z, rle, objectId) {
     if (m[i]) bm[off + i] = label;
     else if (bm[off + i] === label) bm[off + i] = 0;
   }
+  if (S.strokes) S.strokes.snapshot.set(bm.subarray(off, off + nx * ny), off); // not a stroke
   if (!repaintPending) {
     repaintPending = true;
     requestAnimationFrame(() => {
@@ -270,6 +333,43 @@ function markDirty(d) {
   S.dirty = d;
   $('#btn-save').disabled = !d;
   $('#btn-save').textContent = d ? 'Save edits *' : 'Save edits';
+  updateUndoRedo();
+}
+
+// ------------------------------------------------------------------ drafts (unsaved strokes kept in the browser)
+let drafts = null; // DraftKeeper, made in bindUi
+
+/** What drafts.js needs of the open work. */
+function draftState() {
+  if (!S.job || !nv || !nv.drawBitmap) return null;
+  return { jobId: S.job.job_id, version: S.version, dims: S.dims, bitmap: nv.drawBitmap, dirty: S.dirty };
+}
+
+function restoreDraft(data) {
+  nv.drawBitmap.set(data);
+  nv.refreshDrawing(true);
+  if (S.strokes.commit(nv.drawBitmap)) markDirty(true); // one stroke: Ctrl+Z takes it back
+  message('Unsaved edits restored: Ctrl+S saves them as a new version', 'ok');
+}
+
+function describeDraft(d, shown) {
+  const on = d.version === shown ? '' : ` (painted on version ${d.version}; version ${shown} is shown)`;
+  return `Unsaved edits from ${fmtTime(d.saved_at)} were kept in this browser${on}.`;
+}
+
+/** Undo: an unsaved stroke, else the current version's parent; redo: an undone stroke, else a
+ * newer version made from this one. Disabled when there is nothing to do, or a task runs. */
+function updateUndoRedo() {
+  const idle = Boolean(S.job) && !S.activeTask;
+  const strokes = S.strokes ? S.strokes.count : 0;
+  const undone = S.strokes ? S.strokes.undone.length : 0;
+  const canUndo = idle && (S.dirty || S.version > 0);
+  const canRedo = idle && (undone > 0 || (!S.dirty && S.versions.some((v) => v.parent === S.version && v.version !== S.version)));
+  $('#btn-undo').disabled = !canUndo;
+  $('#btn-redo').disabled = !canRedo;
+  $('#btn-undo').title = S.dirty ? `Undo the last brush/eraser stroke (Ctrl+Z; ${strokes} unsaved)` : 'Undo: back to the previous version (Ctrl+Z)';
+  $('#btn-redo').title = undone ? 'Redo the stroke undone (Ctrl+Y)' : 'Redo: forward to the newer version (Ctrl+Y)';
+  document.body.dataset.strokes = String(strokes);
 }
 
 async function saveEdits() {
@@ -283,7 +383,9 @@ async function saveEdits() {
   const out = await resp.json();
   S.version = out.version;
   S.saved = nv.drawBitmap.slice();
+  S.strokes = new StrokeHistory(nv.drawBitmap);
   markDirty(false);
+  drafts.forget();
   document.body.dataset.version = String(out.version);
   message(`Edits saved as version ${out.version}`, 'ok');
   setState('idle');
@@ -523,6 +625,14 @@ async function onEvent(type, ev) {
   S.lastEvent = { type, ...ev };
   S.eventCounts[type] = (S.eventCounts[type] || 0) + 1;
   if (!S.job || ev.job_id !== S.job.job_id) return;
+  const ends = type === EVENT_TYPE.DONE || type === EVENT_TYPE.FAILED || type === EVENT_TYPE.CANCELLED;
+  if (ends && ev.task_id) S.ended.add(ev.task_id);
+  if (!ends && ev.task_id && S.ended.has(ev.task_id)) return; // a late event of a finished task
+  await handleEvent(type, ev);
+  updateUndoRedo();
+}
+
+async function handleEvent(type, ev) {
   const mine = ev.task_id && S.tasks[ev.task_id];
   switch (type) {
     case 'status': {
@@ -575,7 +685,7 @@ async function onEvent(type, ev) {
       showProgress(false);
       await loadVersion(S.version); // drop slices painted by an unfinished propagation
       if (type === 'failed') {
-        message(`${ev.kind || 'task'} failed: ${ev.error || 'unknown error'}`, 'error');
+        message(`${ev.kind || 'task'} failed: ${userText(ev.error || 'unknown error')}`, 'error');
         setState('error', 'failed');
       } else {
         message(`${ev.kind || 'task'} cancelled`);
@@ -617,13 +727,18 @@ async function submit(kind) {
   }
   if (S.dirty) await saveEdits();
   await S.esReady;
-  const t = await api.postJSON(api.jobUrl(S.job.job_id, `/${kind}`), body);
-  S.tasks[t.task_id] = { kind, object_id: S.currentObject, started: performance.now() };
+  const started = performance.now();
+  const jobId = S.job.job_id;
+  const t = await api.postJSON(api.jobUrl(jobId, `/${kind}`), body);
+  S.tasks[t.task_id] = { ...(S.tasks[t.task_id] || {}), kind, object_id: body.object_id, started };
+  // the task's done/failed event may have come before this answer: it is over then
+  if (S.ended.has(t.task_id) || !S.job || S.job.job_id !== jobId) return t;
   S.activeTask = t.task_id;
   showProgress(true);
   setProgress({ stage: 'queued', progress: 0 });
   setState('busy', kind);
   message(`${kind} submitted`);
+  updateUndoRedo();
   return t;
 }
 
@@ -671,7 +786,7 @@ async function refreshJobs() {
     meta.textContent = `${j.modality || j.source_format} ${j.shape.join('×')} · v${j.current_version} · ${fmtTime(j.created)}`;
     box.append(name, meta);
     li.append(box);
-    li.addEventListener('click', () => openJob(j.job_id).catch(fail));
+    li.addEventListener('click', () => switchJob(j.job_id).catch(fail));
     ul.appendChild(li);
   }
 }
@@ -757,6 +872,7 @@ async function refreshVersions() {
   }
   const cur = S.versions.find((v) => v.current);
   $('#btn-review').disabled = !cur;
+  updateUndoRedo();
 }
 
 async function loadEngines() {
@@ -765,8 +881,10 @@ async function loadEngines() {
     const r = await api.getJSON('/api/v1/system/engines');
     S.engines = r.engines;
     S.defaultEngine = r.default;
+    S.unavailable = r.unavailable || {};
   } catch (e) {
     S.engines = [];
+    S.unavailable = {};
   }
   sel.innerHTML = '';
   const def = document.createElement('option');
@@ -776,15 +894,19 @@ async function loadEngines() {
   for (const name of S.engines) {
     const o = document.createElement('option');
     o.value = name;
-    o.textContent = name;
+    const why = S.unavailable[name];
+    // engines that cannot run on this server are listed, greyed out, with the reason as a tooltip
+    o.textContent = why ? `${name} (not installed here)` : name;
+    o.disabled = Boolean(why);
+    if (why) o.title = why;
     sel.appendChild(o);
   }
   const saved = localStorage.getItem('segloop.engine');
-  if (saved && S.engines.includes(saved)) sel.value = saved;
+  if (saved && S.engines.includes(saved) && !S.unavailable[saved]) sel.value = saved;
 }
 
 // ------------------------------------------------------------------ open work
-const JOB_BUTTONS = ['#btn-segment', '#btn-propagate', '#btn-refine', '#btn-undo', '#btn-redo',
+const JOB_BUTTONS = ['#btn-segment', '#btn-propagate', '#btn-refine',
   '#btn-review', '#btn-download', '#btn-download-seg', '#btn-add-object'];
 
 /** Buttons that need an open job are disabled without one (DICOM-SEG: DICOM uploads only). */
@@ -808,22 +930,27 @@ async function openJob(jobId) {
   S.job = job;
   S.dims = [nv.back.dims[1], nv.back.dims[2], nv.back.dims[3]];
   S.tasks = {};
-  S.activeTask = null;
+  S.activeTask = null; // nothing of the previous job's task carries over
   S.prompts = null;
+  S.versions = [];
+  showProgress(false);
+  // a new job opens at its centre, unzoomed (NiiVue keeps the previous crosshair otherwise)
+  nv.scene.crosshairPos = nv.vox2frac(S.dims.map((n) => Math.floor(n / 2)));
+  nv.setPan2Dxyzmm([0, 0, 0, 1]);
   if (S.dims.join() !== job.shape.join()) {
     console.warn('volume shape differs from the job record', S.dims, job.shape);
   }
   nv.createEmptyDrawing();
   nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
-  $('#slice').max = String(S.dims[2] - 1);
+  setNavAxis(S.navAxis);
+  if (window.innerHeight < 900) $('#jobs-box').open = false; // the panel fits a laptop screen
   $('#empty-hint').classList.add('hidden');
   $('#job-title').textContent = `${job.filename || job.job_id} — ${job.modality || ''} ${job.shape.join('×')} · ${job.spacing.map((s) => s.toFixed(2)).join('×')} mm · ${job.orientation || ''}`;
   $('#job-title').classList.remove('muted');
   updateEnabled();
   history.replaceState(null, '', `#job=${job.job_id}`);
-  const preset = job.modality === 'CT' ? '400,40' : 'auto';
-  $('#wl-preset').value = preset;
-  applyWindow(preset);
+  offerPresets($('#wl-preset'), job.modality === 'CT');
+  applyWindow(job.modality === 'CT' ? '400,40' : 'auto');
   openEvents(job.job_id);
   await refreshObjects();
   await loadVersion(job.current_version);
@@ -833,10 +960,37 @@ async function openJob(jobId) {
   onLocation(null);
   setState('idle');
   message(`Opened ${job.filename || job.job_id}`, 'ok');
+  await drafts.offer();
   document.body.dataset.job = job.job_id;
 }
 
+/** Open another job, asking first when there are unsaved edits; false when the user stays. */
+async function switchJob(jobId) {
+  if (S.job && S.job.job_id === jobId) return true;
+  if (!(await leaveJob('Open the other job?'))) {
+    if (S.job) history.replaceState(null, '', `#job=${S.job.job_id}`);
+    return false;
+  }
+  await openJob(jobId);
+  return true;
+}
+
+/** Before unsaved edits would be lost: save, discard or stay (false). */
+async function leaveJob(what) {
+  if (!S.job || !S.dirty) return true;
+  const choice = await askUnsaved($('#unsaved-dialog'), what);
+  if (choice === 'stay') return false;
+  if (choice === 'save') await saveEdits();
+  else {
+    showLabels(S.saved);
+    markDirty(false);
+    drafts.forget();
+  }
+  return true;
+}
+
 async function uploadAndOpen(file) {
+  if (!(await leaveJob(`Open ${file.name}?`))) return;
   const bar = $('#upload-progress');
   bar.classList.remove('hidden');
   bar.firstElementChild.style.width = '0%';
@@ -847,9 +1001,11 @@ async function uploadAndOpen(file) {
     const job = await api.uploadFile(file, (f) => { bar.firstElementChild.style.width = `${Math.round(f * 100)}%`; });
     await openJob(job.job_id);
   } catch (e) {
-    message(`${file.name} was rejected: ${e.message}`, 'error');
+    // the server's reason may already start with the file name: say it once
+    const reason = e.message.startsWith(`${file.name}: `) ? e.message.slice(file.name.length + 2) : e.message;
+    message(`${file.name} was rejected: ${reason}`, 'error');
     const el = $('#upload-error');
-    el.textContent = `${file.name} was rejected: ${e.message}`;
+    el.textContent = `${file.name} was rejected: ${reason}`;
     el.classList.remove('hidden');
     setState('error', 'rejected');
   } finally {
@@ -860,15 +1016,32 @@ async function uploadAndOpen(file) {
 // ------------------------------------------------------------------ undo / redo / review / export
 async function undoRedo(dir) {
   if (!S.job) return;
+  if (S.strokes && (S.dirty || dir === 'redo')) { // one brush/eraser stroke at a time
+    const ok = dir === 'undo' ? S.strokes.undo(nv.drawBitmap) : S.strokes.redo(nv.drawBitmap);
+    if (ok) {
+      nv.refreshDrawing(true);
+      markDirty(S.strokes.count > 0);
+      drafts.keep();
+      message(`${dir === 'undo' ? 'Undid' : 'Redid'} a stroke (${S.strokes.count} unsaved)`);
+      return;
+    }
+  }
   if (dir === 'undo' && S.dirty) {
     showLabels(S.saved);
     markDirty(false);
+    drafts.forget();
     message('Unsaved edits discarded');
+    return;
+  }
+  if ($(`#btn-${dir}`).disabled) {
+    message(S.activeTask ? 'Wait for the running task (or cancel it) first.'
+      : dir === 'undo' ? 'Nothing to undo: this is the first version.' : 'Nothing to redo.');
     return;
   }
   const r = await api.postJSON(api.jobUrl(S.job.job_id, `/${dir}`));
   await loadVersion(r.current_version);
   await refreshVersions();
+  setState('idle');
   message(`${dir === 'undo' ? 'Undo' : 'Redo'}: showing version ${r.current_version}`, 'ok');
 }
 
@@ -890,10 +1063,11 @@ async function exportMask(format) {
 
 // ------------------------------------------------------------------ keyboard
 const SHORTCUTS = [
-  ['↑ / ↓, PgUp / PgDn, wheel', 'next / previous axial slice (Shift: 5 slices)'],
+  ['↑ / ↓, PgUp / PgDn, wheel', 'next / previous slice of the view shown (in Multi: of the tile last under the mouse); Shift: 5 slices'],
+  ['Home / End', 'first / last slice'],
   ['1 2 3 4 5', 'axial, coronal, sagittal, 3D, multiplanar + 3D'],
   ['M', 'cycle the multiplanar layout'],
-  ['W', 'cycle window/level presets (right-drag: free window/level)'],
+  ['W', 'cycle the window/level presets that fit the volume (CT presets on CT only); right- or Ctrl-drag: free window/level, double-click: reset'],
   ['+ / − / 0, Ctrl+wheel', 'zoom in / out / reset (middle- or Shift-drag pans)'],
   ['N', 'navigate tool (crosshair)'],
   ['B', 'box tool: drag a box on an axial slice'],
@@ -905,7 +1079,7 @@ const SHORTCUTS = [
   ['Esc', 'cancel the running task, else clear the prompt'],
   ['D / E', 'brush / eraser;  [ ]  brush size'],
   ['Ctrl+S', 'save brush edits as a new version'],
-  ['Ctrl+Z / Ctrl+Y', 'undo / redo (across mask versions)'],
+  ['Ctrl+Z / Ctrl+Y', 'undo / redo one brush/eraser stroke while edits are unsaved, else across mask versions (Ctrl+Shift+Z redoes too)'],
   ['A / Q', 'add an object / next object'],
   ['O', 'show / hide the overlay'],
   ['L', 'radiological / neurological convention'],
@@ -926,8 +1100,6 @@ function buildHelp() {
   }
 }
 
-const WL_CYCLE = () => $$('#wl-preset option').map((o) => o.value);
-
 function onKey(e) {
   const tag = (e.target && e.target.tagName) || '';
   const typing = (tag === 'INPUT' && e.target.type !== 'range' && e.target.type !== 'checkbox') || tag === 'TEXTAREA' || tag === 'SELECT';
@@ -937,16 +1109,15 @@ function onKey(e) {
   const ctrl = e.ctrlKey || e.metaKey;
   const run = (p) => Promise.resolve(p).catch(fail);
   let handled = true;
-  const z = currentVox()[2];
   const step = e.shiftKey ? 5 : 1;
   if (ctrl && (k === 's' || k === 'S')) run(saveEdits());
   else if (ctrl && (k === 'z' || k === 'Z')) run(undoRedo(e.shiftKey ? 'redo' : 'undo'));
   else if (ctrl && (k === 'y' || k === 'Y')) run(undoRedo('redo'));
   else if (ctrl) handled = false;
-  else if (k === 'ArrowUp' || k === 'PageUp' || k === 'ArrowRight') setSlice(z + step);
-  else if (k === 'ArrowDown' || k === 'PageDown' || k === 'ArrowLeft') setSlice(z - step);
+  else if (k === 'ArrowUp' || k === 'PageUp' || k === 'ArrowRight') stepSlice(step);
+  else if (k === 'ArrowDown' || k === 'PageDown' || k === 'ArrowLeft') stepSlice(-step);
   else if (k === 'Home') setSlice(0);
-  else if (k === 'End') setSlice(S.dims[2] - 1);
+  else if (k === 'End') setSlice(S.dims[S.navAxis] - 1);
   else if (k === '1') setView('axial');
   else if (k === '2') setView('coronal');
   else if (k === '3') setView('sagittal');
@@ -957,10 +1128,9 @@ function onKey(e) {
     sel.selectedIndex = (sel.selectedIndex + 1) % sel.options.length;
     sel.dispatchEvent(new Event('change'));
   } else if (k === 'w' || k === 'W') {
-    const all = WL_CYCLE();
     const sel = $('#wl-preset');
-    sel.value = all[(all.indexOf(sel.value) + 1) % all.length];
-    applyWindow(sel.value);
+    const all = cyclePresets(sel);
+    applyWindow(all[(all.indexOf(sel.value) + 1) % all.length]);
     message(`Window: ${sel.options[sel.selectedIndex].text}`);
   } else if (k === '+' || k === '=') zoomBy(1.2);
   else if (k === '-' || k === '_') zoomBy(1 / 1.2);
@@ -999,6 +1169,8 @@ function onKey(e) {
   if (handled) {
     e.preventDefault();
     e.stopPropagation();
+  } else if (e.target === $('#gl')) {
+    e.stopPropagation(); // NiiVue's own canvas keys (drag modes, 3D turns, version alert) stay off
   }
 }
 
@@ -1017,6 +1189,11 @@ function bindUi() {
       refreshJobs();
       loadEngines();
     }
+  });
+  guardUnload(() => S.dirty);
+  window.addEventListener('hashchange', () => {
+    const m = /job=([0-9a-f-]{36})/.exec(location.hash);
+    if (m && nv) switchJob(m[1]).catch(fail);
   });
   $('#file-input').addEventListener('change', (e) => {
     const f = e.target.files && e.target.files[0];
@@ -1042,6 +1219,7 @@ function bindUi() {
   $('#btn-refine').addEventListener('click', run(() => submit(TASK_KIND.REFINE)));
   $('#btn-cancel').addEventListener('click', run(cancelTask));
   $('#btn-save').addEventListener('click', run(saveEdits));
+  drafts = new DraftKeeper({ bar: $('#draft-bar'), current: draftState, onRestore: restoreDraft, describe: describeDraft });
   $('#btn-undo').addEventListener('click', run(() => undoRedo('undo')));
   $('#btn-redo').addEventListener('click', run(() => undoRedo('redo')));
   $('#btn-review').addEventListener('click', run(review));
@@ -1062,20 +1240,24 @@ function bindUi() {
   ov.addEventListener('pointerup', onOverlayUp);
   ov.addEventListener('pointercancel', onOverlayUp);
   ov.addEventListener('contextmenu', (e) => e.preventDefault());
-  ov.addEventListener('wheel', (e) => {
-    e.preventDefault();
-    if (e.ctrlKey) zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
-    else setSlice(currentVox()[2] + (e.deltaY < 0 ? 1 : -1));
-  }, { passive: false });
-  $('#gl').addEventListener('wheel', (e) => {
-    if (!e.ctrlKey) return;
-    e.preventDefault();
-    e.stopImmediatePropagation();
-    zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
-  }, { capture: true, passive: false });
-  $('#gl').addEventListener('pointermove', (e) => hoverReadout(canvasXY(e)));
+  // one wheel for every tool (the prompt layer and NiiVue's canvas): slices of the tile under it
+  ov.addEventListener('wheel', onWheel, { passive: false });
+  $('#gl').addEventListener('wheel', onWheel, { capture: true, passive: false });
+  $('#gl').addEventListener('pointermove', (e) => {
+    const xy = canvasXY(e);
+    hoverReadout(xy);
+    if (S.view === 'multi') { // keys and the slider follow the 2D tile last under the mouse
+      const axis = tileAxisAt(nv, xy);
+      if (axis >= 0 && axis !== S.navAxis) setNavAxis(axis);
+    }
+    // window/level is live while right- (or Ctrl-) dragging: NiiVue updates it on its mousemove
+    if (e.buttons & 2 || (e.buttons & 1 && e.ctrlKey)) setTimeout(updateWlReadout, 0);
+  });
   $('#gl').addEventListener('pointerup', () => setTimeout(updateWlReadout, 0));
+  $('#gl').addEventListener('dblclick', () => setTimeout(updateWlReadout, 0)); // NiiVue resets the window
   document.addEventListener('keydown', onKey, true);
+  // NiiVue's key-up hotkeys on its canvas (C, P, V) would change the view behind the page's back
+  document.addEventListener('keyup', (e) => { if (e.target === $('#gl')) e.stopPropagation(); }, true);
 }
 
 /** For tests and scripting: client (CSS pixel) position of voxel (x, y) on the axial slice shown. */
@@ -1111,7 +1293,7 @@ async function boot() {
   }
   await loadEngines();
   await refreshJobs();
-  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool };
+  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, switchJob };
   const m = /job=([0-9a-f-]{36})/.exec(location.hash);
   if (m && nv) await openJob(m[1]).catch(fail);
   document.body.dataset.ready = '1';
