@@ -5,7 +5,8 @@ target is largest, propagation, then up to N simulated corrective clicks) and pr
 the Dice after 0 and N clicks and the engine's seconds (box + propagation + all clicks), then
 the means. Usage (from the repo root)::
 
-    .venv/bin/python benchmarks/bench_classic.py [../shared/data/cases.csv] [--clicks 5]
+    .venv/bin/python benchmarks/bench_classic.py [../shared/data/cases.csv] [--clicks 5] \
+        [--root DIR] [--only TEXT] [--opt NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clicks", type=int, default=5)
     ap.add_argument("--engine", default="classic")
     ap.add_argument("--only", default="", help="run only cases whose id contains this text")
+    ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                    help="an engine option (repeatable), e.g. --opt area_cap=1.5")
     args = ap.parse_args(argv)
     manifest = Path(args.manifest)
     root = Path(args.root) if args.root else manifest.parent
-    engine = get_engine(args.engine)
+    engine = get_engine(args.engine, **dict(o.split("=", 1) for o in args.opt))
     with manifest.open() as f:
         rows = [r for r in csv.DictReader(f) if args.only in r["case_id"]]
     d0s, dns, secs = [], [], []
