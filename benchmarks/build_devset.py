@@ -17,7 +17,9 @@ the repository. Sources (public GitHub repositories, read from git directories u
   (cord, T1 MR 1 mm isotropic) and ``mt/mt1.nii.gz`` + ``mt1_seg`` (cord, 0.84 mm in plane,
   17 mm slices).
 - ``AIM-Harvard/pyradiomics`` (BSD-3-Clause): ``data/brain2_image.nrrd`` + label (brain
-  tumour, MR) and ``data/prostate_phantom_subvolume.nrrd`` + label (prostate phantom, MR).
+  tumour, MR) and ``data/prostate_phantom_subvolume.nrrd`` + label (prostate phantom, MR,
+  0.5 x 0.5 x 3 mm; its label values 8 and 9, the two large structures; label 1 is a few
+  scattered voxels and is left out).
 - Thick-slice variants made here (documented resampling, not new data): the Eve T1 averaged
   over 5 axial slices (1 x 1 x 5 mm, labels by majority) and the TotalSegmentator example CT of
   ``../shared/data/totalseg`` (Apache-2.0) resampled from 3 mm to 7.5 mm slices (linear for the
@@ -153,13 +155,13 @@ def build(mirrors: Path, shared: Path, out: Path) -> list[Case]:
     lab[_ventricles(np.asarray(nib.load(fast).dataobj), brain) & (lab == 0)] = _VENTRICLES
     labels = nib.Nifti1Image(lab, wmpm.affine)
     nib.save(labels, out / "eve" / "eve_labels.nii.gz")
-    for v, name, cid in _EVE_LABELS + [(_VENTRICLES, "lateral ventricles", "ventricles")]:
+    for v, name, cid in [*_EVE_LABELS, (_VENTRICLES, "lateral ventricles", "ventricles")]:
         cases.append(Case(f"eve1mm_{cid}", "eve/eve_t1.nii.gz", "eve/eve_labels.nii.gz", v, name, "MR"))
     thick_vals = [v for v, _, _ in _EVE_THICK] + [_VENTRICLES]
     ti, tl = _thicken(t1, labels, 5, thick_vals)
     nib.save(ti, out / "eve" / "eve_t1_5mm.nii.gz")
     nib.save(tl, out / "eve" / "eve_labels_5mm.nii.gz")
-    for v, name, cid in _EVE_THICK + [(_VENTRICLES, "lateral ventricles", "ventricles")]:
+    for v, name, cid in [*_EVE_THICK, (_VENTRICLES, "lateral ventricles", "ventricles")]:
         cases.append(Case(f"eve5mm_{cid}", "eve/eve_t1_5mm.nii.gz", "eve/eve_labels_5mm.nii.gz", v,
                           name, "MR"))
     # --- SCT cord: T1 1 mm isotropic, MT 17 mm slices
@@ -176,6 +178,13 @@ def build(mirrors: Path, shared: Path, out: Path) -> list[Case]:
                                  "prostate (phantom)")):
         _read(mirrors, _PYRAD, f"data/{img}", out / "pyradiomics" / img)
         _read(mirrors, _PYRAD, f"data/{seg}", out / "pyradiomics" / seg)
+        if cid == "pyrad_prostate":
+            # its label 1 is a few scattered voxels; 8 and 9 are the two large structures
+            # (their anatomical names are not documented in the source)
+            for v in (8, 9):
+                cases.append(Case(f"{cid}_{v}", f"pyradiomics/{img}", f"pyradiomics/{seg}", v,
+                                  f"{name} structure {v}", "MR"))
+            continue
         cases.append(Case(cid, f"pyradiomics/{img}", f"pyradiomics/{seg}", 1, name, "MR"))
     # --- TotalSegmentator example CT resliced to 7.5 mm
     ct = nib.load(shared / "totalseg" / "example_ct_sm.nii.gz")
