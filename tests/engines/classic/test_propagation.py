@@ -139,3 +139,18 @@ def test_negative_click_takes_back_a_leak_towards_the_prompt() -> None:
     after = session.mask()
     assert (after & slab).sum() < 0.2 * leaked.sum()
     assert _dice(after, ball) > _dice(before, ball)
+
+
+def test_a_target_showing_the_padding_value_may_keep_it() -> None:
+    """CT air clamped at the scanner's minimum both outside the body (padding) and inside
+    an airway (the target): the target's own key slice shows that value, so it stays
+    allowed and the airway is followed through its slices."""
+    shape, sp = (48, 48, 16), (1.0, 1.0, 3.0)
+    rng = np.random.default_rng(6)
+    img = 40.0 + rng.normal(0.0, 20.0, shape)
+    img[:, :8, :] = -1024.0  # outside the body
+    xx, yy = np.mgrid[:48, :48]
+    tube = np.repeat((((xx - 24) ** 2 + (yy - 28) ** 2) <= 36)[:, :, None], shape[2], axis=2)
+    img[tube] = np.maximum(-1024.0, -1000.0 + rng.normal(0.0, 30.0, int(tube.sum())))
+    mask = _box_and_propagate(_volume(img, sp), tube)
+    assert _dice(mask, tube) > 0.85

@@ -31,7 +31,8 @@ any resolution):
   a neighbour of the same intensity); an oversized slice keeps its most confident voxels.
   The target must stay itself: a voxel whose intensity lies outside the key slice's range
   (its 2nd-98th percentiles, widened) is never taken, nor is the volume's padding (the exact
-  minimum filling 5 % or more of it: the outside of a skull-stripped brain); a part whose
+  minimum filling 5 % or more of it: the outside of a skull-stripped brain), unless the
+  target's key slice shows that value itself (air clamped inside an airway); a part whose
   median intensity is not a typical one of the key slice (10th-90th percentiles) is dropped;
   and the object ends where its area falls below ``end_frac`` of the anchor's (in mm², so
   alike at 1 mm and at 7.5 mm slices): a thin track run on past the target's end costs far

@@ -36,6 +36,7 @@ class ClassicContext:
         self.sigma_mm: dict[int, float] = {}
         self.support: dict[int, tuple[float, float]] = {}
         self.typical: dict[int, tuple[float, float]] = {}
+        self.pad_in_target: set[int] = set()
         self._noise: float | None = None
         self._pad_value: float | None = None
         self._pad_checked = False
@@ -63,11 +64,12 @@ class ClassicContext:
                 self._pad_value = lo
         return self._pad_value
 
-    def padding(self, z: int, crop: Crop) -> BoolArray:
-        """Padding voxels of slice z within ``crop`` (none when the volume has no padding)."""
+    def padding(self, z: int, crop: Crop, object_id: int) -> BoolArray:
+        """Padding voxels of slice z within ``crop`` (none when the volume has no padding,
+        or when the object's key slice showed the padding value inside the target)."""
         pad = self.padding_value()
         raw = self.img[crop.x0:crop.x1, crop.y0:crop.y1, z]
-        if pad is None:
+        if pad is None or object_id in self.pad_in_target:
             return np.zeros(raw.shape, dtype=bool)
         return np.asarray(raw == pad, dtype=bool)
 
@@ -136,17 +138,26 @@ class ClassicContext:
         sigma = max(s_vox * min(self.sp), self.opts.smooth_frac * scale_mm)
         self.sigma_mm[object_id] = float(min(self.opts.smooth_mm, sigma))
 
-    def set_support(self, object_id: int, vals: npt.NDArray[np.floating]) -> None:
+    def set_support(self, object_id: int, vals: npt.NDArray[np.floating],
+                    raw: npt.NDArray[np.floating] | None = None) -> None:
         """Remember the range of (denoised) intensities the target shows on its key slice:
         the 2nd to 98th percentiles of ``vals``, widened by a quarter of that span and the
         noise level on each side (``support``: a voxel outside is no target), and the 10th
         to 90th, widened by the noise level (``typical``: a part of the mask whose median lies
-        outside is some other tissue)."""
+        outside is some other tissue). ``raw``: the target's undenoised values; when 1 % or
+        more of them hold the padding value (air clamped to the scanner's minimum inside a
+        trachea, say), the padding is allowed to be target."""
+        pad = self.padding_value()
+        if raw is not None and pad is not None:
+            if raw.size and float(np.mean(raw == pad)) >= 0.01:
+                self.pad_in_target.add(object_id)
+            else:
+                self.pad_in_target.discard(object_id)
         if vals.size < 4:
             return
         lo, hi = (float(v) for v in np.percentile(vals, [2, 98]))
-        pad = 0.25 * (hi - lo) + self.noise_level()
-        self.support[object_id] = (lo - pad, hi + pad)
+        widen = 0.25 * (hi - lo) + self.noise_level()
+        self.support[object_id] = (lo - widen, hi + widen)
         p10, p90 = (float(v) for v in np.percentile(vals, [10, 90]))
         self.typical[object_id] = (p10 - self.noise_level(), p90 + self.noise_level())
 
@@ -181,5 +192,5 @@ class ClassicContext:
                        float(np.sqrt(mc.sum() * self.sp[0] * self.sp[1] / np.pi)))
         img = self.smoothed(z, crop, object_id)
         self.models[object_id] = self.new_model(img[inner(mc)], img[ring])
-        self.set_support(object_id, img[mc])
+        self.set_support(object_id, img[mc], self.img[crop.x0:crop.x1, crop.y0:crop.y1, z][mc])
         self.scale[object_id] = float(np.sqrt(mc.sum() * self.sp[0] * self.sp[1] / np.pi))

@@ -237,7 +237,7 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     logit = lr + opts.prior_weight * np.clip(sd / grow, -2.0, 1.0)
     # intensity consistency with the accepted target: what lies outside the key slice's
     # intensity range is not the target, whatever the adapted model says
-    cand = (logit > 0) & window & ctx.in_support(object_id, img) & ~ctx.padding(s, crop)
+    cand = (logit > 0) & window & ctx.in_support(object_id, img) & ~ctx.padding(s, crop, object_id)
     open_mm = opts.open_frac * ctx.scale.get(object_id, 0.0)
     cand = clean(cand, sp, opts.clean_mm, open_mm) & window
     core = sd > min(grow, 0.5 * float(sd.max()))
