@@ -29,6 +29,14 @@ any resolution):
   ``area_cap``, and once the target has tapered below half of it, it may grow back by
   ``max_growth`` at most above its smallest area (a regrowth means the tracking has slid onto
   a neighbour of the same intensity); an oversized slice keeps its most confident voxels.
+  The target must stay itself: a voxel whose intensity lies outside the key slice's range
+  (its 2nd-98th percentiles, widened) is never taken, nor is the volume's padding (the exact
+  minimum filling 5 % or more of it: the outside of a skull-stripped brain), unless the
+  target's key slice shows that value itself (air clamped inside an airway); a part whose
+  median intensity is not a typical one of the key slice (10th-90th percentiles) is dropped;
+  and the object ends where its area falls below ``end_frac`` of the anchor's (in mm², so
+  alike at 1 mm and at 7.5 mm slices): a thin track run on past the target's end costs far
+  more than its missed tail.
 - **Corrections.** A positive point grows an intensity-consistent connected region from the
   click (as far as the click is from the current mask) and adds it; a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
@@ -36,8 +44,13 @@ any resolution):
   (where the user says "not this") removes the component. The change (added and removed
   voxels) is then carried to the neighbouring slices up to the neighbouring anchors, fading
   where it no longer applies, so a click never rewrites the whole object; a slice emptied by a
-  click ends the object on the slices beyond it (away from every anchor) but erases nothing
-  towards an anchor.
+  click ends the object on the slices beyond it (away from every anchor). Corrections act in
+  3D: away from every anchor a removal goes on as far as it applies (a leak that widens is
+  removed whole) and an addition on a slice where the object had ended resumes the tracking
+  there; towards an anchor, a removed part goes on being removed on each slice whose
+  touching component resembles the cut more than the anchor (overlap and mean intensity), so
+  a negative click in the middle of a leak takes it back to where it began. The clicked
+  slice becomes an anchor.
 
 Every computation works on a crop around the object, so a 512x512 slice costs little (under
 1 s for a 512x512x20 CT liver with 5 clicks on a shared core).

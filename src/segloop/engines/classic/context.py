@@ -22,8 +22,8 @@ __all__ = ["ClassicContext"]
 class ClassicContext:
     """The image ``(X, Y, Z)`` float32 on the canonical grid, in-plane spacing ``sp`` and slice
     spacing ``sz`` (mm), the options, and per object: ``models`` (its intensity model),
-    ``scale`` (its equivalent radius on its key slice, mm) and ``sigma_mm`` (its denoising
-    sigma)."""
+    ``scale`` (its equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising
+    sigma) and ``support`` (the intensity range of its key slice, see :meth:`set_support`)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
         self.img = img
@@ -34,7 +34,12 @@ class ClassicContext:
         self.models: dict[int, IntensityModel] = {}
         self.scale: dict[int, float] = {}
         self.sigma_mm: dict[int, float] = {}
+        self.support: dict[int, tuple[float, float]] = {}
+        self.typical: dict[int, tuple[float, float]] = {}
+        self.pad_in_target: set[int] = set()
         self._noise: float | None = None
+        self._pad_value: float | None = None
+        self._pad_checked = False
 
     # ----------------------------------------------------------------- images
 
@@ -45,6 +50,28 @@ class ClassicContext:
             zs = np.unique(np.linspace(0, nz - 1, min(nz, 4)).round().astype(int))
             self._noise = max(noise_sigma(self.img[:, :, zs]), 1e-3)
         return self._noise
+
+    def padding_value(self) -> float | None:
+        """The volume's padding value, if it has one: its minimum, when at least 5 % of the
+        voxels hold exactly it (the zero outside a skull-stripped brain, a scanner's fill
+        value outside the field of view). Such voxels are no tissue."""
+        if not self._pad_checked:
+            self._pad_checked = True
+            step = max(1, int(np.ceil((self.img.size / 2e6) ** (1 / 3))))
+            sub = self.img[::step, ::step, ::step]
+            lo = float(sub.min())
+            if float(np.mean(sub == lo)) >= 0.05:
+                self._pad_value = lo
+        return self._pad_value
+
+    def padding(self, z: int, crop: Crop, object_id: int) -> BoolArray:
+        """Padding voxels of slice z within ``crop`` (none when the volume has no padding,
+        or when the object's key slice showed the padding value inside the target)."""
+        pad = self.padding_value()
+        raw = self.img[crop.x0:crop.x1, crop.y0:crop.y1, z]
+        if pad is None or object_id in self.pad_in_target:
+            return np.zeros(raw.shape, dtype=bool)
+        return np.asarray(raw == pad, dtype=bool)
 
     def smoothed(self, z: int, crop: Crop, object_id: int | None = None) -> F32:
         """Slice z within ``crop``, denoised by a Gaussian (sigma in mm chosen per object from
@@ -111,6 +138,36 @@ class ClassicContext:
         sigma = max(s_vox * min(self.sp), self.opts.smooth_frac * scale_mm)
         self.sigma_mm[object_id] = float(min(self.opts.smooth_mm, sigma))
 
+    def set_support(self, object_id: int, vals: npt.NDArray[np.floating],
+                    raw: npt.NDArray[np.floating] | None = None) -> None:
+        """Remember the range of (denoised) intensities the target shows on its key slice:
+        the 2nd to 98th percentiles of ``vals``, widened by a quarter of that span and the
+        noise level on each side (``support``: a voxel outside is no target), and the 10th
+        to 90th, widened by the noise level (``typical``: a part of the mask whose median lies
+        outside is some other tissue). ``raw``: the target's undenoised values; when 1 % or
+        more of them hold the padding value (air clamped to the scanner's minimum inside a
+        trachea, say), the padding is allowed to be target."""
+        pad = self.padding_value()
+        if raw is not None and pad is not None:
+            if raw.size and float(np.mean(raw == pad)) >= 0.01:
+                self.pad_in_target.add(object_id)
+            else:
+                self.pad_in_target.discard(object_id)
+        if vals.size < 4:
+            return
+        lo, hi = (float(v) for v in np.percentile(vals, [2, 98]))
+        widen = 0.25 * (hi - lo) + self.noise_level()
+        self.support[object_id] = (lo - widen, hi + widen)
+        p10, p90 = (float(v) for v in np.percentile(vals, [10, 90]))
+        self.typical[object_id] = (p10 - self.noise_level(), p90 + self.noise_level())
+
+    def in_support(self, object_id: int, vals: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+        """Which of ``vals`` lie in the object's key-slice intensity range (all without one)."""
+        rng = self.support.get(object_id)
+        if rng is None:
+            return np.ones(vals.shape, dtype=bool)
+        return np.asarray((vals >= rng[0]) & (vals <= rng[1]), dtype=bool)
+
     def new_model(self, fg: F32, bg: F32) -> IntensityModel:
         """A model of ``fg`` against ``bg`` values, binned over their range (plus 10%)."""
         both = np.concatenate([fg.ravel(), bg.ravel()])
@@ -135,4 +192,5 @@ class ClassicContext:
                        float(np.sqrt(mc.sum() * self.sp[0] * self.sp[1] / np.pi)))
         img = self.smoothed(z, crop, object_id)
         self.models[object_id] = self.new_model(img[inner(mc)], img[ring])
+        self.set_support(object_id, img[mc], self.img[crop.x0:crop.x1, crop.y0:crop.y1, z][mc])
         self.scale[object_id] = float(np.sqrt(mc.sum() * self.sp[0] * self.sp[1] / np.pi))

@@ -36,7 +36,10 @@ class ClassicOptions:
     width or height is checked against the box's other tissue; None disables), ``neg_frac``
     (negative clicks splitting a component: radius of the removed seed, as a fraction of the
     click's depth), ``neck_open`` (propagation: opening radius that growth beyond the previous
-    slice must survive, as a fraction of the target's radius; 0 disables).
+    slice must survive, as a fraction of the target's radius; 0 disables), ``end_frac``
+    (propagation ends where the target's area falls below this fraction of the anchor
+    slice's, in mm²: the thin tail of a target costs little when missed, a thin track run on
+    past its end costs much; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -59,6 +62,7 @@ class ClassicOptions:
     tight_box: float | None = 0.6
     neg_frac: float = 0.35
     neck_open: float = 0.25
+    end_frac: float | None = 0.15
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

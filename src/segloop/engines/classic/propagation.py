@@ -28,7 +28,8 @@ from segloop.engines.classic.options import ClassicOptions
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
 
-__all__ = ["area_limit", "delta_step", "propagate_delta", "propagate_from", "span_total", "track"]
+__all__ = ["area_limit", "delta_step", "propagate_delta", "propagate_from", "retract", "span_total",
+           "track"]
 
 
 def span_total(state: SessionState, z: int, object_id: int) -> int:
@@ -59,6 +60,8 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             else:
                 new, model = track(ctx, object_id, s, s - direction, prev, model,
                                    area_limit(ctx.opts, anchor_area, low))
+                if ctx.opts.end_frac is not None and new.sum() < ctx.opts.end_frac * anchor_area:
+                    new = np.zeros_like(new)  # the target has ended (see ClassicOptions)
                 if not new.any():
                     stopped = True
                 low = min(low, int(new.sum()))
@@ -89,8 +92,13 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     """Carry a correction of slice z to its neighbours, up to the neighbouring anchors.
 
     Each slice is re-tracked from the corrected neighbour; only the changes (added and
-    removed voxels) connected to the changes of the previous slice are applied, so a
-    correction's effect fades where it no longer applies instead of rewriting the object.
+    removed voxels) connected to the changes of the previous slice are applied. Towards an
+    anchor a change fades where it no longer applies instead of rewriting the object, except
+    that a removed part goes on being removed (``retract``) on the slices where what it
+    touches looks more like it than like the anchor's mask (a leak cut at its middle goes
+    back to where it began). Away from every anchor a change is carried as far as it
+    applies ("from there on"), and a slice where the object had ended picks up tracking
+    again from an addition.
     """
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
@@ -102,13 +110,27 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         cur = st.mask[:, :, z]
         added = cur & ~before
         removed = before & ~cur
+        cut = removed.copy()
         prev = cur.copy()
         model = ctx.models.get(object_id)
         active = model is not None and bool(added.any() or removed.any())
         outward = span.stop in (-1, ctx.shape[2])
+        anchor = None if outward else st.mask[:, :, span.stop]
+        retracting = anchor is not None and bool(removed.any())
         for s in span:
             old = st.mask[:, :, s].copy()
             new = old
+            if retracting and anchor is not None:
+                part = retract(ctx, s, old, removed | cut, (z, cut), (span.stop, anchor))
+                if part.any():
+                    new = old & ~part
+                    added, removed = np.zeros_like(old), part
+                    st.mask[:, :, s] = new
+                    prev = new
+                    done += 1
+                    yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
+                    continue
+                retracting = False
             if active and model is not None:
                 if prev.any():
                     tracked, _ = track(ctx, object_id, s, s - direction, prev, model)
@@ -118,7 +140,11 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     # an emptied slice says nothing about the slices towards an anchor
                     active = False
                     tracked = old
-                add_s, rem_s = delta_step(ctx, old, tracked, added, removed)
+                if outward and not old.any() and added.any() and not removed.any():
+                    # the object had ended here: an addition resumes the tracking
+                    add_s, rem_s = tracked, np.zeros_like(old)
+                else:
+                    add_s, rem_s = delta_step(ctx, old, tracked, added, removed, fade=not outward)
                 new = (old | add_s) & ~rem_s
                 added, removed = add_s, rem_s
                 active = bool(added.any() or removed.any())
@@ -128,12 +154,36 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
             yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
 
 
+def retract(ctx: ClassicContext, s: int, old: BoolArray, touch: BoolArray,
+            cut: tuple[int, BoolArray], anchor: tuple[int, BoolArray]) -> BoolArray:
+    """The part of ``old`` (slice s, between a negative click and an anchor) that continues
+    the part the click cut: its components touching ``touch`` (the cut and what was removed
+    on the previous slice), when they resemble the cut (slice, mask) more than the anchor
+    (slice, mask) in place (Dice, and at least half the cut's) and in intensity (mean);
+    otherwise nothing, and the retraction ends."""
+    part = keep_components(old, dilate1(touch))
+    if not part.any():
+        return part
+    (zc, c), (za, a) = cut, anchor
+    n = int(part.sum())
+    d_cut = 2.0 * int((part & c).sum()) / (n + int(c.sum()))
+    d_anchor = 2.0 * int((part & a).sum()) / (n + int(a.sum()))
+    mean = float(ctx.img[:, :, s][part].mean())
+    m_cut = float(ctx.img[:, :, zc][c].mean())
+    m_anchor = float(ctx.img[:, :, za][a].mean()) if a.any() else np.inf
+    if d_cut >= max(0.5, d_anchor) and abs(mean - m_cut) < abs(mean - m_anchor):
+        return part
+    return np.zeros_like(part)
+
+
 def delta_step(ctx: ClassicContext, old: BoolArray, tracked: BoolArray, added: BoolArray,
-               removed: BoolArray) -> tuple[BoolArray, BoolArray]:
+               removed: BoolArray, fade: bool = True) -> tuple[BoolArray, BoolArray]:
     """Voxels to add to / remove from ``old`` on a slice, given the previous slice's changes.
 
     Changes continue those of the previous slice (connected to them) and spread at most
-    the slice-to-slice growth distance. Works on a crop around the masks involved.
+    the slice-to-slice growth distance; with ``fade`` an addition or removal is never
+    larger than the previous slice's (without it, a removal may grow: a leak widening
+    away from the target). Works on a crop around the masks involved.
     """
     add_s = np.zeros(old.shape, dtype=bool)
     rem_s = np.zeros(old.shape, dtype=bool)
@@ -150,7 +200,7 @@ def delta_step(ctx: ClassicContext, old: BoolArray, tracked: BoolArray, added: B
         add_s[crop.sl] = ac
     if r.any():
         rc = keep_components(o & ~t, dilate1(r)) & ctx.near(r, grow)
-        if rc.sum() > r.sum():
+        if fade and rc.sum() > r.sum():
             rc &= r
         rem_s[crop.sl] = rc
     return add_s, rem_s
@@ -185,7 +235,9 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     lr = ndi.gaussian_filter(use.log_ratio(img), 0.7)
     window = sd > -grow
     logit = lr + opts.prior_weight * np.clip(sd / grow, -2.0, 1.0)
-    cand = (logit > 0) & window
+    # intensity consistency with the accepted target: what lies outside the key slice's
+    # intensity range is not the target, whatever the adapted model says
+    cand = (logit > 0) & window & ctx.in_support(object_id, img) & ~ctx.padding(s, crop, object_id)
     open_mm = opts.open_frac * ctx.scale.get(object_id, 0.0)
     cand = clean(cand, sp, opts.clean_mm, open_mm) & window
     core = sd > min(grow, 0.5 * float(sd.max()))
@@ -222,8 +274,13 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
         key_lr = ctx.models[object_id].log_ratio(img)
         lab, n = ndi.label(new_c, structure=np.ones((3, 3), bool))
         mean = ndi.mean(key_lr, lab, index=np.arange(1, n + 1))
-        ok = np.concatenate([[False], np.asarray(mean) > opts.min_key_lr])
-        new_c = ok[lab]
+        ok = np.asarray(mean) > opts.min_key_lr
+        typical = ctx.typical.get(object_id)
+        if typical is not None:
+            # ... and its median intensity must be a typical one of the target's key slice
+            med = np.asarray(ndi.median(img, lab, index=np.arange(1, n + 1)))
+            ok &= (med >= typical[0]) & (med <= typical[1])
+        new_c = np.concatenate([[False], ok])[lab]
     if new_c.sum() < max(3, opts.stop_ratio * area_prev):
         new_c = np.zeros_like(new_c)
     out = np.zeros((nx, ny), dtype=bool)

@@ -96,6 +96,7 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
             if box_cover(fg2, inbox) >= 0.85:
                 fg, model = fg2, model2
     ctx.models[object_id] = model
+    ctx.set_support(object_id, img[fg], ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, z][fg])
     ctx.scale[object_id] = float(np.sqrt(max(fg.sum(), 1) * sp[0] * sp[1] / np.pi))
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = fg

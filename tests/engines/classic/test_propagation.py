@@ -1,0 +1,156 @@
+"""The classic engine across slices (issue 17): propagation ends where the target does, and
+corrections act in 3D (a leak cut at its middle goes back to where it began)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segloop.engines import drive
+from segloop.engines.classic import ClassicEngine
+from segloop.eval.protocol import box_from_mask, key_slice
+from segloop.io.volume import Volume
+from segloop.types import Prompts
+
+from ..synthetic import ellipsoid
+
+
+def _volume(img: np.ndarray, sp: tuple[float, float, float]) -> Volume:
+    return Volume(data=img.astype(np.float32), affine=np.diag([*sp, 1.0]), source_format="npz",
+                  modality="MR")
+
+
+def _box_and_propagate(vol: Volume, truth: np.ndarray) -> np.ndarray:
+    session = ClassicEngine().open(vol)
+    z = key_slice(truth)
+    session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
+    drive(session.propagate(z))
+    return session.mask()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_padding_is_never_the_target() -> None:
+    """A dark target (ventricle-like) in a skull-stripped volume whose slices beyond the
+    target's end are padding (exact zeros): the padding is darker still, so the dark
+    target's model likes it, but it is no tissue and propagation stops at the target's end."""
+    shape, sp = (48, 48, 16), (1.0, 1.0, 3.0)
+    truth = ellipsoid(shape, sp, (24, 24, 9.5), (9.0, 8.0, 30.0))
+    truth[:, :, :5] = False  # a blunt end on slice 5, on the padding
+    img = 100.0 + np.random.default_rng(1).normal(0.0, 8.0, shape)
+    img[truth] = 35.0 + np.random.default_rng(2).normal(0.0, 8.0, int(truth.sum()))
+    zs = np.flatnonzero(truth.any(axis=(0, 1)))
+    img[:, :, : zs[0]] = 0.0  # below the target: outside the brain
+    mask = _box_and_propagate(_volume(img, sp), truth)
+    assert not mask[:, :, : zs[0]].any()
+    assert _dice(mask, truth) > 0.85
+
+
+def test_other_tissue_beyond_the_end_is_not_followed() -> None:
+    """A target (150) continued past its end by a touching structure of another, brighter
+    intensity (220): the model adapted slice by slice would follow it; the key slice's
+    intensity range stops it."""
+    shape, sp = (48, 48, 20), (1.0, 1.0, 2.0)
+    truth = ellipsoid(shape, sp, (24, 24, 7.0), (9.0, 9.0, 12.0))
+    other = ellipsoid(shape, sp, (24, 24, 15.0), (8.0, 8.0, 12.0)) & ~truth
+    img = np.full(shape, 100.0)
+    img[truth] = 150.0
+    img[other] = 220.0
+    img += np.random.default_rng(3).normal(0.0, 8.0, shape)
+    mask = _box_and_propagate(_volume(img, sp), truth)
+    assert (mask & other).sum() <= 0.05 * truth.sum()
+    assert _dice(mask, truth) > 0.85
+
+
+def test_a_tail_far_smaller_than_the_anchor_ends_the_object() -> None:
+    """A ball with a thin rod of the same intensity running on from its end (a vessel, a
+    bridge of tissue): past the ball the track keeps a few voxels of rod on slice after
+    slice; below ``end_frac`` of the anchor's area the object has ended."""
+    shape, sp = (48, 48, 30), (1.0, 1.0, 2.0)
+    ball = ellipsoid(shape, sp, (24, 24, 8.0), (10.0, 10.0, 12.0))
+    rod = np.zeros(shape, dtype=bool)
+    rod[21:27, 21:27, 8:] = True
+    img = np.full(shape, 100.0)
+    img[ball | rod] = 180.0
+    img += np.random.default_rng(4).normal(0.0, 6.0, shape)
+    mask = _box_and_propagate(_volume(img, sp), ball)
+    zs = np.flatnonzero(ball.any(axis=(0, 1)))
+    assert not mask[:, :, zs[-1] + 2:].any()
+    off = ClassicEngine(end_frac=None).open(_volume(img, sp))
+    z = key_slice(ball)
+    off.segment_slice(z, Prompts(box=box_from_mask(ball[:, :, z])))
+    drive(off.propagate(z))
+    assert off.mask()[:, :, zs[-1] + 2:].any()  # what the rule stops
+
+
+def test_retract_takes_back_what_resembles_the_cut() -> None:
+    """Between a negative click and the anchor, a component that overlaps the cut (and has
+    its intensity) is part of the leak; one that is the anchor's shape and intensity is not."""
+    from segloop.engines.classic.context import ClassicContext
+    from segloop.engines.classic.options import ClassicOptions
+    from segloop.engines.classic.propagation import retract
+
+    img = np.full((40, 40, 6), 100.0, dtype=np.float32)
+    anchor = np.zeros((40, 40), dtype=bool)
+    anchor[5:15, 5:15] = True
+    cut = np.zeros((40, 40), dtype=bool)
+    cut[20:32, 20:32] = True
+    img[:, :, 0][anchor] = 180.0
+    img[:, :, 5][cut] = 120.0
+    img[:, :, 3][18:30, 19:31] = 122.0
+    img[:, :, 2][6:16, 5:15] = 178.0
+    ctx = ClassicContext(img, (1.0, 1.0, 3.0), ClassicOptions())
+    leak = np.zeros((40, 40), dtype=bool)
+    leak[18:30, 19:31] = True
+    assert np.array_equal(retract(ctx, 3, leak, cut, (5, cut), (0, anchor)), leak)
+    target = np.zeros((40, 40), dtype=bool)
+    target[6:16, 5:15] = True
+    touch = np.zeros((40, 40), dtype=bool)
+    touch[14:17, 5:15] = True
+    assert not retract(ctx, 2, target, touch, (5, cut), (0, anchor)).any()
+
+
+def test_negative_click_takes_back_a_leak_towards_the_prompt() -> None:
+    """A target (a ball of 180) whose end is continued by a leak into a touching, slightly
+    darker slab (150) that the first box's model still takes: a negative click in the middle
+    of the leak removes it there, beyond, and back towards the target's end."""
+    shape, sp = (64, 64, 24), (1.0, 1.0, 3.0)
+    ball = ellipsoid(shape, sp, (32, 32, 15), (12.0, 12.0, 18.0))
+    slab = np.zeros(shape, dtype=bool)
+    slab[20:44, 20:44, :10] = True
+    slab &= ~ball
+    img = np.full(shape, 100.0)
+    img[ball] = 180.0
+    img[slab] = 165.0
+    img += np.random.default_rng(5).normal(0.0, 6.0, shape)
+    vol = _volume(img, sp)
+    session = ClassicEngine().open(vol)
+    z = key_slice(ball)
+    session.segment_slice(z, Prompts(box=box_from_mask(ball[:, :, z])))
+    drive(session.propagate(z))
+    before = session.mask()
+    leaked = before & slab
+    assert leaked.sum() > 0.1 * ball.sum()  # the leak this test is about
+    zs = np.flatnonzero(leaked.any(axis=(0, 1)))
+    zc = int(zs[len(zs) // 2])  # the middle of the leak, where the protocol clicks
+    cx, cy = (int(v) for v in np.argwhere(leaked[:, :, zc]).mean(axis=0).round())
+    drive(session.refine(zc, Prompts.make(points=[(cx, cy)], labels=[0])))
+    after = session.mask()
+    assert (after & slab).sum() < 0.2 * leaked.sum()
+    assert _dice(after, ball) > _dice(before, ball)
+
+
+def test_a_target_showing_the_padding_value_may_keep_it() -> None:
+    """CT air clamped at the scanner's minimum both outside the body (padding) and inside
+    an airway (the target): the target's own key slice shows that value, so it stays
+    allowed and the airway is followed through its slices."""
+    shape, sp = (48, 48, 16), (1.0, 1.0, 3.0)
+    rng = np.random.default_rng(6)
+    img = 40.0 + rng.normal(0.0, 20.0, shape)
+    img[:, :8, :] = -1024.0  # outside the body
+    xx, yy = np.mgrid[:48, :48]
+    tube = np.repeat((((xx - 24) ** 2 + (yy - 28) ** 2) <= 36)[:, :, None], shape[2], axis=2)
+    img[tube] = np.maximum(-1024.0, -1000.0 + rng.normal(0.0, 30.0, int(tube.sum())))
+    mask = _box_and_propagate(_volume(img, sp), tube)
+    assert _dice(mask, tube) > 0.85
