@@ -91,8 +91,9 @@ def _grey(image: Image2D) -> npt.NDArray[Any]:
     lum = px.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     if np.issubdtype(px.dtype, np.integer):
         info = np.iinfo(px.dtype)
-        return np.clip(np.rint(lum), info.min, info.max).astype(px.dtype)
-    return lum.astype(px.dtype)
+        lum = np.clip(np.rint(lum), info.min, info.max)
+    out: npt.NDArray[Any] = lum.astype(px.dtype)
+    return out
 
 
 def canonical_of(image: Image2D, source_format: str) -> Volume:
