@@ -6,6 +6,7 @@
 // from GET .../result?format=nii.gz&grid=canonical and saved back with PUT .../mask.
 
 import * as api from './api.js';
+import { Image2DView } from './image2d.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -52,6 +53,7 @@ const S = {
 
 let NV = null; // the NiiVue module
 let nv = null; // the Niivue instance
+let view2d = null; // the 2D image mode (image2d.js): active while a 2D image job is open
 
 // ------------------------------------------------------------------ small UI helpers
 function message(text, kind = '') {
@@ -316,6 +318,7 @@ function voxToCanvas(x, y) {
 }
 
 function drawOverlay() {
+  if (view2d && view2d.active) { view2d.draw(); return; }
   const ov = $('#overlay');
   const gl = $('#gl');
   if (ov.width !== gl.width || ov.height !== gl.height) {
@@ -790,8 +793,10 @@ const JOB_BUTTONS = ['#btn-segment', '#btn-propagate', '#btn-refine', '#btn-undo
 /** Buttons that need an open job are disabled without one (DICOM-SEG: DICOM uploads only). */
 function updateEnabled() {
   for (const sel of JOB_BUTTONS) $(sel).disabled = !S.job;
-  $('#btn-download-seg').disabled = !S.job || S.job.source_format !== 'dicom';
-  $('#btn-download-seg').title = S.job && S.job.source_format !== 'dicom'
+  const dicom = S.job && (S.job.source_format === 'dicom' || S.job.source_format === '2d-dicom');
+  $('#btn-download-seg').disabled = !dicom;
+  $('#btn-download-png').disabled = !S.job || !S.job.image2d;
+  $('#btn-download-seg').title = S.job && !dicom
     ? `DICOM-SEG needs a DICOM upload (this one is ${S.job.source_format})` : 'DICOM-SEG (DICOM uploads only)';
 }
 
@@ -812,6 +817,12 @@ async function openJob(jobId) {
   S.prompts = null;
   if (S.dims.join() !== job.shape.join()) {
     console.warn('volume shape differs from the job record', S.dims, job.shape);
+  }
+  if (job.image2d) { // a picture: shown in colour by the 2D mode, labels stay in the drawing bitmap
+    const img = await api.request('GET', api.jobUrl(jobId, '/image'));
+    await view2d.open(job, await img.blob());
+  } else {
+    view2d.close();
   }
   nv.createEmptyDrawing();
   nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
@@ -883,7 +894,7 @@ async function review() {
 async function exportMask(format) {
   if (!S.job) return;
   if (S.dirty) await saveEdits();
-  const ext = format === 'dicom-seg' ? 'dcm' : 'nii.gz';
+  const ext = { 'dicom-seg': 'dcm', png: 'png' }[format] || 'nii.gz';
   const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}`), `${S.job.job_id}_mask.${ext}`);
   message(`Downloaded ${name}`, 'ok');
 }
@@ -1047,6 +1058,7 @@ function bindUi() {
   $('#btn-review').addEventListener('click', run(review));
   $('#btn-download').addEventListener('click', run(() => exportMask('nii.gz')));
   $('#btn-download-seg').addEventListener('click', run(() => exportMask('dicom-seg')));
+  $('#btn-download-png').addEventListener('click', run(() => exportMask('png')));
   $('#btn-add-object').addEventListener('click', run(addObject));
   $$('#views button').forEach((b) => b.addEventListener('click', () => setView(b.dataset.view)));
   $('#layout-select').addEventListener('change', () => nv && nv.setMultiplanarLayout(Number($('#layout-select').value)));
@@ -1089,6 +1101,11 @@ function voxelToClient(x, y) {
 
 async function boot() {
   bindUi();
+  view2d = new Image2DView({
+    state: S, nv: () => nv, markDirty, labelOf, promptsAt,
+    promptsChanged: updatePromptInfo,
+    overlayOpacity: () => ($('#show-overlay').checked ? OVERLAY_OPACITY : 0),
+  });
   updateEnabled();
   setTool('navigate');
   setView('axial');
@@ -1111,7 +1128,7 @@ async function boot() {
   }
   await loadEngines();
   await refreshJobs();
-  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool };
+  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, view2d };
   const m = /job=([0-9a-f-]{36})/.exec(location.hash);
   if (m && nv) await openJob(m[1]).catch(fail);
   document.body.dataset.ready = '1';
