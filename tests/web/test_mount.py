@@ -51,5 +51,6 @@ def test_missing_node_modules_is_reported(tmp_path: Path) -> None:
 def test_static_files_are_ours_only() -> None:
     """No third-party code is committed: the page's folder holds only our own small files."""
     names = sorted(p.name for p in STATIC_DIR.iterdir())
-    assert names == ["api.js", "app.css", "favicon.svg", "index.html", "nifti.js", "viewer.js"]
+    assert names == ["api.js", "app.css", "favicon.svg", "image2d.js", "index.html", "nifti.js",
+                     "viewer.js"]
     assert all(p.stat().st_size < 100_000 for p in STATIC_DIR.iterdir())
