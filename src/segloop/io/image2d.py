@@ -237,7 +237,8 @@ def _png_rgb16(path: Path, im: Any) -> npt.NDArray[np.uint16] | None:
         first = again.tile[0]
         again.tile = [first._replace(args=str(first.args).replace(";16B", ";16L"))]
         low = np.asarray(again)
-    out: npt.NDArray[np.uint16] = (high.astype(np.uint16) << 8) | low.astype(np.uint16)
+    out: npt.NDArray[np.uint16] = high.astype(np.uint16) * np.uint16(256)
+    out |= low.astype(np.uint16)
     return out
 
 
