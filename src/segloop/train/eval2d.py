@@ -68,9 +68,12 @@ def _scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 def evaluate_folders(images: Path, masks: Path, models: Sequence[str], *, device: str = "auto",
                      threads: int = 2,
-                     on_progress: Callable[[str, int, int], None] | None = None
-                     ) -> Folder2DResult:
-    """Mean IoU/Dice of each model on the image/mask folders (see module docstring)."""
+                     on_progress: Callable[[str, int, int], None] | None = None,
+                     figures: Path | None = None) -> Folder2DResult:
+    """Mean IoU/Dice of each model on the image/mask folders (see module docstring).
+
+    figures: a folder for one comparison PNG per image (image + box, truth, each model's mask
+    with its IoU and Dice; :mod:`segloop.train.eval2d_figures`)."""
     if not models:
         raise InputError("name at least one model to evaluate")
     if (images / "val").is_dir() and (masks / "val").is_dir():
@@ -81,6 +84,7 @@ def evaluate_folders(images: Path, masks: Path, models: Sequence[str], *, device
     torch.set_num_threads(max(1, threads))
     dev = resolve_device(device)
     result = Folder2DResult(models=list(models))
+    preds: dict[str, list[tuple[str, np.ndarray, float, float]]] = {r.name: [] for r in records}
     for name in models:
         model = load_named_model(name, dev)
         size = int(model.config.image_size)
@@ -99,10 +103,19 @@ def evaluate_folders(images: Path, masks: Path, models: Sequence[str], *, device
                 ious.append(iou)
                 dices.append(dice)
                 result.rows.append({"model": name, "image": rec.name, "iou": iou, "dice": dice})
+                if figures is not None:
+                    preds[rec.name].append((name, pred, iou, dice))
                 if on_progress is not None:
                     on_progress(name, i + 1, len(records))
         result.summary[name] = {"mean_iou": float(np.mean(ious)),
                                 "mean_dice": float(np.mean(dices)), "n": float(len(ious))}
+    if figures is not None:
+        from segloop.train.eval2d_figures import safe_stem, write_image_figure
+
+        for i, rec in enumerate(records):
+            box = sample_prompt(rec.truth[0], None).box
+            write_image_figure(figures / f"{i:04d}_{safe_stem(rec.name)}.png", rec.frames[0],
+                               rec.truth[0], box, preds[rec.name])
     return result
 
 
