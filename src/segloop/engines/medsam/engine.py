@@ -117,6 +117,14 @@ class MedSAMEngine:
 
         return self.predictor().encode(to_uint8_image(pixels, None, self.window))
 
+    def segment_image_scored(self, pixels: npt.NDArray[Any], prompts: Prompts,
+                             spacing: tuple[float, float] | None = None
+                             ) -> tuple[BoolArray, float]:
+        """:meth:`segment_image` and MedSAM's predicted IoU of the mask (``--compare-with``)."""
+        del spacing
+        mask, score = self.predictor().predict_scored(self.encode_image(pixels), prompts)
+        return mask, score
+
     def decode_image(self, encoding: Any, prompts: Prompts) -> BoolArray:
         """The ``(H, W)`` mask of ``prompts`` (x = column, y = row) on an encoded image."""
         mask: BoolArray = self.predictor().predict(encoding, prompts)

@@ -165,6 +165,14 @@ class Sam2Engine:
 
         return self._image_pred().encode(to_uint8_image(pixels))
 
+    def segment_image_scored(self, pixels: npt.NDArray[Any], prompts: Prompts,
+                             spacing: tuple[float, float] | None = None
+                             ) -> tuple[BoolArray, float]:
+        """:meth:`segment_image` and the model's predicted IoU of the chosen mask."""
+        del spacing
+        mask, score = self._image_pred().predict(self.encode_image(pixels), prompts)
+        return mask, float(score)
+
     def decode_image(self, encoding: Any, prompts: Prompts) -> BoolArray:
         """The ``(H, W)`` mask of ``prompts`` (x = column, y = row) on an encoded image."""
         mask: BoolArray = self._image_pred().predict(encoding, prompts)[0]
