@@ -111,6 +111,10 @@ def test_rgb_png_job_matches_segment_and_exports_at_its_size(
     assert seg.status_code == 409 and "DICOM" in seg.json()["detail"]
     vol = client.get(f"/api/v1/jobs/{jid}/volume")  # the grey canonical slice, for volume tools
     assert vol.status_code == 200
+    # the protocols' "uploaded volume" of a picture is that one-slice grid, not the PNG
+    src_vol = client.app.state.services.source_volume(job)  # type: ignore[attr-defined]
+    assert src_vol.shape == (640, 480, 1) and src_vol.data[BOX[0], BOX[1], 0] == np.round(
+        np.asarray(Image.open(src).convert("RGB"), float)[BOX[1], BOX[0]] @ [0.299, 0.587, 0.114])
 
 
 def test_points_refine_propagate_and_edit(client: TestClient, data: Path, tmp_path: Path) -> None:
