@@ -42,7 +42,8 @@ def test_photo_opens_in_colour_and_segments_with_box_points_brush(
     page.goto(server.url)
     page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT_MS)
     page.set_input_files("#file-input", str(src))
-    page.wait_for_selector("body[data-job]", timeout=TIMEOUT_MS)
+    # the first upload starts the server's ingest process: slow on a loaded machine
+    page.wait_for_selector("body[data-job]", timeout=4 * TIMEOUT_MS)
     job = page.get_attribute("body", "data-job")
     page.wait_for_selector("body.mode-2d", timeout=TIMEOUT_MS)
     assert not page.locator("#slicebar").is_visible() and not page.locator("#views").is_visible()

@@ -109,9 +109,11 @@ def canonical_of(image: Image2D, source_format: str) -> Volume:
 def _display_png(image: Image2D) -> bytes:
     from PIL import Image
 
-    from segloop.engines.image2d import to_uint8_image
+    px = image.pixels
+    if px.dtype != np.uint8:  # 16-bit, DICOM values: scaled as for the models
+        from segloop.engines.image2d import to_uint8_image
 
-    px = to_uint8_image(image.pixels, image.modality)
+        px = to_uint8_image(px, image.modality)
     buf = io.BytesIO()
     Image.fromarray(px, mode="RGB" if px.ndim == 3 else "L").save(buf, format="PNG")
     return buf.getvalue()
