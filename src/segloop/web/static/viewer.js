@@ -895,7 +895,8 @@ async function exportMask(format) {
   if (!S.job) return;
   if (S.dirty) await saveEdits();
   const ext = { 'dicom-seg': 'dcm', png: 'png' }[format] || 'nii.gz';
-  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}`), `${S.job.job_id}_mask.${ext}`);
+  const style = format === 'png' ? '&style=labels' : ''; // a 2D mask file: label values
+  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}${style}`), `${S.job.job_id}_mask.${ext}`);
   message(`Downloaded ${name}`, 'ok');
 }
 
