@@ -51,9 +51,19 @@ def test_cli_smoke_on_2d_folders(tmp_path: Path, capsys: pytest.CaptureFixture[s
     rc = main(["eval", "--images", str(images), "--masks", str(masks), "--engine", str(out),
                "--engine", "medsam2@run", "--out", str(tmp_path / "ev2d"), "-q"])
     assert rc == 0
-    assert capsys.readouterr().out.splitlines() == table
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == table and lines[3] == ""  # then the base vs fine-tuned lines
+    assert lines[4] == f"Base model ({out}) mean IoU: {table[1].split()[2]}"
+    assert lines[5].startswith("Fine-tuned model (medsam2@run) mean IoU: ")
+    assert lines[6] == "Improvement: +0.00 points of IoU (2 images)"
     assert ((tmp_path / "ev2d" / "per_image_2d.csv").read_text(encoding="utf-8")
             == (tmp_path / "per_image.csv").read_text(encoding="utf-8"))
+    figs = sorted((tmp_path / "ev2d" / "figures").glob("*.png"))  # one per image: 4 panels
+    assert len(figs) == 2
+    from PIL import Image
+
+    with Image.open(figs[0]) as fig:
+        assert fig.size[0] > 3 * fig.size[1]
     # a random start is kept and registered too, so base and fine-tuned compare side by side
     assert summary["files"]["base"] and (out / "base" / "model.safetensors").is_file()
     rc = main(["eval", "--images", str(images), "--masks", str(masks), "--engine", "medsam2@run.base",

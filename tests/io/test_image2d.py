@@ -182,3 +182,49 @@ def test_png_mask_has_the_input_size_and_dicom_seg(tmp_path: Path) -> None:
     seg = pydicom.dcmread(write_dicom_seg_2d(mask, img, tmp_path / "seg.dcm"))
     assert seg.Modality == "SEG" and (seg.Rows, seg.Columns) == (12, 16)
     np.testing.assert_array_equal(seg.pixel_array.astype(bool), mask)
+
+
+def _png16(arr: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG written by hand, each row with the next of PNG's five filters (so the
+    decoder's Sub, Up, Average and Paeth paths all run on 6- and 8-byte pixels)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    def paeth(a: int, b: int, c: int) -> int:
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+    h, w = arr.shape[:2]
+    rows = arr.astype(">u2").reshape(h, -1).view(np.uint8).reshape(h, -1).astype(int)
+    bpp = rows.shape[1] // w
+    raw, prev = b"", [0] * rows.shape[1]
+    for r in range(h):
+        f, cur = r % 5, rows[r].tolist()
+        out = []
+        for i, v in enumerate(cur):
+            a = cur[i - bpp] if i >= bpp else 0
+            c = prev[i - bpp] if i >= bpp else 0
+            pred = [0, a, prev[i], (a + prev[i]) // 2, paeth(a, prev[i], c)][f]
+            out.append((v - pred) % 256)
+        raw += bytes([f, *out])
+        prev = cur
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_png_rgb_and_rgba_16_bit_keep_all_bits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 65536, (9, 13, 3)).astype(np.uint16)
+    rgba = rng.integers(0, 65536, (9, 13, 4)).astype(np.uint16)
+    (tmp_path / "rgb16.png").write_bytes(_png16(rgb, 2))
+    (tmp_path / "rgba16.png").write_bytes(_png16(rgba, 6))
+    a, b = load_image2d(tmp_path / "rgb16.png"), load_image2d(tmp_path / "rgba16.png")
+    assert a.pixels.dtype == np.uint16 and a.is_rgb
+    np.testing.assert_array_equal(a.pixels, rgb)
+    np.testing.assert_array_equal(b.pixels, rgba[:, :, :3])  # alpha dropped
+    eight = rng.integers(0, 256, (9, 13, 3)).astype(np.uint8)  # 8-bit colour: unchanged path
+    Image.fromarray(eight).save(tmp_path / "rgb8.png")
+    np.testing.assert_array_equal(load_image2d(tmp_path / "rgb8.png").pixels, eight)

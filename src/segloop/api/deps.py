@@ -55,6 +55,8 @@ class Services:
         jid = job["job_id"]
         with self._sources_lock:
             vol = self._sources.get(jid)
+        if vol is None and job.get("image2d"):  # a picture: its one-slice canonical grid
+            vol = files.load_canonical(self.store.job_dir(jid), job.get("modality"))
         if vol is None:
             vol = files.load_source(self.store.job_dir(jid), self.store.source_rel(jid),
                                     self.settings.max_voxels)

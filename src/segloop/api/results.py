@@ -49,6 +49,8 @@ async def result_response(svc: Services, who: Principal, job_id: str, job: dict[
     """The response for version ``n`` (``labels``) of ``job`` in ``format``; ConflictError
     for a DICOM-SEG of a non-DICOM upload or of an empty mask."""
     headers = {"X-Mask-Version": str(n)}
+    if job.get("image2d"):
+        return await _result_2d(svc, who, job_id, job, labels, n, format, style, headers)
     if format == "nii.gz" and grid == "canonical":  # the viewer's grid (GET .../volume)
         body = await run_in_threadpool(_canonical_nifti, svc, job_id, labels)
         return Response(body, media_type="application/gzip", headers=headers)
@@ -85,5 +87,39 @@ async def result_response(svc: Services, who: Principal, job_id: str, job: dict[
     await run_in_threadpool(write_dicom_seg, labels, vol, path, segs)
     return FileResponse(path, media_type="application/dicom",
                         filename=f"{job_id}_v{n}_seg.dcm",
+                        background=BackgroundTask(lambda: path.unlink(missing_ok=True)),
+                        headers=headers)
+
+
+async def _result_2d(svc: Services, who: Principal, job_id: str, job: dict[str, Any],
+                     labels: npt.NDArray[Any], n: int, format: ResultFormat,
+                     style: ResultStyle, headers: dict[str, str]) -> Response:
+    """A 2D job's mask at the picture's exact size: PNG (``style`` colour: RGBA overlay,
+    labels: grey label values), NIfTI (the one-slice canonical grid, x = column, y = row) or
+    DICOM-SEG (a single-frame DICOM upload; one segment per object)."""
+    from segloop.jobs import image2d_job
+
+    if format == "nii.gz":
+        body = await run_in_threadpool(_canonical_nifti, svc, job_id, labels)
+        return Response(body, media_type="application/gzip", headers={
+            **headers, "Content-Disposition": f'attachment; filename="{job_id}_v{n}_mask.nii.gz"'})
+    image = await run_in_threadpool(image2d_job.load_job_image, svc.store.job_dir(job_id),
+                                    svc.settings.max_voxels)
+    assert image is not None  # image2d jobs have their picture
+    objs = svc.store.list_objects(job_id, who)
+    if format == "png":
+        colours = {int(o["label_value"]): str(o["colour"]) for o in objs} \
+            if style == "colour" else None
+        data = await run_in_threadpool(image2d_job.result_png, labels, image, colours)
+        return Response(data, media_type="image/png", headers=headers)
+    if job["source_format"] != image2d_job.FORMAT_PREFIX + "dicom":
+        raise ConflictError("DICOM-SEG export needs a DICOM upload; this job came from "
+                            f"{job['source_format'][3:].upper()} (download format=png instead)")
+    if n == 0 or not labels.any():
+        raise ConflictError("the mask is empty: nothing to export as DICOM-SEG")
+    names = {int(o["label_value"]): str(o["name"]) for o in objs}
+    path = (svc.settings.tmp_dir / f"result-{uuid.uuid4()}").with_suffix(".dcm")
+    await run_in_threadpool(image2d_job.result_dicom_seg, labels, image, path, names)
+    return FileResponse(path, media_type="application/dicom", filename=f"{job_id}_v{n}_seg.dcm",
                         background=BackgroundTask(lambda: path.unlink(missing_ok=True)),
                         headers=headers)

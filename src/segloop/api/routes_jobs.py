@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from segloop.jobs import files
-from segloop.jobs.errors import QueueUnavailableError
+from segloop.jobs.errors import ConflictError, QueueUnavailableError
 from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
@@ -97,6 +97,15 @@ def jobs_router() -> APIRouter:
         return FileResponse(files.canonical_path(svc.store.job_dir(job_id)),
                             media_type="application/gzip", filename=f"{job_id}.nii.gz")
 
+    @r.get("/{job_id}/image", summary="A 2D job's picture as the viewer shows it (8-bit PNG)")
+    def image(job_id: str, svc: Svc, who: Who) -> FileResponse:
+        from segloop.jobs.image2d_job import DISPLAY_NAME
+
+        job = svc.store.get_job(job_id, who)
+        if not job["image2d"]:
+            raise ConflictError("this job is a volume, not a 2D image: GET .../volume")
+        return FileResponse(svc.store.job_dir(job_id) / DISPLAY_NAME, media_type="image/png")
+
     @r.post("/{job_id}/initial-mask", status_code=202, response_model=SubmittedOut)
     def initial_mask(job_id: str, body: InitialMaskRequest, svc: Svc, who: Who
                      ) -> dict[str, Any]:
@@ -154,7 +163,8 @@ def jobs_router() -> APIRouter:
                                      style, grid)
 
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
-           summary="Upload an edited label map (NIfTI, canonical or source grid)")
+           summary="Upload an edited label map (NIfTI, canonical or source grid; "
+                "a 2D job also takes a PNG of the picture's size)")
     async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         data = await read_small_body(request, min(svc.settings.max_upload_bytes,
@@ -162,6 +172,9 @@ def jobs_router() -> APIRouter:
 
         def parse_and_store() -> int:
             can = files.load_canonical(svc.store.job_dir(job_id), job["modality"])
+            if job["image2d"]:  # a PNG of the picture's size, or the canonical NIfTI
+                labels = files.read_mask_upload_2d(data, can)
+                return svc.store.edit_mask(job_id, who, labels)
             src = None if tuple(job["source_shape"]) == tuple(job["shape"]) and \
                 can.is_canonical() and job["source_format"] == "nifti" else \
                 svc.source_volume(job)

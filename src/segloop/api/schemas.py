@@ -47,11 +47,13 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- request bodies
 class InitialMaskRequest(BaseModel):
-    """A 2D prompt on axial slice ``slice_index`` (canonical voxel indices, inclusive box)."""
+    """A 2D prompt on axial slice ``slice_index`` (canonical voxel indices, inclusive box); on
+    a 2D image job, image pixels: x = column, y = row from the top-left (slice_index 0)."""
 
     model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
 
-    slice_index: Coord
+    slice_index: Coord | None = Field(None, description="required for volumes; 0 (the "
+                                      "default) on a 2D image or a one-slice volume")
     box: list[Coord] | None = Field(None, min_length=4, max_length=4,
                                     description="[x0, y0, x1, y1] inclusive")
     points: list[Point] | None = Field(None, description="[[x, y], ...]")
@@ -130,6 +132,9 @@ class JobOut(_Out):
     source_shape: list[int] = Field(description="the uploaded grid, voxels")
     spacing: list[float]
     orientation: str
+    image2d: bool = Field(False, description="a 2D image job (PNG, JPEG, TIFF, BMP, one DICOM "
+                          "frame): shape is (width, height, 1), x = column, y = row from the "
+                          "top-left; source_shape is (rows, columns)")
     engine: str | None
     current_version: int
     last_task: str | None

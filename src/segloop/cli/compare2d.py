@@ -1,8 +1,10 @@
 """``segloop segment IMG ... --compare-with ENGINE``: one figure with the image, the prompts and
 each engine's mask (the polyp workflow's side-by-side of a base and a fine-tuned model).
 
-Each panel's title gives the engine, the mask's area in pixels and its IoU with the first
-engine's mask. Drawing only (matplotlib, Agg); the masks come from segloop.engines.image2d.
+Each panel's title gives the engine, the model's own predicted IoU of its mask (SAM-family
+IoU heads; "no score" for engines without one, e.g. ``classic``), the mask's area in pixels
+and its IoU with the first engine's mask. Drawing only (matplotlib, Agg); the masks come
+from segloop.engines.image2d.
 Part of the CLI, the top layer: library code must not import it.
 """
 
@@ -32,8 +34,10 @@ def _iou(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
 
 
 def write_comparison(image: Image2D, prompts: Prompts,
-                     results: list[tuple[str, npt.NDArray[np.bool_]]], path: Path) -> Path:
-    """Write a PNG with the image + prompts and one overlay panel per ``(engine, mask)``."""
+                     results: list[tuple[str, npt.NDArray[np.bool_], float | None]], path: Path
+                     ) -> Path:
+    """Write a PNG with the image + prompts and one overlay panel per ``(engine, mask,
+    predicted score or None)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,12 +62,13 @@ def write_comparison(image: Image2D, prompts: Prompts,
                     markeredgecolor="white")
     axes[0].set_title(f"image {image.width}x{image.height}")
     first = results[0][1]
-    for ax, (name, mask) in zip(axes[1:], results, strict=True):
+    for ax, (name, mask, score) in zip(axes[1:], results, strict=True):
         overlay = np.zeros((*mask.shape, 4), np.float32)
         overlay[mask] = (0.1, 0.5, 1.0, 0.45)
         ax.imshow(overlay)
-        ax.set_title(f"{name}: {int(mask.sum())} px, IoU vs {results[0][0]} {_iou(mask, first):.3f}",
-                     fontsize=9)
+        said = "no score" if score is None else f"predicted IoU {score:.3f}"
+        ax.set_title(f"{name}: {said}\n{int(mask.sum())} px, IoU vs {results[0][0]} "
+                     f"{_iou(mask, first):.3f}", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_2d(args: argparse.Namespace) -> int:
-    """2D mode: every image prompted with its mask's box; mean IoU/Dice per model side by side."""
+    """2D mode: every image prompted with its mask's box; mean IoU/Dice per model side by side,
+    one comparison figure per image in OUT/figures, and with two models the polyp workflow's
+    base vs fine-tuned lines (the first model is the base)."""
     from argparse import Namespace
 
     from segloop.cli.train import run_eval2d
@@ -117,4 +119,4 @@ def _run_2d(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     return run_eval2d(Namespace(images=args.images, masks=args.masks, models=models,
                                 device=args.device, threads=2, csv=args.out / "per_image_2d.csv",
-                                quiet=args.quiet))
+                                quiet=args.quiet, figures=args.out / "figures", compare=True))

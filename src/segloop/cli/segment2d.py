@@ -67,17 +67,20 @@ def run_2d(args: argparse.Namespace) -> int:
         engine = get_engine(name, **parse_engine_options(args.engine_opt))
     except TypeError as exc:
         raise SegloopError(f"engine {name!r} does not accept these options: {exc}") from None
-    mask = segment_image(engine, image, prompts)
     if getattr(args, "compare_with", None):
         from segloop.cli.compare2d import write_comparison
+        from segloop.engines.image2d import segment_image_scored
 
         other = get_engine(args.compare_with, **parse_engine_options(args.engine_opt))
-        mask_b = segment_image(other, image, prompts)
-        out = write_comparison(image, prompts, [(name, mask), (args.compare_with, mask_b)],
+        mask_a, score_a = segment_image_scored(engine, image, prompts)
+        mask_b, score_b = segment_image_scored(other, image, prompts)
+        out = write_comparison(image, prompts, [(name, mask_a, score_a),
+                                                (args.compare_with, mask_b, score_b)],
                                args.output)
         if not args.quiet:
             print(f"segloop: wrote comparison {out}", file=sys.stderr)
         return 0
+    mask = segment_image(engine, image, prompts)
     foreground = None if getattr(args, "labels", False) else 255
     out = save_mask_2d(mask, image, args.output, foreground=foreground)
     if args.dicom_seg is not None:

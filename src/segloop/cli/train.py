@@ -133,11 +133,17 @@ def run_eval2d(args: argparse.Namespace) -> int:
 
     try:
         result = evaluate_folders(args.images, args.masks, args.models, device=args.device,
-                                  threads=args.threads, on_progress=on_progress)
+                                  threads=args.threads, on_progress=on_progress,
+                                  figures=getattr(args, "figures", None))
     finally:
         for b in bars.values():
             b.close()
     print(format_table(result))
+    if getattr(args, "compare", False) and len(result.models) == 2:
+        from segloop.train.eval2d_figures import format_comparison
+
+        print()
+        print(format_comparison(result.summary, *result.models))
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as fh:

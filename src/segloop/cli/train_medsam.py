@@ -38,20 +38,26 @@ def run_medsam_train(args: argparse.Namespace) -> int:
     cfg = MedSAMTrainConfig(npy_dir=args.npy_dir, out=args.out, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             steps_per_epoch=args.samples_per_epoch // max(args.batch_size, 1),
-                            seed=args.seed, device=device, threads=args.threads)
+                            seed=args.seed, device=device, threads=args.threads,
+                            val_fraction=args.val_fraction, resume=args.resume)
 
-    def on_epoch(epoch: int, loss: float) -> None:
+    def on_epoch(epoch: int, loss: float, dice: float | None) -> None:
         if not args.quiet:
-            print(f"segloop: epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}", file=sys.stderr)
+            val = "" if dice is None else f", val Dice {dice:.4f}"
+            print(f"segloop: epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}{val}", file=sys.stderr)
 
     result = train_medsam(cfg, model, on_epoch)
     print(f"segloop: best checkpoint (MedSAM's layout) {result.best_checkpoint}; losses "
           + " ".join(f"{v:.4f}" for v in result.losses))
+    print("segloop: validation Dice (" + ", ".join(result.val_cases) + ") "
+          + " ".join(f"{v:.4f}" for v in result.val_dice) if result.val_dice
+          else "segloop: no validation (a single case, or --val-fraction 0)")
     if not args.no_register:
         name = run_model_name("medsam", args.name or args.out.name)
         full = model.config.to_dict()
         config = {k: full[k] for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config")}
         register_run(result.hf_dir, name, base_model=base, engine="medsam", config=config,
-                     val_scores={"train_loss": min(result.losses)}, run_dir=args.out)
+                     val_scores={"val_dice": max(result.val_dice)} if result.val_dice
+                     else {"train_loss": min(result.losses)}, run_dir=args.out)
         print(f"segloop: registered {name} (use --engine {name})")
     return 0

@@ -37,7 +37,7 @@ from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts, validate_prompts
 
 __all__ = ["ImageSegmenter", "colour_feature", "image_as_volume", "segment_image",
-           "to_uint8_image", "validate_prompts_2d"]
+           "segment_image_scored", "to_uint8_image", "validate_prompts_2d"]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,15 @@ def segment_image(engine: Engine, image: Image2D, prompts: Prompts) -> BoolArray
     if mask.shape != (image.height, image.width):  # pragma: no cover - an engine bug
         raise AssertionError(f"engine returned {mask.shape}, want {(image.height, image.width)}")
     return mask.astype(bool, copy=False)
+
+
+def segment_image_scored(engine: Engine, image: Image2D, prompts: Prompts
+                         ) -> tuple[BoolArray, float | None]:
+    """:func:`segment_image` and the model's own predicted IoU of the mask, for engines that
+    predict one (``segment_image_scored``: SAM-family IoU heads); None for the others."""
+    scorer = getattr(engine, "segment_image_scored", None)
+    if scorer is None:
+        return segment_image(engine, image, prompts), None
+    validate_prompts_2d(prompts, image.height, image.width)
+    mask, score = scorer(image.pixels, prompts, image.spacing)
+    return np.asarray(mask, dtype=bool), float(score)

@@ -4,7 +4,8 @@ its readers.
 Coordinates are those of every image tool (docs/DESIGN.md): ``pixels[row, col]``, ``x`` =
 column, ``y`` = row, from the top-left. Readers:
 
-- PNG, JPEG, BMP (Pillow) and TIFF (tifffile): grey or RGB, 8 or 16 bit; an alpha channel is
+- PNG, JPEG, BMP (Pillow) and TIFF (tifffile): grey or RGB, 8 or 16 bit (16-bit colour PNGs
+  keep all 16 bits, see :func:`_png_rgb16`); an alpha channel is
   dropped, palette images become RGB; no spacing (their dpi is a print resolution). The pixel
   count is checked from the header before any pixel is decoded (decompression-bomb guard).
 - One single-frame DICOM file (:mod:`segloop.io.dicom2d`).
@@ -218,6 +219,29 @@ def to_grey_or_rgb(path: Path, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
     )
 
 
+def _png_rgb16(path: Path, im: Any) -> npt.NDArray[np.uint16] | None:
+    """A 16-bit RGB / RGBA PNG with all 16 bits, None for any other PNG.
+
+    Pillow keeps only the high byte of 16-bit colour samples (its ``RGB;16B`` unpacker). Its
+    zlib and filter decoding are right, though: so the file is decoded twice, the second
+    time with the little-endian unpacker (``RGB;16L``), which on PNG's big-endian samples
+    keeps the low byte; high * 256 + low is the sample."""
+    from PIL import Image
+
+    tile = list(getattr(im, "tile", []) or [])
+    if im.mode not in ("RGB", "RGBA") or len(tile) != 1 or tile[0].args not in (
+            "RGB;16B", "RGBA;16B"):
+        return None
+    high = np.asarray(im)
+    with Image.open(path) as again:
+        first = again.tile[0]
+        again.tile = [first._replace(args=str(first.args).replace(";16B", ";16L"))]
+        low = np.asarray(again)
+    out: npt.NDArray[np.uint16] = high.astype(np.uint16) * np.uint16(256)
+    out |= low.astype(np.uint16)
+    return out
+
+
 def _read_pillow(path: Path, kind: ImageSource, max_pixels: int | None) -> Image2D:
     from PIL import Image
 
@@ -238,7 +262,9 @@ def _read_pillow(path: Path, kind: ImageSource, max_pixels: int | None) -> Image
                 im = im.convert("RGB")
             elif im.mode == "1":
                 im = im.convert("L")
-            arr = np.asarray(im)
+            arr = _png_rgb16(path, im) if kind is ImageSource.PNG else None
+            if arr is None:
+                arr = np.asarray(im)
     except Image.DecompressionBombError as exc:
         raise VolumeTooLargeError(f"{path}: refused as a decompression bomb ({one_line(exc)})") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -73,8 +73,11 @@ def save_mask_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path, *,
 
 
 def write_dicom_seg_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path,
-                       segment_name: str = "segment 1") -> Path:
-    """A BINARY DICOM-SEG referencing the single-frame DICOM ``image`` (``(H, W)`` mask)."""
+                       segment_name: str | dict[int, str] = "segment 1") -> Path:
+    """A BINARY DICOM-SEG referencing the single-frame DICOM ``image`` (``(H, W)`` mask).
+
+    ``segment_name`` a string: every non-zero pixel is one segment of that name; a dict
+    (label value -> name): ``mask`` is a label map and each value present is one segment."""
     import pydicom
 
     from segloop.io.dicomseg import _fill_missing_uids, save_segmentation, segment_description
@@ -84,8 +87,12 @@ def write_dicom_seg_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path,
             f"DICOM-SEG export needs DICOM input, but the image is {image.source.value}; "
             "write a PNG mask instead"
         )
-    m = _check(mask, image) > 0
-    if not m.any():
+    labels = _check(mask, image)
+    names = {1: segment_name} if isinstance(segment_name, str) else dict(segment_name)
+    if isinstance(segment_name, str):
+        labels = (labels > 0).astype(np.uint8)
+    present = [v for v in sorted(names) if (labels == v).any()]
+    if not present:
         raise InputError("the mask is empty: nothing to export as DICOM-SEG")
     try:
         src = pydicom.dcmread(image.source_path, force=True)
@@ -95,6 +102,7 @@ def write_dicom_seg_2d(mask: npt.NDArray[Any], image: Image2D, path: str | Path,
     for attr in _TYPE2_COPIED:  # type 2 in the SEG: present, possibly empty
         if attr not in src:
             setattr(src, attr, "")
-    return save_segmentation([src], m[None, :, :], [segment_description(1, segment_name)], path,
-                             "image")
+    planes = np.stack([labels == v for v in present], axis=-1)[None]  # (1, H, W, segments)
+    descriptions = [segment_description(i + 1, names[v]) for i, v in enumerate(present)]
+    return save_segmentation([src], planes, descriptions, path, "image")
 

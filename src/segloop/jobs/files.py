@@ -56,6 +56,7 @@ __all__ = [
     "load_labels",
     "load_source",
     "read_mask_upload",
+    "read_mask_upload_2d",
     "save_labels",
     "write_canonical",
 ]
@@ -131,7 +132,8 @@ def _check_single(path: Path, fmt: str) -> None:
 def ingest_upload(upload: Path, dest: Path, limits: UploadLimits) -> tuple[Volume, str]:
     """Move an uploaded file into ``dest/source`` and read it; returns (volume, relative source).
 
-    The format is sniffed from the content (segloop.io.sniff). A single file must be
+    The format is sniffed from the content (segloop.io.sniff). A picture (PNG, JPEG, TIFF,
+    BMP) or a single-frame DICOM file becomes a 2D job (segloop.jobs.image2d_job). A single file must be
     self-contained (no header naming a separate data file). A zip is a DICOM series, or one
     image in a multi-file format whose data file is inside the zip (segloop.jobs.unpack).
     Everything is read with ``data_root`` = the job's source folder, so no header can make
@@ -139,10 +141,16 @@ def ingest_upload(upload: Path, dest: Path, limits: UploadLimits) -> tuple[Volum
     error. Writes ``dest/canonical.nii.gz``.
     """
     from segloop.io.sniff import detect_format
+    from segloop.jobs.image2d_job import ingest_2d, upload_is_2d
 
     with open(upload, "rb") as fh:
         if fh.read(2) == b"PK":
             check_entry_count(upload, limits.zip())
+    kind = upload_is_2d(upload)
+    if kind is not None:  # a picture or a single-frame DICOM: a 2D job (one slice)
+        got = ingest_2d(upload, dest, kind, limits.max_voxels)
+        write_canonical(got.volume, canonical_path(dest))
+        return got.volume, got.rel
     fmt = detect_format(upload)
     src_dir = dest / "source"
     src_dir.mkdir(parents=True)
@@ -257,6 +265,29 @@ def read_mask_upload(data: bytes, canonical: Volume, source: Volume | None) -> L
         f"the mask has shape {arr.shape}, but this job's volume is {canonical.shape} "
         f"(canonical) / {source.shape if source else '?'} (as uploaded)"
     )
+
+
+def read_mask_upload_2d(data: bytes, canonical: Volume) -> LabelMap:
+    """A 2D job's uploaded mask -> canonical ``(W, H, 1)`` uint8: a PNG of the picture's size
+    (grey label values; 255 in a 0/255 mask counts as label 1), or a NIfTI on the canonical
+    grid (:func:`read_mask_upload`)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return read_mask_upload(data, canonical, None)
+    from PIL import Image, UnidentifiedImageError
+
+    w, h = canonical.shape[0], canonical.shape[1]
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (w, h):
+                raise InputError(f"the mask PNG is {im.size[0]} x {im.size[1]} pixels, but this "
+                                 f"image is {w} x {h}")
+            arr = np.asarray(im.convert("L") if im.mode not in ("L", "1", "P") else im)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"the mask is not a readable PNG file ({exc})") from exc
+    arr = np.asarray(arr, np.uint8)
+    if set(np.unique(arr).tolist()) <= {0, 255}:
+        arr = (arr > 0).astype(np.uint8)
+    return np.ascontiguousarray(arr.T[:, :, None])
 
 
 def _gunzip_limited(data: bytes, limit: int) -> bytes:

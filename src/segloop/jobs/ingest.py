@@ -51,11 +51,16 @@ class IngestResult:
 
 def ingest(upload: Path, dest: Path, limits: files.UploadLimits) -> IngestResult:
     """:func:`segloop.jobs.files.ingest_upload`, summarised (runs in a child process or not)."""
+    from segloop.jobs.image2d_job import is_2d_format
+
     vol, rel = files.ingest_upload(upload, dest, limits)
     can = vol.canonical()
+    source_shape = [int(s) for s in vol.shape]
+    if is_2d_format(vol.source_format):  # a picture's own shape: (rows, columns)
+        source_shape = [source_shape[1], source_shape[0]]
     return IngestResult(rel=rel, source_format=vol.source_format, modality=vol.modality,
                         shape=[int(s) for s in can.shape],
-                        source_shape=[int(s) for s in vol.shape],
+                        source_shape=source_shape,
                         spacing=[round(float(v), 6) for v in can.spacing],
                         orientation=vol.orientation)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow
 from segloop.jobs.errors import ForbiddenError, NotFoundError
+from segloop.jobs.image2d_job import is_2d_format
 from segloop.jobs.states import TERMINAL, TaskKind
 
 __all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "Claim", "ClaimOutcome",
@@ -56,7 +57,8 @@ def job_dict(job: JobRow) -> dict[str, Any]:
         "created": job.created.isoformat() + "Z", "updated": job.updated.isoformat() + "Z",
         "source_format": job.source_format, "modality": job.modality,
         "shape": job.shape, "source_shape": job.source_shape, "spacing": job.spacing,
-        "orientation": job.orientation, "engine": job.engine,
+        "orientation": job.orientation, "image2d": is_2d_format(job.source_format),
+        "engine": job.engine,
         "current_version": job.current_version, "last_task": job.last_task,
     }
 

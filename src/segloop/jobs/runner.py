@@ -43,6 +43,7 @@ from segloop.engines.base import Session, drive
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
+from segloop.jobs.image2d_job import load_job_image
 from segloop.jobs.progress import StepProgress, mask_runs
 from segloop.jobs.sessioncache import SessionCache
 from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
@@ -157,6 +158,11 @@ class Runtime:
 
         engine = get_engine(engine_name)
         self.loaded_engines.add(engine_name)
+        image = load_job_image(self.store.job_dir(job_id))
+        if image is not None:  # a 2D job: the engine sees the picture itself (RGB kept)
+            from segloop.engines.image2d_session import Image2DSession
+
+            return Image2DSession(engine, image)
         vol = files.load_canonical(self.store.job_dir(job_id), modality)
         return engine.open(vol)
 

@@ -70,6 +70,8 @@ class TaskStore(JobsStore):
             clean: dict[str, Any] = {"object_id": oid, "engine": engine}
             new_anchor: int | None = None
             if kind in (TaskKind.INITIAL_MASK, TaskKind.REFINE):
+                if params.get("slice_index") is None and shape[2] == 1:
+                    params = {**params, "slice_index": 0}  # a 2D image: its one slice
                 if params.get("slice_index") is None:
                     raise PromptError(f"{kind} needs slice_index")
                 z = int(params["slice_index"])

@@ -4,7 +4,10 @@ The polyp-style comparison: every image of a folder (its ``val/`` sub-folder whe
 one) is prompted with the exact bounding box of its mask; the model's low-resolution logits
 are upsampled bilinearly to the image and thresholded at 0; IoU and Dice are computed at the
 image's own resolution. Models are registry names (``medsam2``, ``sam2.1-tiny``, a trained
-``medsam2@RUN``), a run folder or a run checkpoint (``best.pt``).
+``medsam2@RUN``), a run folder or a run checkpoint (``best.pt``). Other engines (``medsam``,
+a trained ``medsam@RUN``, ``classic``) segment each image through
+:func:`segloop.engines.image2d.segment_image` with the same box, with their own
+pre- and post-processing (MedSAM's: sigmoid > 0.5).
 
 Imports torch; must not import the API, the jobs layer or the CLI.
 """
@@ -57,6 +60,54 @@ def load_named_model(name: str, device: torch.device) -> Any:
     return load_model(get_spec(name).name, device=device)
 
 
+def _engine_for(name: str) -> Any | None:
+    """The engine that evaluates ``name`` when it is not a SAM 2-family model, else None."""
+    if Path(name).exists():
+        return None
+    from segloop.engines import get_engine
+    from segloop.errors import SegloopError
+    from segloop.models.registry import get_spec
+    from segloop.models.versions import register_saved_runs
+
+    register_saved_runs()
+    try:
+        engine_name = get_spec(name).engine
+    except SegloopError:  # not a model: an engine such as classic
+        return get_engine(name)
+    return get_engine(name) if engine_name == "medsam" else None
+
+
+def _predictor(name: str, dev: torch.device) -> Callable[[ImageRecord], np.ndarray]:
+    """``record -> (H, W)`` bool prediction from the exact box of its truth."""
+    engine = _engine_for(name)
+    if engine is not None:
+        from segloop.engines.image2d import segment_image
+        from segloop.io.image2d import Image2D, ImageSource
+        from segloop.types import Prompts
+
+        def by_engine(rec: ImageRecord) -> np.ndarray:
+            box = sample_prompt(rec.truth[0], None).box
+            assert box is not None
+            image = Image2D(pixels=rec.frames[0], source=ImageSource.PNG)
+            return segment_image(engine, image, Prompts.make(box=[int(v) for v in box]))
+
+        return by_engine
+    model = load_named_model(name, dev)
+    size = int(model.config.image_size)
+
+    def by_model(rec: ImageRecord) -> np.ndarray:
+        h, w = rec.truth.shape[1:]
+        prompt = sample_prompt(rec.truth[0], None)
+        out = forward_clip(model, frames_to_tensor(rec.frames, size),
+                           prompt_inputs(prompt, int(h), int(w), size), dev)[0]
+        up = F.interpolate(out.logits.float(), size=(int(h), int(w)), mode="bilinear",
+                           align_corners=False)
+        pred: np.ndarray = (up[0, 0] > 0).cpu().numpy()
+        return pred
+
+    return by_model
+
+
 def _scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     inter = float(np.logical_and(pred, truth).sum())
     union = float(np.logical_or(pred, truth).sum())
@@ -68,9 +119,12 @@ def _scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 def evaluate_folders(images: Path, masks: Path, models: Sequence[str], *, device: str = "auto",
                      threads: int = 2,
-                     on_progress: Callable[[str, int, int], None] | None = None
-                     ) -> Folder2DResult:
-    """Mean IoU/Dice of each model on the image/mask folders (see module docstring)."""
+                     on_progress: Callable[[str, int, int], None] | None = None,
+                     figures: Path | None = None) -> Folder2DResult:
+    """Mean IoU/Dice of each model on the image/mask folders (see module docstring).
+
+    figures: a folder for one comparison PNG per image (image + box, truth, each model's mask
+    with its IoU and Dice; :mod:`segloop.train.eval2d_figures`)."""
     if not models:
         raise InputError("name at least one model to evaluate")
     if (images / "val").is_dir() and (masks / "val").is_dir():
@@ -81,28 +135,31 @@ def evaluate_folders(images: Path, masks: Path, models: Sequence[str], *, device
     torch.set_num_threads(max(1, threads))
     dev = resolve_device(device)
     result = Folder2DResult(models=list(models))
+    preds: dict[str, list[tuple[str, np.ndarray, float, float]]] = {r.name: [] for r in records}
     for name in models:
-        model = load_named_model(name, dev)
-        size = int(model.config.image_size)
+        predict = _predictor(name, dev)
         ious: list[float] = []
         dices: list[float] = []
         with torch.no_grad():
             for i, rec in enumerate(records):
-                h, w = rec.truth.shape[1:]
-                prompt = sample_prompt(rec.truth[0], None)
-                out = forward_clip(model, frames_to_tensor(rec.frames, size),
-                                   prompt_inputs(prompt, int(h), int(w), size), dev)[0]
-                up = F.interpolate(out.logits.float(), size=(int(h), int(w)), mode="bilinear",
-                                   align_corners=False)
-                pred = (up[0, 0] > 0).cpu().numpy()
+                pred = predict(rec)
                 iou, dice = _scores(pred, rec.truth[0])
                 ious.append(iou)
                 dices.append(dice)
                 result.rows.append({"model": name, "image": rec.name, "iou": iou, "dice": dice})
+                if figures is not None:
+                    preds[rec.name].append((name, pred, iou, dice))
                 if on_progress is not None:
                     on_progress(name, i + 1, len(records))
         result.summary[name] = {"mean_iou": float(np.mean(ious)),
                                 "mean_dice": float(np.mean(dices)), "n": float(len(ious))}
+    if figures is not None:
+        from segloop.train.eval2d_figures import safe_stem, write_image_figure
+
+        for i, rec in enumerate(records):
+            box = sample_prompt(rec.truth[0], None).box
+            write_image_figure(figures / f"{i:04d}_{safe_stem(rec.name)}.png", rec.frames[0],
+                               rec.truth[0], box, preds[rec.name])
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -247,3 +248,100 @@ def test_train_medsam_on_npy_and_serve_the_run(tmp_path: Path, capsys: pytest.Ca
     t = torch.zeros(1, 1, 8, 8)
     t[..., 2:6, 2:6] = 1
     assert float(dice_bce_loss((t * 2 - 1) * 20, t)) < 0.01 < 2 < float(dice_bce_loss((1 - 2 * t) * 20, t))
+
+
+def test_scored_segmentation_gives_the_iou_head_and_a_2d_session_encodes_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--compare-with`` shows each model's own predicted IoU: for ``medsam`` it is SAM's IoU
+    head for that box (checked against a direct ``SamModel`` call), the mask is the plain
+    one; ``classic`` has no score. A 2D job's session encodes its picture once."""
+    from segloop.engines import get_engine
+    from segloop.engines.image2d import segment_image, segment_image_scored
+    from segloop.engines.image2d_session import Image2DSession
+    from segloop.io.image2d import Image2D, ImageSource
+
+    install_tiny_medsam("medsam", image_size=64)
+    rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
+    image = Image2D(pixels=rgb, source=ImageSource.PNG)
+    engine = get_engine("medsam")
+    box = Prompts(box=(8, 6, 40, 30))
+    mask, score = segment_image_scored(engine, image, box)
+    np.testing.assert_array_equal(mask, segment_image(engine, image, box))
+    pred = engine.predictor()
+    emb = pred.encode(rgb)
+    with torch.inference_mode():
+        out = pred.model(image_embeddings=emb.features, multimask_output=False,
+                         input_boxes=torch.as_tensor(np.asarray([[scale_box(box.box, 48, 64, 64)]]),
+                                                  dtype=torch.float32))
+    assert score == pytest.approx(float(out.iou_scores[0, 0, 0]), abs=1e-6)
+    assert segment_image_scored(get_engine("classic"), image, box)[1] is None
+
+    calls: list[int] = []
+    real = type(pred).encode
+    monkeypatch.setattr(type(pred), "encode", lambda self, px: calls.append(1) or real(self, px))
+    session = Image2DSession(engine, image)
+    first = session.segment_slice(0, box)
+    assert first.shape == (64, 48)  # (X = width, Y = height)
+    list(session.refine(0, Prompts.make(points=[(20, 20)], labels=[0])))
+    list(session.refine(0, Prompts(box=(4, 4, 50, 40))))
+    assert len(calls) == 1
+    assert session.mask().shape == (64, 48, 1)
+
+
+def _npy_cases(root: Path, cases: int, slices: int) -> Path:
+    """MedSAM's npy layout: ``<case>-<zzz>.npy`` slices with one bright rectangle each."""
+    (root / "imgs").mkdir(parents=True)
+    (root / "gts").mkdir()
+    rng = np.random.default_rng(0)
+    for c in range(cases):
+        for z in range(slices):
+            gt = np.zeros((64, 64), np.uint8)
+            y, x = 8 + 5 * z + 3 * c, 10 + 4 * z
+            gt[y: y + 22, x: x + 26] = 1
+            img = np.repeat((0.2 + 0.6 * gt + rng.normal(0, 0.05, gt.shape))[:, :, None], 3, -1)
+            np.save(root / "imgs" / f"case{c}-{z:03d}.npy", np.clip(img, 0, 1))
+            np.save(root / "gts" / f"case{c}-{z:03d}.npy", gt)
+    return root
+
+
+def test_medsam_training_validates_per_epoch_keeps_the_best_and_resumes_exactly(
+        tmp_path: Path) -> None:
+    """Whole cases are held out; each epoch's validation Dice is recorded and the best
+    checkpoint is the epoch with the highest; 2 epochs + ``resume`` to 4 give the same weights
+    and history as 4 epochs in one go."""
+    from segloop.models.sam_v1 import sam_original_to_hf
+    from segloop.train.medsam_train import MedSAMTrainConfig, split_cases, train_medsam
+
+    npy = _npy_cases(tmp_path / "npy", cases=3, slices=2)
+    from segloop.train.medsam_train import npy_pairs
+
+    train, val, held = split_cases(npy_pairs(npy), 0.34, seed=0)
+    assert len(held) == 1 and len(val) == 2 and len(train) == 4
+    assert all(p[1].name.startswith(held[0] + "-") for p in val)
+
+    def model() -> Any:
+        torch.manual_seed(0)
+        return build_sam_model(tiny_sam_config(64))
+
+    def cfg(out: Path, epochs: int, resume: bool = False) -> MedSAMTrainConfig:
+        return MedSAMTrainConfig(npy_dir=npy, out=out, epochs=epochs, batch_size=2, lr=1e-2,
+                                 threads=1, val_fraction=0.34, resume=resume)
+
+    full = train_medsam(cfg(tmp_path / "full", 4), model())
+    assert len(full.val_dice) == 4 and full.val_cases == held
+    assert all(0.0 <= d <= 1.0 for d in full.val_dice)
+    best = torch.load(tmp_path / "full" / "medsam_model_best.pth", weights_only=True)
+    assert best["epoch"] == int(np.argmax(full.val_dice))
+    latest = torch.load(tmp_path / "full" / "medsam_model_latest.pth", weights_only=True)
+    assert latest["epoch"] == 3 and "optimizer" in latest  # as train_one_gpu.py saves it
+
+    train_medsam(cfg(tmp_path / "half", 2), model())
+    resumed = train_medsam(cfg(tmp_path / "half", 4, resume=True), model())
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-4)
+    assert resumed.val_dice == pytest.approx(full.val_dice, abs=1e-4)
+    a = sam_original_to_hf(torch.load(tmp_path / "half" / "medsam_model_latest.pth",
+                                      weights_only=True)["model"])
+    b = sam_original_to_hf(latest["model"])
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    with pytest.raises(Exception, match="does not exist"):
+        train_medsam(cfg(tmp_path / "nothing", 2, resume=True), model())

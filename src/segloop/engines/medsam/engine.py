@@ -107,8 +107,25 @@ class MedSAMEngine:
         """Segment a 2D image: ``(H, W)`` or ``(H, W, 3)`` pixels, prompts in (x = column,
         y = row) pixels; returns the ``(H, W)`` mask. uint8 pixels go to MedSAM as they are;
         others are scaled to uint8 first (see ``to_uint8_image``)."""
+        del spacing  # MedSAM resizes every image to 1024 px: spacing plays no part
+        return self.decode_image(self.encode_image(pixels), prompts)
+
+    def encode_image(self, pixels: npt.NDArray[Any]) -> Any:
+        """The image embedding of ``(H, W)`` / ``(H, W, 3)`` pixels (a 2D job keeps it, so a
+        second box or a correction only decodes)."""
         from segloop.engines.image2d import to_uint8_image
 
-        del spacing  # MedSAM resizes every image to 1024 px: spacing plays no part
-        pred = self.predictor()
-        return pred.predict(pred.encode(to_uint8_image(pixels, None, self.window)), prompts)
+        return self.predictor().encode(to_uint8_image(pixels, None, self.window))
+
+    def segment_image_scored(self, pixels: npt.NDArray[Any], prompts: Prompts,
+                             spacing: tuple[float, float] | None = None
+                             ) -> tuple[BoolArray, float]:
+        """:meth:`segment_image` and MedSAM's predicted IoU of the mask (``--compare-with``)."""
+        del spacing
+        mask, score = self.predictor().predict_scored(self.encode_image(pixels), prompts)
+        return mask, score
+
+    def decode_image(self, encoding: Any, prompts: Prompts) -> BoolArray:
+        """The ``(H, W)`` mask of ``prompts`` (x = column, y = row) on an encoded image."""
+        mask: BoolArray = self.predictor().predict(encoding, prompts)
+        return mask

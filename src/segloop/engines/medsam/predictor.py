@@ -52,6 +52,10 @@ class MedSAMPredictor:
 
     def logits(self, emb: Embedding, prompts: Prompts) -> torch.Tensor:
         """The low-resolution logits ``(1, 1, s/4, s/4)`` (256² at 1024) for ``prompts``."""
+        return self.logits_and_score(emb, prompts)[0]
+
+    def logits_and_score(self, emb: Embedding, prompts: Prompts) -> tuple[torch.Tensor, float]:
+        """:meth:`logits` and the model's predicted IoU of that mask (SAM's IoU head)."""
         kwargs: dict[str, torch.Tensor] = {}
         h, w, s = emb.height, emb.width, self.image_size
         if prompts.box is not None:
@@ -66,7 +70,15 @@ class MedSAMPredictor:
         with self.lock, torch.inference_mode():
             out = self.model(image_embeddings=emb.features, multimask_output=False, **kwargs)
         low: torch.Tensor = out.pred_masks[:, 0, :1].float()  # (1, 1, 256, 256)
-        return low
+        return low, float(out.iou_scores[0, 0, 0])
+
+    def predict_scored(self, emb: Embedding, prompts: Prompts
+                       ) -> tuple[npt.NDArray[np.bool_], float]:
+        """:meth:`predict` and the model's predicted IoU of the mask."""
+        low, score = self.logits_and_score(emb, prompts)
+        up = F.interpolate(torch.sigmoid(low), size=(emb.height, emb.width), mode="bilinear",
+                           align_corners=False)
+        return up[0, 0].cpu().numpy() > 0.5, score
 
     def probabilities(self, emb: Embedding, prompts: Prompts) -> npt.NDArray[np.float32]:
         """MedSAM's probabilities ``(H, W)`` float32: sigmoid, bilinear upsampling to the image."""

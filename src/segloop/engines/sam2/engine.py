@@ -144,18 +144,38 @@ class Sam2Engine:
         """Segment a 2D image with the image-predictor path of the same weights (no memory):
         ``(H, W)`` or ``(H, W, 3)`` pixels, prompts in (x = column, y = row); ``(H, W)`` mask.
         See :mod:`segloop.engines.sam2.image2d`."""
-        from segloop.engines.image2d import to_uint8_image
+        del spacing  # resized to the model size: spacing plays no part
+        return self.decode_image(self.encode_image(pixels), prompts)
+
+    def _image_pred(self) -> Any:
         from segloop.engines.sam2.image2d import Sam2ImagePredictor
 
-        del spacing  # resized to the model size: spacing plays no part
         with self.lock:
             if self._image_predictor is None:
                 if not is_available(self.model_name):
                     raise ModelNotAvailableError(
                         f"{self.model_name}: {not_cached_message(self.model_name)}")
                 self._image_predictor = Sam2ImagePredictor.load(self.model_name, self.runtime().device.type)
-            pred = self._image_predictor
-        mask: BoolArray = pred.predict(pred.encode(to_uint8_image(pixels)), prompts)[0]
+            return self._image_predictor
+
+    def encode_image(self, pixels: npt.NDArray[Any]) -> Any:
+        """The image-predictor encoding of ``(H, W)`` / ``(H, W, 3)`` pixels (a 2D job keeps
+        it, so a correction only decodes)."""
+        from segloop.engines.image2d import to_uint8_image
+
+        return self._image_pred().encode(to_uint8_image(pixels))
+
+    def segment_image_scored(self, pixels: npt.NDArray[Any], prompts: Prompts,
+                             spacing: tuple[float, float] | None = None
+                             ) -> tuple[BoolArray, float]:
+        """:meth:`segment_image` and the model's predicted IoU of the chosen mask."""
+        del spacing
+        mask, score = self._image_pred().predict(self.encode_image(pixels), prompts)
+        return mask, float(score)
+
+    def decode_image(self, encoding: Any, prompts: Prompts) -> BoolArray:
+        """The ``(H, W)`` mask of ``prompts`` (x = column, y = row) on an encoded image."""
+        mask: BoolArray = self._image_pred().predict(encoding, prompts)[0]
         return mask
 
     def open(self, volume: Volume) -> Sam2Session:

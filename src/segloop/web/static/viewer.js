@@ -6,6 +6,7 @@
 // from GET .../result?format=nii.gz&grid=canonical and saved back with PUT .../mask.
 
 import * as api from './api.js';
+import { Image2DView } from './image2d.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
 import { DraftKeeper } from './drafts.js';
 import { askUnsaved, guardUnload } from './guard.js';
@@ -60,6 +61,7 @@ const S = {
 
 let NV = null; // the NiiVue module
 let nv = null; // the Niivue instance
+let view2d = null; // the 2D image mode (image2d.js): active while a 2D image job is open
 
 // ------------------------------------------------------------------ small UI helpers
 function message(text, kind = '') {
@@ -418,6 +420,7 @@ function voxToCanvas(x, y) {
 }
 
 function drawOverlay() {
+  if (view2d && view2d.active) { view2d.draw(); return; }
   const ov = $('#overlay');
   const gl = $('#gl');
   if (ov.width !== gl.width || ov.height !== gl.height) {
@@ -912,8 +915,10 @@ const JOB_BUTTONS = ['#btn-segment', '#btn-propagate', '#btn-refine',
 /** Buttons that need an open job are disabled without one (DICOM-SEG: DICOM uploads only). */
 function updateEnabled() {
   for (const sel of JOB_BUTTONS) $(sel).disabled = !S.job;
-  $('#btn-download-seg').disabled = !S.job || S.job.source_format !== 'dicom';
-  $('#btn-download-seg').title = S.job && S.job.source_format !== 'dicom'
+  const dicom = S.job && (S.job.source_format === 'dicom' || S.job.source_format === '2d-dicom');
+  $('#btn-download-seg').disabled = !dicom;
+  $('#btn-download-png').disabled = !S.job || !S.job.image2d;
+  $('#btn-download-seg').title = S.job && !dicom
     ? `DICOM-SEG needs a DICOM upload (this one is ${S.job.source_format})` : 'DICOM-SEG (DICOM uploads only)';
 }
 
@@ -939,6 +944,12 @@ async function openJob(jobId) {
   nv.setPan2Dxyzmm([0, 0, 0, 1]);
   if (S.dims.join() !== job.shape.join()) {
     console.warn('volume shape differs from the job record', S.dims, job.shape);
+  }
+  if (job.image2d) { // a picture: shown in colour by the 2D mode, labels stay in the drawing bitmap
+    const img = await api.request('GET', api.jobUrl(jobId, '/image'));
+    await view2d.open(job, await img.blob());
+  } else {
+    view2d.close();
   }
   nv.createEmptyDrawing();
   nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
@@ -1056,8 +1067,9 @@ async function review() {
 async function exportMask(format) {
   if (!S.job) return;
   if (S.dirty) await saveEdits();
-  const ext = format === 'dicom-seg' ? 'dcm' : 'nii.gz';
-  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}`), `${S.job.job_id}_mask.${ext}`);
+  const ext = { 'dicom-seg': 'dcm', png: 'png' }[format] || 'nii.gz';
+  const style = format === 'png' ? '&style=labels' : ''; // a 2D mask file: label values
+  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}${style}`), `${S.job.job_id}_mask.${ext}`);
   message(`Downloaded ${name}`, 'ok');
 }
 
@@ -1225,6 +1237,7 @@ function bindUi() {
   $('#btn-review').addEventListener('click', run(review));
   $('#btn-download').addEventListener('click', run(() => exportMask('nii.gz')));
   $('#btn-download-seg').addEventListener('click', run(() => exportMask('dicom-seg')));
+  $('#btn-download-png').addEventListener('click', run(() => exportMask('png')));
   $('#btn-add-object').addEventListener('click', run(addObject));
   $$('#views button').forEach((b) => b.addEventListener('click', () => setView(b.dataset.view)));
   $('#layout-select').addEventListener('change', () => nv && nv.setMultiplanarLayout(Number($('#layout-select').value)));
@@ -1271,6 +1284,11 @@ function voxelToClient(x, y) {
 
 async function boot() {
   bindUi();
+  view2d = new Image2DView({
+    state: S, nv: () => nv, markDirty, labelOf, promptsAt,
+    promptsChanged: updatePromptInfo,
+    overlayOpacity: () => ($('#show-overlay').checked ? OVERLAY_OPACITY : 0),
+  });
   updateEnabled();
   setTool('navigate');
   setView('axial');
@@ -1293,7 +1311,7 @@ async function boot() {
   }
   await loadEngines();
   await refreshJobs();
-  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, switchJob };
+  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, switchJob, view2d };
   const m = /job=([0-9a-f-]{36})/.exec(location.hash);
   if (m && nv) await openJob(m[1]).catch(fail);
   document.body.dataset.ready = '1';
