@@ -3,7 +3,7 @@
 For each case the image is read with :func:`segloop.io.load_volume` and the target mask is put on
 the image's canonical grid in physical space (image and label may be stored on different grids);
 each engine then runs :func:`segloop.eval.protocol.run_interaction` (box on the key slice,
-propagation, up to N simulated clicks) and every step is scored with
+propagation, up to N simulated clicks; or SAM-Med3D's random clicks) and every step is scored with
 :func:`segloop.eval.metrics.compute_scores` (Dice, IoU, NSD at the tolerance, HD95) in mm.
 
 Timing: ``seconds`` is the engine's time for a step as measured by the protocol (step 0: open the
