@@ -200,3 +200,19 @@ def test_wandb_offline_run_holds_the_config_and_metrics(tmp_path: Path,
         assert json.loads(h["epoch/train_loss"]) == pytest.approx(rec["train_loss"])
     assert sum("train/loss" in h for h in history) == 2  # one batch per epoch, log_freq 1
     assert any(k.startswith("val/pred") for h in history for k in h), history  # --log_images
+
+
+def test_manifest_rows_accept_dicom_folders_and_split_by_patient(tmp_path: Path) -> None:
+    from segloop.train.sammed3d.data import RowSource, check_rows, manifest_rows
+
+    man = _manifest(tmp_path / "cases.csv")
+    with man.open("a") as fh:
+        fh.write(f"ct_dicom_liver,{DATA / 'totalseg' / 'example_ct_dicom'},"
+                 f"{DATA / 'totalseg' / 'example_seg_dicom.nii.gz'},5,liver,CT,ct\n")
+    train, val = manifest_rows(man, None, 0.5, seed=0)
+    assert {r.patient_id for r in train}.isdisjoint({r.patient_id for r in val})
+    assert len(train) + len(val) == 4 and all(r.source is RowSource.MANIFEST for r in train + val)
+    dicom = next(r for r in train + val if r.case_id == "ct_dicom_liver")
+    assert dicom.image.is_dir() and dicom.label_value == 5
+    assert dicom.where() == "cases.csv case ct_dicom_liver (example_ct_dicom)"
+    assert check_rows(train, val, deep=False) == []  # a series folder is an image

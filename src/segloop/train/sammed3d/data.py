@@ -220,7 +220,8 @@ def check_rows(train: list[SeedRow], val: list[SeedRow], deep: bool = True) -> l
     """
     problems: list[str] = []
     for r in [*train, *val]:
-        if not r.image.is_file():
+        # a manifest's image may be a DICOM series folder
+        if not (r.image.exists() if r.source is RowSource.MANIFEST else r.image.is_file()):
             problems.append(f"{r.where()}: image file {r.image} does not exist")
             continue
         if r.mask is None:
