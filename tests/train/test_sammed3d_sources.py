@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ def _wandb_records(run_file: Path) -> list[Any]:
             continue
         _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
         pos += 7
-        if kind == 0 and n == 0:
+        if (kind == 0 and n == 0) or pos + n > len(data):  # padding, or a record still being written
             break
         buf += data[pos:pos + n]
         pos += n
@@ -182,7 +183,14 @@ def test_wandb_offline_run_holds_the_config_and_metrics(tmp_path: Path,
     assert summary["log"] == "wandb"
     assert not (tmp_path / "out" / "tensorboard").exists()
     (run_file,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
-    records = _wandb_records(run_file)
+    # wandb's service process may still be writing the file when finish() returns: wait for
+    # the run's exit record
+    deadline = time.monotonic() + 60
+    while True:
+        records = _wandb_records(run_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     for r in records:
