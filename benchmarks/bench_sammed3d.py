@@ -9,7 +9,9 @@ Measures, on CPU (``--threads``, default 2) or ``--device cuda``:
   box (patch sampling + encode + decode + paste-back) and one ``refine`` click (decode only);
 - ``train``: one optimisation step (forward with 2 simulated clicks, BCE + Dice loss on the
   128³ logits, backward, AdamW) at ``--batch`` (default 2), in bf16 autocast on CUDA
-  (``--precision``) -- the real ViT-B unless ``--tiny``.
+  (``--precision``) -- the real ViT-B unless ``--tiny``; with ``--visual-tokens N`` the same
+  step is timed again with the visual-token head (``--visual-token-count`` tokens of width N,
+  trained on the detached embedding) and the ratio printed.
 
 Peak memory: the process's peak resident set (CPU; ``ru_maxrss`` minus the RSS before the model
 was built) or ``torch.cuda.max_memory_allocated`` (CUDA), per phase on CUDA. Examples::
@@ -17,6 +19,7 @@ was built) or ``torch.cuda.max_memory_allocated`` (CUDA), per phase on CUDA. Exa
     PYTHONPATH=src python benchmarks/bench_sammed3d.py                    # CPU, 2 threads
     PYTHONPATH=src python benchmarks/bench_sammed3d.py --device cuda      # + bf16 train step, batch 2
     PYTHONPATH=src python benchmarks/bench_sammed3d.py --tiny --train     # CPU train step, tiny config
+    PYTHONPATH=src python benchmarks/bench_sammed3d.py --tiny --train --visual-tokens 256  # head cost
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from segloop.engines.sammed3d.model import SamMed3D, SamMed3DConfig
 from segloop.engines.sammed3d.session import Runtime, SamMed3DSession
 from segloop.engines.sammed3d.testing import random_model
+from segloop.engines.sammed3d.tokens import VisualTokenConfig, VisualTokenHead
 from segloop.io.volume import Volume
 from segloop.types import Prompts
 
@@ -67,11 +71,13 @@ def fmt(ts: list[float]) -> str:
     return f"{statistics.median(ts):.3f} s (min {min(ts):.3f}, n={len(ts)})"
 
 
-def train_step(model: SamMed3D, batch: int, dev: torch.device, bf16: bool, steps: int) -> list[float]:
+def train_step(model: SamMed3D, batch: int, dev: torch.device, bf16: bool, steps: int,
+               head: VisualTokenHead | None = None) -> list[float]:
     cfg = model.config
     s, n = cfg.image_size, cfg.low_res
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    opt = torch.optim.AdamW(params, lr=1e-4)
     x = torch.randn(batch, 1, s, s, s, device=dev)
     target = torch.zeros(batch, 1, s, s, s, device=dev)
     target[:, :, s // 4: 3 * s // 4, s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1
@@ -94,6 +100,8 @@ def train_step(model: SamMed3D, batch: int, dev: torch.device, bf16: bool, steps
                 pts = torch.cat([pts, torch.full((batch, 1, 3), s // 4 + k, device=dev,
                                                  dtype=torch.float32)], 1)
                 lab = torch.cat([lab, torch.zeros(batch, 1, dtype=torch.int64, device=dev)], 1)
+            if head is not None:
+                loss = loss + head.occupancy_loss(head(emb.detach()), target)
         loss.backward()
         opt.step()
 
@@ -112,6 +120,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--train", action="store_true", help="also time a training step (always on CUDA)")
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--visual-tokens", type=int, default=0, metavar="N",
+                    help="also time the train step with a visual-token head of width N")
+    ap.add_argument("--visual-token-count", type=int, default=32, metavar="K")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -177,6 +188,20 @@ def main() -> int:
         mem = (f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
                if dev.type == "cuda" else f"peak RSS over baseline {peak_mb() - base:.0f} MiB")
         print(f"train step, batch {args.batch}, {'bf16' if bf16 else 'fp32'}: {fmt(ts)}; {mem}")
+        if args.visual_tokens:
+            cfg = model.config
+            head = VisualTokenHead(VisualTokenConfig(
+                dim=args.visual_tokens, count=args.visual_token_count, in_dim=cfg.prompt_dim,
+                grid=cfg.grid, patch=cfg.patch_size)).to(dev)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            th = train_step(model, args.batch, dev, bf16, args.repeat, head)
+            mem = (f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
+                   if dev.type == "cuda" else f"peak RSS over baseline {peak_mb() - base:.0f} MiB")
+            n_head = sum(p.numel() for p in head.parameters())
+            print(f"train step + visual-token head ({args.visual_token_count} x {args.visual_tokens},"
+                  f" {n_head / 1e6:.2f} M parameters): {fmt(th)}; {mem}; median ratio"
+                  f" {statistics.median(th) / statistics.median(ts):.2f}")
     return 0
 
 

@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
         description=(
             "For every case of MANIFEST (CSV: case_id,image,label,label_value,structure,modality"
             "[,patient_id]) and every engine: a box on the axial slice where the target is largest, "
-            "propagation, then up to N simulated corrective clicks. Writes per_click.csv, "
+            "propagation, then up to N simulated corrective clicks (or SAM-Med3D's random clicks:"
+            " --click-protocol sammed3d). Writes per_click.csv, "
             "summary.md, summary.json, plots and key-slice overlays to --out and prints the "
             "summary table."
         ),
@@ -43,6 +44,10 @@ def register(sub: Any) -> None:
                    help="engine to evaluate; repeat to compare several side by side (default: classic)")
     p.add_argument("--clicks", type=int, default=5, metavar="N",
                    help="simulated corrective clicks per case (default: 5)")
+    p.add_argument("--click-protocol", choices=["segloop", "sammed3d"], default="segloop",
+                   help="segloop: a box on the key slice, then clicks at the most interior voxel of the "
+                        "largest error region (default); sammed3d: SAM-Med3D's own validation (a random "
+                        "target voxel, then random error voxels, seed 233), comparable with its papers")
     p.add_argument("--tolerance", type=float, default=2.0, metavar="MM",
                    help="NSD tolerance in mm (default: 2)")
     p.add_argument("--cases", nargs="+", metavar="ID", help="evaluate only these case ids")
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from segloop.datastore.manifest import read_manifest
     from segloop.errors import InputError
+    from segloop.eval.protocol import ClickProtocol
     from segloop.eval.report import format_summary_table, summarize, write_report
     from segloop.eval.runner import EvalProgress, evaluate, resolve_engines
 
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = evaluate(
             cases, engines, clicks=args.clicks, tolerance_mm=args.tolerance, on_progress=on_progress,
-            fail_fast=args.fail_fast,
+            fail_fast=args.fail_fast, click_protocol=ClickProtocol(args.click_protocol),
         )
     paths = write_report(result, args.out, overlays=not args.no_overlays)
     print(format_summary_table(summarize(result)))

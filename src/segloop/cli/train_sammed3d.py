@@ -2,7 +2,10 @@
 
 The seed's ``train.py`` option names are accepted as they are (``--train_csv``,
 ``--use_mixed_precision``, ...) and with dashes (``--train-csv``); ``--output_dir`` is also
-``--out`` as in ``segloop train``. ``--test`` is the seed's quick system check: it writes three
+``--out`` as in ``segloop train``. Data: the seed's CSVs and mask folder, or segloop's own 3D
+manifest (``--manifest CSV [--root DIR]``) or the datastore of reviewed masks
+(``--from-datastore [DIR]``), split by patient with ``--val-fraction``.
+``--test`` is the seed's quick system check: it writes three
 synthetic volumes (``.pkl`` arrays) with ``{n}.nii`` masks and CSVs in the seed's format into a
 temporary folder (or checks the given CSVs), reports every bad row at once, then trains a tiny
 model for one epoch end to end. Dispatched from :mod:`segloop.cli` before the generic ``train``
@@ -18,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["is_sammed3d_train", "main"]
 
@@ -49,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     _both(d, "train_csv", type=Path, help="CSV path,ich,patient_id")
     _both(d, "val_csv", type=Path)
     _both(d, "mask_dir", type=Path, help="folder of {file number}.nii masks")
+    d.add_argument("--manifest", type=Path, help="segloop 3D manifest CSV (case_id,image,label,...)")
+    d.add_argument("--root", type=Path, help="folder the manifest's paths are relative to")
+    d.add_argument("--from-datastore", "--from_datastore", dest="from_datastore", nargs="?", const="",
+                   default=None, metavar="DIR",
+                   help="train on the server's reviewed masks (default: $SEGLOOP_HOME/datastore)")
+    _both(d, "val_fraction", type=float, default=0.2,
+          help="--manifest / --from-datastore: share of patients held out for validation")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=200)
     _both(o, "batch_size", type=int, default=2)
@@ -64,8 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--clicks", type=int, default=5, help="simulated clicks per sample")
     o.add_argument("--device", default="auto")
     o.add_argument("--seed", type=int, default=0)
-    _both(o, "num_workers", type=int, default=0, help="accepted; patches are prepared in-process")
-    _both(o, "visual_tokens", type=int, default=0, help="not implemented yet (refused when > 0)")
+    _both(o, "num_workers", type=int, default=0,
+          help="processes preparing patches (default 0: in the training process)")
+    _both(o, "visual_tokens", type=int, default=0, metavar="N",
+          help="also train a visual-token head: tokens of width N for a BLIP-2-style model,"
+               " saved in sam_encoder.pth (default 0: none)")
+    _both(o, "visual_token_count", type=int, default=32, metavar="K",
+          help="number of visual tokens (learned queries; default 32)")
     r = p.add_argument_group("run")
     _both(r, "output_dir", "--out", type=Path, default=Path("outputs"))
     r.add_argument("--resume", action="store_true", help="continue from latest_model.pth")
@@ -115,15 +131,21 @@ def main(argv: Sequence[str]) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from segloop.errors import InputError
-    from segloop.train.sammed3d.data import check_rows, read_seed_csv
+    from segloop.train.sammed3d.data import check_rows
 
-    if args.visual_tokens:
-        raise InputError("--visual_tokens is not implemented yet for sammed3d: leave it out")
+    if args.visual_tokens < 0 or args.visual_token_count < 1:
+        raise InputError("--visual_tokens must be >= 0 and --visual_token_count >= 1")
+    if args.num_workers < 0:
+        raise InputError(f"--num_workers must be >= 0, got {args.num_workers}")
+    sources = [n for n, v in (("--train_csv", args.train_csv), ("--manifest", args.manifest),
+                              ("--from-datastore", args.from_datastore)) if v is not None]
+    if len(sources) > 1:
+        raise InputError(f"give one data source, not {' and '.join(sources)}")
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model.split("@")[0]
         model = "sam-med3d-turbo" if model == "sammed3d" else model
         if args.test:
-            if args.train_csv is None:
+            if not sources:
                 args.train_csv, args.val_csv, args.mask_dir = _synthetic(Path(tmp) / "data")
             if args.output_dir == Path("outputs"):  # a system check leaves nothing behind
                 args.output_dir = Path(tmp) / "outputs"
@@ -133,10 +155,7 @@ def _run(args: argparse.Namespace) -> int:
             if not is_available(model):
                 print(f"--test: {model} is not cached; using a tiny random model")
                 model = "tiny"
-        if args.train_csv is None or args.mask_dir is None:
-            raise InputError("give --train_csv and --mask_dir (or --test for a synthetic check)")
-        train = read_seed_csv(args.train_csv, args.mask_dir)
-        val = read_seed_csv(args.val_csv, args.mask_dir) if args.val_csv else []
+        train, val = _rows(args)
         problems = check_rows(train, val)
         if problems:
             for line in problems:
@@ -155,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
             use_gradient_checkpointing=args.use_gradient_checkpointing,
             clicks=2 if args.test else args.clicks, use_wandb=args.use_wandb,
             wandb_project=args.wandb_project, log_images=args.log_images, log_freq=args.log_freq,
-            device=args.device, seed=args.seed, resume=args.resume,
+            device=args.device, seed=args.seed, resume=args.resume, num_workers=args.num_workers,
+            visual_tokens=args.visual_tokens, visual_token_count=args.visual_token_count,
             run_name=(Path(args.output_dir).resolve().name if args.name is None else args.name) or None)
         for w in opts.warnings():
             print(f"warning: {w}")
@@ -164,3 +184,33 @@ def _run(args: argparse.Namespace) -> int:
         print(f"done: {summary['epochs_run']} epoch(s), best val Dice {summary['best_val_dice']:.4f};"
               f" {args.output_dir}: {', '.join(outs)}")
     return 0
+
+
+def _rows(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """Training and validation rows of the chosen source (seed CSVs, a manifest, the datastore)."""
+    from segloop.errors import InputError
+    from segloop.train.sammed3d.data import manifest_rows, read_seed_csv
+
+    if args.manifest is not None or args.from_datastore is not None:
+        if args.manifest is not None:
+            manifest, root = args.manifest, args.root
+        else:
+            from segloop.train.data import datastore_manifest
+
+            if args.from_datastore:
+                store = Path(args.from_datastore)
+            else:
+                from segloop.config import load_settings
+
+                store = Path(load_settings().datastore_dir)
+            manifest, root = datastore_manifest(store), store
+        train, val = manifest_rows(manifest, root, args.val_fraction, args.seed)
+        if not val:
+            print("warning: one patient only (or --val-fraction 0): no validation rows")
+        return train, val
+    if args.train_csv is None or args.mask_dir is None:
+        raise InputError("give --train_csv and --mask_dir, --manifest CSV or --from-datastore"
+                         " (or --test for a synthetic check)")
+    train = read_seed_csv(args.train_csv, args.mask_dir)
+    val = read_seed_csv(args.val_csv, args.mask_dir) if args.val_csv else []
+    return train, val

@@ -1,10 +1,19 @@
-"""The interactive evaluation protocol: one box on the key slice, propagation, simulated clicks.
+"""The interactive evaluation protocols: how the simulated user prompts an engine, click by click.
 
-The protocol (issue 2, item 7): the box is the bounding box of the truth on the axial slice
-where the target is largest; the engine segments that slice and propagates; then up to N
-corrective clicks are simulated, each at the most interior voxel (largest Euclidean distance
-to the region's border, in mm) of the largest 3D error region — a positive click in a missed
-region, a negative click in a spurious one — and the engine refines from that click's slice.
+``segloop`` (:attr:`ClickProtocol.SEGLOOP`, issue 2, item 7): the box is the bounding box of
+the truth on the axial slice where the target is largest; the engine segments that slice and
+propagates; then up to N corrective clicks are simulated, each at the most interior voxel
+(largest Euclidean distance to the region's border, in mm) of the largest 3D error region — a
+positive click in a missed region, a negative click in a spurious one — and the engine refines
+from that click's slice; it stops early when the prediction is perfect.
+
+``sammed3d`` (:attr:`ClickProtocol.SAMMED3D`): SAM-Med3D's own validation
+(``validate_paired_img_gt`` with ``random_sample_next_click``), so numbers compare with the
+published ones: numpy's random state is seeded with 233 for each case; the first prompt is one
+positive click at a uniformly random voxel of the target; each further click is a uniformly
+random voxel of the whole error region (missed ∪ spurious voxels), positive when missed, and a
+random target voxel again when there is no error (never stopping early). Each click goes to the
+engine on its own slice (``segment_slice`` + ``propagate`` for the first, ``refine`` after).
 
 Arrays are on the volume's canonical grid, axes (x, y, z). Imports numpy/scipy and the engine
 protocol only (no metrics, no plotting: see segloop.eval.metrics / report).
@@ -17,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -26,7 +36,18 @@ from segloop.errors import InputError
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts
 
-__all__ = ["Click", "InteractionRun", "box_from_mask", "key_slice", "next_click", "run_interaction"]
+__all__ = ["SAMMED3D_SEED", "Click", "ClickProtocol", "InteractionRun", "box_from_mask", "key_slice",
+           "next_click", "random_error_click", "run_interaction"]
+
+#: numpy's seed in SAM-Med3D's ``validate_paired_img_gt`` (set once per case)
+SAMMED3D_SEED = 233
+
+
+class ClickProtocol(StrEnum):
+    """How the simulated user prompts (see the module docstring)."""
+
+    SEGLOOP = "segloop"
+    SAMMED3D = "sammed3d"
 
 
 @dataclass(frozen=True)
@@ -44,7 +65,8 @@ class InteractionRun:
     """Result of one case: masks after the box (index 0) and after each click (1..n).
 
     masks: list of ``(X, Y, Z)`` bool arrays; seconds: engine time for each step;
-    clicks: the clicks placed; key_z and box: the initial prompt.
+    clicks: the clicks placed (with the SAM-Med3D protocol the first one is the initial prompt,
+    ``initial_clicks`` = 1); key_z and box: the initial prompt's slice and the truth's box there.
     """
 
     key_z: int
@@ -52,6 +74,12 @@ class InteractionRun:
     masks: list[BoolArray] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     clicks: list[Click] = field(default_factory=list)
+    initial_clicks: int = 0
+
+    def click_of_step(self, step: int) -> Click | None:
+        """The click placed at ``step`` (0 = the initial prompt), None when it was no click."""
+        i = step - 1 + self.initial_clicks
+        return self.clicks[i] if 0 <= i < len(self.clicks) else None
 
 
 def key_slice(truth: BoolArray) -> int:
@@ -110,22 +138,64 @@ def next_click(
     return Click(int(x) + sl[0].start, int(y) + sl[1].start, int(z) + sl[2].start, label)
 
 
+def random_error_click(pred: BoolArray, truth: BoolArray, rng: np.random.RandomState) -> Click:
+    """SAM-Med3D's ``random_sample_next_click``: a uniformly random voxel of the error region
+    (missed ∪ spurious; C order of the ``(X, Y, Z)`` grid), positive when missed; a random
+    target voxel, positive, when there is no error."""
+    missed = truth & ~pred
+    err = missed | (pred & ~truth)
+    pts = np.argwhere(err if err.any() else truth)
+    if not len(pts):
+        raise InputError("the label is empty: no voxel of the target structure")
+    p = pts[rng.randint(len(pts))]
+    positive = bool(missed[p[0], p[1], p[2]]) or not err.any()
+    return Click(int(p[0]), int(p[1]), int(p[2]), int(positive))
+
+
+def _run_sammed3d(engine: Engine, can: Volume, truth: BoolArray, clicks: int,
+                  on_step: Callable[[int], None] | None) -> InteractionRun:
+    rng = np.random.RandomState(SAMMED3D_SEED)
+    first = random_error_click(np.zeros_like(truth), truth, rng)
+    run = InteractionRun(key_z=first.z, box=box_from_mask(truth[:, :, first.z]), initial_clicks=1)
+    for step in range(clicks + 1):
+        click = first if step == 0 else random_error_click(run.masks[-1], truth, rng)
+        prompts = Prompts.make(points=[(click.x, click.y)], labels=[click.label])
+        t0 = time.perf_counter()
+        if step == 0:
+            session = engine.open(can)
+            session.segment_slice(click.z, prompts)
+            drive(session.propagate(click.z))
+        else:
+            drive(session.refine(click.z, prompts))
+        run.seconds.append(time.perf_counter() - t0)
+        run.masks.append(session.mask().copy())
+        run.clicks.append(click)
+        if on_step:
+            on_step(step)
+    return run
+
+
 def run_interaction(
     engine: Engine,
     volume: Volume,
     truth: BoolArray,
     clicks: int = 0,
     on_step: Callable[[int], None] | None = None,
+    protocol: ClickProtocol = ClickProtocol.SEGLOOP,
 ) -> InteractionRun:
     """Run the protocol for one case.
 
     volume: the image (any orientation; its canonical grid is used); truth: ``(X, Y, Z)`` bool on
-    ``volume.canonical()``'s grid. Returns the masks after the box and after each click
-    (stopping early when the prediction becomes perfect).
+    ``volume.canonical()``'s grid. Returns the masks after the initial prompt (the box, or
+    SAM-Med3D's first click) and after each of ``clicks`` further clicks (the segloop protocol
+    stops early when the prediction becomes perfect).
     """
     can = volume.canonical()
     if truth.shape != can.shape:
         raise InputError(f"truth shape {truth.shape} differs from the volume's {can.shape}")
+    if protocol is ClickProtocol.SAMMED3D:
+        key_slice(truth)  # an empty label is an error here too
+        return _run_sammed3d(engine, can, truth, clicks, on_step)
     z = key_slice(truth)
     box = box_from_mask(truth[:, :, z])
     run = InteractionRun(key_z=z, box=box)

@@ -227,16 +227,25 @@ def _case_table(result: EvalResult) -> str:
     return _table(header, rows)
 
 
+def _protocol_text(result: EvalResult) -> str:
+    n = result.clicks
+    if result.click_protocol == "sammed3d":
+        return (f"Protocol: SAM-Med3D's (`--click-protocol sammed3d`, seed 233 per case): one positive "
+                f"click at a random target voxel, then {n} clicks each at a random voxel of the error "
+                f"region. `@k` = after 1 + k clicks (SAM-Med3D's 'N clicks' is `@N-1`; `box` columns "
+                f"mean the first click).")
+    return (f"Protocol: one box on the axial slice where the target is largest, propagation, then up "
+            f"to {n} simulated corrective clicks (at the most interior voxel of the largest 3D error "
+            f"region). `@k` = after k clicks.")
+
+
 def summary_markdown(result: EvalResult, summaries: list[EngineSummary] | None = None) -> str:
     """The whole ``summary.md`` text."""
     summaries = summaries if summaries is not None else summarize(result)
-    n = result.clicks
     parts = [
         "# segloop eval",
         "",
-        f"Protocol: one box on the axial slice where the target is largest, propagation, then up to "
-        f"{n} simulated corrective clicks (at the most interior voxel of the largest 3D error region). "
-        f"`@k` = after k clicks. NSD at {result.tolerance_mm:g} mm; HD95 in mm, mean over finite "
+        f"{_protocol_text(result)} NSD at {result.tolerance_mm:g} mm; HD95 in mm, mean over finite "
         f"values (an empty prediction gives inf, counted in brackets). Seconds: engine time per case "
         f"(box + clicks; `box s`: the box step alone). Peak MB: largest peak extra memory of one "
         f"step ({result.memory_method}).",
@@ -437,6 +446,7 @@ def write_report(
     json_path = out / "summary.json"
     payload = {
         "clicks": result.clicks,
+        "click_protocol": str(result.click_protocol),
         "tolerance_mm": result.tolerance_mm,
         "memory_method": result.memory_method,
         "engines": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in summaries],

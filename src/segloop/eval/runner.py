@@ -3,7 +3,7 @@
 For each case the image is read with :func:`segloop.io.load_volume` and the target mask is put on
 the image's canonical grid in physical space (image and label may be stored on different grids);
 each engine then runs :func:`segloop.eval.protocol.run_interaction` (box on the key slice,
-propagation, up to N simulated clicks) and every step is scored with
+propagation, up to N simulated clicks; or SAM-Med3D's random clicks) and every step is scored with
 :func:`segloop.eval.metrics.compute_scores` (Dice, IoU, NSD at the tolerance, HD95) in mm.
 
 Timing: ``seconds`` is the engine's time for a step as measured by the protocol (step 0: open the
@@ -38,7 +38,7 @@ from segloop.engines.registry import get_engine, resolve_auto
 from segloop.errors import InputError, SegloopError
 from segloop.eval.memory import PeakMemory
 from segloop.eval.metrics import DEFAULT_TOLERANCE_MM, compute_scores
-from segloop.eval.protocol import InteractionRun, box_from_mask, key_slice, run_interaction
+from segloop.eval.protocol import ClickProtocol, InteractionRun, box_from_mask, key_slice, run_interaction
 from segloop.io import load_label, load_volume
 from segloop.io.volume import Volume
 from segloop.types import BoolArray
@@ -140,6 +140,7 @@ class EvalResult:
     tolerance_mm: float
     memory_method: str
     records: list[StepRecord] = field(default_factory=list)
+    click_protocol: ClickProtocol = ClickProtocol.SEGLOOP
     views: list[KeySliceView] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -247,11 +248,8 @@ def _records_for_run(
         i = min(k, n - 1)
         secs = run.seconds[k] if placed else 0.0
         cum += secs
-        if placed and k >= 1:
-            c = run.clicks[k - 1]
-            cxyz = (c.x, c.y, c.z, c.label)
-        else:
-            cxyz = (-1, -1, -1, -1)
+        c = run.click_of_step(k) if placed else None
+        cxyz = (c.x, c.y, c.z, c.label) if c is not None else (-1, -1, -1, -1)
         peak, gpu = peaks[k] if placed and k < len(peaks) else (0.0, math.nan)
         out.append(
             _scores_row(
@@ -309,7 +307,8 @@ def _run_engine(
 
     probe.reset()
     try:
-        run = run_interaction(engine, volume, truth, clicks, on_step=on_step)
+        run = run_interaction(engine, volume, truth, clicks, on_step=on_step,
+                              protocol=result.click_protocol)
     except Exception as exc:
         if fail_fast:
             raise
@@ -344,12 +343,14 @@ def evaluate(
     on_progress: Callable[[EvalProgress], None] | None = None,
     fail_fast: bool = False,
     memory_method: str = "auto",
+    click_protocol: ClickProtocol = ClickProtocol.SEGLOOP,
 ) -> EvalResult:
     """Evaluate every engine on every case; see the module docstring for the protocol.
 
     cases: from :func:`segloop.datastore.manifest.read_manifest`; engines: display name -> engine
     (compared side by side, in this order); clicks: simulated corrective clicks per case (>= 0);
-    tolerance_mm: the NSD tolerance; on_progress: called after every step.
+    tolerance_mm: the NSD tolerance; on_progress: called after every step; click_protocol:
+    segloop's box-and-clicks protocol or SAM-Med3D's random clicks (:mod:`segloop.eval.protocol`).
     """
     if clicks < 0:
         raise InputError(f"--clicks must be >= 0, got {clicks}")
@@ -357,7 +358,8 @@ def evaluate(
         raise SegloopError("no engine given")
     names = list(engines)
     probe = PeakMemory(memory_method)
-    result = EvalResult(engines=names, clicks=clicks, tolerance_mm=tolerance_mm, memory_method=probe.method)
+    result = EvalResult(engines=names, clicks=clicks, tolerance_mm=tolerance_mm,
+                        memory_method=probe.method, click_protocol=ClickProtocol(click_protocol))
     total = len(cases) * len(names) * (clicks + 1)
     done = 0
     cache: dict[Path, Volume] = {}

@@ -38,7 +38,7 @@ class RunLog:
             log.info("tensorboard is not installed: scalars go to metrics.csv only")
         if cfg.wandb:
             try:
-                import wandb  # type: ignore[import-not-found]
+                import wandb
 
                 self.wandb = wandb.init(project="segloop", name=cfg.run_name, config=cfg.to_dict())
                 self.backends.append("wandb")
@@ -46,7 +46,7 @@ class RunLog:
                 log.warning("--wandb: the wandb package is not installed; skipped")
         if cfg.mlflow:
             try:
-                import mlflow  # type: ignore[import-not-found]
+                import mlflow
 
                 mlflow.start_run(run_name=cfg.run_name)
                 mlflow.log_params({k: str(v) for k, v in cfg.to_dict().items()})

@@ -1,12 +1,7 @@
 """A SAM-Med3D session: 3D clicks on one volume, predicted one 128³ patch at a time.
 
-How segloop's slice protocol becomes SAM-Med3D prompts (the model takes 3D points only):
-
-- a point ``(x, y)`` on slice z is the 3D click ``(x, y, z)`` with its label;
-- a box on slice z becomes ONE positive click at its centre ``((x0+x1)//2, (y0+y1)//2, z)``
-  (SAM-Med3D was trained without box prompts; the centre is where a user clicks first);
-- a 2D mask given to ``propagate`` (or a slice stored by ``set_mask``) becomes a positive click
-  at its most interior voxel (largest distance to the mask border).
+How segloop's slice prompts become SAM-Med3D's 3D clicks (a box: one positive click at its
+centre): :mod:`segloop.engines.sammed3d.clicks`.
 
 Every prediction feeds all clicks of the object together with the previous low-resolution
 logits (zeros on the first click), exactly as the official ``sam_model_infer`` loop does. The
@@ -23,7 +18,8 @@ and the volume continues there, a neighbour patch shifted by half a patch along 
 predicted with the user's clicks inside it, one positive click on the mask where it crossed
 the face, and the previous low-res logits shifted by the same half patch as mask prompt;
 repeated breadth-first up to ``max_tiles`` patches. Each voxel keeps the prediction of the patch
-in which it lies most centrally. Imports torch; must not import the CLI, FastAPI or Celery.
+in which it lies most centrally (:mod:`segloop.engines.sammed3d.tiling`).
+Imports torch; must not import the CLI, FastAPI or Celery.
 """
 
 from __future__ import annotations
@@ -41,8 +37,10 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from segloop.engines.sammed3d.clicks import Click, interior_point, prompts_to_clicks
 from segloop.engines.sammed3d.model import SamMed3D
 from segloop.engines.sammed3d.preprocess import PatchGrid, znormalise
+from segloop.engines.sammed3d.tiling import Tile, merge_central, queue_neighbours
 from segloop.engines.state import SessionState
 from segloop.errors import EngineError, PromptError
 from segloop.io.volume import Volume
@@ -51,36 +49,6 @@ from segloop.types import BoolArray, Prompts, SliceResult, validate_prompts, val
 __all__ = ["Click", "Runtime", "SamMed3DSession", "prompts_to_clicks"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Click:
-    """A 3D click in canonical voxel indices; label 1 positive, 0 negative."""
-
-    x: int
-    y: int
-    z: int
-    label: int
-
-
-def prompts_to_clicks(z: int, prompts: Prompts) -> list[Click]:
-    """Slice prompts -> 3D clicks (a box becomes a positive click at its centre)."""
-    out: list[Click] = []
-    if prompts.box is not None:
-        x0, y0, x1, y1 = prompts.box
-        out.append(Click((x0 + x1) // 2, (y0 + y1) // 2, z, 1))
-    for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
-        out.append(Click(int(x), int(y), z, int(lab)))
-    return out
-
-
-def _interior_point(mask2d: BoolArray) -> tuple[int, int]:
-    """The voxel of a 2D mask farthest from its border."""
-    from scipy.ndimage import distance_transform_edt
-
-    dist = distance_transform_edt(np.pad(mask2d, 1))[1:-1, 1:-1]
-    x, y = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return int(x), int(y)
 
 
 @dataclass
@@ -167,7 +135,7 @@ class SamMed3DSession:
             if not m.any():
                 raise PromptError(f"mask2d of slice {z} is empty: nothing to propagate")
             self._state.set_slice(object_id, z, m, None)
-            x, y = _interior_point(m)
+            x, y = interior_point(m)
             st.prompts[z] = Prompts.make(points=[(x, y)], labels=[1])
             self._pred.pop(object_id, None)
         elif z not in st.prompts:
@@ -175,7 +143,7 @@ class SamMed3DSession:
                 raise EngineError(
                     f"slice {z} of object {object_id} has no mask to propagate: segment it first"
                 )
-            x, y = _interior_point(st.mask[:, :, z])
+            x, y = interior_point(st.mask[:, :, z])
             st.prompts[z] = Prompts.make(points=[(x, y)], labels=[1])
         st.anchors.add(z)
         pred = self._predict(object_id)
@@ -317,8 +285,7 @@ class SamMed3DSession:
         model = self._rt.model
         out = np.zeros(self._shape, dtype=bool)
         best: npt.NDArray[np.uint8] | None = None
-        queue: list[tuple[PatchGrid, torch.Tensor, list[tuple[int, int, int, int]]]] = [
-            (grid, feedback, [])]
+        queue: list[Tile] = [(grid, feedback, [])]
         seen = {grid.start}
         first_low: torch.Tensor | None = None
         tiles = 0
@@ -341,71 +308,9 @@ class SamMed3DSession:
             if tiles == 1 and self._rt.max_tiles <= 1:
                 g.paste(hr, out)
                 break
-            best = self._merge(g, hr, out, best)
-            self._queue_neighbours(g, hr, low, queue, seen)
+            best = merge_central(g, hr, out, best)
+            queue_neighbours(g, hr, low, queue, seen)
         if tiles > 1:
             log.info("SAM-Med3D: %d patches for one object", tiles)
         assert first_low is not None
         return _Prediction(grid, first_low, out, clicks, tiles)
-
-    def _merge(self, g: PatchGrid, hr: BoolArray, out: BoolArray,
-               best: npt.NDArray[np.uint8] | None) -> npt.NDArray[np.uint8]:
-        """Paste where this patch is more central than any earlier one (ties: earlier wins)."""
-        if best is None:
-            best = np.zeros(self._shape, dtype=np.uint8)
-        (ix, px), (iy, py), (iz, pz) = (g.canonical_index(a) for a in range(3))
-        if not (ix.size and iy.size and iz.size):
-            return best
-        half = self._size / 2
-
-        def central(p: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-            res: npt.NDArray[np.float64] = half - np.abs(p + 0.5 - half)
-            return res
-
-        c = np.minimum(np.minimum(central(px)[:, None, None], central(py)[None, :, None]),
-                       central(pz)[None, None, :])
-        score = np.ceil(c).astype(np.uint8)
-        sub = np.ix_(ix, iy, iz)
-        win = score > best[sub]
-        region = out[sub]
-        region[win] = hr[np.ix_(px, py, pz)][win]
-        out[sub] = region
-        cur = best[sub]
-        cur[win] = score[win]
-        best[sub] = cur
-        return best
-
-    def _queue_neighbours(self, g: PatchGrid, hr: BoolArray, low: torch.Tensor,
-                          queue: list[tuple[PatchGrid, torch.Tensor, list[tuple[int, int, int, int]]]],
-                          seen: set[tuple[int, int, int]]) -> None:
-        size, half = self._size, self._size // 2
-        m = g.resampled_shape
-        n_low = low.shape[-1]
-        for axis in range(3):
-            for sign in (1, -1):
-                if sign > 0 and g.start[axis] + size >= m[axis]:
-                    continue
-                if sign < 0 and g.start[axis] <= 0:
-                    continue
-                idx = [slice(None)] * 3
-                idx[axis] = slice(size - 2, size) if sign > 0 else slice(0, 2)
-                shell = np.argwhere(hr[tuple(idx)])
-                if not shell.size:
-                    continue
-                start = list(g.start)
-                start[axis] += sign * half
-                key = (start[0], start[1], start[2])
-                if key in seen:
-                    continue
-                seen.add(key)
-                shell[:, axis] += idx[axis].start
-                centroid = shell.mean(axis=0)
-                p = shell[int(np.argmin(((shell - centroid) ** 2).sum(axis=1)))]
-                p_new = p + np.asarray(g.start) - np.asarray(key)
-                shift = sign * n_low // 2
-                fb = torch.roll(low, shifts=-shift, dims=2 + axis)
-                sl = [slice(None)] * 5
-                sl[2 + axis] = slice(n_low - n_low // 2, n_low) if sign > 0 else slice(0, n_low // 2)
-                fb[tuple(sl)] = 0.0
-                ng = PatchGrid(g.shape, g.spacing, g.target, g.size, key)
-                queue.append((ng, fb, [(int(p_new[0]), int(p_new[1]), int(p_new[2]), 1)]))

@@ -10,7 +10,13 @@ restricted :class:`pickle.Unpickler` that only knows the few numpy names a pickl
 needs, and accepts only a 3D (or 4D with one channel) array of numbers; anything else is refused
 with a message naming the file. :func:`check_rows` reports every bad row at once (missing or
 unreadable file, a pickle that is not an array, a mask of another shape, a patient in both
-train and validation). Pure numpy + nibabel; must not import torch, the CLI or the API.
+train and validation).
+
+segloop's own 3D manifests (``case_id,image,label,label_value,...``, the ``segloop eval`` format)
+and the datastore of reviewed masks become the same rows (:func:`manifest_rows`): the label is
+then ``label == label_value`` (or ``> 0``) sampled onto the image in physical space, and the
+rows are split into training and validation by patient, seeded.
+Pure numpy + nibabel; must not import torch, the CLI or the API.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import io
 import pickle
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +35,8 @@ import numpy.typing as npt
 
 from segloop.errors import InputError
 
-__all__ = ["SeedRow", "check_rows", "load_image", "load_mask", "load_pickle_array",
-           "mask_path", "read_seed_csv"]
+__all__ = ["RowSource", "SeedRow", "check_rows", "load_image", "load_mask", "load_pair",
+           "load_pickle_array", "manifest_rows", "mask_path", "read_seed_csv"]
 
 #: the only globals a pickled numpy array needs (numpy 1.x and 2.x module names)
 _ALLOWED = {
@@ -66,9 +73,22 @@ def load_pickle_array(path: Path) -> npt.NDArray[Any]:
     return arr
 
 
+class RowSource(StrEnum):
+    """Where a row comes from, which says how its mask is read."""
+
+    #: the seed's CSV: ``{n}.nii`` mask on the image's own grid, foreground = non-zero
+    SEED_CSV = "seed-csv"
+    #: a segloop manifest / the datastore: ``label == label_value`` moved onto the image
+    MANIFEST = "manifest"
+
+
 @dataclass(frozen=True)
 class SeedRow:
-    """One CSV row: 1-based ``row`` (header = row 1), image, ICH flag, patient and mask path."""
+    """One CSV row: 1-based ``row`` (header = row 1), image, ICH flag, patient and mask path.
+
+    Manifest rows (``source`` MANIFEST) carry the label file as ``mask`` and its target value
+    as ``label_value`` (None: any value > 0); ``ich`` is None for them.
+    """
 
     csv: Path
     row: int
@@ -76,9 +96,14 @@ class SeedRow:
     ich: int | None
     patient_id: str
     mask: Path | None
+    source: RowSource = RowSource.SEED_CSV
+    label_value: int | None = None
+    case_id: str = ""
 
     def where(self) -> str:
-        """``file.csv row N (image)`` for messages."""
+        """``file.csv row N (image)`` (manifests: ``file.csv case ID (image)``) for messages."""
+        if self.case_id:
+            return f"{self.csv.name} case {self.case_id} ({self.image.name})"
         return f"{self.csv.name} row {self.row} ({self.image.name})"
 
 
@@ -143,6 +168,51 @@ def load_mask(path: Path) -> npt.NDArray[np.bool_]:
     return m
 
 
+def load_pair(row: SeedRow) -> tuple[npt.NDArray[np.float32], tuple[float, float, float],
+                                     npt.NDArray[np.bool_]]:
+    """A row's image ``(X, Y, Z)`` float32, its spacing in mm and its target mask (same shape).
+
+    Seed rows: the mask file as it is (its shape must equal the image's). Manifest rows: the
+    label's target value sampled onto the image's canonical grid in physical space.
+    """
+    if row.mask is None:
+        raise InputError(f"{row.where()}: no mask")
+    if row.source is RowSource.MANIFEST:
+        from segloop.io import load_label, load_volume
+
+        can = load_volume(row.image).canonical()
+        value: int | str = "any" if row.label_value is None else row.label_value
+        truth = np.asarray(load_label(row.mask, can, value), dtype=bool)
+        sp = can.spacing
+        return np.asarray(can.data, dtype=np.float32), (sp[0], sp[1], sp[2]), truth
+    img, spacing = load_image(row.image)
+    m = load_mask(row.mask)
+    if m.shape != img.shape:
+        raise InputError(f"{row.where()}: mask {row.mask.name} has shape {m.shape}, image {img.shape}")
+    return img, spacing, m
+
+
+def manifest_rows(manifest: Path, root: Path | None, val_fraction: float, seed: int
+                  ) -> tuple[list[SeedRow], list[SeedRow]]:
+    """A segloop manifest's cases as rows, split into (train, val) by patient, seeded.
+
+    With a single patient nothing can be held out: validation is then empty (the caller says
+    so). Files are checked to exist by :func:`segloop.datastore.manifest.read_manifest`.
+    """
+    from segloop.datastore.manifest import read_manifest
+    from segloop.train.data import split_patients
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    cases = read_manifest(manifest, root)
+    rows = [SeedRow(Path(manifest), i, c.image, None, c.patient_id, c.label, RowSource.MANIFEST,
+                    c.label_value, c.case_id) for i, c in enumerate(cases, start=2)]
+    if val_fraction == 0.0:
+        return rows, []
+    train_ids, val_ids = split_patients([r.patient_id for r in rows], val_fraction, seed)
+    return [r for r in rows if r.patient_id in train_ids], [r for r in rows if r.patient_id in val_ids]
+
+
 def check_rows(train: list[SeedRow], val: list[SeedRow], deep: bool = True) -> list[str]:
     """Every problem of the rows, one line each naming the row; empty when all is well.
 
@@ -150,13 +220,20 @@ def check_rows(train: list[SeedRow], val: list[SeedRow], deep: bool = True) -> l
     """
     problems: list[str] = []
     for r in [*train, *val]:
-        if not r.image.is_file():
+        # a manifest's image may be a DICOM series folder
+        if not (r.image.exists() if r.source is RowSource.MANIFEST else r.image.is_file()):
             problems.append(f"{r.where()}: image file {r.image} does not exist")
             continue
         if r.mask is None:
             problems.append(f"{r.where()}: no mask {{file number}}.nii for it in the mask folder")
             continue
         if not deep:
+            continue
+        if r.source is RowSource.MANIFEST:
+            try:
+                load_pair(r)
+            except Exception as exc:
+                problems.append(f"{r.where()}: {exc}")
             continue
         try:
             img, _ = load_image(r.image)
