@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+from realdata import SHARED_DATA
 from segloop.cli.train_sammed3d import main as train_main
 from segloop.engines.sammed3d.tokens import load_visual_token_head
 from segloop.train.sammed3d.data import read_seed_csv
 from segloop.train.sammed3d.dataset import PatchDataset, epoch_batches, iterate, scan_rows
 from segloop.train.sammed3d.loop import SamMed3DTrainOptions, SchedulerType, train_sammed3d
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 CT = DATA / "totalseg" / "example_ct_sm.nii.gz"
 CT_SEG = DATA / "totalseg" / "example_seg.nii.gz"
 MR = DATA / "totalseg" / "example_mr_sm.nii.gz"
