@@ -180,6 +180,13 @@ class Runtime:
                 session.set_mask(labels == int(lv), int(o))
         else:  # pragma: no cover - replay lists are written by this module
             raise SegloopError(f"unknown step {kind!r} in a replay list")
+        if op.get("roi"):  # the step's result cut to a region (a MONAI Label ROI)
+            m = session.mask(oid)
+            keep = np.zeros_like(m)
+            box = tuple(slice(a, b + 1) for a, b in op["roi"])
+            keep[box] = m[box]
+            if keep.sum() != m.sum():
+                session.set_mask(keep, oid)
 
     def steps(self, job_id: str, v: Any, since: int | None = None
               ) -> tuple[list[dict[str, Any]], bool]:
