@@ -307,16 +307,15 @@ def monailabel_router() -> APIRouter:
         if not todo:
             return {}
         if strategy == "first":
-            ref, job = sorted(todo, key=lambda rj: rj[0].key)[0]
+            pick = sorted(todo, key=lambda c: c.key)[0]
         elif strategy == "random":
-            ref, job = todo[int(np.random.default_rng().integers(len(todo)))]
-        else:
-            ref, job = sorted(todo, key=lambda rj: (rj[1]["current_version"],
-                                                    rj[1]["created"]))[0]
+            pick = todo[int(np.random.default_rng().integers(len(todo)))]
+        else:  # least work first; equal work: segloop's oldest upload, then the server's
+            pick = sorted(todo, key=lambda c: (c.versions, c.created == "", c.created))[0]
         from urllib.parse import quote_plus
 
-        return {**st.store.image_info(ref, job), "id": ref.key, "name": ref.key,
-                "path": f"{PREFIX}/datastore/image?image={quote_plus(ref.key)}",
+        return {**pick.info, "id": pick.key, "name": pick.key,
+                "path": f"{PREFIX}/datastore/image?image={quote_plus(pick.key)}",
                 "strategy": strategy}
 
     # ------------------------------------------------------------------ train
