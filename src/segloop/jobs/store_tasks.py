@@ -55,7 +55,8 @@ class TaskStore(JobsStore):
 
         params: ``slice_index``, ``box`` [x0,y0,x1,y1], ``points`` [[x,y],...], ``point_labels``,
         ``object_id`` (default 1), ``engine`` (default the settings' default engine), ``roi``
-        (optional [[x0, x1], [y0, y1], [z0, z1]], inclusive: the step's result is cut to it).
+        (optional [[x0, x1], [y0, y1], [z0, z1]], inclusive: the step changes the mask inside it
+        only).
         One transaction: the task, the object (created on first use, anchor slice), the job's
         last task and the audit entry are written together or not at all.
         """
