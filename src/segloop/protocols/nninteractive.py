@@ -172,11 +172,14 @@ async def _predict(st: NniState, lease: Lease, steps: list[Step], run: bool) -> 
         await run_in_threadpool(lease.save)
         return _answer(lease, False, None)
     lease.ref.data["pending"] = []
-    await run_in_threadpool(lease.save)
-    before = await run_in_threadpool(st.before, lease)
+
+    def prepare() -> tuple[npt.NDArray[np.uint8], str]:  # one thread-pool hop, not three
+        lease.save()
+        return st.before(lease), lease.svc.default_engine()
+
+    before, engine = await run_in_threadpool(prepare)
     assert lease.job_id is not None
-    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending,
-                            lease.svc.default_engine())
+    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending, engine)
     diff = await run_in_threadpool(lease.diff, before, tasks[-1].get("version"))
     st.remember(lease, diff)
     return _answer(lease, True, diff)
