@@ -18,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
+from realdata import SHARED_DATA, need_shared_data
+
 from .conftest import Server, free_port
 
 client_mod = pytest.importorskip("monailabel.client.client",
@@ -25,8 +27,7 @@ client_mod = pytest.importorskip("monailabel.client.client",
 MONAILabelClient: Any = client_mod.MONAILabelClient
 ClientError: Any = client_mod.MONAILabelClientException
 
-SERIES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg" / \
-    "example_ct_dicom"
+SERIES = SHARED_DATA / "totalseg" / "example_ct_dicom"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 INSTALL = ("Orthanc with its DICOMweb plugin is not installed: apt-get install orthanc "
            "orthanc-dicomweb (bash scripts/install.sh --dev does it as root)")
@@ -97,6 +98,7 @@ def upload_series(dicomweb: str) -> tuple[str, str]:
 def test_ohif_flow_with_orthanc(orthanc: str, serve: Any, tmp_path: Path) -> None:
     from dicomweb_client.api import DICOMwebClient
 
+    need_shared_data()
     study, series = upload_series(orthanc)
     srv: Server = serve(SEGLOOP_DICOMWEB_URL=orthanc)
     c = MONAILabelClient(f"{srv.url}/monailabel", tmpdir=str(tmp_path))

@@ -13,6 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from realdata import SHARED_DATA, need_shared_data
+
 from .conftest import Server, blob_volume, write_lps_nifti
 
 client_mod = pytest.importorskip("monailabel.client.client",
@@ -20,8 +22,7 @@ client_mod = pytest.importorskip("monailabel.client.client",
 MONAILabelClient: Any = client_mod.MONAILabelClient
 Utils: Any = client_mod.MONAILabelUtils
 
-SERIES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg" / \
-    "example_ct_dicom"
+SERIES = SHARED_DATA / "totalseg" / "example_ct_dicom"
 
 
 def _stored(srv: Server, job: str) -> np.ndarray:
@@ -33,6 +34,7 @@ def _stored(srv: Server, job: str) -> np.ndarray:
 
 
 def test_session_from_a_dicom_series_uses_every_file(serve: Any, tmp_path: Path) -> None:
+    need_shared_data()
     files = sorted(SERIES.iterdir())
     assert len(files) == 20
     srv: Server = serve()
