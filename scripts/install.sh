@@ -20,11 +20,14 @@ if [ "${1:-}" = "--dev" ]; then
         "${PIP[@]}" legacy-cgi
     fi
     # Debian packages the tests use: chromium (browser tests), docker-compose (`compose config`
-    # check of docker-compose.yml; no Docker engine needed), redis-server (Celery tests)
+    # check of docker-compose.yml; no Docker engine needed), redis-server (Celery tests),
+    # Orthanc with its DICOMweb plugin (the MONAI Label DICOMweb datastore tests start their own)
     missing=()
     command -v chromium >/dev/null || missing+=(chromium chromium-driver)
     docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v Orthanc >/dev/null || missing+=(orthanc)
+    [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
     if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== installing Debian packages for the tests: ${missing[*]}"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -102,6 +102,17 @@ class Settings(BaseSettings):
     protocol_liveness_seconds: float = Field(
         60.0, gt=0, description="nnInteractive lease: ends when no heartbeat came for this long"
     )
+    dicomweb_url: str | None = Field(
+        None, description="MONAI Label protocol: DICOMweb root (QIDO/WADO/STOW, e.g. Orthanc's "
+        "http://127.0.0.1:8042/dicom-web) whose series are datastore images by "
+        "SeriesInstanceUID; final labels go back to it as DICOM-SEG. None: off"
+    )
+    dicomweb_user: str | None = Field(None, description="DICOMweb: HTTP basic auth user")
+    dicomweb_password: str | None = Field(None, description="DICOMweb: HTTP basic auth password")
+    dicomweb_modalities: list[str] = Field(
+        default_factory=lambda: ["CT", "MR"], description="DICOMweb: the modalities of the "
+        "series offered as datastore images"
+    )
     json_logs: bool = Field(True, description="log one JSON object per line")
     log_level: str = Field("INFO", description="logging level of serve/worker")
 

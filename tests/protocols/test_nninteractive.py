@@ -147,3 +147,38 @@ def test_api_key_needed(serve: Any, tmp_path: Path) -> None:
         r = httpx.get(f"{url}/lease_status", headers={
             "Authorization": f"Bearer {other}", "X-Lease-Token": s._lease_token})
         assert r.status_code == 410
+
+
+def test_autozoom_off_changes_one_patch(serve: Any) -> None:
+    # a bright bar 251 voxels long (x 5..255): longer than nnInteractive's 192-voxel patch
+    shape = (260, 40, 16)
+    vol = np.full(shape, 40, np.float32)
+    vol[5:256, 15:26, 4:13] = 250
+    vol += np.random.default_rng(0).normal(0, 8, shape).astype(np.float32)
+    box = [[3, 258], [12, 29], [8, 9]]
+    srv: Server = serve()
+    s = Session(f"{srv.url}/nninteractive", api_key=None)
+    try:
+        assert s.do_autozoom is True  # the server's default, as nnInteractive's
+        s.set_image(vol[None], {"spacing": [1.0, 1.0, 2.0]})
+        buf = np.zeros(shape, np.uint8)
+        s.set_target_buffer(buf)
+        s.add_bbox_interaction(box, include_interaction=True)
+        xs = np.flatnonzero(buf.any(axis=(1, 2)))
+        assert xs.min() <= 10 and xs.max() >= 250  # the whole bar
+
+        # auto-zoom off: the same box changes only the 192-voxel patch around its centre
+        s.reset_interactions()
+        s.set_do_autozoom(False)
+        s.add_bbox_interaction(box, include_interaction=True)
+        xs = np.flatnonzero(buf.any(axis=(1, 2)))
+        centre = (3 + 257) // 2
+        assert xs.min() == centre - 96 and xs.max() == centre + 95, (xs.min(), xs.max())
+        # a click outside the patch grows the mask there; what was inside stays
+        before = buf.copy()
+        s.add_point_interaction((240, 20, 8), include_interaction=True)
+        assert buf[240, 20, 8] == 1
+        assert np.array_equal(buf[:240 - 96], before[:240 - 96])
+        assert buf[240 - 96:].sum() > before[240 - 96:].sum()
+    finally:
+        s.close()

@@ -171,6 +171,8 @@ class Runtime:
                cancel: Callable[[], bool] | None = None) -> None:
         kind = op["op"]
         oid = int(op.get("object_id", 1))
+        roi = op.get("roi")  # only this region may change (a MONAI Label ROI, a patch)
+        before = np.array(session.mask(oid), bool) if roi else None
         if kind == TaskKind.INITIAL_MASK:
             session.segment_slice(int(op["slice_index"]), _prompts(op), oid)
         elif kind == TaskKind.PROPAGATE:
@@ -186,6 +188,12 @@ class Runtime:
                 session.set_mask(labels == int(lv), int(o))
         else:  # pragma: no cover - replay lists are written by this module
             raise SegloopError(f"unknown step {kind!r} in a replay list")
+        if roi and before is not None:  # outside the region the mask stays as it was
+            after = session.mask(oid)
+            box = tuple(slice(a, b + 1) for a, b in roi)
+            before[box] = after[box]
+            if not np.array_equal(before, after):
+                session.set_mask(before, oid)
 
     def steps(self, job_id: str, v: Any, since: int | None = None
               ) -> tuple[list[dict[str, Any]], bool]:

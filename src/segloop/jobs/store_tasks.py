@@ -34,6 +34,18 @@ from segloop.types import Prompts, validate_prompts, validate_slice
 __all__ = ["TaskStore"]
 
 
+def _roi(raw: Any, shape: tuple[int, ...]) -> list[list[int]]:
+    """A task's ``roi``: three inclusive ``[lo, hi]`` voxel ranges inside the volume."""
+    try:
+        roi = [[int(a), int(b)] for a, b in raw]
+    except (TypeError, ValueError):
+        raise PromptError(f"roi must be [[x0, x1], [y0, y1], [z0, z1]], got {raw!r}") from None
+    if len(roi) != 3 or not all(0 <= a <= b < n for (a, b), n in zip(roi, shape, strict=False)):
+        raise PromptError(f"roi {raw!r} must be three [lo, hi] ranges with lo <= hi inside the "
+                          f"volume {list(shape)}")
+    return roi
+
+
 class TaskStore(JobsStore):
     """Tasks: from submission to their recorded end."""
 
@@ -42,7 +54,9 @@ class TaskStore(JobsStore):
         """Validate a request against the job and record a queued task; returns its dict.
 
         params: ``slice_index``, ``box`` [x0,y0,x1,y1], ``points`` [[x,y],...], ``point_labels``,
-        ``object_id`` (default 1), ``engine`` (default the settings' default engine).
+        ``object_id`` (default 1), ``engine`` (default the settings' default engine), ``roi``
+        (optional [[x0, x1], [y0, y1], [z0, z1]], inclusive: the step changes the mask inside it
+        only).
         One transaction: the task, the object (created on first use, anchor slice), the job's
         last task and the audit entry are written together or not at all.
         """
@@ -92,6 +106,8 @@ class TaskStore(JobsStore):
                     )
                 validate_slice(int(z_opt), shape)
                 clean["slice_index"] = int(z_opt)
+            if params.get("roi") is not None:
+                clean["roi"] = _roi(params["roi"], shape)
             if job.obj_pk is None:
                 conn.execute(h.insert_object, {
                     "job_id": job_id, "object_id": oid, "name": f"object {oid}",

@@ -5,9 +5,11 @@ what the previous call of this (job, object) sent (a ``ml-prompts`` ref): when t
 only adds clicks, with the same ROI, model and job version, just the new clicks run (as
 refinements, what segloop's engines are built for); otherwise the object is cleared (a
 version with it erased) and segmented afresh: the ROI's box and the clicks on the anchor
-slice, propagation, then one refinement per other clicked slice. The result is the object's
-mask, cut to the ROI, on the uploaded file's grid. Imports jobs, io and the protocol
-helpers; never engines or torch.
+slice, propagation, then one refinement per other clicked slice. With a ROI no step may
+change the object outside it (a task param the worker applies) and the object starts empty
+or inside it, so the stored version is what the client gets back: the object's mask, inside
+the ROI, on the uploaded file's grid. Imports jobs, io and the
+protocol helpers; never engines or torch.
 Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
@@ -110,13 +112,14 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
         steps = geo.plan(fg, bg, roi, three_d, oid)
         await run_in_threadpool(_clear, svc, who, job_id, value)
         mode = "new"
+    if roi is not None:  # no step changes the object outside the ROI: the stored version too
+        cut = [[roi.lo[a], roi.hi[a]] for a in range(3)]
+        steps = [Step(st.kind, {**st.params, "roi": cut}) for st in steps]
     t1 = time.perf_counter()
     tasks = await run_steps(svc, who, job_id, steps, engine)
     t2 = time.perf_counter()
     labels, n = await run_in_threadpool(svc.store.labels, job_id, who)
     mask = labels == value
-    if roi is not None:
-        mask = roi.clip(mask)
     ext = str(p.get("result_extension") or ".nii.gz")
     dtype = str(p.get("result_dtype") or "uint8")
     compress = str(p.get("result_compress", True)).lower() not in ("false", "0", "no")

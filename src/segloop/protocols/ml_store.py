@@ -9,6 +9,12 @@
   (source ``edit``, author the caller). Tag ``final`` also marks that version reviewed, which
   copies it into segloop's datastore of reviewed cases (the path ``segloop train
   --from-datastore`` reads); that needs the reviewer or admin role, as in the web viewer.
+  A label may also come as OHIF sends it: ``label.bin``, one uint8 per voxel of the image
+  as the client loaded it (first index fastest).
+- With ``dicomweb_url`` set (:mod:`segloop.protocols.dicomweb`), an unknown image id is
+  looked up as a SeriesInstanceUID on that server and fetched into a job at first use; its
+  ``final`` labels are stored back there as DICOM-SEG. Series not fetched yet are listed and
+  offered by active learning like the other images.
 
 Imports segloop.jobs, segloop.io and the refs table; never engines, torch or FastAPI.
 Must not import segloop.cli (the layer contract, pyproject.toml).
@@ -17,6 +23,10 @@ Must not import segloop.cli (the layer contract, pyproject.toml).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +37,26 @@ from segloop.errors import InputError
 from segloop.jobs.errors import NotFoundError
 from segloop.jobs.store import Principal
 
+from .dicomweb import DicomWeb, DicomWebError, RemoteSeries
 from .refs import Ref, RefKind, RefStore
 
-__all__ = ["FINAL", "MlStore"]
+__all__ = ["FINAL", "Candidate", "MlStore"]
+
+log = logging.getLogger(__name__)
 
 #: MONAI Label's tag of a finished label
 FINAL = "final"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image active learning may offer: its id, MONAI Label info, mask versions so far and
+    upload time (empty for a DICOMweb series not fetched yet)."""
+
+    key: str
+    info: dict[str, Any]
+    versions: int
+    created: str
 
 
 def _ts(t: dt.datetime) -> int:
@@ -44,6 +68,8 @@ class MlStore:
 
     def __init__(self, svc: Services, refs: RefStore) -> None:
         self.svc, self.refs = svc, refs
+        self.dicomweb = DicomWeb(svc.settings) if svc.settings.dicomweb_url else None
+        self._fetching = threading.Lock()
 
     # ------------------------------------------------------------------ images
     def add_image(self, who: Principal, image_id: str, path: Path, filename: str,
@@ -65,14 +91,42 @@ class MlStore:
     def image(self, image_id: str, who: Principal) -> tuple[Ref, dict[str, Any]]:
         """The image's ref and its job (NotFoundError when unknown, deleted or not visible)."""
         ref = self.refs.get(RefKind.ML_IMAGE, image_id)
+        if ref is None and self.dicomweb is not None:
+            ref = self._fetch(image_id, who)
         if ref is None or ref.job_id is None:
-            raise NotFoundError(f"no image {image_id!r} in the datastore")
+            where = "" if self.dicomweb is None else \
+                f" nor a series with that SeriesInstanceUID on {self.dicomweb.url}"
+            raise NotFoundError(f"no image {image_id!r} in the datastore{where}")
         try:
             job = self.svc.store.get_job(ref.job_id, who)
         except NotFoundError:
             raise NotFoundError(f"image {image_id!r} was deleted (or belongs to another user)"
                                 ) from None
         return ref, job
+
+    def _fetch(self, series_uid: str, who: Principal) -> Ref | None:
+        """The DICOMweb series ``series_uid`` fetched into a new job (None: no such series)."""
+        assert self.dicomweb is not None
+        with self._fetching:  # one fetch at a time: a second request finds the first's ref
+            ref = self.refs.get(RefKind.ML_IMAGE, series_uid)
+            if ref is not None:
+                return ref
+            series = self.dicomweb.find(series_uid)
+            if series is None:
+                return None
+            self.svc.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.svc.settings.tmp_dir / f"dicomweb-{uuid.uuid4()}"
+            try:
+                n = self.dicomweb.fetch(series, tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            job = self.svc.store.create_job(tmp, f"{series_uid}.zip", who)  # removes tmp
+            log.info("fetched DICOMweb series %s (%d instances) as job %s", series_uid, n,
+                     job["job_id"])
+            return self.refs.put(RefKind.ML_IMAGE, series_uid, job["job_id"], who.name,
+                                 {"info": {**series.info(), "name": series_uid},
+                                  "labels": {}, "dicomweb": True})
 
     def images(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
         """Every image the caller may see, with its job."""
@@ -107,15 +161,19 @@ class MlStore:
             raise ForbiddenError("saving a 'final' label marks it reviewed, which needs the "
                                  "reviewer or admin role; save it with another tag (e.g. "
                                  "tag=draft) for a reviewer to finish")
-        try:
-            lab = load_volume(path, max_voxels=self.svc.settings.max_voxels)
-        except InputError as exc:
-            msg = str(exc).replace(str(path), "the label")
-            raise InputError(f"the label is not a readable volume: {msg}") from None
-        data = np.asarray(lab.canonical().data)
-        if tuple(data.shape) != tuple(job["shape"]):
-            raise InputError(f"the label has shape {list(lab.shape)} but image {image_id!r} "
-                             f"has {job['source_shape']}: save it on the image's grid")
+        if path.name.endswith(".bin"):
+            data = self._binary_label(job, path)
+        else:
+            try:
+                lab = load_volume(path, max_voxels=self.svc.settings.max_voxels)
+            except InputError as exc:
+                msg = str(exc).replace(str(path), "the label")
+                raise InputError(f"the label is not a readable volume: {msg}") from None
+            data = np.asarray(lab.canonical().data)
+            if tuple(data.shape) != tuple(job["shape"]):
+                raise InputError(f"the label has shape {list(lab.shape)} but image "
+                                 f"{image_id!r} has {job['source_shape']}: save it on the "
+                                 "image's grid")
         if data.size and (data.min() < 0 or data.max() > 255):
             raise InputError("label values must be integers 0..255")
         n = self.svc.store.edit_mask(ref.job_id, who, data.astype(np.uint8))
@@ -130,7 +188,47 @@ class MlStore:
                                                                        .replace(tzinfo=None))},
             "datastore_case": out.get("datastore_case")}
         self.refs.update(ref, touch=True)
+        if tag == FINAL and ref.data.get("dicomweb") and self.dicomweb is not None:
+            try:
+                seg_uid = self._store_seg(job, who, n)
+            except (DicomWebError, InputError) as exc:
+                raise DicomWebError(f"label saved in segloop as version {n} (reviewed), but "
+                                    f"not stored as DICOM-SEG: {exc}; save it again to retry"
+                                    ) from None
+            out["SeriesInstanceUID"] = seg_uid
+            ref.data["labels"][tag]["info"]["SeriesInstanceUID"] = seg_uid
+            self.refs.update(ref)
         return out
+
+    def _binary_label(self, job: dict[str, Any], path: Path) -> Any:
+        """OHIF's ``label.bin``: one uint8 per voxel of the image as loaded, first index
+        fastest (the image's i, j, k), as a canonical label map."""
+        vol = self.svc.source_volume(job)
+        shape = tuple(int(v) for v in vol.shape)
+        n = int(np.prod(shape))
+        size = path.stat().st_size
+        if size != n:
+            raise InputError(f"a .bin label holds one byte per voxel: {n} bytes for the image's "
+                             f"shape {list(shape)}, got {size}")
+        arr = np.fromfile(path, np.uint8).reshape(shape, order="F")
+        return np.asarray(vol.source_to_canonical(arr))
+
+    def _store_seg(self, job: dict[str, Any], who: Principal, version: int) -> str:
+        """Version ``version`` of a DICOMweb image's job as DICOM-SEG, stored back with
+        STOW-RS; returns the SEG's SeriesInstanceUID."""
+        from segloop.io import write_dicom_seg
+
+        assert self.dicomweb is not None
+        labels, _ = self.svc.store.labels(job["job_id"], who, version)
+        vol = self.svc.source_volume(job)
+        segs = {int(o["label_value"]): str(o["name"])
+                for o in self.svc.store.list_objects(job["job_id"], who)}
+        path = self.svc.settings.tmp_dir / f"seg-{uuid.uuid4()}.dcm"
+        try:
+            write_dicom_seg(labels, vol, path, segs)
+            return self.dicomweb.store(path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _name_objects(self, job_id: str, who: Principal, label_info: Any) -> None:
         """Name the job's objects after MONAI Label's ``label_info`` [{name, idx}, ...]."""
@@ -177,10 +275,22 @@ class MlStore:
         return {**ref.data.get("info", {}), "ts": _ts(ref.created),
                 "segloop_job": job["job_id"], "shape": job["source_shape"]}
 
+    def remote(self) -> list[RemoteSeries]:
+        """DICOMweb series not fetched yet (none without a DICOMweb server)."""
+        if self.dicomweb is None:
+            return []
+        return [s for s in self.dicomweb.list_series()
+                if self.refs.get(RefKind.ML_IMAGE, s.series_uid) is None]
+
     def status(self, who: Principal) -> dict[str, Any]:
-        """``GET /datastore/?output=stats``."""
+        """``GET /datastore/?output=stats`` (a DICOMweb server that does not answer is left
+        out, so ``/info/`` still works)."""
         tags: dict[str, int] = {}
         total = completed = 0
+        try:
+            total += len(self.remote())
+        except DicomWebError as exc:
+            log.warning("datastore stats without DICOMweb: %s", exc)
         for ref, _ in self.images(who):
             total += 1
             labels = ref.data.get("labels", {})
@@ -198,6 +308,8 @@ class MlStore:
                       for t, e in ref.data.get("labels", {}).items()}
             objects[ref.key] = {"image": {"ext": ".nii.gz", "info": self.image_info(ref, job)},
                                 "labels": labels}
+        for s in self.remote():
+            objects[s.series_uid] = {"image": {"ext": ".dcm", "info": s.info()}, "labels": {}}
         return {"name": "segloop", "description": "segloop jobs and reviewed cases",
                 "images_dir": "images", "labels_dir": "labels", "objects": objects}
 
@@ -212,9 +324,17 @@ class MlStore:
                             "label": str(root / case / "label.nii.gz")})
         return out
 
-    def unlabeled(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
-        """Images without a final label, in upload order."""
-        return [(r, j) for r, j in self.images(who) if FINAL not in r.data.get("labels", {})]
+    def unlabeled(self, who: Principal) -> list[Candidate]:
+        """Images without a final label: segloop's in upload order, then the DICOMweb
+        server's series not fetched yet and not referenced by a SEG there."""
+        done = self.dicomweb.labeled() if self.dicomweb is not None else set()
+        out = [Candidate(r.key, self.image_info(r, j), int(j["current_version"]),
+                         str(j["created"]))
+               for r, j in self.images(who)
+               if FINAL not in r.data.get("labels", {}) and r.key not in done]
+        out += [Candidate(s.series_uid, s.info(), 0, "") for s in self.remote()
+                if s.series_uid not in done]
+        return out
 
     # ------------------------------------------------------------------ sessions
     def create_session(self, who: Principal, path: Path, filename: str, expiry: int

@@ -74,13 +74,6 @@ def _params(form: Form, name: str = "params") -> dict[str, Any]:
     return p
 
 
-def _file(form: Form, *names: str) -> tuple[Path, str]:
-    for n in names:
-        if n in form.files:
-            return form.files[n]
-    raise InputError(f"the form has no file: send it as the file field {names[0]!r}")
-
-
 def _model(svc: Services, model: str) -> tuple[str, bool]:
     """(engine, three_d) of a MONAI Label model name."""
     names = svc.engine_names()
@@ -155,7 +148,8 @@ def monailabel_router() -> APIRouter:
                              ) -> dict[str, Any]:
         form = await read_form(request, st.svc)
         try:
-            path, name = _file(form, "files", "file")
+            path, name = await run_in_threadpool(form.upload, st.svc.settings.tmp_dir, "files",
+                                                 "file")
             return await run_in_threadpool(st.store.create_session, who, path, name, expiry)
         finally:
             form.cleanup()
@@ -210,7 +204,8 @@ def monailabel_router() -> APIRouter:
     async def add_image(request: Request, st: St, who: Who, image: str | None) -> dict[str, Any]:
         form = await read_form(request, st.svc)
         try:
-            path, name = _file(form, "file")
+            path, name = await run_in_threadpool(form.upload, st.svc.settings.tmp_dir, "file",
+                                                 "files")
             image_id = image or _stem(name) or str(uuid.uuid4())
             return await run_in_threadpool(st.store.add_image, who, image_id, path, name,
                                            _params(form))
@@ -265,11 +260,11 @@ def monailabel_router() -> APIRouter:
                         ) -> dict[str, Any]:
         form = await read_form(request, st.svc)
         try:
-            path, name = _file(form, "label", "file")
+            path, name = form.upload(st.svc.settings.tmp_dir, "label", "file")
             suffix = "".join(Path(name).suffixes)[-12:] or ".nii.gz"
             named = path.with_name(path.name + suffix)
             path.rename(named)
-            form.files["label"] = (named, name)
+            form.files.setdefault("label.named", []).append((named, name))  # for cleanup
             return await run_in_threadpool(st.store.save_label, who, image, tag or FINAL, named,
                                            _params(form))
         finally:
@@ -312,16 +307,15 @@ def monailabel_router() -> APIRouter:
         if not todo:
             return {}
         if strategy == "first":
-            ref, job = sorted(todo, key=lambda rj: rj[0].key)[0]
+            pick = sorted(todo, key=lambda c: c.key)[0]
         elif strategy == "random":
-            ref, job = todo[int(np.random.default_rng().integers(len(todo)))]
-        else:
-            ref, job = sorted(todo, key=lambda rj: (rj[1]["current_version"],
-                                                    rj[1]["created"]))[0]
+            pick = todo[int(np.random.default_rng().integers(len(todo)))]
+        else:  # least work first; equal work: segloop's oldest upload, then the server's
+            pick = sorted(todo, key=lambda c: (c.versions, c.created == "", c.created))[0]
         from urllib.parse import quote_plus
 
-        return {**st.store.image_info(ref, job), "id": ref.key, "name": ref.key,
-                "path": f"{PREFIX}/datastore/image?image={quote_plus(ref.key)}",
+        return {**pick.info, "id": pick.key, "name": pick.key,
+                "path": f"{PREFIX}/datastore/image?image={quote_plus(pick.key)}",
                 "strategy": strategy}
 
     # ------------------------------------------------------------------ train

@@ -7,10 +7,13 @@ values). Every interaction becomes segloop tasks on the lease's job (see
 :mod:`segloop.protocols.nni_lease`): a first box or click is an initial mask plus a
 propagation, later ones are refinements. Supported: 2D boxes (positive), points, an initial
 segmentation, undo, reset; 3D boxes, negative boxes, scribbles and lassos are refused with
-422 and reported false in ``/capabilities``. ``set_do_autozoom`` is stored but has no effect
-(segloop's engines crop on their own). Auth: the API key as ``Authorization: Bearer`` (the
-client's ``api_key``), and the lease token must belong to the same user. Imports segloop.api's
-dependencies and jobs; never engines or torch.
+422 and reported false in ``/capabilities``. Auto-zoom (on by default, as in nnInteractive):
+segloop's engines see whole slices and propagate through the whole volume, the unbounded
+form of nnInteractive's zooming out until the object fits; ``set_do_autozoom(false)`` does
+what it does there: each interaction may change the mask only inside one patch of
+:data:`PATCH` voxels per axis centred on it (a ``roi`` task param). Auth: the API key as
+``Authorization: Bearer`` (the client's ``api_key``), and the lease token must belong to the
+same user. Imports segloop.api's dependencies and jobs; never engines or torch.
 Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
@@ -43,6 +46,8 @@ __all__ = ["NniState", "nninteractive_router"]
 PREFIX = "/nninteractive"
 META = "X-Meta"
 LEASE = "X-Lease-Token"
+#: nnInteractive's patch edge (voxels): without auto-zoom an interaction changes one patch
+PATCH = 192
 
 
 class LeaseExpiredError(SegloopError):
@@ -167,22 +172,42 @@ async def _predict(st: NniState, lease: Lease, steps: list[Step], run: bool) -> 
         await run_in_threadpool(lease.save)
         return _answer(lease, False, None)
     lease.ref.data["pending"] = []
-    await run_in_threadpool(lease.save)
-    before = await run_in_threadpool(st.before, lease)
+
+    def prepare() -> tuple[npt.NDArray[np.uint8], str]:  # one thread-pool hop, not three
+        lease.save()
+        return st.before(lease), lease.svc.default_engine()
+
+    before, engine = await run_in_threadpool(prepare)
     assert lease.job_id is not None
-    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending,
-                            lease.svc.default_engine())
+    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending, engine)
     diff = await run_in_threadpool(lease.diff, before, tasks[-1].get("version"))
     st.remember(lease, diff)
     return _answer(lease, True, diff)
 
 
-def _first_or_refine(lease: Lease, z: int, prompt: dict[str, Any]) -> list[Step]:
+def _patch(lease: Lease, center: tuple[int, int, int]) -> dict[str, Any]:
+    """``{"roi": ...}``: the :data:`PATCH`-voxel cube around ``center`` (canonical), inside
+    the volume, when auto-zoom is off; ``{}`` when it is on."""
+    if lease.ref.data.get("do_autozoom", True):
+        return {}
+    shape = lease.shape()
+    p = lease.perm
+    roi = []
+    for c, axis in zip(center, p, strict=True):
+        lo = c - PATCH // 2
+        roi.append([max(0, lo), min(shape[axis], lo + PATCH) - 1])
+    return {"roi": roi}
+
+
+def _first_or_refine(lease: Lease, center: tuple[int, int, int], prompt: dict[str, Any]
+                     ) -> list[Step]:
+    z = center[2]
+    patch = _patch(lease, center)
     if lease.ref.data.get("started"):
-        return [Step(StepKind.REFINE, {"slice_index": z, **prompt})]
+        return [Step(StepKind.REFINE, {"slice_index": z, **prompt, **patch})]
     lease.ref.data["started"] = True
-    return [Step(StepKind.INITIAL, {"slice_index": z, **prompt}),
-            Step(StepKind.PROPAGATE, {"slice_index": z})]
+    return [Step(StepKind.INITIAL, {"slice_index": z, **prompt, **patch}),
+            Step(StepKind.PROPAGATE, {"slice_index": z, **patch})]
 
 
 def nninteractive_router() -> APIRouter:
@@ -236,7 +261,7 @@ def nninteractive_router() -> APIRouter:
             "preferred_scribble_thickness": [1, 1, 1], "interaction_decay": 1.0,
             "inference_session_version": f"segloop-{__version__}",
             "license": f"segloop engine {svc.default_engine()}",
-            "supports_undo": True, "do_autozoom": False,
+            "supports_undo": True, "do_autozoom": True,
         }
 
     @r.post("/set_image", summary="The image: packed (C, X, Y, Z) array, spacing in X-Meta")
@@ -266,11 +291,12 @@ def nninteractive_router() -> APIRouter:
         await run_in_threadpool(lease.save)
         return {"ok": True}
 
-    @r.post("/set_do_autozoom")
+    @r.post("/set_do_autozoom", summary="Off: each interaction changes one patch around it")
     async def set_do_autozoom(request: Request, lease: L) -> dict[str, Any]:
-        lease.ref.data["do_autozoom"] = bool((await _json(request)).get("do_autozoom"))
+        on = bool((await _json(request)).get("do_autozoom", True))
+        lease.ref.data["do_autozoom"] = on
         await run_in_threadpool(lease.save)
-        return {"ok": True, "effect": "none: segloop's engines choose their own crop"}
+        return {"ok": True, "do_autozoom": on}
 
     @r.post("/reset_interactions", summary="Start over: the next interaction opens a new job")
     async def reset(lease: L) -> dict[str, Any]:
@@ -299,7 +325,8 @@ def nninteractive_router() -> APIRouter:
         p = lease.perm
         z = box[flat[0]][0]
         canon_box = [box[p[0]][0], box[p[1]][0], box[p[0]][1] - 1, box[p[1]][1] - 1]
-        steps = _first_or_refine(lease, z, {"box": canon_box})
+        center = ((canon_box[0] + canon_box[2]) // 2, (canon_box[1] + canon_box[3]) // 2, z)
+        steps = _first_or_refine(lease, center, {"box": canon_box})
         return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
 
     @r.post("/add_point_interaction", summary="A positive or negative click")
@@ -310,7 +337,7 @@ def nninteractive_router() -> APIRouter:
         positive = bool(b.get("include_interaction", True))
         if not positive and not lease.ref.data.get("started"):
             raise ConflictError("the first click must be positive (or start with a box)")
-        steps = _first_or_refine(lease, z, {"points": [[x, y]],
+        steps = _first_or_refine(lease, (x, y, z), {"points": [[x, y]],
                                             "point_labels": [1 if positive else 0]})
         return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
 

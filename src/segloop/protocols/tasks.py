@@ -7,8 +7,8 @@ client, while segloop runs engine work as queued tasks (embedded threads or Cele
 job's events *before* submitting, and returns when the last one ends. The handler awaits on
 the event loop; nothing here blocks it except short store calls in the thread pool.
 
-Also: reading an upload's form (fields and one file) within the size limit, and the label map
-of a job on the canonical grid. Imports segloop.api's services type, jobs, io and config;
+Also: reading an upload's form (fields and files; several files become one .zip upload)
+within the size limit. Imports segloop.api's services type, jobs, io and config;
 never engines or torch.
 Must not import segloop.cli (the layer contract, pyproject.toml).
 """
@@ -109,15 +109,45 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
 @dataclass
 class Form:
     """A multipart form: text fields, and the files saved under the service's tmp folder
-    (``name -> (path, client file name)``); the caller removes the files."""
+    (``name -> [(path, client file name), ...]`` in the order sent: a field may carry several
+    files, e.g. a DICOM series); the caller removes the files."""
 
     fields: dict[str, str] = field(default_factory=dict)
-    files: dict[str, tuple[Path, str]] = field(default_factory=dict)
+    files: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)
 
     def cleanup(self) -> None:
         """Delete the saved files."""
-        for path, _ in self.files.values():
-            path.unlink(missing_ok=True)
+        for parts in self.files.values():
+            for path, _ in parts:
+                path.unlink(missing_ok=True)
+
+    def upload(self, tmp_dir: Path, *names: str) -> tuple[Path, str]:
+        """The file sent under the first of ``names`` present, as one upload: a single file as
+        it is, several files (a DICOM series, a header and its data file) packed into one
+        ``.zip`` (a new file of this form) that segloop's ingest unpacks. InputError when none
+        of ``names`` carries a file."""
+        for n in names:
+            parts = self.files.get(n)
+            if parts:
+                return parts[0] if len(parts) == 1 else self._zip(tmp_dir, n, parts)
+        raise InputError(f"the form has no file: send it as the file field {names[0]!r}")
+
+    def _zip(self, tmp_dir: Path, name: str, parts: list[tuple[Path, str]]) -> tuple[Path, str]:
+        import uuid
+        import zipfile
+
+        path = tmp_dir / f"form-{uuid.uuid4()}"
+        self.files.setdefault(f"{name}.zip", []).append((path, ""))  # removed by cleanup
+        seen: set[str] = set()
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+            for i, (src, fname) in enumerate(parts):
+                arc = Path(fname).name or f"file{i}"
+                if arc in seen:  # same base name twice: keep both
+                    arc = f"{i}-{arc}"
+                seen.add(arc)
+                zf.write(src, arc)
+        stem = Path(parts[0][1]).name.split(".")[0] or "upload"
+        return path, f"{stem}.zip"
 
 
 async def read_form(request: Request, svc: Services) -> Form:
@@ -135,17 +165,16 @@ async def read_form(request: Request, svc: Services) -> Form:
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         return out
     try:
-        form = await request.form(max_files=16, max_fields=64)
+        form = await request.form(max_files=svc.settings.max_zip_entries, max_fields=64)
     except Exception as exc:
         raise InputError(f"the request body is not a readable form ({exc})") from exc
     svc.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    size = 0  # all files together
     try:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
-                if name in out.files:
-                    continue
                 path = svc.settings.tmp_dir / f"form-{uuid.uuid4()}"
-                size = 0
+                out.files.setdefault(name, []).append((path, value.filename or ""))
                 with open(path, "wb") as fh:
                     while chunk := await value.read(1 << 20):
                         size += len(chunk)
@@ -155,7 +184,6 @@ async def read_form(request: Request, svc: Services) -> Form:
                             raise VolumeTooLargeError(f"upload larger than the limit of {limit}"
                                                       " bytes")
                         fh.write(chunk)
-                out.files[name] = (path, value.filename or "")
             else:
                 out.fields[name] = str(value)
     except BaseException:
