@@ -38,7 +38,8 @@ any resolution):
   alike at 1 mm and at 7.5 mm slices): a thin track run on past the target's end costs far
   more than its missed tail.
 - **Corrections.** A positive point grows an intensity-consistent connected region from the
-  click (as far as the click is from the current mask) and adds it; a negative point removes
+  click (as far as the click is from the current mask), keeps the part of it nearer the click
+  than every negative point of the slice, and adds it; a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
   between the click and the mask far from it; a click at the very middle of a component
   (where the user says "not this") removes the component. The change (added and removed

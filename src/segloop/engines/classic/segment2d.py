@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage as ndi
 from skimage.segmentation import random_walker
 
@@ -28,7 +29,7 @@ from segloop.engines.classic.morphology import (
 )
 from segloop.types import BoolArray, Prompts
 
-__all__ = ["box_segment", "carve", "grabcut", "grow", "prompted_slice"]
+__all__ = ["box_segment", "carve", "grabcut", "grow", "nearer_than", "prompted_slice"]
 
 
 def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts,
@@ -43,15 +44,44 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
         m = np.zeros((nx, ny), dtype=bool)
     pos = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
                                       strict=True) if lab == 1]
+    neg = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
+                                      strict=True) if lab != 1]
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
-                m |= grow(ctx, object_id, z, x, y, m)
+                m |= nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
         elif m[x, y]:
             m &= ~carve(ctx, object_id, z, x, y, m, pos)
     if prompts.box is None and base is None and object_id not in ctx.models and m.any():
         ctx.learn_from_mask(object_id, z, m)
     return m
+
+
+def nearer_than(ctx: ClassicContext, region: BoolArray, click: tuple[int, int],
+                others: list[tuple[int, ...]]) -> BoolArray:
+    """The part of ``region`` (grown from a positive click) nearer (mm) to the click than
+    to every negative click of the slice, connected to the click: a positive click never
+    takes back what a negative click beside it said is not the target."""
+    if not others or not region.any():
+        return region
+    bb = bbox(region)
+    assert bb is not None
+    crop = Crop.around(bb, 1, 1, *region.shape)
+    xx = (np.arange(crop.x0, crop.x1)[:, None]).astype(np.float64) * ctx.sp[0]
+    yy = (np.arange(crop.y0, crop.y1)[None, :]).astype(np.float64) * ctx.sp[1]
+
+    def dist2(p: tuple[int, ...]) -> npt.NDArray[np.float64]:
+        return np.asarray((xx - p[0] * ctx.sp[0]) ** 2 + (yy - p[1] * ctx.sp[1]) ** 2)
+
+    mine = dist2(click)
+    keep = region[crop.sl].copy()
+    for q in others:
+        keep &= mine < dist2(q)
+    seed = np.zeros(keep.shape, dtype=bool)
+    seed[click[0] - crop.x0, click[1] - crop.y0] = True
+    out = np.zeros(region.shape, dtype=bool)
+    out[crop.sl] = keep_components(keep | seed, seed)
+    return out
 
 
 def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int, int, int]) -> BoolArray:
