@@ -14,9 +14,9 @@ from segloop import __version__
 from segloop.errors import InputError
 from segloop.jobs.queue import CeleryQueue
 from segloop.jobs.store import require_reviewer
-from segloop.jobs.system import gpu_info, host_info
 
 from .deps import Svc, Who
+from .host import gpu_info, host_info
 from .schemas import (
     ActiveTaskOut,
     AuditEntryOut,

@@ -1,4 +1,5 @@
-"""Host facts for the system endpoints: CPU, memory, GPUs (via nvidia-smi, never torch).
+"""Host facts for the ``/api/v1/system`` endpoints: CPU, memory, GPUs (via nvidia-smi,
+never torch). Used by segloop.api.routes_system only.
 
 Imports psutil and the standard library only.
 """

@@ -1,0 +1,18 @@
+"""segloop.api.host: the host facts of ``/api/v1/system/status`` and ``/gpu``."""
+
+from __future__ import annotations
+
+from segloop.api.host import gpu_info, host_info
+from segloop.api.schemas import GpuOut, HostOut
+
+
+def test_host_info_matches_its_response_model() -> None:
+    info = host_info()
+    HostOut.model_validate(info)
+    assert info["memory_total_bytes"] >= info["memory_available_bytes"] > 0
+    assert info["process_rss_bytes"] > 0
+
+
+def test_gpu_info_is_a_list_of_gpu_records() -> None:
+    for g in gpu_info():  # [] on a machine without nvidia-smi
+        GpuOut.model_validate(g)
