@@ -88,11 +88,11 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
         upload = tmp_path / "upload.nii.gz"
         nib.save(nib.Nifti1Image(img, np.diag([0.8, 0.8, 2.0, 1.0])), str(upload))
         job = store.create_job(upload, "ball.nii.gz", LOCAL_ADMIN)
-        edited = np.zeros(tuple(job["shape"]), np.uint8)
+        edited = np.zeros(tuple(job.shape), np.uint8)
         edited[lab > 0] = 1
         edited[:, :, 2] = 0  # the reviewer's correction
-        store.edit_mask(job["job_id"], LOCAL_ADMIN, edited)
-        store.review(job["job_id"], LOCAL_ADMIN, None)
+        store.edit_mask(job.job_id, LOCAL_ADMIN, edited)
+        store.review(job.job_id, LOCAL_ADMIN, None)
     finally:
         store.close()
 

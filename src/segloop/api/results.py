@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from segloop.errors import InputError
 from segloop.jobs import files
 from segloop.jobs.errors import ConflictError
+from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal
 
 from .deps import Services
@@ -42,7 +43,7 @@ def _canonical_nifti(svc: Services, job_id: str, labels: npt.NDArray[Any]) -> by
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
-async def result_response(svc: Services, who: Principal, job_id: str, job: dict[str, Any],
+async def result_response(svc: Services, who: Principal, job_id: str, job: JobRecord,
                           labels: npt.NDArray[Any], n: int, format: ResultFormat,
                           slice_index: int | None, style: ResultStyle, grid: ResultGrid
                           ) -> Response:
@@ -71,16 +72,16 @@ async def result_response(svc: Services, who: Principal, job_id: str, job: dict[
                             filename=f"{job_id}_v{n}_mask.nii.gz",
                             background=BackgroundTask(lambda: path.unlink(missing_ok=True)),
                             headers=headers)
-    if job["source_format"] != "dicom":
+    if job.source_format != "dicom":
         raise ConflictError("DICOM-SEG export needs a DICOM upload; this job came from "
-                            f"{job['source_format']} (download format=nii.gz instead)")
+                            f"{job.source_format} (download format=nii.gz instead)")
     if n == 0 or not labels.any():
         raise ConflictError("the mask is empty: nothing to export as DICOM-SEG")
     from segloop.io import write_dicom_seg
 
     vol = await run_in_threadpool(svc.source_volume, job)
     objs = svc.store.list_objects(job_id, who)
-    segs = {int(o["label_value"]): str(o["name"]) for o in objs}
+    segs = {o.label_value: o.name for o in objs}
     path = out.with_suffix(".dcm")
     await run_in_threadpool(write_dicom_seg, labels, vol, path, segs)
     return FileResponse(path, media_type="application/dicom",

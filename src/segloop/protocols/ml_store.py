@@ -25,6 +25,7 @@ import numpy as np
 from segloop.api.app import Services
 from segloop.errors import InputError
 from segloop.jobs.errors import NotFoundError
+from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal
 
 from .refs import Ref, RefKind, RefStore
@@ -58,11 +59,11 @@ class MlStore:
             raise ForbiddenError(f"image id {image_id!r} is taken by another user; choose "
                                  "another id")
         job = self.svc.store.create_job(path, filename, who)
-        self.refs.put(RefKind.ML_IMAGE, image_id, job["job_id"], who.name,
+        self.refs.put(RefKind.ML_IMAGE, image_id, job.job_id, who.name,
                       {"info": {**info, "name": filename}, "labels": {}})
         return {"image": image_id}
 
-    def image(self, image_id: str, who: Principal) -> tuple[Ref, dict[str, Any]]:
+    def image(self, image_id: str, who: Principal) -> tuple[Ref, JobRecord]:
         """The image's ref and its job (NotFoundError when unknown, deleted or not visible)."""
         ref = self.refs.get(RefKind.ML_IMAGE, image_id)
         if ref is None or ref.job_id is None:
@@ -74,7 +75,7 @@ class MlStore:
                                 ) from None
         return ref, job
 
-    def images(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
+    def images(self, who: Principal) -> list[tuple[Ref, JobRecord]]:
         """Every image the caller may see, with its job."""
         out = []
         for ref in self.refs.list(RefKind.ML_IMAGE):
@@ -113,9 +114,9 @@ class MlStore:
             msg = str(exc).replace(str(path), "the label")
             raise InputError(f"the label is not a readable volume: {msg}") from None
         data = np.asarray(lab.canonical().data)
-        if tuple(data.shape) != tuple(job["shape"]):
+        if tuple(data.shape) != tuple(job.shape):
             raise InputError(f"the label has shape {list(lab.shape)} but image {image_id!r} "
-                             f"has {job['source_shape']}: save it on the image's grid")
+                             f"has {job.source_shape}: save it on the image's grid")
         if data.size and (data.min() < 0 or data.max() > 255):
             raise InputError("label values must be integers 0..255")
         n = self.svc.store.edit_mask(ref.job_id, who, data.astype(np.uint8))
@@ -123,7 +124,7 @@ class MlStore:
         out: dict[str, Any] = {"image": image_id, "label": image_id, "version": n}
         if tag == FINAL:
             rev = self.svc.store.review(ref.job_id, who, n)
-            out["datastore_case"] = rev["datastore_case"]
+            out["datastore_case"] = rev.datastore_case
         info = {k: v for k, v in params.items() if k != "client_id"}
         ref.data.setdefault("labels", {})[tag] = {
             "version": n, "info": {**info, "user": who.name, "ts": _ts(dt.datetime.now(dt.UTC)
@@ -136,7 +137,7 @@ class MlStore:
         """Name the job's objects after MONAI Label's ``label_info`` [{name, idx}, ...]."""
         if not isinstance(label_info, list):
             return
-        objs = {int(o["label_value"]): int(o["object_id"])
+        objs = {o.label_value: o.object_id
                 for o in self.svc.store.list_objects(job_id, who)}
         for item in label_info:
             if not isinstance(item, dict) or "name" not in item:
@@ -172,10 +173,10 @@ class MlStore:
         return dict(ref.data["info"])
 
     # ------------------------------------------------------------------ listings
-    def image_info(self, ref: Ref, job: dict[str, Any]) -> dict[str, Any]:
+    def image_info(self, ref: Ref, job: JobRecord) -> dict[str, Any]:
         """MONAI Label's image info record."""
         return {**ref.data.get("info", {}), "ts": _ts(ref.created),
-                "segloop_job": job["job_id"], "shape": job["source_shape"]}
+                "segloop_job": job.job_id, "shape": job.source_shape}
 
     def status(self, who: Principal) -> dict[str, Any]:
         """``GET /datastore/?output=stats``."""
@@ -212,7 +213,7 @@ class MlStore:
                             "label": str(root / case / "label.nii.gz")})
         return out
 
-    def unlabeled(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
+    def unlabeled(self, who: Principal) -> list[tuple[Ref, JobRecord]]:
         """Images without a final label, in upload order."""
         return [(r, j) for r, j in self.images(who) if FINAL not in r.data.get("labels", {})]
 
@@ -228,7 +229,7 @@ class MlStore:
         job = self.svc.store.create_job(path, filename, who)
         sid = str(uuid.uuid4())
         exp = expiry if expiry > 0 else int(self.svc.settings.protocol_idle_seconds)
-        ref = self.refs.put(RefKind.ML_SESSION, sid, job["job_id"], who.name,
+        ref = self.refs.put(RefKind.ML_SESSION, sid, job.job_id, who.name,
                             {"expiry": exp, "image": filename})
         return {"session_id": sid, "session_info": self.session_info(ref)}
 

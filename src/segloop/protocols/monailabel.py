@@ -316,8 +316,8 @@ def monailabel_router() -> APIRouter:
         elif strategy == "random":
             ref, job = todo[int(np.random.default_rng().integers(len(todo)))]
         else:
-            ref, job = sorted(todo, key=lambda rj: (rj[1]["current_version"],
-                                                    rj[1]["created"]))[0]
+            ref, job = sorted(todo, key=lambda rj: (rj[1].current_version,
+                                                    rj[1].created))[0]
         from urllib.parse import quote_plus
 
         return {**st.store.image_info(ref, job), "id": ref.key, "name": ref.key,
