@@ -102,7 +102,7 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
     train, val_is_train = prepared.train, prepared.val_is_train
     assert len(train) == 1 and val_is_train
     rec = train[0]
-    assert rec.name.startswith(job["job_id"]) and rec.patient_id == job["job_id"]
+    assert rec.name.startswith(job.job_id) and rec.patient_id == job.job_id
     # frames and truth are (Z, H, W) radiological views, the orientation the engines feed
     np.testing.assert_array_equal(rec.truth, volume_to_views(edited.astype(bool)))
 
@@ -111,7 +111,7 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
                "--samples-per-epoch", "2", "--val-samples", "1", "--no-register", "-q"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["train_patients"] == [job["job_id"]] and summary["val_is_train"]
+    assert summary["train_patients"] == [job.job_id] and summary["val_is_train"]
     assert summary["parts"] == ["mask-decoder", "prompt-encoder", "memory"]
 
 
