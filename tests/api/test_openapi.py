@@ -65,3 +65,18 @@ def test_response_models_keep_extra_keys_and_reduced_views(client: TestClient) -
     assert "broker_error" not in st and "broker_queue_length" not in st  # embedded queue
     health = client.get("/health").json()
     assert set(health) == {"status", "version", "queue"}
+
+
+def test_the_job_store_records_are_the_response_schemas(client: TestClient) -> None:
+    """One definition per record: the routes answer with segloop.jobs.records' models."""
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    names = set(spec["components"]["schemas"])
+    records = {"JobRecord", "TaskRecord", "ActiveTaskRecord", "JobStatus", "VersionRecord",
+               "ObjectRecord", "ReviewRecord", "CleanupReport", "AuditRecord"}
+    assert records <= names
+    assert not names & {"JobOut", "TaskOut", "ActiveTaskOut", "JobStatusOut", "VersionOut",
+                        "ObjectOut", "ReviewOut", "CleanupOut", "AuditEntryOut"}
+    job = spec["paths"]["/api/v1/jobs/{job_id}"]["get"]["responses"]["200"]
+    assert job["content"]["application/json"]["schema"]["$ref"].endswith("/JobRecord")
+    task = spec["components"]["schemas"]["TaskRecord"]["properties"]
+    assert "$ref" in str(task["state"]) or "enum" in str(task["state"])  # TaskState, not str

@@ -98,11 +98,11 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
         upload = tmp_path / "upload.nii.gz"
         nib.save(nib.Nifti1Image(img, np.diag([0.8, 0.8, 2.0, 1.0])), str(upload))
         job = store.create_job(upload, "ball.nii.gz", LOCAL_ADMIN)
-        edited = np.zeros(tuple(job["shape"]), np.uint8)
+        edited = np.zeros(tuple(job.shape), np.uint8)
         edited[lab > 0] = 1
         edited[:, :, 2] = 0  # the reviewer's correction
-        store.edit_mask(job["job_id"], LOCAL_ADMIN, edited)
-        store.review(job["job_id"], LOCAL_ADMIN, None)
+        store.edit_mask(job.job_id, LOCAL_ADMIN, edited)
+        store.review(job.job_id, LOCAL_ADMIN, None)
     finally:
         store.close()
 
@@ -112,7 +112,7 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
     train, val_is_train = prepared.train, prepared.val_is_train
     assert len(train) == 1 and val_is_train
     rec = train[0]
-    assert rec.name.startswith(job["job_id"]) and rec.patient_id == job["job_id"]
+    assert rec.name.startswith(job.job_id) and rec.patient_id == job.job_id
     # frames and truth are (Z, H, W) radiological views, the orientation the engines feed
     np.testing.assert_array_equal(rec.truth, volume_to_views(edited.astype(bool)))
 
@@ -121,7 +121,7 @@ def test_reviewed_mask_appears_in_datastore_training(tmp_path: Path) -> None:
                "--samples-per-epoch", "2", "--val-samples", "1", "--no-register", "-q"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["train_patients"] == [job["job_id"]] and summary["val_is_train"]
+    assert summary["train_patients"] == [job.job_id] and summary["val_is_train"]
     assert summary["parts"] == ["mask-decoder", "prompt-encoder", "memory"]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from segloop.errors import InputError
 from segloop.io import load_volume
-from segloop.io.dicom import looks_like_dicom
+from segloop.io.dicomfiles import looks_like_dicom
 
 WriteSeries = Callable[..., list[Path]]
 

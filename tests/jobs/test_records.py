@@ -1,10 +1,15 @@
-"""The job store's typed records keep the public dict views the API and events carry."""
+"""The job store's typed records keep the public views the API and events carry."""
 
 from __future__ import annotations
 
 import datetime as dt
 from types import SimpleNamespace
 
+import pytest
+from pydantic import ValidationError
+
+from segloop.jobs.records import JobRecord, ObjectRecord, VersionRecord
+from segloop.jobs.states import TaskKind, TaskState
 from segloop.jobs.store import TaskRecord, task_dict
 
 
@@ -31,3 +36,34 @@ def test_task_dict_is_the_task_record() -> None:
 def test_a_finished_task_has_its_time() -> None:
     d = task_dict(_row(state="succeeded", finished=dt.datetime(2026, 1, 2, 3, 5)))
     assert d["finished"] == "2026-01-02T03:05:00Z"
+
+
+def test_job_version_and_object_records_keep_their_public_keys() -> None:
+    created = dt.datetime(2026, 1, 2, 3, 4, 5)
+    job = SimpleNamespace(
+        id="j1", owner="ann", filename="ct.nii.gz", created=created, updated=created,
+        source_format="nifti", modality="CT", shape=[4, 5, 6], source_shape=[6, 5, 4],
+        spacing=[1, 1.5, 2], orientation="LPS", engine=None, current_version=2, last_task="t1")
+    j = JobRecord.from_row(job).as_dict()  # type: ignore[arg-type]
+    assert list(j) == ["job_id", "owner", "filename", "created", "updated", "source_format",
+                       "modality", "shape", "source_shape", "spacing", "orientation", "engine",
+                       "current_version", "last_task"]
+    assert j["created"] == "2026-01-02T03:04:05Z" and j["spacing"] == [1.0, 1.5, 2.0]
+    v = SimpleNamespace(number=2, created=created, author="ann", source="edit", engine=None,
+                        task_id=None, parent=1, reviewed=False, reviewed_by=None)
+    assert VersionRecord.from_row(v, 2).current  # type: ignore[arg-type]
+    assert not VersionRecord.from_row(v, 3).current  # type: ignore[arg-type]
+    o = SimpleNamespace(object_id=1, name="liver", colour="#ff4040", label_value=5,
+                        anchor_slice=None)
+    assert ObjectRecord.from_row(o).as_dict() == {  # type: ignore[arg-type]
+        "object_id": 1, "name": "liver", "colour": "#ff4040", "label_value": 5,
+        "anchor_slice": None}
+
+
+def test_records_are_frozen_and_typed() -> None:
+    t = TaskRecord.from_row(_row())
+    assert t.kind is TaskKind.PROPAGATE and t.state is TaskState.RUNNING
+    with pytest.raises(ValidationError):
+        t.state = TaskState.FAILED  # type: ignore[misc]
+    with pytest.raises(ValidationError):  # a state the store never writes is refused
+        TaskRecord.from_row(_row(state="paused"))

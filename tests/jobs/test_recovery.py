@@ -66,13 +66,13 @@ def _job(store: JobStore, tmp_path: Path) -> str:
     arr[4:10, 3:9, 1:5] = 200
     up = tmp_path / "upload.nii"
     up.write_bytes(nib.Nifti1Image(arr, np.eye(4)).to_bytes())
-    return str(store.create_job(up, "v.nii", LOCAL_ADMIN)["job_id"])
+    return store.create_job(up, "v.nii", LOCAL_ADMIN).job_id
 
 
 def _task(store: JobStore, jid: str) -> str:
     t = store.create_task(jid, "initial-mask", {"slice_index": 2, "box": [4, 3, 9, 8]},
                           LOCAL_ADMIN, ["classic"])
-    return str(t["task_id"])
+    return t.task_id
 
 
 def test_discard_unsent_removes_the_task_and_restores_last_task(tmp_path: Path) -> None:
@@ -83,7 +83,8 @@ def test_discard_unsent_removes_the_task_and_restores_last_task(tmp_path: Path) 
         assert discard_unsent(store, second)
         assert store.get_task(second) is None
         status = store.job_status(jid, LOCAL_ADMIN)
-        assert status["task"]["task_id"] == first and status["active_tasks"] == 1
+        assert status.task is not None and status.task.task_id == first
+        assert status.active_tasks == 1
         assert not discard_unsent(store, second)  # already gone
         with store.engine.begin() as conn:  # a task a worker already took is never discarded
             conn.execute(update(TaskRow).where(TaskRow.id == first).values(attempts=1))

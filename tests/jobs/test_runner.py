@@ -115,15 +115,15 @@ def test_unfinished_tasks_resume_after_restart(tmp_path: Path) -> None:
     z, box = _box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct.nii.gz", LOCAL_ADMIN)
-    t = store.create_task(job["job_id"], "initial-mask", {"slice_index": z, "box": box},
+    t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
                           LOCAL_ADMIN, ["classic"])
     # a previous server died while running it
     with store.sessions.begin() as ses:
-        ses.execute(update(TaskRow).where(TaskRow.id == t["task_id"]).values(
+        ses.execute(update(TaskRow).where(TaskRow.id == t.task_id).values(
             state="running", attempts=1, heartbeat=dt.datetime(2000, 1, 1)))
     store.close()
     with TestClient(create_app(s)) as c:
-        done = _wait(c, job["job_id"], t["task_id"])
+        done = _wait(c, job.job_id, t.task_id)
         assert done["state"] == "succeeded" and done["attempts"] == 2
 
 
@@ -140,21 +140,21 @@ def test_claim_is_exclusive_and_idempotent(tmp_path: Path) -> None:
     z, box = _box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)
-    t = store.create_task(job["job_id"], "initial-mask", {"slice_index": z, "box": box},
+    t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
                           LOCAL_ADMIN, ["classic"])
     rt = Runtime(s, store, LocalBus(), "w1")
-    assert rt.run(t["task_id"]) == "done"
-    assert rt.run(t["task_id"]) == "skipped"  # a redelivered duplicate does nothing
-    assert len(store.list_versions(job["job_id"], LOCAL_ADMIN)) == 1
+    assert rt.run(t.task_id) == "done"
+    assert rt.run(t.task_id) == "skipped"  # a redelivered duplicate does nothing
+    assert len(store.list_versions(job.job_id, LOCAL_ADMIN)) == 1
     # a slower duplicate that then fails cannot turn a success into a failure
-    store.finish_task(t["task_id"], "failed", "late duplicate")
-    assert store.get_task(t["task_id"]).state == "succeeded"  # type: ignore[union-attr]
+    store.finish_task(t.task_id, "failed", "late duplicate")
+    assert store.get_task(t.task_id).state == "succeeded"  # type: ignore[union-attr]
     # a live claim is not stolen; a stale one is
-    t2 = store.create_task(job["job_id"], "propagate", {}, LOCAL_ADMIN, ["classic"])
-    assert store.claim(t2["task_id"], "w1")[1] is not None
-    assert store.claim(t2["task_id"], "w2")[1] is None
+    t2 = store.create_task(job.job_id, "propagate", {}, LOCAL_ADMIN, ["classic"])
+    assert store.claim(t2.task_id, "w1")[1] is not None
+    assert store.claim(t2.task_id, "w2")[1] is None
     time.sleep(1.1)
-    assert store.claim(t2["task_id"], "w2")[1] is not None
+    assert store.claim(t2.task_id, "w2")[1] is not None
     store.close()
 
 
@@ -164,19 +164,19 @@ def test_reaper_requeues_then_fails(tmp_path: Path) -> None:
     z, box = _box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)
-    t = store.create_task(job["job_id"], "initial-mask", {"slice_index": z, "box": box},
+    t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
                           LOCAL_ADMIN, ["classic"])
     rt = Runtime(s, store, LocalBus(), "w1")
     resubmitted: list[str] = []
-    assert store.claim(t["task_id"], "dead-worker")[1] is not None
+    assert store.claim(t.task_id, "dead-worker")[1] is not None
     time.sleep(1.1)
-    assert rt.reap(resubmitted.append) == [t["task_id"]]
-    assert resubmitted == [t["task_id"]]
-    assert store.get_task(t["task_id"]).state == "queued"  # type: ignore[union-attr]
-    assert store.claim(t["task_id"], "dead-again")[1] is not None
+    assert rt.reap(resubmitted.append) == [t.task_id]
+    assert resubmitted == [t.task_id]
+    assert store.get_task(t.task_id).state == "queued"  # type: ignore[union-attr]
+    assert store.claim(t.task_id, "dead-again")[1] is not None
     time.sleep(1.1)
     rt.reap(resubmitted.append)
-    row = store.get_task(t["task_id"])
+    row = store.get_task(t.task_id)
     assert row is not None and row.state == "failed"
     assert "stopped reporting" in (row.error or "") and "2 attempt" in (row.error or "")
     store.close()
@@ -219,18 +219,18 @@ def test_model_reload_drops_engines_and_sessions(tmp_path: Path) -> None:
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)
     rt = Runtime(s, store, LocalBus(), "w1")
-    t = store.create_task(job["job_id"], "initial-mask", {"slice_index": z, "box": box},
+    t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
                           LOCAL_ADMIN, ["classic"])
-    rt.run(t["task_id"])
+    rt.run(t.task_id)
     assert len(rt.cache) == 1 and rt.loaded_engines == {"classic"}
     from segloop.engines import get_engine
 
     before = get_engine("classic")
     store.set_kv("model_generation", "7")  # what POST /system/model/reload does
-    t = store.create_task(job["job_id"], "propagate", {}, LOCAL_ADMIN, ["classic"])
-    rt.run(t["task_id"])
+    t = store.create_task(job.job_id, "propagate", {}, LOCAL_ADMIN, ["classic"])
+    rt.run(t.task_id)
     assert get_engine("classic") is not before  # a fresh engine instance (weights reloaded)
-    assert store.get_task(t["task_id"]).state == "succeeded"  # type: ignore[union-attr]
+    assert store.get_task(t.task_id).state == "succeeded"  # type: ignore[union-attr]
     store.close()
 
 
@@ -239,21 +239,21 @@ def test_cleanup_keeps_reviewed(tmp_path: Path) -> None:
     s = _settings(tmp_path)
     z, box = _box()
     store = JobStore(s)
-    jobs = [store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)["job_id"] for _ in range(2)]
+    jobs = [store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN).job_id for _ in range(2)]
     rt = Runtime(s, store, LocalBus(), "w1")
     for jid in jobs:
         rt.run(store.create_task(jid, "initial-mask", {"slice_index": z, "box": box},
-                                 LOCAL_ADMIN, ["classic"])["task_id"])
+                                 LOCAL_ADMIN, ["classic"]).task_id)
     store.review(jobs[0], LOCAL_ADMIN, None)
     kept = store.cleanup(LOCAL_ADMIN, older_than_days=1)
-    assert kept["deleted"] == []  # nothing idle for a day yet
+    assert kept.deleted == []  # nothing idle for a day yet
     out = store.cleanup(LOCAL_ADMIN, older_than_days=0)
-    assert out["deleted"] == [jobs[1]] and out["kept_reviewed"] == [jobs[0]]
+    assert out.deleted == [jobs[1]] and out.kept_reviewed == [jobs[0]]
     assert not store.job_dir(jobs[1]).exists() and store.job_dir(jobs[0]).exists()
     out = store.cleanup(LOCAL_ADMIN, older_than_days=0, include_reviewed=True)
-    assert out["deleted"] == [jobs[0]]
+    assert out.deleted == [jobs[0]]
     assert (s.datastore_dir / "manifest.csv").exists()  # reviewed copies stay in the datastore
-    assert any(a["action"] == "cleanup" for a in store.audit_log())
+    assert any(a.action == "cleanup" for a in store.audit_log())
     store.close()
 
 
@@ -264,7 +264,7 @@ def test_session_behind_catches_up_with_missed_steps(tmp_path: Path) -> None:
     s = _settings(tmp_path)
     z, box = _box()
     store = JobStore(s)
-    jid = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)["job_id"]
+    jid = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN).job_id
     a, b = Runtime(s, store, LocalBus(), "a"), Runtime(s, store, LocalBus(), "b")
     opened: list[str] = []
     applied: list[str] = []
@@ -284,7 +284,7 @@ def test_session_behind_catches_up_with_missed_steps(tmp_path: Path) -> None:
         rt._apply = spy_apply  # type: ignore[method-assign]
 
     def task(kind: str, **params: Any) -> str:
-        return str(store.create_task(jid, kind, params, LOCAL_ADMIN, ["classic"])["task_id"])
+        return str(store.create_task(jid, kind, params, LOCAL_ADMIN, ["classic"]).task_id)
 
     assert a.run(task("initial-mask", slice_index=z, box=box)) == "done"
     assert b.run(task("propagate")) == "done"  # b opens and replays a's step

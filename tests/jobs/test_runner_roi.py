@@ -39,7 +39,7 @@ def test_roi_keeps_the_mask_outside_it(tmp_path: Path) -> None:
     s = _settings(tmp_path)
     store = JobStore(s)
     try:
-        jid = store.create_job(_upload(s), "ct", LOCAL_ADMIN)["job_id"]
+        jid = store.create_job(_upload(s), "ct", LOCAL_ADMIN).job_id
         rt = Runtime(s, store, LocalBus(), "a")
 
         def run(kind: str, **params: Any) -> np.ndarray:

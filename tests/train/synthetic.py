@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from segloop.train.data import ImageRecord
+from segloop.train.records import ImageRecord
 
 
 def disc_image(rng: np.random.Generator, size: int = 64, rgb: bool = False

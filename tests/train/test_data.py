@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from segloop.errors import InputError
-from segloop.train.data import (
-    ClipDataset,
-    ImageRecord,
+from segloop.train.data import ClipDataset, sample_prompt
+from segloop.train.records import ImageRecord
+from segloop.train.sources import (
     load_folder_records,
     load_folders,
     load_manifest_records,
-    sample_prompt,
     split_patients,
     split_records,
 )

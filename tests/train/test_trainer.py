@@ -10,8 +10,8 @@ import torch
 
 from segloop.errors import InputError, SegloopError
 from segloop.train.config import TrainConfig
-from segloop.train.data import ImageRecord
 from segloop.train.prepare import PreparedData
+from segloop.train.records import ImageRecord
 from segloop.train.trainer import Progress, load_checkpoint, train
 
 from .synthetic import ball_volume, disc_records

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from segloop.jobs.errors import AuthError
 from segloop.jobs.events import EventBus, make_bus
 from segloop.jobs.ingest import IngestPool
 from segloop.jobs.queue import CeleryQueue, EmbeddedQueue, TaskQueue
+from segloop.jobs.records import JobRecord
 from segloop.jobs.runner import Runtime
 from segloop.jobs.store import LOCAL_ADMIN, JobStore, Principal
 
@@ -50,13 +51,13 @@ class Services:
         self._sources_lock = threading.Lock()
         self._engines: list[str] | None = None
 
-    def source_volume(self, job: dict[str, Any]) -> Volume:
+    def source_volume(self, job: JobRecord) -> Volume:
         """The uploaded volume (source grid), cached for a few jobs (for result exports)."""
-        jid = job["job_id"]
+        jid = job.job_id
         with self._sources_lock:
             vol = self._sources.get(jid)
-        if vol is None and job.get("image2d"):  # a picture: its one-slice canonical grid
-            vol = files.load_canonical(self.store.job_dir(jid), job.get("modality"))
+        if vol is None and job.image2d:  # a picture: its one-slice canonical grid
+            vol = files.load_canonical(self.store.job_dir(jid), job.modality)
         if vol is None:
             vol = files.load_source(self.store.job_dir(jid), self.store.source_rel(jid),
                                     self.settings.max_voxels)

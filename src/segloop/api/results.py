@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from segloop.errors import InputError
 from segloop.jobs import files
 from segloop.jobs.errors import ConflictError
+from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal
 
 from .deps import Services
@@ -42,14 +43,14 @@ def _canonical_nifti(svc: Services, job_id: str, labels: npt.NDArray[Any]) -> by
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
-async def result_response(svc: Services, who: Principal, job_id: str, job: dict[str, Any],
+async def result_response(svc: Services, who: Principal, job_id: str, job: JobRecord,
                           labels: npt.NDArray[Any], n: int, format: ResultFormat,
                           slice_index: int | None, style: ResultStyle, grid: ResultGrid
                           ) -> Response:
     """The response for version ``n`` (``labels``) of ``job`` in ``format``; ConflictError
     for a DICOM-SEG of a non-DICOM upload or of an empty mask."""
     headers = {"X-Mask-Version": str(n)}
-    if job.get("image2d"):
+    if job.image2d:
         return await _result_2d(svc, who, job_id, job, labels, n, format, style, headers)
     if format == "nii.gz" and grid == "canonical":  # the viewer's grid (GET .../volume)
         body = await run_in_threadpool(_canonical_nifti, svc, job_id, labels)
@@ -73,16 +74,16 @@ async def result_response(svc: Services, who: Principal, job_id: str, job: dict[
                             filename=f"{job_id}_v{n}_mask.nii.gz",
                             background=BackgroundTask(lambda: path.unlink(missing_ok=True)),
                             headers=headers)
-    if job["source_format"] != "dicom":
+    if job.source_format != "dicom":
         raise ConflictError("DICOM-SEG export needs a DICOM upload; this job came from "
-                            f"{job['source_format']} (download format=nii.gz instead)")
+                            f"{job.source_format} (download format=nii.gz instead)")
     if n == 0 or not labels.any():
         raise ConflictError("the mask is empty: nothing to export as DICOM-SEG")
     from segloop.io import write_dicom_seg
 
     vol = await run_in_threadpool(svc.source_volume, job)
     objs = svc.store.list_objects(job_id, who)
-    segs = {int(o["label_value"]): str(o["name"]) for o in objs}
+    segs = {o.label_value: o.name for o in objs}
     path = out.with_suffix(".dcm")
     await run_in_threadpool(write_dicom_seg, labels, vol, path, segs)
     return FileResponse(path, media_type="application/dicom",
@@ -91,7 +92,7 @@ async def result_response(svc: Services, who: Principal, job_id: str, job: dict[
                         headers=headers)
 
 
-async def _result_2d(svc: Services, who: Principal, job_id: str, job: dict[str, Any],
+async def _result_2d(svc: Services, who: Principal, job_id: str, job: JobRecord,
                      labels: npt.NDArray[Any], n: int, format: ResultFormat,
                      style: ResultStyle, headers: dict[str, str]) -> Response:
     """A 2D job's mask at the picture's exact size: PNG (``style`` colour: RGBA overlay,
@@ -108,16 +109,16 @@ async def _result_2d(svc: Services, who: Principal, job_id: str, job: dict[str, 
     assert image is not None  # image2d jobs have their picture
     objs = svc.store.list_objects(job_id, who)
     if format == "png":
-        colours = {int(o["label_value"]): str(o["colour"]) for o in objs} \
+        colours = {o.label_value: o.colour for o in objs} \
             if style == "colour" else None
         data = await run_in_threadpool(image2d_job.result_png, labels, image, colours)
         return Response(data, media_type="image/png", headers=headers)
-    if job["source_format"] != image2d_job.FORMAT_PREFIX + "dicom":
+    if job.source_format != image2d_job.FORMAT_PREFIX + "dicom":
         raise ConflictError("DICOM-SEG export needs a DICOM upload; this job came from "
-                            f"{job['source_format'][3:].upper()} (download format=png instead)")
+                            f"{job.source_format[3:].upper()} (download format=png instead)")
     if n == 0 or not labels.any():
         raise ConflictError("the mask is empty: nothing to export as DICOM-SEG")
-    names = {int(o["label_value"]): str(o["name"]) for o in objs}
+    names = {o.label_value: o.name for o in objs}
     path = (svc.settings.tmp_dir / f"result-{uuid.uuid4()}").with_suffix(".dcm")
     await run_in_threadpool(image2d_job.result_dicom_seg, labels, image, path, names)
     return FileResponse(path, media_type="application/dicom", filename=f"{job_id}_v{n}_seg.dcm",

@@ -15,6 +15,14 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.jobs import files
 from segloop.jobs.errors import ConflictError, QueueUnavailableError
+from segloop.jobs.records import (
+    JobRecord,
+    JobStatus,
+    ObjectRecord,
+    ReviewRecord,
+    TaskRecord,
+    VersionRecord,
+)
 from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
@@ -26,18 +34,12 @@ from .schemas import (
     CancelOut,
     CurrentVersionOut,
     InitialMaskRequest,
-    JobOut,
-    JobStatusOut,
     MaskVersionOut,
-    ObjectOut,
     ObjectRequest,
     PropagateRequest,
     RefineRequest,
-    ReviewOut,
     ReviewRequest,
     SubmittedOut,
-    TaskOut,
-    VersionOut,
 )
 from .sse import event_stream
 from .upload import read_small_body, receive_upload
@@ -46,7 +48,7 @@ __all__ = ["jobs_router"]
 
 
 def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
-            ) -> dict[str, Any]:
+            ) -> SubmittedOut:
     check_points(params.get("points"), params.get("point_labels"), svc.settings.max_points)
     params = {**params, "engine": params.get("engine") or svc.default_engine()}
     known = svc.engine_names()
@@ -54,14 +56,14 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, kind, params, who, known)
     try:
-        svc.queue.submit(t["task_id"])
+        svc.queue.submit(t.task_id)
     except QueueUnavailableError:  # 503, and the store forgets the task: nothing waits on it
-        discard_unsent(svc.store, t["task_id"])
+        discard_unsent(svc.store, t.task_id)
         raise
-    svc.bus.publish(job_id, {**t, "type": EventType.QUEUED.value})
+    svc.bus.publish(job_id, {**t.as_dict(), "type": EventType.QUEUED.value})
     svc.metrics.tasks_submitted.labels(kind=kind).inc()
-    return {"task_id": t["task_id"], "job_id": job_id, "kind": kind, "state": t["state"],
-            "events": f"/api/v1/jobs/{job_id}/events?task_id={t['task_id']}"}
+    return SubmittedOut(task_id=t.task_id, job_id=job_id, kind=kind, state=t.state,
+                        events=f"/api/v1/jobs/{job_id}/events?task_id={t.task_id}")
 
 
 
@@ -69,20 +71,19 @@ def jobs_router() -> APIRouter:
     """The jobs routes (a new router per app)."""
     r = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-    @r.post("", status_code=201, response_model=JobOut,
+    @r.post("", status_code=201, response_model=JobRecord,
             summary="Upload a volume (multipart file field 'file')")
-    async def upload(request: Request, svc: Svc, who: Who) -> dict[str, Any]:
+    async def upload(request: Request, svc: Svc, who: Who) -> JobRecord:
         path, filename = await receive_upload(request, svc.settings.tmp_dir,
                                               svc.settings.max_upload_bytes)
-        job = await run_in_threadpool(svc.store.create_job, path, filename, who, svc.ingest)
-        return {**job, "job_id": job["job_id"]}
+        return await run_in_threadpool(svc.store.create_job, path, filename, who, svc.ingest)
 
-    @r.get("", response_model=list[JobOut], summary="The caller's jobs")
-    def list_jobs(svc: Svc, who: Who, all_users: bool = False) -> list[dict[str, Any]]:
+    @r.get("", response_model=list[JobRecord], summary="The caller's jobs")
+    def list_jobs(svc: Svc, who: Who, all_users: bool = False) -> list[JobRecord]:
         return svc.store.list_jobs(who, all_users)
 
-    @r.get("/{job_id}", response_model=JobOut)
-    def get_job(job_id: str, svc: Svc, who: Who) -> dict[str, Any]:
+    @r.get("/{job_id}", response_model=JobRecord)
+    def get_job(job_id: str, svc: Svc, who: Who) -> JobRecord:
         return svc.store.get_job(job_id, who)
 
     @r.delete("/{job_id}", status_code=204)
@@ -102,34 +103,34 @@ def jobs_router() -> APIRouter:
         from segloop.jobs.image2d_job import DISPLAY_NAME
 
         job = svc.store.get_job(job_id, who)
-        if not job["image2d"]:
+        if not job.image2d:
             raise ConflictError("this job is a volume, not a 2D image: GET .../volume")
         return FileResponse(svc.store.job_dir(job_id) / DISPLAY_NAME, media_type="image/png")
 
     @r.post("/{job_id}/initial-mask", status_code=202, response_model=SubmittedOut)
     def initial_mask(job_id: str, body: InitialMaskRequest, svc: Svc, who: Who
-                     ) -> dict[str, Any]:
+                     ) -> SubmittedOut:
         return _submit(svc, who, job_id, "initial-mask", body.model_dump())
 
     @r.post("/{job_id}/propagate", status_code=202, response_model=SubmittedOut)
     def propagate(job_id: str, svc: Svc, who: Who, body: PropagateRequest | None = None
-                  ) -> dict[str, Any]:
+                  ) -> SubmittedOut:
         return _submit(svc, who, job_id, "propagate", (body or PropagateRequest()).model_dump())
 
     @r.post("/{job_id}/refine", status_code=202, response_model=SubmittedOut)
-    def refine(job_id: str, body: RefineRequest, svc: Svc, who: Who) -> dict[str, Any]:
+    def refine(job_id: str, body: RefineRequest, svc: Svc, who: Who) -> SubmittedOut:
         return _submit(svc, who, job_id, "refine", body.model_dump())
 
     @r.post("/{job_id}/cancel", response_model=CancelOut)
-    def cancel(job_id: str, svc: Svc, who: Who, task_id: str | None = None) -> dict[str, Any]:
-        return {"cancel_requested": svc.store.cancel_task(job_id, who, task_id)}
+    def cancel(job_id: str, svc: Svc, who: Who, task_id: str | None = None) -> CancelOut:
+        return CancelOut(cancel_requested=svc.store.cancel_task(job_id, who, task_id))
 
-    @r.get("/{job_id}/status", response_model=JobStatusOut)
-    def status(job_id: str, svc: Svc, who: Who) -> dict[str, Any]:
+    @r.get("/{job_id}/status", response_model=JobStatus)
+    def status(job_id: str, svc: Svc, who: Who) -> JobStatus:
         return svc.store.job_status(job_id, who)
 
-    @r.get("/{job_id}/tasks/{task_id}", response_model=TaskOut)
-    def task(job_id: str, task_id: str, svc: Svc, who: Who) -> dict[str, Any]:
+    @r.get("/{job_id}/tasks/{task_id}", response_model=TaskRecord)
+    def task(job_id: str, task_id: str, svc: Svc, who: Who) -> TaskRecord:
         return svc.store.task_for(job_id, task_id, who)
 
     @r.get("/{job_id}/events", summary="Server-Sent Events: progress and completion")
@@ -138,6 +139,7 @@ def jobs_router() -> APIRouter:
         """Pushes ``status`` first, then every event of the job. With ``task_id`` the stream
         ends after that task's terminal event (done / failed / cancelled)."""
         sub = await svc.bus.subscribe(job_id)  # before reading the state: nothing slips through
+        first: JobStatus | TaskRecord
         try:
             if task_id is None:
                 first = await run_in_threadpool(svc.store.job_status, job_id, who)
@@ -164,61 +166,60 @@ def jobs_router() -> APIRouter:
 
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
            summary="Upload an edited label map (NIfTI, canonical or source grid; "
-                "a 2D job also takes a PNG of the picture's size)")
-    async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
+                 "a 2D job also takes a PNG of the picture's size)")
+    async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> MaskVersionOut:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         data = await read_small_body(request, min(svc.settings.max_upload_bytes,
                                                   svc.settings.max_volume_bytes))
 
         def parse_and_store() -> int:
-            can = files.load_canonical(svc.store.job_dir(job_id), job["modality"])
-            if job["image2d"]:  # a PNG of the picture's size, or the canonical NIfTI
+            can = files.load_canonical(svc.store.job_dir(job_id), job.modality)
+            if job.image2d:  # a PNG of the picture's size, or the canonical NIfTI
                 labels = files.read_mask_upload_2d(data, can)
                 return svc.store.edit_mask(job_id, who, labels)
-            src = None if tuple(job["source_shape"]) == tuple(job["shape"]) and \
-                can.is_canonical() and job["source_format"] == "nifti" else \
-                svc.source_volume(job)
+            src = None if job.source_shape == job.shape and can.is_canonical() and \
+                job.source_format == "nifti" else svc.source_volume(job)
             labels = files.read_mask_upload(data, can, src)
             return svc.store.edit_mask(job_id, who, labels)
 
         n = await run_in_threadpool(parse_and_store)
         svc.bus.publish(job_id, {"type": "version", "job_id": job_id, "version": n,
                                  "source": "edit"})
-        return {"job_id": job_id, "version": n}
+        return MaskVersionOut(job_id=job_id, version=n)
 
-    @r.get("/{job_id}/versions", response_model=list[VersionOut])
-    def versions(job_id: str, svc: Svc, who: Who) -> list[dict[str, Any]]:
+    @r.get("/{job_id}/versions", response_model=list[VersionRecord])
+    def versions(job_id: str, svc: Svc, who: Who) -> list[VersionRecord]:
         return svc.store.list_versions(job_id, who)
 
     @r.post("/{job_id}/undo", response_model=CurrentVersionOut)
-    def undo(job_id: str, svc: Svc, who: Who) -> dict[str, Any]:
+    def undo(job_id: str, svc: Svc, who: Who) -> CurrentVersionOut:
         n = svc.store.move_current(job_id, who, "undo")
         svc.bus.publish(job_id, {"type": "version", "job_id": job_id, "version": n})
-        return {"job_id": job_id, "current_version": n}
+        return CurrentVersionOut(job_id=job_id, current_version=n)
 
     @r.post("/{job_id}/redo", response_model=CurrentVersionOut)
-    def redo(job_id: str, svc: Svc, who: Who) -> dict[str, Any]:
+    def redo(job_id: str, svc: Svc, who: Who) -> CurrentVersionOut:
         n = svc.store.move_current(job_id, who, "redo")
         svc.bus.publish(job_id, {"type": "version", "job_id": job_id, "version": n})
-        return {"job_id": job_id, "current_version": n}
+        return CurrentVersionOut(job_id=job_id, current_version=n)
 
-    @r.post("/{job_id}/review", response_model=ReviewOut)
+    @r.post("/{job_id}/review", response_model=ReviewRecord)
     def review(job_id: str, svc: Svc, who: Who, body: ReviewRequest | None = None
-               ) -> dict[str, Any]:
+               ) -> ReviewRecord:
         return svc.store.review(job_id, who, (body or ReviewRequest()).version)
 
-    @r.get("/{job_id}/objects", response_model=list[ObjectOut])
-    def objects(job_id: str, svc: Svc, who: Who) -> list[dict[str, Any]]:
+    @r.get("/{job_id}/objects", response_model=list[ObjectRecord])
+    def objects(job_id: str, svc: Svc, who: Who) -> list[ObjectRecord]:
         return svc.store.list_objects(job_id, who)
 
-    @r.post("/{job_id}/objects", status_code=201, response_model=ObjectOut)
-    def add_object(job_id: str, body: ObjectRequest, svc: Svc, who: Who) -> dict[str, Any]:
+    @r.post("/{job_id}/objects", status_code=201, response_model=ObjectRecord)
+    def add_object(job_id: str, body: ObjectRequest, svc: Svc, who: Who) -> ObjectRecord:
         return svc.store.upsert_object(job_id, who, None, body.name, body.colour,
                                        body.label_value)
 
-    @r.patch("/{job_id}/objects/{object_id}", response_model=ObjectOut)
+    @r.patch("/{job_id}/objects/{object_id}", response_model=ObjectRecord)
     def edit_object(job_id: str, object_id: ObjectId, body: ObjectRequest, svc: Svc, who: Who
-                    ) -> dict[str, Any]:
+                    ) -> ObjectRecord:
         return svc.store.upsert_object(job_id, who, object_id, body.name, body.colour,
                                        body.label_value)
 

@@ -1,24 +1,25 @@
-"""Request and response models of the API (pydantic), as shown in ``/docs``.
+"""Request models of the API and the response models that are the API's own (pydantic), as
+shown in ``/docs``.
 
-Request bodies are strict (``"5"`` is not an int, ``1.0`` not a bool). Response models
-describe what the job store returns; they allow extra keys, so a field the store adds is
+Request bodies are strict (``"5"`` is not an int, ``1.0`` not a bool). The records the job
+store returns (job, task, job status, version, object, review, cleanup, audit entry) are
+their own response models: :mod:`segloop.jobs.records` is their one definition, and the
+routes name them directly. The models here describe answers the routes assemble (a submitted
+task, host facts, system status, ...); they allow extra keys, so a field a route adds is
 passed through (and should be declared here). Must not import routes, engines, torch, the
 worker or the web UI.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .limits import Coord, LabelValue, ObjectId, Point, PointLabel, Version
 
 __all__ = [
-    "ActiveTaskOut",
-    "AuditEntryOut",
     "CancelOut",
-    "CleanupOut",
     "CleanupRequest",
     "CurrentVersionOut",
     "EnginesOut",
@@ -26,22 +27,16 @@ __all__ = [
     "HealthOut",
     "HostOut",
     "InitialMaskRequest",
-    "JobOut",
-    "JobStatusOut",
     "MaskVersionOut",
     "ModelOut",
-    "ObjectOut",
     "ObjectRequest",
     "PropagateRequest",
     "RefineRequest",
     "ReloadOut",
     "ReloadRequest",
-    "ReviewOut",
     "ReviewRequest",
     "SubmittedOut",
     "SystemStatusOut",
-    "TaskOut",
-    "VersionOut",
 ]
 
 
@@ -118,55 +113,6 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class JobOut(_Out):
-    """A job: its upload, grids and current mask version (times are ISO 8601 UTC)."""
-
-    job_id: str
-    owner: str
-    filename: str
-    created: str
-    updated: str
-    source_format: str
-    modality: str | None
-    shape: list[int] = Field(description="canonical (RAS) grid, voxels")
-    source_shape: list[int] = Field(description="the uploaded grid, voxels")
-    spacing: list[float]
-    orientation: str
-    image2d: bool = Field(False, description="a 2D image job (PNG, JPEG, TIFF, BMP, one DICOM "
-                          "frame): shape is (width, height, 1), x = column, y = row from the "
-                          "top-left; source_shape is (rows, columns)")
-    engine: str | None
-    current_version: int
-    last_task: str | None
-
-
-class TaskOut(_Out):
-    """A task's state and progress."""
-
-    task_id: str
-    job_id: str
-    kind: str
-    state: str
-    stage: str
-    progress: float
-    slices_done: int
-    slices_total: int
-    eta_seconds: float | None
-    error: str | None
-    attempts: int
-    version: int | None = Field(description="the mask version it produced")
-    params: dict[str, Any]
-    created: str
-    finished: str | None
-
-
-class ActiveTaskOut(TaskOut):
-    """A queued or running task, with its owner and worker."""
-
-    worker: str | None
-    owner: str
-
-
 class SubmittedOut(_Out):
     """A task just queued, and the event stream that follows it."""
 
@@ -175,22 +121,6 @@ class SubmittedOut(_Out):
     kind: str
     state: str
     events: str = Field(description="SSE URL of this task's progress")
-
-
-class JobStatusOut(_Out):
-    """A job's state: its latest task's state/stage/progress/ETA/error and mask version."""
-
-    job_id: str
-    current_version: int
-    active_tasks: int
-    state: str
-    stage: str
-    progress: float
-    slices_done: int
-    slices_total: int
-    eta_seconds: float | None
-    error: str | None
-    task: TaskOut | None
 
 
 class CancelOut(_Out):
@@ -211,40 +141,6 @@ class CurrentVersionOut(_Out):
 
     job_id: str
     current_version: int
-
-
-class VersionOut(_Out):
-    """One mask version of a job."""
-
-    version: int
-    created: str
-    author: str
-    source: str
-    engine: str | None
-    task_id: str | None
-    parent: int
-    reviewed: bool
-    reviewed_by: str | None
-    current: bool
-
-
-class ReviewOut(_Out):
-    """A version marked final and where the datastore keeps its copy."""
-
-    job_id: str
-    version: int
-    reviewed: bool
-    datastore_case: str
-
-
-class ObjectOut(_Out):
-    """An object (label) of a job."""
-
-    object_id: int
-    name: str
-    colour: str
-    label_value: int
-    anchor_slice: int | None
 
 
 class HostOut(_Out):
@@ -300,27 +196,6 @@ class ReloadOut(_Out):
 
     generation: str
     default_engine: str
-
-
-class CleanupOut(_Out):
-    """What a retention run deleted and kept."""
-
-    deleted: list[str]
-    kept_reviewed: list[str]
-    older_than_days: int
-    leftovers_removed: list[str]
-    audit_entries_pruned: int
-    vacuumed: bool
-
-
-class AuditEntryOut(_Out):
-    """One audited action."""
-
-    ts: str
-    user: str
-    action: str
-    job_id: str | None
-    detail: dict[str, Any]
 
 
 class EnginesOut(_Out):

@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from segloop.jobs.store import TERMINAL, Principal
+from segloop.jobs.records import JobStatus, TaskRecord
+from segloop.jobs.states import TERMINAL, event_for_state
+from segloop.jobs.store import Principal
 
 from .deps import Services
 
@@ -26,14 +28,13 @@ def sse(event: dict[str, Any]) -> bytes:
 
 
 async def event_stream(svc: Services, sub: Any, job_id: str, who: Principal,
-                       task_id: str | None, request: Request, first: dict[str, Any]
+                       task_id: str | None, request: Request, first: JobStatus | TaskRecord
                        ) -> AsyncIterator[bytes]:
     """``first``: the job status (no ``task_id``) or the task, read after subscribing."""
     try:
-        yield sse({**first, "type": "status"})
-        if task_id is not None and first["state"] in TERMINAL:
-            yield sse({**first, "type": {"succeeded": "done"}.get(first["state"],
-                                                                  first["state"])})
+        yield sse({**first.as_dict(), "type": "status"})
+        if task_id is not None and first.state in TERMINAL:
+            yield sse({**first.as_dict(), "type": event_for_state(first.state)})
             return
         last = time.monotonic()
         while True:
@@ -46,9 +47,8 @@ async def event_stream(svc: Services, sub: Any, job_id: str, who: Principal,
                     yield b": keep-alive\n\n"
                 if task_id is not None:  # a lost event (e.g. broker blip) must not hang us
                     t = await run_in_threadpool(svc.store.task_for, job_id, task_id, who)
-                    if t["state"] in TERMINAL:
-                        yield sse({**t, "type": {"succeeded": "done"}.get(t["state"],
-                                                                          t["state"])})
+                    if t.state in TERMINAL:
+                        yield sse({**t.as_dict(), "type": event_for_state(t.state)})
                         return
                 continue
             yield sse(ev)

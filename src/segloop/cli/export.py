@@ -37,8 +37,8 @@ def register(sub: Any) -> None:
 
 
 def _npy(args: argparse.Namespace) -> int:
-    from segloop.train.data import datastore_manifest, load_manifest_records
     from segloop.train.medsam_npy import export_npy
+    from segloop.train.sources import datastore_manifest, load_manifest_records
 
     if (args.manifest is None) == (args.datastore is None):
         raise SegloopError("give a MANIFEST or --datastore DIR (one of them)")

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from segloop.api import create_app
+    from segloop.cli.logs import configure_logging
     from segloop.config import load_settings
-    from segloop.jobs.logs import configure_logging
     from segloop.jobs.store import JobStore
     from segloop.listen import close_listeners, open_listeners
 

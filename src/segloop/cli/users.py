@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             print(key)
         elif args.users_command == "list":
             for u in store.list_users():
-                print(f"{u['name']}\t{u['role']}\t{u['created']}")
+                print(f"{u.name}\t{u.role}\t{u.created}")
         else:
             store.remove_user(args.name)
             print(f"removed user {args.name}")

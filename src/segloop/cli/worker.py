@@ -33,9 +33,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the Celery worker (blocks)."""
+    from segloop.cli.logs import configure_logging
     from segloop.config import load_settings
     from segloop.extras import require_database_driver
-    from segloop.jobs.logs import configure_logging
     from segloop.worker import create_worker
 
     settings = load_settings(args.config, redis_url=args.redis_url,

@@ -22,7 +22,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from segloop.errors import InputError
-from segloop.io.dicom import read_dataset
+from segloop.io.dicomfiles import read_dataset
 from segloop.io.sniff import one_line
 from segloop.io.volume import Volume
 from segloop.io.writers import atomic_path

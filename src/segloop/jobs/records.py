@@ -1,5 +1,7 @@
 """The records the job store hands out and the caller it acts for: the caller (Principal),
-the public dict views of job, task, version and object rows, and a worker's Claim.
+the typed public views of job, task, version, object, review, cleanup, audit and user rows
+(pydantic models the API also uses as its response models, so ``/docs`` shows them), and a
+worker's Claim.
 
 Pure data helpers over segloop.jobs.db rows; must not import the store modules, FastAPI,
 Celery or torch.
@@ -7,20 +9,24 @@ Celery or torch.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow
+from pydantic import BaseModel, ConfigDict, Field
+
+from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow, TaskRow
 from segloop.jobs.errors import ForbiddenError, NotFoundError
 from segloop.jobs.image2d_job import is_2d_format
-from segloop.jobs.states import TERMINAL, TaskKind
+from segloop.jobs.states import TERMINAL, TaskKind, TaskState
 
-__all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "Claim", "ClaimOutcome",
-           "Principal", "TaskRecord", "check_uuid", "hash_key", "job_dict", "object_dict",
-           "require_reviewer", "task_dict", "version_dict"]
+__all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "ActiveTaskRecord",
+           "AuditRecord", "Claim", "ClaimOutcome", "CleanupReport", "JobRecord", "JobStatus",
+           "ObjectRecord", "Principal", "Record", "ReviewRecord", "TaskRecord", "UserRecord",
+           "VersionRecord", "check_uuid", "hash_key", "require_reviewer", "task_dict"]
 
 
 ROLES = ("annotator", "reviewer", "admin")
@@ -50,28 +56,62 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def job_dict(job: JobRow) -> dict[str, Any]:
-    """The public view of a job."""
-    return {
-        "job_id": job.id, "owner": job.owner, "filename": job.filename,
-        "created": job.created.isoformat() + "Z", "updated": job.updated.isoformat() + "Z",
-        "source_format": job.source_format, "modality": job.modality,
-        "shape": job.shape, "source_shape": job.source_shape, "spacing": job.spacing,
-        "orientation": job.orientation, "image2d": is_2d_format(job.source_format),
-        "engine": job.engine,
-        "current_version": job.current_version, "last_task": job.last_task,
-    }
+def _iso(t: dt.datetime) -> str:
+    """A naive UTC time as ISO 8601 ending in ``Z``."""
+    return t.isoformat() + "Z"
 
 
-@dataclass(frozen=True)
-class TaskRecord:
-    """The public view of a task (status endpoint, events, protocol adapters); times are ISO
-    8601 UTC strings ending in ``Z``."""
+class Record(BaseModel):
+    """A record the job store hands out: frozen, typed, and the API's response model as it
+    is (``/docs`` shows its fields). Times are ISO 8601 UTC strings ending in ``Z``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able dict (field order; what events and protocol adapters carry)."""
+        return self.model_dump(mode="json")
+
+
+class JobRecord(Record):
+    """A job: its upload, grids and current mask version."""
+
+    job_id: str
+    owner: str
+    filename: str
+    created: str
+    updated: str
+    source_format: str
+    modality: str | None
+    shape: list[int] = Field(description="canonical (RAS) grid, voxels")
+    source_shape: list[int] = Field(description="the uploaded grid, voxels")
+    spacing: list[float]
+    orientation: str
+    image2d: bool = Field(False, description="a 2D image job (PNG, JPEG, TIFF, BMP, one DICOM "
+                          "frame): shape is (width, height, 1), x = column, y = row from the "
+                          "top-left; source_shape is (rows, columns)")
+    engine: str | None
+    current_version: int
+    last_task: str | None
+
+    @classmethod
+    def from_row(cls, job: JobRow) -> JobRecord:
+        """The public view of a job row."""
+        return cls(
+            job_id=job.id, owner=job.owner, filename=job.filename, created=_iso(job.created),
+            updated=_iso(job.updated), source_format=job.source_format,
+            modality=job.modality, shape=job.shape, source_shape=job.source_shape,
+            spacing=job.spacing, orientation=job.orientation,
+            image2d=is_2d_format(job.source_format), engine=job.engine,
+            current_version=job.current_version, last_task=job.last_task)
+
+
+class TaskRecord(Record):
+    """A task's state and progress (status endpoint, events, protocol adapters)."""
 
     task_id: str
     job_id: str
-    kind: str
-    state: str
+    kind: TaskKind
+    state: TaskState
     stage: str
     progress: float
     slices_done: int
@@ -79,7 +119,7 @@ class TaskRecord:
     eta_seconds: float | None
     error: str | None
     attempts: int
-    version: int | None
+    version: int | None = Field(description="the mask version it produced")
     params: dict[str, Any]
     created: str
     finished: str | None
@@ -91,13 +131,20 @@ class TaskRecord:
             task_id=t.id, job_id=t.job_id, kind=t.kind, state=t.state, stage=t.stage,
             progress=round(t.progress, 4), slices_done=t.slices_done,
             slices_total=t.slices_total, eta_seconds=t.eta_seconds, error=t.error,
-            attempts=t.attempts, version=t.version, params=t.params,
-            created=t.created.isoformat() + "Z",
-            finished=t.finished.isoformat() + "Z" if t.finished else None)
+            attempts=t.attempts, version=t.version, params=t.params, created=_iso(t.created),
+            finished=_iso(t.finished) if t.finished else None)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON-able dict (field order; ``params`` is not copied)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+class ActiveTaskRecord(TaskRecord):
+    """A queued or running task, with its owner and worker."""
+
+    worker: str | None
+    owner: str
+
+    @classmethod
+    def from_task_row(cls, t: TaskRow) -> ActiveTaskRecord:
+        """From a TaskRow."""
+        return cls(**dict(TaskRecord.from_row(t)), worker=t.worker, owner=t.owner)
 
 
 def task_dict(t: Any) -> dict[str, Any]:
@@ -106,14 +153,97 @@ def task_dict(t: Any) -> dict[str, Any]:
     return TaskRecord.from_row(t).as_dict()
 
 
-def version_dict(v: MaskVersionRow, current: int) -> dict[str, Any]:
-    """The public view of a version (``current``: the job's current version number)."""
-    return {
-        "version": v.number, "created": v.created.isoformat() + "Z", "author": v.author,
-        "source": v.source, "engine": v.engine, "task_id": v.task_id, "parent": v.parent,
-        "reviewed": v.reviewed, "reviewed_by": v.reviewed_by, "current": v.number == current,
-    }
+class JobStatus(Record):
+    """A job's state: its latest task's state/stage/progress/ETA/error and mask version
+    (``ready``/``uploaded`` before its first task)."""
 
+    job_id: str
+    current_version: int
+    active_tasks: int
+    state: str
+    stage: str
+    progress: float
+    slices_done: int
+    slices_total: int
+    eta_seconds: float | None
+    error: str | None
+    task: TaskRecord | None
+
+
+class VersionRecord(Record):
+    """One mask version of a job."""
+
+    version: int
+    created: str
+    author: str
+    source: str
+    engine: str | None
+    task_id: str | None
+    parent: int
+    reviewed: bool
+    reviewed_by: str | None
+    current: bool
+
+    @classmethod
+    def from_row(cls, v: MaskVersionRow, current: int) -> VersionRecord:
+        """The public view of a version (``current``: the job's current version number)."""
+        return cls(version=v.number, created=_iso(v.created), author=v.author, source=v.source,
+                   engine=v.engine, task_id=v.task_id, parent=v.parent, reviewed=v.reviewed,
+                   reviewed_by=v.reviewed_by, current=v.number == current)
+
+
+class ObjectRecord(Record):
+    """An object (label) of a job."""
+
+    object_id: int
+    name: str
+    colour: str
+    label_value: int
+    anchor_slice: int | None
+
+    @classmethod
+    def from_row(cls, o: ObjectRow) -> ObjectRecord:
+        """The public view of an object row."""
+        return cls(object_id=o.object_id, name=o.name, colour=o.colour,
+                   label_value=o.label_value, anchor_slice=o.anchor_slice)
+
+
+class ReviewRecord(Record):
+    """A version marked final and where the datastore keeps its copy."""
+
+    job_id: str
+    version: int
+    reviewed: bool
+    datastore_case: str
+
+
+class CleanupReport(Record):
+    """What a retention run deleted and kept."""
+
+    deleted: list[str]
+    kept_reviewed: list[str]
+    older_than_days: int
+    leftovers_removed: list[str]
+    audit_entries_pruned: int
+    vacuumed: bool
+
+
+class AuditRecord(Record):
+    """One audited action."""
+
+    ts: str
+    user: str
+    action: str
+    job_id: str | None
+    detail: dict[str, Any]
+
+
+class UserRecord(Record):
+    """A user and their role (never their key)."""
+
+    name: str
+    role: str
+    created: str
 
 
 class ClaimOutcome(StrEnum):
@@ -147,12 +277,6 @@ def check_uuid(job_id: str) -> None:
         uuid.UUID(job_id)
     except ValueError:
         raise NotFoundError(f"no job {job_id!r}: job ids are UUIDs") from None
-
-
-def object_dict(o: ObjectRow) -> dict[str, Any]:
-    """The public view of an object."""
-    return {"object_id": o.object_id, "name": o.name, "colour": o.colour,
-            "label_value": o.label_value, "anchor_slice": o.anchor_slice}
 
 
 def require_reviewer(who: Principal, what: str) -> None:

@@ -310,7 +310,7 @@ class Runtime:
                 self.cache.drop(job_id)  # version (same inputs, same result)
                 return self._finished(task_id, TaskState.SUCCEEDED, None, base)
             self.cache.put(job_id, engine_name, n, gen, session)
-            return self._published(info, base)
+            return self._published(info.as_dict(), base)
         except CancelledError as exc:
             self.cache.drop(job_id)
             return self._finish(task_id, TaskState.CANCELLED, str(exc), None, base)

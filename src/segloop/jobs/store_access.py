@@ -17,7 +17,7 @@ from segloop.config import Settings
 from segloop.errors import InputError
 from segloop.jobs.db import AuditEntry, JobRow, UserRow, make_engine, make_sessionmaker
 from segloop.jobs.errors import ConflictError, NotFoundError
-from segloop.jobs.records import ROLES, Principal, hash_key
+from segloop.jobs.records import ROLES, AuditRecord, Principal, UserRecord, hash_key
 
 __all__ = ["AccessStore"]
 
@@ -46,14 +46,14 @@ class AccessStore:
             s.add(AuditEntry(user=user, action=action, job_id=job_id,
                              detail=json.loads(json.dumps(detail, default=str))))
 
-    def audit_log(self, limit: int = 200, user: str | None = None) -> list[dict[str, Any]]:
+    def audit_log(self, limit: int = 200, user: str | None = None) -> list[AuditRecord]:
         """The newest audit entries, newest first."""
         with self.sessions() as s:
             q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
             if user:
                 q = q.where(AuditEntry.user == user)
-            return [{"ts": a.ts.isoformat() + "Z", "user": a.user, "action": a.action,
-                     "job_id": a.job_id, "detail": a.detail} for a in s.scalars(q)]
+            return [AuditRecord(ts=a.ts.isoformat() + "Z", user=a.user, action=a.action,
+                                job_id=a.job_id, detail=a.detail) for a in s.scalars(q)]
 
     def add_user(self, name: str, role: str) -> str:
         """Create a user; returns the API key (shown once, only its hash is stored)."""
@@ -78,10 +78,10 @@ class AccessStore:
             raise NotFoundError(f"no user named {name!r}")
         self.audit(name, "user-removed")
 
-    def list_users(self) -> list[dict[str, Any]]:
+    def list_users(self) -> list[UserRecord]:
         """Users and roles (never keys)."""
         with self.sessions() as s:
-            return [{"name": u.name, "role": u.role, "created": u.created.isoformat() + "Z"}
+            return [UserRecord(name=u.name, role=u.role, created=u.created.isoformat() + "Z")
                     for u in s.scalars(select(UserRow).order_by(UserRow.name))]
 
     def count_users(self) -> int:

@@ -21,7 +21,7 @@ from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow, TaskRow
 from segloop.jobs.errors import ConflictError, ForbiddenError, NotFoundError
 from segloop.jobs.ingest import IngestResult
 from segloop.jobs.ingest import ingest as ingest_here
-from segloop.jobs.records import PALETTE, Principal, job_dict, object_dict
+from segloop.jobs.records import PALETTE, JobRecord, ObjectRecord, Principal
 from segloop.jobs.states import ACTIVE
 from segloop.jobs.store_access import AccessStore
 
@@ -33,7 +33,7 @@ class JobsStore(AccessStore):
 
     def create_job(self, upload: Path, filename: str, owner: Principal,
                    ingest: Callable[[Path, Path, files.UploadLimits], IngestResult] = ingest_here,
-                   ) -> dict[str, Any]:
+                   ) -> JobRecord:
         """Ingest an uploaded file (already on disk under tmp) as a new job.
 
         ``ingest`` reads it (the API passes an :class:`~segloop.jobs.ingest.IngestPool`: a
@@ -77,12 +77,12 @@ class JobsStore(AccessStore):
             raise
         self.audit(owner.name, "upload", job_id, filename=safe_name, format=info.source_format,
                    shape=info.source_shape)
-        return job_dict(row)
+        return JobRecord.from_row(row)
 
-    def get_job(self, job_id: str, who: Principal) -> dict[str, Any]:
+    def get_job(self, job_id: str, who: Principal) -> JobRecord:
         """A job's record; NotFoundError when unknown or not visible to ``who``."""
         with self.sessions() as s:
-            return job_dict(self._job(s, job_id, who))
+            return JobRecord.from_row(self._job(s, job_id, who))
 
     def source_rel(self, job_id: str) -> str:
         """Where the upload lies inside the job folder (no access check)."""
@@ -92,13 +92,13 @@ class JobsStore(AccessStore):
                 raise NotFoundError(f"no job {job_id}")
             return str(job.source_rel)
 
-    def list_jobs(self, who: Principal, all_users: bool = False) -> list[dict[str, Any]]:
+    def list_jobs(self, who: Principal, all_users: bool = False) -> list[JobRecord]:
         """The caller's jobs (reviewers/admins: everyone's with ``all_users``), newest first."""
         with self.sessions() as s:
             q = select(JobRow).order_by(JobRow.created.desc())
             if not (all_users and who.is_reviewer):
                 q = q.where(JobRow.owner == who.name)
-            return [job_dict(j) for j in s.scalars(q)]
+            return [JobRecord.from_row(j) for j in s.scalars(q)]
 
     def delete_job(self, job_id: str, who: Principal) -> None:
         """Delete a job and its files; others' jobs need reviewer/admin. Datastore copies stay."""
@@ -128,13 +128,13 @@ class JobsStore(AccessStore):
             s.flush()
         return o
 
-    def list_objects(self, job_id: str, who: Principal) -> list[dict[str, Any]]:
+    def list_objects(self, job_id: str, who: Principal) -> list[ObjectRecord]:
         """A job's objects, by id."""
         with self.sessions() as s:
             self._job(s, job_id, who)
             rows = s.scalars(select(ObjectRow).where(ObjectRow.job_id == job_id)
                              .order_by(ObjectRow.object_id))
-            return [object_dict(o) for o in rows]
+            return [ObjectRecord.from_row(o) for o in rows]
 
     def object_labels(self, job_id: str) -> dict[int, int]:
         """object_id -> label value (no access check; worker use)."""
@@ -145,7 +145,7 @@ class JobsStore(AccessStore):
 
     def upsert_object(self, job_id: str, who: Principal, object_id: int | None,
                       name: str | None, colour: str | None, label_value: int | None
-                      ) -> dict[str, Any]:
+                      ) -> ObjectRecord:
         """Create (object_id None: next free id) or update an object's name/colour/label value."""
         with self.sessions.begin() as s:
             self._job(s, job_id, who)
@@ -169,7 +169,7 @@ class JobsStore(AccessStore):
                         f"label value {label_value} is already used by object {clash.object_id}"
                     )
                 o.label_value = label_value
-            out = object_dict(o)
-        self.audit(who.name, "object", job_id, **out)
+            out = ObjectRecord.from_row(o)
+        self.audit(who.name, "object", job_id, **out.as_dict())
         return out
 

@@ -5,7 +5,6 @@ values and retention cleanup. Must not import FastAPI, Celery or torch.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import select, update
 
@@ -14,7 +13,7 @@ from segloop.errors import InputError
 from segloop.jobs import files, housekeeping
 from segloop.jobs.db import JobRow, KeyValue, MaskVersionRow, utcnow
 from segloop.jobs.errors import ConflictError, ForbiddenError
-from segloop.jobs.records import Principal
+from segloop.jobs.records import CleanupReport, Principal, ReviewRecord
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.store_versions import VersionStore
 
@@ -24,7 +23,7 @@ __all__ = ["ReviewStore"]
 class ReviewStore(VersionStore):
     """Review, service-wide values and cleanup."""
 
-    def review(self, job_id: str, who: Principal, number: int | None) -> dict[str, Any]:
+    def review(self, job_id: str, who: Principal, number: int | None) -> ReviewRecord:
         """Mark a version final (reviewer/admin) and copy it into the datastore for training."""
         if not who.is_reviewer:
             raise ForbiddenError("marking a mask reviewed needs the reviewer or admin role")
@@ -39,16 +38,15 @@ class ReviewStore(VersionStore):
         added = Datastore(self.settings.datastore_dir).add(ReviewedCase(
             job_id=job_id, version=v.number, reviewed_by=who.name, modality=modality,
             image=files.canonical_path(self.job_dir(job_id)), labels=labels,
-            objects=tuple(ReviewedObject(int(o["object_id"]), int(o["label_value"]),
-                                         str(o["name"])) for o in objects),
+            objects=tuple(ReviewedObject(o.object_id, o.label_value, o.name) for o in objects),
             meta={"author": v.author, "source": v.source, "engine": v.engine,
-                  "filename": filename, "objects": objects}))
+                  "filename": filename, "objects": [o.as_dict() for o in objects]}))
         with self.sessions.begin() as s:
             s.execute(update(MaskVersionRow).where(MaskVersionRow.id == v.id)
                       .values(reviewed=True, reviewed_by=who.name))
         self.audit(who.name, "review", job_id, version=v.number)
-        return {"job_id": job_id, "version": v.number, "reviewed": True,
-                "datastore_case": added.case_dir}
+        return ReviewRecord(job_id=job_id, version=v.number, reviewed=True,
+                            datastore_case=added.case_dir)
 
     # ------------------------------------------------------------------ service-wide
     def get_kv(self, key: str, default: str = "") -> str:
@@ -67,7 +65,7 @@ class ReviewStore(VersionStore):
                 row.value = value
 
     def cleanup(self, who: Principal, older_than_days: int | None = None,
-                include_reviewed: bool = False) -> dict[str, Any]:
+                include_reviewed: bool = False) -> CleanupReport:
         """Delete jobs idle for more than N days (default: retention_days); reviewer/admin only.
 
         Jobs with a reviewed version are kept unless ``include_reviewed``; datastore copies of
@@ -95,6 +93,6 @@ class ReviewStore(VersionStore):
         self.audit(who.name, "cleanup", None, days=days, deleted=len(deleted), kept=len(kept),
                    swept=len(swept.removed), audit_pruned=pruned)
         vacuumed = housekeeping.vacuum(self.engine)
-        return {"deleted": deleted, "kept_reviewed": kept, "older_than_days": days,
-                "leftovers_removed": swept.removed, "audit_entries_pruned": pruned,
-                "vacuumed": vacuumed}
+        return CleanupReport(deleted=deleted, kept_reviewed=kept, older_than_days=days,
+                             leftovers_removed=swept.removed, audit_entries_pruned=pruned,
+                             vacuumed=vacuumed)

@@ -18,12 +18,13 @@ from segloop.jobs.errors import ConflictError, NotFoundError
 from segloop.jobs.records import (
     PALETTE,
     TASK_KINDS,
+    ActiveTaskRecord,
     Claim,
     ClaimOutcome,
+    JobStatus,
     Principal,
     TaskRecord,
     check_uuid,
-    task_dict,
 )
 from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
@@ -50,8 +51,8 @@ class TaskStore(JobsStore):
     """Tasks: from submission to their recorded end."""
 
     def create_task(self, job_id: str, kind: str, params: dict[str, Any], who: Principal,
-                    known_engines: list[str]) -> dict[str, Any]:
-        """Validate a request against the job and record a queued task; returns its dict.
+                    known_engines: list[str]) -> TaskRecord:
+        """Validate a request against the job and record a queued task; returns its record.
 
         params: ``slice_index``, ``box`` [x0,y0,x1,y1], ``points`` [[x,y],...], ``point_labels``,
         ``object_id`` (default 1), ``engine`` (default the settings' default engine), ``roi``
@@ -127,7 +128,7 @@ class TaskStore(JobsStore):
             task_id=tid, job_id=job_id, kind=kind, state=TaskState.QUEUED,
             stage=TaskState.QUEUED, progress=0.0, slices_done=0, slices_total=0,
             eta_seconds=None, error=None, attempts=0, version=None, params=clean,
-            created=now.isoformat() + "Z", finished=None).as_dict()
+            created=now.isoformat() + "Z", finished=None)
 
     def get_task(self, task_id: str) -> TaskRow | None:
         """A task row (no access check)."""
@@ -135,7 +136,7 @@ class TaskStore(JobsStore):
             t: TaskRow | None = s.get(TaskRow, task_id)
             return t
 
-    def task_for(self, job_id: str, task_id: str, who: Principal) -> dict[str, Any]:
+    def task_for(self, job_id: str, task_id: str, who: Principal) -> TaskRecord:
         """A task of a visible job (one statement: the job's owner and the task row)."""
         check_uuid(job_id)
         with self.engine.connect() as conn:
@@ -144,25 +145,25 @@ class TaskStore(JobsStore):
             raise NotFoundError(f"no job {job_id} (or it belongs to another user)")
         if row.id is None:
             raise NotFoundError(f"no task {task_id} in job {job_id}")
-        return task_dict(row)
+        return TaskRecord.from_row(row)
 
-    def job_status(self, job_id: str, who: Principal) -> dict[str, Any]:
+    def job_status(self, job_id: str, who: Principal) -> JobStatus:
         """The job's state: its latest task's state/stage/progress/ETA/error and mask version."""
         with self.sessions() as s:
             job = self._job(s, job_id, who)
             t = s.get(TaskRow, job.last_task) if job.last_task else None
             active = s.scalar(select(func.count()).select_from(TaskRow).where(
                 TaskRow.job_id == job_id, TaskRow.state.in_(ACTIVE)))
-            base = {"job_id": job_id, "current_version": job.current_version,
-                    "active_tasks": int(active or 0)}
+            current, n_active = job.current_version, int(active or 0)
             if t is None:
-                return {**base, "state": "ready", "stage": "uploaded", "progress": 0.0,
-                        "slices_done": 0, "slices_total": 0, "eta_seconds": None, "error": None,
-                        "task": None}
-            d = task_dict(t)
-            return {**base, "state": d["state"], "stage": d["stage"], "progress": d["progress"],
-                    "slices_done": d["slices_done"], "slices_total": d["slices_total"],
-                    "eta_seconds": d["eta_seconds"], "error": d["error"], "task": d}
+                return JobStatus(job_id=job_id, current_version=current, active_tasks=n_active,
+                                 state="ready", stage="uploaded", progress=0.0, slices_done=0,
+                                 slices_total=0, eta_seconds=None, error=None, task=None)
+            d = TaskRecord.from_row(t)
+            return JobStatus(job_id=job_id, current_version=current, active_tasks=n_active,
+                             state=d.state, stage=d.stage, progress=d.progress,
+                             slices_done=d.slices_done, slices_total=d.slices_total,
+                             eta_seconds=d.eta_seconds, error=d.error, task=d)
 
     def cancel_task(self, job_id: str, who: Principal, task_id: str | None) -> int:
         """Ask queued/running tasks of a job (or one task) to stop; returns how many."""
@@ -270,12 +271,12 @@ class TaskStore(JobsStore):
             return list(s.scalars(select(TaskRow.id).where(
                 TaskRow.state.in_(ACTIVE)).order_by(TaskRow.created)))
 
-    def active_tasks(self) -> list[dict[str, Any]]:
+    def active_tasks(self) -> list[ActiveTaskRecord]:
         """Queued and running tasks, oldest first."""
         with self.sessions() as s:
             rows = s.scalars(select(TaskRow).where(TaskRow.state.in_(ACTIVE))
                              .order_by(TaskRow.created))
-            return [{**task_dict(t), "worker": t.worker, "owner": t.owner} for t in rows]
+            return [ActiveTaskRecord.from_task_row(t) for t in rows]
 
     def task_counts(self) -> list[tuple[str, str, int]]:
         """(kind, state, count) over all tasks in the store (every worker's, for /metrics)."""

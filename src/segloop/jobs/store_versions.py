@@ -14,7 +14,7 @@ from segloop.errors import InputError
 from segloop.jobs import files
 from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow, TaskRow, utcnow
 from segloop.jobs.errors import ConflictError, NotFoundError
-from segloop.jobs.records import Principal, task_dict, version_dict
+from segloop.jobs.records import Principal, TaskRecord, VersionRecord
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TaskState
 from segloop.jobs.store_tasks import TaskStore
@@ -56,10 +56,10 @@ class VersionStore(TaskStore):
     def complete_task(self, job_id: str, task_id: str, labels: np.ndarray[Any, Any], *,
                       author: str, source: str, replay: list[dict[str, Any]],
                       engine: str | None, slices: tuple[int, int] | None = None
-                      ) -> tuple[int, dict[str, Any]]:
+                      ) -> tuple[int, TaskRecord]:
         """Store a task's result as a new current version and mark the task succeeded, in one
         transaction (a crash leaves both or neither); returns the version number and the
-        task's final dict (what the ``done`` event carries). ``slices``: the final
+        task's final record (what the ``done`` event carries). ``slices``: the final
         (slices_done, slices_total) of a propagation (progress is written only now and then
         while it runs)."""
         data = files.encode_labels(labels)
@@ -70,7 +70,7 @@ class VersionStore(TaskStore):
             row = self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n, extra)
         if row is None:  # pragma: no cover - the task row goes with the job
             raise NotFoundError(f"task {task_id} was deleted")
-        return n, task_dict(row)
+        return n, TaskRecord.from_row(row)
 
     def _add_version(self, conn: Connection, job_id: str, data: bytes, *, author: str,
                      source: str, replay: list[dict[str, Any]], engine: str | None,
@@ -110,13 +110,13 @@ class VersionStore(TaskStore):
             return np.zeros(shape, np.uint8), 0
         return files.load_labels(self.job_dir(job_id) / v.path), v.number
 
-    def list_versions(self, job_id: str, who: Principal) -> list[dict[str, Any]]:
+    def list_versions(self, job_id: str, who: Principal) -> list[VersionRecord]:
         """All versions of a job, oldest first."""
         with self.sessions() as s:
             job = self._job(s, job_id, who)
             rows = s.scalars(select(MaskVersionRow).where(MaskVersionRow.job_id == job_id)
                              .order_by(MaskVersionRow.number))
-            return [version_dict(v, job.current_version) for v in rows]
+            return [VersionRecord.from_row(v, job.current_version) for v in rows]
 
     def edit_mask(self, job_id: str, who: Principal, labels: np.ndarray[Any, Any]) -> int:
         """Store a user's edited label map (canonical) as a new version."""

@@ -48,17 +48,17 @@ def _object_for(svc: Services, who: Principal, job_id: str, label: Any) -> tuple
     when no name is given."""
     objs = svc.store.list_objects(job_id, who)
     if not label:
-        o = next((o for o in objs if o["object_id"] == 1), None)
-        return 1, int(o["label_value"]) if o else 1
+        o = next((o for o in objs if o.object_id == 1), None)
+        return 1, o.label_value if o else 1
     for o in objs:
-        if o["name"] == str(label):
-            return int(o["object_id"]), int(o["label_value"])
-    if objs == [] or (len(objs) == 1 and objs[0]["name"] == "object 1"
+        if o.name == str(label):
+            return o.object_id, o.label_value
+    if objs == [] or (len(objs) == 1 and objs[0].name == "object 1"
                       and not svc.store.version_row(job_id)):
-        o = svc.store.upsert_object(job_id, who, 1, str(label)[:100], None, None)
+        new = svc.store.upsert_object(job_id, who, 1, str(label)[:100], None, None)
     else:
-        o = svc.store.upsert_object(job_id, who, None, str(label)[:100], None, None)
-    return int(o["object_id"]), int(o["label_value"])
+        new = svc.store.upsert_object(job_id, who, None, str(label)[:100], None, None)
+    return new.object_id, new.label_value
 
 
 def _clear(svc: Services, who: Principal, job_id: str, value: int) -> None:
@@ -96,7 +96,7 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     old_fg = [tuple(x) for x in prev.data.get("fg", [])] if prev else []
     old_bg = [tuple(x) for x in prev.data.get("bg", [])] if prev else []
     if (prev is not None and three_d and not p.get("reset_state")
-            and prev.data.get("version") == job["current_version"]
+            and prev.data.get("version") == job.current_version
             and all(prev.data.get(k) == mine[k] for k in ("engine", "three_d", "roi"))
             and fg[: len(old_fg)] == old_fg and bg[: len(old_bg)] == old_bg):
         new_fg, new_bg = fg[len(old_fg):], bg[len(old_bg):]

@@ -35,6 +35,7 @@ import numpy as np
 from segloop.api.app import Services
 from segloop.errors import InputError
 from segloop.jobs.errors import NotFoundError
+from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal
 
 from .dicomweb import DicomWeb, DicomWebError, RemoteSeries
@@ -84,11 +85,11 @@ class MlStore:
             raise ForbiddenError(f"image id {image_id!r} is taken by another user; choose "
                                  "another id")
         job = self.svc.store.create_job(path, filename, who)
-        self.refs.put(RefKind.ML_IMAGE, image_id, job["job_id"], who.name,
+        self.refs.put(RefKind.ML_IMAGE, image_id, job.job_id, who.name,
                       {"info": {**info, "name": filename}, "labels": {}})
         return {"image": image_id}
 
-    def image(self, image_id: str, who: Principal) -> tuple[Ref, dict[str, Any]]:
+    def image(self, image_id: str, who: Principal) -> tuple[Ref, JobRecord]:
         """The image's ref and its job (NotFoundError when unknown, deleted or not visible)."""
         ref = self.refs.get(RefKind.ML_IMAGE, image_id)
         if ref is None and self.dicomweb is not None:
@@ -123,12 +124,12 @@ class MlStore:
                 raise
             job = self.svc.store.create_job(tmp, f"{series_uid}.zip", who)  # removes tmp
             log.info("fetched DICOMweb series %s (%d instances) as job %s", series_uid, n,
-                     job["job_id"])
-            return self.refs.put(RefKind.ML_IMAGE, series_uid, job["job_id"], who.name,
+                     job.job_id)
+            return self.refs.put(RefKind.ML_IMAGE, series_uid, job.job_id, who.name,
                                  {"info": {**series.info(), "name": series_uid},
                                   "labels": {}, "dicomweb": True})
 
-    def images(self, who: Principal) -> list[tuple[Ref, dict[str, Any]]]:
+    def images(self, who: Principal) -> list[tuple[Ref, JobRecord]]:
         """Every image the caller may see, with its job."""
         out = []
         for ref in self.refs.list(RefKind.ML_IMAGE):
@@ -170,9 +171,9 @@ class MlStore:
                 msg = str(exc).replace(str(path), "the label")
                 raise InputError(f"the label is not a readable volume: {msg}") from None
             data = np.asarray(lab.canonical().data)
-            if tuple(data.shape) != tuple(job["shape"]):
+            if tuple(data.shape) != tuple(job.shape):
                 raise InputError(f"the label has shape {list(lab.shape)} but image "
-                                 f"{image_id!r} has {job['source_shape']}: save it on the "
+                                 f"{image_id!r} has {job.source_shape}: save it on the "
                                  "image's grid")
         if data.size and (data.min() < 0 or data.max() > 255):
             raise InputError("label values must be integers 0..255")
@@ -181,7 +182,7 @@ class MlStore:
         out: dict[str, Any] = {"image": image_id, "label": image_id, "version": n}
         if tag == FINAL:
             rev = self.svc.store.review(ref.job_id, who, n)
-            out["datastore_case"] = rev["datastore_case"]
+            out["datastore_case"] = rev.datastore_case
         info = {k: v for k, v in params.items() if k != "client_id"}
         ref.data.setdefault("labels", {})[tag] = {
             "version": n, "info": {**info, "user": who.name, "ts": _ts(dt.datetime.now(dt.UTC)
@@ -200,7 +201,7 @@ class MlStore:
             self.refs.update(ref)
         return out
 
-    def _binary_label(self, job: dict[str, Any], path: Path) -> Any:
+    def _binary_label(self, job: JobRecord, path: Path) -> Any:
         """OHIF's ``label.bin``: one uint8 per voxel of the image as loaded, first index
         fastest (the image's i, j, k), as a canonical label map."""
         vol = self.svc.source_volume(job)
@@ -213,16 +214,15 @@ class MlStore:
         arr = np.fromfile(path, np.uint8).reshape(shape, order="F")
         return np.asarray(vol.source_to_canonical(arr))
 
-    def _store_seg(self, job: dict[str, Any], who: Principal, version: int) -> str:
+    def _store_seg(self, job: JobRecord, who: Principal, version: int) -> str:
         """Version ``version`` of a DICOMweb image's job as DICOM-SEG, stored back with
         STOW-RS; returns the SEG's SeriesInstanceUID."""
         from segloop.io import write_dicom_seg
 
         assert self.dicomweb is not None
-        labels, _ = self.svc.store.labels(job["job_id"], who, version)
+        labels, _ = self.svc.store.labels(job.job_id, who, version)
         vol = self.svc.source_volume(job)
-        segs = {int(o["label_value"]): str(o["name"])
-                for o in self.svc.store.list_objects(job["job_id"], who)}
+        segs = {o.label_value: o.name for o in self.svc.store.list_objects(job.job_id, who)}
         path = self.svc.settings.tmp_dir / f"seg-{uuid.uuid4()}.dcm"
         try:
             write_dicom_seg(labels, vol, path, segs)
@@ -234,7 +234,7 @@ class MlStore:
         """Name the job's objects after MONAI Label's ``label_info`` [{name, idx}, ...]."""
         if not isinstance(label_info, list):
             return
-        objs = {int(o["label_value"]): int(o["object_id"])
+        objs = {o.label_value: o.object_id
                 for o in self.svc.store.list_objects(job_id, who)}
         for item in label_info:
             if not isinstance(item, dict) or "name" not in item:
@@ -270,10 +270,10 @@ class MlStore:
         return dict(ref.data["info"])
 
     # ------------------------------------------------------------------ listings
-    def image_info(self, ref: Ref, job: dict[str, Any]) -> dict[str, Any]:
+    def image_info(self, ref: Ref, job: JobRecord) -> dict[str, Any]:
         """MONAI Label's image info record."""
         return {**ref.data.get("info", {}), "ts": _ts(ref.created),
-                "segloop_job": job["job_id"], "shape": job["source_shape"]}
+                "segloop_job": job.job_id, "shape": job.source_shape}
 
     def remote(self) -> list[RemoteSeries]:
         """DICOMweb series not fetched yet (none without a DICOMweb server)."""
@@ -328,8 +328,8 @@ class MlStore:
         """Images without a final label: segloop's in upload order, then the DICOMweb
         server's series not fetched yet and not referenced by a SEG there."""
         done = self.dicomweb.labeled() if self.dicomweb is not None else set()
-        out = [Candidate(r.key, self.image_info(r, j), int(j["current_version"]),
-                         str(j["created"]))
+        out = [Candidate(r.key, self.image_info(r, j), j.current_version,
+                         j.created)
                for r, j in self.images(who)
                if FINAL not in r.data.get("labels", {}) and r.key not in done]
         out += [Candidate(s.series_uid, s.info(), 0, "") for s in self.remote()
@@ -348,7 +348,7 @@ class MlStore:
         job = self.svc.store.create_job(path, filename, who)
         sid = str(uuid.uuid4())
         exp = expiry if expiry > 0 else int(self.svc.settings.protocol_idle_seconds)
-        ref = self.refs.put(RefKind.ML_SESSION, sid, job["job_id"], who.name,
+        ref = self.refs.put(RefKind.ML_SESSION, sid, job.job_id, who.name,
                             {"expiry": exp, "image": filename})
         return {"session_id": sid, "session_info": self.session_info(ref)}
 

@@ -145,7 +145,7 @@ class Lease:
         path = self.svc.settings.tmp_dir / f"nni-{uuid.uuid4()}"
         path.write_bytes(gzip.compress(img.to_bytes(), compresslevel=1))
         job = self.svc.store.create_job(path, "nninteractive.nii.gz", self.who)
-        self.ref.job_id = str(job["job_id"])
+        self.ref.job_id = job.job_id
         self.ref.data["perm"] = perm
         self.save()
         return self.ref.job_id
@@ -181,7 +181,7 @@ class Lease:
         """The job's current version (0 without a job or mask)."""
         if self.ref.job_id is None:
             return 0
-        return int(self.svc.store.get_job(self.ref.job_id, self.who)["current_version"])
+        return self.svc.store.get_job(self.ref.job_id, self.who).current_version
 
     def has_mask(self) -> bool:
         """Whether object 1 has any voxel."""

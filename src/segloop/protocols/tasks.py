@@ -63,10 +63,10 @@ def submit(svc: Services, who: Principal, job_id: str, step: Step, engine: str) 
     if engine not in known:
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, step.kind.value, params, who, known)
-    svc.queue.submit(t["task_id"])
-    svc.bus.publish(job_id, {**t, "type": EventType.QUEUED})
+    svc.queue.submit(t.task_id)
+    svc.bus.publish(job_id, {**t.as_dict(), "type": EventType.QUEUED})
     svc.metrics.tasks_submitted.labels(kind=step.kind.value).inc()
-    return str(t["task_id"])
+    return t.task_id
 
 
 async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step], engine: str,
@@ -92,9 +92,9 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
                 continue
             for tid in ids:  # a lost event (broker blip) must not hang the client
                 if tid not in ended:
-                    t = await run_in_threadpool(svc.store.task_for, job_id, tid, who)
-                    if t["state"] in TERMINAL:
-                        ended[tid] = t
+                    rec = await run_in_threadpool(svc.store.task_for, job_id, tid, who)
+                    if rec.state in TERMINAL:
+                        ended[tid] = rec.as_dict()
             if time.monotonic() > deadline:
                 raise ConflictError(f"segloop tasks did not finish within {timeout:g} s")
     finally:

@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from segloop.errors import InputError
-from segloop.train.data import ImageRecord, load_folder_records, sample_prompt
+from segloop.train.data import sample_prompt
 from segloop.train.model import forward_clip, frames_to_tensor, prompt_inputs, resolve_device
+from segloop.train.records import ImageRecord
+from segloop.train.sources import load_folder_records
 
 __all__ = ["Folder2DResult", "evaluate_folders", "format_table", "load_named_model"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segloop.train.data import ImageRecord
+from segloop.train.records import ImageRecord
 
 __all__ = ["export_npy"]
 

@@ -34,7 +34,7 @@ from segloop.engines.sam2.preprocess import (
 )
 from segloop.errors import ModelNotAvailableError
 from segloop.train.config import Part
-from segloop.train.data import PromptSample
+from segloop.train.records import PromptSample
 
 __all__ = [
     "PART_MODULES",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from segloop.errors import InputError, SegloopError
 from segloop.train.config import DEFAULT_PARTS_2D, DEFAULT_PARTS_3D, TrainConfig
-from segloop.train.data import (
-    ImageRecord,
+from segloop.train.records import ImageRecord
+from segloop.train.sources import (
     datastore_manifest,
     load_folders,
     load_manifest_records,

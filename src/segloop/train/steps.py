@@ -15,9 +15,9 @@ import torch
 
 from segloop.errors import InputError
 from segloop.train.config import Precision, Scheduler, TrainConfig
-from segloop.train.data import Sample
 from segloop.train.loss import clip_loss
 from segloop.train.model import forward_clip, frames_to_tensor, prompt_inputs, truth_to_tensor
+from segloop.train.records import Sample
 
 __all__ = ["autocast", "evaluate_samples", "make_scheduler", "precision_dtype", "run_sample"]
 

@@ -49,10 +49,11 @@ from segloop.train.checkpoint import (
     set_rng_states,
 )
 from segloop.train.config import Part, TrainConfig
-from segloop.train.data import ClipDataset, Sample
+from segloop.train.data import ClipDataset
 from segloop.train.export import export_run, register_outputs, save_transformers_folder
 from segloop.train.model import enable_gradient_checkpointing, load_base_model, resolve_device, set_trainable
 from segloop.train.prepare import PreparedData, prepare_data, resolve_config
+from segloop.train.records import Sample
 from segloop.train.runlog import RunLog, plot_curves
 from segloop.train.steps import evaluate_samples, make_scheduler, precision_dtype, run_sample
 

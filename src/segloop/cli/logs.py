@@ -1,6 +1,7 @@
 """Structured logging for the service: one JSON object per line (``serve`` and ``worker``).
 
-``configure_logging(settings)`` installs a handler on the root logger; library code just uses
+``configure_logging(level, json_logs)`` installs a handler on the root logger; the ``serve``
+and ``worker`` commands call it once at start-up, library code just uses
 ``logging.getLogger(__name__)`` and may pass ``extra={...}`` fields, which become JSON keys.
 Standard library only.
 """
