@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from segloop.errors import InputError
 from segloop.jobs import files
 from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.recovery import discard_unsent
@@ -48,6 +49,9 @@ __all__ = ["jobs_router"]
 def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
             ) -> dict[str, Any]:
     check_points(params.get("points"), params.get("point_labels"), svc.settings.max_points)
+    first, last = params.get("first_slice"), params.get("last_slice")
+    if first is not None and last is not None and first > last:
+        raise InputError(f"first_slice {first} is after last_slice {last}")
     params = {**params, "engine": params.get("engine") or svc.default_engine()}
     known = svc.engine_names()
     if params["engine"] not in known:
