@@ -139,3 +139,34 @@ def test_propagation_range_stops_a_leak(client: TestClient, data: Path) -> None:
     assert bad.status_code == 422 and "after last_slice" in bad.text
     bad = client.post(f"/api/v1/jobs/{jid}/propagate", json={"last_slice": 30})
     assert bad.status_code == 422 and "slices 0..29" in bad.text
+
+
+def test_open_an_existing_dicom_seg_onto_a_job(client: TestClient, data: Path,
+                                               tmp_path: Path) -> None:
+    """A DICOM-SEG exported from one job opens onto a new job of the same series: the same
+    voxels, the segment's name on the object; a SEG of another place is refused."""
+    from .conftest import zip_folder
+
+    z = zip_folder(data / "totalseg/example_ct_dicom", tmp_path / "series.zip")
+    a = upload(client, z, name="series.zip").json()
+    nx, ny, nz = a["shape"]
+    t = client.post(f"/api/v1/jobs/{a['job_id']}/initial-mask", json={
+        "slice_index": nz // 2, "box": [nx // 2 - 40, ny // 2 - 40, nx // 2 + 40, ny // 2 + 40]})
+    follow(client, a["job_id"], t.json()["task_id"])
+    client.patch(f"/api/v1/jobs/{a['job_id']}/objects/1", json={"name": "liver"})
+    seg = client.get(f"/api/v1/jobs/{a['job_id']}/result", params={"format": "dicom-seg"})
+    assert seg.status_code == 200, seg.text
+    want = _labels(client, a["job_id"])
+
+    b = upload(client, z, name="series.zip").json()
+    r = client.put(f"/api/v1/jobs/{b['job_id']}/mask", content=seg.content)
+    assert r.status_code == 200, r.text
+    assert np.array_equal(_labels(client, b["job_id"]) > 0, want > 0)
+    objs = client.get(f"/api/v1/jobs/{b['job_id']}/objects").json()
+    assert [o["name"] for o in objs] == ["liver"]
+    vs = client.get(f"/api/v1/jobs/{b['job_id']}/versions").json()
+    assert vs[-1]["source"] == "import:dicom-seg"
+
+    other = upload(client, data / CT).json()["job_id"]  # another patient's grid, far away
+    r = client.put(f"/api/v1/jobs/{other}/mask", content=seg.content)
+    assert r.status_code == 422 and "another series" in r.text, r.text

@@ -20,7 +20,7 @@ from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
 
-from .deps import Svc, Who
+from .deps import Services, Svc, Who
 from .limits import Coord, ObjectId, Version, check_points
 from .results import ResultFormat, ResultGrid, ResultStyle, result_response
 from .schemas import (
@@ -67,6 +67,15 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
     return {"task_id": t["task_id"], "job_id": job_id, "kind": kind, "state": t["state"],
             "events": f"/api/v1/jobs/{job_id}/events?task_id={t['task_id']}"}
 
+
+
+def name_objects(svc: Services, who: Principal, job_id: str, names: dict[int, str]) -> None:
+    """Give objects still named by default (``object N``) the names of an imported mask's
+    segments (label value -> name)."""
+    for o in svc.store.list_objects(job_id, who):
+        name = names.get(int(o["label_value"]), "").strip()
+        if name and o["name"] == f"object {o['object_id']}":
+            svc.store.upsert_object(job_id, who, o["object_id"], name[:64], None, None)
 
 
 def jobs_router() -> APIRouter:
@@ -158,7 +167,7 @@ def jobs_router() -> APIRouter:
                                      style, grid)
 
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
-           summary="Upload an edited label map (NIfTI, canonical or source grid)")
+           summary="Upload an edited label map (NIfTI, canonical or source grid) or a DICOM-SEG")
     async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         data = await read_small_body(request, min(svc.settings.max_upload_bytes,
@@ -166,6 +175,11 @@ def jobs_router() -> APIRouter:
 
         def parse_and_store() -> int:
             can = files.load_canonical(svc.store.job_dir(job_id), job["modality"])
+            if files.is_dicom(data):  # a DICOM-SEG: placed by position, segments named
+                labels, names = files.read_seg_upload(data, can, svc.settings.tmp_dir)
+                n = svc.store.edit_mask(job_id, who, labels, source="import:dicom-seg")
+                name_objects(svc, who, job_id, names)
+                return n
             src = None if tuple(job["source_shape"]) == tuple(job["shape"]) and \
                 can.is_canonical() and job["source_format"] == "nifti" else \
                 svc.source_volume(job)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -52,10 +53,12 @@ __all__ = [
     "canonical_path",
     "encode_labels",
     "ingest_upload",
+    "is_dicom",
     "load_canonical",
     "load_labels",
     "load_source",
     "read_mask_upload",
+    "read_seg_upload",
     "save_labels",
     "write_canonical",
 ]
@@ -257,6 +260,32 @@ def read_mask_upload(data: bytes, canonical: Volume, source: Volume | None) -> L
         f"the mask has shape {arr.shape}, but this job's volume is {canonical.shape} "
         f"(canonical) / {source.shape if source else '?'} (as uploaded)"
     )
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether an upload is a DICOM file (the ``DICM`` preamble tag)."""
+    return data[128:132] == b"DICM"
+
+
+def read_seg_upload(data: bytes, canonical: Volume, tmp_dir: Path) -> tuple[LabelMap, dict[int, str]]:
+    """Read an uploaded DICOM-SEG onto the job's canonical grid -> (uint8 labels, segment
+    number -> name). Frames are placed by position, so a SEG of this series (or of any series
+    in the same frame of reference) lands where it belongs; one outside the volume is refused."""
+    from segloop.io.dicomseg import read_dicom_seg
+
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = tmp_dir / f"seg-{uuid.uuid4().hex}.dcm"
+    try:
+        path.write_bytes(data)
+        seg = read_dicom_seg(path, reference=canonical)
+    finally:
+        path.unlink(missing_ok=True)
+    if not seg.labels.any():
+        raise InputError("the DICOM-SEG has no voxel inside this job's volume: is it a "
+                         "segmentation of another series?")
+    if max(seg.segments, default=0) > 255:
+        raise InputError("the DICOM-SEG has more than 255 segments")
+    return seg.labels.astype(np.uint8), seg.segments
 
 
 def _gunzip_limited(data: bytes, limit: int) -> bytes:
