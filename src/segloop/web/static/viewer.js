@@ -7,6 +7,9 @@
 
 import * as api from './api.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
+import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
+import { createTools, TOOL_SHORTCUTS } from './tools.js';
+import { createWorkfiles } from './workfiles.js';
 
 const $ = (sel) => document.querySelector(sel);
 const $$ = (sel) => Array.from(document.querySelectorAll(sel));
@@ -52,6 +55,9 @@ const S = {
 
 let NV = null; // the NiiVue module
 let nv = null; // the Niivue instance
+let TOOLS = null; // tools.js: stop a leak, clean up, painting constraints, sphere brush
+let OBJ = null; // objects.js: hide/lock/delete, opacity/outline, measurements
+let FILES = null; // workfiles.js: open a mask, delete a job
 
 // ------------------------------------------------------------------ small UI helpers
 function message(text, kind = '') {
@@ -126,10 +132,13 @@ async function initNiivue(url) {
     },
   });
   await nv.attachToCanvas($('#gl'));
-  nv.setDrawOpacity(OVERLAY_OPACITY);
+  nv.setDrawOpacity(OBJ ? OBJ.opacity() : OVERLAY_OPACITY);
   nv.onLocationChange = onLocation;
   nv.onDrawingChanged = () => {
-    if (S.tool === 'brush' || S.tool === 'eraser') markDirty(true);
+    if (S.tool === 'brush' || S.tool === 'eraser') {
+      if (TOOLS) TOOLS.afterStroke();
+      markDirty(true);
+    }
   };
   nv.onMouseUp = () => updateWlReadout();
   // redraw the prompt layer whenever NiiVue redraws (zoom, pan, resize, slice change)
@@ -207,10 +216,11 @@ function applyLut() {
   for (let i = 1; i < 256; i++) lut.set([255, 255, 0, 255], i * 4); // labels without an object
   const labels = Array.from({ length: 256 }, (_, i) => String(i));
   for (const o of S.objects) {
-    lut.set([...hexToRgb(o.colour), 255], o.label_value * 4);
+    lut.set([...hexToRgb(o.colour), OBJ ? OBJ.alpha(o) : 255], o.label_value * 4);
     labels[o.label_value] = o.name;
   }
   nv.drawLut = { lut, labels };
+  if (OBJ) nv.drawRimOpacity = OBJ.rim();
   nv.updateGLVolume();
 }
 
@@ -241,6 +251,7 @@ async function loadVersion(n) {
   showLabels(data);
   markDirty(false);
   document.body.dataset.version = String(n);
+  if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
 }
 
 /** Paint one propagated slice of an object as it arrives (progress event `masks`). */
@@ -285,6 +296,7 @@ async function saveEdits() {
   S.saved = nv.drawBitmap.slice();
   markDirty(false);
   document.body.dataset.version = String(out.version);
+  if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
   message(`Edits saved as version ${out.version}`, 'ok');
   setState('idle');
   await refreshVersions();
@@ -369,6 +381,7 @@ function drawOverlay() {
       ctx.stroke();
     }
   }
+  if (TOOLS) TOOLS.drawCursor(ctx);
 }
 
 function updatePromptInfo() {
@@ -400,7 +413,7 @@ function promptsAt(z) {
 }
 
 function onOverlayDown(e) {
-  if (!S.job) return;
+  if (!S.job || (TOOLS && TOOLS.owns(S.tool))) return;
   e.preventDefault();
   const v = axialVoxAt(canvasXY(e));
   if (!v) {
@@ -462,6 +475,7 @@ function setTool(tool) {
   $$('#tools button').forEach((b) => b.classList.toggle('active', b.dataset.tool === tool));
   const prompting = tool === 'box' || tool === 'points';
   $('#canvas-wrap').classList.toggle('prompting', prompting);
+  if (TOOLS) TOOLS.onTool(tool);
   if (nv && nv.back) {
     if (tool === 'brush' || tool === 'eraser') {
       nv.opts.penSize = Number($('#pen-size').value) || 3;
@@ -603,6 +617,8 @@ async function submit(kind) {
   const body = { object_id: S.currentObject };
   const engine = $('#engine').value;
   if (engine) body.engine = engine;
+  if (TOOLS && kind === TASK_KIND.REFINE && TOOLS.negativeOnly(S.prompts)) return TOOLS.removeAtPoints(S.prompts);
+  if (TOOLS && kind !== TASK_KIND.INITIAL_MASK) Object.assign(body, TOOLS.rangeParams());
   if (kind === TASK_KIND.INITIAL_MASK || kind === TASK_KIND.REFINE) {
     const p = S.prompts;
     if (!p || (!p.box && !p.points.length)) {
@@ -671,6 +687,7 @@ async function refreshJobs() {
     meta.textContent = `${j.modality || j.source_format} ${j.shape.join('×')} · v${j.current_version} · ${fmtTime(j.created)}`;
     box.append(name, meta);
     li.append(box);
+    if (FILES) FILES.decorateJob(li, j);
     li.addEventListener('click', () => openJob(j.job_id).catch(fail));
     ul.appendChild(li);
   }
@@ -707,6 +724,7 @@ async function refreshObjects() {
     });
     name.addEventListener('focus', () => selectObject(o.object_id, false));
     ul.appendChild(li);
+    if (OBJ) OBJ.decorate(li, o);
   }
 }
 
@@ -814,7 +832,7 @@ async function openJob(jobId) {
     console.warn('volume shape differs from the job record', S.dims, job.shape);
   }
   nv.createEmptyDrawing();
-  nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
+  nv.setDrawOpacity(OBJ ? OBJ.opacity() : ($('#show-overlay').checked ? OVERLAY_OPACITY : 0));
   $('#slice').max = String(S.dims[2] - 1);
   $('#empty-hint').classList.add('hidden');
   $('#job-title').textContent = `${job.filename || job.job_id} — ${job.modality || ''} ${job.shape.join('×')} · ${job.spacing.map((s) => s.toFixed(2)).join('×')} mm · ${job.orientation || ''}`;
@@ -825,6 +843,7 @@ async function openJob(jobId) {
   $('#wl-preset').value = preset;
   applyWindow(preset);
   openEvents(job.job_id);
+  if (OBJ) OBJ.reset();
   await refreshObjects();
   await loadVersion(job.current_version);
   await refreshVersions();
@@ -915,7 +934,7 @@ const SHORTCUTS = [
 
 function buildHelp() {
   const t = $('#help-table');
-  for (const [k, what] of SHORTCUTS) {
+  for (const [k, what] of [...SHORTCUTS, ...TOOL_SHORTCUTS, ...OBJECT_SHORTCUTS]) {
     const tr = document.createElement('tr');
     const a = document.createElement('td');
     a.innerHTML = k.split(', ').map((x) => `<kbd>${x}</kbd>`).join(' ');
@@ -933,6 +952,11 @@ function onKey(e) {
   const typing = (tag === 'INPUT' && e.target.type !== 'range' && e.target.type !== 'checkbox') || tag === 'TEXTAREA' || tag === 'SELECT';
   if (typing && e.key !== 'Escape') return;
   if ($('#help').open || $('#key-dialog').open) return;
+  if ((TOOLS && TOOLS.onKey(e)) || (OBJ && OBJ.onKey(e))) {
+    e.preventDefault();
+    e.stopPropagation();
+    return;
+  }
   const k = e.key;
   const ctrl = e.ctrlKey || e.metaKey;
   const run = (p) => Promise.resolve(p).catch(fail);
@@ -1051,7 +1075,7 @@ function bindUi() {
   $$('#views button').forEach((b) => b.addEventListener('click', () => setView(b.dataset.view)));
   $('#layout-select').addEventListener('change', () => nv && nv.setMultiplanarLayout(Number($('#layout-select').value)));
   $('#wl-preset').addEventListener('change', () => applyWindow($('#wl-preset').value));
-  $('#show-overlay').addEventListener('change', () => nv && nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0));
+  $('#show-overlay').addEventListener('change', () => nv && nv.setDrawOpacity(OBJ ? OBJ.opacity() : ($('#show-overlay').checked ? OVERLAY_OPACITY : 0)));
   $('#radiological').addEventListener('change', () => nv && nv.setRadiologicalConvention($('#radiological').checked));
   $('#btn-zoom-reset').addEventListener('click', () => nv && nv.setPan2Dxyzmm([0, 0, 0, 1]));
   $('#engine').addEventListener('change', () => localStorage.setItem('segloop.engine', $('#engine').value));
@@ -1087,7 +1111,48 @@ function voxelToClient(x, y) {
   return [r.left + c[0] * (r.width / gl.width), r.top + c[1] * (r.height / gl.height)];
 }
 
+/** Close the open job (after it was deleted): an empty viewer. */
+function closeJob() {
+  if (S.es) S.es.close();
+  S.es = null;
+  if (nv) {
+    if (nv.drawBitmap) nv.closeDrawing();
+    while (nv.volumes.length) nv.removeVolumeByIndex(0);
+    nv.drawScene();
+  }
+  S.job = null;
+  S.version = 0;
+  S.objects = [];
+  markDirty(false);
+  $('#objects').innerHTML = '';
+  $('#versions').innerHTML = '';
+  $('#empty-hint').classList.remove('hidden');
+  $('#job-title').textContent = 'no volume open';
+  $('#job-title').classList.add('muted');
+  history.replaceState(null, '', location.pathname);
+  delete document.body.dataset.job;
+  updateEnabled();
+}
+
+/** What tools.js, objects.js and workfiles.js may use of this page. */
+function hookContext() {
+  return {
+    S, api, nv: () => nv, message, fail, setState, currentVox, labelOf, canvasXY, loadVersion,
+    refreshVersions, refreshObjects, refreshJobs, saveEdits, markDirty, clearPrompts, applyLut,
+    closeJob, setTool: (t) => setTool(t), redraw: () => drawOverlay(),
+    isLocked: (id) => (OBJ ? OBJ.isLocked(id) : false),
+    edit: (body, done) => TOOLS.edit(body, done),
+  };
+}
+
 async function boot() {
+  const hc = hookContext();
+  TOOLS = createTools(hc);
+  OBJ = createObjects(hc);
+  FILES = createWorkfiles(hc);
+  TOOLS.build();
+  OBJ.build();
+  FILES.build();
   bindUi();
   updateEnabled();
   setTool('navigate');
@@ -1111,7 +1176,7 @@ async function boot() {
   }
   await loadEngines();
   await refreshJobs();
-  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool };
+  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, tools: TOOLS, objects: OBJ };
   const m = /job=([0-9a-f-]{36})/.exec(location.hash);
   if (m && nv) await openJob(m[1]).catch(fail);
   document.body.dataset.ready = '1';
