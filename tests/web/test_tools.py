@@ -320,5 +320,7 @@ def test_open_a_mask_file_and_delete_the_job(server: LiveServer, page: Any,
     row.locator(".job-delete").click()
     page.wait_for_function("() => !document.body.dataset.job", timeout=TIMEOUT_MS)
     assert httpx.get(f"{url}/api/v1/jobs/{job}").status_code == 404
-    assert page.locator(f"#jobs li[data-job-id='{job}']").count() == 0
+    page.wait_for_selector(f"#jobs li[data-job-id='{job}']", state="detached",
+                           timeout=TIMEOUT_MS)
+    assert "Deleted" in page.locator("#message").inner_text()
     assert page.errors == []

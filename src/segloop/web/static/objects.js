@@ -65,7 +65,7 @@ export function createObjects(ctx) {
   }
 
   function fmtMeasure(m) {
-    if (!m || !m.voxels) return 'empty';
+    if (!m || !m.voxels) return 'empty (saved version)';
     const ext = m.extent_mm.map((e) => e.toFixed(0)).join('×');
     return `${m.volume_ml.toFixed(m.volume_ml < 10 ? 2 : 1)} mL · ${m.voxels} vox · ${ext} mm · ${m.slices} sl`;
   }
@@ -82,11 +82,11 @@ export function createObjects(ctx) {
       return b;
     };
     const eye = mk('obj-hide', s.hidden ? '◌' : '◉', s.hidden ? 'Show (Shift+O)' : 'Hide (Shift+O)', () => toggleHidden(o.object_id));
-    const lock = mk('obj-lock', s.locked ? '🔒' : '🔓', s.locked ? 'Unlock: allow changes' : 'Lock: brush, eraser and edits leave it alone', () => {
+    const lock = mk(`obj-lock${s.locked ? ' active' : ''}`, s.locked ? 'locked' : 'lock', s.locked ? 'Locked: click to allow changes again' : 'Lock: brush, eraser and edits leave it alone', () => {
       s.locked = !s.locked;
       ctx.refreshObjects();
     });
-    const del = mk('obj-delete', '🗑', 'Delete: clear all its voxels (a new version; Undo brings them back)', async () => {
+    const del = mk('obj-delete', '✕', 'Delete: clear all its voxels (a new version; Undo brings them back)', async () => {
       if (!window.confirm(`Clear every voxel of “${o.name}”? (Undo brings them back.)`)) return;
       await ctx.edit({ op: 'clear-object', object_id: o.object_id }, `Deleted ${o.name}`);
     });

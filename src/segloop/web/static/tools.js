@@ -131,7 +131,7 @@ export function createTools(ctx) {
     if (!S.job) throw new Error('Open a volume first: drop a file or pick an earlier job.');
     if (S.activeTask) throw new Error('A task is running: wait for it or cancel it (Esc).');
     const oid = body.object_id || S.currentObject;
-    if (ctx.isLocked(oid)) throw new Error('This object is locked: unlock it (🔒) to change it.');
+    if (ctx.isLocked(oid)) throw new Error('This object is locked: unlock it (its “locked” button) to change it.');
     if (S.dirty) await ctx.saveEdits();
     const r = await api.postJSON(api.jobUrl(S.job.job_id, '/edit'), { object_id: oid, base_version: S.version, ...body });
     if (!r.changed) {
@@ -302,7 +302,7 @@ export function createTools(ctx) {
     if (S.tool === 'remove' && e.button === 0) {
       await removeAt(hit.vox, e.shiftKey);
     } else if (S.tool === 'sphere' && e.button === 0) {
-      if (ctx.isLocked(S.currentObject)) throw new Error('This object is locked: unlock it (🔒) to paint it.');
+      if (ctx.isLocked(S.currentObject)) throw new Error('This object is locked: unlock it (its “locked” button) to paint it.');
       $('#overlay').setPointerCapture(e.pointerId);
       sphereLast = null;
       sphereStroke(hit.vox);

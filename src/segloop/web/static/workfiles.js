@@ -55,7 +55,7 @@ export function createWorkfiles(ctx) {
   function decorateJob(li, j) {
     const b = document.createElement('button');
     b.className = 'tiny ghost job-delete';
-    b.textContent = '🗑';
+    b.textContent = '✕';
     b.title = 'Delete this job, its masks and its uploaded files';
     b.addEventListener('click', (e) => {
       e.stopPropagation();
