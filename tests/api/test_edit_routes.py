@@ -170,3 +170,43 @@ def test_open_an_existing_dicom_seg_onto_a_job(client: TestClient, data: Path,
     other = upload(client, data / CT).json()["job_id"]  # another patient's grid, far away
     r = client.put(f"/api/v1/jobs/{other}/mask", content=seg.content)
     assert r.status_code == 422 and "another series" in r.text, r.text
+
+
+def test_terminology_names_code_the_dicom_seg(client: TestClient, data: Path,
+                                              tmp_path: Path) -> None:
+    """Objects named from the terminology list get exactly that SNOMED code in the SEG, and the
+    SEG carries the SeriesDescription asked for."""
+    import pydicom
+
+    from .conftest import zip_folder
+
+    common = client.get("/api/v1/terminology").json()
+    by = {t["meaning"]: t for t in common}
+    assert by["Liver"]["code"] == "10200004" and by["Liver"]["category"] == "Anatomical Structure"
+    assert by["Lesion"]["category"] == "Morphologically Abnormal Structure"
+    found = client.get("/api/v1/terminology", params={"q": "brain stem"}).json()
+    assert found[0]["meaning"] == "Brain Stem"
+    assert client.get("/api/v1/terminology", params={"q": "x" * 65}).status_code == 422
+
+    z = zip_folder(data / "totalseg/example_ct_dicom", tmp_path / "series.zip")
+    job = upload(client, z, name="series.zip").json()
+    jid = job["job_id"]
+    nx, ny, nz = job["shape"]
+    lab = np.zeros((nx, ny, nz), np.uint8)
+    lab[10:30, 10:30, 1:3] = 1
+    lab[40:60, 40:60, 1:3] = 2
+    aff = nib.Nifti1Image.from_bytes(gzip.decompress(
+        client.get(f"/api/v1/jobs/{jid}/volume").content)).affine
+    assert client.put(f"/api/v1/jobs/{jid}/mask", content=nifti_bytes(lab, aff)).status_code == 200
+    client.patch(f"/api/v1/jobs/{jid}/objects/1", json={"name": "Liver"})
+    client.patch(f"/api/v1/jobs/{jid}/objects/2", json={"name": "Lesion"})
+    r = client.get(f"/api/v1/jobs/{jid}/result", params={
+        "format": "dicom-seg", "series_description": "liver + lesion, reader 2"})
+    assert r.status_code == 200, r.text
+    ds = pydicom.dcmread(io.BytesIO(r.content))
+    assert ds.SeriesDescription == "liver + lesion, reader 2"
+    segs = {s.SegmentLabel: s for s in ds.SegmentSequence}
+    liver = segs["Liver"].SegmentedPropertyTypeCodeSequence[0]
+    lesion = segs["Lesion"].SegmentedPropertyCategoryCodeSequence[0]
+    assert liver.CodeValue == "10200004" and liver.CodingSchemeDesignator == "SCT"
+    assert lesion.CodeMeaning == "Morphologically Abnormal Structure"

@@ -87,7 +87,7 @@ def _leaking_job(url: str, data: Path) -> tuple[str, np.ndarray, dict[str, Any]]
     good = labels(url, job)
     zs = np.flatnonzero(good.any(axis=(0, 1)))
     top = int(zs.max())
-    cx, cy = (int(round(c)) for c in np.argwhere(good[:, :, top]).mean(axis=0))
+    cx, cy = (round(float(c)) for c in np.argwhere(good[:, :, top]).mean(axis=0))
     leak = good.copy()
     x, y = np.mgrid[:good.shape[0], :good.shape[1]]
     disc = (x - cx) ** 2 + (y - cy) ** 2 <= 12 ** 2
@@ -323,4 +323,47 @@ def test_open_a_mask_file_and_delete_the_job(server: LiveServer, page: Any,
     page.wait_for_selector(f"#jobs li[data-job-id='{job}']", state="detached",
                            timeout=TIMEOUT_MS)
     assert "Deleted" in page.locator("#message").inner_text()
+    assert page.errors == []
+
+
+def test_structure_names_and_series_description_go_into_the_seg(server: LiveServer, page: Any,
+                                                                tmp_path: Path) -> None:
+    """Name the object from the SNOMED list, type a SeriesDescription, download the DICOM-SEG:
+    the segment has that code and the series that description."""
+    import zipfile
+
+    import pydicom
+
+    series = need_data() / "dcmqi" / "ct-3slice"
+    zpath = tmp_path / "ct-3slice.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for f in sorted(series.iterdir()):
+            zf.write(f, f.name)
+    url = server.url
+    job = httpx.post(f"{url}/api/v1/jobs", files={"file": (zpath.name, zpath.read_bytes())},
+                     timeout=60).json()
+    jid = job["job_id"]
+    lab = np.zeros(job["shape"], np.uint8)
+    lab[200:260, 220:300, 1] = 1
+    body = gzip.compress(nib.Nifti1Image(lab, _canonical_affine(url, jid)).to_bytes())
+    assert httpx.put(f"{url}/api/v1/jobs/{jid}/mask", content=body).status_code == 200
+    page.goto(f"{url}/#job={jid}")
+    wait_version(page, 1, OPEN_MS)
+    options = page.eval_on_selector_all("#structures option", "os => os.map((o) => o.value)")
+    assert "Liver" in options and "Lesion" in options
+    name = page.locator("#objects li[data-object-id='1'] input[type=text]")
+    assert name.get_attribute("list") == "structures"
+    name.fill("Liver")
+    name.press("Enter")
+    page.wait_for_function("() => window.segloop.state.objects[0].name === 'Liver'",
+                           timeout=TIMEOUT_MS)
+    page.fill("#seg-description", "liver, reader 2")
+    with page.expect_download(timeout=TIMEOUT_MS) as dl:
+        page.click("#btn-download-seg")
+    seg_path = tmp_path / "seg.dcm"
+    dl.value.save_as(str(seg_path))
+    ds = pydicom.dcmread(str(seg_path))
+    assert ds.SeriesDescription == "liver, reader 2"
+    code = ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
+    assert (code.CodeValue, code.CodeMeaning) == ("10200004", "Liver")
     assert page.errors == []

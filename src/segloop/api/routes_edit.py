@@ -1,4 +1,5 @@
-"""The mask editing routes: ``POST /api/v1/jobs/{id}/edit`` and ``GET .../measurements``.
+"""The mask editing routes: ``POST /api/v1/jobs/{id}/edit``, ``GET .../measurements`` and
+``GET /api/v1/terminology`` (the structures objects are named by, for DICOM-SEG codes).
 
 Thin: each edit reads the job's current label map, applies one operation of
 :mod:`segloop.edit` to one object and stores the result as a new mask version (source
@@ -27,7 +28,7 @@ from segloop.jobs.errors import ConflictError, NotFoundError
 from .deps import Services, Svc, Who
 from .limits import Coord, ObjectId, Version
 
-__all__ = ["EditOp", "EditOut", "EditRequest", "MeasureOut", "edit_router"]
+__all__ = ["EditOp", "EditOut", "EditRequest", "MeasureOut", "StructureOut", "edit_router"]
 
 
 class EditOp(StrEnum):
@@ -85,6 +86,16 @@ class MeasureOut(BaseModel):
     extent_mm: list[float] | None
 
 
+class StructureOut(BaseModel):
+    """A structure a segment can be coded as (SNOMED CT, from pydicom's code dictionary)."""
+
+    meaning: str
+    code: str
+    scheme: str = "SCT"
+    category: str
+    keyword: str
+
+
 def _spacing(svc: Services, job_id: str) -> tuple[float, float, float]:
     """Voxel size (mm) of the canonical volume, from its header."""
     import nibabel as nib
@@ -125,9 +136,9 @@ def _apply(body: EditRequest, labels: np.ndarray[Any, Any], lv: int,
 
 def edit_router() -> APIRouter:
     """The editing routes (a new router per app)."""
-    r = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+    r = APIRouter(tags=["jobs"])
 
-    @r.post("/{job_id}/edit", response_model=EditOut,
+    @r.post("/api/v1/jobs/{job_id}/edit", response_model=EditOut,
             summary="Apply one mask operation to one object; a new version when it changes")
     async def edit(job_id: str, body: EditRequest, svc: Svc, who: Who) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -155,7 +166,7 @@ def edit_router() -> APIRouter:
                                      "version": out["version"], "source": f"edit:{out['op']}"})
         return out
 
-    @r.get("/{job_id}/measurements", response_model=list[MeasureOut],
+    @r.get("/api/v1/jobs/{job_id}/measurements", response_model=list[MeasureOut],
            summary="Per-object voxel count, volume (mL) and extent; format=csv for a file")
     async def measurements(job_id: str, svc: Svc, who: Who, version: Version | None = None,
                            format: Literal["json", "csv"] = "json") -> Any:
@@ -179,5 +190,14 @@ def edit_router() -> APIRouter:
                  "bbox_min": list(m.bbox_min) if m.bbox_min else None,
                  "bbox_max": list(m.bbox_max) if m.bbox_max else None,
                  "extent_mm": list(m.extent_mm) if m.extent_mm else None} for m in rows]
+
+    @r.get("/api/v1/terminology", response_model=list[StructureOut], tags=["system"],
+           summary="Structures to name objects by (their DICOM-SEG segments get the code)")
+    def terminology(who: Who, q: Annotated[str, Field(max_length=64)] = "",
+                    limit: Annotated[int, Field(ge=1, le=500)] = 60) -> list[dict[str, Any]]:
+        from segloop.io.terminology import search_structures
+
+        return [{"meaning": s.meaning, "code": s.code, "category": s.category,
+                 "keyword": s.keyword} for s in search_structures(q, limit)]
 
     return r

@@ -21,7 +21,7 @@ from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
 
 from .deps import Services, Svc, Who
-from .limits import Coord, ObjectId, Version, check_points
+from .limits import Coord, ObjectId, SeriesDescription, Version, check_points
 from .results import ResultFormat, ResultGrid, ResultStyle, result_response
 from .schemas import (
     CancelOut,
@@ -158,13 +158,14 @@ def jobs_router() -> APIRouter:
     async def result(job_id: str, svc: Svc, who: Who,
                      format: ResultFormat = "nii.gz",
                      slice_index: Coord | None = None, version: Version | None = None,
-                     style: ResultStyle = "colour", grid: ResultGrid = "source") -> Response:
+                     style: ResultStyle = "colour", grid: ResultGrid = "source",
+                     series_description: SeriesDescription | None = None) -> Response:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         labels, n = await run_in_threadpool(svc.store.labels, job_id, who, version)
         await run_in_threadpool(svc.store.audit, who.name, "download-result", job_id,
                                 format=format, version=n, grid=grid, slice_index=slice_index)
         return await result_response(svc, who, job_id, job, labels, n, format, slice_index,
-                                     style, grid)
+                                     style, grid, series_description)
 
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
            summary="Upload an edited label map (NIfTI, canonical or source grid) or a DICOM-SEG")

@@ -6,6 +6,8 @@
 // solid rim (NiiVue's drawRimOpacity). Lock is enforced by tools.js (strokes and edits never
 // change a locked object). Delete clears the object's voxels as a new version (Undo brings them
 // back). Measurements come from GET /api/v1/jobs/{id}/measurements of the version shown.
+// Object names are offered from GET /api/v1/terminology (SNOMED CT structures): a name picked
+// there gives the DICOM-SEG segment that code; the SEG's SeriesDescription is typed in Export.
 // viewer.js calls the hooks of the object returned by createObjects(ctx).
 
 const $ = (sel) => document.querySelector(sel);
@@ -42,6 +44,37 @@ export function createObjects(ctx) {
     b.title = 'Per-object voxels, volume (mL) and extent of the current version, as CSV';
     b.addEventListener('click', () => downloadCsv().catch(ctx.fail));
     exp.appendChild(b);
+    const desc = document.createElement('input');
+    desc.type = 'text';
+    desc.id = 'seg-description';
+    desc.maxLength = 64;
+    desc.placeholder = 'SEG series description';
+    desc.title = 'SeriesDescription of the DICOM-SEG you download (64 characters at most)';
+    exp.appendChild(desc);
+    const dl = document.createElement('datalist');
+    dl.id = 'structures';
+    document.body.appendChild(dl);
+  }
+
+  /** The structure names (SNOMED CT meanings) offered when naming an object; once. */
+  let termsLoaded = false;
+  async function loadTerms() {
+    if (termsLoaded) return;
+    termsLoaded = true;
+    const terms = await api.getJSON('/api/v1/terminology?limit=200');
+    const dl = $('#structures');
+    for (const t of terms) {
+      const o = document.createElement('option');
+      o.value = t.meaning;
+      o.label = `${t.category === 'Anatomical Structure' ? '' : `${t.category}: `}SCT ${t.code}`;
+      dl.appendChild(o);
+    }
+  }
+
+  /** Query string for a DICOM-SEG download (its SeriesDescription). */
+  function segQuery() {
+    const d = $('#seg-description').value.trim();
+    return d ? `&series_description=${encodeURIComponent(d)}` : '';
   }
 
   /** The overlay opacity chosen (0 when the overlay is switched off). */
@@ -90,6 +123,11 @@ export function createObjects(ctx) {
       if (!window.confirm(`Clear every voxel of “${o.name}”? (Undo brings them back.)`)) return;
       await ctx.edit({ op: 'clear-object', object_id: o.object_id }, `Deleted ${o.name}`);
     });
+    const name = li.querySelector('input[type=text]');
+    if (name) {
+      name.setAttribute('list', 'structures');
+      name.title = 'Name (Enter to save). Pick a structure from the list: its SNOMED CT code goes into the DICOM-SEG.';
+    }
     li.classList.toggle('hidden-object', s.hidden);
     li.classList.toggle('locked-object', s.locked);
     li.append(eye, lock, del);
@@ -108,6 +146,7 @@ export function createObjects(ctx) {
 
   async function refreshMeasures() {
     if (!S.job) return;
+    loadTerms().catch((e) => { termsLoaded = false; console.warn(e); });
     const rows = await api.getJSON(api.jobUrl(S.job.job_id, `/measurements?version=${S.version}`));
     measures = Object.fromEntries(rows.map((m) => [m.label_value, m]));
     S.measures = measures;
@@ -135,7 +174,7 @@ export function createObjects(ctx) {
   }
 
   return {
-    build, alpha, rim, opacity, applyOpacity, decorate, refreshMeasures, onKey,
+    build, alpha, rim, opacity, applyOpacity, decorate, refreshMeasures, onKey, segQuery,
     isLocked: (id) => st(id).locked, reset: () => { for (const k of Object.keys(view)) delete view[k]; measures = {}; },
   };
 }

@@ -903,7 +903,8 @@ async function exportMask(format) {
   if (!S.job) return;
   if (S.dirty) await saveEdits();
   const ext = format === 'dicom-seg' ? 'dcm' : 'nii.gz';
-  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}`), `${S.job.job_id}_mask.${ext}`);
+  const extra = format === 'dicom-seg' && OBJ ? OBJ.segQuery() : '';
+  const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}${extra}`), `${S.job.job_id}_mask.${ext}`);
   message(`Downloaded ${name}`, 'ok');
 }
 
