@@ -210,3 +210,34 @@ def test_terminology_names_code_the_dicom_seg(client: TestClient, data: Path,
     lesion = segs["Lesion"].SegmentedPropertyCategoryCodeSequence[0]
     assert liver.CodeValue == "10200004" and liver.CodingSchemeDesignator == "SCT"
     assert lesion.CodeMeaning == "Morphologically Abnormal Structure"
+
+
+def test_a_large_volume_has_a_preview_on_the_same_extent(client: TestClient,
+                                                         tmp_path: Path) -> None:
+    """Over 8 Mi voxels, GET .../volume?preview=true is every f-th voxel on the same physical
+    extent (about 4 Mi voxels); a small volume has none (404)."""
+    from segloop.jobs.files import PREVIEW_VOXELS
+
+    shape = (256, 256, 160)  # 10.5 Mi voxels
+    vol = (np.arange(np.prod(shape)) % 997).astype(np.int16).reshape(shape)
+    aff = np.diag([0.7, 0.7, 1.2, 1.0])
+    aff[:3, 3] = [-90, -80, -100]
+    src = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(vol, aff), str(src))
+    jid = upload(client, src).json()["job_id"]
+    r = client.get(f"/api/v1/jobs/{jid}/volume", params={"preview": "true"})
+    assert r.status_code == 200, r.text
+    img: Any = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    small = np.asarray(img.dataobj)
+    assert small.shape == (128, 128, 80) and small.size <= PREVIEW_VOXELS
+    assert np.array_equal(small, vol[::2, ::2, ::2])
+    assert np.allclose(img.affine, aff @ np.diag([2, 2, 2, 1]))
+    full: Any = nib.Nifti1Image.from_bytes(gzip.decompress(
+        client.get(f"/api/v1/jobs/{jid}/volume").content))
+    assert full.shape == shape
+
+    tiny = nifti_bytes(np.zeros((8, 8, 8), np.int16), np.eye(4))
+    (tmp_path / "tiny.nii").write_bytes(tiny)
+    small_job = upload(client, tmp_path / "tiny.nii").json()["job_id"]
+    r = client.get(f"/api/v1/jobs/{small_job}/volume", params={"preview": "true"})
+    assert r.status_code == 404 and "no preview" in r.text

@@ -22,7 +22,7 @@ def test_page_and_assets_are_served(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert '<script type="module" src="/static/viewer.js">' in r.text
         for name in ("viewer.js", "api.js", "nifti.js", "app.css", "tools.js", "objects.js",
-                     "workfiles.js"):
+                     "workfiles.js", "preview.js"):
             assert c.get(f"/static/{name}").status_code == 200, name
         assert c.get("/static/../__init__.py").status_code == 404
         # the API is not shadowed by the viewer's routes
@@ -53,5 +53,5 @@ def test_static_files_are_ours_only() -> None:
     """No third-party code is committed: the page's folder holds only our own small files."""
     names = sorted(p.name for p in STATIC_DIR.iterdir())
     assert names == ["api.js", "app.css", "favicon.svg", "index.html", "nifti.js", "objects.js",
-                     "tools.js", "viewer.js", "workfiles.js"]
+                     "preview.js", "tools.js", "viewer.js", "workfiles.js"]
     assert all(p.stat().st_size < 100_000 for p in STATIC_DIR.iterdir())

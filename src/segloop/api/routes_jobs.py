@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.errors import InputError
 from segloop.jobs import files
-from segloop.jobs.errors import QueueUnavailableError
+from segloop.jobs.errors import NotFoundError, QueueUnavailableError
 from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
@@ -103,11 +103,18 @@ def jobs_router() -> APIRouter:
         svc.store.delete_job(job_id, who)
         return Response(status_code=204)
 
-    @r.get("/{job_id}/volume", summary="The closest-canonical RAS volume (NIfTI)")
-    def volume(job_id: str, svc: Svc, who: Who) -> FileResponse:
+    @r.get("/{job_id}/volume", summary="The closest-canonical RAS volume (NIfTI); "
+           "preview=true: a subsampled copy of a large one (404 when it has none)")
+    def volume(job_id: str, svc: Svc, who: Who, preview: bool = False) -> FileResponse:
         svc.store.get_job(job_id, who)
+        jd = svc.store.job_dir(job_id)
+        if preview:
+            if not files.preview_path(jd).is_file():
+                raise NotFoundError(f"job {job_id} has no preview (its volume is small)")
+            return FileResponse(files.preview_path(jd), media_type="application/gzip",
+                                filename=f"{job_id}_preview.nii.gz")
         svc.store.audit(who.name, "download-volume", job_id)
-        return FileResponse(files.canonical_path(svc.store.job_dir(job_id)),
+        return FileResponse(files.canonical_path(jd),
                             media_type="application/gzip", filename=f"{job_id}.nii.gz")
 
     @r.post("/{job_id}/initial-mask", status_code=202, response_model=SubmittedOut)

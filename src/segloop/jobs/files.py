@@ -57,6 +57,7 @@ __all__ = [
     "load_canonical",
     "load_labels",
     "load_source",
+    "preview_path",
     "read_mask_upload",
     "read_seg_upload",
     "save_labels",
@@ -177,13 +178,37 @@ def canonical_path(job_dir: Path) -> Path:
     return job_dir / "canonical.nii.gz"
 
 
+#: volumes above this many voxels also get a preview (what the viewer shows first)
+PREVIEW_MIN_VOXELS = 8 << 20
+#: a preview has about this many voxels at most (every f-th voxel along each axis)
+PREVIEW_VOXELS = 4 << 20
+
+
+def preview_path(job_dir: Path) -> Path:
+    """``<job_dir>/preview.nii.gz`` (only for volumes over PREVIEW_MIN_VOXELS)."""
+    return job_dir / "preview.nii.gz"
+
+
+def _nifti_gz(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
+    img = nib.Nifti1Image(np.asarray(data), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
 def write_canonical(vol: Volume, path: Path) -> None:
-    """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically)."""
+    """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically), and beside it a
+    preview of a large volume: every f-th voxel along each axis (f the smallest integer that
+    brings it under PREVIEW_VOXELS), on the same physical extent, so the viewer can show a
+    first image long before the full volume has arrived."""
     can = vol.canonical()
-    img = nib.Nifti1Image(np.asarray(can.data), can.affine)
-    img.set_qform(can.affine, code=1)
-    img.set_sform(can.affine, code=1)
-    atomic_write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=1))
+    data = np.asarray(can.data)
+    atomic_write_bytes(path, _nifti_gz(data, can.affine))
+    if data.size > PREVIEW_MIN_VOXELS:
+        f = int(np.ceil((data.size / PREVIEW_VOXELS) ** (1 / 3)))
+        small = np.ascontiguousarray(data[::f, ::f, ::f])
+        aff = np.asarray(can.affine, np.float64) @ np.diag([f, f, f, 1.0])
+        atomic_write_bytes(path.with_name(preview_path(path.parent).name), _nifti_gz(small, aff))
 
 
 def load_canonical(job_dir: Path, modality: str | None) -> Volume:

@@ -8,6 +8,7 @@
 import * as api from './api.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
 import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
+import { markOnce, previewWanted, showPreview } from './preview.js';
 import { createTools, TOOL_SHORTCUTS } from './tools.js';
 import { createWorkfiles } from './workfiles.js';
 
@@ -818,11 +819,13 @@ async function openJob(jobId) {
   setState('busy', 'loading');
   message('Loading volume…');
   const job = await api.getJSON(api.jobUrl(jobId));
+  if (previewWanted(job) && await showPreview(nv, api, job)) message('Showing a preview; loading the full volume…');
   const resp = await api.request('GET', api.jobUrl(jobId, '/volume'));
   const buf = await resp.arrayBuffer();
   if (nv.drawBitmap) nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolumeByIndex(0);
   await nv.loadFromArrayBuffer(buf, 'canonical.nii.gz');
+  markOnce('first-image');
   S.job = job;
   S.dims = [nv.back.dims[1], nv.back.dims[2], nv.back.dims[3]];
   S.tasks = {};
@@ -853,6 +856,7 @@ async function openJob(jobId) {
   setState('idle');
   message(`Opened ${job.filename || job.job_id}`, 'ok');
   document.body.dataset.job = job.job_id;
+  markOnce('full-image');
 }
 
 async function uploadAndOpen(file) {
@@ -864,6 +868,7 @@ async function uploadAndOpen(file) {
   message(`Uploading ${file.name}…`);
   try {
     const job = await api.uploadFile(file, (f) => { bar.firstElementChild.style.width = `${Math.round(f * 100)}%`; });
+    markOnce('job-created');
     await openJob(job.job_id);
   } catch (e) {
     message(`${file.name} was rejected: ${e.message}`, 'error');
