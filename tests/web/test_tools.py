@@ -277,9 +277,10 @@ def test_paint_constraints_objects_and_measurements(server: LiveServer, page: An
     # hide object 2, outline mode, lock object 1 against paint-over
     page.locator("#objects li[data-object-id='2'] .obj-hide").click()
     assert js(page, "window.segloop.nv.drawLut.lut[2 * 4 + 3]") == 0
+    js(page, f"window.segloop.setSlice({z})")
     page.keyboard.press("t")
     assert js(page, "window.segloop.nv.drawRimOpacity") == 1
-    page.screenshot(path=str(shots / "tools_04_outline_hidden.png"))
+    page.screenshot(path=str(shots / "tools_04_outline_object2_hidden.png"))
     page.keyboard.press("t")
     page.locator("#objects li[data-object-id='1'] .obj-lock").click()
     page.check("#paint-over")
