@@ -46,8 +46,8 @@ def test_job_version_and_object_records_keep_their_public_keys() -> None:
         spacing=[1, 1.5, 2], orientation="LPS", engine=None, current_version=2, last_task="t1")
     j = JobRecord.from_row(job).as_dict()  # type: ignore[arg-type]
     assert list(j) == ["job_id", "owner", "filename", "created", "updated", "source_format",
-                       "modality", "shape", "source_shape", "spacing", "orientation", "engine",
-                       "current_version", "last_task"]
+                       "modality", "shape", "source_shape", "spacing", "orientation", "image2d",
+                       "engine", "current_version", "last_task"]
     assert j["created"] == "2026-01-02T03:04:05Z" and j["spacing"] == [1.0, 1.5, 2.0]
     v = SimpleNamespace(number=2, created=created, author="ann", source="edit", engine=None,
                         task_id=None, parent=1, reviewed=False, reviewed_by=None)

@@ -21,7 +21,8 @@ def test_page_and_assets_are_served(tmp_path: Path) -> None:
         r = c.get("/")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert '<script type="module" src="/static/viewer.js">' in r.text
-        for name in ("viewer.js", "api.js", "nifti.js", "app.css"):
+        for name in ("viewer.js", "api.js", "nifti.js", "app.css", "tools.js", "objects.js",
+                     "workfiles.js", "preview.js"):
             assert c.get(f"/static/{name}").status_code == 200, name
         assert c.get("/static/../__init__.py").status_code == 404
         # the API is not shadowed by the viewer's routes

@@ -42,6 +42,7 @@ from segloop.jobs.housekeeping import sweep_leftovers
 from .deps import Services, Svc, Who
 from .limits import BodyTooLarge, JsonBodyLimit, body_too_large_response
 from .middleware import Observe
+from .routes_edit import edit_router
 from .routes_jobs import jobs_router
 from .routes_system import system_router
 from .schemas import HealthOut
@@ -100,5 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(body, media_type=ctype)
 
     app.include_router(jobs_router())
+    app.include_router(edit_router())
     app.include_router(system_router())
     return app

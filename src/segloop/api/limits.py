@@ -26,7 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from segloop.errors import PromptError
 
 __all__ = ["MAX_INDEX", "BodyTooLarge", "Coord", "JsonBodyLimit", "LabelValue", "ObjectId",
-           "Point", "PointLabel", "Version", "body_too_large_response", "check_points"]
+           "Point", "PointLabel", "SeriesDescription", "Version", "body_too_large_response",
+           "check_points"]
 
 #: the largest index or version accepted (int32): far above any volume, far below 2**63
 MAX_INDEX = 2**31 - 1
@@ -43,6 +44,8 @@ LabelValue = Annotated[int, Field(ge=1, le=255)]
 """The value an object has in exported label maps."""
 Version = Annotated[int, Field(ge=0, le=MAX_INDEX)]
 """A mask version number."""
+SeriesDescription = Annotated[str, Field(max_length=64)]
+"""A DICOM SeriesDescription (VR LO: at most 64 characters)."""
 
 
 def check_points(points: list[list[int]] | None, labels: list[int] | None,

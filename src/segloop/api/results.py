@@ -45,10 +45,11 @@ def _canonical_nifti(svc: Services, job_id: str, labels: npt.NDArray[Any]) -> by
 
 async def result_response(svc: Services, who: Principal, job_id: str, job: JobRecord,
                           labels: npt.NDArray[Any], n: int, format: ResultFormat,
-                          slice_index: int | None, style: ResultStyle, grid: ResultGrid
-                          ) -> Response:
+                          slice_index: int | None, style: ResultStyle, grid: ResultGrid,
+                          series_description: str | None = None) -> Response:
     """The response for version ``n`` (``labels``) of ``job`` in ``format``; ConflictError
-    for a DICOM-SEG of a non-DICOM upload or of an empty mask."""
+    for a DICOM-SEG of a non-DICOM upload or of an empty mask. ``series_description``: the
+    DICOM-SEG's SeriesDescription."""
     headers = {"X-Mask-Version": str(n)}
     if job.image2d:
         return await _result_2d(svc, who, job_id, job, labels, n, format, style, headers)
@@ -85,7 +86,7 @@ async def result_response(svc: Services, who: Principal, job_id: str, job: JobRe
     objs = svc.store.list_objects(job_id, who)
     segs = {o.label_value: o.name for o in objs}
     path = out.with_suffix(".dcm")
-    await run_in_threadpool(write_dicom_seg, labels, vol, path, segs)
+    await run_in_threadpool(write_dicom_seg, labels, vol, path, segs, series_description)
     return FileResponse(path, media_type="application/dicom",
                         filename=f"{job_id}_v{n}_seg.dcm",
                         background=BackgroundTask(lambda: path.unlink(missing_ok=True)),

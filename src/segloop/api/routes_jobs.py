@@ -13,8 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from segloop.errors import InputError
 from segloop.jobs import files
-from segloop.jobs.errors import ConflictError, QueueUnavailableError
+from segloop.jobs.errors import ConflictError, NotFoundError, QueueUnavailableError
 from segloop.jobs.records import (
     JobRecord,
     JobStatus,
@@ -27,8 +28,8 @@ from segloop.jobs.recovery import discard_unsent
 from segloop.jobs.states import EventType
 from segloop.jobs.store import Principal
 
-from .deps import Svc, Who
-from .limits import Coord, ObjectId, Version, check_points
+from .deps import Services, Svc, Who
+from .limits import Coord, ObjectId, SeriesDescription, Version, check_points
 from .results import ResultFormat, ResultGrid, ResultStyle, result_response
 from .schemas import (
     CancelOut,
@@ -50,6 +51,9 @@ __all__ = ["jobs_router"]
 def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
             ) -> SubmittedOut:
     check_points(params.get("points"), params.get("point_labels"), svc.settings.max_points)
+    first, last = params.get("first_slice"), params.get("last_slice")
+    if first is not None and last is not None and first > last:
+        raise InputError(f"first_slice {first} is after last_slice {last}")
     params = {**params, "engine": params.get("engine") or svc.default_engine()}
     known = svc.engine_names()
     if params["engine"] not in known:
@@ -65,6 +69,15 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
     return SubmittedOut(task_id=t.task_id, job_id=job_id, kind=kind, state=t.state,
                         events=f"/api/v1/jobs/{job_id}/events?task_id={t.task_id}")
 
+
+
+def name_objects(svc: Services, who: Principal, job_id: str, names: dict[int, str]) -> None:
+    """Give objects still named by default (``object N``) the names of an imported mask's
+    segments (label value -> name)."""
+    for o in svc.store.list_objects(job_id, who):
+        name = names.get(o.label_value, "").strip()
+        if name and o.name == f"object {o.object_id}":
+            svc.store.upsert_object(job_id, who, o.object_id, name[:64], None, None)
 
 
 def jobs_router() -> APIRouter:
@@ -91,11 +104,18 @@ def jobs_router() -> APIRouter:
         svc.store.delete_job(job_id, who)
         return Response(status_code=204)
 
-    @r.get("/{job_id}/volume", summary="The closest-canonical RAS volume (NIfTI)")
-    def volume(job_id: str, svc: Svc, who: Who) -> FileResponse:
+    @r.get("/{job_id}/volume", summary="The closest-canonical RAS volume (NIfTI); "
+           "preview=true: a subsampled copy of a large one (404 when it has none)")
+    def volume(job_id: str, svc: Svc, who: Who, preview: bool = False) -> FileResponse:
         svc.store.get_job(job_id, who)
+        jd = svc.store.job_dir(job_id)
+        if preview:
+            if not files.preview_path(jd).is_file():
+                raise NotFoundError(f"job {job_id} has no preview (its volume is small)")
+            return FileResponse(files.preview_path(jd), media_type="application/gzip",
+                                filename=f"{job_id}_preview.nii.gz")
         svc.store.audit(who.name, "download-volume", job_id)
-        return FileResponse(files.canonical_path(svc.store.job_dir(job_id)),
+        return FileResponse(files.canonical_path(jd),
                             media_type="application/gzip", filename=f"{job_id}.nii.gz")
 
     @r.get("/{job_id}/image", summary="A 2D job's picture as the viewer shows it (8-bit PNG)")
@@ -156,17 +176,18 @@ def jobs_router() -> APIRouter:
     async def result(job_id: str, svc: Svc, who: Who,
                      format: ResultFormat = "nii.gz",
                      slice_index: Coord | None = None, version: Version | None = None,
-                     style: ResultStyle = "colour", grid: ResultGrid = "source") -> Response:
+                     style: ResultStyle = "colour", grid: ResultGrid = "source",
+                     series_description: SeriesDescription | None = None) -> Response:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         labels, n = await run_in_threadpool(svc.store.labels, job_id, who, version)
         await run_in_threadpool(svc.store.audit, who.name, "download-result", job_id,
                                 format=format, version=n, grid=grid, slice_index=slice_index)
         return await result_response(svc, who, job_id, job, labels, n, format, slice_index,
-                                     style, grid)
+                                     style, grid, series_description)
 
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
            summary="Upload an edited label map (NIfTI, canonical or source grid; "
-                 "a 2D job also takes a PNG of the picture's size)")
+                 "a 2D job also takes a PNG of the picture's size) or a DICOM-SEG")
     async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> MaskVersionOut:
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         data = await read_small_body(request, min(svc.settings.max_upload_bytes,
@@ -174,6 +195,11 @@ def jobs_router() -> APIRouter:
 
         def parse_and_store() -> int:
             can = files.load_canonical(svc.store.job_dir(job_id), job.modality)
+            if files.is_dicom(data) and not job.image2d:  # a DICOM-SEG: placed by position
+                labels, names = files.read_seg_upload(data, can, svc.settings.tmp_dir)
+                n = svc.store.edit_mask(job_id, who, labels, source="import:dicom-seg")
+                name_objects(svc, who, job_id, names)
+                return n
             if job.image2d:  # a PNG of the picture's size, or the canonical NIfTI
                 labels = files.read_mask_upload_2d(data, can)
                 return svc.store.edit_mask(job_id, who, labels)

@@ -58,7 +58,10 @@ class InitialMaskRequest(BaseModel):
 
 
 class RefineRequest(InitialMaskRequest):
-    """A correction on ``slice_index``, re-propagated from there."""
+    """A correction on ``slice_index``, re-propagated from there (within the slice range)."""
+
+    first_slice: Coord | None = Field(None, description="the object stays on slices >= this")
+    last_slice: Coord | None = Field(None, description="the object stays on slices <= this")
 
 
 class PropagateRequest(BaseModel):
@@ -69,6 +72,9 @@ class PropagateRequest(BaseModel):
     object_id: ObjectId | None = None
     slice_index: Coord | None = None
     engine: str | None = None
+    first_slice: Coord | None = Field(None, description="the object stays on slices >= this "
+                                      "(stops a leak; the range applies when the task ends)")
+    last_slice: Coord | None = Field(None, description="the object stays on slices <= this")
 
 
 class ObjectRequest(BaseModel):

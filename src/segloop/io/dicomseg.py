@@ -55,7 +55,14 @@ _ABNORMAL = {"tumour": "Neoplasm", "tumor": "Neoplasm", "lesion": "Lesion", "mas
 
 
 def segment_codes(name: str) -> tuple[Any, Any]:
-    """(SegmentedPropertyCategory, SegmentedPropertyType) SNOMED codes guessed from a name."""
+    """(SegmentedPropertyCategory, SegmentedPropertyType) SNOMED codes of a name: exactly the
+    structure it names (:func:`segloop.io.terminology.find_structure`, e.g. one picked from
+    the viewer's list), else guessed from words in it."""
+    from segloop.io.terminology import find_structure
+
+    exact = find_structure(name)
+    if exact is not None:
+        return exact.codes()
     low = name.lower()
     for key, kw in _ABNORMAL.items():
         if key in low:
@@ -71,6 +78,7 @@ def write_dicom_seg(
     volume: Volume,
     path: str | Path,
     segments: dict[int, str] | None = None,
+    series_description: str | None = None,
 ) -> Path:
     """Write a DICOM-SEG (BINARY) for ``labels`` referencing ``volume``'s source series.
 
@@ -78,6 +86,7 @@ def write_dicom_seg(
         non-zero value present (segment numbers 1..n in increasing label value).
     volume: a Volume read from a DICOM series (``volume.dicom`` set), else InputError.
     segments: optional label value -> segment name (also used to pick SNOMED codes).
+    series_description: the SEG series' SeriesDescription (default "segloop segmentation").
     """
     if volume.dicom is None:
         raise InputError(
@@ -102,7 +111,7 @@ def write_dicom_seg(
     except Exception as exc:
         raise InputError(f"cannot re-read the source DICOM series for the SEG: {one_line(exc)}") from exc
     _fill_missing_uids(sources)
-    dest = save_segmentation(sources, pixel, descriptions, path, "series")
+    dest = save_segmentation(sources, pixel, descriptions, path, "series", series_description)
     log.debug("wrote DICOM-SEG %s with %d segments", dest, len(values))
     return dest
 
@@ -128,7 +137,7 @@ def segment_description(number: int, name: str) -> Any:
 
 
 def save_segmentation(sources: list[Any], pixel_array: npt.NDArray[Any], descriptions: list[Any],
-                      path: str | Path, what: str) -> Path:
+                      path: str | Path, what: str, series_description: str | None = None) -> Path:
     """Build the BINARY DICOM-SEG of ``pixel_array`` (frames, rows, cols[, segments]) over
     ``sources`` with segloop's series fields and write it atomically; a source highdicom cannot
     use is an InputError naming ``what`` ("series", "image")."""
@@ -154,6 +163,7 @@ def save_segmentation(sources: list[Any], pixel_array: npt.NDArray[Any], descrip
                 device_serial_number="0",
                 content_label="SEGLOOP",
                 content_description="segloop segmentation",
+                series_description=(series_description or "segloop segmentation")[:64],
             )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InputError(f"cannot build a DICOM-SEG for this {what}: {one_line(exc)}") from exc

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -52,11 +53,14 @@ __all__ = [
     "canonical_path",
     "encode_labels",
     "ingest_upload",
+    "is_dicom",
     "load_canonical",
     "load_labels",
     "load_source",
+    "preview_path",
     "read_mask_upload",
     "read_mask_upload_2d",
+    "read_seg_upload",
     "save_labels",
     "write_canonical",
 ]
@@ -182,13 +186,37 @@ def canonical_path(job_dir: Path) -> Path:
     return job_dir / "canonical.nii.gz"
 
 
+#: volumes above this many voxels also get a preview (what the viewer shows first)
+PREVIEW_MIN_VOXELS = 8 << 20
+#: a preview has about this many voxels at most (every f-th voxel along each axis)
+PREVIEW_VOXELS = 4 << 20
+
+
+def preview_path(job_dir: Path) -> Path:
+    """``<job_dir>/preview.nii.gz`` (only for volumes over PREVIEW_MIN_VOXELS)."""
+    return job_dir / "preview.nii.gz"
+
+
+def _nifti_gz(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
+    img = nib.Nifti1Image(np.asarray(data), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
 def write_canonical(vol: Volume, path: Path) -> None:
-    """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically)."""
+    """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically), and beside it a
+    preview of a large volume: every f-th voxel along each axis (f the smallest integer that
+    brings it under PREVIEW_VOXELS), on the same physical extent, so the viewer can show a
+    first image long before the full volume has arrived."""
     can = vol.canonical()
-    img = nib.Nifti1Image(np.asarray(can.data), can.affine)
-    img.set_qform(can.affine, code=1)
-    img.set_sform(can.affine, code=1)
-    atomic_write_bytes(path, gzip.compress(img.to_bytes(), compresslevel=1))
+    data = np.asarray(can.data)
+    atomic_write_bytes(path, _nifti_gz(data, can.affine))
+    if data.size > PREVIEW_MIN_VOXELS:
+        f = int(np.ceil((data.size / PREVIEW_VOXELS) ** (1 / 3)))
+        small = np.ascontiguousarray(data[::f, ::f, ::f])
+        aff = np.asarray(can.affine, np.float64) @ np.diag([f, f, f, 1.0])
+        atomic_write_bytes(path.with_name(preview_path(path.parent).name), _nifti_gz(small, aff))
 
 
 def load_canonical(job_dir: Path, modality: str | None) -> Volume:
@@ -288,6 +316,32 @@ def read_mask_upload_2d(data: bytes, canonical: Volume) -> LabelMap:
     if set(np.unique(arr).tolist()) <= {0, 255}:
         arr = (arr > 0).astype(np.uint8)
     return np.ascontiguousarray(arr.T[:, :, None])
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether an upload is a DICOM file (the ``DICM`` preamble tag)."""
+    return data[128:132] == b"DICM"
+
+
+def read_seg_upload(data: bytes, canonical: Volume, tmp_dir: Path) -> tuple[LabelMap, dict[int, str]]:
+    """Read an uploaded DICOM-SEG onto the job's canonical grid -> (uint8 labels, segment
+    number -> name). Frames are placed by position, so a SEG of this series (or of any series
+    in the same frame of reference) lands where it belongs; one outside the volume is refused."""
+    from segloop.io.dicomseg import read_dicom_seg
+
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = tmp_dir / f"seg-{uuid.uuid4().hex}.dcm"
+    try:
+        path.write_bytes(data)
+        seg = read_dicom_seg(path, reference=canonical)
+    finally:
+        path.unlink(missing_ok=True)
+    if not seg.labels.any():
+        raise InputError("the DICOM-SEG has no voxel inside this job's volume: is it a "
+                         "segmentation of another series?")
+    if max(seg.segments, default=0) > 255:
+        raise InputError("the DICOM-SEG has more than 255 segments")
+    return seg.labels.astype(np.uint8), seg.segments
 
 
 def _gunzip_limited(data: bytes, limit: int) -> bytes:

@@ -46,6 +46,7 @@ from segloop.jobs.events import EventBus
 from segloop.jobs.image2d_job import load_job_image
 from segloop.jobs.progress import StepProgress, mask_runs
 from segloop.jobs.sessioncache import SessionCache
+from segloop.jobs.slicerange import SliceRange
 from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
 from segloop.jobs.store import Claim, ClaimOutcome, JobStore, task_dict
 from segloop.types import Prompts, SliceResult
@@ -176,9 +177,13 @@ class Runtime:
         if kind == TaskKind.INITIAL_MASK:
             session.segment_slice(int(op["slice_index"]), _prompts(op), oid)
         elif kind == TaskKind.PROPAGATE:
-            drive(session.propagate(int(op["slice_index"]), None, oid), on_progress, cancel)
+            with SliceRange.of(op, session, oid) as rng:
+                drive(session.propagate(int(op["slice_index"]), None, oid),
+                      rng.filter(on_progress), cancel)
         elif kind == TaskKind.REFINE:
-            drive(session.refine(int(op["slice_index"]), _prompts(op), oid), on_progress, cancel)
+            with SliceRange.of(op, session, oid) as rng:
+                drive(session.refine(int(op["slice_index"]), _prompts(op), oid),
+                      rng.filter(on_progress), cancel)
         elif kind == "set_mask":
             v = self.store.version_row(job_id, int(op["version"]))
             if v is None:

@@ -109,6 +109,11 @@ class TaskStore(JobsStore):
                 clean["slice_index"] = int(z_opt)
             if params.get("roi") is not None:
                 clean["roi"] = _roi(params["roi"], shape)
+            if kind != TaskKind.INITIAL_MASK:  # the slice range that stops a leak
+                for key in ("first_slice", "last_slice"):
+                    if params.get(key) is not None:
+                        validate_slice(int(params[key]), shape)
+                        clean[key] = int(params[key])
             if job.obj_pk is None:
                 conn.execute(h.insert_object, {
                     "job_id": job_id, "object_id": oid, "name": f"object {oid}",

@@ -118,8 +118,10 @@ class VersionStore(TaskStore):
                              .order_by(MaskVersionRow.number))
             return [VersionRecord.from_row(v, job.current_version) for v in rows]
 
-    def edit_mask(self, job_id: str, who: Principal, labels: np.ndarray[Any, Any]) -> int:
-        """Store a user's edited label map (canonical) as a new version."""
+    def edit_mask(self, job_id: str, who: Principal, labels: np.ndarray[Any, Any],
+                  source: str = "edit") -> int:
+        """Store a user's edited label map (canonical) as a new version (``source``: what made
+        it, e.g. ``edit`` or ``edit:remove-region``)."""
         with self.sessions.begin() as s:
             job = self._job(s, job_id, who)
             if tuple(labels.shape) != tuple(job.shape):
@@ -140,9 +142,9 @@ class VersionStore(TaskStore):
                     self._ensure_object(s, job_id, int(val))
         objects = self.object_labels(job_id)
         replay: list[dict[str, Any]] = [{"op": "set_mask", "version": None, "objects": objects}]
-        n = self.add_version(job_id, labels.astype(np.uint8), author=who.name, source="edit",
+        n = self.add_version(job_id, labels.astype(np.uint8), author=who.name, source=source,
                              replay=replay)
-        self.audit(who.name, "edit", job_id, version=n)
+        self.audit(who.name, "edit", job_id, version=n, source=source)
         return n
 
     def move_current(self, job_id: str, who: Principal, direction: str) -> int:

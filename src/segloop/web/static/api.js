@@ -73,6 +73,7 @@ export function uploadFile(file, onProgress) {
     const k = apiKey();
     if (k) xhr.setRequestHeader('X-API-Key', k);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total); };
+    xhr.upload.onload = () => performance.mark('segloop:upload-sent'); // benchmarks/viewer_first_image.py
     xhr.onerror = () => reject(new Error('upload failed: the server could not be reached'));
     xhr.onload = () => {
       let body = null;

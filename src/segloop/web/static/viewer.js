@@ -13,6 +13,10 @@ import { askUnsaved, guardUnload } from './guard.js';
 import { AXIS_NAME, VIEW_AXIS, moveTo, tileAxisAt, wheelStep } from './slices.js';
 import { StrokeHistory } from './strokes.js';
 import { CUSTOM, cyclePresets, matchingPreset, offerPresets, windowOf } from './wl.js';
+import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
+import { markOnce, previewWanted, showPreview } from './preview.js';
+import { createTools, TOOL_SHORTCUTS } from './tools.js';
+import { createWorkfiles } from './workfiles.js';
 
 const $ = (sel) => document.querySelector(sel);
 const $$ = (sel) => Array.from(document.querySelectorAll(sel));
@@ -62,6 +66,9 @@ const S = {
 let NV = null; // the NiiVue module
 let nv = null; // the Niivue instance
 let view2d = null; // the 2D image mode (image2d.js): active while a 2D image job is open
+let TOOLS = null; // tools.js: stop a leak, clean up, painting constraints, sphere brush
+let OBJ = null; // objects.js: hide/lock/delete, opacity/outline, measurements
+let FILES = null; // workfiles.js: open a mask, delete a job
 
 // ------------------------------------------------------------------ small UI helpers
 function message(text, kind = '') {
@@ -156,10 +163,11 @@ async function initNiivue(url) {
   nv.opts.cycleClipPlaneHotKey = '';
   nv.opts.viewModeHotKey = '';
   await nv.attachToCanvas($('#gl'));
-  nv.setDrawOpacity(OVERLAY_OPACITY);
+  nv.setDrawOpacity(OBJ ? OBJ.opacity() : OVERLAY_OPACITY);
   nv.onLocationChange = onLocation;
   nv.onDrawingChanged = (action) => {
     if (action !== 'draw' || !(S.tool === 'brush' || S.tool === 'eraser')) return;
+    if (TOOLS) TOOLS.afterStroke(); // constraints (eraser: this object only; locks; range)
     if (S.strokes && S.strokes.commit(nv.drawBitmap)) {
       markDirty(true);
       drafts.keep();
@@ -270,10 +278,11 @@ function applyLut() {
   for (let i = 1; i < 256; i++) lut.set([255, 255, 0, 255], i * 4); // labels without an object
   const labels = Array.from({ length: 256 }, (_, i) => String(i));
   for (const o of S.objects) {
-    lut.set([...hexToRgb(o.colour), 255], o.label_value * 4);
+    lut.set([...hexToRgb(o.colour), OBJ ? OBJ.alpha(o) : 255], o.label_value * 4);
     labels[o.label_value] = o.name;
   }
   nv.drawLut = { lut, labels };
+  if (OBJ) nv.drawRimOpacity = OBJ.rim();
   nv.updateGLVolume();
 }
 
@@ -305,6 +314,7 @@ async function loadVersion(n) {
   showLabels(data);
   markDirty(false);
   document.body.dataset.version = String(n);
+  if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
 }
 
 /** Paint one propagated slice of an object as it arrives (progress event `masks`). */
@@ -389,6 +399,7 @@ async function saveEdits() {
   markDirty(false);
   drafts.forget();
   document.body.dataset.version = String(out.version);
+  if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
   message(`Edits saved as version ${out.version}`, 'ok');
   setState('idle');
   await refreshVersions();
@@ -474,6 +485,7 @@ function drawOverlay() {
       ctx.stroke();
     }
   }
+  if (TOOLS) TOOLS.drawCursor(ctx);
 }
 
 function updatePromptInfo() {
@@ -505,7 +517,7 @@ function promptsAt(z) {
 }
 
 function onOverlayDown(e) {
-  if (!S.job) return;
+  if (!S.job || (TOOLS && TOOLS.owns(S.tool))) return;
   e.preventDefault();
   const v = axialVoxAt(canvasXY(e));
   if (!v) {
@@ -567,6 +579,7 @@ function setTool(tool) {
   $$('#tools button').forEach((b) => b.classList.toggle('active', b.dataset.tool === tool));
   const prompting = tool === 'box' || tool === 'points';
   $('#canvas-wrap').classList.toggle('prompting', prompting);
+  if (TOOLS) TOOLS.onTool(tool);
   if (nv && nv.back) {
     if (tool === 'brush' || tool === 'eraser') {
       nv.opts.penSize = Number($('#pen-size').value) || 3;
@@ -716,6 +729,8 @@ async function submit(kind) {
   const body = { object_id: S.currentObject };
   const engine = $('#engine').value;
   if (engine) body.engine = engine;
+  if (TOOLS && kind === TASK_KIND.REFINE && TOOLS.negativeOnly(S.prompts)) return TOOLS.removeAtPoints(S.prompts);
+  if (TOOLS && kind !== TASK_KIND.INITIAL_MASK) Object.assign(body, TOOLS.rangeParams());
   if (kind === TASK_KIND.INITIAL_MASK || kind === TASK_KIND.REFINE) {
     const p = S.prompts;
     if (!p || (!p.box && !p.points.length)) {
@@ -789,6 +804,7 @@ async function refreshJobs() {
     meta.textContent = `${j.modality || j.source_format} ${j.shape.join('×')} · v${j.current_version} · ${fmtTime(j.created)}`;
     box.append(name, meta);
     li.append(box);
+    if (FILES) FILES.decorateJob(li, j);
     li.addEventListener('click', () => switchJob(j.job_id).catch(fail));
     ul.appendChild(li);
   }
@@ -825,6 +841,7 @@ async function refreshObjects() {
     });
     name.addEventListener('focus', () => selectObject(o.object_id, false));
     ul.appendChild(li);
+    if (OBJ) OBJ.decorate(li, o);
   }
 }
 
@@ -927,11 +944,13 @@ async function openJob(jobId) {
   setState('busy', 'loading');
   message('Loading volume…');
   const job = await api.getJSON(api.jobUrl(jobId));
+  if (previewWanted(job) && await showPreview(nv, api, job)) message('Showing a preview; loading the full volume…');
   const resp = await api.request('GET', api.jobUrl(jobId, '/volume'));
   const buf = await resp.arrayBuffer();
   if (nv.drawBitmap) nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolumeByIndex(0);
   await nv.loadFromArrayBuffer(buf, 'canonical.nii.gz');
+  markOnce('first-image');
   S.job = job;
   S.dims = [nv.back.dims[1], nv.back.dims[2], nv.back.dims[3]];
   S.tasks = {};
@@ -952,7 +971,7 @@ async function openJob(jobId) {
     view2d.close();
   }
   nv.createEmptyDrawing();
-  nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0);
+  nv.setDrawOpacity(OBJ ? OBJ.opacity() : ($('#show-overlay').checked ? OVERLAY_OPACITY : 0));
   setNavAxis(S.navAxis);
   if (window.innerHeight < 900) $('#jobs-box').open = false; // the panel fits a laptop screen
   $('#empty-hint').classList.add('hidden');
@@ -963,6 +982,7 @@ async function openJob(jobId) {
   offerPresets($('#wl-preset'), job.modality === 'CT');
   applyWindow(job.modality === 'CT' ? '400,40' : 'auto');
   openEvents(job.job_id);
+  if (OBJ) OBJ.reset();
   await refreshObjects();
   await loadVersion(job.current_version);
   await refreshVersions();
@@ -973,6 +993,7 @@ async function openJob(jobId) {
   message(`Opened ${job.filename || job.job_id}`, 'ok');
   await drafts.offer();
   document.body.dataset.job = job.job_id;
+  markOnce('full-image');
 }
 
 /** Open another job, asking first when there are unsaved edits; false when the user stays. */
@@ -1010,6 +1031,7 @@ async function uploadAndOpen(file) {
   message(`Uploading ${file.name}…`);
   try {
     const job = await api.uploadFile(file, (f) => { bar.firstElementChild.style.width = `${Math.round(f * 100)}%`; });
+    markOnce('job-created');
     await openJob(job.job_id);
   } catch (e) {
     // the server's reason may already start with the file name: say it once
@@ -1068,7 +1090,8 @@ async function exportMask(format) {
   if (!S.job) return;
   if (S.dirty) await saveEdits();
   const ext = { 'dicom-seg': 'dcm', png: 'png' }[format] || 'nii.gz';
-  const style = format === 'png' ? '&style=labels' : ''; // a 2D mask file: label values
+  const style = format === 'png' ? '&style=labels' // a 2D mask file: label values
+    : (format === 'dicom-seg' && OBJ ? OBJ.segQuery() : '');
   const name = await api.download(api.jobUrl(S.job.job_id, `/result?format=${format}${style}`), `${S.job.job_id}_mask.${ext}`);
   message(`Downloaded ${name}`, 'ok');
 }
@@ -1101,7 +1124,7 @@ const SHORTCUTS = [
 
 function buildHelp() {
   const t = $('#help-table');
-  for (const [k, what] of SHORTCUTS) {
+  for (const [k, what] of [...SHORTCUTS, ...TOOL_SHORTCUTS, ...OBJECT_SHORTCUTS]) {
     const tr = document.createElement('tr');
     const a = document.createElement('td');
     a.innerHTML = k.split(', ').map((x) => `<kbd>${x}</kbd>`).join(' ');
@@ -1117,6 +1140,11 @@ function onKey(e) {
   const typing = (tag === 'INPUT' && e.target.type !== 'range' && e.target.type !== 'checkbox') || tag === 'TEXTAREA' || tag === 'SELECT';
   if (typing && e.key !== 'Escape') return;
   if ($('#help').open || $('#key-dialog').open) return;
+  if ((TOOLS && TOOLS.onKey(e)) || (OBJ && OBJ.onKey(e))) {
+    e.preventDefault();
+    e.stopPropagation();
+    return;
+  }
   const k = e.key;
   const ctrl = e.ctrlKey || e.metaKey;
   const run = (p) => Promise.resolve(p).catch(fail);
@@ -1242,7 +1270,7 @@ function bindUi() {
   $$('#views button').forEach((b) => b.addEventListener('click', () => setView(b.dataset.view)));
   $('#layout-select').addEventListener('change', () => nv && nv.setMultiplanarLayout(Number($('#layout-select').value)));
   $('#wl-preset').addEventListener('change', () => applyWindow($('#wl-preset').value));
-  $('#show-overlay').addEventListener('change', () => nv && nv.setDrawOpacity($('#show-overlay').checked ? OVERLAY_OPACITY : 0));
+  $('#show-overlay').addEventListener('change', () => nv && nv.setDrawOpacity(OBJ ? OBJ.opacity() : ($('#show-overlay').checked ? OVERLAY_OPACITY : 0)));
   $('#radiological').addEventListener('change', () => nv && nv.setRadiologicalConvention($('#radiological').checked));
   $('#btn-zoom-reset').addEventListener('click', () => nv && nv.setPan2Dxyzmm([0, 0, 0, 1]));
   $('#engine').addEventListener('change', () => localStorage.setItem('segloop.engine', $('#engine').value));
@@ -1282,7 +1310,48 @@ function voxelToClient(x, y) {
   return [r.left + c[0] * (r.width / gl.width), r.top + c[1] * (r.height / gl.height)];
 }
 
+/** Close the open job (after it was deleted): an empty viewer. */
+function closeJob() {
+  if (S.es) S.es.close();
+  S.es = null;
+  if (nv) {
+    if (nv.drawBitmap) nv.closeDrawing();
+    while (nv.volumes.length) nv.removeVolumeByIndex(0);
+    nv.drawScene();
+  }
+  S.job = null;
+  S.version = 0;
+  S.objects = [];
+  markDirty(false);
+  $('#objects').innerHTML = '';
+  $('#versions').innerHTML = '';
+  $('#empty-hint').classList.remove('hidden');
+  $('#job-title').textContent = 'no volume open';
+  $('#job-title').classList.add('muted');
+  history.replaceState(null, '', location.pathname);
+  delete document.body.dataset.job;
+  updateEnabled();
+}
+
+/** What tools.js, objects.js and workfiles.js may use of this page. */
+function hookContext() {
+  return {
+    S, api, nv: () => nv, message, fail, setState, currentVox, labelOf, canvasXY, loadVersion,
+    refreshVersions, refreshObjects, refreshJobs, saveEdits, markDirty, clearPrompts, applyLut,
+    closeJob, setTool: (t) => setTool(t), redraw: () => drawOverlay(),
+    isLocked: (id) => (OBJ ? OBJ.isLocked(id) : false),
+    edit: (body, done) => TOOLS.edit(body, done),
+  };
+}
+
 async function boot() {
+  const hc = hookContext();
+  TOOLS = createTools(hc);
+  OBJ = createObjects(hc);
+  FILES = createWorkfiles(hc);
+  TOOLS.build();
+  OBJ.build();
+  FILES.build();
   bindUi();
   view2d = new Image2DView({
     state: S, nv: () => nv, markDirty, labelOf, promptsAt,
@@ -1311,7 +1380,7 @@ async function boot() {
   }
   await loadEngines();
   await refreshJobs();
-  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, switchJob, view2d };
+  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, switchJob, view2d, tools: TOOLS, objects: OBJ };
   const m = /job=([0-9a-f-]{36})/.exec(location.hash);
   if (m && nv) await openJob(m[1]).catch(fail);
   document.body.dataset.ready = '1';

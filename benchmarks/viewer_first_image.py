@@ -1,0 +1,164 @@
+"""How soon the viewer shows the first image after an upload, in a real headless Chromium.
+
+Run from the checkout (needs ``npm ci`` and Debian's ``/usr/bin/chromium``):
+
+    PYTHONPATH=src python benchmarks/viewer_first_image.py [--shape 512,512,300] [--repeat 1]
+
+Two uploads through the page's file input, each opened with the low-resolution preview first
+(the default) and without it (``?preview=0``), side by side against one in-process server:
+
+* a synthetic CT of ``--shape`` (int16 phantom with noise, gzip NIfTI in a temp folder);
+* the 20-slice DICOM series ``../shared/data/totalseg/example_ct_dicom`` zipped.
+
+The page marks (``performance.mark``) when the upload's bytes are sent (``upload-sent``), when
+the server answered with the job (``job-created``), when the first image is on screen
+(``first-image``: the preview, or the full volume without one) and when the full volume is
+ready to edit (``full-image``). Printed: seconds from ``upload-sent`` to each, and the ratio.
+WebGL2 runs on SwiftShader (CPU); on a loaded machine say so with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader", "--no-first-run", "--disable-background-networking"]
+DICOM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg" / \
+    "example_ct_dicom"
+MARKS = ("job-created", "first-image", "full-image")
+PREVIEW_MIN_VOXELS = 8 << 20  # segloop.jobs.files.PREVIEW_MIN_VOXELS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _phantom(shape: tuple[int, int, int], path: Path) -> Path:
+    """An int16 CT-like volume: air, a body ellipse of soft tissue, bright bone, noise."""
+    rng = np.random.default_rng(0)
+    x, y = np.mgrid[:shape[0], :shape[1]]
+    body = ((x - shape[0] / 2) / (shape[0] * 0.4)) ** 2 + ((y - shape[1] / 2) / (shape[1] * 0.3)) ** 2
+    sl = np.where(body < 1, 40, -1000).astype(np.int16)
+    sl[(body < 0.05)] = 700
+    vol = np.repeat(sl[:, :, None], shape[2], axis=2)
+    vol += rng.normal(0, 12, vol.shape).astype(np.int16)
+    aff = np.diag([0.8, 0.8, 1.5, 1.0])
+    nib.save(nib.Nifti1Image(vol, aff), str(path))
+    return path
+
+
+def _dicom_zip(dest: Path) -> Path:
+    with zipfile.ZipFile(dest, "w") as zf:
+        for f in sorted(DICOM.iterdir()):
+            zf.write(f, f.name)
+    return dest
+
+
+def _serve(home: Path) -> tuple[Any, str]:
+    import uvicorn
+
+    from segloop.api import create_app
+    from segloop.config import load_settings
+    from segloop.web import mount
+
+    settings = load_settings(None, home=home, json_logs=False, default_engine="classic")
+    app = create_app(settings)
+    mount(app, settings)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float
+         ) -> dict[str, float]:
+    """Seconds from upload-sent to each mark (a mark not reached within ``limit_s`` of the
+    previous one is missing from the result)."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    try:
+        page.goto(url + ("/" if preview else "/?preview=0"))
+        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        page.set_input_files("#file-input", str(path))
+        for mark in MARKS:
+            try:
+                page.wait_for_function(
+                    f"() => performance.getEntriesByName('segloop:{mark}').length > 0",
+                    timeout=limit_s * 1000, polling=50)
+            except Exception:  # playwright's TimeoutError: report what was reached
+                break
+        got = page.evaluate(
+            """() => Object.fromEntries(['upload-sent', 'job-created', 'first-image', 'full-image']
+                 .map((n) => [n, (performance.getEntriesByName('segloop:' + n)[0] || {}).startTime]))""")
+        t0 = got["upload-sent"]
+        return {k: (got[k] - t0) / 1000 for k in MARKS if got.get(k) is not None}
+    finally:
+        ctx.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", default="512,512,300")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--limit", type=float, default=240.0,
+                    help="seconds to wait for each mark (the full volume in SwiftShader on a "
+                         "loaded machine can take many minutes)")
+    a = ap.parse_args()
+    shape = tuple(int(v) for v in a.shape.split(","))
+    assert len(shape) == 3
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        big = int(np.prod(shape)) > PREVIEW_MIN_VOXELS
+        cases = [(f"CT {shape[0]}x{shape[1]}x{shape[2]} NIfTI", _phantom(shape, t / "ct.nii.gz"),
+                  big)]
+        if DICOM.is_dir():  # 512x512x20: under the preview threshold
+            cases.append((f"DICOM zip, {len(list(DICOM.iterdir()))} slices",
+                          _dicom_zip(t / "series.zip"), False))
+        server, url = _serve(t / "home")
+        print(f"load average {os.getloadavg()[0]:.1f} (2-core machine shared with others)",
+              flush=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            for name, path, has_preview in cases:
+                mb = path.stat().st_size / 2**20
+                for r in range(a.repeat):
+                    res = {pv: _one(browser, url, path, pv, a.limit) for pv in (True, False)}
+                    for pv, m in res.items():
+                        shown = "  ".join(f"{k} {m[k]:6.2f} s" if k in m else
+                                          f"{k} > {a.limit:.0f} s after the previous" for k in MARKS)
+                        print(f"{name} ({mb:.0f} MiB), {'preview first' if pv else 'no preview  '}"
+                              f" [{r + 1}]: {shown}", flush=True)
+                    if not has_preview:
+                        print("  (no preview: the volume is under 8 Mi voxels, both runs take "
+                              "the same path)", flush=True)
+                    elif "first-image" in res[False] and "first-image" in res[True]:
+                        ratio = res[False]["first-image"] / max(res[True]["first-image"], 1e-6)
+                        print(f"  first image: {ratio:.1f}x sooner with the preview", flush=True)
+            browser.close()
+        server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The slice range of a propagation or refinement: the object stays between a first and a
+last axial slice (``first_slice`` / ``last_slice`` in the task's parameters).
+
+This is how an annotator stops a leak whatever the engine: slices outside the range are shown
+empty while the task runs (their progress counts) and the object is cleared outside the
+range when the engine is done (:func:`segloop.edit.regions.keep_slices` on the session's
+mask, written back with ``set_mask``). The engine still computes them; engines that could stop
+early are not told (none of ours can, today). Must not import api, worker, torch or the web UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from segloop.edit.regions import keep_slices
+from segloop.engines.base import Session
+from segloop.types import SliceResult
+
+__all__ = ["SliceRange"]
+
+
+class SliceRange:
+    """``with SliceRange.of(op, session, object_id) as r: drive(..., r.filter(cb))``."""
+
+    def __init__(self, session: Session, object_id: int, first: int | None,
+                 last: int | None) -> None:
+        self.session, self.object_id = session, object_id
+        self.first, self.last = first, last
+
+    @classmethod
+    def of(cls, op: dict[str, Any], session: Session, object_id: int) -> SliceRange:
+        """The range a step's parameters ask for (open ends when absent)."""
+        f, la = op.get("first_slice"), op.get("last_slice")
+        return cls(session, object_id, None if f is None else int(f),
+                   None if la is None else int(la))
+
+    @property
+    def open(self) -> bool:
+        """True when the range limits nothing."""
+        return self.first is None and self.last is None
+
+    def inside(self, z: int) -> bool:
+        """Whether axial slice ``z`` is in the range."""
+        return (self.first is None or z >= self.first) and (self.last is None or z <= self.last)
+
+    def filter(self, cb: Callable[[SliceResult], None] | None
+               ) -> Callable[[SliceResult], None] | None:
+        """``cb`` with the slices outside the range made empty (the counters stay)."""
+        if cb is None or self.open:
+            return cb
+        inner = cb
+
+        def filtered(res: SliceResult) -> None:
+            if not self.inside(res.z):  # shown empty: what the task's version will hold
+                res = SliceResult(res.z, np.zeros_like(res.mask, dtype=bool), res.done,
+                                  res.total)
+            inner(res)
+        return filtered
+
+    def __enter__(self) -> SliceRange:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Clear the object outside the range, also after a cancel (the session keeps the
+        slices it computed)."""
+        if self.open:
+            return
+        m = np.asarray(self.session.mask(self.object_id), bool)
+        if not m.any():
+            return
+        nz = m.shape[2]
+        lo = None if self.first is None else min(self.first, nz - 1)
+        hi = None if self.last is None else min(self.last, nz - 1)
+        clipped = keep_slices(m.astype(np.uint8), 1, lo, hi) == 1
+        if not np.array_equal(clipped, m):
+            self.session.set_mask(clipped, self.object_id)

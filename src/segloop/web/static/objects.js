@@ -1,0 +1,180 @@
+// segloop viewer: per-object display and measurements (issue 15: objects, measure).
+//
+// Hide/show, lock, delete and the measurements of each object in the Objects list; one opacity
+// slider and an outline switch for the overlay. Display is NiiVue's drawing colour table: a
+// hidden object gets alpha 0; outline mode gives every object an almost transparent fill and a
+// solid rim (NiiVue's drawRimOpacity). Lock is enforced by tools.js (strokes and edits never
+// change a locked object). Delete clears the object's voxels as a new version (Undo brings them
+// back). Measurements come from GET /api/v1/jobs/{id}/measurements of the version shown.
+// Object names are offered from GET /api/v1/terminology (SNOMED CT structures): a name picked
+// there gives the DICOM-SEG segment that code; the SEG's SeriesDescription is typed in Export.
+// viewer.js calls the hooks of the object returned by createObjects(ctx).
+
+const $ = (sel) => document.querySelector(sel);
+
+const VIEW_BAR = `
+<label class="inline small" title="Overlay opacity">opacity <input id="overlay-opacity" type="range" min="0" max="100" value="60"></label>
+<label class="inline small" title="Show objects as outlines (T)"><input type="checkbox" id="outline"> outline</label>`;
+
+export const OBJECT_SHORTCUTS = [
+  ['T', 'outline / filled overlay'],
+  ['Shift+O', 'hide / show the current object'],
+];
+
+export function createObjects(ctx) {
+  const { S, api } = ctx;
+  const nv = () => ctx.nv();
+  const view = {}; // object_id -> {hidden, locked}
+  let measures = {}; // label_value -> measurement
+
+  const st = (id) => (view[id] = view[id] || { hidden: false, locked: false });
+
+  function build() {
+    const span = document.createElement('span');
+    span.id = 'overlay-style';
+    span.className = 'inline';
+    span.innerHTML = VIEW_BAR;
+    $('#show-overlay').closest('label').after(span);
+    $('#overlay-opacity').addEventListener('input', applyOpacity);
+    $('#outline').addEventListener('change', () => ctx.applyLut());
+    const exp = $('#btn-download-seg').parentElement;
+    const b = document.createElement('button');
+    b.id = 'btn-download-measures';
+    b.textContent = 'Measurements CSV';
+    b.title = 'Per-object voxels, volume (mL) and extent of the current version, as CSV';
+    b.addEventListener('click', () => downloadCsv().catch(ctx.fail));
+    exp.appendChild(b);
+    const desc = document.createElement('input');
+    desc.type = 'text';
+    desc.id = 'seg-description';
+    desc.maxLength = 64;
+    desc.placeholder = 'SEG series description';
+    desc.title = 'SeriesDescription of the DICOM-SEG you download (64 characters at most)';
+    exp.appendChild(desc);
+    const dl = document.createElement('datalist');
+    dl.id = 'structures';
+    document.body.appendChild(dl);
+  }
+
+  /** The structure names (SNOMED CT meanings) offered when naming an object; once. */
+  let termsLoaded = false;
+  async function loadTerms() {
+    if (termsLoaded) return;
+    termsLoaded = true;
+    const terms = await api.getJSON('/api/v1/terminology?limit=200');
+    const dl = $('#structures');
+    for (const t of terms) {
+      const o = document.createElement('option');
+      o.value = t.meaning;
+      o.label = `${t.category === 'Anatomical Structure' ? '' : `${t.category}: `}SCT ${t.code}`;
+      dl.appendChild(o);
+    }
+  }
+
+  /** Query string for a DICOM-SEG download (its SeriesDescription). */
+  function segQuery() {
+    const d = $('#seg-description').value.trim();
+    return d ? `&series_description=${encodeURIComponent(d)}` : '';
+  }
+
+  /** The overlay opacity chosen (0 when the overlay is switched off). */
+  function opacity() {
+    return $('#show-overlay').checked ? Number($('#overlay-opacity').value) / 100 : 0;
+  }
+
+  function applyOpacity() {
+    if (nv()) nv().setDrawOpacity(opacity());
+  }
+
+  /** Alpha (0..255) of an object's colour-table entry. */
+  function alpha(o) {
+    if (st(o.object_id).hidden) return 0;
+    return $('#outline').checked ? 1 : 255;
+  }
+
+  /** NiiVue's rim opacity: solid rims in outline mode, none otherwise. */
+  function rim() {
+    return $('#outline').checked ? 1 : -1;
+  }
+
+  function fmtMeasure(m) {
+    if (!m || !m.voxels) return 'empty (saved version)';
+    const ext = m.extent_mm.map((e) => e.toFixed(0)).join('×');
+    return `${m.volume_ml.toFixed(m.volume_ml < 10 ? 2 : 1)} mL · ${m.voxels} vox · ${ext} mm · ${m.slices} sl`;
+  }
+
+  /** Extra controls and the measurement line of one row of the Objects list. */
+  function decorate(li, o) {
+    const s = st(o.object_id);
+    const mk = (cls, text, title, on) => {
+      const b = document.createElement('button');
+      b.className = `tiny ghost ${cls}`;
+      b.textContent = text;
+      b.title = title;
+      b.addEventListener('click', (e) => { e.stopPropagation(); Promise.resolve().then(on).catch(ctx.fail); });
+      return b;
+    };
+    const eye = mk('obj-hide', s.hidden ? '◌' : '◉', s.hidden ? 'Show (Shift+O)' : 'Hide (Shift+O)', () => toggleHidden(o.object_id));
+    const lock = mk(`obj-lock${s.locked ? ' active' : ''}`, s.locked ? 'locked' : 'lock', s.locked ? 'Locked: click to allow changes again' : 'Lock: brush, eraser and edits leave it alone', () => {
+      s.locked = !s.locked;
+      ctx.refreshObjects();
+    });
+    const del = mk('obj-delete', '✕', 'Delete: clear all its voxels (a new version; Undo brings them back)', async () => {
+      if (!window.confirm(`Clear every voxel of “${o.name}”? (Undo brings them back.)`)) return;
+      await ctx.edit({ op: 'clear-object', object_id: o.object_id }, `Deleted ${o.name}`);
+    });
+    const name = li.querySelector('input[type=text]');
+    if (name) {
+      name.setAttribute('list', 'structures');
+      name.title = 'Name (Enter to save). Pick a structure from the list: its SNOMED CT code goes into the DICOM-SEG.';
+    }
+    li.classList.toggle('hidden-object', s.hidden);
+    li.classList.toggle('locked-object', s.locked);
+    li.append(eye, lock, del);
+    const meas = document.createElement('div');
+    meas.className = 'measure small muted mono';
+    meas.dataset.labelValue = String(o.label_value);
+    meas.textContent = fmtMeasure(measures[o.label_value]);
+    li.appendChild(meas);
+  }
+
+  function toggleHidden(id) {
+    st(id).hidden = !st(id).hidden;
+    ctx.applyLut();
+    ctx.refreshObjects();
+  }
+
+  async function refreshMeasures() {
+    if (!S.job) return;
+    loadTerms().catch((e) => { termsLoaded = false; console.warn(e); });
+    const rows = await api.getJSON(api.jobUrl(S.job.job_id, `/measurements?version=${S.version}`));
+    measures = Object.fromEntries(rows.map((m) => [m.label_value, m]));
+    S.measures = measures;
+    for (const el of document.querySelectorAll('#objects .measure')) {
+      el.textContent = fmtMeasure(measures[Number(el.dataset.labelValue)]);
+    }
+  }
+
+  async function downloadCsv() {
+    if (!S.job) return;
+    if (S.dirty) await ctx.saveEdits();
+    const name = await api.download(api.jobUrl(S.job.job_id, '/measurements?format=csv'), `${S.job.job_id}_measurements.csv`);
+    ctx.message(`Downloaded ${name}`, 'ok');
+  }
+
+  function onKey(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return false;
+    if (e.key === 't' || e.key === 'T') {
+      const cb = $('#outline');
+      cb.checked = !cb.checked;
+      ctx.applyLut();
+    } else if (e.key === 'O' && e.shiftKey) toggleHidden(S.currentObject);
+    else return false;
+    return true;
+  }
+
+  return {
+    build, alpha, rim, opacity, applyOpacity, decorate, refreshMeasures, onKey, segQuery,
+    isLocked: (id) => st(id).locked, reset: () => { for (const k of Object.keys(view)) delete view[k]; measures = {}; },
+  };
+}
