@@ -52,12 +52,18 @@ from segloop.ism.classic import ClassicBackend
 from segloop.ism.mesh import read_ply
 from segloop.ism.pipeline import IsmPipeline
 from segloop.ism.render import render_templates
-from segloop.ism.scoring import ScoreConfig, filter_small, nms, score_proposals
+from segloop.ism.scoring import ScoreConfig, box_iou, filter_small, nms, score_proposals
 from segloop.ism.templates import count_templates, load_templates
 from segloop.ism.types import BackendName, Descriptors, Proposals, Scene, Templates
 
 SCENE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sam6d"
 DRIVER = Path(__file__).resolve().with_name("parity_ism_official.py")
+DINO_SIZES: dict[str, dict[str, int]] = {
+    "dinov2_vitl14": {},
+    "dinov2_vitb14": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                      "intermediate_size": 3072},
+    "dinov2_vits14": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6,
+                      "intermediate_size": 1536}}
 SAM_FILES = {"vit_h": ("sam_vit_h_4b8939.pth", "sam-vit-h"), "vit_b": ("sam_vit_b_01ec64.pth", "sam-vit-b")}
 
 
@@ -115,10 +121,11 @@ def _start_official(args: argparse.Namespace, work: Path,
     """Write the random weights (once), then start SAM-6D's run in the background (None: reused)."""
     code = str(args.sam6d_code.resolve())
     ck = work / "checkpoints"
-    if not (ck / "segment-anything" / SAM_FILES[args.sam][0]).is_file():
+    if not ((ck / "segment-anything" / SAM_FILES[args.sam][0]).is_file()
+            and (ck / "dinov2" / f"{args.dino}_pretrain.pth").is_file()):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(DRIVER), "make", code, str(ck), args.sam, str(args.seed)],
-                       env=env, check=True)
+        subprocess.run([sys.executable, str(DRIVER), "make", code, str(ck), args.sam, str(args.seed),
+                        args.dino], env=env, check=True)
         print(f"random weights written in {time.perf_counter() - t0:.0f} s")
     if args.reuse and (work / "official.npz").is_file():
         return None
@@ -139,9 +146,9 @@ def _segloop_backend(args: argparse.Namespace, work: Path) -> object:
     sam = SamModel(SamConfig(**get_spec(reg).config))
     sam.load_state_dict(sam_original_to_hf(torch.load(work / "checkpoints" / "segment-anything" / fname)),
                         strict=True)
-    dino = Dinov2Model(Dinov2Config(**get_spec("dinov2-vitl14").config))
+    dino = Dinov2Model(Dinov2Config(**{**get_spec("dinov2-vitl14").config, **DINO_SIZES[args.dino]}))
     dino.load_state_dict(dinov2_original_to_hf(
-        torch.load(work / "checkpoints" / "dinov2" / "dinov2_vitl14_pretrain.pth")), strict=True)
+        torch.load(work / "checkpoints" / "dinov2" / f"{args.dino}_pretrain.pth")), strict=True)
     return SamBackend(sam, dino, AmgConfig(points_per_side=args.points_per_side))
 
 
@@ -152,6 +159,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/parity_ism"))
     ap.add_argument("--scene", type=Path, default=SCENE)
     ap.add_argument("--sam", choices=sorted(SAM_FILES), default="vit_h")
+    ap.add_argument("--dino", choices=sorted(DINO_SIZES), default="dinov2_vitl14",
+                    help="DINOv2 size (SAM-6D: dinov2_vitl14; smaller ones for a slow CPU)")
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--n-proposals", type=int, default=16)
     ap.add_argument("--stability-score-thresh", type=float, default=0.97)
@@ -192,7 +201,7 @@ def main() -> None:
     (work / "args.json").write_text(json.dumps({
         "proposals": str(work / "proposals.npz"), "points": str(work / "points.npy"),
         "cad": str(cad), "rgb": str(scene_dir / "rgb.png"), "depth": str(scene_dir / "depth.png"),
-        "cam": str(scene_dir / "camera.json"), "sam_type": args.sam,
+        "cam": str(scene_dir / "camera.json"), "sam_type": args.sam, "dino": args.dino,
         "points_per_side": args.points_per_side, "stability_score_thresh": args.stability_score_thresh}))
     env = {**os.environ, "PYTHONPATH": str(args.extra_site.resolve()), "PARITY_THREADS": str(args.threads)}
     t0 = time.perf_counter()
@@ -291,6 +300,13 @@ def _report(args: argparse.Namespace, off: dict[str, np.ndarray], ours: dict[str
         pb = projected_boxes(scene, props.subset(sel), tpl.rotations[off["best_template"]], tpl.points)
         their_pb = np.concatenate([uv.min(1), uv.max(1)], axis=-1)
         rows.append(("projected CAD boxes: max |Δ| (px)", f"{_maxd(pb, their_pb):.3g}"))
+        # SAM-6D's compute_iou: 0 for every proposal as soon as one pair does not overlap
+        sb = props.boxes[sel]
+        wh = np.minimum(pb[:, 2:], sb[:, 2:]) - np.maximum(pb[:, :2], sb[:, :2])
+        rule = bool((wh > 0).all())
+        ours_rule = box_iou(pb, sb) if rule else np.zeros(len(sel))
+        rows.append(("geometric with SAM-6D's all-or-nothing IoU rule: max |Δ| (rule fired)",
+                     f"{_maxd(ours_rule, off['geometric']):.3g} ({not rule})"))
 
     # 4. NMS on SAM-6D's boxes and final scores
     keep = nms(props.boxes[sel].astype(np.float64), off["final"].astype(np.float64), cfg.nms_thresh)
@@ -308,7 +324,7 @@ def _report(args: argparse.Namespace, off: dict[str, np.ndarray], ours: dict[str
                      f"{max(abs(float(ours['det_scores'][i]) - float(off_scores[j])) for i, j, _ in m):.3g}"))
         rows.append(("detections: same order", str([j for _, j, _ in sorted(m)] == list(range(len(m))))))
     w = max(len(r[0]) for r in rows)
-    print(f"\nSAM {args.sam}, DINOv2 ViT-L/14, random perturbed weights (seed {args.seed}); "
+    print(f"\nSAM {args.sam}, DINOv2 {args.dino}, random perturbed weights (seed {args.seed}); "
           f"{args.points_per_side}x{args.points_per_side} points; {len(props)} injected proposals")
     for k, v in rows:
         print(f"{k:<{w}}  {v}")

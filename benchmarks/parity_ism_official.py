@@ -1,8 +1,9 @@
 """Driver run by ``parity_ism.py`` in a SEPARATE process: SAM-6D's own ISM code, unchanged.
 
 Not part of segloop and never imported by it. ``python parity_ism_official.py make CODE CKPT_DIR
-SAM_TYPE SEED`` builds SAM-6D's SAM (``segment_anything``) and DINOv2 ViT-L/14
-(``model/dinov2.py``) with random weights, perturbs every floating tensor (seeded), and saves them
+SAM_TYPE SEED DINO`` builds SAM-6D's SAM (``segment_anything``) and DINOv2 (``model/dinov2.py``;
+``dinov2_vitl14`` as SAM-6D, or ``dinov2_vits14`` / ``dinov2_vitb14`` on a slow CPU) with random
+weights, perturbs every floating tensor (seeded), and saves them
 under SAM-6D's checkpoint names. ``python parity_ism_official.py run CODE WORK ARGS.json`` runs
 ``run_inference_custom.py`` as ``__main__`` (``runpy``) with ``WORK`` as the working directory
 (``checkpoints/`` and ``templates/`` there) after wrapping a few of its methods so that their
@@ -148,7 +149,10 @@ def _perturb(state: dict, seed: int) -> dict:
     return out
 
 
-def make(code: str, ckpt: str, sam_type: str, seed: int) -> None:
+DINO_ARCH = {"dinov2_vitl14": "vit_large", "dinov2_vitb14": "vit_base", "dinov2_vits14": "vit_small"}
+
+
+def make(code: str, ckpt: str, sam_type: str, seed: int, dino: str = "dinov2_vitl14") -> None:
     sys.path.insert(0, code)
     from model.dinov2 import _make_dinov2_model
     from segment_anything import sam_model_registry
@@ -158,10 +162,11 @@ def make(code: str, ckpt: str, sam_type: str, seed: int) -> None:
     os.makedirs(f"{ckpt}/dinov2", exist_ok=True)
     names = {"vit_h": "sam_vit_h_4b8939.pth", "vit_b": "sam_vit_b_01ec64.pth",
              "vit_l": "sam_vit_l_0b3195.pth"}
-    sam = sam_model_registry[sam_type](checkpoint=None)
-    torch.save(_perturb(sam.state_dict(), seed), f"{ckpt}/segment-anything/{names[sam_type]}")
-    dino = _make_dinov2_model(arch_name="vit_large", pretrained=False)
-    torch.save(_perturb(dino.state_dict(), seed + 1), f"{ckpt}/dinov2/dinov2_vitl14_pretrain.pth")
+    if not os.path.isfile(f"{ckpt}/segment-anything/{names[sam_type]}"):
+        sam = sam_model_registry[sam_type](checkpoint=None)
+        torch.save(_perturb(sam.state_dict(), seed), f"{ckpt}/segment-anything/{names[sam_type]}")
+    model = _make_dinov2_model(arch_name=DINO_ARCH[dino], pretrained=False)
+    torch.save(_perturb(model.state_dict(), seed + 1), f"{ckpt}/dinov2/{dino}_pretrain.pth")
 
 
 def run(code: str, work: str, args_path: str) -> None:
@@ -183,6 +188,12 @@ def run(code: str, work: str, args_path: str) -> None:
 
     load_sam = sam.load_sam  # ISM_sam.yaml says vit_h; --sam vit_b swaps the type only
     sam.load_sam = lambda model_type, checkpoint_dir: load_sam(args["sam_type"], checkpoint_dir)
+    dino_init = dinov2.CustomDINOv2.__init__  # dinov2.yaml says dinov2_vitl14; --dino swaps the size
+
+    def dino_init_as(self, *a, **k):
+        k["model_name"] = args["dino"]
+        dino_init(self, *a, **k)
+    dinov2.CustomDINOv2.__init__ = dino_init_as
     gen = sam.CustomSamAutomaticMaskGenerator.generate_masks
 
     def generate_masks(self, image):
@@ -255,6 +266,6 @@ if __name__ == "__main__":
     _standin_lightning()
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
     if sys.argv[1] == "make":
-        make(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        make(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
     else:
         run(sys.argv[2], sys.argv[3], sys.argv[4])
