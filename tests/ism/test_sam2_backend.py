@@ -36,7 +36,7 @@ def test_sam2_without_weights_says_what_to_do(tmp_path: Path) -> None:
         IsmPipeline(checkpoints_dir=tmp_path, sam2_model="sam2.1-tiny").backend(BackendName.SAM2)
 
 
-def test_tiny_sam2_proposals_in_the_pipeline(tmp_path: Path) -> None:
+def _backend_and_scene(tmp_path: Path) -> tuple[object, Scene]:
     from segloop.engines.sam2.testing import install_tiny_weights
     from segloop.ism.sam2_backend import Sam2Backend, load_sam2_backend
 
@@ -46,15 +46,25 @@ def test_tiny_sam2_proposals_in_the_pipeline(tmp_path: Path) -> None:
                           AmgConfig(points_per_side=2, pred_iou_thresh=-1e9, width=320))
     v, f = box_mesh((60.0, 40.0, 25.0))
     rgb, depth, K, _ = synthetic_scene(v, f, (30, 160, 220), view=27)
-    scene = Scene(rgb=rgb, depth_mm=depth.astype(np.float32), K=K)
-    props = backend.proposals(scene, stability_score_thresh=0.0)
+    return backend, Scene(rgb=rgb, depth_mm=depth.astype(np.float32), K=K)
+
+
+def test_tiny_sam2_proposals(tmp_path: Path) -> None:
+    backend, scene = _backend_and_scene(tmp_path)
+    props = backend.proposals(scene, stability_score_thresh=0.0)  # type: ignore[attr-defined]
     assert props.masks.shape[1:] == (480, 640) and props.masks.dtype == bool
     assert 1 <= len(props) <= 4 * 3  # random weights: some mask survives with no filters
     for m, b in zip(props.masks, props.boxes, strict=True):
         ys, xs = np.nonzero(m)
         assert b.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+@pytest.mark.slow  # renders 42 templates and describes them: > 60 s on a loaded 2-core CPU
+def test_tiny_sam2_in_the_pipeline(tmp_path: Path) -> None:
+    backend, scene = _backend_and_scene(tmp_path)
+    v, f = box_mesh((60.0, 40.0, 25.0))
     pipe = IsmPipeline()
-    pipe.add_backend(BackendName.SAM2, backend)
+    pipe.add_backend(BackendName.SAM2, backend)  # type: ignore[arg-type]
     cad = write_ply(tmp_path / "box.ply", v, f, colors=np.tile([[30, 160, 220]], (8, 1)))
     res = pipe.run(scene, BackendName.SAM2, tmp_path / "tpl", cad, stability_score_thresh=0.0)
     assert res.n_proposals >= 1
