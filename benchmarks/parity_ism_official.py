@@ -103,9 +103,9 @@ def _standin_torchvision() -> None:
             order = rest[iou <= thr]
         return torch.tensor(keep, dtype=torch.long)
 
-    def batched_nms(boxes, scores, idxs, thr):
+    def batched_nms(boxes, scores, idxs, iou_threshold):
         off = idxs.to(boxes) * (boxes.max() + 1)
-        return nms(boxes + off[:, None], scores, thr)
+        return nms(boxes + off[:, None], scores, iou_threshold)
 
     def _unused(*a, **k):
         raise RuntimeError("torchvision stand-in: not used by the ISM inference path")
@@ -257,8 +257,11 @@ def run(code: str, work: str, args_path: str) -> None:
     sys.argv = ["run_inference_custom.py", "--segmentor_model", "sam", "--output_dir", work,
                 "--cad_path", args["cad"], "--rgb_path", args["rgb"], "--depth_path", args["depth"],
                 "--cam_path", args["cam"], "--stability_score_thresh", str(args["stability_score_thresh"])]
-    runpy.run_path(os.path.join(code, "run_inference_custom.py"), run_name="__main__")
-    np.savez_compressed(os.path.join(work, "official.npz"), **rec)
+    try:
+        runpy.run_path(os.path.join(code, "run_inference_custom.py"), run_name="__main__")
+    finally:  # what was recorded before a failure is still worth comparing
+        np.savez_compressed(os.path.join(work, "official.npz" if "final" in rec else "official_partial.npz"),
+                            **rec)
 
 
 if __name__ == "__main__":
