@@ -149,7 +149,8 @@ def _segloop_backend(args: argparse.Namespace, work: Path) -> object:
     dino = Dinov2Model(Dinov2Config(**{**get_spec("dinov2-vitl14").config, **DINO_SIZES[args.dino]}))
     dino.load_state_dict(dinov2_original_to_hf(
         torch.load(work / "checkpoints" / "dinov2" / f"{args.dino}_pretrain.pth")), strict=True)
-    return SamBackend(sam, dino, AmgConfig(points_per_side=args.points_per_side))
+    return SamBackend(sam, dino, AmgConfig(points_per_side=args.points_per_side,
+                                           pred_iou_thresh=args.pred_iou_thresh))
 
 
 def main() -> None:
@@ -164,6 +165,8 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--n-proposals", type=int, default=16)
     ap.add_argument("--stability-score-thresh", type=float, default=0.97)
+    ap.add_argument("--pred-iou-thresh", type=float, default=0.88,
+                    help="SAM-6D: 0.88; random weights may need lower (SAM-6D's code fails with no mask)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse", action="store_true",
@@ -202,7 +205,8 @@ def main() -> None:
         "proposals": str(work / "proposals.npz"), "points": str(work / "points.npy"),
         "cad": str(cad), "rgb": str(scene_dir / "rgb.png"), "depth": str(scene_dir / "depth.png"),
         "cam": str(scene_dir / "camera.json"), "sam_type": args.sam, "dino": args.dino,
-        "points_per_side": args.points_per_side, "stability_score_thresh": args.stability_score_thresh}))
+        "points_per_side": args.points_per_side, "stability_score_thresh": args.stability_score_thresh,
+        "pred_iou_thresh": args.pred_iou_thresh}))
     env = {**os.environ, "PYTHONPATH": str(args.extra_site.resolve()), "PARITY_THREADS": str(args.threads)}
     t0 = time.perf_counter()
     proc = None if args.ours_only else _start_official(args, work, env)

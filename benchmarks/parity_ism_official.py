@@ -104,6 +104,8 @@ def _standin_torchvision() -> None:
         return torch.tensor(keep, dtype=torch.long)
 
     def batched_nms(boxes, scores, idxs, iou_threshold):
+        if not len(boxes):
+            return torch.zeros(0, dtype=torch.long)
         off = idxs.to(boxes) * (boxes.max() + 1)
         return nms(boxes + off[:, None], scores, iou_threshold)
 
@@ -201,6 +203,7 @@ def run(code: str, work: str, args_path: str) -> None:
             from segment_anything.utils.amg import build_all_layer_point_grids
             self.point_grids = build_all_layer_point_grids(args["points_per_side"], 0, 1)
         self.stability_score_thresh = args["stability_score_thresh"]
+        self.pred_iou_thresh = args["pred_iou_thresh"]
         out = gen(self, image)
         put("sam_masks", out["masks"] > 0.5)
         put("sam_masks_float", out["masks"])
