@@ -1,7 +1,7 @@
 """Seconds per ISM request on SAM-6D's example scene, split into proposals / descriptors / scoring.
 
     PYTHONPATH=src python benchmarks/bench_ism.py [--scene ../shared/data/sam6d] [--repeat 3]
-        [--backends classic]
+        [--backends classic] [--templates DIR] [--save-detections FILE.npz]
 
 ``--backends sam`` builds SAM and DINOv2 ViT-L/14 with *random* weights of the real sizes from the
 registry's configs (``--sam sam-vit-h|sam-vit-b``; no download): timings are meaningful, detections
@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["classic"], choices=[b.value for b in BackendName])
     ap.add_argument("--sam", default="sam-vit-h", choices=["sam-vit-h", "sam-vit-b"])
     ap.add_argument("--points-per-side", type=int, default=32)
+    ap.add_argument("--templates", type=Path, help="reuse this template folder (rendered when empty)")
+    ap.add_argument("--save-detections", type=Path, help="write the first request's detections (npz)")
     args = ap.parse_args()
     cam = json.loads((args.scene / "camera.json").read_text())
     depth = np.asarray(Image.open(args.scene / "depth.png")).astype(np.float32) * cam["depth_scale"]
@@ -67,10 +69,13 @@ def main() -> None:
                   K=np.array(cam["cam_K"], dtype=float).reshape(3, 3))
     ref = np.asarray(Image.open(args.scene / "ism_reference_mask.png")) > 0
     cad = args.scene / "obj_000005.ply"
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        render_templates(read_ply(cad), Path(tmp), level=0)
-        print(f"render: {time.perf_counter() - t0:.2f} s for 42 templates (512x512, numpy z-buffer)")
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.templates or scratch)
+        if not (Path(tmp) / "xyz_41.npy").is_file():
+            Path(tmp).mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            render_templates(read_ply(cad), Path(tmp), level=0)
+            print(f"render: {time.perf_counter() - t0:.2f} s for 42 templates (512x512, numpy z-buffer)")
         pipe = IsmPipeline()
         if "sam" in args.backends:
             pipe.add_backend(BackendName.SAM, _random_sam(args.sam, args.points_per_side))
@@ -81,6 +86,9 @@ def main() -> None:
             runs = [pipe.run(scene, backend, Path(tmp), cad, thresh) for _ in range(args.repeat)]
             med = {k: statistics.median(getattr(r.timings, k) for r in runs)
                    for k in ("proposals", "descriptors", "scoring")}
+            if args.save_detections is not None:
+                np.savez_compressed(args.save_detections, scores=[d.score for d in first.detections],
+                                    masks=np.array([d.mask for d in first.detections]))
             ious = [float((d.mask & ref).sum() / max((d.mask | ref).sum(), 1)) for d in first.detections]
             best = int(np.argmax(ious)) if ious else -1
             print(f"{name}: templates {first.timings.extra.get('templates', 0):.2f} s once; per request "

@@ -46,6 +46,9 @@ def test_registry_entries() -> None:
     spec = get_spec("dinov2-vitl14")
     assert spec.hf_repo == "facebook/dinov2-large" and spec.config["patch_size"] == 14
     assert spec.file_format == "transformers" and spec.engine == "ism"
+    assert get_spec("sam-vit-h").sha256 == "edfb0462392541fca9af44ff039bfb32dbd0c939997f3abb77a26e23af7afd7c"
+    assert get_spec("dinov2-vitl14").sha256 == (
+        "399fba97a95f22c36834418bc69373364a99af3a1153da1c0fb31db567c92e23")
     vit_h = get_spec("sam-vit-h").config["vision_config"]
     assert (vit_h["hidden_size"], vit_h["num_hidden_layers"]) == (1280, 32)
 

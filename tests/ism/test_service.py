@@ -149,7 +149,7 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
     ("template_dir outside roots", {"template_dir": "/etc"}, 403, "outside the folders"),
     ("cad outside roots", {"cad_path": "/etc/passwd"}, 403, "outside the folders"),
     ("too many pixels", {"rgb_image": "BIG", "depth_image": "BIGD"}, 413, "ISM_MAX_PIXELS"),
-    ("unknown backend", {"segmentor_model": "yolo"}, 422, "classic, sam, fastsam"),
+    ("unknown backend", {"segmentor_model": "yolo"}, 422, "classic, sam, sam2, fastsam"),
 ]
 
 

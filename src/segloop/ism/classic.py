@@ -99,7 +99,15 @@ class ClassicBackend:
     def describe_proposals(self, scene: Scene, proposals: Proposals) -> Descriptors:
         """Descriptors of each proposal (masked RGB crop of its box)."""
         imgs, masks = [], []
+        h, w = scene.rgb.shape[:2]
         for m, box in zip(proposals.masks, proposals.boxes, strict=True):
-            imgs.append(crop_resize_pad(scene.rgb * m[..., None], box))
-            masks.append(crop_resize_pad(m, box))
+            x0, y0, x1, y1 = (round(float(v)) for v in box)
+            if 0 <= x0 <= x1 < w and 0 <= y0 <= y1 < h:  # mask the box's pixels only: same crop
+                sl = np.s_[y0:y1 + 1, x0:x1 + 1]
+                local = (0, 0, x1 - x0, y1 - y0)
+                imgs.append(crop_resize_pad(scene.rgb[sl] * m[sl][..., None], local))
+                masks.append(crop_resize_pad(m[sl], local))
+            else:
+                imgs.append(crop_resize_pad(scene.rgb * m[..., None], box))
+                masks.append(crop_resize_pad(m, box))
         return describe_crops(imgs, masks)

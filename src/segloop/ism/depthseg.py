@@ -70,8 +70,8 @@ def _regions(depth: np.ndarray, keep: np.ndarray, frac: float, min_area: int) ->
     grown = np.where(keep & (dist <= 3), lab[iy, ix], 0)
     out = []
     for i, sl in enumerate(ndi.find_objects(grown)):
-        if sl is None:
-            continue
+        if sl is None or (sl[0].stop - sl[0].start) * (sl[1].stop - sl[1].start) < min_area:
+            continue  # filling cannot grow a region beyond its box: too small either way
         m = np.zeros(depth.shape, dtype=bool)
         m[sl] = ndi.binary_fill_holes(grown[sl] == i + 1)
         if m.sum() >= min_area:
@@ -80,12 +80,29 @@ def _regions(depth: np.ndarray, keep: np.ndarray, frac: float, min_area: int) ->
 
 
 def _dedupe(masks: list[np.ndarray], thresh: float = 0.9) -> list[np.ndarray]:
-    small = [m[::4, ::4].ravel() for m in masks]
+    """Drop masks whose IoU (on a 4× subsampled grid) with an earlier kept one is > ``thresh``."""
+    if not masks:
+        return []
+    small = np.stack([m[::4, ::4].ravel() for m in masks]).astype(np.float32)
+    inter = (small @ small.T).astype(np.float64)  # exact: counts < 2^24
+    area = small.sum(1)
+    iou = inter / np.maximum(area[:, None] + area[None] - inter, 1)
     kept: list[int] = []
-    for i, s in enumerate(small):
-        if all((s & small[j]).sum() / max((s | small[j]).sum(), 1) <= thresh for j in kept):
+    for i in range(len(masks)):
+        if all(iou[i, j] <= thresh for j in kept):
             kept.append(i)
     return [masks[i] for i in kept]
+
+
+def _fill_in_box(m: np.ndarray) -> np.ndarray:
+    """``binary_fill_holes(m)`` computed on the mask's bounding box only (same result: every
+    background pixel outside the box touches the border through background)."""
+    out = np.zeros_like(m)
+    ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+    if len(ys):
+        sl = np.s_[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+        out[sl] = ndi.binary_fill_holes(m[sl])
+    return out
 
 
 def depth_proposals(scene: Scene, rng: np.random.Generator, plane_tol_mm: float = 12.0,
@@ -114,7 +131,7 @@ def depth_proposals(scene: Scene, rng: np.random.Generator, plane_tol_mm: float 
         counts = np.bincount(seg[r], minlength=len(total))
         inside = counts / np.maximum(total, 1) > 0.5
         if inside.any():
-            m = ndi.binary_fill_holes(inside[seg])
+            m = _fill_in_box(inside[seg])
             if m.sum() >= min_area:
                 masks.append(m)
     masks = [m for m in masks if m.sum() <= max_area_frac * h * w]

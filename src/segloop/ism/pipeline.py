@@ -52,9 +52,11 @@ class IsmResult:
 class IsmPipeline:
     """Backends and template caches of one service process."""
 
-    def __init__(self, config: ScoreConfig | None = None, checkpoints_dir: Path | None = None) -> None:
+    def __init__(self, config: ScoreConfig | None = None, checkpoints_dir: Path | None = None,
+                 sam2_model: str = "sam2.1-large") -> None:
         self.config = config or ScoreConfig()
         self.checkpoints_dir = checkpoints_dir
+        self.sam2_model = sam2_model
         self._backends: dict[BackendName, Backend] = {}
         self._templates: dict[tuple[str, str], Templates] = {}
         self._descriptors: dict[tuple[str, str, BackendName], Descriptors] = {}
@@ -80,9 +82,23 @@ class IsmPipeline:
                 except ModelNotAvailableError as exc:
                     raise ModelNotAvailableError(
                         f"{exc}; or use segmentor_model 'classic' (weights-free)") from None
+            elif name is BackendName.SAM2:
+                try:
+                    from .sam2_backend import load_sam2_backend
+                except ImportError as exc:
+                    raise ModelNotAvailableError(
+                        f"segmentor_model 'sam2' needs torch and transformers ({exc}): install "
+                        "segloop[sam2], or use segmentor_model 'classic'") from None
+                try:
+                    self._backends[name] = load_sam2_backend(self.checkpoints_dir, self.sam2_model)
+                except ModelNotAvailableError as exc:
+                    raise ModelNotAvailableError(
+                        f"{exc}; or use segmentor_model 'classic' (weights-free)") from None
             else:
                 raise ModelNotAvailableError(
-                    f"segmentor_model {name.value!r} is not available in segloop: use 'sam' or 'classic'")
+                    "segmentor_model 'fastsam' is not available in segloop: FastSAM runs on ultralytics, "
+                    "which needs torchvision (not installable beside segloop's torch); use 'sam', "
+                    "'sam2' or 'classic'")
         return self._backends[name]
 
     def templates(self, template_dir: Path, cad_path: Path) -> Templates:

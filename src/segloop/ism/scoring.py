@@ -13,7 +13,7 @@ For P proposals against the T templates of one object:
   returns 0 for the whole batch when any pair does not overlap; here each pair gets its own IoU;
 * final = (semantic + appearance + geometric · visible) / (2 + visible); then box NMS at 0.25.
 
-Imports numpy only.
+Imports numpy and threadpoolctl.
 Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
 segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .types import Descriptors, Proposals, Scene, Templates
 
@@ -97,8 +98,16 @@ def filter_small(proposals: Proposals, cfg: ScoreConfig) -> np.ndarray:
 
 
 def _translation(mask: np.ndarray, scene: Scene) -> np.ndarray:
-    """Mean camera-frame point (mm) of the mask's valid depth pixels (SAM-6D's translation)."""
-    ys, xs = np.nonzero(mask & (scene.depth_mm > 0))
+    """Mean camera-frame point (mm) of the mask's valid depth pixels (SAM-6D's translation).
+
+    Searched within the mask's own bounding box (found from its row/column projections), which
+    visits the same pixels in the same order as a whole-image search, at a fraction of the cost."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return np.zeros(3)
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    ys, xs = np.nonzero(mask[y0:y1, x0:x1] & (scene.depth_mm[y0:y1, x0:x1] > 0))
+    ys, xs = ys + y0, xs + x0
     if not len(ys):
         return np.zeros(3)
     z = scene.depth_mm[ys, xs].astype(np.float64)
@@ -128,7 +137,16 @@ def projected_boxes(scene: Scene, proposals: Proposals, rotations: np.ndarray,
 
 def score_proposals(scene: Scene, proposals: Proposals, query: Descriptors, ref: Descriptors,
                     templates: Templates, cfg: ScoreConfig) -> Scores:
-    """SAM-6D's semantic, appearance, visible-ratio and geometric scores (see module docstring)."""
+    """SAM-6D's semantic, appearance, visible-ratio and geometric scores (see module docstring).
+
+    BLAS runs single-threaded here: these are many small products, and a multi-threaded OpenBLAS
+    on a busy machine spends 10-100× longer synchronising its threads than computing."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _score(scene, proposals, query, ref, templates, cfg)
+
+
+def _score(scene: Scene, proposals: Proposals, query: Descriptors, ref: Descriptors,
+           templates: Templates, cfg: ScoreConfig) -> Scores:
     sims = np.clip(_unit(query.global_) @ _unit(ref.global_).T, 0.0, 1.0)  # P × T
     k = min(cfg.top_k, sims.shape[1])
     semantic_all = np.sort(sims, axis=1)[:, -k:].mean(axis=1) if sims.size else np.zeros(len(sims))

@@ -96,7 +96,8 @@ class IsmService:
     def __init__(self, settings: IsmSettings, key_store_settings: Any = None) -> None:
         self.settings = settings
         self._key_store_settings = key_store_settings  # segloop Settings of the user store
-        self.pipeline = IsmPipeline(checkpoints_dir=settings.checkpoints_dir)
+        self.pipeline = IsmPipeline(checkpoints_dir=settings.checkpoints_dir,
+                                    sam2_model=settings.sam2_model)
         self.lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.requests = Counter("ism_requests_total", "inference requests", ["status"],

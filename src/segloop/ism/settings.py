@@ -34,6 +34,7 @@ class IsmSettings(BaseSettings):
     template_dir: Path | None = Field(None, description="default template folder (and an allowed root)")
     cad_model_path: Path | None = Field(None, description="default CAD .ply (its folder is an allowed root)")
     checkpoints_dir: Path | None = Field(None, description="model weights (default: segloop's model cache)")
+    sam2_model: str = Field("sam2.1-large", description="registry name of the sam2 backend's SAM 2.1")
     server_host: str = Field("127.0.0.1", description="bind address")
     server_port: int = Field(8002, description="TCP port")
     log_level: str = Field("INFO", description="logging level")

@@ -22,7 +22,8 @@ class BackendName(StrEnum):
 
     CLASSIC = "classic"  # weights-free: depth/colour segmentation + colour/shape descriptors
     SAM = "sam"  # SAM automatic masks + DINOv2 ViT-L/14 (needs weights)
-    FASTSAM = "fastsam"  # accepted name; not available in segloop yet
+    SAM2 = "sam2"  # SAM 2.1 automatic masks + DINOv2 ViT-L/14 (needs weights)
+    FASTSAM = "fastsam"  # accepted name; refused (needs ultralytics → torchvision)
 
 
 @dataclass(frozen=True)
