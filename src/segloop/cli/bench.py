@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--encode-batch", type=int, default=None,
                    help="slices encoded per encoder call ahead of tracking (default: 16 on a"
-                        " GPU, 4 on a CPU; 1 = one at a time)")
+                        " GPU, 1 on a CPU; 1 = one at a time)")
     e.add_argument("--json", action="store_true", help="one JSON object per line")
     e.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=_engine)

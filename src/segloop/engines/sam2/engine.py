@@ -70,7 +70,7 @@ class Sam2Engine:
     - ``cache_frames`` / ``cache_mb``: image embeddings kept per session, by count and by
       bytes (256 MB: 64 slices at 512 px); ``threads``: torch CPU threads.
     - ``encode_batch``: slices encoded per image-encoder call ahead of tracking; default None:
-      16 on an accelerator, 4 on a CPU; 1 encodes each slice when it is tracked.
+      16 on an accelerator, 1 on a CPU; 1 encodes each slice when it is tracked.
     """
 
     name: ClassVar[str] = "sam2"
