@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     e.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--encode-batch", type=int, default=None,
+                   help="slices encoded per encoder call ahead of tracking (default: 16 on a"
+                        " GPU, 1 on a CPU; 1 = one at a time)")
     e.add_argument("--json", action="store_true", help="one JSON object per line")
     e.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=_engine)
@@ -59,7 +62,8 @@ def _engine(args: argparse.Namespace) -> int:
 
         rows = [bench_engine(hiera=args.hiera, image_size=s, slices=args.slices,
                              precision=args.precision, device=args.device,
-                             threads=args.threads).as_dict() for s in args.size]
+                             threads=args.threads,
+                             encode_batch=args.encode_batch).as_dict() for s in args.size]
     else:
         rows = []
         for s in args.size:
@@ -68,6 +72,8 @@ def _engine(args: argparse.Namespace) -> int:
                    "--in-process", "--size", str(s), "--hiera", args.hiera, "--slices",
                    str(args.slices), "--precision", args.precision, "--device", args.device,
                    "--threads", str(args.threads)]
+            if args.encode_batch:
+                cmd += ["--encode-batch", str(args.encode_batch)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]
@@ -79,7 +85,8 @@ def _engine(args: argparse.Namespace) -> int:
             print(json.dumps(r))
         else:
             print(f"hiera-{r['hiera']} {r['image_size']} px {r['device']} {r['precision']}"
-                  f" {r['threads']} thread(s): encoder {r['encoder_s']:.2f} s/slice,"
+                  f" {r['threads']} thread(s), encode batch {r['encode_batch']}:"
+                  f" encoder {r['encoder_s']:.2f} s/slice,"
                   f" tracked slice {r['tracked_slice_s']:.2f} s ({r['tracked_slices']} slices),"
                   f" first 2D prompt {r['first_prompt_s']:.2f} s, repeated 2D prompt"
                   f" {r['repeated_prompt_ms']:.0f} ms, peak memory {r['peak_memory_mb']:.0f} MB"

@@ -40,6 +40,7 @@ class BenchResult:
     device: str
     precision: str
     threads: int
+    encode_batch: int
     encoder_s: float
     first_prompt_s: float
     repeated_prompt_ms: float
@@ -74,8 +75,13 @@ def bench_engine(
     threads: int | None = 2,
     repeats: int = 5,
     config: dict[str, Any] | None = None,
+    encode_batch: int | None = None,
 ) -> BenchResult:
-    """Measure one model configuration; see the module docstring for what is timed."""
+    """Measure one model configuration; see the module docstring for what is timed.
+
+    ``encode_batch``: slices encoded per encoder call ahead of tracking (None: the engine's
+    default for the device, 1: encode each slice when it is tracked)."""
+    from segloop.engines.sam2.runtime import default_encode_batch
     from segloop.models.loader import build_model
 
     if threads:
@@ -87,6 +93,7 @@ def bench_engine(
         model=model, model_name=f"random-{hiera}-{image_size}", device=dev,
         use_bf16=precision == "bf16", image_size=int(model.config.image_size), window="auto",
         largest_component=True, fill_holes=0, cache_frames=slices + 2, lock=threading.RLock(),
+        encode_batch=encode_batch or default_encode_batch(dev),
     )
     vol = _synthetic_volume(256, slices + 1)
     session = Sam2Session(rt, vol)
@@ -121,6 +128,7 @@ def bench_engine(
     return BenchResult(
         hiera=hiera, image_size=int(model.config.image_size), device=str(dev),
         precision="bf16" if rt.use_bf16 else "fp32", threads=torch.get_num_threads(),
+        encode_batch=rt.encode_batch,
         encoder_s=encoder_s, first_prompt_s=first_s,
         repeated_prompt_ms=1000.0 * statistics.median(times), tracked_slice_s=track_s,
         tracked_slices=n, peak_memory_mb=peak, encoder_cpu_s=encoder_cpu,

@@ -1,8 +1,10 @@
 """SAM 2-family sessions on one volume, driving ``transformers``' Sam2VideoModel (imports torch).
 
 The volume is scaled once to uint8 slices (:mod:`.preprocess`); model inputs are made per slice
-on demand and never all kept. Image embeddings are kept in a per-session LRU cache, so a new
-prompt on an encoded slice only runs the prompt encoder and mask decoder. Every 2D prediction
+on demand and never all kept (:mod:`.features`). Image embeddings are kept in a per-session
+LRU cache bounded by bytes, so a new prompt on an encoded slice only runs the prompt encoder
+and mask decoder; a propagation encodes the slices it will track in batches ahead of tracking
+(``encode_batch``). Every 2D prediction
 and every propagation builds a fresh ``Sam2VideoInferenceSession`` (memory bank) that shares
 those lazily computed frames and the embedding cache, so objects and passes never mix their
 memories. Propagation follows MedSAM2: the conditioning slice(s) first, then forward to the
@@ -21,26 +23,22 @@ Must not import FastAPI, Celery or the CLI.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from segloop.engines.sam2.features import LazyFrames, encode_ahead, make_feature_cache
 from segloop.engines.sam2.preprocess import (
     fill_holes_in_scores,
     largest_component,
     prompt_points,
-    slice_to_model_input,
     to_uint8_volume,
 )
+from segloop.engines.sam2.runtime import OFFLOAD_ABOVE, Runtime
 from segloop.engines.state import SessionState
 from segloop.errors import EngineError, PromptError
 from segloop.io.radiological import box_to_view, points_to_view, slice_to_view, view_to_slice
@@ -50,130 +48,6 @@ from segloop.types import BoolArray, Prompts, SliceResult, validate_prompts, val
 __all__ = ["Runtime", "Sam2Session"]
 
 log = logging.getLogger(__name__)
-
-#: on an accelerator, volumes with more slices than this keep the memory bank on the CPU
-OFFLOAD_ABOVE = 256
-
-
-def _bf16_cpu_supported() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-@dataclass
-class Runtime:
-    """A loaded model and the settings every session of an engine shares."""
-
-    model: Any
-    model_name: str
-    device: torch.device
-    use_bf16: bool
-    image_size: int
-    window: str | tuple[float, float] | None
-    largest_component: bool
-    fill_holes: int
-    cache_frames: int
-    lock: threading.RLock
-    filter_key_slice: bool = False
-
-    @classmethod
-    def load(cls, engine: Any) -> Runtime:
-        """Load the engine's model (fp32 weights) on its device and resolve the precision."""
-        from segloop.models.loader import load_model
-
-        if engine.threads:
-            torch.set_num_threads(int(engine.threads))
-        dev_opt = engine.device_option
-        if dev_opt == "auto":
-            dev_opt = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(dev_opt)
-        model = load_model(engine.model_name, device=device)
-        if engine.precision == "bf16":
-            use_bf16 = True
-        elif engine.precision == "fp32":
-            use_bf16 = False
-        else:
-            use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        if use_bf16 and device.type == "cpu" and not _bf16_cpu_supported():
-            log.info("bf16 is not accelerated on this CPU; running fp32")
-            use_bf16 = False
-        return cls(
-            model=model,
-            model_name=engine.model_name,
-            device=device,
-            use_bf16=use_bf16,
-            image_size=int(model.config.image_size),
-            window=engine.window,
-            largest_component=bool(engine.largest_component),
-            # None: as MedSAM2, whose hole filling needs sam2's CUDA extension: 8 px on CUDA, off on CPU
-            fill_holes=(int(engine.fill_holes) if engine.fill_holes is not None
-                        else (8 if device.type == "cuda" else 0)),
-            cache_frames=max(1, int(engine.cache_frames)),
-            lock=engine.lock,
-            filter_key_slice=bool(engine.filter_key_slice),
-        )
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on the model's device when enabled, else nothing."""
-        if not self.use_bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-
-class _LazyFrames(dict):  # type: ignore[type-arg]
-    """Model inputs ``(3, S, S)`` float32 made from uint8 slices on first access (not kept).
-
-    Stands in for ``Sam2VideoInferenceSession.processed_frames`` (a dict frame -> tensor):
-    ``len`` is the number of slices; a missing frame is computed by ``__missing__``.
-    """
-
-    def __init__(self, u8: npt.NDArray[np.uint8], size: int) -> None:
-        super().__init__()
-        self._u8 = u8
-        self._size = size
-
-    def __len__(self) -> int:
-        return int(self._u8.shape[0])
-
-    def __missing__(self, z: int) -> torch.Tensor:
-        return torch.from_numpy(slice_to_model_input(self._u8[z], self._size))
-
-
-def _make_feature_cache(capacity: int, device: torch.device) -> Any:
-    """An LRU image-embedding cache compatible with ``Sam2VideoInferenceCache``."""
-    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceCache
-
-    class _LRUCache(Sam2VideoInferenceCache):
-        def __init__(self) -> None:
-            super().__init__(inference_device=device, inference_state_device=device,
-                             max_vision_features_cache_size=capacity)
-            self._vision_features: OrderedDict[int, dict[str, Any]] = OrderedDict()
-            self.hits = 0
-            self.misses = 0
-            #: frames never evicted (the conditioning slices of a running propagation)
-            self.pinned: set[int] = set()
-
-        def cache_vision_features(self, frame_idx: int, features: dict[str, Any]) -> None:
-            while len(self._vision_features) >= self.max_vision_features_cache_size:
-                victim = next((k for k in self._vision_features if k not in self.pinned), None)
-                if victim is None:
-                    break
-                del self._vision_features[victim]
-            self._vision_features[frame_idx] = features
-
-        def get_vision_features(self, frame_idx: int) -> dict[str, Any] | None:
-            feats = self._vision_features.get(frame_idx)
-            if feats is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._vision_features.move_to_end(frame_idx)
-            return feats
-
-    return _LRUCache()
-
 
 class Sam2Session:
     """One volume's interactive SAM 2 state; implements :class:`segloop.engines.base.Session`.
@@ -193,8 +67,9 @@ class Sam2Session:
         # a per-case window (``volume.meta["window"]``, e.g. from `segment --window`) wins
         window = canon.meta.get("window") or volume.meta.get("window") or runtime.window
         self._u8 = to_uint8_volume(data, canon.modality, window)  # (Z, H=Y, W=X)
-        self._frames = _LazyFrames(self._u8, runtime.image_size)
-        self._cache = _make_feature_cache(runtime.cache_frames, runtime.device)
+        self._frames = LazyFrames(self._u8, runtime.image_size, runtime.device)
+        self._cache = make_feature_cache(runtime.cache_frames, int(runtime.cache_mb * 2**20),
+                                         runtime.device)
         self._state = SessionState(self._shape)
 
     # ------------------------------------------------------------------ protocol
@@ -410,7 +285,11 @@ class Sam2Session:
         keep = max(int(self._rt.model.config.num_maskmem),
                    int(self._rt.model.config.max_object_pointers_in_encoder))
         outputs = vs.output_dict_per_obj[0]["non_cond_frame_outputs"]
-        for t in span:
+        order = list(span)
+        for i, t in enumerate(order):
+            if self._rt.encode_batch > 1 and t not in self._cache:
+                ahead = [u for u in order[i:] if u not in self._cache][:self._rt.encode_batch]
+                encode_ahead(self._rt, self._frames, self._cache, ahead)
             m = self._run(vs, t, reverse=direction < 0)
             # bounded memory on long volumes: the full-size mask is only needed to encode the
             # memory (done), and frames further back than the memory/pointer window are unused
@@ -439,6 +318,7 @@ class Sam2Session:
                 yield from run()
             finally:
                 self._cache.pinned = set()
+                self._cache.drop_ahead()
 
         def run() -> Iterator[SliceResult]:
             done = 0

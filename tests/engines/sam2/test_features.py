@@ -1,0 +1,73 @@
+"""Batched encoding ahead of tracking, the byte-bounded embedding cache, device-style resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segloop.engines.base import drive
+from segloop.engines.sam2 import MedSAM2Engine
+from segloop.engines.sam2.features import resize_on_device
+from segloop.engines.sam2.preprocess import IMAGENET_STD, slice_to_model_input
+from segloop.engines.sam2.testing import install_tiny_weights
+from segloop.io.volume import Volume
+from segloop.types import Prompts
+
+
+def _volume(nz: int = 24, seed: int = 2) -> Volume:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0.0, 40.0, (40, 52, nz)).astype(np.float32) - 100.0
+    data[8:24, 12:40, 2:nz - 2] += 250.0
+    return Volume(data=data, affine=np.eye(4), source_format="npz", modality="CT")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+@pytest.mark.parametrize("seed", [2, 4])
+def test_batched_encoding_gives_the_unbatched_masks_both_ways(seed: int) -> None:
+    install_tiny_weights("medsam2", image_size=64, seed=seed)
+    vol = _volume()
+    masks = {}
+    for batch in (1, 5):
+        s = MedSAM2Engine(window="soft_tissue", encode_batch=batch,
+                          largest_component=False).open(vol)
+        s.segment_slice(12, Prompts.make(box=(8, 12, 23, 39)))
+        results = list(s.propagate(12))
+        assert {r.z for r in results} == set(range(24)) - {12}  # forward and backward
+        masks[batch] = s.mask()
+        assert s.cache_stats[1] == 24, "each slice is encoded exactly once"
+    assert masks[1].any() and not masks[1].all(), "a degenerate mask would test nothing"
+    ious = [_iou(masks[1][:, :, z], masks[5][:, :, z]) for z in range(24)]
+    assert min(ious) >= 0.999, ious
+
+
+def test_the_cache_is_bounded_by_bytes_and_shares_position_encodings() -> None:
+    install_tiny_weights("medsam2", image_size=64)
+    s = MedSAM2Engine(cache_mb=0.05, cache_frames=1000, encode_batch=3).open(_volume())
+    s.segment_slice(12, Prompts.make(box=(8, 12, 23, 39)))
+    drive(s.propagate(12))
+    cache = s._cache
+    per_slice = cache.bytes / len(cache._lru)
+    assert cache.bytes <= 0.05 * 2**20 + per_slice
+    assert 1 < len(cache._lru) < 24, "the byte bound, not the count, limits the cache"
+    assert 12 in cache._lru, "the key slice is pinned during the propagation"
+    assert not cache._ahead, "features encoded ahead are released once their slice is tracked"
+    feats = cache.get_vision_features(next(iter(cache._lru)))
+    other = cache.get_vision_features(next(reversed(cache._lru)))
+    assert feats["vision_pos_embeds"][0] is other["vision_pos_embeds"][0]
+
+
+@pytest.mark.parametrize(("h", "w", "size"), [(256, 256, 512), (52, 40, 64), (64, 64, 64)])
+def test_device_resize_is_within_one_grey_level_of_pil(h: int, w: int, size: int) -> None:
+    img = np.random.default_rng(0).integers(0, 256, (h, w), dtype=np.uint8)
+    ours = resize_on_device(torch.from_numpy(img)[None], size)[0].numpy()
+    ref = slice_to_model_input(img, size)
+    grey = 1.0 / 255.0 / float(IMAGENET_STD.min())  # one grey level, normalised
+    assert np.abs(ours - ref).max() <= grey + 1e-5
+    pil = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
+    assert ours.shape == (3, size, size) and pil.shape == (size, size)
