@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from segloop.engines import get_engine
 from segloop.engines.image2d import segment_image
 from segloop.io.image2d import load_image2d
+from segloop.jobs.records import JobRecord
 from segloop.types import Prompts
 
 from .conftest import follow, upload
@@ -112,7 +113,7 @@ def test_rgb_png_job_matches_segment_and_exports_at_its_size(
     vol = client.get(f"/api/v1/jobs/{jid}/volume")  # the grey canonical slice, for volume tools
     assert vol.status_code == 200
     # the protocols' "uploaded volume" of a picture is that one-slice grid, not the PNG
-    src_vol = client.app.state.services.source_volume(job)  # type: ignore[attr-defined]
+    src_vol = client.app.state.services.source_volume(JobRecord(**job))  # type: ignore[attr-defined]
     assert src_vol.shape == (640, 480, 1) and src_vol.data[BOX[0], BOX[1], 0] == np.round(
         np.asarray(Image.open(src).convert("RGB"), float)[BOX[1], BOX[0]] @ [0.299, 0.587, 0.114])
 

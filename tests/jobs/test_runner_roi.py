@@ -44,7 +44,7 @@ def test_roi_keeps_the_mask_outside_it(tmp_path: Path) -> None:
 
         def run(kind: str, **params: Any) -> np.ndarray:
             t = store.create_task(jid, kind, params, LOCAL_ADMIN, ["classic"])
-            assert rt.run(t["task_id"]) == "done"
+            assert rt.run(t.task_id) == "done"
             return store.labels(jid, LOCAL_ADMIN)[0]
 
         run("initial-mask", slice_index=z, box=box)

@@ -200,6 +200,7 @@ def test_paint_constraints_objects_and_measurements(server: LiveServer, page: An
     api_m = {m["label_value"]: m for m in
              httpx.get(f"{url}/api/v1/jobs/{job}/measurements").json()}
     page.wait_for_function("() => (window.segloop.state.measures || {})[1]", timeout=TIMEOUT_MS)
+    page.evaluate("document.querySelector('#edit-box').open = true")  # folded below 900 px
     text = page.locator("#objects li[data-object-id='1'] .measure").inner_text()
     assert f"{api_m[1]['voxels']} vox" in text and "mL" in text
 
@@ -316,6 +317,7 @@ def test_open_a_mask_file_and_delete_the_job(server: LiveServer, page: Any,
     assert len(httpx.get(f"{url}/api/v1/jobs/{job}/versions").json()) == 4
 
     page.on("dialog", lambda d: d.accept())
+    page.evaluate("document.querySelector('#jobs-box').open = true")  # folded below 900 px
     row = page.locator(f"#jobs li[data-job-id='{job}']")
     row.hover()
     row.locator(".job-delete").click()

@@ -14,7 +14,8 @@ const $ = (sel) => document.querySelector(sel);
 const OWN_TOOLS = ['remove', 'sphere'];
 
 const PANEL = `
-<h2>Fix &amp; clean</h2>
+<details id="edit-box">
+<summary><h2 class="inline">Fix &amp; clean</h2></summary>
 <div class="actions" title="Propagate and Refine keep the object between these slices (empty: no limit)">
   <label class="inline small">range z <input id="range-first" type="number" min="0" placeholder="first"></label>
   <label class="inline small">– <input id="range-last" type="number" min="0" placeholder="last"></label>
@@ -37,7 +38,8 @@ const PANEL = `
   <label class="inline" title="Paint only voxels whose intensity is in this range"><input type="checkbox" id="paint-range"> only intensities</label>
   <input id="paint-lo" type="number" value="-100" title="lowest intensity painted">
   <input id="paint-hi" type="number" value="300" title="highest intensity painted">
-</div>`;
+</div>
+</details>`;
 
 export const TOOL_SHORTCUTS = [
   ['X', 'remove-region tool: click a region = remove it on that slice; Shift+click = in 3D'],
@@ -60,6 +62,8 @@ export function createTools(ctx) {
     const sec = document.createElement('section');
     sec.id = 'edit-tools';
     sec.innerHTML = PANEL;
+    // folded on a laptop screen so the side panel fits without scrolling; its shortcuts work folded
+    sec.querySelector('#edit-box').open = window.innerHeight >= 900;
     const toolsSection = $('#tools').closest('section');
     toolsSection.after(sec);
     const grid = $('#tools');

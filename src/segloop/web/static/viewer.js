@@ -935,6 +935,8 @@ function updateEnabled() {
   const dicom = S.job && (S.job.source_format === 'dicom' || S.job.source_format === '2d-dicom');
   $('#btn-download-seg').disabled = !dicom;
   $('#btn-download-png').disabled = !S.job || !S.job.image2d;
+  const desc = $('#seg-description'); // the SEG's SeriesDescription: only where a SEG can be made
+  if (desc) desc.classList.toggle('hidden', !dicom);
   $('#btn-download-seg').title = S.job && !dicom
     ? `DICOM-SEG needs a DICOM upload (this one is ${S.job.source_format})` : 'DICOM-SEG (DICOM uploads only)';
 }
