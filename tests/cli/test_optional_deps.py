@@ -70,7 +70,7 @@ def test_base_commands_work(base_python: Path, ct: Path, tmp_path: Path) -> None
     (("eval2d", "--images", "{d}", "--masks", "{d}", "--engine", "medsam2"),
      ("torch", "pip install 'segloop[sam2]'")),
     (("bench", "engine", "--size", "64"), ("torch", "pip install 'segloop[sam2]'")),
-    (("models", "import", "{ct}", "--as", "medsam2", "--convert"),
+    (("models", "import", "{d}/weights.pt", "--as", "medsam2", "--convert"),
      ("torch", "pip install 'segloop[sam2]'")),
     (("segment", "{ct}", "--box", "5", "5", "18", "18", "--slice", "3", "--engine", "medsam2",
       "-o", "{d}/o.nii.gz"), ("torch", "pip install")),
@@ -81,5 +81,9 @@ def test_base_commands_work(base_python: Path, ct: Path, tmp_path: Path) -> None
 def test_missing_optional_package_is_one_line(base_python: Path, ct: Path, tmp_path: Path,
                                               args: tuple[str, ...], needles: tuple[str, ...]
                                               ) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "weights.pt", "w") as zf:  # torch.save's layout, no tensors
+        zf.writestr("weights/data.pkl", b"\x80\x02}q\x00.")
     argv = [a.format(d=tmp_path, ct=ct) for a in args]
     _one_line_error(_segloop(base_python, *argv, home=tmp_path / "home"), *needles)
