@@ -11,6 +11,7 @@ segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from sqlalchemy import (
@@ -25,8 +26,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 __all__ = [
@@ -168,6 +171,10 @@ class KeyValue(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+# Any fixed 64-bit number: the advisory lock that serialises table creation on PostgreSQL.
+_DDL_LOCK_KEY = 0x5E6100
+
+
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine for ``url`` with the tables created. SQLite gets WAL + busy timeout."""
     if url.startswith("postgresql://"):
@@ -187,8 +194,30 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-    Base.metadata.create_all(engine)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """Create missing tables, tolerating other processes that create them at the same moment.
+
+    API processes and workers sharing one database all start by creating the tables. Two
+    ``create_all`` calls can both see a table missing and both issue ``CREATE TABLE``; the loser
+    fails with "already exists" (SQLite) or a duplicate catalogue entry (PostgreSQL). PostgreSQL
+    serialises the creation with a transaction-scoped advisory lock; every dialect retries, and
+    the retry's existence check then finds the winner's tables.
+    """
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK_KEY})
+                Base.metadata.create_all(conn)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Any]:

@@ -1,0 +1,99 @@
+"""Table creation when several processes open one fresh database at the same moment.
+
+API processes and workers all call ``make_engine`` at start-up; on a fresh database they race
+to create the tables. CI once lost that race (SQLite: "table segloop_jobs already exists") and
+a ``segloop serve`` exited. Here processes are released together by a barrier, round after
+round, each round on a fresh database, and every one of them must come up.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import uuid
+from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from segloop.jobs.db import make_engine
+
+PROCESSES = 6
+ROUNDS = 5
+
+
+def _open_together(barrier: Barrier, urls: list[str], errors: mp.Queue[str]) -> None:
+    for url in urls:
+        barrier.wait(timeout=60)
+        try:
+            make_engine(url).dispose()
+        except Exception as exc:  # reported to the parent, which fails the test
+            errors.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def _race(urls: list[str]) -> list[str]:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    errors: mp.Queue[str] = ctx.Queue()
+    procs = [ctx.Process(target=_open_together, args=(barrier, urls, errors))
+             for _ in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0, f"a process exited with {p.exitcode}"
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    return found
+
+
+def _tables(url: str) -> set[str]:
+    eng = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        return set(sa.inspect(eng).get_table_names())
+    finally:
+        eng.dispose()
+
+
+EXPECTED = {"segloop_jobs", "segloop_tasks", "segloop_users", "segloop_audit", "segloop_kv"}
+
+
+def test_processes_creating_sqlite_tables_together_all_start(tmp_path: Path) -> None:
+    urls = [f"sqlite:///{tmp_path / f'jobs{i}.db'}" for i in range(ROUNDS)]
+    assert _race(urls) == []
+    for url in urls:
+        assert _tables(url) >= EXPECTED
+
+
+@pytest.fixture
+def pg_schemas() -> Iterator[list[str]]:
+    """ROUNDS fresh schemas on SEGLOOP_TEST_PG_URL (default postgresql://localhost/test);
+    unreachable fails where the variable is set (CI) and skips elsewhere."""
+    pg = os.environ.get("SEGLOOP_TEST_PG_URL", "postgresql://localhost/test")
+    eng = sa.create_engine(pg.replace("postgresql://", "postgresql+psycopg2://"))
+    schemas = [f"segloop_ddl_{uuid.uuid4().hex[:10]}" for _ in range(ROUNDS)]
+    try:
+        with eng.begin() as conn:
+            for schema in schemas:
+                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as exc:
+        if "SEGLOOP_TEST_PG_URL" in os.environ:
+            raise
+        pytest.skip(f"PostgreSQL at {pg} is unreachable: {exc.orig}")
+    sep = "&" if "?" in pg else "?"
+    try:
+        yield [f"{pg}{sep}options=-csearch_path%3D{s}" for s in schemas]
+    finally:
+        with eng.begin() as conn:
+            for schema in schemas:
+                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        eng.dispose()
+
+
+def test_processes_creating_postgresql_tables_together_all_start(pg_schemas: list[str]) -> None:
+    assert _race(pg_schemas) == []
+    for url in pg_schemas:
+        assert _tables(url) >= EXPECTED
