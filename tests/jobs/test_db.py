@@ -97,3 +97,40 @@ def test_processes_creating_postgresql_tables_together_all_start(pg_schemas: lis
     assert _race(pg_schemas) == []
     for url in pg_schemas:
         assert _tables(url) >= EXPECTED
+
+
+def _set_together(url: str, home: Path, barrier: Barrier, keys: list[str],
+                  errors: mp.Queue[str], value: str) -> None:
+    from segloop.config import Settings
+    from segloop.jobs.store import JobStore
+
+    store = JobStore(Settings(home=home, database_url=url))
+    for key in keys:
+        barrier.wait(timeout=60)
+        try:
+            store.set_kv(key, value)
+        except Exception as exc:  # reported to the parent, which fails the test
+            errors.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def test_processes_setting_a_new_service_value_together_all_succeed(
+        pg_schemas: list[str], tmp_path: Path) -> None:
+    """Two model reloads at once both set the new generation; neither gets a 500."""
+    url = pg_schemas[0]
+    make_engine(url).dispose()
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    errors: mp.Queue[str] = ctx.Queue()
+    keys = [f"k{i}" for i in range(30)]
+    procs = [ctx.Process(target=_set_together,
+                         args=(url, tmp_path / f"home{i}", barrier, keys, errors, str(i)))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from segloop.datastore.local import Datastore, ReviewedCase, ReviewedObject
 from segloop.errors import InputError
@@ -56,13 +57,17 @@ class ReviewStore(VersionStore):
         return default if v is None else str(v)
 
     def set_kv(self, key: str, value: str) -> None:
-        """Set a service-wide value."""
-        with self.sessions.begin() as s:
-            row = s.get(KeyValue, key)
-            if row is None:
-                s.add(KeyValue(key=key, value=value))
-            else:
-                row.value = value
+        """Set a service-wide value (two processes setting a new key together: the later wins)."""
+        try:
+            with self.sessions.begin() as s:
+                row = s.get(KeyValue, key)
+                if row is None:
+                    s.add(KeyValue(key=key, value=value))
+                else:
+                    row.value = value
+        except IntegrityError:  # another process inserted the key first: overwrite its value
+            with self.sessions.begin() as s:
+                s.execute(update(KeyValue).where(KeyValue.key == key).values(value=value))
 
     def cleanup(self, who: Principal, older_than_days: int | None = None,
                 include_reviewed: bool = False) -> CleanupReport:
