@@ -31,9 +31,8 @@ from PIL import Image
 
 from segloop.errors import ModelNotAvailableError
 
-from .amg import AmgConfig, at_width, generate, point_grid, stability_score
-from .dinov2_descriptors import DinoDescriber
-from .types import Descriptors, Proposals, Scene, Templates
+from .amg import AmgConfig, Decoder, point_grid, stability_score
+from .amg_backend import AmgDinoBackend
 
 __all__ = ["AmgConfig", "SamBackend", "find_weights", "load_backend", "load_model", "point_grid",
            "stability_score"]
@@ -61,20 +60,18 @@ def find_weights(name: str, checkpoints_dir: Path | None) -> Path:
         f"folder with `segloop models import FOLDER --as {name}`")
 
 
-class SamBackend:
+class SamBackend(AmgDinoBackend):
     """SAM proposals + DINOv2 descriptors (models already loaded, in eval mode)."""
 
     name: ClassVar[str] = "sam"
 
     def __init__(self, sam: Any, dino: Any, config: AmgConfig | None = None) -> None:
+        super().__init__(dino.eval(), config or AmgConfig())
         self.sam = sam.eval()
-        self.dino = dino.eval()
-        self.describer = DinoDescriber(self.dino, batch=(config or AmgConfig()).descriptor_batch)
-        self.config = config or AmgConfig()
+        self.dino = dino
         self.image_size = int(sam.config.vision_config.image_size)
         self.device = next(sam.parameters()).device
 
-    # ------------------------------------------------------------------ proposals
     def _embed(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         h, w = rgb.shape[:2]
         s = self.image_size / max(h, w)
@@ -86,9 +83,9 @@ class SamBackend:
         with torch.no_grad():
             return self.sam.get_image_embeddings(pix), (nh, nw)
 
-    @torch.no_grad()
-    def generate(self, rgb: np.ndarray, stability_score_thresh: float) -> Proposals:
-        """SAM's automatic masks of an (H, W, 3) uint8 image: bool masks and inclusive xyxy boxes."""
+    def decoder(self, rgb: np.ndarray) -> Decoder:
+        """SAM's image embedding (longest side 1024, zero-padded), then its prompt encoder + mask
+        decoder per batch of points, logits upsampled to 1024, cropped and resized to the image."""
         h, w = rgb.shape[:2]
         emb, (nh, nw) = self._embed(rgb)
 
@@ -101,20 +98,7 @@ class SamBackend:
             logits = F.interpolate(up[..., :nh, :nw], (h, w), mode="bilinear", align_corners=False)[:, 0]
             return logits, out.iou_scores[0].flatten()
 
-        return generate((h, w), decode, self.config, stability_score_thresh)
-
-    def proposals(self, scene: Scene, stability_score_thresh: float) -> Proposals:
-        """SAM-6D's proposals: SAM on the image resized to width 640, masks resized back."""
-        return at_width(scene.rgb, self.config.width, lambda im: self.generate(im, stability_score_thresh))
-
-    # ---------------------------------------------------------------- descriptors
-    def describe_templates(self, templates: Templates) -> Descriptors:
-        """DINOv2 descriptors of the masked templates (see ``dinov2_descriptors``)."""
-        return self.describer.describe_templates(templates)
-
-    def describe_proposals(self, scene: Scene, proposals: Proposals) -> Descriptors:
-        """DINOv2 descriptors of each proposal's masked crop."""
-        return self.describer.describe_proposals(scene, proposals)
+        return decode
 
 
 #: SAM-6D's checkpoint files (``Instance_Segmentation_Model/checkpoints/``) per registry name
