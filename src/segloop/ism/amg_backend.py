@@ -6,7 +6,7 @@ into mask logits. :class:`AmgDinoBackend` holds the rest once: the point-grid ge
 (:func:`segloop.ism.amg.at_width`), and the DINOv2 descriptors of templates and proposals
 (:class:`segloop.ism.dinov2_descriptors.DinoDescriber`). A subclass implements
 :meth:`AmgDinoBackend.decoder`: embed the image once, return the batch decoder.
-Imports torch (through its neighbours); imported only when a SAM-family backend is loaded.
+Imports torch; imported only when a SAM-family backend is loaded.
 Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
 segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
