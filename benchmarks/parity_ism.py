@@ -32,6 +32,19 @@ pytorch_lightning get the stand-ins described in ``parity_ism_official.py``.
         --extra-site /work/scratch-sam6d/site --work /work/scratch-sam6d/run_b --sam vit_b \\
         --points-per-side 16 --n-proposals 16
 
+SAM-6D's real sizes on a slow CPU: ``--sam vit_h --dino dinov2_vitl14`` with ``--templates N``, the
+first N of the 42 level-0 views (SAM-6D's code scores against every view in its ``templates/``
+folder, view i keeping pose i; N ≥ 5 for its top-5 average), and fewer points and proposals:
+
+    nice -n 10 env PYTHONPATH=src python benchmarks/parity_ism.py \\
+        --sam6d-code /work/scratch-ism/SAM-6D/Instance_Segmentation_Model \\
+        --extra-site /work/scratch-ism/site --work /work/scratch-ism/run_h --sam vit_h \\
+        --dino dinov2_vitl14 --points-per-side 8 --n-proposals 8 --templates 10 \\
+        --stability-score-thresh 0 --pred-iou-thresh -1
+
+segloop's side describes the templates once: its pipeline run (stage 5) is handed those
+descriptors (and, for a view subset, the templates: the service itself loads whole levels only).
+
 Prints figures; asserts nothing.
 """
 
@@ -40,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -133,6 +147,21 @@ def _start_official(args: argparse.Namespace, work: Path,
                             env=env)
 
 
+def _first_templates(tpl: Templates, full: Path, tdir: Path, n: int) -> Templates:
+    """Copy views 0..n-1 of ``full`` into ``tdir`` (SAM-6D's code scores against every view found
+    there; view i keeps pose i of level 0) and return the same views of ``tpl``."""
+    if not 5 <= n <= len(tpl.rgb):
+        raise SystemExit(f"--templates {n}: SAM-6D averages the best 5 views; give 5..{len(tpl.rgb)}")
+    if tdir.exists():
+        shutil.rmtree(tdir)
+    tdir.mkdir()
+    for i in range(n):
+        for name in (f"rgb_{i}.png", f"mask_{i}.png", f"xyz_{i}.npy"):
+            shutil.copy2(full / name, tdir / name)
+    return Templates(rgb=tpl.rgb[:n], masks=tpl.masks[:n], rotations=tpl.rotations[:n], points=tpl.points,
+                     source=str(tdir))
+
+
 def _segloop_backend(args: argparse.Namespace, work: Path) -> object:
     import torch
     from transformers import Dinov2Config, Dinov2Model, SamConfig, SamModel
@@ -167,6 +196,8 @@ def main() -> None:
     ap.add_argument("--stability-score-thresh", type=float, default=0.97)
     ap.add_argument("--pred-iou-thresh", type=float, default=0.88,
                     help="SAM-6D: 0.88; random weights may need lower (SAM-6D's code fails with no mask)")
+    ap.add_argument("--templates", type=int, default=42,
+                    help="score against the first N of the 42 level-0 views (SAM-6D: 42; fewer on slow CPUs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reuse", action="store_true",
@@ -181,10 +212,13 @@ def main() -> None:
     scene_dir = args.scene.resolve()
     cad = scene_dir / "obj_000005.ply"
     tdir = work / "templates"
-    if count_templates(tdir) == 0:
-        tdir.mkdir(exist_ok=True)
-        render_templates(read_ply(cad), tdir, level=0)
-    tpl = load_templates(tdir, cad)
+    full = tdir if args.templates == 42 else work / "templates_42"
+    if count_templates(full) == 0:
+        full.mkdir(exist_ok=True)
+        render_templates(read_ply(cad), full, level=0)
+    tpl = load_templates(full, cad)
+    if args.templates != 42:  # the first N views, for SAM-6D's code (it reads every view in the folder)
+        tpl = _first_templates(tpl, full, tdir, args.templates)
     cam = json.loads((scene_dir / "camera.json").read_text())
     K = np.array(cam["cam_K"], dtype=np.float64).reshape(3, 3)
     rgb = np.asarray(Image.open(scene_dir / "rgb.png").convert("RGB"))
@@ -234,6 +268,9 @@ def _ours(args: argparse.Namespace, work: Path, scene: Scene, tpl: Templates, pr
     s = score_proposals(scene, props, query, ref, tpl, ScoreConfig())
     pipe = IsmPipeline(ScoreConfig())
     pipe.add_backend(BackendName.SAM, _Injected(be, props))  # type: ignore[arg-type]
+    if len(tpl.rgb) != 42:  # a view subset: the service only loads whole levels, so hand it the subset
+        pipe._templates[(str(tdir), str(cad))] = tpl
+    pipe._descriptors[(str(tdir), str(cad), BackendName.SAM)] = ref  # the same backend's, computed above
     res = pipe.run(scene, BackendName.SAM, tdir, cad, args.stability_score_thresh)
     assert np.array_equal(pipe.templates(tdir, cad).points, tpl.points)
     h, w = scene.rgb.shape[:2]

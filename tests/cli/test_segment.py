@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-SEGLOOP = str(Path(sys.executable).with_name("segloop"))
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=120)
-
-
-def assert_clean_error(res: subprocess.CompletedProcess[str], match: str) -> None:
-    assert res.returncode != 0, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("segloop: error:")]
-    assert len(lines) == 1, res.stderr
-    assert match.lower() in lines[0].lower(), lines[0]
+from cli.clihelpers import assert_clean_error, run
 
 
 def ball_volume(shape: tuple[int, int, int], centre: tuple[float, float, float], r: float) -> np.ndarray:

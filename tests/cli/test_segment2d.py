@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -11,25 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli.clihelpers import assert_clean_error, run
 from segloop.engines import get_engine
 from segloop.engines.image2d import colour_feature, segment_image
 from segloop.io.image2d import Image2D, ImageSource, load_image2d
 from segloop.types import Prompts
-
-SEGLOOP = str(Path(sys.executable).with_name("segloop"))
-
-
-def run(*args: str | Path | int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SEGLOOP, *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", timeout=120)
-
-
-def assert_clean_error(res: subprocess.CompletedProcess[str], match: str) -> None:
-    assert res.returncode != 0, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("segloop: error:")]
-    assert len(lines) == 1, res.stderr
-    assert match.lower() in lines[0].lower(), lines[0]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -51,6 +51,9 @@ def test_registry_entries() -> None:
         "399fba97a95f22c36834418bc69373364a99af3a1153da1c0fb31db567c92e23")
     vit_h = get_spec("sam-vit-h").config["vision_config"]
     assert (vit_h["hidden_size"], vit_h["num_hidden_layers"]) == (1280, 32)
+    # exact bytes where a source states them (model.safetensors); none states ViT-H's
+    assert (get_spec("sam-vit-b").size, get_spec("dinov2-vitl14").size) == (374979480, 1217522888)
+    assert get_spec("sam-vit-h").size is None
 
 
 def test_point_grid_and_stability_score() -> None:

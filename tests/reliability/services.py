@@ -24,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from liveserver import wait_for_health
+
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "tests" / "worker"  # slow_engine_plugin: classic slowed per slice
 CLI = "import sys; from segloop.cli import main; sys.exit(main())"
@@ -134,18 +136,11 @@ class Server(Proc):
                          child_env(settings), log)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"segloop serve exited with {self.proc.returncode}:\n"
-                                   f"{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"segloop serve did not answer /health:\n{self.output()}")
+        """Return once /health answers; RuntimeError with the server's log when it exits or times out."""
+        try:
+            wait_for_health(self.url, self.proc, seconds=timeout)
+        except AssertionError as exc:
+            raise RuntimeError(f"segloop serve: {exc}:\n{self.output()}") from None
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60.0)

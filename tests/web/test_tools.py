@@ -108,6 +108,19 @@ def _leaking_job(url: str, data: Path) -> tuple[str, np.ndarray, dict[str, Any]]
     return job, good, info
 
 
+def _open_job(page: Any, url: str, job: str, version: int = 3) -> None:
+    """Open ``job`` in the viewer by its URL and wait until it shows ``version``."""
+    page.goto(f"{url}/#job={job}")
+    wait_version(page, version, OPEN_MS)
+
+
+def _open_leaking_job(page: Any, url: str) -> tuple[str, np.ndarray, dict[str, Any]]:
+    """:func:`_leaking_job` on the shared brain MR, opened in the viewer at its version 3."""
+    job, good, info = _leaking_job(url, need_data())
+    _open_job(page, url, job)
+    return job, good, info
+
+
 def bitmap(page: Any) -> np.ndarray:
     """NiiVue's drawing bitmap as an (X, Y, Z) label map."""
     dims = js(page, "window.segloop.state.dims")
@@ -136,12 +149,9 @@ def _click_voxel(page: Any, x: int, y: int, *, shift: bool = False,
 
 def test_fix_a_leaking_propagation_on_brain_mr(server: LiveServer, page: Any,
                                                tmp_path: Path) -> None:
-    data = need_data()
     shots = _shots(tmp_path)
     url = server.url
-    job, good, info = _leaking_job(url, data)
-    page.goto(f"{url}/#job={job}")
-    wait_version(page, 3, OPEN_MS)
+    job, good, info = _open_leaking_job(page, url)
     js(page, f"window.segloop.setSlice({info['top'] + 2})")
     page.screenshot(path=str(shots / "tools_01_leak.png"))
 
@@ -185,12 +195,9 @@ def test_fix_a_leaking_propagation_on_brain_mr(server: LiveServer, page: Any,
 
 def test_paint_constraints_objects_and_measurements(server: LiveServer, page: Any,
                                                     tmp_path: Path) -> None:
-    data = need_data()
     shots = _shots(tmp_path)
     url = server.url
-    job, good, info = _leaking_job(url, data)
-    page.goto(f"{url}/#job={job}")
-    wait_version(page, 3, OPEN_MS)
+    job, good, info = _open_leaking_job(page, url)
     z = info["anchor"]
     js(page, f"window.segloop.setSlice({z})")
     lesion = np.argwhere(good[:, :, z] == 1)
@@ -298,11 +305,8 @@ def test_paint_constraints_objects_and_measurements(server: LiveServer, page: An
 
 def test_open_a_mask_file_and_delete_the_job(server: LiveServer, page: Any,
                                              tmp_path: Path) -> None:
-    data = need_data()
     url = server.url
-    job, _, info = _leaking_job(url, data)
-    page.goto(f"{url}/#job={job}")
-    wait_version(page, 3, OPEN_MS)
+    job, _, info = _open_leaking_job(page, url)
     f = tmp_path / "lesion_truth.nii.gz"
     nib.save(nib.Nifti1Image(info["truth"].astype(np.uint8), info["affine"]), str(f))
     page.set_input_files("#mask-input", str(f))
@@ -350,8 +354,7 @@ def test_structure_names_and_series_description_go_into_the_seg(server: LiveServ
     lab[200:260, 220:300, 1] = 1
     body = gzip.compress(nib.Nifti1Image(lab, _canonical_affine(url, jid)).to_bytes())
     assert httpx.put(f"{url}/api/v1/jobs/{jid}/mask", content=body).status_code == 200
-    page.goto(f"{url}/#job={jid}")
-    wait_version(page, 1, OPEN_MS)
+    _open_job(page, url, jid, version=1)
     options = page.eval_on_selector_all("#structures option", "os => os.map((o) => o.value)")
     assert "Liver" in options and "Lesion" in options
     name = page.locator("#objects li[data-object-id='1'] input[type=text]")

@@ -117,6 +117,11 @@ def _import(args: argparse.Namespace) -> int:
         from segloop.models.store import checkpoint_path, model_config
 
         load_model_file(checkpoint_path(args.name), SamMed3DConfig.from_dict(model_config(args.name)))
+    elif args.convert and get_spec(args.name).engine == "ism":
+        # the ISM backends convert an original-layout .pth on load: the check is a strict load
+        from segloop.ism.sam_backend import load_named
+
+        load_named(args.name)
     elif args.convert:
         from segloop.models.loader import ensure_converted
 

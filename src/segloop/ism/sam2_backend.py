@@ -23,9 +23,8 @@ import torch.nn.functional as F
 
 from segloop.engines.sam2.image2d import Sam2ImagePredictor
 
-from .amg import AmgConfig, at_width, generate
-from .dinov2_descriptors import DinoDescriber
-from .types import Descriptors, Proposals, Scene, Templates
+from .amg import AmgConfig, Decoder
+from .amg_backend import AmgDinoBackend
 
 __all__ = ["SAM2_AMG", "Sam2Backend", "load_sam2_backend"]
 
@@ -35,19 +34,18 @@ log = logging.getLogger("segloop.ism.sam2")
 SAM2_AMG = AmgConfig(pred_iou_thresh=0.8)
 
 
-class Sam2Backend:
+class Sam2Backend(AmgDinoBackend):
     """SAM 2 proposals + DINOv2 descriptors (models already loaded)."""
 
     name: ClassVar[str] = "sam2"
 
     def __init__(self, predictor: Sam2ImagePredictor, dino: Any, config: AmgConfig | None = None) -> None:
+        super().__init__(dino, config or SAM2_AMG)
         self.predictor = predictor
-        self.config = config or SAM2_AMG
-        self.describer = DinoDescriber(dino, batch=self.config.descriptor_batch)
 
-    @torch.no_grad()
-    def generate(self, rgb: np.ndarray, stability_score_thresh: float) -> Proposals:
-        """SAM 2's automatic masks of an (H, W, 3) uint8 image."""
+    def decoder(self, rgb: np.ndarray) -> Decoder:
+        """SAM 2's image features once, then its mask decoder per batch of points, logits
+        upsampled (bilinear) from ``image_size / 4`` to the image."""
         h, w = rgb.shape[:2]
         emb = self.predictor.encode(rgb)
         s = self.predictor.image_size
@@ -63,19 +61,7 @@ class Sam2Backend:
             logits = F.interpolate(low, (h, w), mode="bilinear", align_corners=False)[:, 0]
             return logits, out.iou_scores[0].flatten().float()
 
-        return generate((h, w), decode, self.config, stability_score_thresh)
-
-    def proposals(self, scene: Scene, stability_score_thresh: float) -> Proposals:
-        """SAM 2 on the image resized to width 640 (as SAM-6D feeds SAM), masks resized back."""
-        return at_width(scene.rgb, self.config.width, lambda im: self.generate(im, stability_score_thresh))
-
-    def describe_templates(self, templates: Templates) -> Descriptors:
-        """DINOv2 descriptors of the templates (see ``dinov2_descriptors``)."""
-        return self.describer.describe_templates(templates)
-
-    def describe_proposals(self, scene: Scene, proposals: Proposals) -> Descriptors:
-        """DINOv2 descriptors of the proposals."""
-        return self.describer.describe_proposals(scene, proposals)
+        return decode
 
 
 def load_sam2_backend(checkpoints_dir: Path | None, sam2_name: str = "sam2.1-large",

@@ -83,15 +83,18 @@ def _builtin() -> dict[str, ModelSpec]:
                           {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                            "intermediate_size": 4096, "patch_size": 14, "image_size": 518}),
     }
-    # SHA-256 of each repo's model.safetensors from its Hugging Face page (Git LFS details); the
-    # pages give sizes only rounded (2.56 GB, 375 MB, 1.22 GB): the first download records the bytes
+    # SHA-256 of each repo's model.safetensors from its Hugging Face page (Git LFS details). Those
+    # pages round sizes (2.56 GB, 375 MB, 1.22 GB); the exact bytes of sam-vit-b and dinov2-vitl14 are
+    # stated beside the same SHA-256 by public projects that pin these files; none states sam-vit-h's
+    # (its first download records the bytes)
     ism_sha = {"sam-vit-h": "edfb0462392541fca9af44ff039bfb32dbd0c939997f3abb77a26e23af7afd7c",
                "sam-vit-b": "892c410e496344e527255ccdcb2cb7244a609acb5389c7c4fdba1288f861c579",
                "dinov2-vitl14": "399fba97a95f22c36834418bc69373364a99af3a1153da1c0fb31db567c92e23"}
+    ism_bytes = {"sam-vit-b": 374979480, "dinov2-vitl14": 1217522888}
     for name, (repo, desc, cfg) in ism.items():
         specs.append(ModelSpec(name=name, description=desc, config=cfg, licence="Apache-2.0", hf_repo=repo,
                                hf_filename="model.safetensors", file_format="transformers", engine="ism",
-                               sha256=ism_sha[name]))
+                               size=ism_bytes.get(name), sha256=ism_sha[name]))
     specs.append(ModelSpec(  # architecture defaults: segloop.engines.sammed3d.model.SamMed3DConfig
         name="sam-med3d-turbo",
         description="SAM-Med3D turbo (3D ViT-B, 128³ patches at 1.5 mm, point clicks)",
