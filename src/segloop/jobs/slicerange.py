@@ -47,7 +47,10 @@ class SliceRange:
         return self.first is None and self.last is None
 
     def kwargs(self) -> dict[str, int | None]:
-        """The range as the keyword arguments of ``Session.propagate`` / ``refine``."""
+        """The range as the keyword arguments of ``Session.propagate`` / ``refine`` (none
+        for an open range, so a session written before the range keywords still runs)."""
+        if self.open:
+            return {}
         return {"first_slice": self.first, "last_slice": self.last}
 
     def inside(self, z: int) -> bool:
