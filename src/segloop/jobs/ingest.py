@@ -90,6 +90,11 @@ class IngestPool:
                                                  mp_context=multiprocessing.get_context("spawn"))
             return self._pool
 
+    @property
+    def started(self) -> bool:
+        """Whether the child processes have been started (by :meth:`warm` or an upload)."""
+        return self._pool is not None
+
     def warm(self) -> None:
         """Start the child processes and their imports now, without waiting for them (the
         upload route calls it as an upload begins); nothing when they run already."""
