@@ -348,13 +348,15 @@ function markDirty(d) {
   updateUndoRedo();
 }
 
-// ------------------------------------------------------------------ drafts (unsaved strokes kept in the browser)
+// ------------------------------------------------------------------ drafts (unsaved strokes autosaved on the server)
 let drafts = null; // DraftKeeper, made in bindUi
 
 /** What drafts.js needs of the open work. */
 function draftState() {
   if (!S.job || !nv || !nv.drawBitmap) return null;
-  return { jobId: S.job.job_id, version: S.version, dims: S.dims, bitmap: nv.drawBitmap, dirty: S.dirty };
+  const hdr = nv.back.hdr;
+  const encode = () => writeLabelNifti(nv.drawBitmap, S.dims, hdr.affine, hdr.pixDims.slice(1, 4));
+  return { jobId: S.job.job_id, version: S.version, dims: S.dims, bitmap: nv.drawBitmap, dirty: S.dirty, encode };
 }
 
 function restoreDraft(data) {
@@ -366,7 +368,8 @@ function restoreDraft(data) {
 
 function describeDraft(d, shown) {
   const on = d.version === shown ? '' : ` (painted on version ${d.version}; version ${shown} is shown)`;
-  return `Unsaved edits from ${fmtTime(d.saved_at)} were kept in this browser${on}.`;
+  const where = d.where === 'local' ? 'in this browser' : `on the server${d.author ? ` (by ${d.author})` : ''}`;
+  return `Unsaved edits from ${fmtTime(d.saved_at)} were kept ${where}${on}.`;
 }
 
 /** Undo: an unsaved stroke, else the current version's parent; redo: an undone stroke, else a
