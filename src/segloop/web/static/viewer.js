@@ -346,6 +346,7 @@ function markDirty(d) {
   $('#btn-save').disabled = !d;
   $('#btn-save').textContent = d ? 'Save edits *' : 'Save edits';
   updateUndoRedo();
+  if (OBJ) OBJ.onDirty(d); // the measurements follow unsaved strokes
 }
 
 // ------------------------------------------------------------------ drafts (unsaved strokes autosaved on the server)
