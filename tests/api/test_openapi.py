@@ -18,6 +18,8 @@ NOT_JSON: dict[tuple[str, str], str] = {
     ("get", "/api/v1/jobs/{job_id}/result"): "file download (nii.gz, png or DICOM-SEG)",
     ("get", "/api/v1/jobs/{job_id}/events"): "Server-Sent Events (text/event-stream)",
     ("delete", "/api/v1/jobs/{job_id}"): "204 No Content",
+    ("get", "/api/v1/jobs/{job_id}/draft/mask"): "file download (a draft's labels, nii.gz)",
+    ("delete", "/api/v1/jobs/{job_id}/draft"): "204 No Content",
 }
 
 

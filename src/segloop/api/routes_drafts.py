@@ -10,7 +10,7 @@ undo/redo do not see it. Must not import engines, torch, the worker or the web U
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -97,7 +97,7 @@ def drafts_router() -> APIRouter:
         if got is None:
             raise _none(job_id)
         info, labels = got
-        can = nib.load(str(files.canonical_path(jd)))
+        can: Any = nib.load(str(files.canonical_path(jd)))
         body = gzip.compress(nib.Nifti1Image(labels, can.affine).to_bytes(), compresslevel=1)
         return Response(body, media_type="application/gzip",
                         headers={"X-Draft-Base-Version": str(info.base_version)})
