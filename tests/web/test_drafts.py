@@ -36,7 +36,7 @@ def test_a_draft_left_in_one_browser_is_offered_in_another(
     stroke(page, 18)
     n = painted(page)
     assert n > 0
-    page.wait_for_selector("body[data-draft='kept']", timeout=TIMEOUT_MS)
+    page.wait_for_selector("body[data-draft='kept']", timeout=TIMEOUT_MS)  # after the last stroke
     d = _draft(server, job)
     assert d.status_code == 200, d.text
     assert d.json()["base_version"] == 0 and d.json()["voxels"] == n

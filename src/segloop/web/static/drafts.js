@@ -129,6 +129,7 @@ export class DraftKeeper {
     this.describe = describe; // (draft, versionShown) -> the bar's sentence
     this.offered = null;
     this.timer = null;
+    this.gen = 0;
     bar.querySelector('.restore').addEventListener('click', () => this.restore());
     bar.querySelector('.drop').addEventListener('click', () => this.forget());
   }
@@ -148,18 +149,21 @@ export class DraftKeeper {
     this.hideOffer(); // new strokes replace a draft that was offered
     const at = this.current();
     if (!at) return;
+    this.setStatus('pending'); // body[data-draft]: pending -> kept (or failed)
+    const gen = ++this.gen; // a write finishing after a newer stroke does not say "kept"
     this.timer = setTimeout(() => {
       const now = this.current();
       if (!now || now.jobId !== at.jobId) return;
       const write = now.dirty ? saveDraft(now) : dropDraft(now.jobId).then(() => 'none');
-      write.then((where) => this.setStatus(where === 'none' ? 'none' : 'kept'))
-        .catch((e) => { this.setStatus('failed'); console.warn('draft not kept', e); });
+      write.then((where) => { if (gen === this.gen) this.setStatus(where === 'none' ? 'none' : 'kept'); })
+        .catch((e) => { if (gen === this.gen) this.setStatus('failed'); console.warn('draft not kept', e); });
     }, 800);
   }
 
   /** The edits were saved or discarded: no draft any more. */
   forget() {
     clearTimeout(this.timer);
+    this.gen += 1;
     this.hideOffer();
     this.setStatus('none');
     const at = this.current();
