@@ -2,7 +2,8 @@
 
 Run from the checkout (needs ``npm ci`` and Debian's ``/usr/bin/chromium``):
 
-    PYTHONPATH=src python benchmarks/viewer_first_image.py [--shape 512,512,300] [--repeat 1]
+    PYTHONPATH=src python benchmarks/viewer_first_image.py [--shape 512,512,300] [--repeat 1] \
+        [--only ct|dicom] [--preview-only] [--no-settle] [--limit S]
 
 Two uploads through the page's file input, each opened with the low-resolution preview first
 (the default) and without it (``?preview=0``), side by side against one in-process server:
@@ -15,6 +16,13 @@ the server answered with the job (``job-created``), when the first image is on s
 (``first-image``: the preview, or the full volume without one) and when the full volume is
 ready to edit (``full-image``). Printed: seconds from ``upload-sent`` to each, and the ratio.
 WebGL2 runs on SwiftShader (CPU); on a loaded machine say so with the figures.
+
+WebGL calls only queue work: the page's marks fire when NiiVue has *queued* an image, which
+SwiftShader may draw seconds later. So by default (``--settle``, off with ``--no-settle``) every
+``segloop:`` mark is taken after ``gl.finish()``, i.e. when the pixels exist. The benchmark
+installs that in the page itself, so it times any version of the viewer the same way: run it
+with ``PYTHONPATH`` pointing at another checkout's ``src`` to compare (that checkout serves its
+own static files).
 """
 
 from __future__ import annotations
@@ -90,11 +98,24 @@ def _serve(home: Path) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float
-         ) -> dict[str, float]:
+#: every segloop mark after gl.finish(): when the GPU (SwiftShader) has drawn what was queued
+SETTLE = """(() => {
+  const mark = performance.mark.bind(performance);
+  performance.mark = (name, ...rest) => {
+    const nv = window.segloop && window.segloop.nv;
+    if (String(name).startsWith('segloop:') && nv && nv.gl) nv.gl.finish();
+    return mark(name, ...rest);
+  };
+})();"""
+
+
+def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float,
+         settle: bool = True) -> dict[str, float]:
     """Seconds from upload-sent to each mark (a mark not reached within ``limit_s`` of the
     previous one is missing from the result)."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    if settle:
+        ctx.add_init_script(SETTLE)
     page = ctx.new_page()
     try:
         page.goto(url + ("/" if preview else "/?preview=0"))
@@ -123,6 +144,11 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=240.0,
                     help="seconds to wait for each mark (the full volume in SwiftShader on a "
                          "loaded machine can take many minutes)")
+    ap.add_argument("--settle", action=argparse.BooleanOptionalAction, default=True,
+                    help="take each mark after gl.finish() (pixels drawn, not just queued)")
+    ap.add_argument("--only", choices=("ct", "dicom"), default=None, help="one of the two uploads")
+    ap.add_argument("--preview-only", action="store_true",
+                    help="skip the run without the preview (the full CT in SwiftShader needs GBs)")
     a = ap.parse_args()
     shape = tuple(int(v) for v in a.shape.split(","))
     assert len(shape) == 3
@@ -131,25 +157,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         big = int(np.prod(shape)) > PREVIEW_MIN_VOXELS
-        cases = [(f"CT {shape[0]}x{shape[1]}x{shape[2]} NIfTI", _phantom(shape, t / "ct.nii.gz"),
-                  big)]
-        if DICOM.is_dir():  # 512x512x20: under the preview threshold
+        cases = [] if a.only == "dicom" else [
+            (f"CT {shape[0]}x{shape[1]}x{shape[2]} NIfTI", _phantom(shape, t / "ct.nii.gz"), big)]
+        if DICOM.is_dir() and a.only != "ct":  # 512x512x20: under the preview threshold
             cases.append((f"DICOM zip, {len(list(DICOM.iterdir()))} slices",
                           _dicom_zip(t / "series.zip"), False))
         server, url = _serve(t / "home")
-        print(f"load average {os.getloadavg()[0]:.1f} (2-core machine shared with others)",
-              flush=True)
+        import segloop
+
+        print(f"load average {os.getloadavg()[0]:.1f} (2-core machine shared with others); "
+              f"segloop from {Path(segloop.__file__).parents[1]}; marks "
+              f"{'after gl.finish()' if a.settle else 'as queued'}", flush=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             for name, path, has_preview in cases:
                 mb = path.stat().st_size / 2**20
                 for r in range(a.repeat):
-                    res = {pv: _one(browser, url, path, pv, a.limit) for pv in (True, False)}
+                    res = {pv: _one(browser, url, path, pv, a.limit, a.settle)
+                           for pv in ((True,) if a.preview_only else (True, False))}
                     for pv, m in res.items():
                         shown = "  ".join(f"{k} {m[k]:6.2f} s" if k in m else
                                           f"{k} > {a.limit:.0f} s after the previous" for k in MARKS)
                         print(f"{name} ({mb:.0f} MiB), {'preview first' if pv else 'no preview  '}"
                               f" [{r + 1}]: {shown}", flush=True)
+                    if a.preview_only:
+                        continue
                     if not has_preview:
                         print("  (no preview: the volume is under 8 Mi voxels, both runs take "
                               "the same path)", flush=True)

@@ -43,8 +43,8 @@ def test_full_loop_nifti(client: TestClient, data: Path, tmp_path: Path) -> None
 
     vol = client.get(f"/api/v1/jobs/{jid}/volume")
     assert vol.status_code == 200
-    (tmp_path / "v.nii.gz").write_bytes(vol.content)
-    can = nib.load(str(tmp_path / "v.nii.gz"))
+    (tmp_path / "v.nii").write_bytes(vol.content)  # uncompressed NIfTI
+    can = nib.load(str(tmp_path / "v.nii"))
     assert can.shape == (122, 101, 30)
     assert nib.aff2axcodes(can.affine) == ("R", "A", "S")
 

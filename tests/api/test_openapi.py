@@ -13,11 +13,13 @@ from fastapi.testclient import TestClient
 
 #: (method, path) -> why its 2xx response has no JSON schema
 NOT_JSON: dict[tuple[str, str], str] = {
-    ("get", "/api/v1/jobs/{job_id}/volume"): "file download (NIfTI, application/gzip)",
+    ("get", "/api/v1/jobs/{job_id}/volume"): "file download (NIfTI)",
     ("get", "/api/v1/jobs/{job_id}/image"): "file download (a 2D job's picture, PNG)",
     ("get", "/api/v1/jobs/{job_id}/result"): "file download (nii.gz, png or DICOM-SEG)",
     ("get", "/api/v1/jobs/{job_id}/events"): "Server-Sent Events (text/event-stream)",
     ("delete", "/api/v1/jobs/{job_id}"): "204 No Content",
+    ("get", "/api/v1/jobs/{job_id}/draft/mask"): "file download (a draft's labels, nii.gz)",
+    ("delete", "/api/v1/jobs/{job_id}/draft"): "204 No Content",
 }
 
 

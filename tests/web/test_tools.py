@@ -64,8 +64,8 @@ def _wait_idle(url: str, job: str) -> None:
 
 
 def _canonical_affine(url: str, job: str) -> np.ndarray:
-    r = httpx.get(f"{url}/api/v1/jobs/{job}/volume")
-    img: Any = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    r = httpx.get(f"{url}/api/v1/jobs/{job}/volume")  # served uncompressed
+    img: Any = nib.Nifti1Image.from_bytes(r.content)
     return np.asarray(img.affine)
 
 

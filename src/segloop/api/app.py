@@ -42,6 +42,7 @@ from segloop.jobs.housekeeping import sweep_leftovers
 from .deps import Services, Svc, Who
 from .limits import BodyTooLarge, JsonBodyLimit, body_too_large_response
 from .middleware import Observe
+from .routes_drafts import drafts_router
 from .routes_edit import edit_router
 from .routes_jobs import jobs_router
 from .routes_system import system_router
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(sweep_leftovers, settings)  # crash leftovers past their grace
         svc.queue.start()
+        svc.ingest.warm()  # the upload reader process starts now, not on the first upload
         try:
             yield
         finally:
@@ -102,5 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(jobs_router())
     app.include_router(edit_router())
+    app.include_router(drafts_router())
     app.include_router(system_router())
     return app

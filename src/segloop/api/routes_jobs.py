@@ -87,6 +87,7 @@ def jobs_router() -> APIRouter:
     @r.post("", status_code=201, response_model=JobRecord,
             summary="Upload a volume (multipart file field 'file')")
     async def upload(request: Request, svc: Svc, who: Who) -> JobRecord:
+        svc.ingest.warm()  # the reader process starts while the bytes arrive
         path, filename = await receive_upload(request, svc.settings.tmp_dir,
                                               svc.settings.max_upload_bytes)
         return await run_in_threadpool(svc.store.create_job, path, filename, who, svc.ingest)
@@ -115,8 +116,11 @@ def jobs_router() -> APIRouter:
             return FileResponse(files.preview_path(jd), media_type="application/gzip",
                                 filename=f"{job_id}_preview.nii.gz")
         svc.store.audit(who.name, "download-volume", job_id)
-        return FileResponse(files.canonical_path(jd),
-                            media_type="application/gzip", filename=f"{job_id}.nii.gz")
+        path = files.canonical_path(jd)  # uncompressed .nii (.nii.gz for an older job)
+        gz = path.name.endswith(".gz")
+        return FileResponse(path, media_type="application/gzip" if gz else
+                            "application/octet-stream",
+                            filename=f"{job_id}.nii{'.gz' if gz else ''}")
 
     @r.get("/{job_id}/image", summary="A 2D job's picture as the viewer shows it (8-bit PNG)")
     def image(job_id: str, svc: Svc, who: Who) -> FileResponse:

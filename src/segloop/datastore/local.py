@@ -158,7 +158,14 @@ class Datastore:
         build.mkdir(parents=True)
         try:
             if not dest.exists():  # (checked again under the lock)
-                shutil.copyfile(case.image, build / "image.nii.gz")
+                if case.image.name.endswith(".gz"):
+                    shutil.copyfile(case.image, build / "image.nii.gz")
+                else:  # a job's canonical volume is kept uncompressed (fast to ingest)
+                    import gzip
+
+                    with open(case.image, "rb") as src, \
+                            gzip.open(build / "image.nii.gz", "wb", compresslevel=1) as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
                 affine = np.asarray(nib.load(str(case.image)).affine, np.float64)  # type: ignore[attr-defined]
                 nib.save(nib.Nifti1Image(np.asarray(case.labels, np.uint8), affine),
                          str(build / "label.nii.gz"))

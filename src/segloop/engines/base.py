@@ -16,6 +16,9 @@ Semantics shared by all engines (the contract test in tests/engines checks them)
   result for the same slice supersedes the earlier one (e.g. once a 3D filter ran, with
   ``done == total``): the last result of a slice is its stored mask. It may trim (never
   grow) its start slice, e.g. to keep the largest 3D component as MedSAM2 does.
+  ``first_slice`` / ``last_slice`` (keyword-only, inclusive) end the propagation there: the
+  slices beyond are neither computed nor changed (``ObjectState.span`` stops at them; a
+  propagation stops at the range as it stops at an anchor).
 - ``refine(z, prompts, object_id)``: a correction on slice z. Prompts are *added* to those already
   given on slice z (a box replaces the old box); when slice z had no prompts the correction acts
   on the current mask there. Slice z becomes an anchor and the object is re-propagated from z
@@ -57,13 +60,17 @@ class Session(Protocol):
         ...
 
     def propagate(
-        self, z: int, mask2d: BoolArray | None = None, object_id: int = 1
+        self, z: int, mask2d: BoolArray | None = None, object_id: int = 1, *,
+        first_slice: int | None = None, last_slice: int | None = None
     ) -> Iterator[SliceResult]:
-        """Propagate the mask of slice z through the volume in both directions."""
+        """Propagate the mask of slice z through the volume in both directions, no further
+        than ``first_slice`` / ``last_slice`` (inclusive; None: to the volume's end)."""
         ...
 
-    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
-        """Apply a correction on slice z and re-propagate from it."""
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1, *,
+               first_slice: int | None = None, last_slice: int | None = None
+               ) -> Iterator[SliceResult]:
+        """Apply a correction on slice z and re-propagate from it, within the slice range."""
         ...
 
     def mask(self, object_id: int = 1) -> BoolArray:

@@ -104,15 +104,19 @@ class Image2DSession:
         self._objects[object_id] = _Object(prompts, mask)
         return np.ascontiguousarray(mask.T)
 
-    def propagate(self, z: int, mask2d: BoolArray | None = None, object_id: int = 1
+    def propagate(self, z: int, mask2d: BoolArray | None = None, object_id: int = 1, *,
+                  first_slice: int | None = None, last_slice: int | None = None
                   ) -> Iterator[SliceResult]:
-        """Nothing to propagate on one slice: yields slice 0 (``mask2d`` replaces it)."""
+        """Nothing to propagate on one slice: yields slice 0 (``mask2d`` replaces it; a
+        slice range has nothing to limit)."""
         self._check_z(z)
         if mask2d is not None:
             self._objects[object_id] = _Object(None, np.ascontiguousarray(mask2d.T).astype(bool))
         yield SliceResult(z=0, mask=self.mask(object_id)[:, :, 0], done=1, total=1)
 
-    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1, *,
+               first_slice: int | None = None, last_slice: int | None = None
+               ) -> Iterator[SliceResult]:
         """Add ``prompts`` to the object's and segment again (see the module docstring)."""
         self._check_z(z)
         obj = self._objects.get(object_id)

@@ -25,14 +25,23 @@ class ObjectState:
     mask: BoolArray
     prompts: dict[int, Prompts] = field(default_factory=dict)
     anchors: set[int] = field(default_factory=set)
+    #: the slice range (first, last; None: open) the running propagation may visit: set by
+    #: every ``propagate`` / ``refine`` call (:meth:`SessionState.bound`), so it stops there
+    bounds: tuple[int | None, int | None] = (None, None)
 
     def span(self, z: int, direction: int) -> range:
-        """Slices from z (exclusive) in ``direction`` (+1/-1) up to the next anchor (exclusive)."""
+        """Slices from z (exclusive) in ``direction`` (+1/-1) up to the next anchor (exclusive),
+        and never past the end of :attr:`bounds` in that direction."""
         nz = self.mask.shape[2]
         end = nz if direction > 0 else -1
         stops = [a for a in self.anchors if (a - z) * direction > 0]
         if stops:
             end = min(stops) if direction > 0 else max(stops)
+        first, last = self.bounds
+        if direction > 0 and last is not None:
+            end = max(min(end, last + 1), z + 1)
+        elif direction < 0 and first is not None:
+            end = min(max(end, first - 1), z - 1)
         return range(z + direction, end, direction)
 
 
@@ -42,6 +51,13 @@ class SessionState:
 
     shape: tuple[int, int, int]
     objects: dict[int, ObjectState] = field(default_factory=dict)
+
+    def bound(self, object_id: int, first: int | None, last: int | None) -> ObjectState:
+        """The state of ``object_id`` with the slice range of the propagation about to run
+        (``first`` / ``last`` axial slices, inclusive; None leaves that end open)."""
+        st = self.get(object_id)
+        st.bounds = (first, last)
+        return st
 
     def get(self, object_id: int) -> ObjectState:
         """The state of ``object_id``, created empty when new."""

@@ -5,7 +5,9 @@ Layout under ``SEGLOOP_HOME`` (see docs/service.md)::
     jobs/<job_id>/source/upload.<ext>     the uploaded file, renamed by its sniffed format
     jobs/<job_id>/source/dicom/...        or the extracted DICOM series of a .zip upload
     jobs/<job_id>/source/image/image.*    or a multi-file image of a .zip (header + data file)
-    jobs/<job_id>/canonical.nii.gz        closest-canonical RAS volume (what GET /volume serves)
+    jobs/<job_id>/canonical.nii           closest-canonical RAS volume (what GET /volume serves),
+                                          uncompressed (jobs made before 2026-11 have .nii.gz)
+    jobs/<job_id>/preview.nii.gz          a subsampled copy of a large volume (shown first)
     jobs/<job_id>/versions/v0001.npz      label map of version 1: ``labels`` uint8 (X, Y, Z) canonical
     datastore/...                         reviewed cases: owned by segloop.datastore
 
@@ -48,6 +50,7 @@ from segloop.jobs.unpack import (
 )
 
 __all__ = [
+    "CANONICAL_NAME",
     "UploadLimits",
     "atomic_write_bytes",
     "canonical_path",
@@ -142,7 +145,7 @@ def ingest_upload(upload: Path, dest: Path, limits: UploadLimits) -> tuple[Volum
     image in a multi-file format whose data file is inside the zip (segloop.jobs.unpack).
     Everything is read with ``data_root`` = the job's source folder, so no header can make
     the reader open a file outside it. ``dest`` must not exist yet; the caller removes it on
-    error. Writes ``dest/canonical.nii.gz``.
+    error. Writes ``dest/preview.nii.gz`` (a large volume) and ``dest/canonical.nii``.
     """
     from segloop.io.sniff import detect_format
     from segloop.jobs.image2d_job import ingest_2d, upload_is_2d
@@ -182,8 +185,16 @@ def ingest_upload(upload: Path, dest: Path, limits: UploadLimits) -> tuple[Volum
 
 
 def canonical_path(job_dir: Path) -> Path:
-    """``<job_dir>/canonical.nii.gz``."""
-    return job_dir / "canonical.nii.gz"
+    """``<job_dir>/canonical.nii``, or ``canonical.nii.gz`` for a job made before the canonical
+    volume was stored uncompressed (the one that exists; ``.nii`` for a new job)."""
+    plain = job_dir / CANONICAL_NAME
+    legacy = job_dir / "canonical.nii.gz"
+    return legacy if not plain.exists() and legacy.exists() else plain
+
+
+#: the canonical volume's file name: uncompressed, so ingest does not spend seconds deflating a
+#: large volume before the job exists, and readers (the viewer, the engines) need no inflating
+CANONICAL_NAME = "canonical.nii"
 
 
 #: volumes above this many voxels also get a preview (what the viewer shows first)
@@ -197,26 +208,32 @@ def preview_path(job_dir: Path) -> Path:
     return job_dir / "preview.nii.gz"
 
 
-def _nifti_gz(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
+def _nifti(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
     img = nib.Nifti1Image(np.asarray(data), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    return gzip.compress(img.to_bytes(), compresslevel=1)
+    return bytes(img.to_bytes())
+
+
+def _nifti_gz(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
+    return gzip.compress(_nifti(data, affine), compresslevel=1)
 
 
 def write_canonical(vol: Volume, path: Path) -> None:
-    """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically), and beside it a
-    preview of a large volume: every f-th voxel along each axis (f the smallest integer that
-    brings it under PREVIEW_VOXELS), on the same physical extent, so the viewer can show a
-    first image long before the full volume has arrived."""
+    """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically; gzip only when
+    ``path`` ends in .gz), and beside it, first, a preview of a large volume: every f-th voxel
+    along each axis (f the smallest integer that brings it under PREVIEW_VOXELS), on the same
+    physical extent, so the viewer can show a first image long before the full volume has
+    arrived."""
     can = vol.canonical()
     data = np.asarray(can.data)
-    atomic_write_bytes(path, _nifti_gz(data, can.affine))
     if data.size > PREVIEW_MIN_VOXELS:
         f = int(np.ceil((data.size / PREVIEW_VOXELS) ** (1 / 3)))
         small = np.ascontiguousarray(data[::f, ::f, ::f])
         aff = np.asarray(can.affine, np.float64) @ np.diag([f, f, f, 1.0])
         atomic_write_bytes(path.with_name(preview_path(path.parent).name), _nifti_gz(small, aff))
+    encode = _nifti_gz if path.name.endswith(".gz") else _nifti
+    atomic_write_bytes(path, encode(data, can.affine))
 
 
 def load_canonical(job_dir: Path, modality: str | None) -> Volume:

@@ -8,7 +8,7 @@ What differs:
 
 - the job folder holds ``image2d.json`` (the source format and file) and ``display.png`` (the
   picture as the viewer shows it: 8-bit, RGB kept in colour, MONOCHROME1 already inverted);
-- ``canonical.nii.gz`` holds the grey (luminance) pixels, for the volume-based readers
+- ``canonical.nii`` holds the grey (luminance) pixels, for the volume-based readers
   (datastore, protocols); the worker segments the picture itself, RGB included
   (:mod:`segloop.engines.image2d_session`);
 - ``source_format`` is ``2d-png``, ``2d-jpeg``, ``2d-tiff``, ``2d-bmp`` or ``2d-dicom``

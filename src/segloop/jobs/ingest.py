@@ -1,15 +1,18 @@
 """Read uploads in a separate process, so a hostile or huge upload cannot stall or kill the API.
 
-Concurrency model: :class:`IngestPool` owns a small ``spawn`` process pool (``ingest_processes``
-processes, started on the first upload). The API's upload route hands the uploaded file to
-:meth:`JobStore.create_job`, which runs in Starlette's thread pool and, with a pool, waits
-there for :func:`ingest` to run in a child process. The child does everything heavy --
-sniffing, unzipping, decoding, the canonical NIfTI -- and sends back only an
-:class:`IngestResult` (a few numbers), never an array. So the API process's event loop keeps
-the GIL to itself (``/health`` answers during any upload) and an upload that exhausts memory
-takes down the child (the pool is rebuilt; the client gets a 413), not the server and its
-embedded workers. With ``ingest_processes = 0`` the same :func:`ingest` runs in the calling
-thread. Imports segloop.jobs.files; never FastAPI, torch or Celery.
+Concurrency model: :class:`IngestPool` owns a small ``spawn`` process pool
+(``ingest_processes`` processes, started with the API and again when an upload begins to arrive
+if they are gone: :meth:`IngestPool.warm` starts them and imports the readers in the
+background, so no upload waits for a Python start and its imports -- a second and more on a
+loaded machine). The API's upload route hands the uploaded file to :meth:`JobStore.create_job`,
+which runs in Starlette's thread pool and, with a pool, waits there for :func:`ingest` to run
+in a child process. The child does everything heavy -- sniffing, unzipping, decoding, the
+canonical NIfTI -- and sends back only an :class:`IngestResult` (a few numbers), never an
+array. So the API process's event loop keeps the GIL to itself (``/health`` answers during any
+upload) and an upload that exhausts memory takes down the child (the pool is rebuilt; the
+client gets a 413), not the server and its embedded workers. With ``ingest_processes = 0`` the
+same :func:`ingest` runs in the calling thread. Imports segloop.jobs.files; never FastAPI,
+torch or Celery.
 Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
 segloop.ism, segloop.train, segloop.eval (the layer contract, pyproject.toml).
 """
@@ -49,6 +52,13 @@ class IngestResult:
     orientation: str
 
 
+def _warm_up() -> None:
+    """Import what :func:`ingest` needs (runs in a fresh child process)."""
+    import segloop.io.readers
+    import segloop.io.sniff
+    import segloop.jobs.image2d_job  # noqa: F401
+
+
 def ingest(upload: Path, dest: Path, limits: files.UploadLimits) -> IngestResult:
     """:func:`segloop.jobs.files.ingest_upload`, summarised (runs in a child process or not)."""
     from segloop.jobs.image2d_job import is_2d_format
@@ -79,6 +89,23 @@ class IngestPool:
                 self._pool = ProcessPoolExecutor(self.processes,
                                                  mp_context=multiprocessing.get_context("spawn"))
             return self._pool
+
+    @property
+    def started(self) -> bool:
+        """Whether the child processes have been started (by :meth:`warm` or an upload)."""
+        return self._pool is not None
+
+    def warm(self) -> None:
+        """Start the child processes and their imports now, without waiting for them (the
+        upload route calls it as an upload begins); nothing when they run already."""
+        if self.processes <= 0:
+            return
+        with self._lock:
+            if self._pool is not None:
+                return
+        pool = self._executor()
+        for _ in range(self.processes):  # a spawn pool starts one process per waiting call
+            pool.submit(_warm_up)
 
     def __call__(self, upload: Path, dest: Path, limits: files.UploadLimits) -> IngestResult:
         if self.processes <= 0:

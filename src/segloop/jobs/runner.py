@@ -178,11 +178,11 @@ class Runtime:
             session.segment_slice(int(op["slice_index"]), _prompts(op), oid)
         elif kind == TaskKind.PROPAGATE:
             with SliceRange.of(op, session, oid) as rng:
-                drive(session.propagate(int(op["slice_index"]), None, oid),
+                drive(session.propagate(int(op["slice_index"]), None, oid, **rng.kwargs()),
                       rng.filter(on_progress), cancel)
         elif kind == TaskKind.REFINE:
             with SliceRange.of(op, session, oid) as rng:
-                drive(session.refine(int(op["slice_index"]), _prompts(op), oid),
+                drive(session.refine(int(op["slice_index"]), _prompts(op), oid, **rng.kwargs()),
                       rng.filter(on_progress), cancel)
         elif kind == "set_mask":
             v = self.store.version_row(job_id, int(op["version"]))

@@ -1,11 +1,14 @@
 """The slice range of a propagation or refinement: the object stays between a first and a
 last axial slice (``first_slice`` / ``last_slice`` in the task's parameters).
 
-This is how an annotator stops a leak whatever the engine: slices outside the range are shown
-empty while the task runs (their progress counts) and the object is cleared outside the
-range when the engine is done (:func:`segloop.edit.regions.keep_slices` on the session's
-mask, written back with ``set_mask``). The engine still computes them; engines that could stop
-early are not told (none of ours can, today). Must not import api, worker, torch or the web UI.
+This is how an annotator stops a leak whatever the engine. The range goes into the session's
+``propagate`` / ``refine`` call (``first_slice`` / ``last_slice``, :meth:`SliceRange.kwargs`):
+every engine stops its propagation there, as at an anchor, so the slices beyond are never
+computed (the task's progress total counts only the slices inside). What an engine still
+yields outside the range (the start slice itself when it lies outside) is shown empty, and the
+object is cleared outside the range when the engine is done
+(:func:`segloop.edit.regions.keep_slices` on the session's mask, written back with
+``set_mask``). Must not import api, worker, torch or the web UI.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ class SliceRange:
     def open(self) -> bool:
         """True when the range limits nothing."""
         return self.first is None and self.last is None
+
+    def kwargs(self) -> dict[str, int | None]:
+        """The range as the keyword arguments of ``Session.propagate`` / ``refine`` (none
+        for an open range, so a session written before the range keywords still runs)."""
+        if self.open:
+            return {}
+        return {"first_slice": self.first, "last_slice": self.last}
 
     def inside(self, z: int) -> bool:
         """Whether axial slice ``z`` is in the range."""

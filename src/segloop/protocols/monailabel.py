@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from segloop import __version__
 from segloop.api.app import Services, Svc, Who
 from segloop.errors import InputError
+from segloop.jobs import files
 from segloop.jobs.errors import AuthError, NotFoundError
 from segloop.jobs.store import Principal, require_reviewer
 
@@ -229,7 +230,7 @@ def monailabel_router() -> APIRouter:
         jdir = st.svc.store.job_dir(ref.job_id)
         src = jdir / st.svc.store.source_rel(ref.job_id)
         if not src.is_file():  # a DICOM series: its canonical NIfTI
-            src = jdir / "canonical.nii.gz"
+            src = files.canonical_path(jdir)
         ext = "".join(Path(src.name).suffixes) or ".nii"
         return FileResponse(src, filename=f"{image}{ext}", media_type="application/octet-stream")
 

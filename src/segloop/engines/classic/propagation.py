@@ -114,7 +114,7 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         prev = cur.copy()
         model = ctx.models.get(object_id)
         active = model is not None and bool(added.any() or removed.any())
-        outward = span.stop in (-1, ctx.shape[2])
+        outward = span.stop not in st.anchors  # the volume's end or the slice range's
         anchor = None if outward else st.mask[:, :, span.stop]
         retracting = anchor is not None and bool(removed.any())
         for s in span:

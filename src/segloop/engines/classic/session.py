@@ -79,10 +79,13 @@ class ClassicSession:
         self._state.set_slice(object_id, z, m2, prompts)
         return m2.copy()
 
-    def propagate(self, z: int, mask2d: BoolArray | None = None,
-                  object_id: int = 1) -> Iterator[SliceResult]:
-        """Fill the other slices from slice z, both directions, up to the next anchors."""
+    def propagate(self, z: int, mask2d: BoolArray | None = None, object_id: int = 1, *,
+                  first_slice: int | None = None, last_slice: int | None = None
+                  ) -> Iterator[SliceResult]:
+        """Fill the other slices from slice z, both directions, up to the next anchors (and
+        no further than ``first_slice`` / ``last_slice``)."""
         validate_slice(z, self.shape)
+        self._state.bound(object_id, first_slice, last_slice)
         if mask2d is not None:
             m = np.asarray(mask2d, dtype=bool)
             if m.shape != self.shape[:2]:
@@ -94,10 +97,13 @@ class ClassicSession:
                 self._ctx.learn_from_mask(object_id, z, m)
         return propagate_from(self._ctx, self._state, z, object_id)
 
-    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
-        """Add correction prompts on slice z, recompute it, and re-propagate from it."""
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1, *,
+               first_slice: int | None = None, last_slice: int | None = None
+               ) -> Iterator[SliceResult]:
+        """Add correction prompts on slice z, recompute it, and re-propagate from it (no
+        further than ``first_slice`` / ``last_slice``)."""
         validate_prompts(z, prompts, self.shape)
-        st = self._state.get(object_id)
+        st = self._state.bound(object_id, first_slice, last_slice)
         old = st.prompts.get(z)
         merged = prompts if old is None else old.merged(prompts)
         if old is None and (object_id, z) not in self._base:

@@ -97,10 +97,13 @@ class MedSAMSession:
         self._state.set_slice(object_id, z, m2, prompts)
         return m2.copy()
 
-    def propagate(self, z: int, mask2d: BoolArray | None = None,
-                  object_id: int = 1) -> Iterator[SliceResult]:
-        """From slice z (its mask, or ``mask2d``) outwards both ways up to the next anchors."""
+    def propagate(self, z: int, mask2d: BoolArray | None = None, object_id: int = 1, *,
+                  first_slice: int | None = None, last_slice: int | None = None
+                  ) -> Iterator[SliceResult]:
+        """From slice z (its mask, or ``mask2d``) outwards both ways up to the next anchors
+        (and no further than ``first_slice`` / ``last_slice``)."""
         validate_slice(z, self.shape)
+        self._state.bound(object_id, first_slice, last_slice)
         if mask2d is not None:
             m = np.asarray(mask2d, dtype=bool)
             if m.shape != self.shape[:2]:
@@ -109,10 +112,13 @@ class MedSAMSession:
         self._state.get(object_id).anchors.add(z)
         return self._propagate_gen(z, object_id, 0, 0)
 
-    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
-        """A correction on slice z (a re-anchor), then re-propagation from it both ways."""
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1, *,
+               first_slice: int | None = None, last_slice: int | None = None
+               ) -> Iterator[SliceResult]:
+        """A correction on slice z (a re-anchor), then re-propagation from it both ways (no
+        further than ``first_slice`` / ``last_slice``)."""
         validate_prompts(z, prompts, self.shape)
-        st = self._state.get(object_id)
+        st = self._state.bound(object_id, first_slice, last_slice)
         old = st.prompts.get(z)
         if old is not None:
             merged = old.merged(prompts)

@@ -92,11 +92,13 @@ class Sam2Session:
         return mask.copy()
 
     def propagate(
-        self, z: int, mask2d: BoolArray | None = None, object_id: int = 1
+        self, z: int, mask2d: BoolArray | None = None, object_id: int = 1, *,
+        first_slice: int | None = None, last_slice: int | None = None
     ) -> Iterator[SliceResult]:
-        """Propagate slice z's mask (or ``mask2d``) forward then backward up to the anchors."""
+        """Propagate slice z's mask (or ``mask2d``) forward then backward up to the anchors
+        (and no further than ``first_slice`` / ``last_slice``)."""
         validate_slice(z, self._shape)
-        st = self._state.get(object_id)
+        st = self._state.bound(object_id, first_slice, last_slice)
         if mask2d is not None:
             m = np.asarray(mask2d, dtype=bool)
             if m.shape != self._shape[:2]:
@@ -113,15 +115,18 @@ class Sam2Session:
             st.anchors.add(z)
         return self._propagate_from(z, object_id, first=None)
 
-    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
-        """Add prompts on slice z (a box replaces the old one), re-segment, re-propagate.
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1, *,
+               first_slice: int | None = None, last_slice: int | None = None
+               ) -> Iterator[SliceResult]:
+        """Add prompts on slice z (a box replaces the old one), re-segment, re-propagate (no
+        further than ``first_slice`` / ``last_slice``).
 
         When slice z had no prompts, the correction acts on its current mask: the mask's
         bounding box (unless a new box is given) plus the new points. Yields slice z first,
         then the re-propagated slices.
         """
         validate_prompts(z, prompts, self._shape)
-        st = self._state.get(object_id)
+        st = self._state.bound(object_id, first_slice, last_slice)
         old = st.prompts.get(z)
         if old is not None:
             merged = old.merged(prompts)

@@ -121,11 +121,13 @@ class SamMed3DSession:
         self._state.set_slice(object_id, z, m, prompts)
         return m
 
-    def propagate(self, z: int, mask2d: BoolArray | None = None, object_id: int = 1
+    def propagate(self, z: int, mask2d: BoolArray | None = None, object_id: int = 1, *,
+                  first_slice: int | None = None, last_slice: int | None = None
                   ) -> Iterator[SliceResult]:
-        """Write the object's 3D prediction onto the slices between z's neighbouring anchors."""
+        """Write the object's 3D prediction onto the slices between z's neighbouring anchors
+        (and no further than ``first_slice`` / ``last_slice``)."""
         validate_slice(z, self._shape)
-        st = self._state.get(object_id)
+        st = self._state.bound(object_id, first_slice, last_slice)
         if mask2d is not None:
             m = np.asarray(mask2d, dtype=bool)
             if m.shape != self._shape[:2]:
@@ -149,11 +151,14 @@ class SamMed3DSession:
         pred = self._predict(object_id)
         return self._write_spans(object_id, z, pred.mask, first=False)
 
-    def refine(self, z: int, prompts: Prompts, object_id: int = 1) -> Iterator[SliceResult]:
+    def refine(self, z: int, prompts: Prompts, object_id: int = 1, *,
+               first_slice: int | None = None, last_slice: int | None = None
+               ) -> Iterator[SliceResult]:
         """Add ± clicks on slice z (a box replaces the old box), predict again with the previous
-        low-res logits as mask prompt; yields slice z, then the slices up to the neighbouring anchors."""
+        low-res logits as mask prompt; yields slice z, then the slices up to the neighbouring
+        anchors (no further than ``first_slice`` / ``last_slice``)."""
         validate_prompts(z, prompts, self._shape)
-        st = self._state.get(object_id)
+        st = self._state.bound(object_id, first_slice, last_slice)
         old = st.prompts.get(z)
         st.prompts[z] = old.merged(prompts) if old is not None else prompts
         if object_id not in self._pred and st.mask.any():

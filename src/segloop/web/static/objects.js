@@ -5,10 +5,14 @@
 // hidden object gets alpha 0; outline mode gives every object an almost transparent fill and a
 // solid rim (NiiVue's drawRimOpacity). Lock is enforced by tools.js (strokes and edits never
 // change a locked object). Delete clears the object's voxels as a new version (Undo brings them
-// back). Measurements come from GET /api/v1/jobs/{id}/measurements of the version shown.
+// back). Measurements come from GET /api/v1/jobs/{id}/measurements of the version shown; while
+// there are unsaved brush/eraser strokes they are computed in the browser from the painted
+// bitmap (measure.js) and marked "unsaved", a moment after each stroke.
 // Object names are offered from GET /api/v1/terminology (SNOMED CT structures): a name picked
 // there gives the DICOM-SEG segment that code; the SEG's SeriesDescription is typed in Export.
 // viewer.js calls the hooks of the object returned by createObjects(ctx).
+
+import { measureBitmap } from './measure.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -25,7 +29,9 @@ export function createObjects(ctx) {
   const { S, api } = ctx;
   const nv = () => ctx.nv();
   const view = {}; // object_id -> {hidden, locked}
-  let measures = {}; // label_value -> measurement
+  let measures = {}; // label_value -> measurement of the saved version shown
+  let unsaved = null; // label_value -> measurement of the unsaved bitmap, or null
+  let measureTimer = null;
 
   const st = (id) => (view[id] = view[id] || { hidden: false, locked: false });
 
@@ -97,10 +103,38 @@ export function createObjects(ctx) {
     return $('#outline').checked ? 1 : -1;
   }
 
-  function fmtMeasure(m) {
-    if (!m || !m.voxels) return 'empty (saved version)';
+  function fmtMeasure(m, isUnsaved = false) {
+    if (!m || !m.voxels) return isUnsaved ? 'empty (unsaved)' : 'empty (saved version)';
     const ext = m.extent_mm.map((e) => e.toFixed(0)).join('×');
-    return `${m.volume_ml.toFixed(m.volume_ml < 10 ? 2 : 1)} mL · ${m.voxels} vox · ${ext} mm · ${m.slices} sl`;
+    const line = `${m.volume_ml.toFixed(m.volume_ml < 10 ? 2 : 1)} mL · ${m.voxels} vox · ${ext} mm · ${m.slices} sl`;
+    return isUnsaved ? `${line} · unsaved` : line;
+  }
+
+  /** Write the measurement lines: the unsaved bitmap's when there is one, else the version's. */
+  function showMeasures() {
+    const src = unsaved || measures;
+    for (const el of document.querySelectorAll('#objects .measure')) {
+      el.textContent = fmtMeasure(src[Number(el.dataset.labelValue)], Boolean(unsaved));
+      el.classList.toggle('unsaved', Boolean(unsaved));
+    }
+  }
+
+  /** The unsaved state changed (a stroke, an undone stroke, a save or a discard). */
+  function onDirty(dirty) {
+    clearTimeout(measureTimer);
+    if (!dirty) {
+      unsaved = null;
+      showMeasures();
+      return;
+    }
+    measureTimer = setTimeout(() => {
+      const v = nv();
+      if (!S.job || !S.dirty || !v || !v.drawBitmap) return;
+      unsaved = measureBitmap(v.drawBitmap, S.dims, S.job.spacing);
+      S.measures = unsaved;
+      showMeasures();
+      document.body.dataset.measured = String(Date.now());
+    }, 250);
   }
 
   /** Extra controls and the measurement line of one row of the Objects list. */
@@ -134,7 +168,7 @@ export function createObjects(ctx) {
     const meas = document.createElement('div');
     meas.className = 'measure small muted mono';
     meas.dataset.labelValue = String(o.label_value);
-    meas.textContent = fmtMeasure(measures[o.label_value]);
+    meas.textContent = fmtMeasure((unsaved || measures)[o.label_value], Boolean(unsaved));
     li.appendChild(meas);
   }
 
@@ -149,10 +183,8 @@ export function createObjects(ctx) {
     loadTerms().catch((e) => { termsLoaded = false; console.warn(e); });
     const rows = await api.getJSON(api.jobUrl(S.job.job_id, `/measurements?version=${S.version}`));
     measures = Object.fromEntries(rows.map((m) => [m.label_value, m]));
-    S.measures = measures;
-    for (const el of document.querySelectorAll('#objects .measure')) {
-      el.textContent = fmtMeasure(measures[Number(el.dataset.labelValue)]);
-    }
+    if (!unsaved) S.measures = measures;
+    showMeasures();
   }
 
   async function downloadCsv() {
@@ -174,7 +206,8 @@ export function createObjects(ctx) {
   }
 
   return {
-    build, alpha, rim, opacity, applyOpacity, decorate, refreshMeasures, onKey, segQuery,
-    isLocked: (id) => st(id).locked, reset: () => { for (const k of Object.keys(view)) delete view[k]; measures = {}; },
+    build, alpha, rim, opacity, applyOpacity, decorate, refreshMeasures, onKey, segQuery, onDirty,
+    isLocked: (id) => st(id).locked,
+    reset: () => { for (const k of Object.keys(view)) delete view[k]; measures = {}; unsaved = null; },
   };
 }

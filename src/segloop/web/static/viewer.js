@@ -14,7 +14,7 @@ import { AXIS_NAME, VIEW_AXIS, moveTo, tileAxisAt, wheelStep } from './slices.js
 import { StrokeHistory } from './strokes.js';
 import { CUSTOM, cyclePresets, matchingPreset, offerPresets, windowOf } from './wl.js';
 import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
-import { markOnce, previewWanted, showPreview } from './preview.js';
+import { fetchVolume, initialWindow, loadWindowed, markOnce, previewWanted, showPreview } from './preview.js';
 import { createTools, TOOL_SHORTCUTS } from './tools.js';
 import { createWorkfiles } from './workfiles.js';
 
@@ -253,8 +253,11 @@ function updateWlReadout() {
 
 function applyWindow(value) {
   if (!nv || !nv.back || value === CUSTOM) return;
-  [nv.back.cal_min, nv.back.cal_max] = windowOf(value, nv.back);
-  nv.updateGLVolume();
+  const [lo, hi] = windowOf(value, nv.back);
+  if (lo !== nv.back.cal_min || hi !== nv.back.cal_max) {
+    [nv.back.cal_min, nv.back.cal_max] = [lo, hi];
+    nv.updateGLVolume();
+  }
   updateWlReadout();
 }
 
@@ -283,7 +286,10 @@ function applyLut() {
   }
   nv.drawLut = { lut, labels };
   if (OBJ) nv.drawRimOpacity = OBJ.rim();
-  nv.updateGLVolume();
+  // the drawing's colours live in the colour-map texture: refresh that, not every volume layer
+  // (updateGLVolume re-renders the whole volume and its gradients: seconds on a CPU WebGL)
+  nv.refreshColormaps();
+  nv.drawScene();
 }
 
 function showLabels(data) {
@@ -346,15 +352,18 @@ function markDirty(d) {
   $('#btn-save').disabled = !d;
   $('#btn-save').textContent = d ? 'Save edits *' : 'Save edits';
   updateUndoRedo();
+  if (OBJ) OBJ.onDirty(d); // the measurements follow unsaved strokes
 }
 
-// ------------------------------------------------------------------ drafts (unsaved strokes kept in the browser)
+// ------------------------------------------------------------------ drafts (unsaved strokes autosaved on the server)
 let drafts = null; // DraftKeeper, made in bindUi
 
 /** What drafts.js needs of the open work. */
 function draftState() {
   if (!S.job || !nv || !nv.drawBitmap) return null;
-  return { jobId: S.job.job_id, version: S.version, dims: S.dims, bitmap: nv.drawBitmap, dirty: S.dirty };
+  const hdr = nv.back.hdr;
+  const encode = () => writeLabelNifti(nv.drawBitmap, S.dims, hdr.affine, hdr.pixDims.slice(1, 4));
+  return { jobId: S.job.job_id, version: S.version, dims: S.dims, bitmap: nv.drawBitmap, dirty: S.dirty, encode };
 }
 
 function restoreDraft(data) {
@@ -366,7 +375,8 @@ function restoreDraft(data) {
 
 function describeDraft(d, shown) {
   const on = d.version === shown ? '' : ` (painted on version ${d.version}; version ${shown} is shown)`;
-  return `Unsaved edits from ${fmtTime(d.saved_at)} were kept in this browser${on}.`;
+  const where = d.where === 'local' ? 'in this browser' : `on the server${d.author ? ` (by ${d.author})` : ''}`;
+  return `Unsaved edits from ${fmtTime(d.saved_at)} were kept ${where}${on}.`;
 }
 
 /** Undo: an unsaved stroke, else the current version's parent; redo: an undone stroke, else a
@@ -941,17 +951,18 @@ function updateEnabled() {
     ? `DICOM-SEG needs a DICOM upload (this one is ${S.job.source_format})` : 'DICOM-SEG (DICOM uploads only)';
 }
 
-async function openJob(jobId) {
+async function openJob(jobId, known = null) {
   if (!nv) throw new Error('the viewer library (NiiVue) is not loaded');
   setState('busy', 'loading');
   message('Loading volume…');
-  const job = await api.getJSON(api.jobUrl(jobId));
+  // the upload's answer is the job record already; the full volume downloads alongside the preview
+  const job = known && known.job_id === jobId ? known : await api.getJSON(api.jobUrl(jobId));
+  const full = fetchVolume(api, job);
   if (previewWanted(job) && await showPreview(nv, api, job)) message('Showing a preview; loading the full volume…');
-  const resp = await api.request('GET', api.jobUrl(jobId, '/volume'));
-  const buf = await resp.arrayBuffer();
+  const buf = await full;
   if (nv.drawBitmap) nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolumeByIndex(0);
-  await nv.loadFromArrayBuffer(buf, 'canonical.nii.gz');
+  await loadWindowed(nv, buf, 'canonical.nii', initialWindow(job));
   markOnce('first-image');
   S.job = job;
   S.dims = [nv.back.dims[1], nv.back.dims[2], nv.back.dims[3]];
@@ -982,7 +993,7 @@ async function openJob(jobId) {
   updateEnabled();
   history.replaceState(null, '', `#job=${job.job_id}`);
   offerPresets($('#wl-preset'), job.modality === 'CT');
-  applyWindow(job.modality === 'CT' ? '400,40' : 'auto');
+  applyWindow(initialWindow(job)); // set at load already: no second upload of the volume
   openEvents(job.job_id);
   if (OBJ) OBJ.reset();
   await refreshObjects();
@@ -1034,7 +1045,7 @@ async function uploadAndOpen(file) {
   try {
     const job = await api.uploadFile(file, (f) => { bar.firstElementChild.style.width = `${Math.round(f * 100)}%`; });
     markOnce('job-created');
-    await openJob(job.job_id);
+    await openJob(job.job_id, job);
   } catch (e) {
     // the server's reason may already start with the file name: say it once
     const reason = e.message.startsWith(`${file.name}: `) ? e.message.slice(file.name.length + 2) : e.message;

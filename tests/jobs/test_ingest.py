@@ -1,0 +1,65 @@
+"""Ingest on the way to a fast first image: the reader process is started before the first
+upload, the canonical volume is stored uncompressed beside a gzip preview, and the data of both
+are the upload's (real CT from ../shared/data, a real spawned ingest process)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from fastapi.testclient import TestClient
+
+from realdata import need_shared_data
+from segloop.api import create_app
+from segloop.config import load_settings
+from segloop.jobs import files
+from segloop.jobs.ingest import IngestPool
+
+CT = ("totalseg", "example_ct_sm.nii.gz")
+
+
+def test_the_api_starts_its_ingest_process_before_any_upload(tmp_path: Path) -> None:
+    settings = load_settings(None, home=tmp_path / "home", json_logs=False)
+    app = create_app(settings)
+    svc = app.state.services
+    assert not svc.ingest.started
+    with TestClient(app):
+        assert svc.ingest.started, "the first upload would wait for a Python start"
+    assert not svc.ingest.started  # closed with the app
+
+
+def test_the_canonical_volume_is_stored_uncompressed_with_a_preview(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    src = need_shared_data().joinpath(*CT)
+    up = tmp_path / "upload"
+    shutil.copy(src, up)
+    # the real CT is small: lower the preview threshold so this one gets a preview too
+    monkeypatch.setattr(files, "PREVIEW_MIN_VOXELS", 1000)
+    monkeypatch.setattr(files, "PREVIEW_VOXELS", 20_000)
+    lim = files.UploadLimits(max_voxels=1 << 28, max_volume_bytes=1 << 31,
+                             max_zip_entries=100)
+    pool = IngestPool(0)  # in this process, so the patched threshold applies
+    info = pool(up, tmp_path / "job", lim)
+    path = files.canonical_path(tmp_path / "job")
+    assert path.name == "canonical.nii"
+    with open(path, "rb") as fh:
+        assert fh.read(2) != b"\x1f\x8b", "the canonical volume is gzip: ingest deflated it"
+    img: Any = nib.load(str(path))
+    ref: Any = nib.as_closest_canonical(nib.load(str(src)))
+    assert list(img.shape) == info.shape
+    assert np.array_equal(np.asarray(img.dataobj), np.asarray(ref.dataobj))
+    prev: Any = nib.load(str(files.preview_path(tmp_path / "job")))
+    assert prev.shape[0] < img.shape[0]
+    assert files.preview_path(tmp_path / "job").stat().st_mtime_ns <= path.stat().st_mtime_ns
+
+
+def test_a_job_from_before_keeps_its_gzip_canonical(tmp_path: Path) -> None:
+    jd = tmp_path / "old-job"
+    jd.mkdir()
+    (jd / "canonical.nii.gz").write_bytes(b"")
+    assert files.canonical_path(jd).name == "canonical.nii.gz"
+    (jd / "canonical.nii").write_bytes(b"")
+    assert files.canonical_path(jd).name == "canonical.nii"
