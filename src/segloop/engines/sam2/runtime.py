@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["OFFLOAD_ABOVE", "Runtime", "default_encode_batch"]
+__all__ = ["OFFLOAD_ABOVE", "Runtime", "default_cache_mb", "default_encode_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,15 @@ def _bf16_cpu_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def default_cache_mb(device: torch.device) -> float:
+    """The embedding cache's byte bound: 256 MB on an accelerator (its memory), 64 MB on a CPU.
+
+    On a CPU the cache is process memory: at 512 px a slice's features are 4 MB, and 64 MB
+    (16 slices) keeps a 512x512x300 CT's peak RSS under 1 GB; a propagation encodes each slice
+    once whatever the bound, only a re-propagation over the same slices re-encodes more."""
+    return 256.0 if device.type != "cpu" else 64.0
 
 
 def default_encode_batch(device: torch.device) -> int:
@@ -43,7 +52,10 @@ class Runtime:
 
     ``cache_mb`` bounds a session's image-embedding cache by bytes (as well as ``cache_frames``
     by count); ``encode_batch`` is the number of slices encoded per encoder call ahead of
-    tracking (1 = encode each slice when it is tracked).
+    tracking (1 = encode each slice when it is tracked). ``device_post``: hole filling, the
+    largest 3D component and the logits -> mask step run in torch on the model's device
+    (:mod:`.postprocess`, the same masks as scipy), and tracked masks come back to the host
+    ``copy_chunk`` slices per copy; off, they run in scipy/numpy one slice at a time.
     """
 
     model: Any
@@ -59,6 +71,8 @@ class Runtime:
     filter_key_slice: bool = False
     cache_mb: float = 256.0
     encode_batch: int = 1
+    device_post: bool = False
+    copy_chunk: int = 8
 
     @classmethod
     def load(cls, engine: Any) -> Runtime:
@@ -82,6 +96,8 @@ class Runtime:
             log.info("bf16 is not accelerated on this CPU; running fp32")
             use_bf16 = False
         batch = getattr(engine, "encode_batch", None)
+        post = getattr(engine, "device_post", None)
+        cache_mb = getattr(engine, "cache_mb", None)
         return cls(
             model=model,
             model_name=engine.model_name,
@@ -96,8 +112,9 @@ class Runtime:
             cache_frames=max(1, int(engine.cache_frames)),
             lock=engine.lock,
             filter_key_slice=bool(engine.filter_key_slice),
-            cache_mb=float(getattr(engine, "cache_mb", 256.0)),
+            cache_mb=float(cache_mb) if cache_mb is not None else default_cache_mb(device),
             encode_batch=max(1, int(batch)) if batch else default_encode_batch(device),
+            device_post=bool(post) if post is not None else device.type != "cpu",
         )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
