@@ -143,10 +143,8 @@ def bench_engine(
     n = drive(session.propagate(z))
     track_s = (time.perf_counter() - t0) / max(n, 1)
     track_cpu = (time.process_time() - c0) / max(n, 1)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    else:
-        peak = _peak_rss_mb()
+    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
+            else _peak_rss_mb())
     return BenchResult(
         hiera=hiera, image_size=int(model.config.image_size), device=str(dev),
         precision="bf16" if rt.use_bf16 else "fp32", threads=torch.get_num_threads(),
