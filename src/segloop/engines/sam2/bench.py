@@ -7,7 +7,8 @@ the image encoder per slice, a first 2D prompt (encode + decode), a repeated pro
 same slice (decoder only, thanks to the embedding cache), and a two-way propagation from the
 middle slice: seconds per tracked slice. Peak memory is the process's peak RSS (CPU) or peak
 CUDA allocation; on a CPU the peak RSS is also read after the model is built and after the
-volume is opened, so the propagation's own share shows. The
+volume is opened, so the propagation's own share shows. As in the worker, the session is the
+only holder of the volume once it is open. The
 ``*_cpu_*`` figures are process CPU time: on a machine shared with other jobs they estimate
 the time on dedicated cores (divide by the thread count for multi-threaded runs).
 Must not import FastAPI, Celery or the CLI.
@@ -115,8 +116,8 @@ def bench_engine(
         device_post=dev.type != "cpu" if device_post is None else device_post,
     )
     rss_model = _peak_rss_mb()
-    vol = _synthetic_volume(xy, slices + 1)
-    session = Sam2Session(rt, vol)
+    # the session is the volume's only holder afterwards, as in the worker (jobs/runner.py)
+    session = Sam2Session(rt, _synthetic_volume(xy, slices + 1))
     rss_open = _peak_rss_mb()
     k = xy / 256.0
     box = Prompts.make(box=(round(90 * k), round(80 * k), round(170 * k), round(150 * k)))
