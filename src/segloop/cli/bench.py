@@ -109,6 +109,8 @@ def _engine(args: argparse.Namespace) -> int:
                   f" | CPU time: encoder {r['encoder_cpu_s']:.2f} s, tracked slice"
                   f" {r['tracked_slice_cpu_s']:.2f} s, repeated prompt"
                   f" {r['repeated_prompt_cpu_ms']:.0f} ms")
+            print("  per tracked slice, ms wall (CPU): " + ", ".join(
+                f"{k} {v:.0f} ({r['parts_cpu_ms'][k]:.0f})" for k, v in r["parts_ms"].items()))
     if not args.json:
         print(REFERENCE)
     return 0

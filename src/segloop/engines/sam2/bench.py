@@ -20,7 +20,9 @@ import resource
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,10 @@ class BenchResult:
     encoder_cpu_s: float
     tracked_slice_cpu_s: float
     repeated_prompt_cpu_ms: float
+    #: per tracked slice, ms of wall / CPU time in each part of the model during propagation
+    #: (``other``: everything outside those modules: Python, memory bank, post-processing)
+    parts_ms: dict[str, float] = field(default_factory=dict)
+    parts_cpu_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -75,6 +81,48 @@ def _synthetic_volume(n_xy: int, n_z: int, seed: int = 0) -> Volume:
         sl[(xx - n_xy * 0.5) ** 2 + (yy - n_xy * 0.45) ** 2 < r * r] += 120.0
         data[:, :, z] = np.round(sl)
     return Volume(data=data, affine=np.eye(4), source_format="npz", modality="CT")
+
+
+#: model parts timed per tracked slice (module attribute of ``Sam2VideoModel``)
+PARTS = {"image_encoder": "vision_encoder", "memory_attention": "memory_attention",
+         "prompt_encoder": "prompt_encoder", "mask_decoder": "mask_decoder",
+         "memory_encoder": "memory_encoder"}
+
+
+@contextmanager
+def _timed_parts(model: Any, dev: torch.device) -> Iterator[tuple[dict[str, float],
+                                                                   dict[str, float]]]:
+    """Accumulate wall and CPU seconds spent in each of :data:`PARTS` while the block runs.
+
+    On CUDA each part is bracketed by a synchronisation (so the figures are honest, at the cost
+    of two syncs per part)."""
+    wall = dict.fromkeys(PARTS, 0.0)
+    cpu = dict.fromkeys(PARTS, 0.0)
+    start: dict[str, tuple[float, float]] = {}
+    handles = []
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    for part, attr in PARTS.items():
+        def pre(_m: Any, _a: Any, part: str = part) -> None:
+            sync()
+            start[part] = (time.perf_counter(), time.process_time())
+
+        def post(_m: Any, _a: Any, _o: Any, part: str = part) -> None:
+            sync()
+            t0, c0 = start.pop(part)
+            wall[part] += time.perf_counter() - t0
+            cpu[part] += time.process_time() - c0
+
+        mod = getattr(model, attr)
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    try:
+        yield wall, cpu
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _peak_rss_mb() -> float:
@@ -140,10 +188,16 @@ def bench_engine(
         session.segment_slice(z, box)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    t0, c0 = time.perf_counter(), time.process_time()
-    n = drive(session.propagate(z))
-    track_s = (time.perf_counter() - t0) / max(n, 1)
-    track_cpu = (time.process_time() - c0) / max(n, 1)
+    with _timed_parts(model, dev) as (part_wall, part_cpu):
+        t0, c0 = time.perf_counter(), time.process_time()
+        n = drive(session.propagate(z))
+        track_s = (time.perf_counter() - t0) / max(n, 1)
+        track_cpu = (time.process_time() - c0) / max(n, 1)
+    per = 1000.0 / max(n, 1)
+    parts_ms = {k: v * per for k, v in part_wall.items()}
+    parts_ms["other"] = 1000.0 * track_s - sum(parts_ms.values())
+    parts_cpu_ms = {k: v * per for k, v in part_cpu.items()}
+    parts_cpu_ms["other"] = 1000.0 * track_cpu - sum(parts_cpu_ms.values())
     peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
             else _peak_rss_mb())
     return BenchResult(
@@ -155,4 +209,5 @@ def bench_engine(
         tracked_slices=n, peak_memory_mb=peak, xy=xy, rss_model_mb=rss_model,
         rss_open_mb=rss_open, encoder_cpu_s=encoder_cpu,
         tracked_slice_cpu_s=track_cpu, repeated_prompt_cpu_ms=1000.0 * statistics.median(cpu),
+        parts_ms=parts_ms, parts_cpu_ms=parts_cpu_ms,
     )
