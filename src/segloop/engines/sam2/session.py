@@ -229,7 +229,8 @@ class Sam2Session:
         """Run the model on slice z; its low-resolution view logits ``(1, 1, h, w)``."""
         with self._rt.lock, torch.inference_mode(), self._rt.autocast():
             out = self._rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
-            return out.pred_masks[:1].float().clone()
+            logits: torch.Tensor = out.pred_masks[:1].float().clone()
+        return logits
 
     def _run(self, vs: Any, z: int, reverse: bool = False, memory: bool = True) -> BoolArray:
         return self._to_slice_mask(self._run_logits(vs, z, reverse, memory))
