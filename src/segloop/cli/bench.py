@@ -42,6 +42,9 @@ def register(sub: Any) -> None:
     e.add_argument("--encode-batch", type=int, default=None,
                    help="slices encoded per encoder call ahead of tracking (default: 16 on a"
                         " GPU, 1 on a CPU; 1 = one at a time)")
+    e.add_argument("--track", type=int, default=None,
+                   help="propagate over only N slices around the middle, the others holding a"
+                        " stored mask (a correction in a long volume; peak memory as a full run)")
     e.add_argument("--post", default="auto", choices=["auto", "device", "host"],
                    help="mask post-processing: torch on the device (default on a GPU) or"
                         " scipy on the host (default on a CPU)")
@@ -74,7 +77,7 @@ def _engine(args: argparse.Namespace) -> int:
                              precision=args.precision, device=args.device,
                              threads=args.threads,
                              encode_batch=args.encode_batch, xy=args.xy,
-                             device_post=_POST[args.post]).as_dict()
+                             device_post=_POST[args.post], track=args.track).as_dict()
                 for s in args.size]
     else:
         rows = []
@@ -84,6 +87,8 @@ def _engine(args: argparse.Namespace) -> int:
                    "--in-process", "--size", str(s), "--hiera", args.hiera, "--slices",
                    str(args.slices), "--precision", args.precision, "--device", args.device,
                    "--threads", str(args.threads), "--xy", str(args.xy), "--post", args.post]
+            if args.track:
+                cmd += ["--track", str(args.track)]
             if args.encode_batch:
                 cmd += ["--encode-batch", str(args.encode_batch)]
             done = subprocess.run(cmd, capture_output=True, text=True)
