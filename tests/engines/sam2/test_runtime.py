@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from segloop.engines.sam2.runtime import (
+    bound_heap_growth,
     default_cache_mb,
     default_encode_batch,
     memoise_position_encodings,
@@ -38,3 +39,8 @@ def test_cpu_defaults_bound_memory() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert default_cache_mb(cpu) == 64.0 and default_cache_mb(gpu) == 256.0
     assert default_encode_batch(cpu) == 1 and default_encode_batch(gpu) == 16
+
+
+def test_heap_growth_is_bounded_on_glibc() -> None:
+    """This machine runs glibc: the mmap threshold is fixed (the engine does it on a CPU)."""
+    assert bound_heap_growth(4 << 20) is True

@@ -166,12 +166,18 @@ def bench_engine(
     slice first gets a stored mask (the synthetic organ's disc), which makes it an anchor, so
     the largest-component step still labels a full-height mask. Peak memory is then the full
     run's once ``track`` exceeds the embedding cache (16 slices at 512 px on a CPU)."""
-    from segloop.engines.sam2.runtime import default_cache_mb, default_encode_batch
+    from segloop.engines.sam2.runtime import (
+        bound_heap_growth,
+        default_cache_mb,
+        default_encode_batch,
+    )
     from segloop.models.loader import build_model
 
     if threads:
         torch.set_num_threads(int(threads))
     dev = torch.device(device)
+    if dev.type == "cpu":
+        bound_heap_growth()  # as the engine does on a CPU
     torch.manual_seed(0)
     model = build_model(config or build_config(hiera, image_size), device=dev)
     rt = Runtime(
