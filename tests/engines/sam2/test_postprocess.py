@@ -158,3 +158,16 @@ def test_device_post_processing_gives_the_host_masks(seed: int) -> None:
     assert masks[False].any() and not masks[False].all(), "a degenerate mask would test nothing"
     for z in range(20):
         assert np.array_equal(masks[False][:, :, z], masks[True][:, :, z]), z
+
+
+def test_largest_component_labels_fall_back_to_int32_past_65535_components() -> None:
+    from segloop.engines.sam2.preprocess import largest_component_labels
+
+    m = np.zeros((84, 84, 84), bool)
+    m[::2, ::2, ::2] = True  # 74,088 single voxels, none 26-connected to another
+    m[10:13, 10:13, 10:13] = True  # one block wins
+    labels, winner = largest_component_labels(m)
+    assert labels.dtype != np.uint16 and int(labels.max()) > 65535
+    assert np.array_equal(labels == winner, _same_lcc(m))
+    small, _ = largest_component_labels(m[:20, :20, :20])
+    assert small.dtype == np.uint16, "few components: half the memory of int32"

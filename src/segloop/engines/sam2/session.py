@@ -39,7 +39,7 @@ from segloop.engines.sam2.postprocess import (
 )
 from segloop.engines.sam2.preprocess import (
     fill_holes_in_scores,
-    largest_component,
+    largest_component_labels,
     prompt_points,
     to_uint8_volume,
 )
@@ -388,16 +388,18 @@ class Sam2Session:
         if self._rt.device_post:
             on_dev = torch.from_numpy(np.ascontiguousarray(sub)).to(self._rt.device)
             keep = largest_component_torch(on_dev).cpu().numpy()
-        else:
-            keep = largest_component(sub)
+        else:  # labels, not a kept copy: a full-volume mask costs ~2 bytes per voxel here
+            labels, winner = largest_component_labels(sub)
         z0 = box[2].start
         changed = []
         for t in touched:
             if not box[2].start <= t < box[2].stop:
                 continue
-            cut = sub[:, :, t - z0] & ~keep[:, :, t - z0]
+            k = t - z0
+            kept = keep[:, :, k] if self._rt.device_post else labels[:, :, k] == winner
+            cut = sub[:, :, k] & ~kept
             if cut.any():
-                sub[:, :, t - z0] &= ~cut
+                sub[:, :, k] &= ~cut
                 changed.append(t)
         return changed
 
