@@ -31,13 +31,23 @@ def register(sub: Any) -> None:
     e.add_argument("--rgb", action="store_true", help="medsam: an RGB test image (default grey)")
     e.add_argument("--hiera", default="tiny", choices=["tiny", "small", "base-plus", "large"])
     e.add_argument("--size", type=int, nargs="+", default=[512, 1024], help="input size(s), px")
-    e.add_argument("--slices", type=int, default=8, help="slices to track")
+    e.add_argument("--slices", type=int, default=8,
+                   help="slices to track (the volume has one more: the prompted middle slice)")
+    e.add_argument("--xy", type=int, default=256,
+                   help="the volume's in-plane size in voxels (--xy 512 --slices 299: a"
+                        " 512x512x300 CT)")
     e.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--encode-batch", type=int, default=None,
                    help="slices encoded per encoder call ahead of tracking (default: 16 on a"
                         " GPU, 1 on a CPU; 1 = one at a time)")
+    e.add_argument("--track", type=int, default=None,
+                   help="propagate over only N slices around the middle, the others holding a"
+                        " stored mask (a correction in a long volume; peak memory as a full run)")
+    e.add_argument("--post", default="auto", choices=["auto", "device", "host"],
+                   help="mask post-processing: torch on the device (default on a GPU) or"
+                        " scipy on the host (default on a CPU)")
     e.add_argument("--json", action="store_true", help="one JSON object per line")
     e.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=_engine)
@@ -47,6 +57,9 @@ def register(sub: Any) -> None:
         return 2
 
     p.set_defaults(func=_help)
+
+
+_POST: dict[str, bool | None] = {"auto": None, "device": True, "host": False}
 
 
 def _engine(args: argparse.Namespace) -> int:
@@ -63,7 +76,9 @@ def _engine(args: argparse.Namespace) -> int:
         rows = [bench_engine(hiera=args.hiera, image_size=s, slices=args.slices,
                              precision=args.precision, device=args.device,
                              threads=args.threads,
-                             encode_batch=args.encode_batch).as_dict() for s in args.size]
+                             encode_batch=args.encode_batch, xy=args.xy,
+                             device_post=_POST[args.post], track=args.track).as_dict()
+                for s in args.size]
     else:
         rows = []
         for s in args.size:
@@ -71,7 +86,9 @@ def _engine(args: argparse.Namespace) -> int:
                    "bench", "engine", "--json",
                    "--in-process", "--size", str(s), "--hiera", args.hiera, "--slices",
                    str(args.slices), "--precision", args.precision, "--device", args.device,
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--xy", str(args.xy), "--post", args.post]
+            if args.track:
+                cmd += ["--track", str(args.track)]
             if args.encode_batch:
                 cmd += ["--encode-batch", str(args.encode_batch)]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -85,14 +102,20 @@ def _engine(args: argparse.Namespace) -> int:
             print(json.dumps(r))
         else:
             print(f"hiera-{r['hiera']} {r['image_size']} px {r['device']} {r['precision']}"
-                  f" {r['threads']} thread(s), encode batch {r['encode_batch']}:"
+                  f" on {r['xy']}x{r['xy']}x{r['tracked_slices'] + 1}"
+                  f" {r['threads']} thread(s), encode batch {r['encode_batch']},"
+                  f" post-processing on the {'device' if r['device_post'] else 'host'}:"
                   f" encoder {r['encoder_s']:.2f} s/slice,"
                   f" tracked slice {r['tracked_slice_s']:.2f} s ({r['tracked_slices']} slices),"
                   f" first 2D prompt {r['first_prompt_s']:.2f} s, repeated 2D prompt"
                   f" {r['repeated_prompt_ms']:.0f} ms, peak memory {r['peak_memory_mb']:.0f} MB"
+                  f" (RSS after model {r['rss_model_mb']:.0f} MB, after open"
+                  f" {r['rss_open_mb']:.0f} MB)"
                   f" | CPU time: encoder {r['encoder_cpu_s']:.2f} s, tracked slice"
                   f" {r['tracked_slice_cpu_s']:.2f} s, repeated prompt"
                   f" {r['repeated_prompt_cpu_ms']:.0f} ms")
+            print("  per tracked slice, ms wall (CPU): " + ", ".join(
+                f"{k} {v:.0f} ({r['parts_cpu_ms'][k]:.0f})" for k, v in r["parts_ms"].items()))
     if not args.json:
         print(REFERENCE)
     return 0

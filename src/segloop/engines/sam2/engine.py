@@ -68,9 +68,13 @@ class Sam2Engine:
       low-resolution logits become foreground; 0 = off. Default None does what MedSAM2 does:
       8 on CUDA (sam2's CUDA extension), off on a CPU (where sam2 skips it).
     - ``cache_frames`` / ``cache_mb``: image embeddings kept per session, by count and by
-      bytes (256 MB: 64 slices at 512 px); ``threads``: torch CPU threads.
+      bytes (default None: 256 MB on an accelerator, 64 MB = 16 slices at 512 px on a CPU);
+      ``threads``: torch CPU threads.
     - ``encode_batch``: slices encoded per image-encoder call ahead of tracking; default None:
       16 on an accelerator, 1 on a CPU; 1 encodes each slice when it is tracked.
+    - ``device_post``: hole filling, the largest 3D component and the masks in torch on the
+      model's device, tracked masks copied back in chunks (the same masks as the scipy path);
+      default None: on an accelerator, off on a CPU.
     """
 
     name: ClassVar[str] = "sam2"
@@ -92,8 +96,9 @@ class Sam2Engine:
         fill_holes: int | None = None,
         cache_frames: int = 32,
         threads: int | None = None,
-        cache_mb: float = 256.0,
+        cache_mb: float | None = None,
         encode_batch: int | None = None,
+        device_post: bool | None = None,
     ) -> None:
         name = model or variant or self._first_cached()
         self.model_name = get_spec(name).name
@@ -108,8 +113,9 @@ class Sam2Engine:
         self.filter_key_slice = filter_key_slice
         self.fill_holes = None if fill_holes is None else int(fill_holes)
         self.cache_frames = int(cache_frames)
-        self.cache_mb = float(cache_mb)
+        self.cache_mb = None if cache_mb is None else float(cache_mb)
         self.encode_batch = None if encode_batch is None else int(encode_batch)
+        self.device_post = device_post
         self.threads = threads
         self.lock = threading.RLock()
         self._runtime: Runtime | None = None

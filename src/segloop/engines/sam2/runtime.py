@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["OFFLOAD_ABOVE", "Runtime", "default_encode_batch"]
+__all__ = [
+    "OFFLOAD_ABOVE",
+    "Runtime",
+    "bound_heap_growth",
+    "default_cache_mb",
+    "default_encode_batch",
+    "memoise_position_encodings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +29,74 @@ log = logging.getLogger(__name__)
 OFFLOAD_ABOVE = 256
 
 
+def memoise_position_encodings(model: Any, max_entries: int = 16) -> None:
+    """Compute the image encoder's sine position encodings once per shape, not per slice.
+
+    They depend on the feature shape only; transformers' own cache keeps one shape while
+    the neck asks for four in turn, so every slice recomputed them (~30-100 ms of CPU time
+    per slice at 512 px on 2 threads). Same tensors, same values: masks do not change.
+    Idempotent."""
+    neck = getattr(getattr(model, "vision_encoder", None), "neck", None)
+    pe = getattr(neck, "position_encoding", None)
+    if pe is None or getattr(pe, "_segloop_memo", None) is not None:
+        return
+    original = pe.forward
+    memo: dict[tuple[Any, ...], Any] = {}
+
+    def forward(shape: Any, device: Any, dtype: Any, mask: Any = None) -> Any:
+        if mask is not None:
+            return original(shape, device, dtype, mask)
+        key = (tuple(shape), str(device), dtype)
+        out = memo.get(key)
+        if out is None:
+            if len(memo) >= max_entries:
+                memo.clear()
+            out = memo[key] = original(shape, device, dtype)
+        return out
+
+    pe.forward = forward
+    pe._segloop_memo = memo
+
+
+#: glibc's mallopt parameter that fixes the size from which allocations are mmap'ed
+_M_MMAP_THRESHOLD = -3
+
+
+def bound_heap_growth(threshold: int = 4 << 20) -> bool:
+    """On glibc, serve allocations of ``threshold`` bytes and more by mmap, returned on free.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after
+    which torch's per-slice activations come from the heap and the freed space is kept: at
+    512 px the tracking step's peak RSS grew by ~150 MB that way (``segloop bench engine``
+    on a 12-slice run: 878 MB by default, 728 MB with 4 MiB). Fixing the threshold stops the
+    growth. Process-wide and harmless elsewhere; returns False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def _bf16_cpu_supported() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def default_cache_mb(device: torch.device) -> float:
+    """The embedding cache's byte bound: 256 MB on an accelerator (its memory), 64 MB on a CPU.
+
+    On a CPU the cache is process memory: at 512 px a slice's features are 4 MB, and 64 MB
+    (16 slices) keeps a 512x512x300 CT's peak RSS under 1 GB; a propagation encodes each slice
+    once whatever the bound, only a re-propagation over the same slices re-encodes more."""
+    return 256.0 if device.type != "cpu" else 64.0
 
 
 def default_encode_batch(device: torch.device) -> int:
@@ -43,7 +113,10 @@ class Runtime:
 
     ``cache_mb`` bounds a session's image-embedding cache by bytes (as well as ``cache_frames``
     by count); ``encode_batch`` is the number of slices encoded per encoder call ahead of
-    tracking (1 = encode each slice when it is tracked).
+    tracking (1 = encode each slice when it is tracked). ``device_post``: hole filling, the
+    largest 3D component and the logits -> mask step run in torch on the model's device
+    (:mod:`.postprocess`, the same masks as scipy), and tracked masks come back to the host
+    ``copy_chunk`` slices per copy; off, they run in scipy/numpy one slice at a time.
     """
 
     model: Any
@@ -59,6 +132,8 @@ class Runtime:
     filter_key_slice: bool = False
     cache_mb: float = 256.0
     encode_batch: int = 1
+    device_post: bool = False
+    copy_chunk: int = 8
 
     @classmethod
     def load(cls, engine: Any) -> Runtime:
@@ -71,6 +146,8 @@ class Runtime:
         if dev_opt == "auto":
             dev_opt = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(dev_opt)
+        if device.type == "cpu":
+            bound_heap_growth()
         model = load_model(engine.model_name, device=device)
         if engine.precision == "bf16":
             use_bf16 = True
@@ -82,6 +159,8 @@ class Runtime:
             log.info("bf16 is not accelerated on this CPU; running fp32")
             use_bf16 = False
         batch = getattr(engine, "encode_batch", None)
+        post = getattr(engine, "device_post", None)
+        cache_mb = getattr(engine, "cache_mb", None)
         return cls(
             model=model,
             model_name=engine.model_name,
@@ -96,9 +175,13 @@ class Runtime:
             cache_frames=max(1, int(engine.cache_frames)),
             lock=engine.lock,
             filter_key_slice=bool(engine.filter_key_slice),
-            cache_mb=float(getattr(engine, "cache_mb", 256.0)),
+            cache_mb=float(cache_mb) if cache_mb is not None else default_cache_mb(device),
             encode_batch=max(1, int(batch)) if batch else default_encode_batch(device),
+            device_post=bool(post) if post is not None else device.type != "cpu",
         )
+
+    def __post_init__(self) -> None:
+        memoise_position_encodings(self.model)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on the model's device when enabled, else nothing."""

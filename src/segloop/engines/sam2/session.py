@@ -32,9 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from segloop.engines.sam2.features import LazyFrames, encode_ahead, make_feature_cache
+from segloop.engines.sam2.postprocess import (
+    fill_holes_torch,
+    largest_component_torch,
+    masks_to_host,
+)
 from segloop.engines.sam2.preprocess import (
     fill_holes_in_scores,
-    largest_component,
+    largest_component_labels,
     prompt_points,
     to_uint8_volume,
 )
@@ -213,6 +218,9 @@ class Sam2Session:
 
     def _to_slice_mask(self, logits: torch.Tensor) -> BoolArray:
         """Low-res view logits ``(1, 1, h, w)`` -> ``(X, Y)`` bool: bilinear to the slice, > 0."""
+        if self._rt.device_post:
+            return np.asarray(masks_to_host(logits[:, 0], self._shape[:2],
+                                            self._rt.fill_holes)[0].numpy())
         x, y = self._shape[0], self._shape[1]
         logits = logits.float()
         if self._rt.fill_holes > 0:
@@ -221,10 +229,16 @@ class Sam2Session:
         up = F.interpolate(logits, size=(y, x), mode="bilinear", align_corners=False)
         return view_to_slice((up[0, 0] > 0).cpu().numpy())
 
-    def _run(self, vs: Any, z: int, reverse: bool = False, memory: bool = True) -> BoolArray:
+    def _run_logits(self, vs: Any, z: int, reverse: bool = False, memory: bool = True
+                    ) -> torch.Tensor:
+        """Run the model on slice z; its low-resolution view logits ``(1, 1, h, w)``."""
         with self._rt.lock, torch.inference_mode(), self._rt.autocast():
             out = self._rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
-        return self._to_slice_mask(out.pred_masks[:1])
+            logits: torch.Tensor = out.pred_masks[:1].float().clone()
+        return logits
+
+    def _run(self, vs: Any, z: int, reverse: bool = False, memory: bool = True) -> BoolArray:
+        return self._to_slice_mask(self._run_logits(vs, z, reverse, memory))
 
     def _conditioning_memory_input(self, low_res: torch.Tensor) -> torch.Tensor:
         """The ``(1, 1, S, S)`` mask logits a conditioning slice's memory is encoded from.
@@ -236,7 +250,9 @@ class Sam2Session:
         differs exactly in those two cases.
         """
         low = low_res.float()
-        if self._rt.fill_holes > 0:
+        if self._rt.fill_holes > 0 and self._rt.device_post:
+            low = fill_holes_torch(low[:, 0], self._rt.fill_holes)[:, None]
+        elif self._rt.fill_holes > 0:
             filled = fill_holes_in_scores(low[0, 0].cpu().numpy(), self._rt.fill_holes)
             low = torch.from_numpy(filled)[None, None].to(low.device)
         s = self._rt.image_size
@@ -291,18 +307,31 @@ class Sam2Session:
                    int(self._rt.model.config.max_object_pointers_in_encoder))
         outputs = vs.output_dict_per_obj[0]["non_cond_frame_outputs"]
         order = list(span)
+        # device post-processing: logits stay on the device and come back in chunks, so
+        # tracking never waits for a per-slice copy
+        chunk = max(1, self._rt.copy_chunk) if self._rt.device_post else 1
+        pending: list[tuple[int, torch.Tensor]] = []
         for i, t in enumerate(order):
             if self._rt.encode_batch > 1 and t not in self._cache:
                 ahead = [u for u in order[i:] if u not in self._cache][:self._rt.encode_batch]
                 encode_ahead(self._rt, self._frames, self._cache, ahead)
-            m = self._run(vs, t, reverse=direction < 0)
+            logits = self._run_logits(vs, t, reverse=direction < 0)
             # bounded memory on long volumes: the full-size mask is only needed to encode the
             # memory (done), and frames further back than the memory/pointer window are unused
             out_t = outputs.get(t)
             if out_t is not None:
                 out_t.pop("high_res_masks", None)
             outputs.pop(t - direction * keep, None)
-            yield t, m
+            if not self._rt.device_post:
+                yield t, self._to_slice_mask(logits)
+                continue
+            pending.append((t, logits[0, 0]))
+            if len(pending) >= chunk or i == len(order) - 1:
+                host = masks_to_host(torch.stack([p for _, p in pending]), self._shape[:2],
+                                     self._rt.fill_holes).numpy()
+                for (u, _), m in zip(pending, host, strict=True):
+                    yield u, m
+                pending = []
 
     def _propagate_from(self, z: int, object_id: int, first: BoolArray | None
                         ) -> Iterator[SliceResult]:
@@ -343,18 +372,50 @@ class Sam2Session:
                 cut = list(touched)
                 if self._rt.filter_key_slice and first is None and z in st.prompts:
                     cut.append(z)  # MedSAM2 filters its key slice too
-                before = {t: st.mask[:, :, t].copy() for t in cut}
-                self._keep_largest_component(object_id, cut)
-                for t in cut:
-                    if not np.array_equal(before[t], st.mask[:, :, t]):
-                        yield SliceResult(z=t, mask=st.mask[:, :, t].copy(), done=done, total=total)
+                for t in self._keep_largest_component(object_id, cut):
+                    yield SliceResult(z=t, mask=st.mask[:, :, t].copy(), done=done, total=total)
 
         return gen()
 
-    def _keep_largest_component(self, object_id: int, touched: list[int]) -> None:
-        """MedSAM2's largest 3D connected component, applied to the tracked slices only."""
+    def _keep_largest_component(self, object_id: int, touched: list[int]) -> list[int]:
+        """MedSAM2's largest 3D connected component, applied to the tracked slices only.
+
+        Returns the slices it changed. Only the mask's bounding box is labelled (scipy on a
+        CPU, torch on the model's device with ``device_post``), and no copy of the volume's
+        masks is kept to find the changes."""
         st = self._state.get(object_id)
-        if touched and st.mask.any():
-            keep = largest_component(st.mask)
-            for t in touched:
-                st.mask[:, :, t] &= keep[:, :, t]
+        if not touched:
+            return []
+        box = _bounding_box(st.mask)
+        if box is None:
+            return []
+        sub = st.mask[box]
+        if self._rt.device_post:
+            on_dev = torch.from_numpy(np.ascontiguousarray(sub)).to(self._rt.device)
+            keep = largest_component_torch(on_dev).cpu().numpy()
+        else:  # labels, not a kept copy: a full-volume mask costs ~2 bytes per voxel here
+            labels, winner = largest_component_labels(sub)
+        z0 = box[2].start
+        changed = []
+        for t in touched:
+            if not box[2].start <= t < box[2].stop:
+                continue
+            k = t - z0
+            kept = keep[:, :, k] if self._rt.device_post else labels[:, :, k] == winner
+            cut = sub[:, :, k] & ~kept
+            if cut.any():
+                sub[:, :, k] &= ~cut
+                changed.append(t)
+        return changed
+
+
+def _bounding_box(mask: BoolArray) -> tuple[slice, slice, slice] | None:
+    """The smallest box holding every True voxel of a 3D mask (None when there is none)."""
+    spans = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        if not len(idx):
+            return None
+        spans.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return spans[0], spans[1], spans[2]
