@@ -239,16 +239,14 @@ def test_pipeline_matches_medsam2s_procedure(seed: int, fill: int, nz: int) -> N
 
 @pytest.mark.slow
 def test_real_size_hiera_tiny_512_smoke() -> None:
-    """Real MedSAM2 architecture (hiera-tiny, 512 px) with random weights, end to end."""
-    import time
+    """Real MedSAM2 architecture (hiera-tiny, 512 px) with random weights, end to end.
 
+    Speed is the benchmark's business (``segloop bench engine``), not this test's."""
     from segloop.engines.sam2.bench import bench_engine
 
-    t0 = time.perf_counter()
     r = bench_engine("tiny", 512, slices=3, threads=2, repeats=2)
     assert r.image_size == 512 and r.tracked_slices == 3
     assert r.repeated_prompt_ms < 1000 * r.first_prompt_s
-    assert time.perf_counter() - t0 < 300
 
 
 def test_an_empty_mask_propagates_as_empty_slices(engine: MedSAM2Engine) -> None:
