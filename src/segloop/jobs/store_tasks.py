@@ -30,7 +30,7 @@ from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
 from segloop.jobs.store_jobs import JobsStore
-from segloop.types import Prompts, validate_prompts, validate_slice
+from segloop.types import Plane, Prompts, validate_prompts, validate_slice
 
 __all__ = ["TaskStore"]
 
@@ -45,6 +45,31 @@ def _roi(raw: Any, shape: tuple[int, ...]) -> list[list[int]]:
         raise PromptError(f"roi {raw!r} must be three [lo, hi] ranges with lo <= hi inside the "
                           f"volume {list(shape)}")
     return roi
+
+
+def _plane(raw: Any, shape: tuple[int, ...]) -> Plane | None:
+    """The ``axis`` parameter: the plane a prompt was drawn on (None when not given)."""
+    if raw is None:
+        return None
+    try:
+        plane = Plane(raw)
+    except ValueError:
+        raise PromptError(f"axis must be one of {', '.join(p.value for p in Plane)}, "
+                          f"got {raw!r}") from None
+    if plane is not Plane.AXIAL and shape[2] == 1:
+        raise PromptError(f"a 2D image has no {plane.value} slices: leave axis out")
+    return plane
+
+
+def _anchor_plane(conn: Connection, job_id: str, oid: int) -> Plane:
+    """The plane of an object's latest initial mask (where its anchor slice lies)."""
+    rows = conn.execute(select(_T.c.params).where(_T.c.job_id == job_id,
+                                                  _T.c.kind == TaskKind.INITIAL_MASK)
+                        .order_by(_T.c.seq.desc()))
+    for (params,) in rows:
+        if int((params or {}).get("object_id", 1)) == oid:
+            return Plane((params or {}).get("axis") or Plane.AXIAL)
+    return Plane.AXIAL
 
 
 class TaskStore(JobsStore):
@@ -84,6 +109,7 @@ class TaskStore(JobsStore):
             anchor = job.anchor
             clean: dict[str, Any] = {"object_id": oid, "engine": engine}
             new_anchor: int | None = None
+            plane = _plane(params.get("axis"), shape)
             if kind in (TaskKind.INITIAL_MASK, TaskKind.REFINE):
                 if params.get("slice_index") is None and shape[2] == 1:
                     params = {**params, "slice_index": 0}  # a 2D image: its one slice
@@ -92,7 +118,7 @@ class TaskStore(JobsStore):
                 z = int(params["slice_index"])
                 prompts = Prompts.make(params.get("box"), params.get("points"),
                                        params.get("point_labels"))
-                validate_prompts(z, prompts, shape)
+                validate_prompts(z, prompts, shape, plane or Plane.AXIAL)
                 clean.update(slice_index=z, box=list(prompts.box) if prompts.box else None,
                              points=prompts.points.tolist(), point_labels=prompts.labels.tolist())
                 if (kind == TaskKind.INITIAL_MASK and anchor != z) or anchor is None:
@@ -101,18 +127,25 @@ class TaskStore(JobsStore):
                 z_opt = params.get("slice_index")
                 if z_opt is None:
                     z_opt = anchor
+                    drawn = _anchor_plane(conn, job_id, oid)  # from where the prompt was drawn
+                    if plane is not None and plane is not drawn and anchor is not None:
+                        raise PromptError(f"object {oid} was drawn on a {drawn.value} slice: "
+                                          f"give slice_index to propagate along {plane.value}")
+                    plane = drawn
                 if z_opt is None:
                     raise ConflictError(
                         f"object {oid} has no mask yet: POST initial-mask before propagate"
                     )
-                validate_slice(int(z_opt), shape)
+                validate_slice(int(z_opt), shape, plane or Plane.AXIAL)
                 clean["slice_index"] = int(z_opt)
+            if plane is not None and plane is not Plane.AXIAL:  # axial steps record no axis
+                clean["axis"] = plane.value
             if params.get("roi") is not None:
                 clean["roi"] = _roi(params["roi"], shape)
             if kind != TaskKind.INITIAL_MASK:  # the slice range that stops a leak
                 for key in ("first_slice", "last_slice"):
                     if params.get(key) is not None:
-                        validate_slice(int(params[key]), shape)
+                        validate_slice(int(params[key]), shape, plane or Plane.AXIAL)
                         clean[key] = int(params[key])
             if job.obj_pk is None:
                 conn.execute(h.insert_object, {
