@@ -72,6 +72,9 @@ class RefineRequest(InitialMaskRequest):
 
     first_slice: Coord | None = Field(None, description="the object stays on slices >= this")
     last_slice: Coord | None = Field(None, description="the object stays on slices <= this")
+    range_axis: AxisName | None = Field(None, description="the plane whose slices first_slice "
+                                        "and last_slice count (a range of another plane than "
+                                        "the step's is refused)")
 
 
 class PropagateRequest(BaseModel):
@@ -88,6 +91,9 @@ class PropagateRequest(BaseModel):
     first_slice: Coord | None = Field(None, description="the object stays on slices >= this "
                                       "(stops a leak; the range applies when the task ends)")
     last_slice: Coord | None = Field(None, description="the object stays on slices <= this")
+    range_axis: AxisName | None = Field(None, description="the plane whose slices first_slice "
+                                        "and last_slice count (a range of another plane than "
+                                        "the step's is refused)")
 
 
 class ObjectRequest(BaseModel):

@@ -84,6 +84,7 @@ class PlaneSessions:
             seen[oid] = g
 
     # ------------------------------------------------------------------ the Session protocol
+    @property
     def shape(self) -> tuple[int, int, int]:
         """Canonical volume shape ``(X, Y, Z)``."""
         return self._shape

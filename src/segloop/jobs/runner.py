@@ -170,7 +170,7 @@ class Runtime:
                 if plane is not Plane.AXIAL:
                     raise SegloopError(f"a 2D image has no {plane.value} slices")
                 return pic
-            return PlaneSessions(open_picture, pic.shape())
+            return PlaneSessions(open_picture, pic.shape)
         vol = files.load_canonical(self.store.job_dir(job_id), modality)
         return PlaneSessions(lambda plane: engine.open(view_volume(vol, plane)), vol.shape)
 

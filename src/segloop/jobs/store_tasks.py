@@ -61,6 +61,16 @@ def _plane(raw: Any, shape: tuple[int, ...]) -> Plane | None:
     return plane
 
 
+def _check_range_plane(params: dict[str, Any], shape: tuple[int, ...], plane: Plane) -> None:
+    """A slice range set on another plane's slices than the step's is refused, not misread."""
+    ranged = params.get("first_slice") is not None or params.get("last_slice") is not None
+    raw = params.get("range_axis")
+    if ranged and raw is not None and _plane(raw, shape) is not plane:
+        raise PromptError(f"the slice range is of {raw} slices but this step runs along "
+                          f"{plane.value} slices: clear the range or set it on a "
+                          f"{plane.value} slice")
+
+
 def _anchor_plane(conn: Connection, job_id: str, oid: int) -> Plane:
     """The plane of an object's latest initial mask (where its anchor slice lies)."""
     rows = conn.execute(select(_T.c.params).where(_T.c.job_id == job_id,
@@ -143,6 +153,7 @@ class TaskStore(JobsStore):
             if params.get("roi") is not None:
                 clean["roi"] = _roi(params["roi"], shape)
             if kind != TaskKind.INITIAL_MASK:  # the slice range that stops a leak
+                _check_range_plane(params, shape, plane or Plane.AXIAL)
                 for key in ("first_slice", "last_slice"):
                     if params.get(key) is not None:
                         validate_slice(int(params[key]), shape, plane or Plane.AXIAL)
