@@ -14,7 +14,10 @@ records a self-contained list); the full list is assembled by walking the parent
 when a session has to be rebuilt, so a task's cost does not grow with the job's history.
 A cached session that is merely behind (another worker ran the job's last tasks: its version
 is an ancestor of the current one) catches up by applying just the steps it missed -- the
-same steps in the same order, so the same state as a full replay. Tasks are
+same steps in the same order, so the same state as a full replay. A job's cached session is a
+:class:`~segloop.jobs.planesessions.PlaneSessions`: a step drawn on a coronal or sagittal slice
+(its ``axis``) runs in an engine session on that plane's transposed view of the volume, so it
+propagates along the prompt's axis with any engine; the axis is recorded with the step. Tasks are
 idempotent: a task that already wrote its version is only marked done, and a task held by a
 live worker is not taken twice (heartbeats). Engines are imported lazily, inside task
 execution: importing this module never imports torch.
