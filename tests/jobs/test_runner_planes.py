@@ -151,5 +151,13 @@ def test_the_axis_is_checked(tmp_path: Path) -> None:
         submit("initial-mask", slice_index=nx - 1, box=[1, 1, 5, nz - 1], axis="sagittal")
         with pytest.raises(PromptError, match="drawn on a sagittal slice"):
             submit("propagate", axis="coronal")
+        # propagate without axis or slice follows the plane of the object's anchor
+        t = store.create_task(job.job_id, "propagate", {}, LOCAL_ADMIN, ["classic"])
+        assert t.params["axis"] == "sagittal" and t.params["slice_index"] == nx - 1
+        # an object whose anchor was set by a refine (no initial mask): that refine's plane
+        submit("refine", slice_index=3, box=[1, 1, 5, 5], axis="coronal", object_id=2)
+        t = store.create_task(job.job_id, "propagate", {"object_id": 2}, LOCAL_ADMIN,
+                              ["classic"])
+        assert t.params["axis"] == "coronal" and t.params["slice_index"] == 3
     finally:
         store.close()

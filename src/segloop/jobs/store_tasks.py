@@ -57,7 +57,7 @@ def _plane(raw: Any, shape: tuple[int, ...]) -> Plane | None:
         raise PromptError(f"axis must be one of {', '.join(p.value for p in Plane)}, "
                           f"got {raw!r}") from None
     if plane is not Plane.AXIAL and shape[2] == 1:
-        raise PromptError(f"a 2D image has no {plane.value} slices: leave axis out")
+        raise PromptError(f"a one-slice image has no {plane.value} slices: leave axis out")
     return plane
 
 
@@ -72,14 +72,21 @@ def _check_range_plane(params: dict[str, Any], shape: tuple[int, ...], plane: Pl
 
 
 def _anchor_plane(conn: Connection, job_id: str, oid: int) -> Plane:
-    """The plane of an object's latest initial mask (where its anchor slice lies)."""
-    rows = conn.execute(select(_T.c.params).where(_T.c.job_id == job_id,
-                                                  _T.c.kind == TaskKind.INITIAL_MASK)
-                        .order_by(_T.c.seq.desc()))
-    for (params,) in rows:
-        if int((params or {}).get("object_id", 1)) == oid:
-            return Plane((params or {}).get("axis") or Plane.AXIAL)
-    return Plane.AXIAL
+    """The plane of an object's anchor slice: that of its latest initial mask, else that of
+    its first refine (which set the anchor of an object never given an initial mask)."""
+    rows = conn.execute(select(_T.c.kind, _T.c.params).where(
+        _T.c.job_id == job_id, _T.c.kind.in_([TaskKind.INITIAL_MASK, TaskKind.REFINE]))
+        .order_by(_T.c.seq.desc()))
+    first_refine: Plane | None = None
+    for kind, params in rows:
+        p = params or {}
+        if int(p.get("object_id", 1)) != oid:
+            continue
+        plane = Plane(p.get("axis") or Plane.AXIAL)
+        if kind == TaskKind.INITIAL_MASK:
+            return plane
+        first_refine = plane
+    return first_refine or Plane.AXIAL
 
 
 class TaskStore(JobsStore):
