@@ -4,8 +4,8 @@
 A box dragged on a coronal slice is segmented on that coronal slice; Propagate then runs along
 y (the propagating slices are painted on coronal slices while it runs) and gives exactly what
 the classic engine gives on the transposed volume. A brush stroke on a sagittal slice paints
-that sagittal slice only, and the remove-region tool removes a region on the sagittal slice
-clicked. Stop here (K) on a coronal view limits the object along y.
+that sagittal slice only, the remove-region tool removes a region on the sagittal slice
+clicked, and the sphere brush paints a ball around the voxel clicked on the sagittal tile. Stop here (K) on a coronal view limits the object along y.
 """
 
 from __future__ import annotations
@@ -148,4 +148,13 @@ def test_brush_and_remove_region_on_a_sagittal_tile(server: LiveServer, page: An
     after = labels(url, job)
     assert not after[x].any(), "the region on the sagittal slice clicked is still there"
     assert np.array_equal(after[x + 1], two[x + 1]), "remove-region in 2D reached another slice"
+
+    # the sphere brush clicked on the sagittal tile: a ball centred on the voxel clicked
+    set_size(page, 9)
+    page.keyboard.press("Shift+B")
+    page.mouse.click(*_client(page, 45, v, 0))
+    ball = np.argwhere((bitmap(page) == 1) & (after == 0))
+    assert len(ball) > 20, "the sphere brush painted nothing"
+    assert np.abs(ball.mean(axis=0) - [x, 45, v]).max() <= 1.0, ball.mean(axis=0)
+    assert len(np.unique(ball[:, 0])) > 1, "the sphere stayed on one sagittal slice"
     assert page.errors == []
