@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from segloop.engines import get_engine
@@ -56,7 +55,8 @@ def main() -> None:
     ap.add_argument("--value", type=int, default=5, help="label value of the target (liver)")
     a = ap.parse_args()
     vol = load_volume(a.image).canonical()
-    lab = np.asarray(nib.load(a.label).dataobj) == a.value
+    lv = load_volume(a.label)
+    lab = np.asarray(lv.source_to_canonical(np.asarray(lv.data) == a.value))
     engine = get_engine(a.engine)
     planes = [Plane.AXIAL, Plane.CORONAL, Plane.SAGITTAL]
     rows: dict[str, list[tuple[float, float]]] = {}
