@@ -5,7 +5,8 @@ A box dragged on a coronal slice is segmented on that coronal slice; Propagate t
 y (the propagating slices are painted on coronal slices while it runs) and gives exactly what
 the classic engine gives on the transposed volume. A brush stroke on a sagittal slice paints
 that sagittal slice only, the remove-region tool removes a region on the sagittal slice
-clicked, and the sphere brush paints a ball around the voxel clicked on the sagittal tile. Stop here (K) on a coronal view limits the object along y.
+clicked, and the sphere brush paints a ball around the voxel clicked on the sagittal tile.
+Stop here (K) on a coronal view limits the object along y.
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ def test_a_box_on_a_coronal_tile_propagates_along_y(server: LiveServer, page: An
     assert not cut[:, stop + 1:, :].any() and np.array_equal(cut[:, :stop + 1], full[:, :stop + 1])
     assert page.locator("#range-axis").inner_text() == "y"
     assert page.input_value("#range-last") == str(stop)
+
+    # in the multiplanar view a box goes on whichever 2D tile it is dragged on (here sagittal)
+    page.keyboard.press("5")
+    page.keyboard.press("b")
+    page.wait_for_timeout(300)
+    _drag(page, _client(page, 30, 8, 0), _client(page, 60, 20, 0))
+    p = js(page, "window.segloop.state.prompts")
+    assert p["axis"] == 0 and p["box"] == [30, 8, 60, 20], p
+    assert p["z"] == js(page, "window.segloop.currentVox()[0]")
     assert page.errors == []
 
 
