@@ -50,6 +50,8 @@ def test_a_coronal_prompt_propagates_along_y(client: TestClient, data: Path) -> 
     _run(client, jid, "initial-mask", {"slice_index": y, "box": box, "axis": "coronal"})
     first = _labels(client, jid)
     assert first[:, y, :].sum() > 50 and not np.delete(first, y, axis=1).any()
+    obj = client.get(f"{url}/objects").json()[0]
+    assert (obj["anchor_slice"], obj["anchor_axis"]) == (y, "coronal")
 
     r = client.post(f"{url}/propagate", json={"first_slice": 3, "range_axis": "axial"})
     assert r.status_code == 422 and "range is of axial slices" in r.text

@@ -108,6 +108,21 @@ def test_a_box_on_a_coronal_tile_propagates_along_y(server: LiveServer, page: An
     assert page.locator("#range-axis").inner_text() == "y"
     assert page.input_value("#range-last") == str(stop)
 
+    # after a reload the page learns from the server (the object's anchor_axis) which side of
+    # the coronal anchor a coronal slice is on: K below it clears below
+    page.reload()
+    wait_version(page, 3, OPEN_MS)
+    page.keyboard.press("2")
+    low = int(ys.min()) + 2
+    assert low < y
+    js(page, f"window.segloop.setSlice({low}, 1)")
+    page.evaluate("document.querySelector('#edit-box').open = true")
+    page.keyboard.press("k")
+    wait_version(page, 4)
+    both = labels(url, job) == 1
+    assert not both[:, :low, :].any() and np.array_equal(both[:, low:], cut[:, low:])
+    assert page.input_value("#range-first") == str(low)
+
     # in the multiplanar view a box goes on whichever 2D tile it is dragged on (here sagittal)
     page.keyboard.press("5")
     page.keyboard.press("b")

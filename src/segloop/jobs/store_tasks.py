@@ -29,7 +29,7 @@ from segloop.jobs.records import (
 from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
-from segloop.jobs.store_jobs import JobsStore
+from segloop.jobs.store_jobs import JobsStore, anchor_planes, prompt_tasks_query
 from segloop.types import Plane, Prompts, validate_prompts, validate_slice
 
 __all__ = ["TaskStore"]
@@ -72,21 +72,8 @@ def _check_range_plane(params: dict[str, Any], shape: tuple[int, ...], plane: Pl
 
 
 def _anchor_plane(conn: Connection, job_id: str, oid: int) -> Plane:
-    """The plane of an object's anchor slice: that of its latest initial mask, else that of
-    its first refine (which set the anchor of an object never given an initial mask)."""
-    rows = conn.execute(select(_T.c.kind, _T.c.params).where(
-        _T.c.job_id == job_id, _T.c.kind.in_([TaskKind.INITIAL_MASK, TaskKind.REFINE]))
-        .order_by(_T.c.seq.desc()))
-    first_refine: Plane | None = None
-    for kind, params in rows:
-        p = params or {}
-        if int(p.get("object_id", 1)) != oid:
-            continue
-        plane = Plane(p.get("axis") or Plane.AXIAL)
-        if kind == TaskKind.INITIAL_MASK:
-            return plane
-        first_refine = plane
-    return first_refine or Plane.AXIAL
+    """The plane of an object's anchor slice (see :func:`anchor_planes`)."""
+    return anchor_planes(conn.execute(prompt_tasks_query(job_id))).get(oid, Plane.AXIAL)
 
 
 class TaskStore(JobsStore):

@@ -174,9 +174,10 @@ export function createTools(ctx) {
   async function stopHere() {
     if (!S.job) return;
     const [axis, z] = navSlice();
+    await ctx.refreshObjects(); // the anchor as the server has it now (a task may have moved it)
     const o = current();
-    // the anchor counts slices of the plane the object was drawn on (axial unless drawn here)
-    const sameAxis = (S.promptAxis[S.currentObject] ?? 2) === axis;
+    // the anchor is a slice of the plane the object was drawn on: compared on that plane only
+    const sameAxis = PLANE_NAME.indexOf((o && o.anchor_axis) || 'axial') === axis;
     const anchor = sameAxis && o && o.anchor_slice !== null && o.anchor_slice !== undefined ? o.anchor_slice : null;
     const r = axis === rangeAxis ? range() : { first: null, last: null };
     const plane = PLANE_NAME[axis];

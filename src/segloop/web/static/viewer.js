@@ -48,7 +48,6 @@ const S = {
   view: 'axial',
   prompts: null, // {z, axis, box: [u0,v0,u1,v1] | null, points: [{x, y, label}]}: slice z of axis
   drag: null, // box being dragged: {z, axis, a: [u,v], b: [u,v]}
-  promptAxis: {}, // object id -> slice axis of its last initial mask drawn here (2: axial)
   version: 0, // mask version shown
   saved: null, // Uint8Array: labels of `version` (to revert unsaved edits)
   dirty: false, // brush/eraser edits not saved yet
@@ -744,7 +743,6 @@ async function submit(kind) {
     }
     body.slice_index = p.z;
     body.axis = PLANE_NAME[p.axis ?? 2];
-    if (kind === TASK_KIND.INITIAL_MASK) S.promptAxis[body.object_id] = p.axis ?? 2;
     if (p.box) body.box = p.box;
     if (p.points.length) {
       body.points = p.points.map((q) => [q.x, q.y]);
