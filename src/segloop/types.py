@@ -2,22 +2,63 @@
 
 Coordinates follow docs/DESIGN.md: voxel indices of the closest-canonical RAS array, axes
 (x, y, z); a box is ``(x0, y0, x1, y1)`` on axial slice ``z`` with inclusive bounds, x along
-array axis 0 and y along array axis 1. Imports only numpy and segloop.errors.
+array axis 0 and y along array axis 1. A prompt may also be drawn on a coronal or sagittal
+slice (:class:`Plane`): its 2D coordinates are then the two other canonical axes in order
+(coronal: x, z; sagittal: y, z). Imports only numpy and segloop.errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from segloop.errors import PromptError
 
-__all__ = ["BoolArray", "FloatArray", "Prompts", "SliceResult", "validate_prompts", "validate_slice"]
+__all__ = ["BoolArray", "FloatArray", "Plane", "Prompts", "SliceResult", "validate_prompts",
+           "validate_slice"]
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.floating]
+
+
+class Plane(StrEnum):
+    """The plane a 2D prompt or edit is drawn on, named as viewers name it: axial slices z
+    (in-plane x, y), coronal slices y (in-plane x, z), sagittal slices x (in-plane y, z)."""
+
+    AXIAL = "axial"
+    CORONAL = "coronal"
+    SAGITTAL = "sagittal"
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """The canonical axes in the order of this plane's view: (u, v, slice axis)."""
+        return _ORDER[self]
+
+    @property
+    def axis_names(self) -> tuple[str, str, str]:
+        """The canonical axis names of the view's (u, v, slice) axes, e.g. ``("x", "z", "y")``."""
+        o = self.order
+        return ("xyz"[o[0]], "xyz"[o[1]], "xyz"[o[2]])
+
+    def view_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """The shape of the view of a canonical ``(X, Y, Z)`` array."""
+        o = self.order
+        return (int(shape[o[0]]), int(shape[o[1]]), int(shape[o[2]]))
+
+    def to_view(self, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """A canonical ``(X, Y, Z)`` array seen with this plane's slice axis last (a view)."""
+        return arr if self is Plane.AXIAL else np.transpose(arr, self.order)
+
+    def from_view(self, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Back from :meth:`to_view` to the canonical axes (a view)."""
+        return arr if self is Plane.AXIAL else np.transpose(arr, np.argsort(self.order))
+
+
+_ORDER = {Plane.AXIAL: (0, 1, 2), Plane.CORONAL: (0, 2, 1), Plane.SAGITTAL: (1, 2, 0)}
 
 
 @dataclass(frozen=True)
@@ -83,17 +124,22 @@ class SliceResult:
     total: int
 
 
-def validate_slice(z: int, shape: tuple[int, ...]) -> None:
-    """Raise PromptError unless ``0 <= z < shape[2]``."""
-    nz = shape[2]
+def validate_slice(z: int, shape: tuple[int, ...], plane: Plane = Plane.AXIAL) -> None:
+    """Raise PromptError unless ``z`` is a slice of ``plane`` in a volume of ``shape`` (X, Y, Z)."""
+    nz = plane.view_shape(shape)[2]
     if not 0 <= z < nz:
-        raise PromptError(f"slice index {z} is out of range: this volume has slices 0..{nz - 1}")
+        where = "" if plane is Plane.AXIAL else f" {plane.value}"
+        raise PromptError(f"slice index {z} is out of range: this volume has{where} slices "
+                          f"0..{nz - 1}")
 
 
-def validate_prompts(z: int, prompts: Prompts, shape: tuple[int, ...]) -> None:
-    """Check the slice index, box and points against a volume of ``shape`` (X, Y, Z)."""
-    validate_slice(z, shape)
-    nx, ny = shape[0], shape[1]
+def validate_prompts(z: int, prompts: Prompts, shape: tuple[int, ...],
+                     plane: Plane = Plane.AXIAL) -> None:
+    """Check the slice index, box and points against a volume of ``shape`` (X, Y, Z); on a
+    coronal or sagittal slice the prompt's (x, y) are the plane's in-plane axes."""
+    validate_slice(z, shape, plane)
+    nx, ny, _ = plane.view_shape(shape)
+    u, v, _ = plane.axis_names  # the first prompt coordinate is along u, the second along v
     if prompts.box is not None:
         x0, y0, x1, y1 = prompts.box
         if x1 < x0 or y1 < y0:
@@ -102,8 +148,8 @@ def validate_prompts(z: int, prompts: Prompts, shape: tuple[int, ...]) -> None:
             )
         if x0 < 0 or y0 < 0 or x1 >= nx or y1 >= ny:
             raise PromptError(
-                f"box ({x0}, {y0}, {x1}, {y1}) lies outside the slice: x must be in 0..{nx - 1}"
-                f" and y in 0..{ny - 1}"
+                f"box ({x0}, {y0}, {x1}, {y1}) lies outside the slice: {u} must be in 0..{nx - 1}"
+                f" and {v} in 0..{ny - 1}"
             )
         if x1 == x0 or y1 == y0:
             raise PromptError(
@@ -112,6 +158,6 @@ def validate_prompts(z: int, prompts: Prompts, shape: tuple[int, ...]) -> None:
     for (x, y) in prompts.points.tolist():
         if not (0 <= x < nx and 0 <= y < ny):
             raise PromptError(
-                f"point ({x}, {y}) lies outside the slice: x must be in 0..{nx - 1}"
-                f" and y in 0..{ny - 1}"
+                f"point ({x}, {y}) lies outside the slice: {u} must be in 0..{nx - 1}"
+                f" and {v} in 0..{ny - 1}"
             )

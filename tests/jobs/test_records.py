@@ -57,7 +57,7 @@ def test_job_version_and_object_records_keep_their_public_keys() -> None:
                         anchor_slice=None)
     assert ObjectRecord.from_row(o).as_dict() == {  # type: ignore[arg-type]
         "object_id": 1, "name": "liver", "colour": "#ff4040", "label_value": 5,
-        "anchor_slice": None}
+        "anchor_slice": None, "anchor_axis": "axial"}
 
 
 def test_records_are_frozen_and_typed() -> None:

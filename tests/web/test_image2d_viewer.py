@@ -67,7 +67,7 @@ def test_photo_opens_in_colour_and_segments_with_box_points_brush(
     drag(page, _at(page, BOX[0], BOX[1]), _at(page, BOX[2], BOX[3]), steps=6)
     page.mouse.up()
     assert js(page, "window.segloop.state.prompts") == {
-        "z": 0, "box": BOX, "points": []}
+        "z": 0, "axis": 2, "box": BOX, "points": []}
     page.keyboard.press("s")
     wait_version(page, 1)
     mask = _mask(server.url, job)

@@ -138,7 +138,8 @@ def test_full_workflow_with_mouse_and_keyboard(server: LiveServer, page: Any,
     assert box_pixels(page) > 200, "the box is not drawn while dragging"
     page.screenshot(path=str(shots / "02_box_drag.png"))
     page.mouse.up()
-    assert js(page, "window.segloop.state.prompts") == {"z": z0, "box": box, "points": []}
+    assert js(page, "window.segloop.state.prompts") == {"z": z0, "axis": 2, "box": box,
+                                                        "points": []}
 
     # -- segment: the 2D mask appears as an overlay when the pushed event arrives
     page.click("#btn-segment")

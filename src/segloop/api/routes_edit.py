@@ -25,6 +25,7 @@ from segloop.errors import InputError
 from segloop.jobs import files
 from segloop.jobs.errors import ConflictError, NotFoundError
 from segloop.jobs.records import ObjectRecord
+from segloop.types import Plane
 
 from .deps import Services, Svc, Who
 from .limits import Coord, ObjectId, Version
@@ -55,6 +56,9 @@ class EditRequest(BaseModel):
     last_slice: Coord | None = None
     point: list[Coord] | None = Field(None, min_length=3, max_length=3,
                                       description="[x, y, z] canonical voxel (remove-region)")
+    axis: Literal["axial", "coronal", "sagittal"] = Field(
+        "axial", description="the plane whose slices first_slice/last_slice count, and the "
+        "plane of a 2D remove-region and of fill-between's slices")
     three_d: bool = False
     min_voxels: int = Field(50, ge=1, le=2**31 - 1)
     kernel_mm: float = Field(3.0, gt=0, le=100)
@@ -108,7 +112,22 @@ def _spacing(svc: Services, job_id: str) -> tuple[float, float, float]:
 
 def _apply(body: EditRequest, labels: np.ndarray[Any, Any], lv: int,
            spacing: tuple[float, float, float]) -> tuple[np.ndarray[Any, Any], int]:
-    """The new label map and the voxels changed."""
+    """The new label map and the voxels changed; slices are those of the request's plane
+    (the operation runs on the plane's view of the label map, the slice axis last)."""
+    plane = Plane(body.axis)
+    if plane is Plane.AXIAL:
+        return _apply_axial(body, labels, lv, spacing)
+    o = plane.order
+    point = None if body.point is None else [body.point[k] for k in o]
+    new, changed = _apply_axial(body.model_copy(update={"point": point}),
+                                np.ascontiguousarray(plane.to_view(labels)), lv,
+                                (spacing[o[0]], spacing[o[1]], spacing[o[2]]))
+    return np.ascontiguousarray(plane.from_view(new)), changed
+
+
+def _apply_axial(body: EditRequest, labels: np.ndarray[Any, Any], lv: int,
+                 spacing: tuple[float, float, float]) -> tuple[np.ndarray[Any, Any], int]:
+    """:func:`_apply` with the slice axis last."""
     op = body.op
     nz = labels.shape[2]
     if op in (EditOp.CLEAR_SLICES, EditOp.KEEP_SLICES):

@@ -12,7 +12,7 @@ worker or the web UI.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,11 +41,21 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- request bodies
+#: the plane a prompt is drawn on; its slice index and 2D coordinates follow the plane
+AxisName = Literal["axial", "coronal", "sagittal"]
+_AXIS_DOC = ("the plane the prompt was drawn on (default axial): coronal slices y with prompt "
+             "coordinates [x, z], sagittal slices x with [y, z]; the engine propagates along "
+             "that plane's slice axis")
+
+
 class InitialMaskRequest(BaseModel):
-    """A 2D prompt on axial slice ``slice_index`` (canonical voxel indices, inclusive box); on
-    a 2D image job, image pixels: x = column, y = row from the top-left (slice_index 0)."""
+    """A 2D prompt on slice ``slice_index`` of plane ``axis`` (axial by default; canonical
+    voxel indices, inclusive box); on a 2D image job, image pixels: x = column, y = row from
+    the top-left (slice_index 0)."""
 
     model_config = ConfigDict(strict=True)  # "5" is not an int, 1.0 not a bool
+
+    axis: AxisName | None = Field(None, description=_AXIS_DOC)
 
     slice_index: Coord | None = Field(None, description="required for volumes; 0 (the "
                                       "default) on a 2D image or a one-slice volume")
@@ -62,6 +72,9 @@ class RefineRequest(InitialMaskRequest):
 
     first_slice: Coord | None = Field(None, description="the object stays on slices >= this")
     last_slice: Coord | None = Field(None, description="the object stays on slices <= this")
+    range_axis: AxisName | None = Field(None, description="the plane whose slices first_slice "
+                                        "and last_slice count (a range of another plane than "
+                                        "the step's is refused)")
 
 
 class PropagateRequest(BaseModel):
@@ -71,10 +84,16 @@ class PropagateRequest(BaseModel):
 
     object_id: ObjectId | None = None
     slice_index: Coord | None = None
+    axis: AxisName | None = Field(None, description="the plane of slice_index (default: the "
+                                  "plane of the object's initial mask); propagation runs along "
+                                  "its slice axis")
     engine: str | None = None
     first_slice: Coord | None = Field(None, description="the object stays on slices >= this "
                                       "(stops a leak; the range applies when the task ends)")
     last_slice: Coord | None = Field(None, description="the object stays on slices <= this")
+    range_axis: AxisName | None = Field(None, description="the plane whose slices first_slice "
+                                        "and last_slice count (a range of another plane than "
+                                        "the step's is refused)")
 
 
 class ObjectRequest(BaseModel):

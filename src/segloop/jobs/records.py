@@ -22,6 +22,7 @@ from segloop.jobs.db import JobRow, MaskVersionRow, ObjectRow, TaskRow
 from segloop.jobs.errors import ForbiddenError, NotFoundError
 from segloop.jobs.image2d_job import is_2d_format
 from segloop.jobs.states import TERMINAL, TaskKind, TaskState
+from segloop.types import Plane
 
 __all__ = ["LOCAL_ADMIN", "PALETTE", "ROLES", "TASK_KINDS", "TERMINAL", "ActiveTaskRecord",
            "AuditRecord", "Claim", "ClaimOutcome", "CleanupReport", "JobRecord", "JobStatus",
@@ -200,12 +201,15 @@ class ObjectRecord(Record):
     colour: str
     label_value: int
     anchor_slice: int | None
+    #: the plane whose slice ``anchor_slice`` is (where the object's prompt was drawn)
+    anchor_axis: Plane = Plane.AXIAL
 
     @classmethod
-    def from_row(cls, o: ObjectRow) -> ObjectRecord:
+    def from_row(cls, o: ObjectRow, anchor_axis: Plane = Plane.AXIAL) -> ObjectRecord:
         """The public view of an object row."""
         return cls(object_id=o.object_id, name=o.name, colour=o.colour,
-                   label_value=o.label_value, anchor_slice=o.anchor_slice)
+                   label_value=o.label_value, anchor_slice=o.anchor_slice,
+                   anchor_axis=anchor_axis)
 
 
 class ReviewRecord(Record):

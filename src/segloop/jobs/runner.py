@@ -14,7 +14,10 @@ records a self-contained list); the full list is assembled by walking the parent
 when a session has to be rebuilt, so a task's cost does not grow with the job's history.
 A cached session that is merely behind (another worker ran the job's last tasks: its version
 is an ancestor of the current one) catches up by applying just the steps it missed -- the
-same steps in the same order, so the same state as a full replay. Tasks are
+same steps in the same order, so the same state as a full replay. A job's cached session is a
+:class:`~segloop.jobs.planesessions.PlaneSessions`: a step drawn on a coronal or sagittal slice
+(its ``axis``) runs in an engine session on that plane's transposed view of the volume, so it
+propagates along the prompt's axis with any engine; the axis is recorded with the step. Tasks are
 idempotent: a task that already wrote its version is only marked done, and a task held by a
 live worker is not taken twice (heartbeats). Engines are imported lazily, inside task
 execution: importing this module never imports torch.
@@ -44,12 +47,13 @@ from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
 from segloop.jobs.image2d_job import load_job_image
+from segloop.jobs.planesessions import PlaneSessions, plane_of, view_volume
 from segloop.jobs.progress import StepProgress, mask_runs
 from segloop.jobs.sessioncache import SessionCache
 from segloop.jobs.slicerange import SliceRange
 from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
 from segloop.jobs.store import Claim, ClaimOutcome, JobStore, task_dict
-from segloop.types import Prompts, SliceResult
+from segloop.types import Plane, Prompts, SliceResult
 
 __all__ = ["RunOutcome", "Runtime", "SessionCache", "import_plugins", "mask_runs"]
 
@@ -154,7 +158,7 @@ class Runtime:
         return requested
 
     # ------------------------------------------------------------------ sessions
-    def _open(self, job_id: str, modality: str | None, engine_name: str) -> Session:
+    def _open(self, job_id: str, modality: str | None, engine_name: str) -> PlaneSessions:
         from segloop.engines import get_engine
 
         engine = get_engine(engine_name)
@@ -163,34 +167,48 @@ class Runtime:
         if image is not None:  # a 2D job: the engine sees the picture itself (RGB kept)
             from segloop.engines.image2d_session import Image2DSession
 
-            return Image2DSession(engine, image)
-        vol = files.load_canonical(self.store.job_dir(job_id), modality)
-        return engine.open(vol)
+            pic = Image2DSession(engine, image)
 
-    def _apply(self, session: Session, job_id: str, op: dict[str, Any],
+            def open_picture(plane: Plane) -> Session:
+                if plane is not Plane.AXIAL:
+                    raise SegloopError(f"a 2D image has no {plane.value} slices")
+                return pic
+            return PlaneSessions(open_picture, pic.shape)
+        vol = files.load_canonical(self.store.job_dir(job_id), modality)
+        return PlaneSessions(lambda plane: engine.open(view_volume(vol, plane)), vol.shape)
+
+    def _apply(self, session: PlaneSessions, job_id: str, op: dict[str, Any],
                on_progress: Callable[[SliceResult], None] | None = None,
                cancel: Callable[[], bool] | None = None) -> None:
+        """Run one step; a prompt's step runs in the session of the plane it was drawn on
+        (its ``axis``), whose third axis is that plane's slice axis."""
         kind = op["op"]
         oid = int(op.get("object_id", 1))
         roi = op.get("roi")  # only this region may change (a MONAI Label ROI, a patch)
         before = np.array(session.mask(oid), bool) if roi else None
-        if kind == TaskKind.INITIAL_MASK:
-            session.segment_slice(int(op["slice_index"]), _prompts(op), oid)
-        elif kind == TaskKind.PROPAGATE:
-            with SliceRange.of(op, session, oid) as rng:
-                drive(session.propagate(int(op["slice_index"]), None, oid, **rng.kwargs()),
-                      rng.filter(on_progress), cancel)
-        elif kind == TaskKind.REFINE:
-            with SliceRange.of(op, session, oid) as rng:
-                drive(session.refine(int(op["slice_index"]), _prompts(op), oid, **rng.kwargs()),
-                      rng.filter(on_progress), cancel)
-        elif kind == "set_mask":
+        if kind == "set_mask":
             v = self.store.version_row(job_id, int(op["version"]))
             if v is None:
                 raise SegloopError(f"version {op['version']} of job {job_id} is missing")
             labels = files.load_labels(self.store.job_dir(job_id) / v.path)
             for o, lv in op.get("objects", {}).items():
                 session.set_mask(labels == int(lv), int(o))
+        elif kind in (TaskKind.INITIAL_MASK, TaskKind.PROPAGATE, TaskKind.REFINE):
+            plane = plane_of(op)
+            view = session.view(plane)
+            try:
+                if kind == TaskKind.INITIAL_MASK:
+                    view.segment_slice(int(op["slice_index"]), _prompts(op), oid)
+                else:  # the slice range acts along the plane's slice axis too
+                    with SliceRange.of(op, view, oid) as rng:
+                        steps = (view.propagate(int(op["slice_index"]), None, oid,
+                                                **rng.kwargs())
+                                 if kind == TaskKind.PROPAGATE else
+                                 view.refine(int(op["slice_index"]), _prompts(op), oid,
+                                             **rng.kwargs()))
+                        drive(steps, rng.filter(on_progress), cancel)
+            finally:  # also after a cancel: the view keeps the slices it computed
+                session.changed(plane, [oid])
         else:  # pragma: no cover - replay lists are written by this module
             raise SegloopError(f"unknown step {kind!r} in a replay list")
         if roi and before is not None:  # outside the region the mask stays as it was
@@ -221,20 +239,23 @@ class Runtime:
         return ops, False
 
     def session_for(self, job_id: str, modality: str | None, engine_name: str,
-                    v: Any) -> Session:
+                    v: Any) -> PlaneSessions:
         """The job's session at its current version.
 
         ``v``: the job's current version row (``number``, ``replay``; the claim read it), or
         None when the job has no version yet."""
         gen = self._generation
         cur = v.number if v is not None else 0
-        sess = self.cache.get(job_id, engine_name, cur, gen)
-        if sess is not None:
-            return sess
+        hit = self.cache.get(job_id, engine_name, cur, gen)
+        if isinstance(hit, PlaneSessions):
+            return hit
         cached = self.cache.peek(job_id, engine_name, gen)
+        if cached is not None and not isinstance(cached[0], PlaneSessions):
+            cached = None  # pragma: no cover - the runner caches nothing else
         todo, behind = self.steps(job_id, v, cached[1] if cached else None)
         sess = cached[0] if cached is not None and behind else self._open(
             job_id, modality, engine_name)
+        assert isinstance(sess, PlaneSessions)
         try:
             for op in todo:
                 self._apply(sess, job_id, op)
@@ -328,11 +349,13 @@ class Runtime:
             return self._finish(task_id, TaskState.FAILED,
                                 f"internal error: {type(exc).__name__}: {exc}", None, base)
 
-    def _run_step(self, session: Session, task_id: str, job_id: str, op: dict[str, Any],
+    def _run_step(self, session: PlaneSessions, task_id: str, job_id: str, op: dict[str, Any],
                   base: dict[str, Any], t0: float) -> tuple[int, int] | None:
         """Run one step, publishing progress; returns the final (slices done, total) of a
         propagation (None for a 2D step)."""
-        step = StepProgress(self._publish, self.store, task_id, job_id, base,
+        plane = plane_of(op)  # progress masks are slices of the prompt's plane
+        step = StepProgress(self._publish, self.store, task_id, job_id,
+                            base if plane is Plane.AXIAL else {**base, "axis": plane.value},
                             int(op.get("object_id", 1)))
         stage = "segmenting" if op["op"] == TaskKind.INITIAL_MASK else "propagating"
         self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})

@@ -22,10 +22,37 @@ from segloop.jobs.errors import ConflictError, ForbiddenError, NotFoundError
 from segloop.jobs.ingest import IngestResult
 from segloop.jobs.ingest import ingest as ingest_here
 from segloop.jobs.records import PALETTE, JobRecord, ObjectRecord, Principal
-from segloop.jobs.states import ACTIVE
+from segloop.jobs.states import ACTIVE, TaskKind
 from segloop.jobs.store_access import AccessStore
+from segloop.types import Plane
 
-__all__ = ["JobsStore"]
+__all__ = ["JobsStore", "anchor_planes", "prompt_tasks_query"]
+
+
+
+def prompt_tasks_query(job_id: str) -> Any:
+    """The kind and params of a job's initial-mask and refine tasks, newest first."""
+    return (select(TaskRow.kind, TaskRow.params)
+            .where(TaskRow.job_id == job_id,
+                   TaskRow.kind.in_([TaskKind.INITIAL_MASK, TaskKind.REFINE]))
+            .order_by(TaskRow.seq.desc()))
+
+
+def anchor_planes(rows: Any) -> dict[int, Plane]:
+    """object id -> the plane of its anchor slice, from ``prompt_tasks_query`` rows (newest first):
+    that of its latest initial mask, else that of its first refine (which set the anchor of
+    an object never given an initial mask)."""
+    out: dict[int, Plane] = {}
+    final: set[int] = set()
+    for kind, params in rows:
+        p = params or {}
+        oid = int(p.get("object_id", 1))
+        if oid in final:
+            continue
+        out[oid] = Plane(p.get("axis") or Plane.AXIAL)
+        if kind == TaskKind.INITIAL_MASK:
+            final.add(oid)
+    return out
 
 
 class JobsStore(AccessStore):
@@ -134,7 +161,10 @@ class JobsStore(AccessStore):
             self._job(s, job_id, who)
             rows = s.scalars(select(ObjectRow).where(ObjectRow.job_id == job_id)
                              .order_by(ObjectRow.object_id))
-            return [ObjectRecord.from_row(o) for o in rows]
+            objs = list(rows)
+            planes = anchor_planes(s.execute(prompt_tasks_query(job_id)).all())
+            return [ObjectRecord.from_row(o, planes.get(o.object_id, Plane.AXIAL))
+                    for o in objs]
 
     def object_labels(self, job_id: str) -> dict[int, int]:
         """object_id -> label value (no access check; worker use)."""

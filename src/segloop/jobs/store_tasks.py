@@ -29,8 +29,8 @@ from segloop.jobs.records import (
 from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
-from segloop.jobs.store_jobs import JobsStore
-from segloop.types import Prompts, validate_prompts, validate_slice
+from segloop.jobs.store_jobs import JobsStore, anchor_planes, prompt_tasks_query
+from segloop.types import Plane, Prompts, validate_prompts, validate_slice
 
 __all__ = ["TaskStore"]
 
@@ -45,6 +45,35 @@ def _roi(raw: Any, shape: tuple[int, ...]) -> list[list[int]]:
         raise PromptError(f"roi {raw!r} must be three [lo, hi] ranges with lo <= hi inside the "
                           f"volume {list(shape)}")
     return roi
+
+
+def _plane(raw: Any, shape: tuple[int, ...]) -> Plane | None:
+    """The ``axis`` parameter: the plane a prompt was drawn on (None when not given)."""
+    if raw is None:
+        return None
+    try:
+        plane = Plane(raw)
+    except ValueError:
+        raise PromptError(f"axis must be one of {', '.join(p.value for p in Plane)}, "
+                          f"got {raw!r}") from None
+    if plane is not Plane.AXIAL and shape[2] == 1:
+        raise PromptError(f"a one-slice image has no {plane.value} slices: leave axis out")
+    return plane
+
+
+def _check_range_plane(params: dict[str, Any], shape: tuple[int, ...], plane: Plane) -> None:
+    """A slice range set on another plane's slices than the step's is refused, not misread."""
+    ranged = params.get("first_slice") is not None or params.get("last_slice") is not None
+    raw = params.get("range_axis")
+    if ranged and raw is not None and _plane(raw, shape) is not plane:
+        raise PromptError(f"the slice range is of {raw} slices but this step runs along "
+                          f"{plane.value} slices: clear the range or set it on a "
+                          f"{plane.value} slice")
+
+
+def _anchor_plane(conn: Connection, job_id: str, oid: int) -> Plane:
+    """The plane of an object's anchor slice (see :func:`anchor_planes`)."""
+    return anchor_planes(conn.execute(prompt_tasks_query(job_id))).get(oid, Plane.AXIAL)
 
 
 class TaskStore(JobsStore):
@@ -84,6 +113,7 @@ class TaskStore(JobsStore):
             anchor = job.anchor
             clean: dict[str, Any] = {"object_id": oid, "engine": engine}
             new_anchor: int | None = None
+            plane = _plane(params.get("axis"), shape)
             if kind in (TaskKind.INITIAL_MASK, TaskKind.REFINE):
                 if params.get("slice_index") is None and shape[2] == 1:
                     params = {**params, "slice_index": 0}  # a 2D image: its one slice
@@ -92,7 +122,7 @@ class TaskStore(JobsStore):
                 z = int(params["slice_index"])
                 prompts = Prompts.make(params.get("box"), params.get("points"),
                                        params.get("point_labels"))
-                validate_prompts(z, prompts, shape)
+                validate_prompts(z, prompts, shape, plane or Plane.AXIAL)
                 clean.update(slice_index=z, box=list(prompts.box) if prompts.box else None,
                              points=prompts.points.tolist(), point_labels=prompts.labels.tolist())
                 if (kind == TaskKind.INITIAL_MASK and anchor != z) or anchor is None:
@@ -101,18 +131,26 @@ class TaskStore(JobsStore):
                 z_opt = params.get("slice_index")
                 if z_opt is None:
                     z_opt = anchor
+                    drawn = _anchor_plane(conn, job_id, oid)  # from where the prompt was drawn
+                    if plane is not None and plane is not drawn and anchor is not None:
+                        raise PromptError(f"object {oid} was drawn on a {drawn.value} slice: "
+                                          f"give slice_index to propagate along {plane.value}")
+                    plane = drawn
                 if z_opt is None:
                     raise ConflictError(
                         f"object {oid} has no mask yet: POST initial-mask before propagate"
                     )
-                validate_slice(int(z_opt), shape)
+                validate_slice(int(z_opt), shape, plane or Plane.AXIAL)
                 clean["slice_index"] = int(z_opt)
+            if plane is not None and plane is not Plane.AXIAL:  # axial steps record no axis
+                clean["axis"] = plane.value
             if params.get("roi") is not None:
                 clean["roi"] = _roi(params["roi"], shape)
             if kind != TaskKind.INITIAL_MASK:  # the slice range that stops a leak
+                _check_range_plane(params, shape, plane or Plane.AXIAL)
                 for key in ("first_slice", "last_slice"):
                     if params.get(key) is not None:
-                        validate_slice(int(params[key]), shape)
+                        validate_slice(int(params[key]), shape, plane or Plane.AXIAL)
                         clean[key] = int(params[key])
             if job.obj_pk is None:
                 conn.execute(h.insert_object, {

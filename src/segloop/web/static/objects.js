@@ -1,8 +1,9 @@
 // segloop viewer: per-object display and measurements (issue 15: objects, measure).
 //
-// Hide/show, lock, delete and the measurements of each object in the Objects list; one opacity
-// slider and an outline switch for the overlay. Display is NiiVue's drawing colour table: a
-// hidden object gets alpha 0; outline mode gives every object an almost transparent fill and a
+// Hide/show, lock, delete, opacity and the measurements of each object in the Objects list; one
+// opacity slider (all objects) and an outline switch for the overlay. Display is NiiVue's
+// drawing colour table: a hidden object gets alpha 0, an object's own opacity scales its alpha
+// (the overlay slider scales them all); outline mode gives every object an almost transparent fill and a
 // solid rim (NiiVue's drawRimOpacity). Lock is enforced by tools.js (strokes and edits never
 // change a locked object). Delete clears the object's voxels as a new version (Undo brings them
 // back). Measurements come from GET /api/v1/jobs/{id}/measurements of the version shown; while
@@ -17,7 +18,7 @@ import { measureBitmap } from './measure.js';
 const $ = (sel) => document.querySelector(sel);
 
 const VIEW_BAR = `
-<label class="inline small" title="Overlay opacity">opacity <input id="overlay-opacity" type="range" min="0" max="100" value="60"></label>
+<label class="inline small" title="Overlay opacity (all objects; each object has its own slider too)">opacity <input id="overlay-opacity" type="range" min="0" max="100" value="60"></label>
 <label class="inline small" title="Show objects as outlines (T)"><input type="checkbox" id="outline"> outline</label>`;
 
 export const OBJECT_SHORTCUTS = [
@@ -28,12 +29,12 @@ export const OBJECT_SHORTCUTS = [
 export function createObjects(ctx) {
   const { S, api } = ctx;
   const nv = () => ctx.nv();
-  const view = {}; // object_id -> {hidden, locked}
+  const view = {}; // object_id -> {hidden, locked, opacity (0..1)}
   let measures = {}; // label_value -> measurement of the saved version shown
   let unsaved = null; // label_value -> measurement of the unsaved bitmap, or null
   let measureTimer = null;
 
-  const st = (id) => (view[id] = view[id] || { hidden: false, locked: false });
+  const st = (id) => (view[id] = view[id] || { hidden: false, locked: false, opacity: 1 });
 
   function build() {
     const span = document.createElement('span');
@@ -94,8 +95,9 @@ export function createObjects(ctx) {
 
   /** Alpha (0..255) of an object's colour-table entry. */
   function alpha(o) {
-    if (st(o.object_id).hidden) return 0;
-    return $('#outline').checked ? 1 : 255;
+    const s = st(o.object_id);
+    if (s.hidden) return 0;
+    return $('#outline').checked ? 1 : Math.round(255 * s.opacity);
   }
 
   /** NiiVue's rim opacity: solid rims in outline mode, none otherwise. */
@@ -165,11 +167,27 @@ export function createObjects(ctx) {
     li.classList.toggle('hidden-object', s.hidden);
     li.classList.toggle('locked-object', s.locked);
     li.append(eye, lock, del);
-    const meas = document.createElement('div');
+    const line = document.createElement('div');
+    line.className = 'obj-line';
+    const meas = document.createElement('span');
     meas.className = 'measure small muted mono';
     meas.dataset.labelValue = String(o.label_value);
     meas.textContent = fmtMeasure((unsaved || measures)[o.label_value], Boolean(unsaved));
-    li.appendChild(meas);
+    meas.classList.toggle('unsaved', Boolean(unsaved));
+    const op = document.createElement('input');
+    op.type = 'range';
+    op.className = 'obj-opacity';
+    op.min = '0';
+    op.max = '100';
+    op.value = String(Math.round(s.opacity * 100));
+    op.title = `Opacity of ${o.name} (the overlay's opacity slider scales all objects)`;
+    op.addEventListener('click', (e) => e.stopPropagation());
+    op.addEventListener('input', () => {
+      s.opacity = Number(op.value) / 100;
+      ctx.applyLut();
+    });
+    line.append(meas, op);
+    li.appendChild(line);
   }
 
   function toggleHidden(id) {

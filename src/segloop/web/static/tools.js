@@ -6,7 +6,12 @@
 // eraser erases the current object only, the brush paints over other objects only when asked, and
 // only where the intensity is in the chosen range; locked objects are never changed. The sphere
 // brush paints balls (3D) itself, with the same constraints. viewer.js calls the hooks of the
-// object returned by createTools(ctx); this module owns no state of viewer.js.
+// object returned by createTools(ctx); this module owns no state of viewer.js. Slices are those
+// of the plane being stepped through (S.navAxis: the view's, or the 2D tile last under the
+// mouse): stop here, clear up/down, fill between and the slice range act along that axis, and
+// the range remembers its axis (the server refuses a range of another plane than the step's).
+
+import { IN_PLANE, PLANE_NAME } from './planes.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -17,7 +22,7 @@ const PANEL = `
 <details id="edit-box">
 <summary><h2 class="inline">Fix &amp; clean</h2></summary>
 <div class="actions" title="Propagate and Refine keep the object between these slices (empty: no limit)">
-  <label class="inline small">range z <input id="range-first" type="number" min="0" placeholder="first"></label>
+  <label class="inline small">range <span id="range-axis">z</span> <input id="range-first" type="number" min="0" placeholder="first"></label>
   <label class="inline small">– <input id="range-last" type="number" min="0" placeholder="last"></label>
   <button id="btn-stop-here" class="small" title="Stop here: the object ends on this slice (on the side away from where it was drawn); clears it beyond and limits later propagations (K)">Stop here</button>
   <button id="btn-range-clear" class="small ghost" title="No slice range (Shift+K)">×</button>
@@ -42,10 +47,10 @@ const PANEL = `
 </details>`;
 
 export const TOOL_SHORTCUTS = [
-  ['X', 'remove-region tool: click a region = remove it on that slice; Shift+click = in 3D'],
+  ['X', 'remove-region tool: click a region = remove it on that slice (any plane); Shift+click = in 3D'],
   ['Shift+B', 'sphere brush (3D ball of the brush size)'],
-  ['K / Shift+K', 'stop here (the object ends on this slice) / no slice range'],
-  ['U / Shift+U', 'clear the current object from this slice up / down'],
+  ['K / Shift+K', 'stop here (the object ends on this slice of the plane you step through) / no slice range'],
+  ['U / Shift+U', 'clear the current object from this slice up / down (along the plane you step through)'],
   ['I / Shift+I', 'fill between slices / remove small islands'],
   ['− points only + R', 'Refine with only − points removes the region each point lands in'],
 ];
@@ -56,6 +61,7 @@ export function createTools(ctx) {
   let before = null; // drawing bitmap at brush/eraser pointer-down
   let sphereLast = null; // last voxel painted by the sphere brush in this stroke
   let mouse = null; // last canvas position over the viewer (for the brush cursor)
+  let rangeAxis = 2; // the axis whose slices the range counts
 
   // ---------------------------------------------------------------- panel
   function build() {
@@ -83,7 +89,9 @@ export function createTools(ctx) {
     $('#btn-range-clear').addEventListener('click', () => setRange(null, null));
     $('#btn-clear-up').addEventListener('click', run(() => clearFrom('up')));
     $('#btn-clear-down').addEventListener('click', run(() => clearFrom('down')));
-    $('#btn-fill-between').addEventListener('click', run(() => edit({ op: 'fill-between' }, 'Filled between slices')));
+    $('#btn-fill-between').addEventListener('click', run(fillBetween));
+    // a range typed by hand counts slices of the plane stepped through
+    for (const id of ['#range-first', '#range-last']) $(id).addEventListener('change', () => setRangeAxis(S.navAxis ?? 2));
     $('#btn-islands').addEventListener('click', run(removeIslands));
     $('#btn-smooth').addEventListener('click', run(() => edit({ op: 'smooth', kernel_mm: Number($('#smooth-mm').value) || 3 }, 'Smoothed')));
     const ov = $('#overlay');
@@ -125,10 +133,24 @@ export function createTools(ctx) {
     return { first: f === '' ? null : Number(f), last: l === '' ? null : Number(l) };
   }
 
-  function setRange(first, last) {
+  function setRangeAxis(axis) {
+    rangeAxis = axis;
+    $('#range-axis').textContent = 'xyz'[axis];
+    $('#range-axis').title = `${PLANE_NAME[axis]} slices`;
+  }
+
+  function setRange(first, last, axis = rangeAxis) {
+    setRangeAxis(axis);
     $('#range-first').value = first === null ? '' : String(first);
     $('#range-last').value = last === null ? '' : String(last);
-    ctx.message(first === null && last === null ? 'No slice range' : `Slice range ${first ?? '…'}–${last ?? '…'}`);
+    const plane = axis === 2 ? '' : ` (${PLANE_NAME[axis]})`;
+    ctx.message(first === null && last === null ? 'No slice range' : `Slice range ${first ?? '…'}–${last ?? '…'}${plane}`);
+  }
+
+  /** The axis slices are stepped along, and the current slice on it. */
+  function navSlice() {
+    const axis = S.navAxis ?? 2;
+    return [axis, ctx.currentVox()[axis]];
   }
 
   async function edit(body, done) {
@@ -151,38 +173,50 @@ export function createTools(ctx) {
   // ---------------------------------------------------------------- stop a leak
   async function stopHere() {
     if (!S.job) return;
-    const z = ctx.currentVox()[2];
+    const [axis, z] = navSlice();
+    await ctx.refreshObjects(); // the anchor as the server has it now (a task may have moved it)
     const o = current();
-    const anchor = o && o.anchor_slice !== null && o.anchor_slice !== undefined ? o.anchor_slice : null;
-    const r = range();
+    // the anchor is a slice of the plane the object was drawn on: compared on that plane only
+    const sameAxis = PLANE_NAME.indexOf((o && o.anchor_axis) || 'axial') === axis;
+    const anchor = sameAxis && o && o.anchor_slice !== null && o.anchor_slice !== undefined ? o.anchor_slice : null;
+    const r = axis === rangeAxis ? range() : { first: null, last: null };
+    const plane = PLANE_NAME[axis];
+    const name = axis === 2 ? 'slice' : `${plane} slice`;
     if (anchor !== null && z < anchor) {
-      setRange(z, r.last);
-      await edit({ op: 'keep-slices', first_slice: z }, `Stopped below slice ${z}`);
+      setRange(z, r.last, axis);
+      await edit({ op: 'keep-slices', first_slice: z, axis: plane }, `Stopped below ${name} ${z}`);
     } else {
-      setRange(r.first, z);
-      await edit({ op: 'keep-slices', last_slice: z }, `Stopped above slice ${z}`);
+      setRange(r.first, z, axis);
+      await edit({ op: 'keep-slices', last_slice: z, axis: plane }, `Stopped above ${name} ${z}`);
     }
   }
 
   async function clearFrom(dir) {
     if (!S.job) return;
-    const z = ctx.currentVox()[2];
-    const body = dir === 'up' ? { op: 'clear-slices', first_slice: z, last_slice: S.dims[2] - 1 }
-      : { op: 'clear-slices', first_slice: 0, last_slice: z };
-    await edit(body, `Cleared from slice ${z} ${dir}`);
+    const [axis, z] = navSlice();
+    const plane = PLANE_NAME[axis];
+    const body = dir === 'up' ? { op: 'clear-slices', first_slice: z, last_slice: S.dims[axis] - 1, axis: plane }
+      : { op: 'clear-slices', first_slice: 0, last_slice: z, axis: plane };
+    await edit(body, `Cleared from ${axis === 2 ? '' : `${plane} `}slice ${z} ${dir}`);
+  }
+
+  async function fillBetween() {
+    await edit({ op: 'fill-between', axis: PLANE_NAME[navSlice()[0]] }, 'Filled between slices');
   }
 
   async function removeIslands() {
     await edit({ op: 'remove-islands', min_voxels: Math.max(1, Number($('#islands-min').value) || 50) }, 'Removed islands');
   }
 
-  /** Remove the region under a voxel: the object whose label is there, on its axial slice or in 3D. */
-  async function removeAt(vox, threeD) {
+  /** Remove the region under a voxel: the object whose label is there, on its slice of
+   * `axis` (the plane clicked on) or in 3D. */
+  async function removeAt(vox, threeD, axis = 2) {
     const label = nv().drawBitmap[vox[0] + S.dims[0] * (vox[1] + S.dims[1] * vox[2])];
     const o = objectByLabel(label);
     if (!label || !o) throw new Error('Click inside a mask to remove that region.');
-    return edit({ op: 'remove-region', object_id: o.object_id, point: vox, three_d: threeD },
-      `Removed the region ${threeD ? 'in 3D' : `on slice ${vox[2]}`} of ${o.name}`);
+    const where = threeD ? 'in 3D' : `on ${axis === 2 ? '' : `${PLANE_NAME[axis]} `}slice ${vox[axis]}`;
+    return edit({ op: 'remove-region', object_id: o.object_id, point: vox, three_d: threeD, axis: PLANE_NAME[axis] },
+      `Removed the region ${where} of ${o.name}`);
   }
 
   /** Refine with only − points: each removes the region it lands in (on its slice). */
@@ -191,16 +225,26 @@ export function createTools(ctx) {
   }
 
   async function removeAtPoints(p) {
-    for (const q of p.points) await removeAt([q.x, q.y, p.z], false);
+    const axis = p.axis ?? 2;
+    const [ua, va] = IN_PLANE[axis];
+    for (const q of p.points) {
+      const vox = [0, 0, 0];
+      vox[axis] = p.z;
+      vox[ua] = q.x;
+      vox[va] = q.y;
+      await removeAt(vox, false, axis);
+    }
     ctx.clearPrompts();
   }
 
-  /** first_slice / last_slice for Propagate and Refine when a range is set. */
+  /** first_slice / last_slice (and the plane they count) for Propagate and Refine when a
+   * range is set. */
   function rangeParams() {
     const r = range();
     const out = {};
     if (r.first !== null) out.first_slice = r.first;
     if (r.last !== null) out.last_slice = r.last;
+    if (r.first !== null || r.last !== null) out.range_axis = PLANE_NAME[rangeAxis];
     return out;
   }
 
@@ -304,7 +348,7 @@ export function createTools(ctx) {
     const hit = voxAt(ctx.canvasXY(e));
     if (!hit) return;
     if (S.tool === 'remove' && e.button === 0) {
-      await removeAt(hit.vox, e.shiftKey);
+      await removeAt(hit.vox, e.shiftKey, 2 - hit.plane);
     } else if (S.tool === 'sphere' && e.button === 0) {
       if (ctx.isLocked(S.currentObject)) throw new Error('This object is locked: unlock it (its “locked” button) to paint it.');
       $('#overlay').setPointerCapture(e.pointerId);
@@ -371,7 +415,7 @@ export function createTools(ctx) {
     else if (k === 'K' && e.shiftKey) setRange(null, null);
     else if (k === 'u' && !e.shiftKey) run(clearFrom('up'));
     else if (k === 'U' && e.shiftKey) run(clearFrom('down'));
-    else if (k === 'i' && !e.shiftKey) run(edit({ op: 'fill-between' }, 'Filled between slices'));
+    else if (k === 'i' && !e.shiftKey) run(fillBetween());
     else if (k === 'I' && e.shiftKey) run(removeIslands());
     else return false;
     return true;

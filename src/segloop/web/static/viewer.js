@@ -3,7 +3,9 @@
 // Coordinates: the viewer displays the API's closest-canonical RAS volume (GET .../volume), so a
 // NiiVue voxel index (x, y, z) is the API's voxel index: x = array axis 0, y = axis 1, z = axial
 // slice. The mask overlay is NiiVue's drawing bitmap in that same order (x fastest), filled
-// from GET .../result?format=nii.gz&grid=canonical and saved back with PUT .../mask.
+// from GET .../result?format=nii.gz&grid=canonical and saved back with PUT .../mask. Prompts
+// go on any 2D tile (planes.js): a box or points on a coronal or sagittal slice are sent with
+// the plane's `axis`, and the engine propagates along that axis.
 
 import * as api from './api.js';
 import { Image2DView } from './image2d.js';
@@ -17,6 +19,7 @@ import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
 import { fetchVolume, initialWindow, loadWindowed, markOnce, previewWanted, showPreview } from './preview.js';
 import { createTools, TOOL_SHORTCUTS } from './tools.js';
 import { createWorkfiles } from './workfiles.js';
+import { PLANE_NAME, planePointAt, planeShown, planeToCanvas, sliceIndices } from './planes.js';
 
 const $ = (sel) => document.querySelector(sel);
 const $$ = (sel) => Array.from(document.querySelectorAll(sel));
@@ -43,8 +46,8 @@ const S = {
   currentObject: 1,
   tool: 'navigate',
   view: 'axial',
-  prompts: null, // {z, box: [x0,y0,x1,y1] | null, points: [{x, y, label}]}
-  drag: null, // box being dragged: {z, a: [x,y], b: [x,y]}
+  prompts: null, // {z, axis, box: [u0,v0,u1,v1] | null, points: [{x, y, label}]}: slice z of axis
+  drag: null, // box being dragged: {z, axis, a: [u,v], b: [u,v]}
   version: 0, // mask version shown
   saved: null, // Uint8Array: labels of `version` (to revert unsaved edits)
   dirty: false, // brush/eraser edits not saved yet
@@ -325,19 +328,20 @@ async function loadVersion(n) {
 
 /** Paint one propagated slice of an object as it arrives (progress event `masks`). */
 let repaintPending = false;
-function paintSlice(z, rle, objectId) {
+function paintSlice(z, rle, objectId, axis = 2) {
   if (!nv || !nv.drawBitmap) return;
-  const [nx, ny] = S.dims;
-  const m = decodeRle(rle, nx * ny);
+  const at = sliceIndices(S.dims, axis, z); // a slice of the plane the task propagates along
+  const m = decodeRle(rle, at.length);
   const label = labelOf(objectId);
   const bm = nv.drawBitmap;
-  const off = z * nx * ny;
+  const snap = S.strokes ? S.strokes.snapshot : null; // not a stroke
   S.paintedSlices += 1;
-  for (let i = 0; i < nx * ny; i++) {
-    if (m[i]) bm[off + i] = label;
-    else if (bm[off + i] === label) bm[off + i] = 0;
+  for (let i = 0; i < at.length; i++) {
+    const j = at[i];
+    if (m[i]) bm[j] = label;
+    else if (bm[j] === label) bm[j] = 0;
+    if (snap) snap[j] = bm[j];
   }
-  if (S.strokes) S.strokes.snapshot.set(bm.subarray(off, off + nx * ny), off); // not a stroke
   if (!repaintPending) {
     repaintPending = true;
     requestAnimationFrame(() => {
@@ -422,22 +426,15 @@ function canvasXY(e) {
   return [(e.clientX - r.left) * (c.width / r.width), (e.clientY - r.top) * (c.height / r.height)];
 }
 
-/** The axial voxel under a canvas position, or null when it is not on an axial tile. */
-function axialVoxAt(xy) {
-  if (!nv || !nv.back) return null;
-  const ti = nv.tileIndex(xy[0], xy[1]);
-  if (ti < 0 || nv.screenSlices[ti].axCorSag !== 0) return null;
-  const f = nv.canvasPos2frac(xy);
-  if (f[0] < 0) return null;
-  const [nx, ny] = S.dims;
-  return [clamp(Math.floor(f[0] * nx), 0, nx - 1), clamp(Math.floor(f[1] * ny), 0, ny - 1), currentVox()[2]];
+/** The slice point under a canvas position on any 2D tile ({axis, k, u, v}), or null. */
+function promptPointAt(xy) {
+  return planePointAt(nv, S.dims, currentVox(), xy);
 }
 
-/** Canvas position of the voxel-space point (fx, fy) in voxel units on the current axial slice. */
-function voxToCanvas(x, y) {
-  const [nx, ny] = S.dims;
-  const r = nv.frac2canvasPosWithTile([x / nx, y / ny, nv.scene.crosshairPos[2]], 0);
-  return r ? r.pos : null;
+/** Canvas position of plane point (u, v) in voxel units on the shown slice of `axis`. */
+function voxToCanvas(u, v, axis = 2) {
+  const r = planeToCanvas(nv, S.dims, axis, u, v);
+  return r || null;
 }
 
 function drawOverlay() {
@@ -451,18 +448,21 @@ function drawOverlay() {
   const ctx = ov.getContext('2d');
   ctx.clearRect(0, 0, ov.width, ov.height);
   if (!nv || !nv.back) return;
-  const z = currentVox()[2];
+  const here = (o) => o && planeShown(nv, o.axis) && currentVox()[o.axis] === o.z;
   const dpr = gl.width / Math.max(1, gl.getBoundingClientRect().width);
   let box = null;
-  if (S.drag && S.drag.z === z) {
+  let axis = 2;
+  if (here(S.drag)) {
     const { a, b } = S.drag;
     box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
-  } else if (S.prompts && S.prompts.z === z && S.prompts.box) {
+    axis = S.drag.axis;
+  } else if (here(S.prompts) && S.prompts.box) {
     box = S.prompts.box;
+    axis = S.prompts.axis;
   }
   if (box) {
-    const p0 = voxToCanvas(box[0], box[1]);
-    const p1 = voxToCanvas(box[2] + 1, box[3] + 1);
+    const p0 = voxToCanvas(box[0], box[1], axis);
+    const p1 = voxToCanvas(box[2] + 1, box[3] + 1, axis);
     if (p0 && p1) {
       ctx.lineWidth = 2 * dpr;
       ctx.strokeStyle = '#ffd400';
@@ -471,9 +471,9 @@ function drawOverlay() {
       ctx.setLineDash([]);
     }
   }
-  if (S.prompts && S.prompts.z === z) {
+  if (here(S.prompts)) {
     for (const p of S.prompts.points) {
-      const c = voxToCanvas(p.x + 0.5, p.y + 0.5);
+      const c = voxToCanvas(p.x + 0.5, p.y + 0.5, S.prompts.axis);
       if (!c) continue;
       const r = 7 * dpr;
       ctx.fillStyle = p.label ? '#2ecc71' : '#ff4d4d';
@@ -502,7 +502,7 @@ function updatePromptInfo() {
   const el = $('#prompt-info');
   const p = S.prompts;
   if (!p || (!p.box && !p.points.length)) {
-    el.textContent = S.tool === 'box' ? 'Drag a box on an axial slice.'
+    el.textContent = S.tool === 'box' ? 'Drag a box on a slice (any plane).'
       : S.tool === 'points' ? 'Click + points; Shift/right-click − points.' : 'No prompt yet.';
     return;
   }
@@ -510,8 +510,9 @@ function updatePromptInfo() {
   if (p.box) parts.push(`box [${p.box.join(', ')}]`);
   const pos = p.points.filter((q) => q.label).length;
   if (p.points.length) parts.push(`${pos} +, ${p.points.length - pos} − points`);
-  const here = currentVox()[2] === p.z ? '' : ' (scroll back there to see it)';
-  el.textContent = `Prompt on slice ${p.z}: ${parts.join(', ')}${here}`;
+  const here = currentVox()[p.axis] === p.z ? '' : ' (scroll back there to see it)';
+  const plane = p.axis === 2 ? '' : `${PLANE_NAME[p.axis]} `;
+  el.textContent = `Prompt on ${plane}slice ${p.z}: ${parts.join(', ')}${here}`;
 }
 
 function clearPrompts() {
@@ -521,26 +522,29 @@ function clearPrompts() {
   if (nv) nv.drawScene();
 }
 
-function promptsAt(z) {
-  if (!S.prompts || S.prompts.z !== z) S.prompts = { z, box: null, points: [] };
+/** The prompts on slice z of `axis` (a prompt on another slice or plane is dropped). */
+function promptsAt(z, axis = 2) {
+  if (!S.prompts || S.prompts.z !== z || S.prompts.axis !== axis) {
+    S.prompts = { z, axis, box: null, points: [] };
+  }
   return S.prompts;
 }
 
 function onOverlayDown(e) {
   if (!S.job || (TOOLS && TOOLS.owns(S.tool))) return;
   e.preventDefault();
-  const v = axialVoxAt(canvasXY(e));
+  const v = promptPointAt(canvasXY(e));
   if (!v) {
-    message('Prompts go on an axial slice: use the axial view (1) or an axial tile.', 'error');
+    message('Prompts go on a slice: use a 2D view (1, 2, 3) or a 2D tile of the multiplanar view.', 'error');
     return;
   }
   if (S.tool === 'box' && e.button === 0) {
-    S.drag = { z: v[2], a: [v[0], v[1]], b: [v[0], v[1]] };
+    S.drag = { z: v.k, axis: v.axis, a: [v.u, v.v], b: [v.u, v.v] };
     $('#overlay').setPointerCapture(e.pointerId);
     nv.drawScene();
   } else if (S.tool === 'points' && (e.button === 0 || e.button === 2)) {
     const label = e.button === 2 || e.shiftKey ? 0 : 1;
-    promptsAt(v[2]).points.push({ x: v[0], y: v[1], label });
+    promptsAt(v.k, v.axis).points.push({ x: v.u, y: v.v, label });
     updatePromptInfo();
     nv.drawScene();
   }
@@ -550,23 +554,23 @@ function onOverlayMove(e) {
   const xy = canvasXY(e);
   hoverReadout(xy);
   if (!S.drag) return;
-  const v = axialVoxAt(xy);
-  if (v) {
-    S.drag.b = [v[0], v[1]];
+  const v = promptPointAt(xy);
+  if (v && v.axis === S.drag.axis) {
+    S.drag.b = [v.u, v.v];
     nv.drawScene();
   }
 }
 
 function onOverlayUp() {
   if (!S.drag) return;
-  const { z, a, b } = S.drag;
+  const { z, axis, a, b } = S.drag;
   S.drag = null;
   const box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
   if (box[2] - box[0] < 1 && box[3] - box[1] < 1) {
     nv.drawScene();
     return; // a click, not a box
   }
-  promptsAt(z).box = box;
+  promptsAt(z, axis).box = box;
   updatePromptInfo();
   nv.drawScene();
 }
@@ -598,7 +602,7 @@ function setTool(tool) {
     } else {
       nv.setDrawingEnabled(false);
     }
-    if (prompting && !(S.view === 'axial' || S.view === 'multi')) setView('axial');
+    if (prompting && S.view === 'render') setView('multi'); // prompts go on 2D tiles
   }
   updatePromptInfo();
 }
@@ -687,7 +691,8 @@ async function handleEvent(type, ev) {
       if (ev.masks) { // slice masks since the previous event: the mask grows through the volume
         const t = S.tasks[ev.task_id];
         const oid = ev.object_id || (t && t.object_id) || 1;
-        for (const [z, runs] of Object.entries(ev.masks)) paintSlice(Number(z), runs, oid);
+        const axis = Math.max(0, PLANE_NAME.indexOf(ev.axis || 'axial'));
+        for (const [z, runs] of Object.entries(ev.masks)) paintSlice(Number(z), runs, oid, axis);
       }
       break;
     case 'done': {
@@ -744,9 +749,10 @@ async function submit(kind) {
   if (kind === TASK_KIND.INITIAL_MASK || kind === TASK_KIND.REFINE) {
     const p = S.prompts;
     if (!p || (!p.box && !p.points.length)) {
-      throw new Error('Draw a box (B) or click points (P) on an axial slice first.');
+      throw new Error('Draw a box (B) or click points (P) on a slice first.');
     }
     body.slice_index = p.z;
+    body.axis = PLANE_NAME[p.axis ?? 2];
     if (p.box) body.box = p.box;
     if (p.points.length) {
       body.points = p.points.map((q) => [q.x, q.y]);
@@ -1118,11 +1124,11 @@ const SHORTCUTS = [
   ['W', 'cycle the window/level presets that fit the volume (CT presets on CT only); right- or Ctrl-drag: free window/level, double-click: reset'],
   ['+ / − / 0, Ctrl+wheel', 'zoom in / out / reset (middle- or Shift-drag pans)'],
   ['N', 'navigate tool (crosshair)'],
-  ['B', 'box tool: drag a box on an axial slice'],
-  ['P', 'points tool: click +, Shift/right-click −'],
+  ['B', 'box tool: drag a box on a slice of any plane (axial, coronal or sagittal tile)'],
+  ['P', 'points tool: click +, Shift/right-click −, on any plane'],
   ['C', 'clear the prompt'],
-  ['S', 'segment slice (2D mask from the prompt)'],
-  ['G', 'propagate through the volume'],
+  ['S', 'segment slice (2D mask from the prompt, on the prompt\'s plane)'],
+  ['G', 'propagate through the volume, along the axis the object was drawn on'],
   ['R', 'refine from the prompt on this slice'],
   ['Esc', 'cancel the running task, else clear the prompt'],
   ['D / E', 'brush / eraser;  [ ]  brush size'],
@@ -1314,9 +1320,10 @@ function bindUi() {
   document.addEventListener('keyup', (e) => { if (e.target === $('#gl')) e.stopPropagation(); }, true);
 }
 
-/** For tests and scripting: client (CSS pixel) position of voxel (x, y) on the axial slice shown. */
-function voxelToClient(x, y) {
-  const c = voxToCanvas(x + 0.5, y + 0.5);
+/** For tests and scripting: client (CSS pixel) position of plane point (u, v) on the shown
+ * slice of `axis` (default axial: voxel x, y; coronal: x, z; sagittal: y, z). */
+function voxelToClient(x, y, axis = 2) {
+  const c = voxToCanvas(x + 0.5, y + 0.5, axis);
   if (!c) return null;
   const gl = $('#gl');
   const r = gl.getBoundingClientRect();
