@@ -143,9 +143,10 @@ def spanning_class(ctx: ClassicContext, img: F32, fg: BoolArray, model: Intensit
     """The box result, or the one intensity class of it that alone spans the box.
 
     The box is tight around the target, so the target touches all four of its sides. A box
-    result made of two intensity classes (split at Otsu's threshold, medians further apart
-    than the noise level) where one class alone spans the box (``class_cover`` of its width
-    and height, holes filled) on well under the whole area (``class_area``) is the target
+    result made of two intensity classes (split at Otsu's threshold, medians more than twice
+    the noise level apart) where one class alone spans the box (``class_cover`` of its width
+    and height, holes filled) on well under the whole area but no sliver of it (between
+    ``1 - class_area`` and ``class_area`` of it: a partial-volume rim is no class) is the target
     plus a neighbour of another intensity that the box also holds (the putamen beside the
     brighter pallidum, a pancreas beside the bowel): that class is kept and the model
     refitted to it. When both classes or neither span the box, the result stays as it is.
