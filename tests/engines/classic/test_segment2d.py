@@ -59,3 +59,25 @@ def test_a_box_over_a_two_toned_target_that_spans_it_whole_keeps_both_tones() ->
     ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 1.0), ClassicOptions())
     m = box_segment(ctx, 1, 0, (16, 16, 44, 48))
     assert m[18:43, 18:47].all()
+
+
+def test_a_later_positive_click_does_not_undo_an_earlier_negative_one() -> None:
+    """A propagated slice holds a wrong bar of the target's intensity. A negative click at
+    its middle rejects the bar; a positive click given next, near one end, marks a part of
+    it as target. The slice is recomputed from both clicks: the negative click acts as it
+    did when it was given (the bar goes), and the positive one adds only its own side, so
+    the bar's other end does not come back."""
+    img = np.full((64, 64, 2), 100.0)
+    img[20:33, 20:33, 0] = 180.0  # the target, boxed on slice 0
+    img[20:33, 4:60, 1] = 180.0  # slice 1: a bar of the same intensity
+    img += np.random.default_rng(7).normal(0.0, 5.0, img.shape)
+    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 3.0), ClassicOptions())
+    box_segment(ctx, 1, 0, (20, 20, 32, 32))
+    base = np.zeros((64, 64), dtype=bool)
+    base[20:33, 4:60] = True  # the propagated (wrong) mask of slice 1
+    neg, pos = (26, 32), (26, 12)
+    alone = prompted_slice(ctx, 1, 1, Prompts.make(points=[neg], labels=[0]), base=base)
+    assert not alone.any()  # the negative click alone rejects the bar
+    m = prompted_slice(ctx, 1, 1, Prompts.make(points=[neg, pos], labels=[0, 1]), base=base)
+    assert m[pos] and m[22:31, 8:16].all()  # the positive click's side is taken
+    assert not m[:, 33:].any()  # nothing beyond the negative click comes back

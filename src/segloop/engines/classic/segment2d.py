@@ -44,15 +44,17 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
         m = base.copy()
     else:
         m = np.zeros((nx, ny), dtype=bool)
-    pos = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
-                                      strict=True) if lab == 1]
     neg = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
                                       strict=True) if lab != 1]
+    pos: list[tuple[int, ...]] = []  # the positive clicks given before the current point
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
                 m |= nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+            pos.append((x, y))
         elif m[x, y]:
+            # a negative click acts as it did when it was given: a positive click given
+            # later adds its own region and never brings back what this one removed
             m &= ~carve(ctx, object_id, z, x, y, m, pos)
     if prompts.box is None and base is None and object_id not in ctx.models and m.any():
         ctx.learn_from_mask(object_id, z, m)
