@@ -29,7 +29,8 @@ any resolution):
   touching tissue of the same intensity through a neck; propagation stops when the area
   collapses. The prompted slice shows the target at about its largest (the
   box convention), so a propagated slice may not exceed the anchor's area by more than
-  ``area_cap``, and once the target has tapered below half of it, it may grow back by
+  ``area_cap`` (1.2: a fifth larger, for a box placed near, not on, the largest slice), and
+  once the target has tapered below half of it, it may grow back by
   ``max_growth`` at most above its smallest area (a regrowth means the tracking has slid onto
   a neighbour of the same intensity); an oversized slice keeps its most confident voxels.
   The target must stay itself: a voxel whose intensity lies outside the key slice's range

@@ -60,7 +60,7 @@ class ClassicOptions:
     smooth_frac: float = 0.02
     wand_mm: float = 100.0
     drop_central: float | None = 0.8
-    area_cap: float | None = 2.0
+    area_cap: float | None = 1.2
     taper: float | None = 0.5
     tight_box: float | None = 0.6
     neg_frac: float = 0.35
