@@ -126,14 +126,16 @@ def test_propagation_does_not_flood_a_same_intensity_neighbour() -> None:
     mask = _box_and_propagate(vol, truth)
     key_area = int(truth[:, :, key_slice(truth)].sum())
     # without the area rules the mask grows into the slab, to 3x the key slice's area;
-    # with them, at most area_cap (2) times it
+    # with them, at most area_cap (1.2) times it (2.05 leaves room for the key slice's own
+    # outline, which is not the truth's)
     assert mask.sum(axis=(0, 1)).max() <= 2.05 * key_area
     assert iou(mask[:, :, 11:], truth[:, :, 11:]) > 0.9
 
 
 def test_negative_click_in_the_middle_of_a_leak_ends_it() -> None:
     """A negative click at the centre of a leaked slice removes it and the slices beyond it
-    (away from the prompted slice), and leaves the slices towards the prompted slice alone."""
+    (away from the prompted slice); towards the prompted slice it may take back more of
+    the leak, but never any of the target, and adds nothing."""
     vol, truth = _ball_on_slab()
     session = ClassicEngine().open(vol)
     z = key_slice(truth)
@@ -145,7 +147,8 @@ def test_negative_click_in_the_middle_of_a_leak_ends_it() -> None:
     drive(session.refine(5, Prompts.make(points=[(cx, cy)], labels=[0])))
     after = session.mask()
     assert not after[:, :, :6].any()
-    assert np.array_equal(after[:, :, 6:], before[:, :, 6:])
+    assert not (after[:, :, 6:] & ~before[:, :, 6:]).any()
+    assert np.array_equal(after[:, :, 6:] & truth[:, :, 6:], before[:, :, 6:] & truth[:, :, 6:])
 
 
 def test_get_engine_gives_classic() -> None:

@@ -19,7 +19,7 @@ def _volume() -> Volume:
 def test_defaults_are_the_benchmarked_settings() -> None:
     opts = ClassicEngine().options
     assert opts == ClassicOptions()
-    assert (opts.area_cap, opts.neck_open, opts.min_key_lr) == (2.0, 0.25, -0.5)
+    assert (opts.area_cap, opts.neck_open, opts.min_key_lr) == (1.2, 0.25, -0.5)
 
 
 def test_options_reach_the_session_and_cannot_change() -> None:

@@ -154,3 +154,27 @@ def test_a_target_showing_the_padding_value_may_keep_it() -> None:
     img[tube] = np.maximum(-1024.0, -1000.0 + rng.normal(0.0, 30.0, int(tube.sum())))
     mask = _box_and_propagate(_volume(img, sp), tube)
     assert _dice(mask, tube) > 0.85
+
+
+def test_no_propagated_slice_is_much_larger_than_the_key_slice() -> None:
+    """The box goes on the slice where the target is largest. A cylinder (largest on its
+    key slice) with a same-intensity neighbour attached beside it that widens slice by
+    slice, never faster than a smooth surface may grow: the propagated slices stay within
+    ``area_cap`` (1.2) of the key slice's area instead of following the neighbour to twice
+    it, and the result is closer to the cylinder."""
+    shape, sp = (64, 64, 16), (1.0, 1.0, 2.0)
+    xx, yy = np.mgrid[:64, :64]
+    truth = np.zeros(shape, dtype=bool)
+    other = np.zeros(shape, dtype=bool)
+    for z in range(shape[2]):
+        truth[:, :, z] = (xx - 26) ** 2 + (yy - 32) ** 2 <= (7.5 if z == 4 else 7.0) ** 2
+        if z > 4:
+            r = 3.0 + 1.2 * (z - 4)
+            other[:, :, z] = ((xx - 38) ** 2 + (yy - 32) ** 2 <= r**2) & ~truth[:, :, z]
+    img = np.full(shape, 100.0)
+    img[truth | other] = 170.0
+    img += np.random.default_rng(8).normal(0.0, 5.0, shape)
+    mask = _box_and_propagate(_volume(img, sp), truth)
+    key_area = int(mask[:, :, key_slice(truth)].sum())
+    assert max(int(mask[:, :, z].sum()) for z in range(shape[2])) <= 1.2 * key_area + 4
+    assert _dice(mask, truth) > 0.82

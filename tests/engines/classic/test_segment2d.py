@@ -26,3 +26,58 @@ def test_a_positive_click_stops_halfway_to_a_negative_click() -> None:
     m = prompted_slice(ctx, 1, 1, Prompts.make(points=[b, a], labels=[0, 1]), base=None)
     assert m[a] and m[19:22, 16:21].all()  # the target's part is taken
     assert not m[:, 26:].any()  # nothing nearer the negative click (beyond y = 25)
+
+
+def test_a_box_keeps_the_one_intensity_class_that_spans_it() -> None:
+    """An oblique band (the target, boxed tightly: it touches all four sides of the box) with
+    a brighter blob beside it inside the box and absent from the ring around it (the putamen
+    beside the pallidum). Both look like "inside the box, not like the ring", so a
+    likelihood ratio against the ring takes both; only the band spans the box, so the box's
+    result is the band, and the model learned is the band's."""
+    xx, yy = np.mgrid[0:64, 0:64]
+    band = (np.abs((xx - 20) - 0.8 * (yy - 18)) <= 4) & (xx >= 16) & (xx <= 44) & (yy >= 16) & (yy <= 48)
+    blob = ((xx - 36) ** 2 + (yy - 22) ** 2 <= 49) & ~band
+    img = np.full((64, 64, 1), 100.0)
+    img[band, 0] = 160.0
+    img[blob, 0] = 200.0
+    img += np.random.default_rng(3).normal(0.0, 4.0, img.shape)
+    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 1.0), ClassicOptions())
+    m = box_segment(ctx, 1, 0, (16, 16, 44, 48))
+    dice = 2.0 * (m & band).sum() / (m.sum() + band.sum())
+    assert (m & blob).sum() <= 0.05 * blob.sum()  # the neighbour is left out
+    assert dice >= 0.8
+    assert ctx.models[1].log_ratio(np.array([200.0]))[0] < 0  # ... and is background now
+
+
+def test_a_box_over_a_two_toned_target_that_spans_it_whole_keeps_both_tones() -> None:
+    """The rule's other side: a target whose two tones both reach across the box (two
+    halves, side by side) is no target plus neighbour; both tones stay."""
+    img = np.full((64, 64, 1), 100.0)
+    img[16:45, 16:32, 0] = 160.0
+    img[16:45, 32:49, 0] = 200.0
+    img += np.random.default_rng(4).normal(0.0, 4.0, img.shape)
+    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 1.0), ClassicOptions())
+    m = box_segment(ctx, 1, 0, (16, 16, 44, 48))
+    assert m[18:43, 18:47].all()
+
+
+def test_a_later_positive_click_does_not_undo_an_earlier_negative_one() -> None:
+    """A propagated slice holds a wrong bar of the target's intensity. A negative click at
+    its middle rejects the bar; a positive click given next, near one end, marks a part of
+    it as target. The slice is recomputed from both clicks: the negative click acts as it
+    did when it was given (the bar goes), and the positive one adds only its own side, so
+    the bar's other end does not come back."""
+    img = np.full((64, 64, 2), 100.0)
+    img[20:33, 20:33, 0] = 180.0  # the target, boxed on slice 0
+    img[20:33, 4:60, 1] = 180.0  # slice 1: a bar of the same intensity
+    img += np.random.default_rng(7).normal(0.0, 5.0, img.shape)
+    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 3.0), ClassicOptions())
+    box_segment(ctx, 1, 0, (20, 20, 32, 32))
+    base = np.zeros((64, 64), dtype=bool)
+    base[20:33, 4:60] = True  # the propagated (wrong) mask of slice 1
+    neg, pos = (26, 32), (26, 12)
+    alone = prompted_slice(ctx, 1, 1, Prompts.make(points=[neg], labels=[0]), base=base)
+    assert not alone.any()  # the negative click alone rejects the bar
+    m = prompted_slice(ctx, 1, 1, Prompts.make(points=[neg, pos], labels=[0, 1]), base=base)
+    assert m[pos] and m[22:31, 8:16].all()  # the positive click's side is taken
+    assert not m[:, 33:].any()  # nothing beyond the negative click comes back

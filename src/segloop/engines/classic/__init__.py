@@ -14,7 +14,10 @@ any resolution):
   reduced to the connected components consistent with the prompts. The box is tight around
   the target, so a result that spans less than ``tight_box`` of it (a dark core inside a
   brighter target, say) is replaced by the box's other tissue, with what it encloses, when
-  that one does span the box. A positive point alone starts an object by flooding
+  that one does span the box. When the box result is two intensity classes and only one of
+  them alone spans the box (``class_cover``), the other is a neighbour of another intensity
+  that the box also held (the putamen beside the brighter pallidum): the spanning class is
+  kept and the model refitted to it. A positive point alone starts an object by flooding
   intensity-similar tissue around it ("magic wand").
 - **Propagation.** Slice by slice in both directions: the previous slice's mask gives a
   signed-distance prior and the search window (growth per slice bounded by a distance that
@@ -26,7 +29,8 @@ any resolution):
   touching tissue of the same intensity through a neck; propagation stops when the area
   collapses. The prompted slice shows the target at about its largest (the
   box convention), so a propagated slice may not exceed the anchor's area by more than
-  ``area_cap``, and once the target has tapered below half of it, it may grow back by
+  ``area_cap`` (1.2: a fifth larger, for a box placed near, not on, the largest slice), and
+  once the target has tapered below half of it, it may grow back by
   ``max_growth`` at most above its smallest area (a regrowth means the tracking has slid onto
   a neighbour of the same intensity); an oversized slice keeps its most confident voxels.
   The target must stay itself: a voxel whose intensity lies outside the key slice's range
@@ -42,7 +46,10 @@ any resolution):
   than every negative point of the slice, and adds it; a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
   between the click and the mask far from it; a click at the very middle of a component
-  (where the user says "not this") removes the component. The change (added and removed
+  (where the user says "not this") removes the component. The points of a slice are
+  replayed in the order given, each negative one acting as it did when it was given (a later
+  positive click adds its own region; it never turns an earlier "not this" into a split
+  that keeps the rejected part's far end). The change (added and removed
   voxels) is then carried to the neighbouring slices up to the neighbouring anchors, fading
   where it no longer applies, so a click never rewrites the whole object; a slice emptied by a
   click ends the object on the slices beyond it (away from every anchor). Corrections act in

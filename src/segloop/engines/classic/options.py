@@ -39,7 +39,10 @@ class ClassicOptions:
     slice must survive, as a fraction of the target's radius; 0 disables), ``end_frac``
     (propagation ends where the target's area falls below this fraction of the anchor
     slice's, in mm²: the thin tail of a target costs little when missed, a thin track run on
-    past its end costs much; None disables).
+    past its end costs much; None disables), ``class_cover`` (a box result of two intensity
+    classes is replaced by the one class that alone spans at least this fraction of the
+    box's width and height, when that class is under ``class_area`` of the result's area:
+    the box also held a neighbour of another intensity; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -57,12 +60,14 @@ class ClassicOptions:
     smooth_frac: float = 0.02
     wand_mm: float = 100.0
     drop_central: float | None = 0.8
-    area_cap: float | None = 2.0
+    area_cap: float | None = 1.2
     taper: float | None = 0.5
     tight_box: float | None = 0.6
     neg_frac: float = 0.35
     neck_open: float = 0.25
     end_frac: float | None = 0.15
+    class_cover: float | None = 0.85
+    class_area: float = 0.75
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
 from segloop.engines.classic.context import ClassicContext
@@ -29,7 +30,8 @@ from segloop.engines.classic.morphology import (
 )
 from segloop.types import BoolArray, Prompts
 
-__all__ = ["box_segment", "carve", "grabcut", "grow", "nearer_than", "prompted_slice"]
+__all__ = ["box_segment", "carve", "grabcut", "grow", "nearer_than", "prompted_slice",
+           "spanning_class"]
 
 
 def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts,
@@ -42,15 +44,17 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
         m = base.copy()
     else:
         m = np.zeros((nx, ny), dtype=bool)
-    pos = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
-                                      strict=True) if lab == 1]
     neg = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
                                       strict=True) if lab != 1]
+    pos: list[tuple[int, ...]] = []  # the positive clicks given before the current point
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
                 m |= nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+            pos.append((x, y))
         elif m[x, y]:
+            # a negative click acts as it did when it was given: a positive click given
+            # later adds its own region and never brings back what this one removed
             m &= ~carve(ctx, object_id, z, x, y, m, pos)
     if prompts.box is None and base is None and object_id not in ctx.models and m.any():
         ctx.learn_from_mask(object_id, z, m)
@@ -125,12 +129,52 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
             fg2 = fg2 | (ndi.binary_fill_holes(closed) & rejected & inbox)
             if box_cover(fg2, inbox) >= 0.85:
                 fg, model = fg2, model2
+    if opts.class_cover is not None:
+        fg, model = spanning_class(ctx, img, fg, model, inbox, ring, box_scale)
     ctx.models[object_id] = model
     ctx.set_support(object_id, img[fg], ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, z][fg])
     ctx.scale[object_id] = float(np.sqrt(max(fg.sum(), 1) * sp[0] * sp[1] / np.pi))
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = fg
     return out
+
+
+def spanning_class(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
+                   inbox: BoolArray, ring: BoolArray,
+                   box_scale: float) -> tuple[BoolArray, IntensityModel]:
+    """The box result, or the one intensity class of it that alone spans the box.
+
+    The box is tight around the target, so the target touches all four of its sides. A box
+    result made of two intensity classes (split at Otsu's threshold, medians more than twice
+    the noise level apart) where one class alone spans the box (``class_cover`` of its width
+    and height, holes filled) on well under the whole area but no sliver of it (between
+    ``1 - class_area`` and ``class_area`` of it: a partial-volume rim is no class) is the target
+    plus a neighbour of another intensity that the box also holds (the putamen beside the
+    brighter pallidum, a pancreas beside the bowel): that class is kept and the model
+    refitted to it. When both classes or neither span the box, the result stays as it is.
+    """
+    opts = ctx.opts
+    vals = img[fg]
+    if opts.class_cover is None or vals.size < 50:
+        return fg, model
+    t = float(threshold_otsu(vals))
+    lo, hi = vals[vals <= t], vals[vals > t]
+    if lo.size < 8 or hi.size < 8 or float(np.median(hi) - np.median(lo)) < 2.0 * ctx.noise_level():
+        return fg, model
+    spanning = []
+    for part in (fg & (img <= t), fg & (img > t)):
+        part = clean(part, ctx.sp, opts.clean_mm, opts.open_frac * box_scale) & fg
+        if not part.any():
+            continue
+        part = np.asarray(ndi.binary_fill_holes(largest(part)), dtype=bool) & inbox
+        share = part.sum() / fg.sum()
+        if box_cover(part, inbox) >= opts.class_cover and 1.0 - opts.class_area <= share < opts.class_area:
+            spanning.append(part)
+    if len(spanning) != 1:
+        return fg, model
+    part = spanning[0]
+    bgv = np.concatenate([img[ring], img[inbox & ~ndi.binary_dilation(part)]])
+    return part, ctx.new_model(img[part], bgv)
 
 
 def grabcut(ctx: ClassicContext, img: F32, init: BoolArray, core: BoolArray, inbox: BoolArray,
