@@ -89,7 +89,7 @@ def test_a_box_on_a_coronal_tile_propagates_along_y(server: LiveServer, page: An
         "the slices painted while propagating are not the coronal slices of the result"
 
     # the same as the engine run on the transposed volume
-    vol_path = tmp_path / "canonical.nii.gz"
+    vol_path = tmp_path / "canonical.nii"
     vol_path.write_bytes(httpx.get(f"{url}/api/v1/jobs/{job}/volume", timeout=60).content)
     can = load_volume(vol_path).canonical()
     sess = get_engine("classic").open(view_volume(can, Plane.CORONAL))
