@@ -168,7 +168,7 @@ def _upscale_logits(dec: Any, keys: torch.Tensor, hyper: torch.Tensor, side: int
     x = dec.activation(F.layer_norm(x, (o1,), ln.weight, ln.bias, ln.eps))
     w2 = c2.weight.permute(0, 2, 3, 1).reshape(o1, 4 * o2)
     x = dec.activation(torch.addmm(c2.bias.repeat(4), x, w2))  # (N * 4, 4 * o2)
-    m = (x.view(-1, o2) @ hyper).view(side, side, 2, 2, 2, 2)  # y, x, i1, j1, i2, j2
+    m: torch.Tensor = (x.view(-1, o2) @ hyper).view(side, side, 2, 2, 2, 2)  # y x i1 j1 i2 j2
     return m.permute(0, 2, 4, 1, 3, 5).reshape(4 * side, 4 * side)
 
 
