@@ -33,7 +33,8 @@ class DecodeCache:
 
     ``keys``: image embedding + dense no-mask embedding, ``(N, C)``; ``pe``: the image-wide
     positional encoding, ``(N, C)``; ``k0``/``v0``: the first block's token-to-image keys and
-    values by head; ``q0``: its image-to-token queries by head; ``side``: 64."""
+    values by head ``(h, N, d)``; ``q0``: its image-to-token queries by head, transposed
+    ``(h, d, N)``; ``side``: 64."""
 
     keys: torch.Tensor
     pe: torch.Tensor
@@ -75,8 +76,9 @@ def prepare(model: Any, features: torch.Tensor) -> DecodeCache:
     t2i, i2t = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
     return DecodeCache(
         keys=keys, pe=pe.contiguous(), side=side,
-        k0=_heads(t2i.k_proj(key), heads), v0=_heads(t2i.v_proj(keys), heads),
-        q0=_heads(i2t.q_proj(key), heads),
+        k0=_heads(t2i.k_proj(key), heads).contiguous(),
+        v0=_heads(t2i.v_proj(keys), heads).contiguous(),
+        q0=_heads(i2t.q_proj(key), heads).transpose(1, 2).contiguous(),
     )
 
 
@@ -103,7 +105,8 @@ def _token_to_image(mod: Any, tq: torch.Tensor, xk: torch.Tensor, xv: torch.Tens
 def _image_to_token(mod: Any, xq: torch.Tensor | None, q0: torch.Tensor | None,
                     tk: torch.Tensor, tv: torch.Tensor, heads: int) -> torch.Tensor:
     """SamAttention with the ``N`` image tokens as queries (query input ``xq``, or their
-    projections ``q0`` by head) over the ``T`` tokens (key input ``tk``, value input ``tv``).
+    projections by head, transposed, ``q0``) over the ``T`` tokens (key input ``tk``, value
+    input ``tv``).
 
     Per head: ``(xq Wq + bq) k^T = xq (Wq k^T) + bq k^T`` and ``out_proj(P v) = P (v Wo) + bo``:
     products of ``N x C x (heads T)`` instead of ``N x C x C/2``."""
@@ -114,15 +117,15 @@ def _image_to_token(mod: Any, xq: torch.Tensor | None, q0: torch.Tensor | None,
     kt = k.transpose(1, 2)  # (h, d, T)
     if q0 is None:
         assert xq is not None
-        a = (mod.q_proj.weight.view(heads, d, c).transpose(1, 2) @ kt)  # (h, C, T)
-        bias = (mod.q_proj.bias.view(heads, 1, d) @ kt).reshape(heads * n_t)
-        scores = torch.addmm(bias, xq, a.permute(1, 0, 2).reshape(c, heads * n_t))
-        scores = scores.view(-1, heads, n_t)
+        a = kt.transpose(1, 2) @ mod.q_proj.weight.view(heads, d, c)  # (h, T, C)
+        bias = (k @ mod.q_proj.bias.view(heads, d, 1)).reshape(heads * n_t, 1)
+        scores = torch.addmm(bias, a.reshape(heads * n_t, c), xq.t()).view(heads, n_t, -1)
     else:
-        scores = (q0 @ kt).transpose(0, 1)  # (N, h, T)
-    p = torch.softmax(scores * mod.scaling, dim=-1).reshape(-1, heads * n_t)
+        scores = k @ q0  # (h, T, N)
+    # softmax over the T tokens (dim 1): laid out (h, T, N) it runs along the N image tokens
+    p = torch.softmax(scores * mod.scaling, dim=1).reshape(heads * n_t, -1)
     b = (v @ mod.out_proj.weight.t().reshape(heads, d, c)).reshape(heads * n_t, c)
-    return torch.addmm(mod.out_proj.bias, p, b)
+    return torch.addmm(mod.out_proj.bias, p.t(), b)
 
 
 def _block(layer: Any, i: int, queries: torch.Tensor, keys: torch.Tensor, qpe: torch.Tensor,
