@@ -228,3 +228,12 @@ def test_png_rgb_and_rgba_16_bit_keep_all_bits(tmp_path: Path) -> None:
     eight = rng.integers(0, 256, (9, 13, 3)).astype(np.uint8)  # 8-bit colour: unchanged path
     Image.fromarray(eight).save(tmp_path / "rgb8.png")
     np.testing.assert_array_equal(load_image2d(tmp_path / "rgb8.png").pixels, eight)
+
+
+def test_png_grey_alpha_16_bit_keeps_all_bits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    la = rng.integers(0, 65536, (9, 13, 2)).astype(np.uint16)
+    (tmp_path / "la16.png").write_bytes(_png16(la, 4))
+    img = load_image2d(tmp_path / "la16.png")
+    assert img.pixels.dtype == np.uint16 and not img.is_rgb
+    np.testing.assert_array_equal(img.pixels, la[:, :, 0])  # alpha dropped, all 16 bits kept

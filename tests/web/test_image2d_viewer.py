@@ -106,3 +106,85 @@ def test_photo_opens_in_colour_and_segments_with_box_points_brush(
     dl.value.save_as(str(out))
     np.testing.assert_array_equal(np.asarray(Image.open(out)), edited)  # label values, 480x640
     assert not page.errors, page.errors
+
+
+def _scale(page: Any) -> float:
+    """CSS pixels per image pixel on screen."""
+    a, b = _at(page, 100, 100), _at(page, 200, 100)
+    return (b[0] - a[0]) / 100
+
+
+def _image_point(page: Any, client: list[int]) -> list[float]:
+    """The (fractional) image coordinates at a client point, from the view's own transform."""
+    out: list[float] = js(page, f"""(() => {{
+        const v = window.segloop.view2d, r = v.canvas.getBoundingClientRect(), f = v.fit();
+        return [(({client[0]} - r.left) * f.dpr - f.ox) / f.s,
+                (({client[1]} - r.top) * f.dpr - f.oy) / f.s]; }})()""")
+    return out
+
+
+def test_zoom_and_pan_keep_prompts_and_brush_on_their_pixels(
+        server: LiveServer, page: Any) -> None:
+    src = need_data() / "sam6d/rgb.png"
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT_MS)
+    page.set_input_files("#file-input", str(src))
+    page.wait_for_selector("body[data-job]", timeout=4 * TIMEOUT_MS)
+    page.wait_for_selector("body.mode-2d", timeout=TIMEOUT_MS)
+    s0 = _scale(page)
+
+    # the wheel zooms around the cursor: the image point under it stays under it
+    cursor = [round(v) for v in _at(page, 400, 260)]
+    page.mouse.move(*cursor)
+    under = _image_point(page, cursor)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function("window.segloop.view2d.zoom > 1.5")
+    assert _scale(page) > 1.5 * s0
+    still = _image_point(page, cursor)
+    assert abs(still[0] - under[0]) < 0.05 and abs(still[1] - under[1]) < 0.05, (under, still)
+    assert abs(under[0] - 400.5) < 1 and abs(under[1] - 260.5) < 1
+
+    # a box dragged on the zoomed picture is the image pixels under the mouse
+    page.keyboard.press("b")
+    drag(page, _at(page, 380, 240), _at(page, 420, 290), steps=5)
+    page.mouse.up()
+    assert js(page, "window.segloop.state.prompts.box") == [380, 240, 420, 290]
+
+    # middle-button drag pans (any tool); so does Shift-drag outside the Points tool
+    before = _at(page, 400, 260)
+    page.mouse.move(before[0], before[1])
+    page.mouse.down(button="middle")
+    page.mouse.move(before[0] - 60, before[1] + 25, steps=4)
+    page.mouse.up(button="middle")
+    moved = _at(page, 400, 260)
+    assert abs(moved[0] - (before[0] - 60)) < 1 and abs(moved[1] - (before[1] + 25)) < 1
+    page.keyboard.down("Shift")
+    drag(page, moved, [moved[0] + 30, moved[1] - 10], steps=3)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    again = _at(page, 400, 260)
+    assert abs(again[0] - (moved[0] + 30)) < 1 and abs(again[1] - (moved[1] - 10)) < 1
+    assert js(page, "window.segloop.state.prompts.box") == [380, 240, 420, 290]  # not a new box
+
+    # points and the brush land on their pixels while zoomed and panned
+    page.keyboard.press("p")
+    page.mouse.click(*_at(page, 395, 255))
+    page.mouse.click(*_at(page, 402, 270), button="right")
+    assert js(page, "window.segloop.state.prompts.points") == [
+        {"x": 395, "y": 255, "label": 1}, {"x": 402, "y": 270, "label": 0}]
+    page.click("button[data-tool='brush']")
+    page.fill("#pen-size", "1")
+    page.mouse.click(*_at(page, 410, 250))
+    painted = js(page, "Array.from(window.segloop.view2d.ctx.nv().drawBitmap)"
+                       ".map((v, i) => v ? i : -1).filter((i) => i >= 0)")
+    assert painted == [250 * 640 + 410]
+
+    # 0 and the 1:1 button reset to the whole picture
+    page.locator("#pen-size").blur()
+    page.keyboard.press("0")
+    assert abs(_scale(page) - s0) < 1e-6 and js(page, "window.segloop.view2d.zoom") == 1
+    page.keyboard.press("+")
+    assert _scale(page) > 1.1 * s0
+    page.click("#btn-zoom-reset")
+    assert abs(_scale(page) - s0) < 1e-6 and js(page, "window.segloop.view2d.pan") == [0, 0]
+    assert not page.errors, page.errors

@@ -28,7 +28,10 @@ def run_medsam_bench(args: argparse.Namespace) -> int:
         print(f"medsam ViT-B {r.image_size} px on a {r.image} image, {r.device}, {r.threads}"
               f" thread(s): preprocessing {r.preprocess_s:.2f} s, encoder {r.encoder_s:.2f} s"
               f" (CPU {r.encoder_cpu_s:.2f} s), first box {r.first_box_s:.2f} s, repeated box:"
-              f" decoder {r.decoder_ms:.1f} ms (CPU {r.decoder_cpu_ms:.1f} ms), with MedSAM's"
+              f" decoder {r.decoder_ms:.1f} ms (CPU {r.decoder_cpu_ms:.1f} ms; SamModel's own"
+              f" forward alternated with it {r.reference_decoder_ms:.1f} ms, CPU"
+              f" {r.reference_decoder_cpu_ms:.1f} ms; max |dlogit| {r.max_abs_logit_diff:.1e}),"
+              f" with MedSAM's"
               f" upsampling + threshold {r.repeated_box_ms:.1f} ms, peak memory"
               f" {r.peak_memory_mb:.0f} MB")
     if not args.json:

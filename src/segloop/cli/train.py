@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from segloop.errors import SegloopError
+
 __all__ = ["build_config", "register", "run", "run_eval2d"]
 
 
@@ -188,9 +190,21 @@ def build_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _is_medsam(model: str | None) -> bool:
+    """Whether ``--model`` names a MedSAM (v1) model: ``medsam``, ``medsam@RUN``, ..."""
+    if not model or model == "tiny":
+        return False
+    from segloop.models.registry import get_spec
+
+    try:
+        return get_spec(model).engine == "medsam"
+    except SegloopError:
+        return False  # the SAM 2 path gives the unknown-model error
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``segloop train``; prints the before/after table and the run folder."""
-    if args.npy_dir is not None:
+    if args.npy_dir is not None or _is_medsam(args.model):
         from segloop.cli.train_medsam import run_medsam_train
 
         return run_medsam_train(args)

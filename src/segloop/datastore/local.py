@@ -40,15 +40,23 @@ from segloop.errors import InputError
 from segloop.fsio import replace_dir
 from segloop.io.writers import atomic_path
 
-__all__ = ["MANIFEST_COLUMNS", "MANIFEST_NAME", "STALE_BUILD_SECONDS", "AddedCase", "Datastore",
-           "ManifestRow", "ReviewedCase", "ReviewedObject"]
+__all__ = ["MANIFEST_COLUMNS", "MANIFEST_NAME", "PICTURE_NAME", "STALE_BUILD_SECONDS", "AddedCase",
+           "Datastore", "ManifestRow", "ReviewedCase", "ReviewedObject", "case_picture"]
 
 MANIFEST_NAME = "manifest.csv"
+#: a 2D case's picture, beside its image.nii.gz (see :class:`ReviewedCase`)
+PICTURE_NAME = "picture.png"
 #: a case folder in ``.tmp`` untouched this long was left by a crash (builds take seconds)
 STALE_BUILD_SECONDS = 3600.0
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "image", "label", "label_value", "structure", "modality", "patient_id", "job_id",
     "version", "reviewed_by")
+
+
+def case_picture(image: Path) -> Path | None:
+    """The picture of the 2D case whose manifest image is ``image``; None for a volume case."""
+    p = image.parent / PICTURE_NAME
+    return p if image.name == "image.nii.gz" and p.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class ReviewedCase:
 
     image: the canonical volume file (NIfTI) to copy; labels: the label map ``(X, Y, Z)`` uint8
     on that file's grid (saved with its affine); meta: extra provenance for meta.json.
+    picture: a 2D job's picture as its engines see it (8-bit grey or RGB PNG, upright), copied
+    as ``picture.png`` (:data:`PICTURE_NAME`); the case's image.nii.gz is then its one-slice
+    grey stand-in with ``x`` = column, ``y`` = row, and meta.json says ``"image2d": true``.
     """
 
     job_id: str
@@ -76,6 +87,7 @@ class ReviewedCase:
     labels: npt.NDArray[np.uint8]
     objects: tuple[ReviewedObject, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    picture: Path | None = None
 
     @property
     def case_name(self) -> str:
@@ -166,12 +178,15 @@ class Datastore:
                     with open(case.image, "rb") as src, \
                             gzip.open(build / "image.nii.gz", "wb", compresslevel=1) as out:
                         shutil.copyfileobj(src, out, 1 << 20)
+                if case.picture is not None:
+                    shutil.copyfile(case.picture, build / PICTURE_NAME)
                 affine = np.asarray(nib.load(str(case.image)).affine, np.float64)  # type: ignore[attr-defined]
                 nib.save(nib.Nifti1Image(np.asarray(case.labels, np.uint8), affine),
                          str(build / "label.nii.gz"))
                 meta = {"job_id": case.job_id, "version": case.version,
                         "reviewed_by": case.reviewed_by, "modality": case.modality,
-                        "objects": [o.__dict__ for o in case.objects], **case.meta}
+                        "objects": [o.__dict__ for o in case.objects], **case.meta,
+                        **({"image2d": True} if case.picture is not None else {})}
                 (build / "meta.json").write_text(json.dumps(meta, indent=1))
             rows = self._rows_of(case)
             with exclusive(self._lock):

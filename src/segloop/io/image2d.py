@@ -4,7 +4,7 @@ its readers.
 Coordinates are those of every image tool (docs/DESIGN.md): ``pixels[row, col]``, ``x`` =
 column, ``y`` = row, from the top-left. Readers:
 
-- PNG, JPEG, BMP (Pillow) and TIFF (tifffile): grey or RGB, 8 or 16 bit (16-bit colour PNGs
+- PNG, JPEG, BMP (Pillow) and TIFF (tifffile): grey or RGB, 8 or 16 bit (16-bit colour and grey+alpha PNGs
   keep all 16 bits, see :func:`_png_rgb16`); an alpha channel is
   dropped, palette images become RGB; no spacing (their dpi is a print resolution). The pixel
   count is checked from the header before any pixel is decoded (decompression-bomb guard).
@@ -220,17 +220,28 @@ def to_grey_or_rgb(path: Path, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def _png_rgb16(path: Path, im: Any) -> npt.NDArray[np.uint16] | None:
-    """A 16-bit RGB / RGBA PNG with all 16 bits, None for any other PNG.
+    """A 16-bit RGB / RGBA / grey+alpha PNG with all 16 bits, None for any other PNG.
 
     Pillow keeps only the high byte of 16-bit colour samples (its ``RGB;16B`` unpacker). Its
     zlib and filter decoding are right, though: so the file is decoded twice, the second
     time with the little-endian unpacker (``RGB;16L``), which on PNG's big-endian samples
-    keeps the low byte; high * 256 + low is the sample."""
+    keeps the low byte; high * 256 + low is the sample. A 16-bit grey+alpha PNG (opened as
+    RGBA from ``LA;16B``: grey's high byte three times) is decoded once more with the plain
+    ``RGBA`` unpacker, which has the same 4 bytes a pixel and so gives the bytes as they are:
+    grey high, grey low, alpha high, alpha low; the result is ``(H, W, 2)``."""
     from PIL import Image
 
     tile = list(getattr(im, "tile", []) or [])
-    if im.mode not in ("RGB", "RGBA") or len(tile) != 1 or tile[0].args not in (
-            "RGB;16B", "RGBA;16B"):
+    if len(tile) != 1:
+        return None
+    if im.mode == "RGBA" and tile[0].args == "LA;16B":
+        with Image.open(path) as again:
+            again.tile = [again.tile[0]._replace(args="RGBA")]
+            raw = np.asarray(again).astype(np.uint16)
+        pairs: npt.NDArray[np.uint16] = raw[:, :, 0::2] * np.uint16(256)
+        pairs |= raw[:, :, 1::2]
+        return pairs
+    if im.mode not in ("RGB", "RGBA") or tile[0].args not in ("RGB;16B", "RGBA;16B"):
         return None
     high = np.asarray(im)
     with Image.open(path) as again:

@@ -14,6 +14,7 @@ from segloop.errors import InputError
 from segloop.jobs import files, housekeeping
 from segloop.jobs.db import JobRow, KeyValue, MaskVersionRow, utcnow
 from segloop.jobs.errors import ConflictError, ForbiddenError
+from segloop.jobs.image2d_job import DISPLAY_NAME, is_2d_format
 from segloop.jobs.records import CleanupReport, Principal, ReviewRecord
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.store_versions import VersionStore
@@ -31,14 +32,17 @@ class ReviewStore(VersionStore):
         with self.sessions() as s:
             job = self._job(s, job_id, who)
             modality, filename = job.modality, job.filename
+            image2d = is_2d_format(job.source_format)
         v = self.version_row(job_id, number)
         if v is None:
             raise ConflictError("this job has no mask version to review")
         labels = files.load_labels(self.job_dir(job_id) / v.path)
         objects = self.list_objects(job_id, who)
+        picture = self.job_dir(job_id) / DISPLAY_NAME if image2d else None
         added = Datastore(self.settings.datastore_dir).add(ReviewedCase(
             job_id=job_id, version=v.number, reviewed_by=who.name, modality=modality,
             image=files.canonical_path(self.job_dir(job_id)), labels=labels,
+            picture=picture if picture is not None and picture.is_file() else None,
             objects=tuple(ReviewedObject(o.object_id, o.label_value, o.name) for o in objects),
             meta={"author": v.author, "source": v.source, "engine": v.engine,
                   "filename": filename, "objects": [o.as_dict() for o in objects]}))

@@ -61,6 +61,7 @@ class MedSAMTrainConfig:
     threads: int = 2
     val_fraction: float = 0.2
     resume: bool = False
+    val_cases: tuple[str, ...] | None = None  # held-out cases given by the caller (not drawn)
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,15 @@ def _sample(pair: tuple[Path, Path], shift: int, rng: random.Random
             torch.from_numpy(gt2)[None], torch.tensor(box, dtype=torch.float32))
 
 
-def split_cases(pairs: list[tuple[Path, Path]], fraction: float, seed: int
+def split_cases(pairs: list[tuple[Path, Path]], fraction: float, seed: int,
+                given: tuple[str, ...] | None = None
                 ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]], list[str]]:
-    """(train pairs, validation pairs, validation cases): whole cases held out (see above)."""
+    """(train pairs, validation pairs, validation cases): whole cases held out (see above);
+    ``given``: exactly these cases are held out (a split made by the caller)."""
+    if given is not None:
+        held = sorted(set(given))
+        val = [p for p in pairs if p[1].stem.rsplit("-", 1)[0] in held]
+        return [p for p in pairs if p not in val], val, held if val else []
     cases = sorted({p[1].stem.rsplit("-", 1)[0] for p in pairs})
     if fraction <= 0 or len(cases) < 2:
         return pairs, [], []
@@ -166,7 +173,8 @@ def train_medsam(cfg: MedSAMTrainConfig, model: Any,
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    pairs, val_pairs, val_cases = split_cases(npy_pairs(cfg.npy_dir), cfg.val_fraction, cfg.seed)
+    pairs, val_pairs, val_cases = split_cases(npy_pairs(cfg.npy_dir), cfg.val_fraction, cfg.seed,
+                                           cfg.val_cases)
     size = int(model.config.vision_config.image_size)
     first = np.load(pairs[0][0], mmap_mode="r")
     if first.shape[:2] != (size, size):

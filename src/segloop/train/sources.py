@@ -165,6 +165,25 @@ def datastore_manifest(datastore: Path) -> Path:
     return Datastore(datastore).require_manifest()
 
 
+def _picture_record(case: Any, picture: Path) -> ImageRecord | None:
+    """A datastore case of a 2D job as the 2D engines see it: its picture (8-bit grey or RGB,
+    upright) and its label's one slice (stored ``(X = column, Y = row, 1)``) as rows/columns."""
+    import nibabel as nib
+
+    img = read_image_file(picture)
+    lab = np.asarray(nib.load(str(case.label)).dataobj)  # type: ignore[attr-defined]
+    lab2 = lab.reshape(lab.shape[0], lab.shape[1]).T
+    truth = lab2 > 0 if case.label_value is None else lab2 == case.label_value
+    if truth.shape != img.shape[:2]:
+        raise InputError(f"case {case.case_id}: label {truth.shape} and picture {img.shape[:2]}"
+                         " differ in size")
+    if not truth.any():
+        log.warning("case %s: the target is empty; skipped", case.case_id)
+        return None
+    return ImageRecord(name=case.case_id, patient_id=case.patient_id, frames=img[None],
+                       truth=truth[None])
+
+
 def load_manifest_records(manifest: Path, root: Path | None,
                           window: str | tuple[float, float] | None = "auto"
                           ) -> list[ImageRecord]:
@@ -173,8 +192,11 @@ def load_manifest_records(manifest: Path, root: Path | None,
     Frames are scaled with MedSAM2's rule (CT window / MR percentiles) as uint8 ``(Z, Y, X)``
     radiological views (:mod:`segloop.io.radiological`, the orientation inference uses); the
     truth is ``label == label_value`` (or ``> 0``) resampled onto the image in physical
-    space. A volume shared by several rows is read once.
+    space. A volume shared by several rows is read once. A datastore case of a reviewed 2D job
+    (:func:`segloop.datastore.local.case_picture`) is its picture as the 2D engines see it,
+    upright with RGB kept, one frame.
     """
+    from segloop.datastore.local import case_picture
     from segloop.datastore.manifest import read_manifest
     from segloop.engines.sam2.preprocess import to_uint8_volume
     from segloop.io import load_label, load_volume
@@ -184,6 +206,12 @@ def load_manifest_records(manifest: Path, root: Path | None,
     cache: dict[Path, tuple[Any, U8]] = {}
     records: list[ImageRecord] = []
     for case in cases:
+        picture = case_picture(case.image)
+        if picture is not None:  # a reviewed 2D job: the picture upright, RGB kept
+            rec = _picture_record(case, picture)
+            if rec is not None:
+                records.append(rec)
+            continue
         if case.image not in cache:
             vol = load_volume(case.image)
             canon = vol.canonical()

@@ -4,9 +4,11 @@
 depend on the values) and measures, on a synthetic ``height`` x ``width`` image: MedSAM's
 preprocessing (3 channels, bicubic anti-aliased resize, min-max), the image encoder, a first
 box (encode + decode), and a repeated box on the encoded image: the decoder alone (prompt
-encoder + mask decoder, low-resolution logits) and with MedSAM's post-processing (sigmoid,
-upsampling to the image, threshold). Medians over ``repeats``; ``*_cpu_*`` are process CPU
-time (on a shared machine, CPU time / threads estimates dedicated cores).
+encoder + mask decoder, low-resolution logits; segloop's cached decoder and, alternated with
+it call by call, ``SamModel``'s own forward, with the largest logit difference between them)
+and with MedSAM's post-processing (sigmoid, upsampling to the image, threshold).
+Medians over ``repeats``; ``*_cpu_*`` are process CPU time (on a shared machine, CPU time /
+threads estimates dedicated cores).
 Must not import FastAPI, Celery or the CLI.
 """
 
@@ -44,6 +46,9 @@ class MedSAMBench:
     first_box_s: float
     decoder_ms: float
     decoder_cpu_ms: float
+    reference_decoder_ms: float
+    reference_decoder_cpu_ms: float
+    max_abs_logit_diff: float
     repeated_box_ms: float
     peak_memory_mb: float
 
@@ -61,6 +66,19 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return statistics.median(wall), statistics.median(cpu)
+
+
+def _timed_ab(a: Callable[[], Any], b: Callable[[], Any], repeats: int
+              ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """:func:`_timed` of ``a`` and ``b`` called alternately (so load changes hit both)."""
+    runs: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((a, runs[0]), (b, runs[1])):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            out.append((time.perf_counter() - t0, time.process_time() - c0))
+    ra, rb = ((statistics.median(w for w, _ in r), statistics.median(c for _, c in r)) for r in runs)
+    return ra, rb
 
 
 def bench_medsam(image_size: int = 1024, height: int = 512, width: int = 512, rgb: bool = False,
@@ -88,8 +106,9 @@ def bench_medsam(image_size: int = 1024, height: int = 512, width: int = 512, rg
     emb = pred.encode(img)
     pred.predict(emb, box)
     first = time.perf_counter() - t0
-    pred.logits(emb, box)
-    dec_s, dec_cpu = _timed(lambda: pred.logits(emb, box), repeats)
+    diff = float((pred.logits(emb, box) - pred.reference_logits_and_score(emb, box)[0]).abs().max())
+    (dec_s, dec_cpu), (ref_s, ref_cpu) = _timed_ab(
+        lambda: pred.logits(emb, box), lambda: pred.reference_logits_and_score(emb, box), repeats)
     rep_s, _ = _timed(lambda: pred.predict(emb, box), repeats)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -98,5 +117,7 @@ def bench_medsam(image_size: int = 1024, height: int = 512, width: int = 512, rg
     return MedSAMBench(image_size=image_size, image=f"{width}x{height} {'RGB' if rgb else 'grey'}",
                        device=device, threads=threads, preprocess_s=pre_s, encoder_s=enc_s,
                        encoder_cpu_s=enc_cpu, first_box_s=first, decoder_ms=dec_s * 1000,
-                       decoder_cpu_ms=dec_cpu * 1000, repeated_box_ms=rep_s * 1000,
+                       decoder_cpu_ms=dec_cpu * 1000, reference_decoder_ms=ref_s * 1000,
+                       reference_decoder_cpu_ms=ref_cpu * 1000, max_abs_logit_diff=diff,
+                       repeated_box_ms=rep_s * 1000,
                        peak_memory_mb=peak)

@@ -6,6 +6,12 @@
 // drawing bitmap (x fastest, width x height x 1), so loading versions, painting progress, saving
 // edits (PUT .../mask), undo and export are the viewer's own code; this module only draws the
 // picture, the label overlay and the prompts, and turns the pointer into box / points / brush.
+//
+// Zoom and pan: the wheel zooms around the pixel under the cursor (a picture has no slices to
+// step); a middle-button drag pans with every tool, and so does a Shift-drag with every tool but
+// Points (where Shift-click is a negative point); 0, the 1:1 button and a new job reset to the
+// whole picture; + / - zoom around the centre. Prompts and the brush always land on the image
+// pixel under the pointer (pixelAt uses the same transform as draw).
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -27,11 +33,17 @@ export class Image2DView {
     this.size = [0, 0]; // [width, height]
     this.drag = null; // box being dragged: {a: [x, y], b: [x, y]}
     this.painting = false;
+    this.zoom = 1; // on top of the whole-picture fit
+    this.pan = [0, 0]; // device pixels, added to the centred offset
+    this.panning = null; // {x, y, pan}: a pan drag in progress (client pixels at its start)
     this.labels = document.createElement('canvas'); // the label overlay at image resolution
     this.canvas.addEventListener('pointerdown', (e) => this.onDown(e));
     this.canvas.addEventListener('pointermove', (e) => this.onMove(e));
     this.canvas.addEventListener('pointerup', (e) => this.onUp(e));
+    this.canvas.addEventListener('pointercancel', (e) => this.onUp(e));
     this.canvas.addEventListener('contextmenu', (e) => { if (this.active) e.preventDefault(); });
+    this.canvas.addEventListener('wheel', (e) => this.onWheel(e), { passive: false });
+    this.canvas.addEventListener('auxclick', (e) => { if (this.active && e.button === 1) e.preventDefault(); });
     new ResizeObserver(() => { if (this.active) this.draw(); }).observe(this.canvas);
   }
 
@@ -44,6 +56,8 @@ export class Image2DView {
     }
     this.labels.width = this.size[0];
     this.labels.height = this.size[1];
+    this.zoom = 1;
+    this.pan = [0, 0];
     this.active = true;
     document.body.classList.add('mode-2d');
     this.canvas.classList.remove('hidden');
@@ -70,8 +84,42 @@ export class Image2DView {
       c.height = h;
     }
     const [iw, ih] = this.size;
-    const s = Math.min(w / iw, h / ih);
-    return { s, ox: (w - iw * s) / 2, oy: (h - ih * s) / 2, dpr };
+    const s = Math.min(w / iw, h / ih) * this.zoom;
+    return { s, ox: (w - iw * s) / 2 + this.pan[0], oy: (h - ih * s) / 2 + this.pan[1], dpr };
+  }
+
+  /** Zoom by factor f keeping the canvas point (cx, cy) (device pixels; default the centre) fixed. */
+  zoomBy(f, cx, cy) {
+    if (!this.active) return;
+    const { s, ox, oy } = this.fit();
+    const z = Math.min(64, Math.max(0.25, this.zoom * f));
+    const k = z / this.zoom;
+    const px = cx === undefined ? this.canvas.width / 2 : cx;
+    const py = cy === undefined ? this.canvas.height / 2 : cy;
+    this.zoom = z;
+    // the image point under (px, py) stays there: new offset = p - (p - old offset) * k
+    const [iw, ih] = this.size;
+    const s2 = s * k;
+    this.pan = [px - (px - ox) * k - (this.canvas.width - iw * s2) / 2,
+      py - (py - oy) * k - (this.canvas.height - ih * s2) / 2];
+    this.draw();
+  }
+
+  /** The whole picture, centred (0 / the 1:1 button). */
+  resetView() {
+    this.zoom = 1;
+    this.pan = [0, 0];
+    this.draw();
+  }
+
+  onWheel(e) {
+    if (!this.active) return;
+    e.preventDefault();
+    const r = this.canvas.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const unit = e.deltaMode === 1 ? 16 : (e.deltaMode === 2 ? 400 : 1);
+    const f = Math.exp(-e.deltaY * unit * 0.002);
+    this.zoomBy(f, (e.clientX - r.left) * dpr, (e.clientY - r.top) * dpr);
   }
 
   /** The image pixel [x, y] under a pointer event, or null outside the picture. */
@@ -172,8 +220,13 @@ export class Image2DView {
   onDown(e) {
     if (!this.active) return;
     e.preventDefault();
-    const v = this.pixelAt(e);
     const S = this.ctx.state;
+    if (e.button === 1 || (e.button === 0 && e.shiftKey && S.tool !== 'points')) {
+      this.panning = { x: e.clientX, y: e.clientY, pan: [...this.pan] };
+      this.canvas.setPointerCapture(e.pointerId);
+      return;
+    }
+    const v = this.pixelAt(e);
     if (!v) return;
     if (S.tool === 'box' && e.button === 0) {
       this.drag = { a: v, b: v };
@@ -191,6 +244,13 @@ export class Image2DView {
 
   onMove(e) {
     if (!this.active) return;
+    if (this.panning) {
+      const dpr = window.devicePixelRatio || 1;
+      const p = this.panning;
+      this.pan = [p.pan[0] + (e.clientX - p.x) * dpr, p.pan[1] + (e.clientY - p.y) * dpr];
+      this.draw();
+      return;
+    }
     const v = this.pixelAt(e);
     if (!v) return;
     $('#cursor').textContent = `x ${v[0]}  y ${v[1]}`;
@@ -206,6 +266,7 @@ export class Image2DView {
   onUp() {
     if (!this.active) return;
     this.painting = false;
+    this.panning = null;
     if (!this.drag) return;
     const { a, b } = this.drag;
     this.drag = null;

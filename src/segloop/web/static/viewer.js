@@ -271,7 +271,14 @@ function setView(view) {
   setNavAxis(VIEW_AXIS[view] ?? 2);
 }
 
+/** Zoom and pan back to the whole image (the 2D mode's picture, or NiiVue's 2D views). */
+function resetZoom() {
+  if (view2d && view2d.active) view2d.resetView();
+  else if (nv) nv.setPan2Dxyzmm([0, 0, 0, 1]);
+}
+
 function zoomBy(f) {
+  if (view2d && view2d.active) { view2d.zoomBy(f); return; }
   if (!nv) return;
   const p = nv.scene.pan2Dxyzmm;
   nv.setPan2Dxyzmm([p[0], p[1], p[2], clamp(p[3] * f, 0.25, 25)]);
@@ -1193,7 +1200,7 @@ function onKey(e) {
     message(`Window: ${sel.options[sel.selectedIndex].text}`);
   } else if (k === '+' || k === '=') zoomBy(1.2);
   else if (k === '-' || k === '_') zoomBy(1 / 1.2);
-  else if (k === '0') nv && nv.setPan2Dxyzmm([0, 0, 0, 1]);
+  else if (k === '0') resetZoom();
   else if (k === 'n' || k === 'N') setTool('navigate');
   else if (k === 'b' || k === 'B') setTool('box');
   else if (k === 'p' || k === 'P') setTool('points');
@@ -1291,7 +1298,7 @@ function bindUi() {
   $('#wl-preset').addEventListener('change', () => applyWindow($('#wl-preset').value));
   $('#show-overlay').addEventListener('change', () => nv && nv.setDrawOpacity(OBJ ? OBJ.opacity() : ($('#show-overlay').checked ? OVERLAY_OPACITY : 0)));
   $('#radiological').addEventListener('change', () => nv && nv.setRadiologicalConvention($('#radiological').checked));
-  $('#btn-zoom-reset').addEventListener('click', () => nv && nv.setPan2Dxyzmm([0, 0, 0, 1]));
+  $('#btn-zoom-reset').addEventListener('click', resetZoom);
   $('#engine').addEventListener('change', () => localStorage.setItem('segloop.engine', $('#engine').value));
   $('#slice').addEventListener('input', () => setSlice(Number($('#slice').value)));
   const ov = $('#overlay');
