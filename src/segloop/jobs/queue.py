@@ -4,7 +4,9 @@ The API records a task in the job store, then calls ``queue.submit(task_id)``; t
 carries task ids, never arrays. Whatever runs the task calls
 :meth:`segloop.jobs.runner.Runtime.run`, so both paths execute the same code.
 
-- :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone).
+- :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone),
+  or, with ``embedded_processes`` > 0, a pool of worker processes with job affinity
+  (segloop.jobs.procpool) so the engines run outside the server's interpreter.
   On start it resubmits the tasks a previous process left queued or running, so a restart
   loses nothing (running ones once their heartbeat is stale); a reaper thread requeues tasks
   whose heartbeat stopped. It holds the home's lock (segloop.jobs.homelock) so a second
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 from segloop.config import Settings
 from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.homelock import HomeLock
+from segloop.jobs.procpool import ProcessPool
 from segloop.jobs.recovery import BrokerReconciler
 from segloop.jobs.runner import RunOutcome, Runtime
 from segloop.jobs.states import TaskState
@@ -97,7 +100,8 @@ def reap_once(runtime: Runtime, resubmit: Any, reconciler: BrokerReconciler | No
 
 
 class EmbeddedQueue:
-    """In-process worker threads (``settings.workers`` of them)."""
+    """In-process worker threads (``settings.workers`` of them), or worker processes
+    (``settings.embedded_processes`` of them, each with ``workers`` threads)."""
 
     kind = "embedded"
 
@@ -105,6 +109,10 @@ class EmbeddedQueue:
         self.settings, self.runtime = settings, runtime
         self._pool = ThreadPoolExecutor(max_workers=settings.workers,
                                         thread_name_prefix="segloop-worker")
+        self.processes: ProcessPool | None = None
+        if settings.embedded_processes > 0:
+            self.processes = ProcessPool(settings, settings.embedded_processes,
+                                         runtime.bus.publish, self._later, runtime)
         self._closed = False
         self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
         # one embedded server per home: a second one would requeue this one's live tasks
@@ -132,7 +140,20 @@ class EmbeddedQueue:
     def submit(self, task_id: str) -> None:
         if self._closed:
             return
+        if self.processes is not None:
+            t = self.runtime.store.get_task(task_id)
+            if t is not None:
+                self.processes.submit(t.job_id, task_id)
+            return
         self._pool.submit(self._run, task_id)
+
+    def _later(self, task_id: str) -> None:
+        """Submit a blocked task again shortly (its job's earlier tasks are unfinished)."""
+        if self._closed:
+            return
+        timer = threading.Timer(0.05, self.submit, args=(task_id,))
+        timer.daemon = True
+        timer.start()
 
     def _run(self, task_id: str) -> None:
         try:
@@ -140,15 +161,15 @@ class EmbeddedQueue:
         except Exception:  # pragma: no cover - run() records its own failures
             log.exception("task %s crashed the runner", task_id)
             return
-        if outcome == RunOutcome.BLOCKED and not self._closed:
-            timer = threading.Timer(0.05, self.submit, args=(task_id,))
-            timer.daemon = True
-            timer.start()
+        if outcome == RunOutcome.BLOCKED:
+            self._later(task_id)
 
     def close(self) -> None:
         self._closed = True
         self._reaper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.close()
         self.runtime.close()
         self._home_lock.release()
 
