@@ -23,6 +23,7 @@ Celery or torch (the children import engines lazily, as the runner does).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -225,10 +226,8 @@ class ProcessPool:
         for slot in self._slots:
             with slot.lock:
                 if slot.conn is not None:
-                    try:
+                    with contextlib.suppress(OSError, EOFError):
                         slot.conn.send(None)
-                    except (OSError, EOFError):
-                        pass
                 if slot.proc is not None:
                     procs.append(slot.proc)
         for p in procs:
