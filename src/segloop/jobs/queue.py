@@ -12,7 +12,8 @@ carries task ids, never arrays. Whatever runs the task calls
   whose heartbeat stopped. It holds the home's lock (segloop.jobs.homelock) so a second
   embedded server cannot take its live tasks.
 - :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
-  processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
+  processes (see segloop.worker), to the worker that cached the job's session when it is alive
+  (job affinity, segloop.jobs.affinity). The API process runs the reaper too, so a job whose worker
   died is retried or failed with a reason even if no other worker notices, and the reaper
   re-sends the queued tasks Redis lost (segloop.jobs.recovery). A send that fails raises
   QueueUnavailableError (the API answers 503 and forgets the task).
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from segloop.config import Settings
+from segloop.jobs.affinity import Affinity
 from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.homelock import HomeLock
 from segloop.jobs.procpool import ProcessPool
@@ -174,11 +176,18 @@ class EmbeddedQueue:
         self._home_lock.release()
 
 
-def send_task(app: Any, task_id: str) -> None:
-    """Publish ``segloop.run_task(task_id)`` (the Celery task id is the segloop task id, so
-    the broker's messages name their tasks); QueueUnavailableError when the broker fails."""
+def send_task(app: Any, task_id: str, job_id: str | None = None,
+              queue: str | None = None) -> None:
+    """Publish ``segloop.run_task(task_id, job_id)`` (the Celery task id is the segloop task
+    id, so the broker's messages name their tasks) to ``queue`` (a worker's own queue: job
+    affinity) or the shared queue; QueueUnavailableError when the broker fails."""
+    args = [task_id] if job_id is None else [task_id, job_id]
     try:
-        app.send_task(TASK_NAME, args=[task_id], task_id=task_id)
+        if queue:
+            app.send_task(TASK_NAME, args=args, task_id=task_id, queue=queue,
+                          routing_key=queue)
+        else:
+            app.send_task(TASK_NAME, args=args, task_id=task_id)
     except Exception as exc:  # kombu/redis raise a variety of connection errors
         raise QueueUnavailableError(
             "the task queue (Redis) is unavailable, nothing was submitted: try again in a "
@@ -219,6 +228,7 @@ class CeleryQueue:
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings, self.runtime = settings, runtime
         self.app = make_celery(settings)
+        self.affinity = Affinity(settings.redis_url)
         self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5),
                                BrokerReconciler(settings, runtime.store, self.submit))
 
@@ -226,8 +236,11 @@ class CeleryQueue:
         self._reaper.start()
 
     def submit(self, task_id: str) -> None:
-        """Send a task id to the workers; QueueUnavailableError when Redis cannot take it."""
-        send_task(self.app, task_id)
+        """Send a task id to the workers (to the one holding its job's session when it is
+        alive); QueueUnavailableError when Redis cannot take it."""
+        t = self.runtime.store.get_task(task_id)
+        job_id = t.job_id if t is not None else None
+        send_task(self.app, task_id, job_id, self.affinity.route(job_id))
 
     def depth(self) -> int:
         """Messages waiting in the Redis queue."""
@@ -241,3 +254,4 @@ class CeleryQueue:
 
     def close(self) -> None:
         self._reaper.stop()
+        self.affinity.close()
