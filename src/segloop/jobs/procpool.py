@@ -2,8 +2,13 @@
 with its own :class:`~segloop.jobs.runner.Runtime` (engines, session cache, store), so the
 engine compute runs outside the API server's interpreter and its GIL.
 
-Routing (job affinity): a task goes to slot ``crc32(job_id) % processes``, so all tasks of a
-job run in the one process that caches its session (a stable hash: no map to keep). A slot
+Routing (job affinity, a sticky map with rebalancing): a job's first task goes to the least
+busy process, and the job stays bound to that process, which caches its session. A later
+task goes to the bound process unless it is busy with other jobs' tasks (all its threads)
+while another process is idle: then the job moves there (the new process rebuilds the
+session by replaying the job's versions, cheaper than waiting behind another job's
+propagation) and stays there. A task never moves while an earlier task of its job is still
+in its process. The map forgets the least recently used jobs beyond :data:`MAP_SIZE`. A slot
 whose process died is started again on its next task (same slot, new process): the new
 process rebuilds the session by replaying the job's versions, as after any restart. Tasks
 the dead process had been handed are requeued at once (``requeue``) and resubmitted; the
@@ -29,7 +34,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
-import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -39,14 +44,12 @@ from segloop.config import Settings
 from segloop.jobs.runner import RunOutcome, Runtime
 from segloop.jobs.store import JobStore
 
-__all__ = ["ProcessPool", "slot_of"]
+__all__ = ["MAP_SIZE", "ProcessPool"]
 
 log = logging.getLogger(__name__)
 
-
-def slot_of(job_id: str, n: int) -> int:
-    """The process slot of a job: a stable hash of its id modulo the pool size."""
-    return zlib.crc32(job_id.encode()) % max(n, 1)
+#: jobs remembered by the job -> process map
+MAP_SIZE = 10_000
 
 
 class _PipeBus:
@@ -131,7 +134,7 @@ class _Slot:
         self.proc: Any = None
         self.conn: Connection | None = None
         self.lock = threading.Lock()
-        self.inflight: set[str] = set()
+        self.inflight: dict[str, str] = {}  # task id -> job id
 
 
 class ProcessPool:
@@ -148,22 +151,52 @@ class ProcessPool:
         self._slots = [_Slot() for _ in range(n)]
         self._ctx = mp.get_context("spawn")
         self._closed = False
+        self._map: OrderedDict[str, int] = OrderedDict()  # job id -> slot index
+        self._map_lock = threading.Lock()
 
     def pids(self) -> list[int | None]:
         """The pid of each slot's live process (None: not started or dead)."""
         return [s.proc.pid if s.proc is not None and s.proc.is_alive() else None
                 for s in self._slots]
 
+    def slot_of(self, job_id: str) -> int | None:
+        """The slot a job is bound to (None: none yet)."""
+        with self._map_lock:
+            return self._map.get(job_id)
+
+    def _route(self, job_id: str) -> int:
+        """The slot for a job's next task (see the module docstring); binds the job to it."""
+        with self._map_lock:
+            load = [len(s.inflight) for s in self._slots]
+            cur = self._map.get(job_id)
+            if cur is None:
+                pick = min(range(self.n), key=lambda i: load[i])
+            else:
+                mine = sum(1 for j in self._slots[cur].inflight.values() if j == job_id)
+                others = load[cur] - mine
+                idle = [i for i in range(self.n) if load[i] == 0]
+                pick = cur
+                if not mine and others >= self.settings.workers and idle:
+                    pick = idle[0]
+                    log.info("job %s moves from worker process %d to idle %d", job_id, cur,
+                             pick)
+            self._map[job_id] = pick
+            self._map.move_to_end(job_id)
+            while len(self._map) > MAP_SIZE:
+                self._map.popitem(last=False)
+            return pick
+
     def submit(self, job_id: str, task_id: str) -> None:
         """Hand a task to its job's process (started, or started again, as needed)."""
         if self._closed:
             return
-        slot = self._slots[slot_of(job_id, self.n)]
+        index = self._route(job_id)
+        slot = self._slots[index]
         with slot.lock:
             if slot.proc is None or not slot.proc.is_alive():
-                self._start(slot, self._slots.index(slot))
+                self._start(slot, index)
             assert slot.conn is not None
-            slot.inflight.add(task_id)
+            slot.inflight[task_id] = job_id
             try:
                 slot.conn.send(task_id)
             except (OSError, EOFError):  # died just now: the reader requeues it
@@ -192,7 +225,7 @@ class ProcessPool:
                 self.publish(msg[1], msg[2])
             elif kind == "outcome":
                 with slot.lock:
-                    slot.inflight.discard(msg[1])
+                    slot.inflight.pop(msg[1], None)
                 if msg[2] == RunOutcome.BLOCKED:
                     self.on_blocked(msg[1])
             elif kind == "finished" and self.runtime.on_finish is not None:
