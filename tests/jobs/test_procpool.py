@@ -116,15 +116,14 @@ def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
         assert done["state"] == "succeeded" and done["version"] == 4, done
         second = _pid(s, t)
         assert second not in (first, os.getpid()) and _alive(second)
-        # a second job, started while the first one propagates, gets the idle process
-        t1 = c.post(f"/api/v1/jobs/{jid}/propagate", json={"engine": "slow-classic"}
-                    ).json()["task_id"]
+        # a second job goes to the other process (fewest bound jobs), and stays there
         other = _upload(c)
         t2 = c.post(f"/api/v1/jobs/{other}/initial-mask",
                     json={"slice_index": z, "box": box}).json()["task_id"]
         assert _wait(c, other, t2)["state"] == "succeeded"
-        assert _wait(c, jid, t1)["state"] == "succeeded"
-        assert _pid(s, t1) == second and _pid(s, t2) not in (second, os.getpid())
+        t3 = c.post(f"/api/v1/jobs/{other}/propagate").json()["task_id"]
+        assert _wait(c, other, t3)["state"] == "succeeded"
+        assert _pid(s, t2) == _pid(s, t3) not in (second, os.getpid())
 
 
 def test_a_task_whose_process_is_killed_still_completes(tmp_path: Path,

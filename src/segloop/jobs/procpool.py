@@ -2,17 +2,16 @@
 with its own :class:`~segloop.jobs.runner.Runtime` (engines, session cache, store), so the
 engine compute runs outside the API server's interpreter and its GIL.
 
-Routing (job affinity, a sticky map with rebalancing): a job's first task goes to the least
-busy process, and the job stays bound to that process, which caches its session. A later
-task goes to the bound process unless it is busy with other jobs' tasks (all its threads)
-while another process is idle: then the job moves there (the new process rebuilds the
-session by replaying the job's versions, cheaper than waiting behind another job's
-propagation) and stays there. A task never moves while an earlier task of its job is still
-in its process. The map forgets the least recently used jobs beyond :data:`MAP_SIZE`. A slot
-whose process died is started again on its next task (same slot, new process): the new
-process rebuilds the session by replaying the job's versions, as after any restart. Tasks
-the dead process had been handed are requeued at once (``requeue``) and resubmitted; the
-reaper would do it anyway once their heartbeat is stale.
+Routing (job affinity, a sticky map): a job's first task goes to the process with the fewest
+bound jobs (then the fewest tasks in hand), and the job stays bound to that process, which
+caches its session; all its later tasks go there. Jobs are not moved to balance load: a
+moved job's new process must replay the job's whole history (every propagation again),
+which measured far worse than waiting (bench_api: propagations ~10x slower with moves).
+The map forgets the least recently used jobs beyond :data:`MAP_SIZE`. A slot whose process
+died is started again on its next task (same slot, new process): the new process rebuilds
+the session by replaying the job's versions, as after any restart. Tasks the dead process
+had been handed are requeued at once (``requeue``) and resubmitted; the reaper would do it
+anyway once their heartbeat is stale.
 
 Each child talks to the server over one duplex pipe: the server sends task ids; the child
 sends back events (re-published on the server's bus, so SSE works unchanged), each task's
@@ -165,21 +164,15 @@ class ProcessPool:
             return self._map.get(job_id)
 
     def _route(self, job_id: str) -> int:
-        """The slot for a job's next task (see the module docstring); binds the job to it."""
+        """The slot of a job's next task (see the module docstring); binds the job to it."""
         with self._map_lock:
-            load = [len(s.inflight) for s in self._slots]
-            cur = self._map.get(job_id)
-            if cur is None:
-                pick = min(range(self.n), key=lambda i: load[i])
-            else:
-                mine = sum(1 for j in self._slots[cur].inflight.values() if j == job_id)
-                others = load[cur] - mine
-                idle = [i for i in range(self.n) if load[i] == 0]
-                pick = cur
-                if not mine and others >= self.settings.workers and idle:
-                    pick = idle[0]
-                    log.info("job %s moves from worker process %d to idle %d", job_id, cur,
-                             pick)
+            pick = self._map.get(job_id)
+            if pick is None:
+                bound = [0] * self.n
+                for i in self._map.values():
+                    bound[i] += 1
+                pick = min(range(self.n),
+                           key=lambda i: (bound[i], len(self._slots[i].inflight), i))
             self._map[job_id] = pick
             self._map.move_to_end(job_id)
             while len(self._map) > MAP_SIZE:
