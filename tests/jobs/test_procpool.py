@@ -71,6 +71,7 @@ def _pid(s: Settings, tid: str) -> int:
     try:
         t = store.get_task(tid)
         assert t is not None and t.worker, t
+        assert t.worker.startswith("segloop-proc"), f"ran in the API process ({t.worker})"
         return int(t.worker.rsplit(":", 1)[1])
     finally:
         store.close()
