@@ -10,6 +10,8 @@ For a 2D prompt (initial-mask) and a 3D propagation, 8 concurrent clients each s
   client): the fair baseline for Celery, whose W workers are processes too and so are not
   bound by one interpreter lock the way W threads are;
 - http/celery: ``segloop serve --queue celery`` + W ``segloop worker`` processes + Redis.
+- http/emb-procs: ``segloop serve`` with ``SEGLOOP_EMBEDDED_PROCESSES=W`` (one worker thread
+  each): the engines run in W worker processes with job affinity, outside the server's GIL.
 
 Prints p50/p95 latency per mode, the HTTP/direct ratio and difference (embedded against
 direct, celery against direct/procs), and the CPU each mode
@@ -30,7 +32,7 @@ skews all modes alike instead of whichever ran last.
 
     .venv/bin/python benchmarks/bench_api.py [--clients 8] [--n2d 10] [--n3d 3] [--workers 2]
         [--image ../shared/data/totalseg/example_ct_sm.nii.gz] [--no-celery]
-        [--modes embedded,celery] [--repeat 1]
+        [--modes embedded,emb-procs,celery] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -318,8 +320,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds of every mode")
     ap.add_argument("--no-celery", action="store_true")
-    ap.add_argument("--modes", default="embedded,celery",
-                    help="HTTP modes to run (comma-separated: embedded, celery)")
+    ap.add_argument("--modes", default="embedded,emb-procs,celery",
+                    help="HTTP modes to run (comma-separated: embedded, emb-procs, celery)")
     ap.add_argument("--database-url", help="job store for celery mode (default SQLite)")
     a = ap.parse_args()
     if not a.image.exists():
@@ -340,8 +342,18 @@ def main() -> int:
                 wait_health(f"http://127.0.0.1:{port}", srv)
                 runners["http/embedded"] = Http(f"http://127.0.0.1:{port}", a.image, a.clients,
                                                 [srv.pid])
-            if "celery" in modes:
+            if "emb-procs" in modes:
+                port = free_port()
+                penv = {**env, "SEGLOOP_HOME": f"{tmp}/procs", "SEGLOOP_WORKERS": "1",
+                        "SEGLOOP_EMBEDDED_PROCESSES": str(a.workers)}
+                srv = start(["serve", "--port", str(port)], penv)
+                procs.append(srv)
+                wait_health(f"http://127.0.0.1:{port}", srv)
+                runners["http/emb-procs"] = Http(f"http://127.0.0.1:{port}", a.image, a.clients,
+                                                 [srv.pid])
+            if "celery" in modes or "emb-procs" in modes:
                 runners["direct/procs"] = DirectProcs(a.image, a.clients, a.workers)
+            if "celery" in modes:
                 rport = free_port()
                 redis = subprocess.Popen(["redis-server", "--port", str(rport), "--save", "",
                                           "--appendonly", "no"], stdout=subprocess.DEVNULL)
@@ -380,7 +392,7 @@ def main() -> int:
     for mode, per in results.items():
         for kind in ("2d", "3d"):
             p50, p95 = pct(per[kind])
-            base = "direct/procs" if mode == "http/celery" else "direct"
+            base = "direct/procs" if mode in ("http/celery", "http/emb-procs") else "direct"
             d50, d95 = pct(results[base][kind])
             k = sum(n for _, _, n in cpus[mode][kind]) or 1
             srv_cpu = sum(c * n for c, _, n in cpus[mode][kind]) / k
@@ -389,7 +401,8 @@ def main() -> int:
             print(f"{mode:<15} {label:<12} {len(per[kind]):>4} {p50:>9.1f} {p95:>9.1f} "
                   f"{p50 / d50:>9.2f} {p50 - d50:>9.1f} {p95 - d95:>9.1f} "
                   f"{srv_cpu * 1e3:>8.1f} {cli_cpu * 1e3:>7.1f}")
-    print("ratio/+ms: embedded vs direct (threads), celery vs direct/procs (processes); "
+    print("ratio/+ms: embedded vs direct (threads), celery and emb-procs vs direct/procs "
+          "(processes); "
           "cpu ms: CPU per request of the\ndirect process (pool processes) / the server "
           "(+ workers, redis); client: the benchmark's HTTP client")
     return 0

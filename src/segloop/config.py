@@ -39,7 +39,12 @@ class Settings(BaseSettings):
     queue: Literal["embedded", "celery"] = Field(
         "embedded", description="embedded: in-process thread pool; celery: Redis + `segloop worker`"
     )
-    workers: int = Field(2, ge=1, description="embedded queue: number of worker threads")
+    workers: int = Field(2, ge=1, description="embedded queue: number of worker threads "
+                         "(per worker process when embedded_processes > 0)")
+    embedded_processes: int = Field(
+        0, ge=0, le=64, description="embedded queue: run the engines in this many worker "
+        "processes (job affinity: a job's tasks always go to the same process); 0: worker "
+        "threads inside the API process")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the job store; default sqlite:///<home>/segloop.db"
     )

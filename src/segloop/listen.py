@@ -101,7 +101,10 @@ def open_listeners(host: str, port: int) -> list[Listener]:
     try:
         for family, sockaddr in pairs:
             try:
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                # proto IPPROTO_TCP as asyncio's create_server has it: asyncio sets TCP_NODELAY
+                # only on sockets whose proto says TCP; with proto 0, Nagle + the client's
+                # delayed ACK held every response ~40 ms (a 2D prompt: 96 ms instead of ~10)
+                sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             except OSError:
                 continue  # this address family is not available here (asyncio skips it too)
             out.append(Listener(sock, sockaddr[0], sockaddr[1]))

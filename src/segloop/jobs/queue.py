@@ -4,13 +4,16 @@ The API records a task in the job store, then calls ``queue.submit(task_id)``; t
 carries task ids, never arrays. Whatever runs the task calls
 :meth:`segloop.jobs.runner.Runtime.run`, so both paths execute the same code.
 
-- :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone).
+- :class:`EmbeddedQueue`: worker threads inside the API process (``segloop serve`` alone),
+  or, with ``embedded_processes`` > 0, a pool of worker processes with job affinity
+  (segloop.jobs.procpool) so the engines run outside the server's interpreter.
   On start it resubmits the tasks a previous process left queued or running, so a restart
   loses nothing (running ones once their heartbeat is stale); a reaper thread requeues tasks
   whose heartbeat stopped. It holds the home's lock (segloop.jobs.homelock) so a second
   embedded server cannot take its live tasks.
 - :class:`CeleryQueue`: sends ``segloop.run_task(task_id)`` through Redis to ``segloop worker``
-  processes (see segloop.worker). The API process runs the reaper too, so a job whose worker
+  processes (see segloop.worker), to the worker that cached the job's session when it is alive
+  (job affinity, segloop.jobs.affinity). The API process runs the reaper too, so a job whose worker
   died is retried or failed with a reason even if no other worker notices, and the reaper
   re-sends the queued tasks Redis lost (segloop.jobs.recovery). A send that fails raises
   QueueUnavailableError (the API answers 503 and forgets the task).
@@ -26,8 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from segloop.config import Settings
+from segloop.jobs.affinity import Affinity
 from segloop.jobs.errors import QueueUnavailableError
 from segloop.jobs.homelock import HomeLock
+from segloop.jobs.procpool import ProcessPool
 from segloop.jobs.recovery import BrokerReconciler
 from segloop.jobs.runner import RunOutcome, Runtime
 from segloop.jobs.states import TaskState
@@ -97,7 +102,8 @@ def reap_once(runtime: Runtime, resubmit: Any, reconciler: BrokerReconciler | No
 
 
 class EmbeddedQueue:
-    """In-process worker threads (``settings.workers`` of them)."""
+    """In-process worker threads (``settings.workers`` of them), or worker processes
+    (``settings.embedded_processes`` of them, each with ``workers`` threads)."""
 
     kind = "embedded"
 
@@ -105,6 +111,10 @@ class EmbeddedQueue:
         self.settings, self.runtime = settings, runtime
         self._pool = ThreadPoolExecutor(max_workers=settings.workers,
                                         thread_name_prefix="segloop-worker")
+        self.processes: ProcessPool | None = None
+        if settings.embedded_processes > 0:
+            self.processes = ProcessPool(settings, settings.embedded_processes,
+                                         runtime.bus.publish, self._later, runtime)
         self._closed = False
         self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5))
         # one embedded server per home: a second one would requeue this one's live tasks
@@ -132,7 +142,20 @@ class EmbeddedQueue:
     def submit(self, task_id: str) -> None:
         if self._closed:
             return
+        if self.processes is not None:
+            t = self.runtime.store.get_task(task_id)
+            if t is not None:
+                self.processes.submit(t.job_id, task_id)
+            return
         self._pool.submit(self._run, task_id)
+
+    def _later(self, task_id: str) -> None:
+        """Submit a blocked task again shortly (its job's earlier tasks are unfinished)."""
+        if self._closed:
+            return
+        timer = threading.Timer(0.05, self.submit, args=(task_id,))
+        timer.daemon = True
+        timer.start()
 
     def _run(self, task_id: str) -> None:
         try:
@@ -140,24 +163,31 @@ class EmbeddedQueue:
         except Exception:  # pragma: no cover - run() records its own failures
             log.exception("task %s crashed the runner", task_id)
             return
-        if outcome == RunOutcome.BLOCKED and not self._closed:
-            timer = threading.Timer(0.05, self.submit, args=(task_id,))
-            timer.daemon = True
-            timer.start()
+        if outcome == RunOutcome.BLOCKED:
+            self._later(task_id)
 
     def close(self) -> None:
         self._closed = True
         self._reaper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.close()
         self.runtime.close()
         self._home_lock.release()
 
 
-def send_task(app: Any, task_id: str) -> None:
-    """Publish ``segloop.run_task(task_id)`` (the Celery task id is the segloop task id, so
-    the broker's messages name their tasks); QueueUnavailableError when the broker fails."""
+def send_task(app: Any, task_id: str, job_id: str | None = None,
+              queue: str | None = None) -> None:
+    """Publish ``segloop.run_task(task_id, job_id)`` (the Celery task id is the segloop task
+    id, so the broker's messages name their tasks) to ``queue`` (a worker's own queue: job
+    affinity) or the shared queue; QueueUnavailableError when the broker fails."""
+    args = [task_id] if job_id is None else [task_id, job_id]
     try:
-        app.send_task(TASK_NAME, args=[task_id], task_id=task_id)
+        if queue:
+            app.send_task(TASK_NAME, args=args, task_id=task_id, queue=queue,
+                          routing_key=queue)
+        else:
+            app.send_task(TASK_NAME, args=args, task_id=task_id)
     except Exception as exc:  # kombu/redis raise a variety of connection errors
         raise QueueUnavailableError(
             "the task queue (Redis) is unavailable, nothing was submitted: try again in a "
@@ -198,6 +228,7 @@ class CeleryQueue:
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings, self.runtime = settings, runtime
         self.app = make_celery(settings)
+        self.affinity = Affinity(settings.redis_url)
         self._reaper = _Reaper(runtime, self.submit, max(settings.heartbeat_seconds, 0.5),
                                BrokerReconciler(settings, runtime.store, self.submit))
 
@@ -205,8 +236,11 @@ class CeleryQueue:
         self._reaper.start()
 
     def submit(self, task_id: str) -> None:
-        """Send a task id to the workers; QueueUnavailableError when Redis cannot take it."""
-        send_task(self.app, task_id)
+        """Send a task id to the workers (to the one holding its job's session when it is
+        alive); QueueUnavailableError when Redis cannot take it."""
+        t = self.runtime.store.get_task(task_id)
+        job_id = t.job_id if t is not None else None
+        send_task(self.app, task_id, job_id, self.affinity.route(job_id))
 
     def depth(self) -> int:
         """Messages waiting in the Redis queue."""
@@ -220,3 +254,4 @@ class CeleryQueue:
 
     def close(self) -> None:
         self._reaper.stop()
+        self.affinity.close()

@@ -10,7 +10,8 @@ its earlier ones):
 - **Messages lost by the broker.** A restart of a Redis without persistence (or a flushed
   database) loses the queued messages, which stay ``queued`` in the store forever.
   :class:`BrokerReconciler` compares the store's queued tasks with the messages Redis holds
-  (the ``segloop`` list and the ``unacked`` hash of delivered, not yet acknowledged messages)
+  (the ``segloop`` list, the live workers' own queues -- segloop.jobs.affinity -- and the
+  ``unacked`` hash of delivered, not yet acknowledged messages)
   and sends again every queued task the broker lacks. It runs every :data:`RECONCILE_SECONDS`
   in the API and in every worker (its reaper thread), one process at a time (a Redis lock), and
   whenever Redis is unreachable it does nothing until the next round: so the first round after
@@ -39,6 +40,7 @@ from typing import Any
 from sqlalchemy import Table, delete, select, update
 
 from segloop.config import Settings
+from segloop.jobs.affinity import live_worker_queues
 from segloop.jobs.db import JobRow, TaskRow, utcnow
 from segloop.jobs.states import TaskState
 from segloop.jobs.store import JobStore
@@ -95,12 +97,14 @@ def _message_task_id(raw: bytes | str) -> str | None:
 def broker_task_ids(client: Any, unacked_max_age: float) -> set[str]:
     """Task ids whose messages Redis holds: waiting in the queue, or delivered and not yet
     acknowledged for less than ``unacked_max_age`` seconds."""
+    queues = [BROKER_QUEUE, *live_worker_queues(client)]  # a dead worker's queue: lost
     pipe = client.pipeline(transaction=False)
-    pipe.lrange(BROKER_QUEUE, 0, -1)
     pipe.hgetall(_UNACKED)
     pipe.zrange(_UNACKED_INDEX, 0, -1, withscores=True)
-    waiting, unacked, index = pipe.execute()
-    ids = {t for t in map(_message_task_id, waiting) if t}
+    for q in queues:
+        pipe.lrange(q, 0, -1)
+    unacked, index, *lists = pipe.execute()
+    ids = {t for waiting in lists for t in map(_message_task_id, waiting) if t}
     now = time.time()
     delivered = {tag: score for tag, score in index}
     for tag, raw in unacked.items():

@@ -9,6 +9,9 @@ make the broker redeliver a task whose worker died; the runner's heartbeats and 
 (in every worker and in the API) requeue a task whose worker went silent, or fail it with a
 reason after ``max_attempts``, and re-sends queued tasks the broker lost (after a Redis
 restart: segloop.jobs.recovery); the task is idempotent (a duplicate delivery is skipped).
+Job affinity (segloop.jobs.affinity): each worker also consumes its own queue
+``segloop.w.<node name>``, keeps it announced as live, and records job -> that queue when
+each task starts, so senders route a job's next task to the worker whose cache holds its session.
 Never imports FastAPI.
 """
 
@@ -21,6 +24,7 @@ import threading
 from typing import Any
 
 from segloop.config import Settings
+from segloop.jobs.affinity import Affinity, worker_queue
 from segloop.jobs.events import RedisBus
 from segloop.jobs.queue import TASK_NAME, make_celery, reap_once, send_task
 from segloop.jobs.recovery import BrokerReconciler
@@ -37,6 +41,7 @@ def create_worker(settings: Settings) -> Any:
     app = make_celery(settings)
     state: dict[str, Any] = {}
     guard = threading.Lock()
+    affinity = Affinity(settings.redis_url, alive_ttl=3 * max(settings.heartbeat_seconds, 0.5))
 
     def runtime() -> Runtime:
         with guard:
@@ -46,19 +51,38 @@ def create_worker(settings: Settings) -> Any:
                 name = f"{socket.gethostname()}:{os.getpid()}"
                 rt = Runtime(settings, store, RedisBus(settings.redis_url), worker=name)
                 state["runtime"], state["pid"] = rt, os.getpid()
-                _start_reaper(rt, app, settings)
+                _start_reaper(rt, app, settings, affinity, state)
             return rt
 
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
               max_retries=None)
-    def run_task(self: Any, task_id: str) -> str:
-        outcome = runtime().run(task_id)
+    def run_task(self: Any, task_id: str, job_id: str | None = None) -> str:
+        queue = state.get("queue")
+        if queue and job_id:  # the job's next task comes here (job affinity)
+            affinity.started(queue, task_id, job_id)
+        try:
+            outcome = runtime().run(task_id)
+        finally:
+            if queue and job_id:
+                affinity.ended(queue, task_id)
         if outcome == RunOutcome.BLOCKED:
             raise self.retry(countdown=0.2)
         return outcome
 
     from celery import signals
+
+    @signals.celeryd_after_setup.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _own_queue(sender: str, instance: Any, **_: Any) -> None:
+        queue = worker_queue(str(sender))
+        instance.app.amqp.queues.select_add(queue)
+        state["queue"] = queue
+        affinity.announce(queue, int(getattr(instance, "concurrency", 1) or 1))
+
+    @signals.worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _bye(**_: Any) -> None:
+        if state.get("queue"):
+            affinity.gone(state["queue"])
 
     @signals.worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def _ready(**_: Any) -> None:
@@ -69,15 +93,20 @@ def create_worker(settings: Settings) -> Any:
     return app
 
 
-def _start_reaper(rt: Runtime, app: Any, settings: Settings) -> None:
+def _start_reaper(rt: Runtime, app: Any, settings: Settings, affinity: Affinity,
+                  state: dict[str, Any]) -> None:
     def resubmit(task_id: str) -> None:
-        send_task(app, task_id)
+        t = rt.store.get_task(task_id)
+        job_id = t.job_id if t is not None else None
+        send_task(app, task_id, job_id, affinity.route(job_id))
 
     reconciler = BrokerReconciler(settings, rt.store, resubmit)
 
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(max(settings.heartbeat_seconds, 0.5)):
+            if state.get("queue"):
+                affinity.announce(state["queue"])  # this worker's queue stays a target
             reap_once(rt, resubmit, reconciler)
 
     threading.Thread(target=loop, name="segloop-reaper", daemon=True).start()
