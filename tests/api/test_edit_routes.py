@@ -127,10 +127,11 @@ def test_propagation_range_stops_a_leak(client: TestClient, data: Path) -> None:
     assert t.status_code == 202, t.text
     events = follow(client, jid, t.json()["task_id"])
     assert events[-1]["type"] == "done", events[-1]
-    # slices outside the range are pushed empty while it runs (one run of zeros)
+    # no slice outside the range is ever pushed with a mask (the engine stops at the range's
+    # ends; a short task may end before the stream is read, so the pushed slices may be none)
     painted = {int(k) for e in events if e.get("masks") for k, runs in e["masks"].items()
                if len(runs) > 1}
-    assert painted and all(first <= k <= last for k in painted), painted
+    assert all(first <= k <= last for k in painted), painted
     m = _labels(client, jid) == 1
     zs = np.flatnonzero(m.any(axis=(0, 1)))
     assert zs.min() == first and zs.max() == last
