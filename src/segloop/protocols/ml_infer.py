@@ -72,7 +72,7 @@ def clear_object(store: JobStore, who: Principal, job_id: str, oid: int, value: 
     labels, n = store.labels(job_id, who)
     if n and (labels == value).any():
         labels[labels == value] = 0
-        replay = [{"op": "base", "version": n},
+        replay: list[dict[str, Any]] = [{"op": "base", "version": n},
                   {"op": "set_mask", "version": None, "objects": {str(oid): value}}]
         m = store.add_version(job_id, labels, author=who.name, source="monailabel:clear",
                               replay=replay)

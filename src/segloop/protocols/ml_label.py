@@ -113,7 +113,8 @@ def _check_grid(svc: Services, job: JobRecord, image_id: str, affine: np.ndarray
     corner more than a tenth of a voxel away."""
     import nibabel as nib
 
-    ref = np.asarray(nib.load(files.canonical_path(svc.store.job_dir(job.job_id))).affine)
+    img: Any = nib.load(files.canonical_path(svc.store.job_dir(job.job_id)))
+    ref = np.asarray(img.affine)
     ext = np.asarray(job.shape, float) - 1
     corners = np.array([[i, j, k, 1.0] for i in (0, ext[0]) for j in (0, ext[1])
                         for k in (0, ext[2])])
@@ -138,8 +139,10 @@ def _check_values(svc: Services, who: Principal, job: JobRecord, image_id: str,
     values = {int(v) for v in np.unique(data)} - {0}
     known = {o.label_value for o in svc.store.list_objects(job.job_id, who)}
     if isinstance(label_info, list):
-        known |= {int(i.get("idx", i.get("id"))) for i in label_info
-                  if isinstance(i, dict) and isinstance(i.get("idx", i.get("id")), int)}
+        for item in label_info:
+            idx = item.get("idx", item.get("id")) if isinstance(item, dict) else None
+            if isinstance(idx, int):
+                known.add(idx)
     extra = sorted(values - known)
     if extra:
         objs = ", ".join(str(v) for v in sorted(known)) or "none"

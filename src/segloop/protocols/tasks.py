@@ -141,9 +141,10 @@ class Form:
         if all(u is not None for u in dicom):
             series = sorted({str(u) for u in dicom})
             if len(series) > 1:
+                more = ", ..." if len(series) > 3 else ""
                 raise InputError(f"the upload holds files of {len(series)} DICOM series "
-                                 f"({', '.join(u[-12:] for u in series[:3])}...): send the "
-                                 "files of one series per session")
+                                 f"(UIDs ending {', '.join(u[-12:] for u in series[:3])}{more})"
+                                 ": send the files of one series per session")
         else:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
