@@ -86,15 +86,20 @@ def replace_dir(src: str | Path, dest: str | Path, *, overwrite: bool = False) -
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) for a writer to fill; on success it
-    replaces ``path`` durably, on error it is removed and ``path`` is untouched."""
+    replaces ``path`` durably, on error it is removed and ``path`` is untouched. ``durable=False``
+    skips the two ``fsync`` calls (still atomic): for throwaway files such as a result that is
+    sent and deleted, where waiting for the disk is pure latency."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(dest)
     try:
         yield tmp
-        replace_file(tmp, dest)
+        if durable:
+            replace_file(tmp, dest)
+        else:
+            os.replace(tmp, dest)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -200,7 +200,8 @@ def jobs_router() -> APIRouter:
         def parse_and_store() -> int:
             can = files.load_canonical(svc.store.job_dir(job_id), job.modality)
             if files.is_dicom(data) and not job.image2d:  # a DICOM-SEG: placed by position
-                labels, names = files.read_seg_upload(data, can, svc.settings.tmp_dir)
+                labels, names = files.read_seg_upload(data, can, svc.settings.tmp_dir,
+                                                      svc.source_volume(job))
                 n = svc.store.edit_mask(job_id, who, labels, source="import:dicom-seg")
                 name_objects(svc, who, job_id, names)
                 return n

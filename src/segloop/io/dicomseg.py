@@ -238,30 +238,108 @@ def _frame_attr(ds: Any, frame: Any, seq: str, attr: str) -> Any:
     raise InputError(f"DICOM-SEG lacks {seq}/{attr}; cannot place its frames in space")
 
 
-def read_dicom_seg(path: str | Path, reference: Volume | None = None) -> DicomSeg:
+def read_dicom_seg(path: str | Path, reference: Volume | None = None, *,
+                   frame_of_reference: str | None = None,
+                   max_pixels: int | None = None) -> DicomSeg:
     """Read a DICOM Segmentation; arrays on ``reference``'s canonical grid when given.
 
     Frames are placed by ImagePositionPatient (pixel centres rounded to the nearest voxel
     of the target grid), so a SEG covering only some slices of the reference works.
+    ``frame_of_reference``: the reference series' FrameOfReferenceUID; a SEG in another one
+    is refused (its positions mean nothing on this grid). ``max_pixels``: the most frame
+    pixels (frames x rows x columns) accepted, checked before any pixel data is decoded
+    (default with a reference: 64 Mi + 8 per reference voxel; none without one); a
+    deflate-compressed file may not inflate to more than that plus 16 MiB either.
+    Malformed, truncated or inconsistent files raise InputError with one line.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
+    if max_pixels is None and reference is not None:
+        max_pixels = (1 << 26) + 8 * int(np.prod(reference.shape))
+    if max_pixels is not None:
+        _check_inflated_size(p, max_pixels + (16 << 20))
     try:
         ds = pydicom.dcmread(p)
     except Exception as exc:
         raise InputError(f"{p}: not a readable DICOM file ({one_line(exc)})") from exc
     if str(ds.get("SOPClassUID", "")) != _SEG_SOP_CLASS:
         raise InputError(f"{p}: not a DICOM Segmentation (Modality {ds.get('Modality', '?')})")
-    pix = np.asarray(ds.pixel_array)
-    n_frames = int(ds.get("NumberOfFrames", 1))
-    pix = pix.reshape(n_frames, int(ds.Rows), int(ds.Columns))
+    seg_for = str(ds.get("FrameOfReferenceUID", "") or "")
+    if frame_of_reference and seg_for and seg_for != frame_of_reference:
+        raise InputError(f"{p}: the DICOM-SEG is in another frame of reference ({seg_for}) "
+                         f"than this series ({frame_of_reference}): it segments another series")
+    try:
+        return _read_seg(ds, p, reference, max_pixels)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # missing attributes, bad values, short pixel data ...
+        raise InputError(f"{p}: the DICOM-SEG is malformed or truncated ({one_line(exc)})"
+                         ) from exc
+
+
+def _check_inflated_size(p: Path, limit: int) -> None:
+    """A Deflated Explicit VR Little Endian file: VolumeTooLargeError when its dataset
+    inflates to more than ``limit`` bytes (counted in 1 MiB steps, nothing kept)."""
+    import zlib
+
+    from segloop.errors import VolumeTooLargeError
+
+    try:
+        meta = pydicom.filereader.read_file_meta_info(p)
+    except Exception:
+        return  # not a DICOM Part 10 file: dcmread says so
+    if str(meta.get("TransferSyntaxUID", "")) != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return
+    raw = p.read_bytes()
+    start = 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0))
+    d = zlib.decompressobj(-15)
+    size, chunk = 0, d.decompress(raw[start:], 1 << 20)
+    try:
+        while True:
+            size += len(chunk)
+            if size > limit:
+                raise VolumeTooLargeError(f"{p}: the deflate-compressed DICOM-SEG inflates to "
+                                          f"more than {limit} bytes, more than a segmentation "
+                                          "of this volume can hold; refusing it")
+            if not d.unconsumed_tail:
+                break
+            chunk = d.decompress(d.unconsumed_tail, 1 << 20)
+    except zlib.error as exc:
+        raise InputError(f"{p}: the deflate-compressed DICOM-SEG is corrupt ({exc})") from exc
+
+
+def _read_seg(ds: Any, p: Path, reference: Volume | None, max_pixels: int | None) -> DicomSeg:
+    from segloop.errors import VolumeTooLargeError
+
+    n_frames, rows, cols = int(ds.get("NumberOfFrames", 1)), int(ds.Rows), int(ds.Columns)
+    if min(n_frames, rows, cols) < 1:
+        raise InputError(f"{p}: the DICOM-SEG has {n_frames} frames of {rows} x {cols} pixels")
+    if max_pixels is not None and n_frames * rows * cols > max_pixels:
+        raise VolumeTooLargeError(f"{p}: the DICOM-SEG declares {n_frames} frames of {rows} x "
+                                  f"{cols} pixels, more than a segmentation of this volume "
+                                  f"can hold ({max_pixels} pixels); refusing it")
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if len(per_frame) != n_frames:
+        raise InputError(f"{p}: the DICOM-SEG declares {n_frames} frames but describes "
+                         f"{len(per_frame)}")
+    segments = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.SegmentSequence}
+    bad = sorted(n for n in segments if not 1 <= n <= 255)
+    if bad:
+        raise InputError(f"{p}: segment number {bad[0]} is outside 1..255")
+    try:
+        pix = np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise InputError(f"{p}: the DICOM-SEG's pixel data is unreadable or truncated "
+                         f"({one_line(exc)})") from exc
+    if pix.size != n_frames * rows * cols:
+        raise InputError(f"{p}: the DICOM-SEG's pixel data holds {pix.size} pixels, not "
+                         f"{n_frames} x {rows} x {cols}")
+    pix = pix.reshape(n_frames, rows, cols)
     if str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
         pix = pix > float(ds.get("MaximumFractionalValue", 255)) / 2
     else:
         pix = pix > 0
-    segments = {int(s.SegmentNumber): str(s.get("SegmentLabel", "")) for s in ds.SegmentSequence}
-    per_frame = ds.PerFrameFunctionalGroupsSequence
     iop = _floats(_frame_attr(ds, per_frame[0], "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
     ps = _floats(_frame_attr(ds, per_frame[0], "PixelMeasuresSequence", "PixelSpacing"), 2)
     row_dir, col_dir = iop[:3], iop[3:]
@@ -272,6 +350,10 @@ def read_dicom_seg(path: str | Path, reference: Volume | None = None) -> DicomSe
     seg_no = [
         int(_frame_attr(ds, f, "SegmentIdentificationSequence", "ReferencedSegmentNumber")) for f in per_frame
     ]
+    unknown = sorted(set(seg_no) - set(segments))
+    if unknown:
+        raise InputError(f"{p}: frames refer to segment {unknown[0]}, which the SEG's "
+                         "SegmentSequence does not define")
     if reference is None:
         reference = _own_geometry(ds, per_frame[0], pos, normal, row_dir, col_dir, ps)
     inv = np.linalg.inv(reference.affine)

@@ -99,7 +99,8 @@ def _nifti_image(
     return img
 
 
-def _write_itk(data: npt.NDArray[Any], affine: npt.NDArray[np.float64], path: Path) -> None:
+def _write_itk(data: npt.NDArray[Any], affine: npt.NDArray[np.float64], path: Path,
+               compress: bool = True) -> None:
     import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
@@ -108,10 +109,11 @@ def _write_itk(data: npt.NDArray[Any], affine: npt.NDArray[np.float64], path: Pa
     img.SetSpacing([float(s) for s in spacing])
     img.SetDirection([float(v) for v in (lps[:3, :3] / spacing[None, :]).reshape(-1)])
     img.SetOrigin([float(v) for v in lps[:3, 3]])
-    sitk.WriteImage(img, str(path), True)
+    sitk.WriteImage(img, str(path), compress)
 
 
-def save_mask(mask: npt.NDArray[Any], volume: Volume, path: str | Path) -> Path:
+def save_mask(mask: npt.NDArray[Any], volume: Volume, path: str | Path, *,
+              compress: bool = True, durable: bool = True) -> Path:
     """Write a mask on the SOURCE grid of ``volume``; returns the written path.
 
     mask: uint8 (or bool) label map ``(X, Y, Z)`` on ``volume.canonical()``'s grid.
@@ -119,12 +121,14 @@ def save_mask(mask: npt.NDArray[Any], volume: Volume, path: str | Path) -> Path:
         exact RAS affine otherwise), ``.nrrd``/``.mha``/``.mhd`` (LPS geometry), or
         ``.npz`` (arrays ``image`` and ``affine``). The file is written atomically.
         (.mhd is not offered: its separate data file cannot be renamed atomically.)
+    compress: .nrrd/.mha data compressed (gzip) or raw. durable: False skips the fsyncs
+        (a throwaway file, e.g. a protocol result that is sent and deleted).
     """
     dest = Path(path)
     suffix = _suffix(dest)
     arr = _as_mask(mask, volume.canonical_shape)
     src = np.ascontiguousarray(volume.canonical_to_source(arr))
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, durable=durable) as tmp:
         if suffix in (".nii", ".nii.gz"):
             header = volume.header if volume.source_format == "nifti" else None
             img = _nifti_image(src, volume.affine, header)
@@ -134,7 +138,7 @@ def save_mask(mask: npt.NDArray[Any], volume: Volume, path: str | Path) -> Path:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, image=src, affine=volume.affine)
         else:
-            _write_itk(src, volume.affine, tmp)
+            _write_itk(src, volume.affine, tmp, compress)
     log.debug("wrote mask %s shape=%s", dest, src.shape)
     return dest
 

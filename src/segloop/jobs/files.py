@@ -55,6 +55,7 @@ __all__ = [
     "atomic_write_bytes",
     "canonical_path",
     "encode_labels",
+    "frame_of_reference",
     "ingest_upload",
     "is_dicom",
     "load_canonical",
@@ -340,17 +341,23 @@ def is_dicom(data: bytes) -> bool:
     return data[128:132] == b"DICM"
 
 
-def read_seg_upload(data: bytes, canonical: Volume, tmp_dir: Path) -> tuple[LabelMap, dict[int, str]]:
+def read_seg_upload(data: bytes, canonical: Volume, tmp_dir: Path,
+                    source: Volume | None = None) -> tuple[LabelMap, dict[int, str]]:
     """Read an uploaded DICOM-SEG onto the job's canonical grid -> (uint8 labels, segment
     number -> name). Frames are placed by position, so a SEG of this series (or of any series
-    in the same frame of reference) lands where it belongs; one outside the volume is refused."""
+    in the same frame of reference) lands where it belongs; one outside the volume, one in
+    another frame of reference than ``source``'s DICOM series, and malformed, truncated or
+    oversized ones (pixels, inflated bytes) are refused with one line naming "the upload"."""
     from segloop.io.dicomseg import read_dicom_seg
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     path = tmp_dir / f"seg-{uuid.uuid4().hex}.dcm"
     try:
         path.write_bytes(data)
-        seg = read_dicom_seg(path, reference=canonical)
+        seg = read_dicom_seg(path, reference=canonical,
+                             frame_of_reference=frame_of_reference(source))
+    except InputError as exc:
+        raise type(exc)(str(exc).replace(str(path), "the upload")) from None
     finally:
         path.unlink(missing_ok=True)
     if not seg.labels.any():
@@ -359,6 +366,21 @@ def read_seg_upload(data: bytes, canonical: Volume, tmp_dir: Path) -> tuple[Labe
     if max(seg.segments, default=0) > 255:
         raise InputError("the DICOM-SEG has more than 255 segments")
     return seg.labels.astype(np.uint8), seg.segments
+
+
+def frame_of_reference(vol: Volume | None) -> str | None:
+    """The FrameOfReferenceUID of a DICOM volume's first source file (None when not DICOM,
+    not said or unreadable)."""
+    if vol is None or vol.dicom is None or not vol.dicom.files:
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(vol.dicom.files[0], stop_before_pixels=True,
+                             specific_tags=["FrameOfReferenceUID"])
+    except Exception:
+        return None
+    return str(ds.get("FrameOfReferenceUID", "") or "") or None
 
 
 def _gunzip_limited(data: bytes, limit: int) -> bytes:

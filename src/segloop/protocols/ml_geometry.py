@@ -153,14 +153,14 @@ def write_result(mask: npt.NDArray[np.bool_], vol: Volume, dest_dir: Path, stem:
         raise InputError(f"result_dtype {dtype!r} is not offered; use one of "
                          f"{', '.join(RESULT_DTYPES)}")
     path = dest_dir / f"{stem}{ext}"
-    save_mask(np.asarray(mask, np.uint8), vol, path)
+    # a throwaway file (sent, then deleted): no fsync; NRRD/MHA written compressed or not
+    save_mask(np.asarray(mask, np.uint8), vol, path, compress=compress, durable=False)
     if ext.endswith(".nrrd") or ext == ".mha":
-        if dtype != "uint8" or not compress:
+        if dtype != "uint8":
             import SimpleITK as sitk
 
             simg = sitk.ReadImage(str(path))
-            if dtype != "uint8":
-                simg = sitk.Cast(simg, sitk.GetImageFromArray(np.zeros((2, 2), dtype)).GetPixelID())
+            simg = sitk.Cast(simg, sitk.GetImageFromArray(np.zeros((2, 2), dtype)).GetPixelID())
             sitk.WriteImage(simg, str(path), compress)
     elif dtype != "uint8":
         import nibabel as nib

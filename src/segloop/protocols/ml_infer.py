@@ -25,13 +25,13 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.api.app import Services
 from segloop.errors import InputError
-from segloop.jobs.store import Principal
+from segloop.jobs.store import JobStore, Principal
 
 from . import ml_geometry as geo
 from .refs import RefKind, RefStore
 from .tasks import Step, StepKind, run_steps
 
-__all__ = ["InferResult", "run_infer"]
+__all__ = ["InferResult", "clear_object", "run_infer"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,22 @@ def _object_for(svc: Services, who: Principal, job_id: str, label: Any) -> tuple
     return new.object_id, new.label_value
 
 
-def _clear(svc: Services, who: Principal, job_id: str, value: int) -> None:
-    """A new version with the object's voxels erased (when it has any)."""
-    labels, n = svc.store.labels(job_id, who)
+def clear_object(store: JobStore, who: Principal, job_id: str, oid: int, value: int) -> None:
+    """A new version with the object's voxels erased (when it has any).
+
+    Recorded as a step on top of the current version (``base`` + ``set_mask`` of this one
+    object), not as a self-contained edit: a worker whose cached engine session holds the
+    current version then just empties the object in it and keeps the session (its cached
+    slice embeddings); a self-contained edit would make it open the session afresh. A
+    replay from scratch gives the same state (the same steps in the same order)."""
+    labels, n = store.labels(job_id, who)
     if n and (labels == value).any():
         labels[labels == value] = 0
-        svc.store.edit_mask(job_id, who, labels)
+        replay: list[dict[str, Any]] = [{"op": "base", "version": n},
+                  {"op": "set_mask", "version": None, "objects": {str(oid): value}}]
+        m = store.add_version(job_id, labels, author=who.name, source="monailabel:clear",
+                              replay=replay)
+        store.audit(who.name, "edit", job_id, version=m, source="monailabel:clear")
 
 
 def _points(vol: Any, p: dict[str, Any], key: str) -> list[tuple[int, int, int]]:
@@ -110,7 +120,7 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
         mode = "refine"
     else:
         steps = geo.plan(fg, bg, roi, three_d, oid)
-        await run_in_threadpool(_clear, svc, who, job_id, value)
+        await run_in_threadpool(clear_object, svc.store, who, job_id, oid, value)
         mode = "new"
     if roi is not None:  # no step changes the object outside the ROI: the stored version too
         cut = [[roi.lo[a], roi.hi[a]] for a in range(3)]

@@ -39,6 +39,7 @@ from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal
 
 from .dicomweb import DicomWeb, DicomWebError, RemoteSeries
+from .ml_label import read_label
 from .refs import Ref, RefKind, RefStore
 
 __all__ = ["FINAL", "Candidate", "MlStore"]
@@ -151,9 +152,8 @@ class MlStore:
     # ------------------------------------------------------------------ labels
     def save_label(self, who: Principal, image_id: str, tag: str, path: Path,
                    params: dict[str, Any]) -> dict[str, Any]:
-        """Store an uploaded label map as a version of the image's job; ``final`` reviews it."""
-        from segloop.io import load_volume
-
+        """Store an uploaded label map as a version of the image's job; ``final`` reviews it
+        (the file is read and checked by :func:`~segloop.protocols.ml_label.read_label`)."""
         ref, job = self.image(image_id, who)
         assert ref.job_id is not None
         if tag == FINAL and not who.is_reviewer:
@@ -162,22 +162,11 @@ class MlStore:
             raise ForbiddenError("saving a 'final' label marks it reviewed, which needs the "
                                  "reviewer or admin role; save it with another tag (e.g. "
                                  "tag=draft) for a reviewer to finish")
-        if path.name.endswith(".bin"):
-            data = self._binary_label(job, path)
-        else:
-            try:
-                lab = load_volume(path, max_voxels=self.svc.settings.max_voxels)
-            except InputError as exc:
-                msg = str(exc).replace(str(path), "the label")
-                raise InputError(f"the label is not a readable volume: {msg}") from None
-            data = np.asarray(lab.canonical().data)
-            if tuple(data.shape) != tuple(job.shape):
-                raise InputError(f"the label has shape {list(lab.shape)} but image "
-                                 f"{image_id!r} has {job.source_shape}: save it on the "
-                                 "image's grid")
-        if data.size and (data.min() < 0 or data.max() > 255):
-            raise InputError("label values must be integers 0..255")
-        n = self.svc.store.edit_mask(ref.job_id, who, data.astype(np.uint8))
+        lab = read_label(self.svc, who, job, image_id, path, params.get("label_info"))
+        n = self.svc.store.edit_mask(ref.job_id, who, lab.labels.astype(np.uint8))
+        if lab.names:  # a DICOM-SEG's segment names
+            self._name_objects(ref.job_id, who, [{"name": v, "idx": k}
+                                                 for k, v in lab.names.items() if v])
         self._name_objects(ref.job_id, who, params.get("label_info"))
         out: dict[str, Any] = {"image": image_id, "label": image_id, "version": n}
         if tag == FINAL:
@@ -200,19 +189,6 @@ class MlStore:
             ref.data["labels"][tag]["info"]["SeriesInstanceUID"] = seg_uid
             self.refs.update(ref)
         return out
-
-    def _binary_label(self, job: JobRecord, path: Path) -> Any:
-        """OHIF's ``label.bin``: one uint8 per voxel of the image as loaded, first index
-        fastest (the image's i, j, k), as a canonical label map."""
-        vol = self.svc.source_volume(job)
-        shape = tuple(int(v) for v in vol.shape)
-        n = int(np.prod(shape))
-        size = path.stat().st_size
-        if size != n:
-            raise InputError(f"a .bin label holds one byte per voxel: {n} bytes for the image's "
-                             f"shape {list(shape)}, got {size}")
-        arr = np.fromfile(path, np.uint8).reshape(shape, order="F")
-        return np.asarray(vol.source_to_canonical(arr))
 
     def _store_seg(self, job: JobRecord, who: Principal, version: int) -> str:
         """Version ``version`` of a DICOMweb image's job as DICOM-SEG, stored back with

@@ -281,7 +281,7 @@ def monailabel_router() -> APIRouter:
         out = st.svc.settings.tmp_dir / f"label-{uuid.uuid4()}.nii.gz"
         from segloop.io import save_mask
 
-        await run_in_threadpool(save_mask, labels, vol, out)
+        await run_in_threadpool(lambda: save_mask(labels, vol, out, durable=False))
         return FileResponse(out, filename=f"{label}.nii.gz", media_type="application/gzip",
                             background=BackgroundTask(lambda: out.unlink(missing_ok=True)))
 

@@ -136,18 +136,57 @@ class Form:
         import uuid
         import zipfile
 
+        names = [_part_name(fname, i) for i, (_, fname) in enumerate(parts)]
+        dicom = [_series_uid(src) for src, _ in parts]
+        if all(u is not None for u in dicom):
+            series = sorted({str(u) for u in dicom})
+            if len(series) > 1:
+                more = ", ..." if len(series) > 3 else ""
+                raise InputError(f"the upload holds files of {len(series)} DICOM series "
+                                 f"(UIDs ending {', '.join(u[-12:] for u in series[:3])}{more})"
+                                 ": send the files of one series per session")
+        else:
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise InputError(f"two files are named {dup[0]!r}: a header names its data "
+                                 "file by name, so each name may come once")
         path = tmp_dir / f"form-{uuid.uuid4()}"
         self.files.setdefault(f"{name}.zip", []).append((path, ""))  # removed by cleanup
         seen: set[str] = set()
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-            for i, (src, fname) in enumerate(parts):
-                arc = Path(fname).name or f"file{i}"
-                if arc in seen:  # same base name twice: keep both
+            for i, ((src, _), arc) in enumerate(zip(parts, names, strict=True)):
+                if arc in seen:  # DICOM files of one series under the same name: keep both
                     arc = f"{i}-{arc}"
                 seen.add(arc)
                 zf.write(src, arc)
-        stem = Path(parts[0][1]).name.split(".")[0] or "upload"
+        stem = names[0].split(".")[0] or "upload"
         return path, f"{stem}.zip"
+
+
+def _part_name(fname: str, i: int) -> str:
+    """A multi-file part's plain file name; InputError for one that climbs out of its folder
+    (``../x``) or is absolute: a client that sends such names is confused or hostile."""
+    raw = fname.replace("\\", "/")
+    if raw.startswith("/") or ".." in raw.split("/") or (len(raw) > 1 and raw[1] == ":"):
+        raise InputError(f"file name {fname[:80]!r} points outside its folder: send plain "
+                         "file names")
+    return raw.rsplit("/", 1)[-1] or f"file{i}"
+
+
+def _series_uid(path: Path) -> str | None:
+    """The SeriesInstanceUID of a DICOM file ("" when it has none), None when not DICOM."""
+    from segloop.jobs.files import is_dicom
+
+    with open(path, "rb") as fh:
+        if not is_dicom(fh.read(256)):
+            return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:
+        return None
+    return str(ds.get("SeriesInstanceUID", "") or "")
 
 
 async def read_form(request: Request, svc: Services) -> Form:
