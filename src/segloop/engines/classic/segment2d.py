@@ -161,6 +161,9 @@ def spanning_class(ctx: ClassicContext, img: F32, fg: BoolArray, model: Intensit
     lo, hi = vals[vals <= t], vals[vals > t]
     if lo.size < 8 or hi.size < 8 or float(np.median(hi) - np.median(lo)) < 2.0 * ctx.noise_level():
         return fg, model
+    spread = float(lo.std() + hi.std())
+    if float(np.median(hi) - np.median(lo)) < opts.class_split * spread:  # one class, halved
+        return fg, model
     spanning = []
     for part in (fg & (img <= t), fg & (img > t)):
         part = clean(part, ctx.sp, opts.clean_mm, opts.open_frac * box_scale) & fg
