@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nibabel as nib
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from livertask import liver_slice_box, wait_task
 from liveserver import wait_for_health
 from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
@@ -45,24 +44,6 @@ def slow_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     """The slow-classic engine, importable here and in the spawned worker processes."""
     need_shared_data()
     monkeypatch.syspath_prepend(str(WORKER_TESTS))
-
-
-def _box() -> tuple[int, list[int]]:
-    lab = np.asarray(nib.load(str(SHARED_DATA / "totalseg/example_seg.nii.gz")).dataobj) == 5
-    z = int(np.argmax(lab.sum(axis=(0, 1))))
-    xs, ys = np.nonzero(lab[:, :, z])
-    return z, [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-
-
-def _wait(c: TestClient, jid: str, tid: str, timeout: float = 60) -> dict[str, Any]:
-    t0 = time.monotonic()
-    t: dict[str, Any] = {}
-    while time.monotonic() - t0 < timeout:
-        t = c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json()
-        if t["state"] in ("succeeded", "failed", "cancelled"):
-            return t
-        time.sleep(0.05)
-    raise AssertionError(f"task {tid} did not finish: {t}")
 
 
 def _pid(s: Settings, tid: str) -> int:
@@ -94,7 +75,7 @@ def _upload(c: TestClient) -> str:
 def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
                                                           slow_plugin: None) -> None:
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
         jid = _upload(c)
         tids = [c.post(f"/api/v1/jobs/{jid}/initial-mask",
@@ -103,7 +84,7 @@ def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
                 c.post(f"/api/v1/jobs/{jid}/refine", json={"slice_index": z + 2, "box": [
                     box[0] + 1, box[1] + 1, box[2] - 1, box[3] - 1]}).json()["task_id"]]
         for tid in tids:
-            assert _wait(c, jid, tid)["state"] == "succeeded"
+            assert wait_task(c, jid, tid)["state"] == "succeeded"
         pids = {_pid(s, tid) for tid in tids}
         assert len(pids) == 1 and os.getpid() not in pids, pids  # one process, not ours
         first = pids.pop()
@@ -113,7 +94,7 @@ def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
             time.sleep(0.05)
         t = c.post(f"/api/v1/jobs/{jid}/refine", json={"slice_index": z - 2, "box": [
             box[0] + 2, box[1] + 2, box[2] - 2, box[3] - 2]}).json()["task_id"]
-        done = _wait(c, jid, t)
+        done = wait_task(c, jid, t)
         assert done["state"] == "succeeded" and done["version"] == 4, done
         second = _pid(s, t)
         assert second not in (first, os.getpid()) and _alive(second)
@@ -121,16 +102,16 @@ def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
         other = _upload(c)
         t2 = c.post(f"/api/v1/jobs/{other}/initial-mask",
                     json={"slice_index": z, "box": box}).json()["task_id"]
-        assert _wait(c, other, t2)["state"] == "succeeded"
+        assert wait_task(c, other, t2)["state"] == "succeeded"
         t3 = c.post(f"/api/v1/jobs/{other}/propagate").json()["task_id"]
-        assert _wait(c, other, t3)["state"] == "succeeded"
+        assert wait_task(c, other, t3)["state"] == "succeeded"
         assert _pid(s, t2) == _pid(s, t3) not in (second, os.getpid())
 
 
 def test_a_task_whose_process_is_killed_still_completes(tmp_path: Path,
                                                        slow_plugin: None) -> None:
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
         jid = _upload(c)
         c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
@@ -143,7 +124,7 @@ def test_a_task_whose_process_is_killed_still_completes(tmp_path: Path,
             time.sleep(0.05)
         pid = _pid(s, tid)
         os.kill(pid, signal.SIGKILL)
-        done = _wait(c, jid, tid, timeout=90)
+        done = wait_task(c, jid, tid, timeout=90)
         assert done["state"] == "succeeded" and done["attempts"] == 2, done
         assert _pid(s, tid) != pid
 
@@ -151,7 +132,7 @@ def test_a_task_whose_process_is_killed_still_completes(tmp_path: Path,
 def test_cancel_and_progress_cross_the_process_boundary(tmp_path: Path,
                                                         slow_plugin: None) -> None:
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
         jid = _upload(c)
         c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
@@ -172,7 +153,7 @@ def test_cancel_and_progress_cross_the_process_boundary(tmp_path: Path,
         assert seen.wait(60), "no progress event came from the worker process"
         assert c.post(f"/api/v1/jobs/{jid}/cancel").json()["cancel_requested"] == 1
         th.join(30)
-        done = _wait(c, jid, t["task_id"])
+        done = wait_task(c, jid, t["task_id"])
         assert done["state"] == "cancelled" and "cancelled after" in done["error"], done
         assert _pid(s, t["task_id"]) != os.getpid()
 
@@ -196,7 +177,7 @@ def test_no_worker_process_outlives_the_server(tmp_path: Path, how: str) -> None
     pids: set[int] = set()
     try:
         wait_for_health(f"http://127.0.0.1:{port}", proc, seconds=60)
-        z, box = _box()
+        z, box = liver_slice_box()
         with httpx.Client(timeout=60) as h:
             for _ in range(3):  # three jobs: both slots are likely to start
                 jid = h.post(f"{base}/jobs", files={"file": ("ct.nii.gz", CT.read_bytes())}

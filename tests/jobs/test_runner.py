@@ -15,6 +15,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from livertask import liver_slice_box, wait_task
 from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import Settings, load_settings
@@ -40,23 +41,6 @@ def _need() -> None:
     need_shared_data()
 
 
-def _box() -> tuple[int, list[int]]:
-    lab = np.asarray(nib.load(str(DATA / "totalseg/example_seg.nii.gz")).dataobj) == 5
-    z = int(np.argmax(lab.sum(axis=(0, 1))))
-    xs, ys = np.nonzero(lab[:, :, z])
-    return z, [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-
-
-def _wait(c: TestClient, jid: str, tid: str, timeout: float = 30) -> dict[str, Any]:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        t = c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json()
-        if t["state"] in ("succeeded", "failed", "cancelled"):
-            return t
-        time.sleep(0.05)
-    raise AssertionError(f"task {tid} did not finish: {t}")
-
-
 class SlowSession(ClassicSession):
     """Classic, 50 ms per propagated slice (to cancel / kill mid-way)."""
 
@@ -77,20 +61,20 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
     """A new server process on the same home sees versions and resumes with replayed sessions."""
     _need()
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
         jid = c.post("/api/v1/jobs", files={"file": ("a", CT.read_bytes())}).json()["job_id"]
         t1 = c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box}).json()
         t2 = c.post(f"/api/v1/jobs/{jid}/propagate").json()
-        assert _wait(c, jid, t2["task_id"])["version"] == 2
-        assert _wait(c, jid, t1["task_id"])["version"] == 1  # ran in submission order
+        assert wait_task(c, jid, t2["task_id"])["version"] == 2
+        assert wait_task(c, jid, t1["task_id"])["version"] == 1  # ran in submission order
         ref = c.get(f"/api/v1/jobs/{jid}/result").content
     with TestClient(create_app(s)) as c:  # "restart": cold session cache
         assert c.get(f"/api/v1/jobs/{jid}/status").json()["current_version"] == 2
         assert c.get(f"/api/v1/jobs/{jid}/result").content == ref
         t3 = c.post(f"/api/v1/jobs/{jid}/refine", json={"slice_index": z - 5, "box": [
             box[0], box[1], box[2] - 5, box[3] - 5]}).json()
-        assert _wait(c, jid, t3["task_id"])["state"] == "succeeded"
+        assert wait_task(c, jid, t3["task_id"])["state"] == "succeeded"
         hot = c.get(f"/api/v1/jobs/{jid}/result").content
     # the same refine on a session that never left memory gives the same mask
     s2 = _settings(tmp_path / "b")
@@ -100,7 +84,7 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
         c.post(f"/api/v1/jobs/{j2}/propagate")
         t = c.post(f"/api/v1/jobs/{j2}/refine", json={"slice_index": z - 5, "box": [
             box[0], box[1], box[2] - 5, box[3] - 5]}).json()
-        _wait(c, j2, t["task_id"])
+        wait_task(c, j2, t["task_id"])
         import gzip
 
         a = nib.Nifti1Image.from_bytes(gzip.decompress(hot)).get_fdata()
@@ -112,7 +96,7 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
 def test_unfinished_tasks_resume_after_restart(tmp_path: Path) -> None:
     _need()
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct.nii.gz", LOCAL_ADMIN)
     t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
@@ -123,7 +107,7 @@ def test_unfinished_tasks_resume_after_restart(tmp_path: Path) -> None:
             state="running", attempts=1, heartbeat=dt.datetime(2000, 1, 1)))
     store.close()
     with TestClient(create_app(s)) as c:
-        done = _wait(c, job.job_id, t.task_id)
+        done = wait_task(c, job.job_id, t.task_id)
         assert done["state"] == "succeeded" and done["attempts"] == 2
 
 
@@ -137,7 +121,7 @@ def _copy(src: Path, s: Settings) -> Path:
 def test_claim_is_exclusive_and_idempotent(tmp_path: Path) -> None:
     _need()
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)
     t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
@@ -161,7 +145,7 @@ def test_claim_is_exclusive_and_idempotent(tmp_path: Path) -> None:
 def test_reaper_requeues_then_fails(tmp_path: Path) -> None:
     _need()
     s = _settings(tmp_path, max_attempts=2)
-    z, box = _box()
+    z, box = liver_slice_box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)
     t = store.create_task(job.job_id, "initial-mask", {"slice_index": z, "box": box},
@@ -186,7 +170,7 @@ def test_cancel_mid_propagation(tmp_path: Path) -> None:
     _need()
     register_engine("slow-classic", SlowEngine)
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
         jid = c.post("/api/v1/jobs", files={"file": ("a", CT.read_bytes())}).json()["job_id"]
         c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
@@ -207,7 +191,7 @@ def test_cancel_mid_propagation(tmp_path: Path) -> None:
         assert seen.wait(20)
         assert c.post(f"/api/v1/jobs/{jid}/cancel").json()["cancel_requested"] == 1
         th.join(20)
-        done = _wait(c, jid, t["task_id"])
+        done = wait_task(c, jid, t["task_id"])
         assert done["state"] == "cancelled" and "cancelled after" in done["error"]
         assert c.get(f"/api/v1/jobs/{jid}/status").json()["current_version"] == 1
 
@@ -215,7 +199,7 @@ def test_cancel_mid_propagation(tmp_path: Path) -> None:
 def test_model_reload_drops_engines_and_sessions(tmp_path: Path) -> None:
     _need()
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     store = JobStore(s)
     job = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN)
     rt = Runtime(s, store, LocalBus(), "w1")
@@ -237,7 +221,7 @@ def test_model_reload_drops_engines_and_sessions(tmp_path: Path) -> None:
 def test_cleanup_keeps_reviewed(tmp_path: Path) -> None:
     _need()
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     store = JobStore(s)
     jobs = [store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN).job_id for _ in range(2)]
     rt = Runtime(s, store, LocalBus(), "w1")
@@ -262,7 +246,7 @@ def test_session_behind_catches_up_with_missed_steps(tmp_path: Path) -> None:
     reopen, no full replay) and ends exactly where a worker that saw every step is."""
     _need()
     s = _settings(tmp_path)
-    z, box = _box()
+    z, box = liver_slice_box()
     store = JobStore(s)
     jid = store.create_job(_copy(CT, s), "ct", LOCAL_ADMIN).job_id
     a, b = Runtime(s, store, LocalBus(), "a"), Runtime(s, store, LocalBus(), "b")

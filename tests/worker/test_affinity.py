@@ -5,15 +5,12 @@ completes on the other one."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from livertask import liver_slice_box, wait_task
 from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import Settings, load_settings
@@ -30,24 +27,6 @@ def _plugin() -> None:
     import slow_engine_plugin  # noqa: F401  (registers slow-classic in this process too)
 
 
-def _box() -> tuple[int, list[int]]:
-    lab = np.asarray(nib.load(str(SHARED_DATA / "totalseg/example_seg.nii.gz")).dataobj) == 5
-    z = int(np.argmax(lab.sum(axis=(0, 1))))
-    xs, ys = np.nonzero(lab[:, :, z])
-    return z, [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-
-
-def _done(c: TestClient, jid: str, tid: str, timeout: float = 60) -> dict[str, Any]:
-    t0 = time.monotonic()
-    t: dict[str, Any] = {}
-    while time.monotonic() - t0 < timeout:
-        t = c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json()
-        if t["state"] in ("succeeded", "failed", "cancelled"):
-            return t
-        time.sleep(0.05)
-    raise AssertionError(f"task {tid} did not finish: {t}")
-
-
 def _worker(s: Settings, tid: str) -> str:
     store = JobStore(s)
     try:
@@ -62,7 +41,7 @@ def test_a_jobs_tasks_follow_its_session_and_survive_its_worker(
         workers: Workers, redis_url: str, database_url: str, home: Path) -> None:
     need_shared_data()
     s = load_settings(None, **service_env(home, redis_url, database_url))
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
         jid = c.post("/api/v1/jobs", files={"file": ("ct.nii.gz", CT.read_bytes())}
                      ).json()["job_id"]
@@ -71,7 +50,7 @@ def test_a_jobs_tasks_follow_its_session_and_survive_its_worker(
             body = {"slice_index": z, "box": [box[0] + i % 2, box[1], box[2], box[3]]}
             tid = c.post(f"/api/v1/jobs/{jid}/refine" if i else
                          f"/api/v1/jobs/{jid}/initial-mask", json=body).json()["task_id"]
-            assert _done(c, jid, tid)["state"] == "succeeded", workers.logs()
+            assert wait_task(c, jid, tid)["state"] == "succeeded", workers.logs()
             ran.append(_worker(s, tid))
         # without affinity two idle workers share the queue and alternate
         assert len(set(ran)) == 1, ran
@@ -79,12 +58,12 @@ def test_a_jobs_tasks_follow_its_session_and_survive_its_worker(
         workers.kill(pid)
         tid = c.post(f"/api/v1/jobs/{jid}/refine", json={"slice_index": z, "box": box}
                      ).json()["task_id"]
-        done = _done(c, jid, tid, timeout=90)
+        done = wait_task(c, jid, tid, timeout=90)
         assert done["state"] == "succeeded" and done["version"] == 7, (done, workers.logs())
         after = _worker(s, tid)
         assert after != ran[0]
         # the job is now bound to the worker that took over
         tid = c.post(f"/api/v1/jobs/{jid}/refine", json={"slice_index": z, "box": box}
                      ).json()["task_id"]
-        assert _done(c, jid, tid)["state"] == "succeeded"
+        assert wait_task(c, jid, tid)["state"] == "succeeded"
         assert _worker(s, tid) == after

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from livertask import liver_slice_box
 from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import load_settings
@@ -50,18 +51,11 @@ def _events(c: TestClient, jid: str, tid: str, on_event: Any = None) -> list[dic
     return out
 
 
-def _box() -> tuple[int, list[int]]:
-    lab = np.asarray(nib.load(str(DATA / "totalseg/example_seg.nii.gz")).dataobj) == 5
-    z = int(np.argmax(lab.sum(axis=(0, 1))))
-    xs, ys = np.nonzero(lab[:, :, z])
-    return z, [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-
-
 def test_worker_killed_mid_propagation(tmp_path: Path, workers: Workers, redis_url: str,
                                        database_url: str, home: Path) -> None:
     need_shared_data()
     settings = load_settings(None, **service_env(home, redis_url, database_url))
-    z, box = _box()
+    z, box = liver_slice_box()
     killed: dict[str, Any] = {}
     store = JobStore(settings)
     try:
@@ -139,7 +133,7 @@ def test_two_workers_run_jobs_in_parallel(tmp_path: Path, workers: Workers, redi
                                           database_url: str, home: Path) -> None:
     need_shared_data()
     settings = load_settings(None, **service_env(home, redis_url, database_url))
-    z, box = _box()
+    z, box = liver_slice_box()
     with TestClient(create_app(settings)) as c:
         jobs = [c.post("/api/v1/jobs", files={"file": ("ct", CT.read_bytes())}).json()["job_id"]
                 for _ in range(2)]
