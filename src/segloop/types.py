@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from segloop.errors import PromptError
 
-__all__ = ["BoolArray", "FloatArray", "Plane", "Prompts", "SliceResult", "validate_prompts",
+__all__ = ["BoolArray", "Click", "FloatArray", "Plane", "Prompts", "SliceResult", "validate_prompts",
            "validate_slice"]
 
 BoolArray = npt.NDArray[np.bool_]
@@ -109,6 +109,17 @@ class Prompts:
             points=np.concatenate([self.points, other.points]).astype(np.int64),
             labels=np.concatenate([self.labels, other.labels]).astype(np.int64),
         )
+
+
+@dataclass(frozen=True)
+class Click:
+    """A 3D click at canonical voxel (x, y, z); label 1 = positive, 0 = negative. What a
+    simulated user places (segloop.eval) and what SAM-Med3D takes as its prompt."""
+
+    x: int
+    y: int
+    z: int
+    label: int
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 from segloop.engines.base import Engine, drive
 from segloop.errors import InputError
 from segloop.io.volume import Volume
-from segloop.types import BoolArray, Prompts
+from segloop.types import BoolArray, Click, Prompts
 
 __all__ = ["SAMMED3D_SEED", "Click", "ClickProtocol", "InteractionRun", "box_from_mask", "key_slice",
            "next_click", "random_error_click", "run_interaction"]
@@ -48,16 +48,6 @@ class ClickProtocol(StrEnum):
 
     SEGLOOP = "segloop"
     SAMMED3D = "sammed3d"
-
-
-@dataclass(frozen=True)
-class Click:
-    """A simulated click at voxel (x, y, z); label 1 = positive (missed), 0 = negative."""
-
-    x: int
-    y: int
-    z: int
-    label: int
 
 
 @dataclass

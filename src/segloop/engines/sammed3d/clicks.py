@@ -11,23 +11,11 @@ Numpy and scipy only; must not import torch, the session, the CLI, FastAPI or Ce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from segloop.types import BoolArray, Prompts
+from segloop.types import BoolArray, Click, Prompts
 
 __all__ = ["Click", "interior_point", "prompts_to_clicks"]
-
-
-@dataclass(frozen=True)
-class Click:
-    """A 3D click in canonical voxel indices; label 1 positive, 0 negative."""
-
-    x: int
-    y: int
-    z: int
-    label: int
 
 
 def prompts_to_clicks(z: int, prompts: Prompts) -> list[Click]:
