@@ -2,11 +2,14 @@
 
 ``liver_slice_box()`` is the axial slice of the shared example CT where the liver
 (TotalSegmentator label 5) is largest, and the liver's box on it; ``wait_task`` polls a task
-through the API until it has ended.
+through the API until it has ended; ``watch_progress`` follows a task's events until it has
+done some slices (to cancel or kill it mid-way).
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from typing import Any
 
@@ -15,7 +18,7 @@ import numpy as np
 
 from realdata import SHARED_DATA
 
-__all__ = ["liver_slice_box", "wait_task"]
+__all__ = ["liver_slice_box", "wait_task", "watch_progress"]
 
 
 def liver_slice_box() -> tuple[int, list[int]]:
@@ -37,3 +40,22 @@ def wait_task(client: Any, job_id: str, task_id: str, timeout: float = 60) -> di
             return t
         time.sleep(0.05)
     raise AssertionError(f"task {task_id} did not finish: {t}")
+
+
+def watch_progress(client: Any, job_id: str, task_id: str, slices: int
+                   ) -> tuple[threading.Event, threading.Thread]:
+    """A started thread reading the task's event stream, and an event set once a progress
+    event reports at least ``slices`` slices done. Join the thread after the task ends."""
+    seen = threading.Event()
+
+    def watch() -> None:
+        with client.stream("GET", f"/api/v1/jobs/{job_id}/events",
+                           params={"task_id": task_id}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and json.loads(line[6:]).get(
+                        "slices_done", 0) >= slices:
+                    seen.set()
+
+    th = threading.Thread(target=watch)
+    th.start()
+    return seen, th

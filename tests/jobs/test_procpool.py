@@ -5,13 +5,11 @@ process outlives a killed server."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from livertask import liver_slice_box, wait_task
+from livertask import liver_slice_box, wait_task, watch_progress
 from liveserver import wait_for_health
 from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
@@ -138,18 +136,7 @@ def test_cancel_and_progress_cross_the_process_boundary(tmp_path: Path,
         c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
                                                          "engine": "slow-classic"})
         t = c.post(f"/api/v1/jobs/{jid}/propagate", json={"engine": "slow-classic"}).json()
-        seen = threading.Event()
-
-        def watch() -> None:
-            with c.stream("GET", f"/api/v1/jobs/{jid}/events",
-                          params={"task_id": t["task_id"]}) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: ") and json.loads(line[6:]).get(
-                            "slices_done", 0) >= 3:
-                        seen.set()
-
-        th = threading.Thread(target=watch)
-        th.start()
+        seen, th = watch_progress(c, jid, t["task_id"], 3)
         assert seen.wait(60), "no progress event came from the worker process"
         assert c.post(f"/api/v1/jobs/{jid}/cancel").json()["cancel_requested"] == 1
         th.join(30)

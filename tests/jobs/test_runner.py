@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from livertask import liver_slice_box, wait_task
+from livertask import liver_slice_box, wait_task, watch_progress
 from realdata import SHARED_DATA, need_shared_data
 from segloop.api import create_app
 from segloop.config import Settings, load_settings
@@ -176,18 +174,7 @@ def test_cancel_mid_propagation(tmp_path: Path) -> None:
         c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
                                                          "engine": "slow-classic"})
         t = c.post(f"/api/v1/jobs/{jid}/propagate", json={"engine": "slow-classic"}).json()
-        seen = threading.Event()
-
-        def watch() -> None:
-            with c.stream("GET", f"/api/v1/jobs/{jid}/events",
-                          params={"task_id": t["task_id"]}) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: ") and json.loads(line[6:]).get(
-                            "slices_done", 0) >= 3:
-                        seen.set()
-
-        th = threading.Thread(target=watch)
-        th.start()
+        seen, th = watch_progress(c, jid, t["task_id"], 3)
         assert seen.wait(20)
         assert c.post(f"/api/v1/jobs/{jid}/cancel").json()["cancel_requested"] == 1
         th.join(20)
