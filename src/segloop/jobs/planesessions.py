@@ -23,6 +23,7 @@ import numpy as np
 
 from segloop.engines.base import Session
 from segloop.io.volume import Volume
+from segloop.jobs.slicerange import range_kwargs
 from segloop.types import BoolArray, Plane, Prompts, SliceResult
 
 __all__ = ["PlaneSessions", "plane_of", "view_volume"]
@@ -121,7 +122,7 @@ class PlaneSessions:
                   first_slice: int | None = None, last_slice: int | None = None
                   ) -> Iterator[SliceResult]:
         """Propagate along z from axial slice z, within the slice range."""
-        rng = _range_kwargs(first_slice, last_slice)
+        rng = range_kwargs(first_slice, last_slice)
         try:
             yield from self.view(Plane.AXIAL).propagate(z, mask2d, object_id, **rng)
         finally:
@@ -131,16 +132,8 @@ class PlaneSessions:
                first_slice: int | None = None, last_slice: int | None = None
                ) -> Iterator[SliceResult]:
         """Correct axial slice z and re-propagate along z, within the slice range."""
-        rng = _range_kwargs(first_slice, last_slice)
+        rng = range_kwargs(first_slice, last_slice)
         try:
             yield from self.view(Plane.AXIAL).refine(z, prompts, object_id, **rng)
         finally:
             self.changed(Plane.AXIAL, [object_id])
-
-
-def _range_kwargs(first_slice: int | None, last_slice: int | None) -> dict[str, int | None]:
-    """The range keywords, passed on only when a range is set (sessions written before the
-    range keywords still run)."""
-    if first_slice is None and last_slice is None:
-        return {}
-    return {"first_slice": first_slice, "last_slice": last_slice}

@@ -23,7 +23,15 @@ from segloop.edit.regions import keep_slices
 from segloop.engines.base import Session
 from segloop.types import SliceResult
 
-__all__ = ["SliceRange"]
+__all__ = ["SliceRange", "range_kwargs"]
+
+
+def range_kwargs(first_slice: int | None, last_slice: int | None) -> dict[str, int | None]:
+    """A slice range as the keyword arguments of ``Session.propagate`` / ``refine``: none for
+    an open range, so a session written before the range keywords still runs."""
+    if first_slice is None and last_slice is None:
+        return {}
+    return {"first_slice": first_slice, "last_slice": last_slice}
 
 
 class SliceRange:
@@ -47,11 +55,9 @@ class SliceRange:
         return self.first is None and self.last is None
 
     def kwargs(self) -> dict[str, int | None]:
-        """The range as the keyword arguments of ``Session.propagate`` / ``refine`` (none
-        for an open range, so a session written before the range keywords still runs)."""
-        if self.open:
-            return {}
-        return {"first_slice": self.first, "last_slice": self.last}
+        """The range as the keyword arguments of ``Session.propagate`` / ``refine``
+        (:func:`range_kwargs`)."""
+        return range_kwargs(self.first, self.last)
 
     def inside(self, z: int) -> bool:
         """Whether axial slice ``z`` is in the range."""
