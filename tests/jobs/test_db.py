@@ -8,9 +8,8 @@ round, each round on a fresh database, and every one of them must come up.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
-import os
-import uuid
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from pgschema import database
 from segloop.jobs.db import make_engine
 
 PROCESSES = 6
@@ -69,28 +69,11 @@ def test_processes_creating_sqlite_tables_together_all_start(tmp_path: Path) -> 
 
 
 @pytest.fixture
-def pg_schemas() -> Iterator[list[str]]:
-    """ROUNDS fresh schemas on SEGLOOP_TEST_PG_URL (default postgresql://localhost/test);
-    unreachable fails where the variable is set (CI) and skips elsewhere."""
-    pg = os.environ.get("SEGLOOP_TEST_PG_URL", "postgresql://localhost/test")
-    eng = sa.create_engine(pg.replace("postgresql://", "postgresql+psycopg2://"))
-    schemas = [f"segloop_ddl_{uuid.uuid4().hex[:10]}" for _ in range(ROUNDS)]
-    try:
-        with eng.begin() as conn:
-            for schema in schemas:
-                conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError as exc:
-        if "SEGLOOP_TEST_PG_URL" in os.environ:
-            raise
-        pytest.skip(f"PostgreSQL at {pg} is unreachable: {exc.orig}")
-    sep = "&" if "?" in pg else "?"
-    try:
-        yield [f"{pg}{sep}options=-csearch_path%3D{s}" for s in schemas]
-    finally:
-        with eng.begin() as conn:
-            for schema in schemas:
-                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        eng.dispose()
+def pg_schemas(tmp_path: Path) -> Iterator[list[str]]:
+    """ROUNDS fresh schemas on the test PostgreSQL (tests/pgschema.py: unreachable fails where
+    SEGLOOP_TEST_PG_URL is set, as in CI, and skips elsewhere)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(database("postgresql", tmp_path)) for _ in range(ROUNDS)]
 
 
 def test_processes_creating_postgresql_tables_together_all_start(pg_schemas: list[str]) -> None:

@@ -4,7 +4,6 @@ checkout's sources first on the path."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -14,8 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,30 +201,3 @@ def wait_task_end(c: httpx.Client, job_id: str, task_id: str, timeout: float = 1
     raise AssertionError(f"task {task_id} did not end in {timeout} s: {t}")
 
 
-@contextlib.contextmanager
-def database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A job-store URL: a SQLite file, or a fresh schema on the PostgreSQL of
-    ``SEGLOOP_TEST_PG_URL`` (default postgresql://localhost/test). PostgreSQL unreachable:
-    the test fails when SEGLOOP_TEST_PG_URL is set (CI), else it is skipped."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    import sqlalchemy as sa
-
-    pg = os.environ.get("SEGLOOP_TEST_PG_URL", "postgresql://localhost/test")
-    eng = sa.create_engine(pg.replace("postgresql://", "postgresql+psycopg2://"))
-    schema = f"segloop_rel_{uuid.uuid4().hex[:10]}"
-    try:
-        with eng.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError as exc:
-        if "SEGLOOP_TEST_PG_URL" in os.environ:
-            raise
-        pytest.skip(f"PostgreSQL at {pg} is unreachable: {exc.orig}")
-    sep = "&" if "?" in pg else "?"
-    try:
-        yield f"{pg}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with eng.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        eng.dispose()

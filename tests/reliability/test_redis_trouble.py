@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .services import Redis, Server, Worker, database, tiny_volume, wait_task_end
+from pgschema import database
+
+from .services import Redis, Server, Worker, tiny_volume, wait_task_end
 
 #: real servers, workers and Redis: tens of seconds (run with -m slow)
 pytestmark = pytest.mark.slow

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from .services import Redis, Server, Worker, database, events_until_end, tiny_volume
+from pgschema import database
+
+from .services import Redis, Server, Worker, events_until_end, tiny_volume
 
 #: real servers, workers and Redis: tens of seconds (run with -m slow)
 pytestmark = pytest.mark.slow
