@@ -3,6 +3,8 @@ corrections act in 3D (a leak cut at its middle goes back to where it began)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from segloop.engines import drive
@@ -178,3 +180,64 @@ def test_no_propagated_slice_is_much_larger_than_the_key_slice() -> None:
     key_area = int(mask[:, :, key_slice(truth)].sum())
     assert max(int(mask[:, :, z].sum()) for z in range(shape[2])) <= 1.2 * key_area + 4
     assert _dice(mask, truth) > 0.82
+
+
+def test_a_negative_click_that_empties_a_slice_ends_the_target_at_the_weakest_link() -> None:
+    """A column (180) followed, through a partial-volume disc slice (172), by the next
+    column of the same intensity a voxel or two aside (a vertebra, the disc, the next
+    vertebra): the tracking runs on through the disc, and the run-on looks like the target
+    to every per-slice test. A negative click that empties a slice in the middle of the run-on
+    says the target ended between the box and there; it ends at the disc, where the masks'
+    continuity (Dice in place, KS of the intensities) is weakest, so the whole run-on goes
+    at once instead of only the part that resembles the clicked slice."""
+    shape, sp = (48, 48, 26), (1.0, 1.0, 3.0)
+    target = np.zeros(shape, dtype=bool)
+    target[16:32, 16:32, 3:12] = True
+    following = np.zeros(shape, dtype=bool)
+    following[18:34, 16:32, 13:24] = True
+    disc = np.zeros(shape, dtype=bool)
+    disc[17:33, 16:32, 12] = True
+    img = np.full(shape, 100.0)
+    img[target | following] = 180.0
+    img[disc] = 172.0
+    img += np.random.default_rng(1).normal(0.0, 6.0, shape)
+    session = ClassicEngine().open(_volume(img, sp))
+    z = 7
+    session.segment_slice(z, Prompts(box=box_from_mask(target[:, :, z])))
+    drive(session.propagate(z))
+    before = session.mask()
+    leak = before & ~target
+    zs = np.flatnonzero(leak.any(axis=(0, 1)))
+    assert len(zs) >= 8  # the run-on this test is about
+    zc = int(zs[len(zs) // 2])  # the middle of the run-on, where the protocol clicks
+    cx, cy = (int(v) for v in np.argwhere(leak[:, :, zc]).mean(axis=0).round())
+    drive(session.refine(zc, Prompts.make(points=[(cx, cy)], labels=[0])))
+    after = session.mask()
+    assert not after[:, :, zc].any()
+    assert (after & ~target).sum() <= 0.1 * leak.sum()  # at most the disc slice is left
+    assert (after & target).sum() == (before & target).sum()
+
+
+def test_the_end_is_never_where_the_far_side_still_looks_like_the_anchor() -> None:
+    """The weakest link of a chain from an anchor to a rejected slice ends the target only
+    where the mask after it continues the rejected slice at least as well as the anchor: a
+    weak link next to the anchor (the target's shape changing fast there) whose far side is
+    the anchor's shape and tissue is passed over for the change of tissue further on."""
+    from segloop.engines.classic.ends import ks_statistic, link_strength, weakest_link
+
+    img = (180.0 + np.random.default_rng(2).normal(0.0, 6.0, (40, 40, 8))).astype(np.float32)
+    img[:, :, 5:] -= 5.0  # the neighbour's tissue, from slice 5 on
+
+    def square(x0: int, n: int) -> np.ndarray:
+        m = np.zeros((40, 40), dtype=bool)
+        m[x0:x0 + n, 10:10 + n] = True
+        return m
+
+    sq = square(10, 15)
+    chain = [(0, square(10, 16)), (1, square(13, 10)), *((z, sq) for z in range(2, 8))]
+    strengths = [link_strength(img, a, b) for a, b in itertools.pairwise(chain[1:])]
+    assert int(np.argmin(strengths)) == 0  # the link 1 -> 2 is the weakest in itself ...
+    assert weakest_link(img, chain) == 4  # ... but the target ends at the tissue's change
+    assert weakest_link(img, chain[:2]) == 0 and weakest_link(img, chain[:3]) == 1
+    assert ks_statistic(np.arange(10.0), np.arange(10.0)) == 0.0
+    assert ks_statistic(np.arange(10.0), np.arange(10.0) + 100.0) == 1.0

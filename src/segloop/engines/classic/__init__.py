@@ -57,15 +57,21 @@ any resolution):
   removed whole) and an addition on a slice where the object had ended resumes the tracking
   there; towards an anchor, a removed part goes on being removed on each slice whose
   touching component resembles the cut more than the anchor (overlap and mean intensity), so
-  a negative click in the middle of a leak takes it back to where it began. The clicked
-  slice becomes an anchor.
+  a negative click in the middle of a leak takes it back to where it began. A negative click
+  that empties its slice says the target ended between the anchor and there: it ends at the
+  weakest link of the chain of masks in between (Dice in place times one minus the KS
+  statistic of the intensities, where the mask after the link is more like the rejected slice
+  than the anchor; ``ends``), and every slice past it is emptied at once, even where the
+  run-on looks like the target (the next vertebra through the disc). The clicked slice becomes
+  an anchor.
 
 Every computation works on a crop around the object, so a 512x512 slice costs little (under
 1 s for a 512x512x20 CT liver with 5 clicks on a shared core).
 
 Modules: ``options`` (the frozen :class:`ClassicOptions`), ``intensity`` (the intensity model),
 ``morphology`` (2D shape operations), ``context`` (image, spacing and per-object models),
-``segment2d`` (one slice from prompts), ``propagation`` (slice to slice), ``session`` and
+``segment2d`` (one slice from prompts), ``ends`` (where a target ends along z),
+``propagation`` (slice to slice), ``session`` and
 ``engine``. Imports numpy, scipy and scikit-image only; must not import torch, FastAPI, Celery
 or the CLI.
 """

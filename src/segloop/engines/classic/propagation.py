@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.ends import weakest_link
 from segloop.engines.classic.intensity import IntensityModel
 from segloop.engines.classic.morphology import (
     Crop,
@@ -117,9 +118,20 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         outward = span.stop not in st.anchors  # the volume's end or the slice range's
         anchor = None if outward else st.mask[:, :, span.stop]
         retracting = anchor is not None and bool(removed.any())
-        for s in span:
+        past_end = 0
+        if anchor is not None and before.any() and not cur.any():
+            # the click emptied its slice: the target ended between the anchor and here,
+            # at the weakest link of the chain of masks (segloop.engines.classic.ends)
+            chain = [(span.stop, anchor), *((s, st.mask[:, :, s]) for s in reversed(span)),
+                     (z, before)]
+            past_end = len(span) - weakest_link(ctx.img, chain)
+            retracting = active = False
+        for i, s in enumerate(span):
             old = st.mask[:, :, s].copy()
             new = old
+            if i < past_end:
+                new = np.zeros_like(old)
+                st.mask[:, :, s] = new
             if retracting and anchor is not None:
                 part = retract(ctx, s, old, removed | cut, (z, cut), (span.stop, anchor))
                 if part.any():
