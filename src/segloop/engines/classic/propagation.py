@@ -125,7 +125,8 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
             chain = [(span.stop, anchor), *((s, st.mask[:, :, s]) for s in reversed(span)),
                      (z, before)]
             past_end = len(span) - weakest_link(ctx.img, chain)
-            retracting = active = False
+            if past_end:
+                retracting = active = False
         for i, s in enumerate(span):
             old = st.mask[:, :, s].copy()
             new = old
