@@ -97,9 +97,11 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     anchor a change fades where it no longer applies instead of rewriting the object, except
     that a removed part goes on being removed (``retract``) on the slices where what it
     touches looks more like it than like the anchor's mask (a leak cut at its middle goes
-    back to where it began). Away from every anchor a change is carried as far as it
-    applies ("from there on"), and a slice where the object had ended picks up tracking
-    again from an addition.
+    back to where it began); a click that emptied slice z ends the target at the weakest
+    link of the masks between the anchor and z (``ends.weakest_link``) and empties every
+    slice past it at once. Away from every anchor a change is carried as far as it applies
+    ("from there on"), and a slice where the object had ended picks up tracking again from
+    an addition.
     """
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
