@@ -3,9 +3,11 @@
 MONAI Label clients send every click of the current segment with each call. segloop keeps
 what the previous call of this (job, object) sent (a ``ml-prompts`` ref): when the new call
 only adds clicks, with the same ROI, model and job version, just the new clicks run (as
-refinements, what segloop's engines are built for); otherwise the object is cleared (a
-version with it erased) and segmented afresh: the ROI's box and the clicks on the anchor
-slice, propagation, then one refinement per other clicked slice. With a ROI no step may
+refinements, what segloop's engines are built for); otherwise the object is cleared and
+segmented afresh in ONE ``segment`` task (one queue round trip, one version, one undo; see
+:mod:`segloop.jobs.segmentstep`): the erase, the ROI's box and the clicks on the anchor slice,
+propagation, then one refinement per other clicked slice, in the worker's cached engine
+session. With a ROI no step may
 change the object outside it (a task param the worker applies) and the object starts empty
 or inside it, so the stored version is what the client gets back: the object's mask, inside
 the ROI, on the uploaded file's grid. Imports jobs, io and the
@@ -25,13 +27,13 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.api.app import Services
 from segloop.errors import InputError
-from segloop.jobs.store import JobStore, Principal
+from segloop.jobs.store import Principal
 
 from . import ml_geometry as geo
 from .refs import RefKind, RefStore
 from .tasks import Step, StepKind, run_steps
 
-__all__ = ["InferResult", "clear_object", "run_infer"]
+__all__ = ["InferResult", "run_infer"]
 
 
 @dataclass(frozen=True)
@@ -59,24 +61,6 @@ def _object_for(svc: Services, who: Principal, job_id: str, label: Any) -> tuple
     else:
         new = svc.store.upsert_object(job_id, who, None, str(label)[:100], None, None)
     return new.object_id, new.label_value
-
-
-def clear_object(store: JobStore, who: Principal, job_id: str, oid: int, value: int) -> None:
-    """A new version with the object's voxels erased (when it has any).
-
-    Recorded as a step on top of the current version (``base`` + ``set_mask`` of this one
-    object), not as a self-contained edit: a worker whose cached engine session holds the
-    current version then just empties the object in it and keeps the session (its cached
-    slice embeddings); a self-contained edit would make it open the session afresh. A
-    replay from scratch gives the same state (the same steps in the same order)."""
-    labels, n = store.labels(job_id, who)
-    if n and (labels == value).any():
-        labels[labels == value] = 0
-        replay: list[dict[str, Any]] = [{"op": "base", "version": n},
-                  {"op": "set_mask", "version": None, "objects": {str(oid): value}}]
-        m = store.add_version(job_id, labels, author=who.name, source="monailabel:clear",
-                              replay=replay)
-        store.audit(who.name, "edit", job_id, version=m, source="monailabel:clear")
 
 
 def _points(vol: Any, p: dict[str, Any], key: str) -> list[tuple[int, int, int]]:
@@ -118,9 +102,8 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
             steps.append(Step(StepKind.REFINE, {"slice_index": z, "object_id": oid,
                                                 "points": pts, "point_labels": labs}))
         mode = "refine"
-    else:
-        steps = geo.plan(fg, bg, roi, three_d, oid)
-        await run_in_threadpool(clear_object, svc.store, who, job_id, oid, value)
+    else:  # one task: clear, key slice, propagation, refinements (one version, one undo)
+        steps = [geo.plan(fg, bg, roi, three_d, oid)]
         mode = "new"
     if roi is not None:  # no step changes the object outside the ROI: the stored version too
         cut = [[roi.lo[a], roi.hi[a]] for a in range(3)]
