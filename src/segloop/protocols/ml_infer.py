@@ -27,10 +27,12 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.api.app import Services
 from segloop.errors import InputError
+from segloop.io.volume import Volume
+from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal
 
 from . import ml_geometry as geo
-from .refs import RefKind, RefStore
+from .refs import Ref, RefKind, RefStore
 from .tasks import Step, StepKind, run_steps
 
 __all__ = ["InferResult", "run_infer"]
@@ -76,13 +78,17 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     indices, ``label``, ``reset_state``, ``result_extension``, ``result_dtype``,
     ``result_compress``)."""
     t0 = time.perf_counter()
-    job = await run_in_threadpool(svc.store.get_job, job_id, who)
-    vol = await run_in_threadpool(svc.source_volume, job)
+
+    def read() -> tuple[JobRecord, Volume, int, int, Ref | None]:  # one thread-pool hop
+        job = svc.store.get_job(job_id, who)
+        vol = svc.source_volume(job)
+        oid, value = _object_for(svc, who, job_id, p.get("label"))
+        return job, vol, oid, value, refs.get(RefKind.ML_PROMPTS, f"{job_id}:{oid}")
+
+    job, vol, oid, value, prev = await run_in_threadpool(read)
     fg, bg = _points(vol, p, "foreground"), _points(vol, p, "background")
     roi = geo.roi_to_canonical(vol, p["roi"]) if p.get("roi") else None
-    oid, value = await run_in_threadpool(_object_for, svc, who, job_id, p.get("label"))
     key = f"{job_id}:{oid}"
-    prev = await run_in_threadpool(refs.get, RefKind.ML_PROMPTS, key)
     mine = {"engine": engine, "three_d": three_d,
             "roi": None if roi is None else [list(roi.lo), list(roi.hi)],
             "fg": [list(x) for x in fg], "bg": [list(x) for x in bg]}
@@ -111,20 +117,24 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     t1 = time.perf_counter()
     tasks = await run_steps(svc, who, job_id, steps, engine)
     t2 = time.perf_counter()
-    labels, n = await run_in_threadpool(svc.store.labels, job_id, who)
-    mask = labels == value
     ext = str(p.get("result_extension") or ".nii.gz")
     dtype = str(p.get("result_dtype") or "uint8")
     compress = str(p.get("result_compress", True)).lower() not in ("false", "0", "no")
-    path = await run_in_threadpool(geo.write_result, mask, vol, svc.settings.tmp_dir,
-                                   f"segloop-{uuid.uuid4().hex[:12]}", ext, dtype, compress)
-    await run_in_threadpool(refs.put, RefKind.ML_PROMPTS, key, job_id, who.name,
-                            {**mine, "version": n})
+
+    def write() -> tuple[Path, int, int]:  # one thread-pool hop: (file, version, voxels)
+        labels, n = svc.store.labels(job_id, who)
+        mask = labels == value
+        path = geo.write_result(mask, vol, svc.settings.tmp_dir,
+                                f"segloop-{uuid.uuid4().hex[:12]}", ext, dtype, compress)
+        refs.put(RefKind.ML_PROMPTS, key, job_id, who.name, {**mine, "version": n})
+        return path, n, int(mask.sum())
+
+    path, n, voxels = await run_in_threadpool(write)
     t3 = time.perf_counter()
     params = {"label_names": {str(p.get("label") or "object"): 1},
               "latencies": {"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4),
                             "post": round(t3 - t2, 4), "total": round(t3 - t0, 4)},
               "segloop": {"job_id": job_id, "version": n, "object_id": oid, "engine": engine,
                           "mode": mode, "tasks": [t.get("task_id") for t in tasks],
-                          "voxels": int(mask.sum())}}
+                          "voxels": voxels}}
     return InferResult(path, params)
