@@ -7,7 +7,8 @@ and alternates every call between them (A then B, B then A, ...), so both see th
 load; it reports each side's median, the median of the paired differences (B - A) and the
 server process's CPU time per call (from /proc: the API, the embedded worker and the engine
 all run in it). Cases: a MONAI Label ``/infer`` with a new ROI on a session (clear + new 3D
-mask + result file; the first call of each side warms its engine session) and
+mask + result file; the first call of each side warms its engine session), beside the same
+engine work in this process (clear + segment + propagate on an open session), and
 nnInteractive's first box of a fresh lease (image upload not counted: the box's wait only).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_protocols_ab.py OLD_TREE/src [--b src]
@@ -59,12 +60,25 @@ def main() -> None:
                     default=ROOT / ".." / "shared" / "data" / "totalseg" / "example_ct_sm.nii.gz")
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))  # the helpers of bench_protocols.py beside this file
-    from bench_protocols import BOX, BOX2, _cpu_ms, nni
+    import numpy as np
+    from bench_protocols import BOX, BOX2, Z, _cpu_ms, nni
     from monailabel.client import MONAILabelClient
 
+    from segloop.engines import get_engine
+    from segloop.engines.base import drive
+    from segloop.io import load_volume
+    from segloop.types import Prompts
+
+    sess = get_engine("classic").open(load_volume(a.image))  # the engine in this process
+
+    def engine(b: tuple[int, int, int, int]) -> None:  # what a new ROI asks of the worker
+        sess.set_mask(np.zeros(sess.shape, bool))
+        sess.segment_slice(Z, Prompts.make(b))
+        drive(sess.propagate(Z))
+
     sides = {"A": a.a, "B": a.b}
-    wall: dict[str, list[float]] = {"A": [], "B": []}
-    cpu: dict[str, list[float]] = {"A": [], "B": []}
+    wall: dict[str, list[float]] = {"A": [], "B": [], "E": []}
+    cpu: dict[str, list[float]] = {"A": [], "B": [], "E": []}
     first: dict[str, list[float]] = {"A": [], "B": []}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +100,11 @@ def main() -> None:
                     if i:  # the first call of each side warms its session
                         wall[k].append((time.perf_counter() - t0) * 1e3)
                         cpu[k].append(_cpu_ms(procs[k].pid) - c0)
+                t0, c0 = time.perf_counter(), time.process_time()
+                engine(b)
+                if i:
+                    wall["E"].append((time.perf_counter() - t0) * 1e3)
+                    cpu["E"].append((time.process_time() - c0) * 1e3)
             for j in range(a.n_first):
                 for k in ("A", "B") if j % 2 else ("B", "A"):
                     first[k].append(nni(urls[k], a.image, 0)[0])
@@ -96,12 +115,16 @@ def main() -> None:
     med = statistics.median
     print(f"A {a.a}\nB {a.b}\nimage {a.image.name}; load {load0:.1f} -> "
           f"{os.getloadavg()[0]:.1f}; medians, ms")
-    print(f"{'case':44s} {'A':>8s} {'B':>8s} {'B-A paired':>11s}")
+    print(f"{'case':44s} {'A':>8s} {'B':>8s} {'B-A paired':>11s} {'engine':>8s} "
+          f"{'B/engine':>9s}")
     for name, d in (("MONAI Label infer, new ROI (wall)", wall),
                     ("MONAI Label infer, new ROI (server CPU)", cpu),
                     ("nnInteractive first box (wall)", first)):
         diff = med([y - x for x, y in zip(d["A"], d["B"], strict=True)])
-        print(f"{name:44s} {med(d['A']):8.1f} {med(d['B']):8.1f} {diff:+11.1f}")
+        eng = f"{med(d['E']):8.1f} {med(d['B']) / med(d['E']):9.2f}" if d.get("E") else ""
+        print(f"{name:44s} {med(d['A']):8.1f} {med(d['B']):8.1f} {diff:+11.1f} {eng}")
+    print("engine: clear + segment + propagate on an open classic session in this process, "
+          "alternated with the calls (wall; CPU of this process)")
 
 
 if __name__ == "__main__":
