@@ -68,15 +68,16 @@ def test_roi_and_points_reject_bad_input() -> None:
 
 def test_plan() -> None:
     roi = geo.Roi((2, 3, 1), (10, 12, 9))
-    steps = geo.plan([], [], roi, True, 1)
-    assert [s.kind for s in steps] == [StepKind.INITIAL, StepKind.PROPAGATE]
-    assert steps[0].params["slice_index"] == 5 and steps[0].params["box"] == [2, 3, 10, 12]
-    steps = geo.plan([(4, 5, 3), (6, 6, 7)], [(3, 3, 3)], roi, True, 2)
-    assert [s.kind for s in steps] == [StepKind.INITIAL, StepKind.PROPAGATE, StepKind.REFINE]
-    assert steps[0].params["points"] == [[4, 5], [3, 3]]
-    assert steps[0].params["point_labels"] == [1, 0]
-    assert steps[2].params["slice_index"] == 7 and steps[2].params["object_id"] == 2
-    assert len(geo.plan([(4, 5, 3), (6, 6, 7)], [], None, False, 1)) == 1
+    st = geo.plan([], [], roi, True, 1)
+    assert st.kind == StepKind.SEGMENT and st.params["clear"] and st.params["propagate"]
+    assert st.params["slice_index"] == 5 and st.params["box"] == [2, 3, 10, 12]
+    assert st.params["refine"] == []
+    st = geo.plan([(4, 5, 3), (6, 6, 7)], [(3, 3, 3)], roi, True, 2)
+    assert st.params["points"] == [[4, 5], [3, 3]]
+    assert st.params["point_labels"] == [1, 0] and st.params["object_id"] == 2
+    assert st.params["refine"] == [{"slice_index": 7, "points": [[6, 6]], "point_labels": [1]}]
+    flat = geo.plan([(4, 5, 3), (6, 6, 7)], [], None, False, 1)
+    assert not flat.params["propagate"] and flat.params["refine"] == []
     with pytest.raises(PromptError):
         geo.plan([], [(1, 1, 1)], None, True, 1)
 

@@ -49,6 +49,7 @@ def test_info_session_infer_on_lps_nifti(serve: Any, tmp_path: Path) -> None:
               "result_extension": ".nii.gz"}
     out, res = c.infer("classic", sid, params, session_id=sid)
     assert res["segloop"]["mode"] == "new"
+    assert res["segloop"]["version"] == 1, "a new ROI is one segment task, one version"
     mask_img: Any = nib.load(out)
     mask = np.asarray(mask_img.dataobj)
     assert mask.shape == vol.shape
@@ -80,11 +81,13 @@ def test_info_session_infer_on_lps_nifti(serve: Any, tmp_path: Path) -> None:
                    files={"params": (None, json.dumps({"foreground": [[24, 18, 8]]}))})
     assert r.status_code == 200, r.text
     assert r.json()["segloop"]["voxels"] > 0
+    # the object started over (clear + one slice) as one more version, not two
+    assert r.json()["segloop"]["version"] == res2["segloop"]["version"] + 1
 
     # the interaction is segloop jobs and versions, visible through the REST API
     job = res["segloop"]["job_id"]
     versions = httpx.get(f"{srv.url}/api/v1/jobs/{job}/versions").json()
-    assert {v["source"] for v in versions} >= {"initial-mask", "propagate", "refine"}
+    assert {v["source"] for v in versions} >= {"segment", "refine"}
 
     # an unknown session: 404, so Slicer uploads again
     r = httpx.get(f"{srv.url}/monailabel/session/nope")

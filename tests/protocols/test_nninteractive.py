@@ -64,9 +64,27 @@ def test_bbox_points_initial_seg_undo(serve: Any) -> None:
         assert buf[24, 18, 8] == 1
         job = s.lease_status()["job_id"]
         versions = httpx.get(f"{srv.url}/api/v1/jobs/{job}/versions").json()
-        assert {v["source"] for v in versions} >= {"initial-mask", "propagate", "refine", "edit"}
+        assert {v["source"] for v in versions} >= {"segment", "refine", "edit"}
     finally:
         s.close()
+
+
+def test_first_box_is_one_step(serve: Any) -> None:
+    """The first box is one segment task (key slice + propagation): one version, so one undo
+    takes all of it back (it used to leave the key slice's 2D mask: two versions)."""
+    srv: Server = serve()
+    vol = blob_volume().astype(np.float32)
+    with Session(f"{srv.url}/nninteractive") as s:
+        s.set_image(vol[None], {"spacing": [0.8, 0.8, 2.5]})
+        buf = np.zeros(vol.shape, np.uint8)
+        s.set_target_buffer(buf)
+        s.add_bbox_interaction([[14, 35], [10, 27], [8, 9]], include_interaction=True)
+        assert len(np.flatnonzero(buf.any(axis=(0, 1)))) >= 5
+        assert s.undo() is True
+        assert int(buf.sum()) == 0, "undo left part of the first box's mask"
+        job = s.lease_status()["job_id"]
+        versions = httpx.get(f"{srv.url}/api/v1/jobs/{job}/versions").json()
+        assert [v["source"] for v in versions] == ["segment"], versions
 
 
 def test_box_flat_along_axis_0(serve: Any) -> None:

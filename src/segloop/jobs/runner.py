@@ -49,6 +49,7 @@ from segloop.jobs.events import EventBus
 from segloop.jobs.image2d_job import load_job_image
 from segloop.jobs.planesessions import PlaneSessions, plane_of, view_volume
 from segloop.jobs.progress import StepProgress, mask_runs
+from segloop.jobs.segmentstep import CLEAR, sub_steps
 from segloop.jobs.sessioncache import SessionCache
 from segloop.jobs.slicerange import SliceRange
 from segloop.jobs.states import EventType, TaskKind, TaskState, event_for_state
@@ -183,10 +184,17 @@ class Runtime:
         """Run one step; a prompt's step runs in the session of the plane it was drawn on
         (its ``axis``), whose third axis is that plane's slice axis."""
         kind = op["op"]
+        if kind == TaskKind.SEGMENT:  # its own steps, each with the ROI (the clear without)
+            for sub in sub_steps(op):
+                self._apply(session, job_id, sub, on_progress, cancel)
+            return
         oid = int(op.get("object_id", 1))
         roi = op.get("roi")  # only this region may change (a MONAI Label ROI, a patch)
         before = np.array(session.mask(oid), bool) if roi else None
-        if kind == "set_mask":
+        if kind == CLEAR:
+            if session.mask(oid).any():
+                session.set_mask(np.zeros(session.shape, bool), oid)
+        elif kind == "set_mask":
             v = self.store.version_row(job_id, int(op["version"]))
             if v is None:
                 raise SegloopError(f"version {op['version']} of job {job_id} is missing")
@@ -357,7 +365,8 @@ class Runtime:
         step = StepProgress(self._publish, self.store, task_id, job_id,
                             base if plane is Plane.AXIAL else {**base, "axis": plane.value},
                             int(op.get("object_id", 1)))
-        stage = "segmenting" if op["op"] == TaskKind.INITIAL_MASK else "propagating"
+        stage = ("segmenting" if op["op"] in (TaskKind.INITIAL_MASK, TaskKind.SEGMENT)
+                 else "propagating")
         self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})
         self._apply(session, job_id, op, step.on_progress, step.cancelled)
         return step.final

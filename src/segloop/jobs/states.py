@@ -20,6 +20,7 @@ class TaskKind(StrEnum):
     INITIAL_MASK = "initial-mask"
     PROPAGATE = "propagate"
     REFINE = "refine"
+    SEGMENT = "segment"  # clear + initial mask + propagate + refines in one step (segmentstep)
 
 
 class TaskState(StrEnum):

@@ -31,16 +31,17 @@ __all__ = ["JobsStore", "anchor_planes", "prompt_tasks_query"]
 
 
 def prompt_tasks_query(job_id: str) -> Any:
-    """The kind and params of a job's initial-mask and refine tasks, newest first."""
+    """The kind and params of a job's initial-mask, segment and refine tasks, newest first."""
     return (select(TaskRow.kind, TaskRow.params)
             .where(TaskRow.job_id == job_id,
-                   TaskRow.kind.in_([TaskKind.INITIAL_MASK, TaskKind.REFINE]))
+                   TaskRow.kind.in_([TaskKind.INITIAL_MASK, TaskKind.SEGMENT,
+                                     TaskKind.REFINE]))
             .order_by(TaskRow.seq.desc()))
 
 
 def anchor_planes(rows: Any) -> dict[int, Plane]:
     """object id -> the plane of its anchor slice, from ``prompt_tasks_query`` rows (newest first):
-    that of its latest initial mask, else that of its first refine (which set the anchor of
+    that of its latest initial mask (or segment task), else that of its first refine (which set the anchor of
     an object never given an initial mask)."""
     out: dict[int, Plane] = {}
     final: set[int] = set()
@@ -50,7 +51,7 @@ def anchor_planes(rows: Any) -> dict[int, Plane]:
         if oid in final:
             continue
         out[oid] = Plane(p.get("axis") or Plane.AXIAL)
-        if kind == TaskKind.INITIAL_MASK:
+        if kind in (TaskKind.INITIAL_MASK, TaskKind.SEGMENT):
             final.add(oid)
     return out
 

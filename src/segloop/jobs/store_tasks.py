@@ -26,6 +26,7 @@ from segloop.jobs.records import (
     TaskRecord,
     check_uuid,
 )
+from segloop.jobs.segmentstep import clean_segment
 from segloop.jobs.statements import TASKS as _T
 from segloop.jobs.statements import hot as _hot
 from segloop.jobs.states import ACTIVE, TERMINAL, TaskKind, TaskState
@@ -84,9 +85,10 @@ class TaskStore(JobsStore):
         """Validate a request against the job and record a queued task; returns its record.
 
         params: ``slice_index``, ``box`` [x0,y0,x1,y1], ``points`` [[x,y],...], ``point_labels``,
-        ``object_id`` (default 1), ``engine`` (default the settings' default engine), ``roi``
-        (optional [[x0, x1], [y0, y1], [z0, z1]], inclusive: the step changes the mask inside it
-        only).
+        ``object_id`` (default 1); a ``segment`` task also ``clear``, ``propagate`` and
+        ``refine`` (:mod:`segloop.jobs.segmentstep`); ``engine`` (default the settings'
+        default engine), ``roi`` (optional [[x0, x1], [y0, y1], [z0, z1]], inclusive: the step
+        changes the mask inside it only).
         One transaction: the task, the object (created on first use, anchor slice), the job's
         last task and the audit entry are written together or not at all.
         """
@@ -114,7 +116,8 @@ class TaskStore(JobsStore):
             clean: dict[str, Any] = {"object_id": oid, "engine": engine}
             new_anchor: int | None = None
             plane = _plane(params.get("axis"), shape)
-            if kind in (TaskKind.INITIAL_MASK, TaskKind.REFINE):
+            starts = kind in (TaskKind.INITIAL_MASK, TaskKind.SEGMENT)  # sets the anchor
+            if starts or kind == TaskKind.REFINE:
                 if params.get("slice_index") is None and shape[2] == 1:
                     params = {**params, "slice_index": 0}  # a 2D image: its one slice
                 if params.get("slice_index") is None:
@@ -125,8 +128,10 @@ class TaskStore(JobsStore):
                 validate_prompts(z, prompts, shape, plane or Plane.AXIAL)
                 clean.update(slice_index=z, box=list(prompts.box) if prompts.box else None,
                              points=prompts.points.tolist(), point_labels=prompts.labels.tolist())
-                if (kind == TaskKind.INITIAL_MASK and anchor != z) or anchor is None:
+                if (starts and anchor != z) or anchor is None:
                     new_anchor = z
+                if kind == TaskKind.SEGMENT:
+                    clean.update(clean_segment(params, shape, plane or Plane.AXIAL))
             else:
                 z_opt = params.get("slice_index")
                 if z_opt is None:

@@ -5,8 +5,9 @@ MONAI Label clients (3D Slicer, OHIF, MITK) send ``foreground`` / ``background``
 (an LPS-stored NIfTI or a DICOM series has a different order than segloop's closest-canonical
 RAS grid). :func:`to_canonical` maps an index, :func:`roi_to_canonical` a ROI (each
 ``[lo, hi]`` pair is sorted: Slicer may send it reversed), and :func:`plan` turns the prompts
-into segloop steps. :func:`write_result` writes a canonical mask on the upload's grid in the
-requested file type and dtype. Imports numpy, nibabel and segloop.io; no torch, no FastAPI.
+into the one ``segment`` step that starts an object afresh. :func:`write_result` writes a
+canonical mask on the upload's grid in the requested file type and dtype. Imports numpy,
+nibabel and segloop.io; no torch, no FastAPI.
 Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
@@ -100,8 +101,9 @@ def roi_to_canonical(vol: Volume, roi: Any) -> Roi:
 
 
 def plan(fg: list[tuple[int, int, int]], bg: list[tuple[int, int, int]], roi: Roi | None,
-         three_d: bool, object_id: int) -> list[Step]:
-    """segloop steps for one MONAI Label deepgrow request (canonical indices).
+         three_d: bool, object_id: int) -> Step:
+    """The one segloop step for a MONAI Label deepgrow request that starts the object afresh
+    (canonical indices): a ``segment`` task that clears the object and segments it again.
 
     The anchor slice is the first foreground click's (inside the ROI when there is one), else
     the ROI's middle slice; it gets the ROI's box and the clicks on it. In 3D the mask is then
@@ -123,18 +125,16 @@ def plan(fg: list[tuple[int, int, int]], bg: list[tuple[int, int, int]], roi: Ro
         return pts, labels
 
     pts, labels = on(z)
-    first: dict[str, Any] = {"slice_index": z, "object_id": object_id, "points": pts,
-                             "point_labels": labels}
+    params: dict[str, Any] = {"slice_index": z, "object_id": object_id, "points": pts,
+                              "point_labels": labels, "clear": True, "propagate": three_d,
+                              "refine": []}
     if roi is not None:
-        first["box"] = [roi.lo[0], roi.lo[1], roi.hi[0], roi.hi[1]]
-    steps = [Step(StepKind.INITIAL, first)]
+        params["box"] = [roi.lo[0], roi.lo[1], roi.hi[0], roi.hi[1]]
     if three_d:
-        steps.append(Step(StepKind.PROPAGATE, {"slice_index": z, "object_id": object_id}))
         for zz in sorted({p[2] for p in fg + bg} - {z}):
             p2, l2 = on(zz)
-            steps.append(Step(StepKind.REFINE, {"slice_index": zz, "object_id": object_id,
-                                                "points": p2, "point_labels": l2}))
-    return steps
+            params["refine"].append({"slice_index": zz, "points": p2, "point_labels": l2})
+    return Step(StepKind.SEGMENT, params)
 
 
 def write_result(mask: npt.NDArray[np.bool_], vol: Volume, dest_dir: Path, stem: str,

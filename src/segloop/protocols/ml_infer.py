@@ -3,9 +3,11 @@
 MONAI Label clients send every click of the current segment with each call. segloop keeps
 what the previous call of this (job, object) sent (a ``ml-prompts`` ref): when the new call
 only adds clicks, with the same ROI, model and job version, just the new clicks run (as
-refinements, what segloop's engines are built for); otherwise the object is cleared (a
-version with it erased) and segmented afresh: the ROI's box and the clicks on the anchor
-slice, propagation, then one refinement per other clicked slice. With a ROI no step may
+refinements, what segloop's engines are built for); otherwise the object is cleared and
+segmented afresh in ONE ``segment`` task (one queue round trip, one version, one undo; see
+:mod:`segloop.jobs.segmentstep`): the erase, the ROI's box and the clicks on the anchor slice,
+propagation, then one refinement per other clicked slice, in the worker's cached engine
+session. With a ROI no step may
 change the object outside it (a task param the worker applies) and the object starts empty
 or inside it, so the stored version is what the client gets back: the object's mask, inside
 the ROI, on the uploaded file's grid. Imports jobs, io and the
@@ -25,13 +27,15 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.api.app import Services
 from segloop.errors import InputError
-from segloop.jobs.store import JobStore, Principal
+from segloop.io.volume import Volume
+from segloop.jobs.records import JobRecord
+from segloop.jobs.store import Principal
 
 from . import ml_geometry as geo
-from .refs import RefKind, RefStore
+from .refs import Ref, RefKind, RefStore
 from .tasks import Step, StepKind, run_steps
 
-__all__ = ["InferResult", "clear_object", "run_infer"]
+__all__ = ["InferResult", "run_infer"]
 
 
 @dataclass(frozen=True)
@@ -61,24 +65,6 @@ def _object_for(svc: Services, who: Principal, job_id: str, label: Any) -> tuple
     return new.object_id, new.label_value
 
 
-def clear_object(store: JobStore, who: Principal, job_id: str, oid: int, value: int) -> None:
-    """A new version with the object's voxels erased (when it has any).
-
-    Recorded as a step on top of the current version (``base`` + ``set_mask`` of this one
-    object), not as a self-contained edit: a worker whose cached engine session holds the
-    current version then just empties the object in it and keeps the session (its cached
-    slice embeddings); a self-contained edit would make it open the session afresh. A
-    replay from scratch gives the same state (the same steps in the same order)."""
-    labels, n = store.labels(job_id, who)
-    if n and (labels == value).any():
-        labels[labels == value] = 0
-        replay: list[dict[str, Any]] = [{"op": "base", "version": n},
-                  {"op": "set_mask", "version": None, "objects": {str(oid): value}}]
-        m = store.add_version(job_id, labels, author=who.name, source="monailabel:clear",
-                              replay=replay)
-        store.audit(who.name, "edit", job_id, version=m, source="monailabel:clear")
-
-
 def _points(vol: Any, p: dict[str, Any], key: str) -> list[tuple[int, int, int]]:
     raw = p.get(key) or []
     if not isinstance(raw, list):
@@ -92,13 +78,17 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     indices, ``label``, ``reset_state``, ``result_extension``, ``result_dtype``,
     ``result_compress``)."""
     t0 = time.perf_counter()
-    job = await run_in_threadpool(svc.store.get_job, job_id, who)
-    vol = await run_in_threadpool(svc.source_volume, job)
+
+    def read() -> tuple[JobRecord, Volume, int, int, Ref | None]:  # one thread-pool hop
+        job = svc.store.get_job(job_id, who)
+        vol = svc.source_volume(job)
+        oid, value = _object_for(svc, who, job_id, p.get("label"))
+        return job, vol, oid, value, refs.get(RefKind.ML_PROMPTS, f"{job_id}:{oid}")
+
+    job, vol, oid, value, prev = await run_in_threadpool(read)
     fg, bg = _points(vol, p, "foreground"), _points(vol, p, "background")
     roi = geo.roi_to_canonical(vol, p["roi"]) if p.get("roi") else None
-    oid, value = await run_in_threadpool(_object_for, svc, who, job_id, p.get("label"))
     key = f"{job_id}:{oid}"
-    prev = await run_in_threadpool(refs.get, RefKind.ML_PROMPTS, key)
     mine = {"engine": engine, "three_d": three_d,
             "roi": None if roi is None else [list(roi.lo), list(roi.hi)],
             "fg": [list(x) for x in fg], "bg": [list(x) for x in bg]}
@@ -118,9 +108,8 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
             steps.append(Step(StepKind.REFINE, {"slice_index": z, "object_id": oid,
                                                 "points": pts, "point_labels": labs}))
         mode = "refine"
-    else:
-        steps = geo.plan(fg, bg, roi, three_d, oid)
-        await run_in_threadpool(clear_object, svc.store, who, job_id, oid, value)
+    else:  # one task: clear, key slice, propagation, refinements (one version, one undo)
+        steps = [geo.plan(fg, bg, roi, three_d, oid)]
         mode = "new"
     if roi is not None:  # no step changes the object outside the ROI: the stored version too
         cut = [[roi.lo[a], roi.hi[a]] for a in range(3)]
@@ -128,20 +117,24 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     t1 = time.perf_counter()
     tasks = await run_steps(svc, who, job_id, steps, engine)
     t2 = time.perf_counter()
-    labels, n = await run_in_threadpool(svc.store.labels, job_id, who)
-    mask = labels == value
     ext = str(p.get("result_extension") or ".nii.gz")
     dtype = str(p.get("result_dtype") or "uint8")
     compress = str(p.get("result_compress", True)).lower() not in ("false", "0", "no")
-    path = await run_in_threadpool(geo.write_result, mask, vol, svc.settings.tmp_dir,
-                                   f"segloop-{uuid.uuid4().hex[:12]}", ext, dtype, compress)
-    await run_in_threadpool(refs.put, RefKind.ML_PROMPTS, key, job_id, who.name,
-                            {**mine, "version": n})
+
+    def write() -> tuple[Path, int, int]:  # one thread-pool hop: (file, version, voxels)
+        labels, n = svc.store.labels(job_id, who)
+        mask = labels == value
+        path = geo.write_result(mask, vol, svc.settings.tmp_dir,
+                                f"segloop-{uuid.uuid4().hex[:12]}", ext, dtype, compress)
+        refs.put(RefKind.ML_PROMPTS, key, job_id, who.name, {**mine, "version": n})
+        return path, n, int(mask.sum())
+
+    path, n, voxels = await run_in_threadpool(write)
     t3 = time.perf_counter()
     params = {"label_names": {str(p.get("label") or "object"): 1},
               "latencies": {"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4),
                             "post": round(t3 - t2, 4), "total": round(t3 - t0, 4)},
               "segloop": {"job_id": job_id, "version": n, "object_id": oid, "engine": engine,
                           "mode": mode, "tasks": [t.get("task_id") for t in tasks],
-                          "voxels": int(mask.sum())}}
+                          "voxels": voxels}}
     return InferResult(path, params)

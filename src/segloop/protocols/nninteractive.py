@@ -4,16 +4,16 @@ The client (``nnInteractiveRemoteInferenceSession``, server URL ``http://HOST:PO
 claims a lease, sends the image once, then interactions; each prediction answers with the
 changed box of the target buffer (``X-Meta: {"ran_prediction", "bbox"}`` and the packed
 values). Every interaction becomes segloop tasks on the lease's job (see
-:mod:`segloop.protocols.nni_lease`): a first box or click is an initial mask plus a
-propagation, later ones are refinements. Supported: 2D boxes (positive), points, an initial
-segmentation, undo, reset; 3D boxes, negative boxes, scribbles and lassos are refused with
-422 and reported false in ``/capabilities``. Auto-zoom (on by default, as in nnInteractive):
-segloop's engines see whole slices and propagate through the whole volume, the unbounded
-form of nnInteractive's zooming out until the object fits; ``set_do_autozoom(false)`` does
-what it does there: each interaction may change the mask only inside one patch of
-:data:`PATCH` voxels per axis centred on it (a ``roi`` task param). Auth: the API key as
-``Authorization: Bearer`` (the client's ``api_key``), and the lease token must belong to the
-same user. Imports segloop.api's dependencies and jobs; never engines or torch.
+:mod:`segloop.protocols.nni_lease`): a first box or click is one ``segment`` task (an initial
+mask plus its propagation, one version), later ones are refinements. Supported: 2D boxes
+(positive), points, an initial segmentation, undo, reset; 3D boxes, negative boxes, scribbles
+and lassos are refused with 422 and reported false in ``/capabilities``. Auto-zoom (on by
+default, as in nnInteractive): segloop's engines see whole slices and propagate through the
+whole volume, the unbounded form of nnInteractive's zooming out until the object fits;
+``set_do_autozoom(false)`` does what it does there: each interaction may change the mask only
+inside one patch of :data:`PATCH` voxels per axis centred on it (a ``roi`` task param). Auth:
+the API key as ``Authorization: Bearer`` (the client's ``api_key``), and the lease token must
+belong to the same user. Imports segloop.api's dependencies and jobs; never engines or torch.
 Must not import segloop.cli (the layer contract, pyproject.toml).
 """
 
@@ -206,8 +206,9 @@ def _first_or_refine(lease: Lease, center: tuple[int, int, int], prompt: dict[st
     if lease.ref.data.get("started"):
         return [Step(StepKind.REFINE, {"slice_index": z, **prompt, **patch})]
     lease.ref.data["started"] = True
-    return [Step(StepKind.INITIAL, {"slice_index": z, **prompt, **patch}),
-            Step(StepKind.PROPAGATE, {"slice_index": z, **patch})]
+    # one task (key slice + propagation): one queue round trip, one version, so undo
+    # takes the whole first interaction back
+    return [Step(StepKind.SEGMENT, {"slice_index": z, **prompt, **patch})]
 
 
 def nninteractive_router() -> APIRouter:

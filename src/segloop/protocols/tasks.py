@@ -40,6 +40,7 @@ class StepKind(StrEnum):
     INITIAL = "initial-mask"
     PROPAGATE = "propagate"
     REFINE = "refine"
+    SEGMENT = "segment"  # a whole object afresh in one step (segloop.jobs.segmentstep)
 
 
 @dataclass(frozen=True)

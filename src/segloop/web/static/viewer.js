@@ -29,7 +29,7 @@ const OVERLAY_OPACITY = 0.6;
 
 // The server's words for tasks and their events (segloop.jobs.states: TaskKind, TaskState,
 // EventType); tests/jobs/test_states.py checks that these objects list the same values.
-const TASK_KIND = Object.freeze({ INITIAL_MASK: 'initial-mask', PROPAGATE: 'propagate', REFINE: 'refine' });
+const TASK_KIND = Object.freeze({ INITIAL_MASK: 'initial-mask', PROPAGATE: 'propagate', REFINE: 'refine', SEGMENT: 'segment' });
 const TASK_STATE = Object.freeze({
   QUEUED: 'queued', RUNNING: 'running', SUCCEEDED: 'succeeded', FAILED: 'failed', CANCELLED: 'cancelled',
 });
