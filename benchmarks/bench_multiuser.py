@@ -8,7 +8,9 @@ each time (so each prompt runs the image encoder, then the decoder), back to bac
 configuration runs for ``--seconds``; the two modes alternate for each U (off, on, off, on...
 with ``--repeat``), so a loaded machine slows both alike. Printed per run: slices/s (prompted
 plus tracked slices), tracked slices/s, prompts/s, p50/p95 latency of a 2D prompt, encoder
-batches and their mean size (scheduler), process CPU seconds and the load average. Usage::
+batches and their mean size (scheduler), process CPU seconds and the load average. First, a
+parity check: three users' masks (prompt + propagation) with the scheduler, concurrently, against
+the same users one by one without it (min per-slice IoU). Usage::
 
     PYTHONPATH=src python benchmarks/bench_multiuser.py --device cpu --size 256 --xy 256 \\
         --slices 48 --users 1 4 16 --seconds 20 --threads 2
@@ -147,6 +149,44 @@ def _run(model: Any, dev: torch.device, vol: Volume, users: int, args: argparse.
     return out
 
 
+def _parity(model: Any, dev: torch.device, args: argparse.Namespace, n: int = 3) -> float:
+    """Min per-slice IoU between n users' masks (2D prompt + two-way propagation over
+    ``--check-slices`` slices) run concurrently with the scheduler and one by one without."""
+    bf16 = args.precision == "bf16"
+    vols = [_synthetic_volume(args.xy, args.check_slices, seed=k) for k in range(n)]
+    box, mid = _box(args.xy), args.check_slices // 2
+
+    def run(rt: Runtime, vol: Volume, user: str, out: dict[str, Any]) -> None:
+        with client_scope(user):
+            s = Sam2Session(rt, vol)
+            s.segment_slice(mid, box)
+            for _ in s.propagate(mid):
+                pass
+            out[user] = s.mask()
+
+    ref: dict[str, Any] = {}
+    direct = _runtime(model, dev, bf16, False, None, args.wait_ms)
+    for k, v in enumerate(vols):
+        run(direct, v, f"u{k}", ref)
+    got: dict[str, Any] = {}
+    sched = _runtime(model, dev, bf16, True, args.scheduler_batch, args.wait_ms)
+    threads = [threading.Thread(target=run, args=(sched, v, f"u{k}", got))
+               for k, v in enumerate(vols)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ious = []
+    for k in ref:
+        a, b = ref[k], got[k]
+        for z in range(a.shape[2]):
+            union = (a[:, :, z] | b[:, :, z]).sum()
+            ious.append(1.0 if union == 0 else float((a[:, :, z] & b[:, :, z]).sum() / union))
+    assert sched.scheduler is not None
+    sched.scheduler.close()
+    return min(ious)
+
+
 def _print(r: dict[str, Any]) -> None:
     mode = "scheduler" if r["scheduler"] else "direct   "
     extra = (f", {r['batches']} encoder batches of {r['mean_batch']:.1f} slices"
@@ -176,6 +216,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scheduler-batch", type=int, default=None)
     ap.add_argument("--wait-ms", type=float, default=3.0)
+    ap.add_argument("--check-slices", type=int, default=16,
+                    help="slices of the parity check's volumes (0: no check)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -196,6 +238,11 @@ def main() -> None:
                                            if warm.scheduler else 1))))
     warm.encode_parts([list(frames.unbind(0))])
     del s
+    if args.check_slices:
+        t0 = time.perf_counter()
+        iou = _parity(model, dev, args)
+        print(f"parity: 3 users concurrently with the scheduler vs one by one without: "
+              f"min per-slice IoU {iou:.6f} ({time.perf_counter() - t0:.1f} s)", flush=True)
     for users in args.users:
         for _ in range(args.repeat):
             for scheduler in (False, True):
