@@ -237,6 +237,8 @@ def main() -> None:
     frames = s._frames.batch(list(range(min(args.slices, warm.scheduler.max_batch
                                            if warm.scheduler else 1))))
     warm.encode_parts([list(frames.unbind(0))])
+    if warm.scheduler is not None:
+        warm.scheduler.close()
     del s
     if args.check_slices:
         t0 = time.perf_counter()

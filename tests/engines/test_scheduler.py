@@ -89,6 +89,27 @@ def test_propagations_of_two_users_take_turns() -> None:
     sched.close()
 
 
+def test_interactive_load_slows_a_propagation_but_never_stops_it() -> None:
+    dev = _Device()
+    dev.gate.clear()
+    sched: DeviceScheduler[str, str] = DeviceScheduler(dev, max_batch=1, max_wait_s=0,
+                                                       max_bypass=2)
+    out: dict[str, list[str]] = {}
+    threads = [_spawn(sched, ["x0"], Priority.AHEAD, "X", out)]
+    assert dev.entered.wait(30)
+    threads.append(_spawn(sched, ["a1"], Priority.AHEAD, "A", out))
+    _wait_pending(sched, 1)
+    for k in range(5):
+        threads.append(_spawn(sched, [f"i{k}"], Priority.INTERACTIVE, f"U{k}", out))
+        _wait_pending(sched, k + 2)
+    dev.gate.set()
+    for t in threads:
+        t.join(30)
+    served = [b[0][0] for b in dev.batches[1:]]
+    assert served == ["i0", "i1", "a1", "i2", "i3", "i4"], served
+    sched.close()
+
+
 def test_requests_share_batches_and_big_ones_are_split_in_order() -> None:
     sched, dev, out, threads = _blocked(max_batch=4)
     threads.append(_spawn(sched, [f"p{k}" for k in range(6)], Priority.AHEAD, "P", out))
@@ -188,3 +209,28 @@ def test_the_device_lock_hands_over_by_priority_then_arrival() -> None:
     assert order == ["prompt", "track1", "track2"]
     with pytest.raises(RuntimeError, match="does not hold"):
         lock.release()
+
+
+def test_the_device_lock_lets_a_tracking_step_through_after_max_bypass_prompts() -> None:
+    lock = DeviceLock(max_bypass=2)
+    order: list[str] = []
+    lock.acquire()
+
+    def take(name: str, prio: Priority) -> None:
+        with lock.hold(prio):
+            order.append(name)
+
+    threads = []
+    for name, prio in [("track", Priority.AHEAD)] + [(f"p{k}", Priority.INTERACTIVE)
+                                                     for k in range(4)]:
+        t = threading.Thread(target=take, args=(name, prio))
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + 30
+        while len(lock._waiting) < len(threads):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    lock.release()
+    for t in threads:
+        t.join(30)
+    assert order == ["p0", "p1", "track", "p2", "p3"], order

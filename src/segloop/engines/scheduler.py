@@ -10,9 +10,12 @@ gathered: interactive requests (one per client per round), then propagation
 chunks, one per client per round, starting each batch with the client after the last one served
 (the request that does not fit whole is split: its first slices go now, the rest next). So a 2D
 prompt of user B waits for at most the batch already running, never behind user A's 200-slice
-propagation, and two propagations advance in turns. When the batch is not full and another
-client submitted work within the last ``active_window_s`` (it is likely to submit again), the
-device thread waits up to ``max_wait_s`` for more; a lone client never waits.
+propagation, and two propagations advance in turns; and when interactive slices have filled
+``max_bypass`` batches in a row while a propagation chunk waited, the chunk gets the next
+batch's first turn (heavy interactive use slows propagations down, it never stops them). When
+the batch is not full and another client submitted work within the last ``active_window_s``
+(it is likely to submit again), the device thread waits up to ``max_wait_s`` for more; a lone
+client never waits.
 
 Clients are user names: :func:`client_scope` names the user on whose behalf the current thread
 (or task) calls the engine (the job runner sets it to the task's owner), and a session passes
@@ -20,7 +23,8 @@ its own id when no scope is set. What a batch *is* belongs to the caller: ``run`
 requests' parts (slices of their ``inputs`` sequences, in batch order) and returns one result
 per slice. Memory attention, decoder and memory encoder steps stay per-session and sequential
 under a :class:`DeviceLock`, which hands the model over in priority order (a 2D prompt's
-decoder step before the next tracking step of a propagation) and first come first served
+decoder step before the next tracking step of a propagation, up to ``max_bypass`` times in a
+row) and first come first served
 within a priority: a thread that releases it and asks again queues behind those waiting, so
 a long propagation cannot keep the model (a plain ``RLock`` lets it, as it has no order).
 Only the image encoder is batched across sessions.
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import heapq
 import threading
 import time
 from collections import deque
@@ -81,18 +84,43 @@ class Priority(IntEnum):
     AHEAD = 1  # slices encoded ahead of tracking during a propagation
 
 
+@dataclass(eq=False)
+class _Waiter:
+    priority: Priority
+    ticket: int
+    bypassed: int = 0  # interactive holders granted the lock while this one waited
+
+
 class DeviceLock:
     """A reentrant lock handed over by (priority, arrival): see the module docstring.
 
     ``with lock:`` waits as :attr:`Priority.AHEAD`; ``with lock.hold(Priority.INTERACTIVE):``
-    goes before every waiting AHEAD holder (never before the current holder)."""
+    goes before every waiting AHEAD holder (never before the current holder), except that an
+    AHEAD waiter passed over ``max_bypass`` times goes next: interactive work cannot starve a
+    propagation."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bypass: int = 4) -> None:
+        self.max_bypass = int(max_bypass)
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
-        self._waiting: list[tuple[int, int]] = []  # heap of (priority, ticket)
+        self._waiting: list[_Waiter] = []
+        self._granted: _Waiter | None = None  # chosen, not yet taken by its thread
         self._ticket = 0
+
+    def _grant_locked(self) -> None:
+        """Choose the next holder among the waiters (there is one at least) and wake them."""
+        chosen = min(self._waiting, key=lambda w: (w.priority, w.ticket))
+        ahead = [w for w in self._waiting if w.priority == Priority.AHEAD]
+        if chosen.priority == Priority.INTERACTIVE and ahead:
+            oldest = min(ahead, key=lambda w: w.ticket)
+            if oldest.bypassed >= self.max_bypass:
+                chosen = oldest
+            else:
+                for w in ahead:
+                    w.bypassed += 1
+        self._granted = chosen
+        self._cond.notify_all()
 
     def acquire(self, priority: Priority = Priority.AHEAD) -> bool:
         """Take the lock (again, when this thread holds it); always True."""
@@ -102,23 +130,27 @@ class DeviceLock:
                 self._depth += 1
                 return True
             self._ticket += 1
-            entry = (int(priority), self._ticket)
-            heapq.heappush(self._waiting, entry)
-            while self._owner is not None or self._waiting[0] != entry:
+            entry = _Waiter(priority, self._ticket)
+            self._waiting.append(entry)
+            if self._owner is None and self._granted is None:
+                self._grant_locked()
+            while self._granted is not entry:
                 self._cond.wait()
-            heapq.heappop(self._waiting)
+            self._granted = None
+            self._waiting.remove(entry)
             self._owner, self._depth = me, 1
             return True
 
     def release(self) -> None:
-        """Give one level back; the next waiter in order gets the lock at the last."""
+        """Give one level back; at the last, the lock goes to the next waiter in order."""
         with self._cond:
             if self._owner != threading.get_ident():
                 raise RuntimeError("release of a DeviceLock this thread does not hold")
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
-                self._cond.notify_all()
+                if self._waiting:
+                    self._grant_locked()
 
     @contextlib.contextmanager
     def hold(self, priority: Priority) -> Iterator[None]:
@@ -169,12 +201,14 @@ class DeviceScheduler(Generic[T, R]):
     ``inputs``) and returns a list with one result per element of all parts, in order; it runs
     on the device thread only. ``max_batch``: slices per call (>= 1); ``max_wait_s``: how long
     a batch that is not full waits for other clients' work; ``active_window_s``: how recently
-    another client must have submitted for that wait to happen.
+    another client must have submitted for that wait to happen; ``max_bypass``: batches in a
+    row that may leave waiting propagation chunks out for interactive slices.
     """
 
     def __init__(self, run: Callable[[list[Sequence[T]]], list[R]], max_batch: int = 16,
                  max_wait_s: float = 0.003, active_window_s: float = 0.25,
-                 idle_exit_s: float = 30.0, name: str = "segloop-device") -> None:
+                 idle_exit_s: float = 30.0, max_bypass: int = 4,
+                 name: str = "segloop-device") -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_s < 0:
@@ -184,6 +218,8 @@ class DeviceScheduler(Generic[T, R]):
         self.max_wait_s = float(max_wait_s)
         self.active_window_s = float(active_window_s)
         self.idle_exit_s = float(idle_exit_s)
+        self.max_bypass = int(max_bypass)
+        self._ahead_skipped = 0  # batches in a row that left waiting propagation chunks out
         self._name = name
         self._cond = threading.Condition()
         # per priority: client -> its pending requests (FIFO); the dict order is the turn order
@@ -251,32 +287,41 @@ class DeviceScheduler(Generic[T, R]):
                    for c, t in self._last_seen.items())
 
     def _take_locked(self) -> list[tuple[_Request[T, R], int, int]]:
-        """The next batch: (request, first, stop) parts, interactive first, round-robin."""
+        """The next batch: (request, first, stop) parts, interactive first, round-robin; a
+        propagation chunk passed over ``max_bypass`` batches in a row gets the first turn."""
         parts: list[tuple[_Request[T, R], int, int]] = []
         room = self.max_batch
+        ahead_waiting = bool(self._queues[Priority.AHEAD])
+        if ahead_waiting and self._ahead_skipped >= self.max_bypass:
+            room = self._serve_locked(Priority.AHEAD, room, parts, turns=1)
         for prio in Priority:
-            queues = self._queues[prio]
-            while room > 0 and queues:
-                progressed = False
-                for client in list(queues):
-                    if room <= 0:
-                        break
-                    reqs = queues[client]
-                    req = reqs[0]
-                    n = min(room, len(req.inputs) - req.taken)
-                    parts.append((req, req.taken, req.taken + n))
-                    req.taken += n
-                    room -= n
-                    progressed = True
-                    # the client's turn is over: it moves to the back of the turn order
-                    del queues[client]
-                    if req.taken == len(req.inputs):
-                        reqs.popleft()
-                    if reqs:
-                        queues[client] = reqs
-                if not progressed:
-                    break
+            room = self._serve_locked(prio, room, parts)
+        if ahead_waiting:
+            served = any(req.priority == Priority.AHEAD for req, _, _ in parts)
+            self._ahead_skipped = 0 if served else self._ahead_skipped + 1
         return parts
+
+    def _serve_locked(self, prio: Priority, room: int,
+                      parts: list[tuple[_Request[T, R], int, int]], turns: int | None = None
+                      ) -> int:
+        """Give ``prio``'s clients turns (their oldest request, or as much of it as fits) until
+        the batch is full, the queue is empty or ``turns`` are used; returns the room left."""
+        queues = self._queues[prio]
+        while room > 0 and queues and (turns is None or turns > 0):
+            client = next(iter(queues))
+            reqs = queues.pop(client)
+            req = reqs[0]
+            n = min(room, len(req.inputs) - req.taken)
+            parts.append((req, req.taken, req.taken + n))
+            req.taken += n
+            room -= n
+            if req.taken == len(req.inputs):
+                reqs.popleft()
+            if reqs:  # the client's turn is over: to the back of the turn order
+                queues[client] = reqs
+            if turns is not None:
+                turns -= 1
+        return room
 
     def _loop(self) -> None:
         while True:
