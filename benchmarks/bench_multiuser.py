@@ -8,7 +8,8 @@ each time (so each prompt runs the image encoder, then the decoder), back to bac
 configuration runs for ``--seconds``; the two modes alternate for each U (off, on, off, on...
 with ``--repeat``), so a loaded machine slows both alike. Printed per run: slices/s (prompted
 plus tracked slices), tracked slices/s, prompts/s, p50/p95 latency of a 2D prompt, encoder
-batches and their mean size (scheduler), process CPU seconds and the load average. First, a
+batches and their mean size (scheduler), process CPU seconds (and slices per CPU second, the
+steadier figure on a shared machine) and the load average. First, a
 parity check: three users' masks (prompt + propagation) with the scheduler, concurrently, against
 the same users one by one without it (min per-slice IoU). Usage::
 
@@ -193,9 +194,10 @@ def _print(r: dict[str, Any]) -> None:
              if r["scheduler"] else "")
     gpu = f", peak {r['peak_gpu_mb']:.0f} MB GPU" if r["peak_gpu_mb"] else ""
     print(f"U={r['users']:>2} ({r['propagating']} propagating) {mode}: "
-          f"{r['slices_per_s']:7.1f} slices/s ({r['tracked_per_s']:.1f} tracked, "
-          f"{r['prompts_per_s']:.1f} prompts/s), 2D prompt p50 {r['p50_ms']:.0f} ms "
-          f"p95 {r['p95_ms']:.0f} ms over {r['prompts']} prompts; {r['cpu_s']:.1f} CPU s in "
+          f"{r['slices_per_s']:7.2f} slices/s ({r['tracked_per_s']:.2f} tracked, "
+          f"{r['prompts_per_s']:.2f} prompts/s), 2D prompt p50 {r['p50_ms']:.0f} ms "
+          f"p95 {r['p95_ms']:.0f} ms over {r['prompts']} prompts; {r['cpu_s']:.1f} CPU s "
+          f"({r['slices_per_s'] * r['seconds'] / max(r['cpu_s'], 1e-9):.2f} slices per CPU s) in "
           f"{r['seconds']:.1f} s, load {r['load']:.1f}{extra}{gpu}", flush=True)
 
 
