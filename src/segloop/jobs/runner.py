@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from segloop.config import Settings
 from segloop.engines.base import Session, drive
+from segloop.engines.scheduler import client_scope
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
@@ -308,8 +309,9 @@ class Runtime:
         task_id = claim.task.id
         t0 = time.monotonic()
         self._track(task_id, True)
-        try:
-            final = self._execute(claim, t0)
+        try:  # device work shares the owner's turn at an engine's device scheduler
+            with client_scope(claim.task.owner):
+                final = self._execute(claim, t0)
         finally:
             self._track(task_id, False)
         self.tasks_done += 1

@@ -7,6 +7,9 @@ work itself lives in :mod:`segloop.engines.sam2.session`.
 
 Concurrency: one model per engine instance; forward passes of all sessions are serialised by
 the engine's lock (one GPU, bounded memory), while sessions keep their own per-volume state.
+With ``scheduler`` on, the image encoder of all sessions runs in shared batches on one device
+thread (interactive slices first, then propagation chunks round-robin by user); the tracking
+steps stay per session, under the lock.
 Must not import torch at module level, FastAPI, Celery or the CLI.
 """
 
@@ -75,6 +78,12 @@ class Sam2Engine:
     - ``device_post``: hole filling, the largest 3D component and the masks in torch on the
       model's device, tracked masks copied back in chunks (the same masks as the scipy path);
       default None: on an accelerator, off on a CPU.
+    - ``scheduler``: share the device among sessions: every session's image-encoder work goes
+      through one scheduler thread that batches concurrent sessions' slices, 2D prompts first,
+      propagation chunks round-robin by user (:mod:`segloop.engines.scheduler`); default None
+      reads ``SEGLOOP_SAM2_SCHEDULER`` (``1``/``on``), else off. ``scheduler_batch``: slices per
+      shared batch (None: 32 on an accelerator, 4 on a CPU); ``scheduler_wait_ms``: how long a
+      batch that is not full waits for other users' slices (only while others are active).
     """
 
     name: ClassVar[str] = "sam2"
@@ -99,6 +108,9 @@ class Sam2Engine:
         cache_mb: float | None = None,
         encode_batch: int | None = None,
         device_post: bool | None = None,
+        scheduler: bool | None = None,
+        scheduler_batch: int | None = None,
+        scheduler_wait_ms: float = 3.0,
     ) -> None:
         name = model or variant or self._first_cached()
         self.model_name = get_spec(name).name
@@ -116,6 +128,16 @@ class Sam2Engine:
         self.cache_mb = None if cache_mb is None else float(cache_mb)
         self.encode_batch = None if encode_batch is None else int(encode_batch)
         self.device_post = device_post
+        if scheduler is None:
+            env = os.environ.get("SEGLOOP_SAM2_SCHEDULER", "").strip().lower()
+            if env not in ("", "0", "off", "false", "no", "1", "on", "true", "yes"):
+                raise ValueError(f"SEGLOOP_SAM2_SCHEDULER must be on or off, got {env!r}")
+            scheduler = env in ("1", "on", "true", "yes")
+        self.scheduler = bool(scheduler)
+        self.scheduler_batch = None if scheduler_batch is None else int(scheduler_batch)
+        if self.scheduler_batch is not None and self.scheduler_batch < 1:
+            raise ValueError(f"scheduler_batch must be at least 1, got {scheduler_batch}")
+        self.scheduler_wait_ms = float(scheduler_wait_ms)
         self.threads = threads
         self.lock = threading.RLock()
         self._runtime: Runtime | None = None

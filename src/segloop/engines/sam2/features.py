@@ -7,6 +7,8 @@ attention, the decoder and the memory encoder. Features encoded ahead are held u
 slice is tracked, then move into the session's LRU cache, which is bounded by bytes and by
 count. The position encodings are the same for every slice (they depend on the shape only),
 so one copy is shared: at 512 px they are five times the size of a slice's own features.
+With the runtime's device scheduler every encoder call (a 2D prompt's slice too) goes through
+it and shares batches with other sessions (:mod:`segloop.engines.scheduler`).
 
 Frames: on a CPU a slice is resized with PIL's bicubic filter (MedSAM2's exact rule); on an
 accelerator the resize and normalisation run in torch on the device (two separable bicubic
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from segloop.engines.sam2.preprocess import IMAGENET_MEAN, IMAGENET_STD, slice_to_model_input
 from segloop.engines.sam2.runtime import Runtime
+from segloop.engines.scheduler import Priority, current_client
 
 __all__ = ["LazyFrames", "encode_ahead", "make_feature_cache", "resize_on_device"]
 
@@ -161,14 +164,18 @@ def make_feature_cache(capacity: int, max_bytes: int, device: torch.device) -> A
     return _FeatureCache()
 
 
-def encode_ahead(rt: Runtime, frames: LazyFrames, cache: Any, zs: Sequence[int]) -> None:
-    """Encode slices ``zs`` in one image-encoder call and hold their features in ``cache``."""
+def encode_ahead(rt: Runtime, frames: LazyFrames, cache: Any, zs: Sequence[int],
+                 client: str = "", priority: Priority = Priority.AHEAD) -> None:
+    """Encode slices ``zs`` and hold their features in ``cache``: in one image-encoder call of
+    their own, or, with the runtime's device scheduler, in the shared batches of all sessions
+    (on behalf of ``client``: the user of :func:`~segloop.engines.scheduler.client_scope` when
+    one is set)."""
     if not zs:
         return
-    with rt.lock, torch.inference_mode(), rt.autocast():
-        out = rt.model.get_image_features(frames.batch(zs).to(rt.device), return_dict=True)
-    feats, pos = out.fpn_hidden_states, out.fpn_position_encoding
-    for j, z in enumerate(zs):
-        own = [f[:, j:j + 1].clone(memory_format=torch.contiguous_format) for f in feats]
-        cache.put_ahead(z, own, [p[:, j:j + 1].clone(memory_format=torch.contiguous_format)
-                                 for p in pos] if j == 0 else [])
+    rows = list(frames.batch(zs).unbind(0))
+    if rt.scheduler is not None:
+        out = rt.scheduler.submit(rows, priority, current_client() or client)
+    else:
+        out = rt.encode_parts([rows])
+    for z, f in zip(zs, out, strict=True):
+        cache.put_ahead(z, f.feats, f.pos)

@@ -44,6 +44,7 @@ from segloop.engines.sam2.preprocess import (
     to_uint8_volume,
 )
 from segloop.engines.sam2.runtime import OFFLOAD_ABOVE, Runtime
+from segloop.engines.scheduler import Priority
 from segloop.engines.state import SessionState
 from segloop.errors import EngineError, PromptError
 from segloop.io.radiological import box_to_view, points_to_view, slice_to_view, view_to_slice
@@ -76,6 +77,8 @@ class Sam2Session:
         self._cache = make_feature_cache(runtime.cache_frames, int(runtime.cache_mb * 2**20),
                                          runtime.device)
         self._state = SessionState(self._shape)
+        #: this session's turn at the device scheduler when no user scope is set
+        self._client = f"session-{id(self):x}"
 
     # ------------------------------------------------------------------ protocol
 
@@ -232,7 +235,9 @@ class Sam2Session:
     def _run_logits(self, vs: Any, z: int, reverse: bool = False, memory: bool = True
                     ) -> torch.Tensor:
         """Run the model on slice z; its low-resolution view logits ``(1, 1, h, w)``."""
-        with self._rt.lock, torch.inference_mode(), self._rt.autocast():
+        # a 2D prediction (no memory) is what a user waits for: it goes before tracking steps
+        prio = Priority.AHEAD if memory else Priority.INTERACTIVE
+        with self._rt.hold(prio), torch.inference_mode(), self._rt.autocast():
             out = self._rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
             logits: torch.Tensor = out.pred_masks[:1].float().clone()
         return logits
@@ -261,7 +266,7 @@ class Sam2Session:
     def _run_conditioning(self, vs: Any, z: int) -> None:
         """Run a conditioning slice (inputs already added) and encode its memory as SAM 2 does."""
         model = self._rt.model
-        with self._rt.lock, torch.inference_mode(), self._rt.autocast():
+        with self._rt.hold(Priority.AHEAD), torch.inference_mode(), self._rt.autocast():
             out = model(vs, frame_idx=z, run_mem_encoder=False)
             score = vs.get_output(0, z, "object_score_logits", is_conditioning_frame=True)
             model._batch_encode_memories(
@@ -270,7 +275,16 @@ class Sam2Session:
                 object_score_logits_for_memory=[score], is_mask_from_pts_per_obj=[True],
             )
 
+    def _encode(self, zs: list[int], priority: Priority) -> None:
+        """With the device scheduler: encode the slices of ``zs`` not in the cache through it
+        (without, the model encodes a missing slice itself when it runs it)."""
+        if self._rt.scheduler is None:
+            return
+        todo = [z for z in zs if z not in self._cache]
+        encode_ahead(self._rt, self._frames, self._cache, todo, self._client, priority)
+
     def _predict_2d(self, z: int, prompts: Prompts) -> BoolArray:
+        self._encode([z], Priority.INTERACTIVE)
         vs = self._new_video_session()
         self._add_inputs(vs, z, prompts, None)
         return self._run(vs, z, memory=False)
@@ -292,6 +306,8 @@ class Sam2Session:
         st = self._state.get(object_id)
         vs = self._new_video_session()
         conditioned = 0
+        self._encode([a for a in self._conditioning(z, object_id)
+                      if a in st.prompts or st.mask[:, :, a].any()], Priority.AHEAD)
         for a in self._conditioning(z, object_id):
             prompts = st.prompts.get(a)
             if prompts is None and not st.mask[:, :, a].any():
@@ -312,9 +328,9 @@ class Sam2Session:
         chunk = max(1, self._rt.copy_chunk) if self._rt.device_post else 1
         pending: list[tuple[int, torch.Tensor]] = []
         for i, t in enumerate(order):
-            if self._rt.encode_batch > 1 and t not in self._cache:
+            if (self._rt.encode_batch > 1 or self._rt.scheduler is not None) and t not in self._cache:
                 ahead = [u for u in order[i:] if u not in self._cache][:self._rt.encode_batch]
-                encode_ahead(self._rt, self._frames, self._cache, ahead)
+                encode_ahead(self._rt, self._frames, self._cache, ahead, self._client)
             logits = self._run_logits(vs, t, reverse=direction < 0)
             # bounded memory on long volumes: the full-size mask is only needed to encode the
             # memory (done), and frames further back than the memory/pointer window are unused
