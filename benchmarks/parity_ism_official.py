@@ -208,7 +208,9 @@ def run(code: str, work: str, args_path: str) -> None:
         put("sam_masks", out["masks"] > 0.5)
         put("sam_masks_float", out["masks"])
         put("sam_boxes", out["boxes"])
-        return {"masks": torch.from_numpy(inj["masks"]).float(), "boxes": torch.from_numpy(inj["boxes"])}
+        dev = out["masks"].device  # the model's: SAM-6D moves nothing itself after this point
+        return {"masks": torch.from_numpy(inj["masks"]).float().to(dev),
+                "boxes": torch.from_numpy(inj["boxes"]).to(dev)}
 
     sam.CustomSamAutomaticMaskGenerator.generate_masks = generate_masks
 
@@ -271,6 +273,8 @@ if __name__ == "__main__":
     _standin_torchvision()
     _standin_lightning()
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
+    torch.backends.cuda.matmul.allow_tf32 = False  # full fp32, as parity_ism.py sets for segloop
+    torch.backends.cudnn.allow_tf32 = False
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
     else:
