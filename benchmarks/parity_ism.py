@@ -50,6 +50,10 @@ run there in full fp32 (TF32 off for matrix products and cuDNN convolutions, on 
         --work /dev/shm/parity_ism --device cuda --threads 16 --sam vit_h --dino dinov2_vitl14 \
         --points-per-side 32 --templates 42 --n-proposals 16
 
+Random weights may keep no proposal at SAM-6D's thresholds (stability 0.97, predicted IoU 0.88,
+semantic confidence 0.2): ``--stability-score-thresh 0 --pred-iou-thresh -1 --confidence-thresh 0``
+compares every stage on many proposals.
+
 segloop's side describes the templates once: its pipeline run (stage 5) is handed those
 descriptors (and, for a view subset, the templates: the service itself loads whole levels only).
 
@@ -155,6 +159,10 @@ def _start_official(args: argparse.Namespace, work: Path,
                             env=env)
 
 
+def _score_config(args: argparse.Namespace) -> ScoreConfig:
+    return ScoreConfig(confidence_thresh=args.confidence_thresh)
+
+
 def _strict_fp32() -> None:
     """Full fp32 on a GPU for both sides (cuDNN's convolutions default to TF32: SAM's and DINOv2's
     patch embeddings would then round differently from one algorithm choice to the next)."""
@@ -215,6 +223,9 @@ def main() -> None:
     ap.add_argument("--stability-score-thresh", type=float, default=0.97)
     ap.add_argument("--pred-iou-thresh", type=float, default=0.88,
                     help="SAM-6D: 0.88; random weights may need lower (SAM-6D's code fails with no mask)")
+    ap.add_argument("--confidence-thresh", type=float, default=ScoreConfig().confidence_thresh,
+                    help="semantic score a proposal needs to be scored further, on both sides (SAM-6D: "
+                         "0.2; random weights may keep none)")
     ap.add_argument("--templates", type=int, default=42,
                     help="score against the first N of the 42 level-0 views (SAM-6D: 42; fewer on slow CPUs)")
     ap.add_argument("--seed", type=int, default=0)
@@ -247,7 +258,7 @@ def main() -> None:
     rgb = np.asarray(Image.open(scene_dir / "rgb.png").convert("RGB"))
     depth = np.asarray(Image.open(scene_dir / "depth.png")).astype(np.float32) * float(cam["depth_scale"])
     scene = Scene(rgb=rgb, depth_mm=depth, K=K)
-    cfg = ScoreConfig()
+    cfg = _score_config(args)
 
     if args.reuse and (work / "proposals.npz").is_file():
         saved = np.load(work / "proposals.npz")
@@ -263,7 +274,8 @@ def main() -> None:
         "cad": str(cad), "rgb": str(scene_dir / "rgb.png"), "depth": str(scene_dir / "depth.png"),
         "cam": str(scene_dir / "camera.json"), "sam_type": args.sam, "dino": args.dino,
         "points_per_side": args.points_per_side, "stability_score_thresh": args.stability_score_thresh,
-        "pred_iou_thresh": args.pred_iou_thresh, "device": args.device}))
+        "pred_iou_thresh": args.pred_iou_thresh, "device": args.device,
+        "confidence_thresh": args.confidence_thresh}))
     path = os.pathsep.join(p for p in (str(args.extra_site.resolve()), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "PARITY_THREADS": str(args.threads)}
     if args.device == "cpu":  # SAM-6D's code takes the GPU whenever torch sees one
@@ -291,8 +303,8 @@ def _ours(args: argparse.Namespace, work: Path, scene: Scene, tpl: Templates, pr
     sam = be.proposals(scene, args.stability_score_thresh)  # type: ignore[attr-defined]
     ref = be.describe_templates(tpl)  # type: ignore[attr-defined]
     query = be.describe_proposals(scene, props)  # type: ignore[attr-defined]
-    s = score_proposals(scene, props, query, ref, tpl, ScoreConfig())
-    pipe = IsmPipeline(ScoreConfig())
+    s = score_proposals(scene, props, query, ref, tpl, _score_config(args))
+    pipe = IsmPipeline(_score_config(args))
     pipe.add_backend(BackendName.SAM, _Injected(be, props))  # type: ignore[arg-type]
     if len(tpl.rgb) != 42:  # a view subset: the service only loads whole levels, so hand it the subset
         pipe._templates[(str(tdir), str(cad))] = tpl
