@@ -42,6 +42,18 @@ folder, view i keeping pose i; N ≥ 5 for its top-5 average), and fewer points 
         --dino dinov2_vitl14 --points-per-side 8 --n-proposals 8 --templates 10 \\
         --stability-score-thresh 0 --pred-iou-thresh -1
 
+On a GPU (``--device cuda``, the default when torch sees one, as SAM-6D's own code) both sides
+run there in full fp32 (TF32 off for matrix products and cuDNN convolutions, on both sides);
+``--device cpu`` hides the GPU from SAM-6D's process too. SAM-6D's real sizes and thresholds:
+
+    PYTHONPATH=src python benchmarks/parity_ism.py --sam6d-code ... --extra-site ... \
+        --work /dev/shm/parity_ism --device cuda --threads 16 --sam vit_h --dino dinov2_vitl14 \
+        --points-per-side 32 --templates 42 --n-proposals 16
+
+Random weights may keep no proposal at SAM-6D's thresholds (stability 0.97, predicted IoU 0.88,
+semantic confidence 0.2): ``--stability-score-thresh 0 --pred-iou-thresh -1 --confidence-thresh 0``
+compares every stage on many proposals.
+
 segloop's side describes the templates once: its pipeline run (stage 5) is handed those
 descriptors (and, for a view subset, the templates: the service itself loads whole levels only).
 
@@ -147,6 +159,19 @@ def _start_official(args: argparse.Namespace, work: Path,
                             env=env)
 
 
+def _score_config(args: argparse.Namespace) -> ScoreConfig:
+    return ScoreConfig(confidence_thresh=args.confidence_thresh)
+
+
+def _strict_fp32() -> None:
+    """Full fp32 on a GPU for both sides (cuDNN's convolutions default to TF32: SAM's and DINOv2's
+    patch embeddings would then round differently from one algorithm choice to the next)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def _first_templates(tpl: Templates, full: Path, tdir: Path, n: int) -> Templates:
     """Copy views 0..n-1 of ``full`` into ``tdir`` (SAM-6D's code scores against every view found
     there; view i keeps pose i of level 0) and return the same views of ``tpl``."""
@@ -175,9 +200,11 @@ def _segloop_backend(args: argparse.Namespace, work: Path) -> object:
     sam = SamModel(SamConfig(**get_spec(reg).config))
     sam.load_state_dict(sam_original_to_hf(torch.load(work / "checkpoints" / "segment-anything" / fname)),
                         strict=True)
+    sam = sam.to(args.device)
     dino = Dinov2Model(Dinov2Config(**{**get_spec("dinov2-vitl14").config, **DINO_SIZES[args.dino]}))
     dino.load_state_dict(dinov2_original_to_hf(
         torch.load(work / "checkpoints" / "dinov2" / f"{args.dino}_pretrain.pth")), strict=True)
+    dino = dino.to(args.device)
     return SamBackend(sam, dino, AmgConfig(points_per_side=args.points_per_side,
                                            pred_iou_thresh=args.pred_iou_thresh))
 
@@ -196,10 +223,15 @@ def main() -> None:
     ap.add_argument("--stability-score-thresh", type=float, default=0.97)
     ap.add_argument("--pred-iou-thresh", type=float, default=0.88,
                     help="SAM-6D: 0.88; random weights may need lower (SAM-6D's code fails with no mask)")
+    ap.add_argument("--confidence-thresh", type=float, default=ScoreConfig().confidence_thresh,
+                    help="semantic score a proposal needs to be scored further, on both sides (SAM-6D: "
+                         "0.2; random weights may keep none)")
     ap.add_argument("--templates", type=int, default=42,
                     help="score against the first N of the 42 level-0 views (SAM-6D: 42; fewer on slow CPUs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default=None,
+                    help="cpu or cuda for both sides (default: cuda when available, as SAM-6D's code)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse WORK/official.npz, WORK/ours.npz and WORK/proposals.npz of an earlier run")
     ap.add_argument("--ours-only", action="store_true", help="compute segloop's side only (WORK/ours.npz)")
@@ -207,6 +239,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _strict_fp32()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     scene_dir = args.scene.resolve()
@@ -224,7 +258,7 @@ def main() -> None:
     rgb = np.asarray(Image.open(scene_dir / "rgb.png").convert("RGB"))
     depth = np.asarray(Image.open(scene_dir / "depth.png")).astype(np.float32) * float(cam["depth_scale"])
     scene = Scene(rgb=rgb, depth_mm=depth, K=K)
-    cfg = ScoreConfig()
+    cfg = _score_config(args)
 
     if args.reuse and (work / "proposals.npz").is_file():
         saved = np.load(work / "proposals.npz")
@@ -240,8 +274,12 @@ def main() -> None:
         "cad": str(cad), "rgb": str(scene_dir / "rgb.png"), "depth": str(scene_dir / "depth.png"),
         "cam": str(scene_dir / "camera.json"), "sam_type": args.sam, "dino": args.dino,
         "points_per_side": args.points_per_side, "stability_score_thresh": args.stability_score_thresh,
-        "pred_iou_thresh": args.pred_iou_thresh}))
-    env = {**os.environ, "PYTHONPATH": str(args.extra_site.resolve()), "PARITY_THREADS": str(args.threads)}
+        "pred_iou_thresh": args.pred_iou_thresh, "device": args.device,
+        "confidence_thresh": args.confidence_thresh}))
+    path = os.pathsep.join(p for p in (str(args.extra_site.resolve()), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PARITY_THREADS": str(args.threads)}
+    if args.device == "cpu":  # SAM-6D's code takes the GPU whenever torch sees one
+        env["CUDA_VISIBLE_DEVICES"] = ""
     t0 = time.perf_counter()
     proc = None if args.ours_only else _start_official(args, work, env)
     if args.reuse and (work / "ours.npz").is_file():
@@ -254,7 +292,7 @@ def main() -> None:
         return
     if proc is not None and proc.wait() != 0:
         raise SystemExit(f"SAM-6D's run failed (exit {proc.returncode})")
-    print(f"both sides done in {time.perf_counter() - t0:.0f} s")
+    print(f"both sides done in {time.perf_counter() - t0:.0f} s (device {args.device})")
     _report(args, dict(np.load(work / "official.npz")), ours, scene, tpl, props, cfg, work)
 
 
@@ -265,8 +303,8 @@ def _ours(args: argparse.Namespace, work: Path, scene: Scene, tpl: Templates, pr
     sam = be.proposals(scene, args.stability_score_thresh)  # type: ignore[attr-defined]
     ref = be.describe_templates(tpl)  # type: ignore[attr-defined]
     query = be.describe_proposals(scene, props)  # type: ignore[attr-defined]
-    s = score_proposals(scene, props, query, ref, tpl, ScoreConfig())
-    pipe = IsmPipeline(ScoreConfig())
+    s = score_proposals(scene, props, query, ref, tpl, _score_config(args))
+    pipe = IsmPipeline(_score_config(args))
     pipe.add_backend(BackendName.SAM, _Injected(be, props))  # type: ignore[arg-type]
     if len(tpl.rgb) != 42:  # a view subset: the service only loads whole levels, so hand it the subset
         pipe._templates[(str(tdir), str(cad))] = tpl
@@ -365,8 +403,9 @@ def _report(args: argparse.Namespace, off: dict[str, np.ndarray], ours: dict[str
                      f"{max(abs(float(ours['det_scores'][i]) - float(off_scores[j])) for i, j, _ in m):.3g}"))
         rows.append(("detections: same order", str([j for _, j, _ in sorted(m)] == list(range(len(m))))))
     w = max(len(r[0]) for r in rows)
-    print(f"\nSAM {args.sam}, DINOv2 {args.dino}, random perturbed weights (seed {args.seed}); "
-          f"{args.points_per_side}x{args.points_per_side} points; {len(props)} injected proposals")
+    print(f"\nSAM {args.sam}, DINOv2 {args.dino} on {args.device}, random perturbed weights "
+          f"(seed {args.seed}); {args.points_per_side}x{args.points_per_side} points; "
+          f"{len(props)} injected proposals")
     for k, v in rows:
         print(f"{k:<{w}}  {v}")
     (work / "parity.json").write_text(json.dumps(dict(rows), indent=1))

@@ -204,11 +204,21 @@ def run(code: str, work: str, args_path: str) -> None:
             self.point_grids = build_all_layer_point_grids(args["points_per_side"], 0, 1)
         self.stability_score_thresh = args["stability_score_thresh"]
         self.pred_iou_thresh = args["pred_iou_thresh"]
-        out = gen(self, image)
+        dev = self.predictor.model.device  # SAM-6D moves nothing itself after this point
+        try:
+            out = gen(self, image)
+        except RuntimeError as e:  # its _generate_masks ends with torch.stack(list of kept masks)
+            if "non-empty" not in str(e):
+                raise
+            print("SAM-6D's generator kept no mask at these thresholds (its code then fails on "
+                  "torch.stack of an empty list): recorded as 0 proposals", flush=True)
+            h, w = image.shape[:2]
+            out = {"masks": torch.zeros((0, h, w)), "boxes": torch.zeros((0, 4))}
         put("sam_masks", out["masks"] > 0.5)
         put("sam_masks_float", out["masks"])
         put("sam_boxes", out["boxes"])
-        return {"masks": torch.from_numpy(inj["masks"]).float(), "boxes": torch.from_numpy(inj["boxes"])}
+        return {"masks": torch.from_numpy(inj["masks"]).float().to(dev),
+                "boxes": torch.from_numpy(inj["boxes"]).to(dev)}
 
     sam.CustomSamAutomaticMaskGenerator.generate_masks = generate_masks
 
@@ -235,6 +245,12 @@ def run(code: str, work: str, args_path: str) -> None:
             put(k, v)
         put("sims", s.matching_config.metric(a[0], s.ref_data["descriptors"])[:, 0])
     wrap(M, "compute_semantic_score", sem)
+    semantic = M.compute_semantic_score
+
+    def compute_semantic_score(self, *a, **k):  # ISM_sam.yaml's matching_config.confidence_thresh
+        self.matching_config.confidence_thresh = args.get("confidence_thresh", 0.2)
+        return semantic(self, *a, **k)
+    M.compute_semantic_score = compute_semantic_score
     wrap(M, "compute_appearance_score", lambda s, a, o: put("appearance", o[0]))
     wrap(M, "project_template_to_image", lambda s, a, o: put("image_uv", o))
 
@@ -262,6 +278,11 @@ def run(code: str, work: str, args_path: str) -> None:
                 "--cam_path", args["cam"], "--stability_score_thresh", str(args["stability_score_thresh"])]
     try:
         runpy.run_path(os.path.join(code, "run_inference_custom.py"), run_name="__main__")
+    except UnboundLocalError as e:  # its visualize() draws the best detection of score > 0 and has
+        if "best_det" not in str(e) or "nms_keep" not in rec:  # none when no score is positive
+            raise
+        print("SAM-6D's visualize() found no detection with a score > 0 (random weights); everything "
+              "before it ran and is recorded", flush=True)
     finally:  # what was recorded before a failure is still worth comparing
         np.savez_compressed(os.path.join(work, "official.npz" if "final" in rec else "official_partial.npz"),
                             **rec)
@@ -271,6 +292,8 @@ if __name__ == "__main__":
     _standin_torchvision()
     _standin_lightning()
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
+    torch.backends.cuda.matmul.allow_tf32 = False  # full fp32, as parity_ism.py sets for segloop
+    torch.backends.cudnn.allow_tf32 = False
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
     else:
