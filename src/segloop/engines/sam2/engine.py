@@ -75,6 +75,11 @@ class Sam2Engine:
     - ``device_post``: hole filling, the largest 3D component and the masks in torch on the
       model's device, tracked masks copied back in chunks (the same masks as the scipy path);
       default None: on an accelerator, off on a CPU.
+    - ``sync_free``: no host sync per tracked slice (frames uploaded once, the memory bank on
+      the device, masks copied back asynchronously; the same masks); default None: on an
+      accelerator, off on a CPU. ``compile``: ``torch.compile`` (CUDA graphs on CUDA) of the
+      memory attention, mask decoder and memory encoder while tracking; default off (the
+      first propagation pays the compilation). See :mod:`segloop.engines.sam2.faststep`.
     """
 
     name: ClassVar[str] = "sam2"
@@ -99,6 +104,8 @@ class Sam2Engine:
         cache_mb: float | None = None,
         encode_batch: int | None = None,
         device_post: bool | None = None,
+        sync_free: bool | None = None,
+        compile: bool = False,
     ) -> None:
         name = model or variant or self._first_cached()
         self.model_name = get_spec(name).name
@@ -116,6 +123,8 @@ class Sam2Engine:
         self.cache_mb = None if cache_mb is None else float(cache_mb)
         self.encode_batch = None if encode_batch is None else int(encode_batch)
         self.device_post = device_post
+        self.sync_free = sync_free
+        self.compile = bool(compile)
         self.threads = threads
         self.lock = threading.RLock()
         self._runtime: Runtime | None = None

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from segloop.engines.sam2.faststep import FastStep, install_fast_step
+
 __all__ = [
     "OFFLOAD_ABOVE",
     "Runtime",
@@ -117,6 +119,10 @@ class Runtime:
     largest 3D component and the logits -> mask step run in torch on the model's device
     (:mod:`.postprocess`, the same masks as scipy), and tracked masks come back to the host
     ``copy_chunk`` slices per copy; off, they run in scipy/numpy one slice at a time.
+    ``sync_free``: no host<->device sync per tracked slice (frames uploaded once, memory bank
+    kept on the device, object-pointer offsets made once, masks copied back asynchronously);
+    ``compile``: the memory attention, mask decoder and memory encoder of tracked slices run
+    through ``torch.compile`` (CUDA graphs on CUDA); see :mod:`.faststep`.
     """
 
     model: Any
@@ -134,6 +140,8 @@ class Runtime:
     encode_batch: int = 1
     device_post: bool = False
     copy_chunk: int = 8
+    sync_free: bool = False
+    compile: bool = False
 
     @classmethod
     def load(cls, engine: Any) -> Runtime:
@@ -161,6 +169,7 @@ class Runtime:
         batch = getattr(engine, "encode_batch", None)
         post = getattr(engine, "device_post", None)
         cache_mb = getattr(engine, "cache_mb", None)
+        sync_free = getattr(engine, "sync_free", None)
         return cls(
             model=model,
             model_name=engine.model_name,
@@ -178,10 +187,13 @@ class Runtime:
             cache_mb=float(cache_mb) if cache_mb is not None else default_cache_mb(device),
             encode_batch=max(1, int(batch)) if batch else default_encode_batch(device),
             device_post=bool(post) if post is not None else device.type != "cpu",
+            sync_free=bool(sync_free) if sync_free is not None else device.type != "cpu",
+            compile=bool(getattr(engine, "compile", False)),
         )
 
     def __post_init__(self) -> None:
         memoise_position_encodings(self.model)
+        self.fast: FastStep = install_fast_step(self.model, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on the model's device when enabled, else nothing."""
