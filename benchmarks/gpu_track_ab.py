@@ -7,13 +7,15 @@ propagation, run for each configuration in turn:
 - ``plain``: the step as before (a host sync per slice: object-pointer offsets copied to the
   device, frames copied per encoder batch, blocking mask copies);
 - ``sync_free``: no host sync per slice (:mod:`segloop.engines.sam2.faststep`);
-- ``compile``: memory attention, mask decoder and memory encoder through ``torch.compile``
+- ``compile``: memory attention, prompt encoder, mask decoder and memory encoder through
+  ``torch.compile``
   (CUDA graphs on CUDA);
 - ``all``: both.
 
-Each configuration first propagates on a short warm-up volume (41 slices: the memory bank
-fills in both directions, so a compiled step meets every shape of the timed run; the warm-up
-of the first compiled configuration is the compile time), then the timed run. Printed per
+Each configuration first propagates on a short warm-up volume (41 slices, or the timed
+volume's size if smaller: the memory bank fills in both directions, so a compiled step meets
+every shape of the timed run; the warm-up of the first compiled configuration is the compile
+time), then the timed run. Printed per
 configuration: slices/s (wall, device synchronised), CPU ms per slice, peak GPU memory
 (``torch.cuda.max_memory_allocated``; peak RSS on a CPU), host syncs per tracked slice (CUDA:
 counted with ``torch.cuda.set_sync_debug_mode`` on the warm-up run) and the per-slice IoU
@@ -158,6 +160,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--fill-holes", type=int, default=None,
                     help="SAM 2 hole filling px (default: the engine's, 8 on CUDA, 0 on a CPU)")
+    ap.add_argument("--warmup-slices", type=int, default=None,
+                    help=f"slices tracked by each warm-up (default min({WARMUP_SLICES}, --slices))")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--memcheck", type=int, default=0,
                     help="then run 'all' on a volume of this many slices (peak memory)")
@@ -180,7 +184,8 @@ def main() -> None:
         cache_frames=32, lock=threading.RLock(), cache_mb=default_cache_mb(dev),
         encode_batch=default_encode_batch(dev), device_post=dev.type != "cpu",
     )
-    warm_vol = _synthetic_volume(args.xy, WARMUP_SLICES + 1, seed=1)
+    warm = args.warmup_slices or min(WARMUP_SLICES, args.slices)
+    warm_vol = _synthetic_volume(args.xy, warm + 1, seed=1)
     vol = _synthetic_volume(args.xy, args.slices + 1)
     print(f"# {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'},"
           f" torch {torch.__version__}, hiera-{args.hiera} {args.size} px {args.precision},"

@@ -78,7 +78,7 @@ class Sam2Engine:
     - ``sync_free``: no host sync per tracked slice (frames uploaded once, the memory bank on
       the device, masks copied back asynchronously; the same masks); default None: on an
       accelerator, off on a CPU. ``compile``: ``torch.compile`` (CUDA graphs on CUDA) of the
-      memory attention, mask decoder and memory encoder while tracking; default off (the
+      memory attention, prompt encoder, mask decoder and memory encoder while tracking; default off (the
       first propagation pays the compilation). See :mod:`segloop.engines.sam2.faststep`.
     """
 

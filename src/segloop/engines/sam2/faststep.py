@@ -13,15 +13,15 @@ and off side by side:
   are made once per distinct list and kept on the device. Same values, same masks. (The
   session adds the rest: frames uploaded once, the memory bank kept on the device, masks
   copied back asynchronously.)
-- ``compile``: ``torch.compile`` of the memory attention, the mask decoder and the memory
-  encoder, active only while a propagation tracks slices (conditioning slices and 2D prompts
-  run eagerly). On CUDA the mode is ``reduce-overhead`` (CUDA graphs: one launch per part
-  instead of hundreds); tensor outputs are copied out of the graphs' static buffers before
-  ``transformers`` keeps them in its memory bank. Shapes change while the memory bank fills
-  (first ~16 slices of each direction), after which they are fixed; the first change makes
-  dynamo recompile with a dynamic memory length (once), and CUDA graph trees record one
-  graph per length. If compiling fails (no compiler, an unsupported op) the part falls back
-  to eager for good and logs why, once.
+- ``compile``: ``torch.compile`` of the memory attention, the prompt encoder, the mask
+  decoder and the memory encoder, active only while a propagation tracks slices
+  (conditioning slices and 2D prompts run eagerly). On CUDA the mode is ``reduce-overhead``
+  (CUDA graphs: one launch per part instead of hundreds); tensor outputs are copied out of
+  the graphs' static buffers before ``transformers`` keeps them in its memory bank. Shapes
+  change while the memory bank fills (first ~16 slices of each direction), then stay fixed:
+  the first change makes dynamo recompile the memory attention with a dynamic memory length
+  (once), and CUDA graph trees record one graph per length. If compiling fails (no
+  compiler, an unsupported op) the part falls back to eager for good and logs why, once.
 
 Masks are the same as the eager step's up to floating-point reassociation in the fused
 kernels (tests: per-slice IoU >= 0.999 on random weights).
@@ -42,7 +42,7 @@ __all__ = ["CompiledPart", "FastStep", "install_fast_step"]
 log = logging.getLogger(__name__)
 
 #: the model parts compiled with ``compile`` on (attribute names of ``Sam2VideoModel``)
-COMPILED_PARTS = ("memory_attention", "mask_decoder", "memory_encoder")
+COMPILED_PARTS = ("memory_attention", "prompt_encoder", "mask_decoder", "memory_encoder")
 
 
 def _first_line(exc: BaseException) -> str:

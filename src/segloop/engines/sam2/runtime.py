@@ -121,8 +121,8 @@ class Runtime:
     ``copy_chunk`` slices per copy; off, they run in scipy/numpy one slice at a time.
     ``sync_free``: no host<->device sync per tracked slice (frames uploaded once, memory bank
     kept on the device, object-pointer offsets made once, masks copied back asynchronously);
-    ``compile``: the memory attention, mask decoder and memory encoder of tracked slices run
-    through ``torch.compile`` (CUDA graphs on CUDA); see :mod:`.faststep`.
+    ``compile``: the memory attention, prompt encoder, mask decoder and memory encoder of
+    tracked slices run through ``torch.compile`` (CUDA graphs on CUDA); see :mod:`.faststep`.
     """
 
     model: Any
