@@ -148,6 +148,35 @@ def _ious(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> npt.NDArray[np.
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def _run_config(rt: Runtime, name: str, warm_vol: Volume, vol: Volume, xy: int, profile: bool,
+                reference: npt.NDArray[np.bool_] | None) -> tuple[Row, npt.NDArray[np.bool_]]:
+    """Warm up, then time one configuration; its figures and its masks."""
+    dev = rt.device
+    rt.sync_free, rt.compile = CONFIGS[name]
+    t0 = time.perf_counter()
+    syncs = _count_syncs(rt, warm_vol, xy)
+    if syncs is None:
+        _propagate(rt, warm_vol, xy)
+    _sync(dev)
+    warmup = time.perf_counter() - t0
+    ops = _count_ops(rt, warm_vol, xy) if profile else None
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    _sync(dev)
+    t0, c0 = time.perf_counter(), time.process_time()
+    mask, n = _propagate(rt, vol, xy)
+    _sync(dev)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ref = mask if reference is None else reference
+    ious = _ious(mask, ref)
+    row = Row(config=name, slices=n, slices_per_s=n / wall, cpu_ms_per_slice=1000 * cpu / n,
+              peak_mb=_peak_mb(dev), warmup_s=warmup, syncs_per_slice=syncs,
+              min_iou=float(ious.min()), slices_below_0999=int((ious < 0.999).sum()),
+              identical_slices=int((mask == ref).all(axis=(0, 1)).sum()),
+              foreground=float(mask.mean()), ops_per_slice=ops)
+    return row, mask
+
+
 def main() -> None:
     """Run every configuration and print one line (or JSON object) each."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -194,40 +223,25 @@ def main() -> None:
     reference: npt.NDArray[np.bool_] | None = None
     rows: list[Row] = []
     for name in args.configs:
-        rt.sync_free, rt.compile = CONFIGS[name]
-        t0 = time.perf_counter()
-        syncs = _count_syncs(rt, warm_vol, args.xy)
-        if syncs is None:
-            _propagate(rt, warm_vol, args.xy)
-        _sync(dev)
-        warmup = time.perf_counter() - t0
-        ops = _count_ops(rt, warm_vol, args.xy) if args.profile else None
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        _sync(dev)
-        t0, c0 = time.perf_counter(), time.process_time()
-        mask, n = _propagate(rt, vol, args.xy)
-        _sync(dev)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        try:
+            row, mask = _run_config(rt, name, warm_vol, vol, args.xy, args.profile, reference)
+        except Exception as exc:  # one broken configuration must not lose the others
+            print(f"{name:10s} FAILED: {type(exc).__name__}: {exc}".splitlines()[0], flush=True)
+            continue
         if reference is None:
             reference = mask
-        ious = _ious(mask, reference)
-        row = Row(config=name, slices=n, slices_per_s=n / wall, cpu_ms_per_slice=1000 * cpu / n,
-                  peak_mb=_peak_mb(dev), warmup_s=warmup, syncs_per_slice=syncs,
-                  min_iou=float(ious.min()), slices_below_0999=int((ious < 0.999).sum()),
-                  identical_slices=int((mask == reference).all(axis=(0, 1)).sum()),
-                  foreground=float(mask.mean()),
-                  ops_per_slice=ops)
         rows.append(row)
         failures = rt.fast.compile_failures
         if args.json:
             print(json.dumps({**asdict(row), "compile_failures": failures}), flush=True)
         else:
             print(f"{name:10s} {row.slices_per_s:8.1f} slices/s  {row.cpu_ms_per_slice:7.1f} CPU"
-                  f" ms/slice  peak {row.peak_mb:8.0f} MB  warm-up {warmup:6.1f} s  syncs/slice"
-                  f" {'-' if syncs is None else f'{syncs:.2f}'}"
-                  f"{'' if ops is None else f'  ops/slice {ops:.0f}'}  IoU vs plain: min"
-                  f" {row.min_iou:.4f}, {row.slices_below_0999} slices < 0.999,"
+                  f" ms/slice  peak {row.peak_mb:8.0f} MB  warm-up {row.warmup_s:6.1f} s"
+                  f"  syncs/slice"
+                  f" {'-' if row.syncs_per_slice is None else f'{row.syncs_per_slice:.2f}'}"
+                  f"{'' if row.ops_per_slice is None else f'  ops/slice {row.ops_per_slice:.0f}'}"
+                  f"  IoU vs {rows[0].config}: min {row.min_iou:.4f},"
+                  f" {row.slices_below_0999} slices < 0.999,"
                   f" {row.identical_slices}/{mask.shape[2]} identical, foreground"
                   f" {100 * row.foreground:.1f} %"
                   f"{'  COMPILE FAILED: ' + str(failures) if failures else ''}", flush=True)
@@ -242,8 +256,13 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
-        _, n = _propagate(rt, big, args.xy)
-        _sync(dev)
+        try:
+            _, n = _propagate(rt, big, args.xy)
+            _sync(dev)
+        except torch.OutOfMemoryError as exc:
+            print(f"memcheck  OUT OF MEMORY on {args.memcheck + 1} slices:"
+                  f" {str(exc).splitlines()[0]}", flush=True)
+            return
         wall = time.perf_counter() - t0
         out = {"config": "all", "memcheck_slices": n, "slices_per_s": n / wall,
                "peak_mb": _peak_mb(dev)}

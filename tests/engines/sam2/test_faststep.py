@@ -94,3 +94,14 @@ def test_compiled_tracking_gives_the_plain_masks(capsys: pytest.CaptureFixture[s
                  "--threads", "1", "--compile", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["compile"] is True and row["compile_warmup_s"] > 0
+
+
+def test_resident_frames_are_taken_as_views_for_runs_of_slices() -> None:
+    """``sync_free`` uploads the uint8 volume once; an encoder batch (a run of slices, up or
+    down) is then a view of it, with no host->device index copy."""
+    from segloop.engines.sam2.features import _take
+
+    u8 = torch.arange(5 * 2 * 3, dtype=torch.uint8).view(5, 2, 3)
+    for zs in ([1, 2, 3], [3, 2, 1], [4, 0, 2], [2]):
+        assert torch.equal(_take(u8, zs), u8[zs]), zs
+    assert _take(u8, [1, 2, 3]).data_ptr() == u8[1].data_ptr()
