@@ -15,13 +15,13 @@ propagation, run for each configuration in turn:
 Each configuration first propagates on a short warm-up volume (41 slices, or the timed
 volume's size if smaller: the memory bank fills in both directions, so a compiled step meets
 every shape of the timed run; the warm-up of the first compiled configuration is the compile
-time), then the timed run. Printed per
-configuration: slices/s (wall, device synchronised), CPU ms per slice, peak GPU memory
-(``torch.cuda.max_memory_allocated``; peak RSS on a CPU), host syncs per tracked slice (CUDA:
-counted with ``torch.cuda.set_sync_debug_mode`` on the warm-up run) and the per-slice IoU
-against ``plain`` (min, and the number of slices under 0.999). ``--memcheck N`` then runs
-``all`` on an N-slice volume (e.g. 1000) for its peak memory. ``--profile`` counts operators
-(CPU) or CUDA kernels per tracked slice with ``torch.profiler`` on the warm-up volume.
+time), then the timed run. Printed per configuration: slices/s (wall, device synchronised),
+CPU ms per slice, peak GPU memory (``torch.cuda.max_memory_allocated``; peak RSS on a CPU),
+host syncs per tracked slice (CUDA: counted with ``torch.cuda.set_sync_debug_mode`` on a
+second run of the warm-up volume) and the per-slice IoU against ``plain`` (min, and the
+number of slices under 0.999). ``--memcheck N`` then runs ``all`` on an N-slice volume
+(e.g. 1000) for its peak memory. ``--profile`` counts operators (CPU) or CUDA kernels per
+tracked slice with ``torch.profiler`` on the warm-up volume.
 
 Usage (GPU; about 2-3 minutes on an H100 with the compile warm-up)::
 
@@ -154,11 +154,10 @@ def _run_config(rt: Runtime, name: str, warm_vol: Volume, vol: Volume, xy: int, 
     dev = rt.device
     rt.sync_free, rt.compile = CONFIGS[name]
     t0 = time.perf_counter()
-    syncs = _count_syncs(rt, warm_vol, xy)
-    if syncs is None:
-        _propagate(rt, warm_vol, xy)
+    _propagate(rt, warm_vol, xy)
     _sync(dev)
     warmup = time.perf_counter() - t0
+    syncs = _count_syncs(rt, warm_vol, xy)  # after the warm-up: compiling syncs too
     ops = _count_ops(rt, warm_vol, xy) if profile else None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
