@@ -168,7 +168,6 @@ def _run_config(rt: Runtime, name: str, warm_vol: Volume, vol: Volume, xy: int, 
     _sync(dev)
     warmup = time.perf_counter() - t0
     syncs = _count_syncs(rt, warm_vol, xy)  # after the warm-up: compiling syncs too
-    ops = _count_ops(rt, warm_vol, xy) if profile else None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     _sync(dev)
@@ -176,10 +175,12 @@ def _run_config(rt: Runtime, name: str, warm_vol: Volume, vol: Volume, xy: int, 
     mask, n = _propagate(rt, vol, xy)
     _sync(dev)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _peak_mb(dev)
+    ops = _count_ops(rt, warm_vol, xy) if profile else None  # after timing: it may disturb
     ref = mask if reference is None else reference
     ious = _ious(mask, ref)
     row = Row(config=name, slices=n, slices_per_s=n / wall, cpu_ms_per_slice=1000 * cpu / n,
-              peak_mb=_peak_mb(dev), warmup_s=warmup, syncs_per_slice=syncs,
+              peak_mb=peak, warmup_s=warmup, syncs_per_slice=syncs,
               min_iou=float(ious.min()), slices_below_0999=int((ious < 0.999).sum()),
               identical_slices=int((mask == ref).all(axis=(0, 1)).sum()),
               foreground=float(mask.mean()), ops_per_slice=ops)
