@@ -95,11 +95,16 @@ def largest_component_torch(mask3d: torch.Tensor) -> torch.Tensor:
 
     Labels only the mask's bounding box (one host sync to find it)."""
     out = torch.zeros_like(mask3d, dtype=torch.bool)
-    nz = mask3d.nonzero()
-    if nz.shape[0] == 0:
-        return out
-    lo = nz.min(dim=0).values.tolist()
-    hi = (nz.max(dim=0).values + 1).tolist()
+    # the box from each axis' projection: nonzero() of the whole mask would hold 3 int64 per
+    # True voxel (6 GB for a full 512x512x1000 mask)
+    lo, hi = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = mask3d.any(dim=other).nonzero()
+        if idx.shape[0] == 0:
+            return out
+        lo.append(int(idx[0, 0]))
+        hi.append(int(idx[-1, 0]) + 1)
     box = mask3d[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     lab = label_components(box[None])[0]
     n = int(box.numel())
