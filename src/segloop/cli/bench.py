@@ -48,6 +48,11 @@ def register(sub: Any) -> None:
     e.add_argument("--post", default="auto", choices=["auto", "device", "host"],
                    help="mask post-processing: torch on the device (default on a GPU) or"
                         " scipy on the host (default on a CPU)")
+    e.add_argument("--sync-free", default="auto", choices=["auto", "on", "off"],
+                   help="no host sync per tracked slice (default: on for a GPU, off on a CPU)")
+    e.add_argument("--compile", action="store_true",
+                   help="torch.compile the tracking step (CUDA graphs on a GPU); an untimed"
+                        " propagation compiles it first")
     e.add_argument("--json", action="store_true", help="one JSON object per line")
     e.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     e.set_defaults(func=_engine)
@@ -60,6 +65,7 @@ def register(sub: Any) -> None:
 
 
 _POST: dict[str, bool | None] = {"auto": None, "device": True, "host": False}
+_SWITCH: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
 def _engine(args: argparse.Namespace) -> int:
@@ -77,7 +83,9 @@ def _engine(args: argparse.Namespace) -> int:
                              precision=args.precision, device=args.device,
                              threads=args.threads,
                              encode_batch=args.encode_batch, xy=args.xy,
-                             device_post=_POST[args.post], track=args.track).as_dict()
+                             device_post=_POST[args.post], track=args.track,
+                             sync_free=_SWITCH[args.sync_free],
+                             compile=args.compile).as_dict()
                 for s in args.size]
     else:
         rows = []
@@ -86,7 +94,10 @@ def _engine(args: argparse.Namespace) -> int:
                    "bench", "engine", "--json",
                    "--in-process", "--size", str(s), "--hiera", args.hiera, "--slices",
                    str(args.slices), "--precision", args.precision, "--device", args.device,
-                   "--threads", str(args.threads), "--xy", str(args.xy), "--post", args.post]
+                   "--threads", str(args.threads), "--xy", str(args.xy), "--post", args.post,
+                   "--sync-free", args.sync_free]
+            if args.compile:
+                cmd.append("--compile")
             if args.track:
                 cmd += ["--track", str(args.track)]
             if args.encode_batch:
@@ -104,7 +115,9 @@ def _engine(args: argparse.Namespace) -> int:
             print(f"hiera-{r['hiera']} {r['image_size']} px {r['device']} {r['precision']}"
                   f" on {r['xy']}x{r['xy']}x{r['tracked_slices'] + 1}"
                   f" {r['threads']} thread(s), encode batch {r['encode_batch']},"
-                  f" post-processing on the {'device' if r['device_post'] else 'host'}:"
+                  f" post-processing on the {'device' if r['device_post'] else 'host'},"
+                  f" sync-free {'on' if r['sync_free'] else 'off'},"
+                  f" compile {'on' if r['compile'] else 'off'}:"
                   f" encoder {r['encoder_s']:.2f} s/slice,"
                   f" tracked slice {r['tracked_slice_s']:.2f} s ({r['tracked_slices']} slices),"
                   f" first 2D prompt {r['first_prompt_s']:.2f} s, repeated 2D prompt"
@@ -114,6 +127,8 @@ def _engine(args: argparse.Namespace) -> int:
                   f" | CPU time: encoder {r['encoder_cpu_s']:.2f} s, tracked slice"
                   f" {r['tracked_slice_cpu_s']:.2f} s, repeated prompt"
                   f" {r['repeated_prompt_cpu_ms']:.0f} ms")
+            if r["compile"]:
+                print(f"  compile warm-up (untimed propagation): {r['compile_warmup_s']:.1f} s")
             print("  per tracked slice, ms wall (CPU): " + ", ".join(
                 f"{k} {v:.0f} ({r['parts_cpu_ms'][k]:.0f})" for k, v in r["parts_ms"].items()))
     if not args.json:

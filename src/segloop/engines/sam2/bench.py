@@ -49,6 +49,8 @@ class BenchResult:
     threads: int
     encode_batch: int
     device_post: bool
+    sync_free: bool
+    compile: bool
     encoder_s: float
     first_prompt_s: float
     repeated_prompt_ms: float
@@ -65,6 +67,8 @@ class BenchResult:
     #: (``other``: everything outside those modules: Python, memory bank, post-processing)
     parts_ms: dict[str, float] = field(default_factory=dict)
     parts_cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: with ``compile``: seconds of the untimed warm-up propagation that compiled the step
+    compile_warmup_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
@@ -155,6 +159,8 @@ def bench_engine(
     xy: int = 256,
     device_post: bool | None = None,
     track: int | None = None,
+    sync_free: bool | None = None,
+    compile: bool = False,
 ) -> BenchResult:
     """Measure one model configuration; see the module docstring for what is timed.
 
@@ -165,7 +171,10 @@ def bench_engine(
     over only that many slices around the middle (a correction in a long volume): every other
     slice first gets a stored mask (the synthetic organ's disc), which makes it an anchor, so
     the largest-component step still labels a full-height mask. Peak memory is then the full
-    run's once ``track`` exceeds the embedding cache (16 slices at 512 px on a CPU)."""
+    run's once ``track`` exceeds the embedding cache (16 slices at 512 px on a CPU).
+    ``sync_free`` (None: the engine's default for the device) and ``compile`` are the
+    runtime's switches (:mod:`.faststep`); with ``compile`` an untimed propagation runs first
+    (its time is ``compile_warmup_s``) and the embedding cache is emptied before the timed one."""
     from segloop.engines.sam2.runtime import (
         bound_heap_growth,
         default_cache_mb,
@@ -186,6 +195,7 @@ def bench_engine(
         largest_component=True, fill_holes=0, cache_frames=32, lock=threading.RLock(),
         cache_mb=default_cache_mb(dev), encode_batch=encode_batch or default_encode_batch(dev),
         device_post=dev.type != "cpu" if device_post is None else device_post,
+        sync_free=False if sync_free is None else sync_free, compile=compile,
     )
     rss_model = _peak_rss_mb()
     # the session is the volume's only holder afterwards, as in the worker (jobs/runner.py)
@@ -214,6 +224,12 @@ def bench_engine(
         session.segment_slice(z, box)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
+    warmup = 0.0
+    if compile:
+        t0 = time.perf_counter()
+        drive(session.propagate(z))
+        warmup = time.perf_counter() - t0
+        session._cache.clear_all()
     with _timed_parts(model, dev) as (part_wall, part_cpu):
         t0, c0 = time.perf_counter(), time.process_time()
         n = drive(session.propagate(z))
@@ -229,7 +245,8 @@ def bench_engine(
     return BenchResult(
         hiera=hiera, image_size=int(model.config.image_size), device=str(dev),
         precision="bf16" if rt.use_bf16 else "fp32", threads=torch.get_num_threads(),
-        encode_batch=rt.encode_batch, device_post=rt.device_post,
+        encode_batch=rt.encode_batch, device_post=rt.device_post, sync_free=rt.sync_free,
+        compile=rt.compile, compile_warmup_s=warmup,
         encoder_s=encoder_s, first_prompt_s=first_s,
         repeated_prompt_ms=1000.0 * statistics.median(times), tracked_slice_s=track_s,
         tracked_slices=n, peak_memory_mb=peak, xy=xy, rss_model_mb=rss_model,

@@ -84,6 +84,11 @@ class Sam2Engine:
       reads ``SEGLOOP_SAM2_SCHEDULER`` (``1``/``on``), else off. ``scheduler_batch``: slices per
       shared batch (None: 32 on an accelerator, 4 on a CPU); ``scheduler_wait_ms``: how long a
       batch that is not full waits for other users' slices (only while others are active).
+    - ``sync_free``: no host sync per tracked slice (frames uploaded once, the memory bank on
+      the device, masks copied back asynchronously; the same masks); default off until a
+      GPU run has confirmed its CUDA path (never run on CUDA yet). ``compile``: ``torch.compile`` (CUDA graphs on CUDA) of the
+      memory attention, prompt encoder, mask decoder and memory encoder while tracking; default off (the
+      first propagation pays the compilation). See :mod:`segloop.engines.sam2.faststep`.
     """
 
     name: ClassVar[str] = "sam2"
@@ -111,6 +116,8 @@ class Sam2Engine:
         scheduler: bool | None = None,
         scheduler_batch: int | None = None,
         scheduler_wait_ms: float = 3.0,
+        sync_free: bool | None = None,
+        compile: bool = False,
     ) -> None:
         name = model or variant or self._first_cached()
         self.model_name = get_spec(name).name
@@ -138,6 +145,8 @@ class Sam2Engine:
         if self.scheduler_batch is not None and self.scheduler_batch < 1:
             raise ValueError(f"scheduler_batch must be at least 1, got {scheduler_batch}")
         self.scheduler_wait_ms = float(scheduler_wait_ms)
+        self.sync_free = sync_free
+        self.compile = bool(compile)
         self.threads = threads
         self.lock = threading.RLock()
         self._runtime: Runtime | None = None

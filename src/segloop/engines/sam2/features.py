@@ -11,7 +11,9 @@ With the runtime's device scheduler every encoder call (a 2D prompt's slice too)
 it and shares batches with other sessions (:mod:`segloop.engines.scheduler`).
 
 Frames: on a CPU a slice is resized with PIL's bicubic filter (MedSAM2's exact rule); on an
-accelerator the resize and normalisation run in torch on the device (two separable bicubic
+accelerator the resize and normalisation run in torch on the device, from uint8 slices
+copied per batch or (``resident``, the runtime's ``sync_free``) from the whole uint8 volume
+uploaded once (two separable bicubic
 passes rounded to uint8 as PIL does; within one grey level of PIL when upsampling).
 Must not import FastAPI, Celery or the CLI.
 """
@@ -53,6 +55,16 @@ def resize_on_device(u8: torch.Tensor, size: int) -> torch.Tensor:
     return ((x / 255.0 - mean) / std).contiguous()
 
 
+def _take(slices: torch.Tensor, zs: list[int]) -> torch.Tensor:
+    """``slices[zs]`` without a host->device index copy when ``zs`` is a run (step +-1)."""
+    lo, hi = min(zs), max(zs)
+    if zs == list(range(lo, hi + 1)):
+        return slices[lo:hi + 1]
+    if zs == list(range(hi, lo - 1, -1)):
+        return slices[lo:hi + 1].flip(0)
+    return slices[torch.as_tensor(zs, dtype=torch.long).to(slices.device)]
+
+
 class LazyFrames(dict):  # type: ignore[type-arg]
     """Model inputs ``(3, S, S)`` float32 made from uint8 slices on first access (not kept).
 
@@ -60,11 +72,14 @@ class LazyFrames(dict):  # type: ignore[type-arg]
     ``len`` is the number of slices; a missing frame is computed by ``__missing__``.
     """
 
-    def __init__(self, u8: npt.NDArray[np.uint8], size: int, device: torch.device) -> None:
+    def __init__(self, u8: npt.NDArray[np.uint8], size: int, device: torch.device,
+                 resident: bool = False) -> None:
         super().__init__()
         self._u8 = u8
         self._size = size
         self._device = device
+        self._resident = resident and device.type != "cpu"
+        self._on_device: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self._u8.shape[0])
@@ -77,6 +92,10 @@ class LazyFrames(dict):  # type: ignore[type-arg]
         if self._device.type == "cpu":
             return torch.from_numpy(np.stack([slice_to_model_input(self._u8[z], self._size)
                                               for z in zs]))
+        if self._resident:  # the whole uint8 volume uploaded once (1 byte per voxel)
+            if self._on_device is None:
+                self._on_device = torch.from_numpy(self._u8).to(self._device)
+            return resize_on_device(_take(self._on_device, list(zs)), self._size)
         u8 = torch.from_numpy(np.ascontiguousarray(self._u8[list(zs)]))
         return resize_on_device(u8.to(self._device, non_blocking=True), self._size)
 

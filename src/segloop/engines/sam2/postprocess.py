@@ -7,16 +7,28 @@ scipy numbers first, i.e. the one whose first voxel in C order comes first). On 
 need no per-slice host sync: connected components are labelled by max-pooling a label map
 (every voxel starts with a label that encodes its own flat index) plus pointer jumping, and
 the loop checks for convergence only every few rounds. :func:`masks_to_host` turns a chunk of
-low-resolution logits into canonical ``(X, Y)`` bool slices with one device->host copy.
+low-resolution logits into canonical ``(X, Y)`` bool slices with one device->host copy;
+:func:`masks_to_host_async` queues that copy (into pinned memory) without waiting for it.
 Must not import FastAPI, Celery or the CLI.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fill_holes_torch", "label_components", "largest_component_torch", "masks_to_host"]
+__all__ = [
+    "HostMasks",
+    "fill_holes_torch",
+    "label_components",
+    "largest_component_torch",
+    "masks_to_host",
+    "masks_to_host_async",
+]
 
 #: max-pool rounds between two convergence checks (each check is one host sync)
 _ROUNDS = 4
@@ -83,11 +95,16 @@ def largest_component_torch(mask3d: torch.Tensor) -> torch.Tensor:
 
     Labels only the mask's bounding box (one host sync to find it)."""
     out = torch.zeros_like(mask3d, dtype=torch.bool)
-    nz = mask3d.nonzero()
-    if nz.shape[0] == 0:
-        return out
-    lo = nz.min(dim=0).values.tolist()
-    hi = (nz.max(dim=0).values + 1).tolist()
+    # the box from each axis' projection: nonzero() of the whole mask would hold 3 int64 per
+    # True voxel (6 GB for a full 512x512x1000 mask)
+    lo, hi = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = mask3d.any(dim=other).nonzero()
+        if idx.shape[0] == 0:
+            return out
+        lo.append(int(idx[0, 0]))
+        hi.append(int(idx[-1, 0]) + 1)
     box = mask3d[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     lab = label_components(box[None])[0]
     n = int(box.numel())
@@ -99,6 +116,44 @@ def largest_component_torch(mask3d: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class HostMasks:
+    """A chunk of ``(B, X, Y)`` bool masks being copied to host memory; ``event`` (CUDA only)
+    is recorded after the copy was queued."""
+
+    host: torch.Tensor
+    event: torch.cuda.Event | None
+
+    def wait(self) -> npt.NDArray[np.bool_]:
+        """Block until the copy is done; the masks as numpy."""
+        if self.event is not None:
+            self.event.synchronize()
+        return np.asarray(self.host.numpy())
+
+
+def _to_view_masks(low_res: torch.Tensor, shape_xy: tuple[int, int], fill_holes: int
+                   ) -> torch.Tensor:
+    x, y = shape_xy
+    logits = fill_holes_torch(low_res.float(), fill_holes)
+    up = F.interpolate(logits[:, None], size=(y, x), mode="bilinear", align_corners=False)
+    view = up[:, 0] > 0  # (B, H=Y, W=X)
+    return view.transpose(1, 2).flip(1, 2)
+
+
+def masks_to_host_async(low_res: torch.Tensor, shape_xy: tuple[int, int], fill_holes: int
+                        ) -> HostMasks:
+    """:func:`masks_to_host` with the copy queued, not waited for (on CUDA: into pinned
+    memory, then an event); elsewhere the same as :func:`masks_to_host`."""
+    masks = _to_view_masks(low_res, shape_xy, fill_holes)
+    if masks.device.type != "cuda":
+        return HostMasks(masks.cpu(), None)
+    host = torch.empty(masks.shape, dtype=torch.bool, pin_memory=True)
+    host.copy_(masks, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return HostMasks(host, event)
+
+
 def masks_to_host(low_res: torch.Tensor, shape_xy: tuple[int, int], fill_holes: int
                   ) -> torch.Tensor:
     """Low-resolution view logits ``(B, h, w)`` -> canonical ``(B, X, Y)`` bool masks on the CPU.
@@ -106,8 +161,4 @@ def masks_to_host(low_res: torch.Tensor, shape_xy: tuple[int, int], fill_holes: 
     Hole filling (``fill_holes`` > 0), bilinear upsampling to ``(H=Y, W=X)``, ``> 0`` and the
     radiological view -> canonical slice mapping all run on the logits' device; the chunk
     comes back in one copy."""
-    x, y = shape_xy
-    logits = fill_holes_torch(low_res.float(), fill_holes)
-    up = F.interpolate(logits[:, None], size=(y, x), mode="bilinear", align_corners=False)
-    view = up[:, 0] > 0  # (B, H=Y, W=X)
-    return view.transpose(1, 2).flip(1, 2).cpu()
+    return _to_view_masks(low_res, shape_xy, fill_holes).cpu()

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from segloop.engines.sam2.faststep import FastStep, install_fast_step
 from segloop.engines.scheduler import DeviceLock, DeviceScheduler, Priority
 
 __all__ = [
@@ -145,6 +146,10 @@ class Runtime:
     ``scheduler``: the device scheduler sessions submit encoder work to (None: each session
     calls the encoder itself, under ``lock``); see :meth:`start_scheduler`, which also makes
     ``lock`` a :class:`~segloop.engines.scheduler.DeviceLock` (model steps in priority order).
+    ``sync_free``: no host<->device sync per tracked slice (frames uploaded once, memory bank
+    kept on the device, object-pointer offsets made once, masks copied back asynchronously);
+    ``compile``: the memory attention, prompt encoder, mask decoder and memory encoder of
+    tracked slices run through ``torch.compile`` (CUDA graphs on CUDA); see :mod:`.faststep`.
     """
 
     model: Any
@@ -163,6 +168,8 @@ class Runtime:
     device_post: bool = False
     copy_chunk: int = 8
     scheduler: DeviceScheduler[torch.Tensor, SliceFeatures] | None = None
+    sync_free: bool = False
+    compile: bool = False
 
     @classmethod
     def load(cls, engine: Any) -> Runtime:
@@ -190,6 +197,7 @@ class Runtime:
         batch = getattr(engine, "encode_batch", None)
         post = getattr(engine, "device_post", None)
         cache_mb = getattr(engine, "cache_mb", None)
+        sync_free = getattr(engine, "sync_free", None)
         rt = cls(
             model=model,
             model_name=engine.model_name,
@@ -207,6 +215,9 @@ class Runtime:
             cache_mb=float(cache_mb) if cache_mb is not None else default_cache_mb(device),
             encode_batch=max(1, int(batch)) if batch else default_encode_batch(device),
             device_post=bool(post) if post is not None else device.type != "cpu",
+            # off unless asked: its CUDA path (pinned async copies) has not yet run on a GPU
+            sync_free=bool(sync_free) if sync_free is not None else False,
+            compile=bool(getattr(engine, "compile", False)),
         )
         if getattr(engine, "scheduler", False):
             sched_batch = getattr(engine, "scheduler_batch", None)
@@ -216,6 +227,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         memoise_position_encodings(self.model)
+        self.fast: FastStep = install_fast_step(self.model, self.device)
 
     def start_scheduler(self, max_batch: int, max_wait_s: float = 0.003) -> None:
         """Send every session's encoder work through one shared device scheduler, and hand the

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 
 from segloop.engines.sam2.features import LazyFrames, encode_ahead, make_feature_cache
 from segloop.engines.sam2.postprocess import (
+    HostMasks,
     fill_holes_torch,
     largest_component_torch,
     masks_to_host,
+    masks_to_host_async,
 )
 from segloop.engines.sam2.preprocess import (
     fill_holes_in_scores,
@@ -73,7 +75,8 @@ class Sam2Session:
         # a per-case window (``volume.meta["window"]``, e.g. from `segment --window`) wins
         window = canon.meta.get("window") or volume.meta.get("window") or runtime.window
         self._u8 = to_uint8_volume(data, canon.modality, window)  # (Z, H=Y, W=X)
-        self._frames = LazyFrames(self._u8, runtime.image_size, runtime.device)
+        self._frames = LazyFrames(self._u8, runtime.image_size, runtime.device,
+                                  resident=runtime.sync_free)
         self._cache = make_feature_cache(runtime.cache_frames, int(runtime.cache_mb * 2**20),
                                          runtime.device)
         self._state = SessionState(self._shape)
@@ -176,9 +179,11 @@ class Sam2Session:
         from transformers import Sam2VideoInferenceSession
 
         dev = self._rt.device
-        # long volumes on a GPU: keep the memory bank in host memory (frames always are)
+        # long volumes on a GPU: keep the memory bank in host memory (frames always are),
+        # unless sync_free: the bank is trimmed to the memory window while tracking (_track),
+        # so it stays small, and offloading it costs a blocking copy per slice
         state_dev = (torch.device("cpu") if dev.type != "cpu" and self._shape[2] > OFFLOAD_ABOVE
-                     else dev)
+                     and not self._rt.sync_free else dev)
         vs = Sam2VideoInferenceSession(
             video=None, video_height=self._shape[1], video_width=self._shape[0],
             inference_device=dev, inference_state_device=state_dev, video_storage_device="cpu",
@@ -232,13 +237,18 @@ class Sam2Session:
         up = F.interpolate(logits, size=(y, x), mode="bilinear", align_corners=False)
         return view_to_slice((up[0, 0] > 0).cpu().numpy())
 
-    def _run_logits(self, vs: Any, z: int, reverse: bool = False, memory: bool = True
-                    ) -> torch.Tensor:
-        """Run the model on slice z; its low-resolution view logits ``(1, 1, h, w)``."""
+    def _run_logits(self, vs: Any, z: int, reverse: bool = False, memory: bool = True,
+                    tracked: bool = False) -> torch.Tensor:
+        """Run the model on slice z; its low-resolution view logits ``(1, 1, h, w)``.
+
+        ``tracked``: a slice tracked by a propagation, where the runtime's ``sync_free`` and
+        ``compile`` switches apply (:mod:`.faststep`)."""
+        rt = self._rt
         # a 2D prediction (no memory) is what a user waits for: it goes before tracking steps
         prio = Priority.AHEAD if memory else Priority.INTERACTIVE
-        with self._rt.hold(prio), torch.inference_mode(), self._rt.autocast():
-            out = self._rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
+        with rt.hold(prio), torch.inference_mode(), rt.autocast(), \
+                rt.fast.tracking(tracked and rt.sync_free, tracked and rt.compile):
+            out = rt.model(vs, frame_idx=z, reverse=reverse, run_mem_encoder=memory)
             logits: torch.Tensor = out.pred_masks[:1].float().clone()
         return logits
 
@@ -327,11 +337,14 @@ class Sam2Session:
         # tracking never waits for a per-slice copy
         chunk = max(1, self._rt.copy_chunk) if self._rt.device_post else 1
         pending: list[tuple[int, torch.Tensor]] = []
+        # sync_free: a chunk's copy is waited for only once the next chunk is queued, so the
+        # device never runs dry while the host reads masks
+        inflight: list[tuple[list[int], HostMasks]] = []
         for i, t in enumerate(order):
             if (self._rt.encode_batch > 1 or self._rt.scheduler is not None) and t not in self._cache:
                 ahead = [u for u in order[i:] if u not in self._cache][:self._rt.encode_batch]
                 encode_ahead(self._rt, self._frames, self._cache, ahead, self._client)
-            logits = self._run_logits(vs, t, reverse=direction < 0)
+            logits = self._run_logits(vs, t, reverse=direction < 0, tracked=True)
             # bounded memory on long volumes: the full-size mask is only needed to encode the
             # memory (done), and frames further back than the memory/pointer window are unused
             out_t = outputs.get(t)
@@ -342,12 +355,21 @@ class Sam2Session:
                 yield t, self._to_slice_mask(logits)
                 continue
             pending.append((t, logits[0, 0]))
-            if len(pending) >= chunk or i == len(order) - 1:
-                host = masks_to_host(torch.stack([p for _, p in pending]), self._shape[:2],
-                                     self._rt.fill_holes).numpy()
-                for (u, _), m in zip(pending, host, strict=True):
-                    yield u, m
-                pending = []
+            if len(pending) < chunk and i < len(order) - 1:
+                continue
+            stacked = torch.stack([p for _, p in pending])
+            zs = [u for u, _ in pending]
+            pending = []
+            if self._rt.sync_free:
+                inflight.append((zs, masks_to_host_async(stacked, self._shape[:2],
+                                                         self._rt.fill_holes)))
+                ready = inflight[:-1] if i < len(order) - 1 else inflight
+                inflight = inflight[len(ready):]
+                for us, copy in ready:
+                    yield from zip(us, copy.wait(), strict=True)
+                continue
+            host = masks_to_host(stacked, self._shape[:2], self._rt.fill_holes).numpy()
+            yield from zip(zs, host, strict=True)
 
     def _propagate_from(self, z: int, object_id: int, first: BoolArray | None
                         ) -> Iterator[SliceResult]:
