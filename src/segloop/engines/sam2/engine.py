@@ -86,9 +86,10 @@ class Sam2Engine:
       batch that is not full waits for other users' slices (only while others are active).
     - ``sync_free``: no host sync per tracked slice (frames uploaded once, the memory bank on
       the device, masks copied back asynchronously; the same masks); default off until a
-      GPU run has confirmed its CUDA path (never run on CUDA yet). ``compile``: ``torch.compile`` (CUDA graphs on CUDA) of the
-      memory attention, prompt encoder, mask decoder and memory encoder while tracking; default off (the
-      first propagation pays the compilation). See :mod:`segloop.engines.sam2.faststep`.
+      GPU run has confirmed its CUDA path (never run on CUDA yet). ``compile``:
+      ``torch.compile`` (CUDA graphs on CUDA) of the memory attention, prompt encoder, mask
+      decoder and memory encoder while tracking; default off (the first propagation pays the
+      compilation). See :mod:`segloop.engines.sam2.faststep`.
     """
 
     name: ClassVar[str] = "sam2"
