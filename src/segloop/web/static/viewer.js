@@ -330,6 +330,7 @@ async function loadVersion(n) {
   showLabels(data);
   markDirty(false);
   document.body.dataset.version = String(n);
+  await syncObjects().catch((e) => console.warn(e));
   if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
 }
 
@@ -739,6 +740,7 @@ async function handleEvent(type, ev) {
       break;
     case 'version':
       if (ev.version !== S.version && !S.dirty && !S.activeTask) await loadVersion(ev.version);
+      else await syncObjects(); // not shown yet (unsaved strokes, a task running): the list still follows
       await refreshVersions();
       break;
     default:
@@ -835,6 +837,22 @@ async function refreshJobs() {
 
 async function refreshObjects() {
   S.objects = await api.getJSON(api.jobUrl(S.job.job_id, '/objects'));
+  renderObjects();
+}
+
+/** After any new version shown (a task, an edit, another tab, a MONAI Label client): objects
+ * may have been added or renamed elsewhere; the list is rebuilt only when they differ (so a
+ * name being typed in it is left alone otherwise). */
+async function syncObjects() {
+  if (!S.job) return;
+  const jobId = S.job.job_id;
+  const objects = await api.getJSON(api.jobUrl(jobId, '/objects'));
+  if (!S.job || S.job.job_id !== jobId || JSON.stringify(objects) === JSON.stringify(S.objects)) return;
+  S.objects = objects;
+  renderObjects();
+}
+
+function renderObjects() {
   if (!S.objects.some((o) => o.object_id === S.currentObject) && S.objects.length) {
     S.currentObject = S.objects[0].object_id;
   }
