@@ -283,10 +283,6 @@ export function createTools(ctx) {
     }
     before = null;
     if (kept) {
-      // the stroke's undo snapshot was taken before this: store the constrained bitmap instead
-      const max = n.opts.maxDrawUndoBitmaps;
-      n.currentDrawUndoBitmap = (n.currentDrawUndoBitmap - 1 + max) % max;
-      n.drawAddUndoBitmap();
       n.refreshDrawing(true);
       S.constrainedVoxels = (S.constrainedVoxels || 0) + kept;
     }
@@ -366,7 +362,6 @@ export function createTools(ctx) {
   function onUp() {
     if (S.tool === 'sphere' && sphereLast !== null) {
       sphereLast = null;
-      nv().drawAddUndoBitmap();
     }
   }
 

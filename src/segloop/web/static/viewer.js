@@ -19,6 +19,7 @@ import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
 import { fetchVolume, initialWindow, loadWindowed, markOnce, previewWanted, showPreview } from './preview.js';
 import { createTools, TOOL_SHORTCUTS } from './tools.js';
 import { createWorkfiles } from './workfiles.js';
+import { leanNiivue } from './nvlean.js';
 import { PLANE_NAME, planePointAt, planeShown, planeToCanvas, sliceIndices } from './planes.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -166,6 +167,7 @@ async function initNiivue(url) {
   nv.opts.cycleClipPlaneHotKey = '';
   nv.opts.viewModeHotKey = '';
   await nv.attachToCanvas($('#gl'));
+  leanNiivue(nv); // no gradients, no whole-bitmap undo encoding, strokes upload their slices only
   nv.setDrawOpacity(OBJ ? OBJ.opacity() : OVERLAY_OPACITY);
   nv.onLocationChange = onLocation;
   nv.onDrawingChanged = (action) => {
@@ -305,8 +307,6 @@ function applyLut() {
 function showLabels(data) {
   if (!nv.drawBitmap || nv.drawBitmap.length !== data.length) nv.createEmptyDrawing();
   nv.drawBitmap.set(data);
-  nv.drawClearAllUndoBitmaps();
-  nv.drawAddUndoBitmap();
   nv.refreshDrawing(true);
   S.strokes = new StrokeHistory(nv.drawBitmap);
 }
@@ -330,8 +330,8 @@ async function loadVersion(n) {
   showLabels(data);
   markDirty(false);
   document.body.dataset.version = String(n);
-  await syncObjects().catch((e) => console.warn(e));
   if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
+  await syncObjects().catch((e) => console.warn(e));
 }
 
 /** Paint one propagated slice of an object as it arrives (progress event `masks`). */
