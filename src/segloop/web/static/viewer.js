@@ -1015,8 +1015,10 @@ function onKey(e) {
   const run = (p) => Promise.resolve(p).catch(fail);
   let handled = true;
   const step = e.shiftKey ? 5 : 1;
-  if (ctrl && (k === 's' || k === 'S')) run(saveEdits());
-  else if (ctrl && (k === 'z' || k === 'Z')) run(undoRedo(e.shiftKey ? 'redo' : 'undo'));
+  if (ctrl && (k === 's' || k === 'S')) { // like the Save button: only unsaved strokes make a version
+    if (S.dirty) run(saveEdits());
+    else message('Nothing to save: every task and edit is stored as a version already');
+  } else if (ctrl && (k === 'z' || k === 'Z')) run(undoRedo(e.shiftKey ? 'redo' : 'undo'));
   else if (ctrl && (k === 'y' || k === 'Y')) run(undoRedo('redo'));
   else if (ctrl) handled = false;
   else if (k === 'ArrowUp' || k === 'PageUp' || k === 'ArrowRight') stepSlice(step);
