@@ -9,7 +9,9 @@ with real mouse strokes on axial, coronal and sagittal slices:
   for its gradients on every volume upload);
 * NiiVue keeps no undo bitmaps;
 * the drawing texture the GPU samples equals the page's bitmap, voxel for voxel, after strokes
-  on each plane, Ctrl+Z and a saved version (read back layer by layer through a framebuffer).
+  on each plane, Ctrl+Z and a saved version (read back layer by layer through a framebuffer);
+* the page compares only the slices a stroke crossed, and a sphere stroke is one step of
+  Ctrl+Z like a brush stroke.
 """
 
 from __future__ import annotations
@@ -112,4 +114,21 @@ def test_no_gradients_no_undo_bitmaps_and_the_gpu_drawing_is_exact(server: LiveS
     page.keyboard.press("Control+s")
     wait_version(page, 1)
     assert np.array_equal(_same(page), two)
+
+    # a brush stroke, then a sphere stroke: Ctrl+Z takes back the sphere only (it was never
+    # recorded as a stroke, so Ctrl+Z took back the brush stroke and left the ball)
+    page.keyboard.press("1")
+    js(page, f"window.segloop.setSlice({z + 2}, 2)")
+    page.keyboard.press("d")
+    _drag(page, _client(page, 20, ny // 3, 2), _client(page, 60, ny // 3, 2))
+    brushed = _same(page)
+    assert (brushed != two).sum() > 20
+    page.keyboard.press("Shift+B")
+    c = _client(page, 90, 2 * ny // 3, 2)
+    page.mouse.click(*c)
+    ball = _same(page)
+    assert (ball != brushed).sum() > 5 and len(np.unique(np.argwhere(ball != brushed)[:, 2])) > 1
+    page.keyboard.press("Control+z")
+    page.wait_for_function("() => window.segloop.state.strokes.count === 1")
+    assert np.array_equal(_same(page), brushed)
     assert page.errors == []

@@ -20,7 +20,9 @@
 //    voxels of the slices the pen crossed on its plane, so while a stroke is in progress only
 //    that slab is uploaded; every other refresh (a version, a task's slices, an edit) uploads
 //    the whole bitmap, without the scan. createEmptyDrawing makes its texture zero-filled and
-//    then uploaded the (zero) bitmap again: that second upload is skipped.
+//    then uploaded the (zero) bitmap again: that second upload is skipped. strokeRuns() tells
+//    the page the same slab, so its own passes after a stroke (paint constraints in tools.js,
+//    per-stroke undo in strokes.js) compare those slices only, not the whole bitmap.
 //
 // leanNiivue(nv) applies all three once, after attachToCanvas.
 
@@ -109,18 +111,43 @@ function uploadSlab(nv, axis, lo, hi) {
   gl.texSubImage3D(gl.TEXTURE_3D, 0, ...box, gl.RED, gl.UNSIGNED_BYTE, data);
 }
 
+const STROKES = new WeakMap(); // nv -> the pen stroke in progress or last made {pts, axis, lo, hi}
+
+/**
+ * The voxel index runs [start, end) of the slices the current (or last) pen stroke crossed, in
+ * a drawing bitmap of `dims` (X, Y, Z; x fastest): what a stroke can have changed, so the page
+ * compares only those. Null when unknown (NiiVue's own upload path was used): compare it all.
+ */
+export function strokeRuns(nv, dims) {
+  const st = STROKES.get(nv);
+  if (!st || st.pts === null || st.pts !== nv.drawPenFillPts) return null;
+  const [nx, ny, nz] = dims;
+  const runs = [];
+  if (st.axis === 2) runs.push([st.lo * nx * ny, (st.hi + 1) * nx * ny]);
+  else if (st.axis === 1) {
+    for (let z = 0; z < nz; z++) runs.push([(z * ny + st.lo) * nx, (z * ny + st.hi + 1) * nx]);
+  } else {
+    for (let r = 0; r < ny * nz; r++) runs.push([r * nx + st.lo, r * nx + st.hi + 1]);
+  }
+  return runs;
+}
+
 /** 3. Upload the slab a pen stroke crossed while it is in progress, else the whole bitmap;
  * no scan, no second upload in createEmptyDrawing. NiiVue's own path where it differs (the
  * 2D-texture mode of huge volumes, drawing smoothing, click-to-segment). */
 export function uploadLean(nv) {
   const refresh = nv.refreshDrawing.bind(nv);
   const stroke = { pts: null, axis: -1, lo: 0, hi: 0 };
+  STROKES.set(nv, stroke);
   let creating = false;
   nv.refreshDrawing = (isForceRedraw = true, useClickToSegmentBitmap = false) => {
     const own = !useClickToSegmentBitmap && !nv.opts.is2DSliceShader && !(nv.opts.smoothDrawing > 0) &&
       nv.drawBitmap && nv.drawTexture && nv.back && nv.back.dims &&
       nv.drawBitmap.length === nv.back.dims[1] * nv.back.dims[2] * nv.back.dims[3];
-    if (!own) return refresh(isForceRedraw, useClickToSegmentBitmap);
+    if (!own) {
+      stroke.pts = null; // slices not followed: strokeRuns() says unknown
+      return refresh(isForceRedraw, useClickToSegmentBitmap);
+    }
     if (!creating) {
       const slab = penSlab(nv, stroke);
       if (slab) uploadSlab(nv, slab.axis, slab.lo, slab.hi);

@@ -19,7 +19,7 @@ import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
 import { fetchVolume, initialWindow, loadWindowed, markOnce, previewWanted, showPreview } from './preview.js';
 import { createTools, TOOL_SHORTCUTS } from './tools.js';
 import { createWorkfiles } from './workfiles.js';
-import { leanNiivue } from './nvlean.js';
+import { leanNiivue, strokeRuns } from './nvlean.js';
 import { createTasks, TASK_KIND } from './tasks.js';
 import { PLANE_NAME, planePointAt, planeShown, planeToCanvas, sliceIndices } from './planes.js';
 
@@ -163,8 +163,9 @@ async function initNiivue(url) {
   nv.onLocationChange = onLocation;
   nv.onDrawingChanged = (action) => {
     if (action !== 'draw' || !(S.tool === 'brush' || S.tool === 'eraser')) return;
-    if (TOOLS) TOOLS.afterStroke(); // constraints (eraser: this object only; locks; range)
-    if (S.strokes && S.strokes.commit(nv.drawBitmap)) {
+    const runs = strokeRuns(nv, S.dims); // the slices the stroke crossed (null: unknown)
+    if (TOOLS) TOOLS.afterStroke(runs); // constraints (eraser: this object only; locks; range)
+    if (S.strokes && S.strokes.commit(nv.drawBitmap, runs)) {
       markDirty(true);
       drafts.keep();
     }
