@@ -3,7 +3,7 @@
 Run from the checkout (needs ``npm ci`` and Debian's ``/usr/bin/chromium``):
 
     PYTHONPATH=src python benchmarks/viewer_first_image.py [--shape 512,512,300] [--repeat 1] \
-        [--only ct|dicom] [--preview-only] [--no-settle] [--limit S]
+        [--only ct|dicom] [--preview-only] [--no-settle] [--limit S] [--phases] [--cpu-profile]
 
 Two uploads through the page's file input, each opened with the low-resolution preview first
 (the default) and without it (``?preview=0``), side by side against one in-process server:
@@ -46,6 +46,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader"
 DICOM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg" / \
     "example_ct_dicom"
 MARKS = ("job-created", "first-image", "full-image")
+SHOWN = (*MARKS, "first-stroke")
 PREVIEW_MIN_VOXELS = 8 << 20  # segloop.jobs.files.PREVIEW_MIN_VOXELS
 
 
@@ -109,17 +110,91 @@ SETTLE = """(() => {
 })();"""
 
 
+#: --phases: time NiiVue's costly methods (inclusive ms, gl.finish() before returning, so the
+#: GPU work a call queued is counted in it); results in window.__phases
+PHASES = """(() => {
+  const names = ['loadFromArrayBuffer', 'updateGLVolume', 'refreshLayers', 'createEmptyDrawing',
+    'closeDrawing', 'drawAddUndoBitmap', 'drawClearAllUndoBitmaps', 'refreshDrawing', 'drawScene',
+    'refreshColormaps', 'setDrawingEnabled', 'removeVolumeByIndex', 'setPan2Dxyzmm', 'setSliceType',
+    'calculateMinMaxVoxIdx'];
+  window.__phases = {};
+  const wrap = (nv) => {
+    for (const n of names) {
+      const f = nv[n];
+      if (typeof f !== 'function') continue;
+      nv[n] = function (...args) {
+        const t0 = performance.now();
+        const done = (r) => {
+          if (nv.gl) nv.gl.finish();
+          const p = (window.__phases[n] = window.__phases[n] || { calls: 0, ms: 0 });
+          p.calls += 1;
+          p.ms += performance.now() - t0;
+          return r;
+        };
+        const r = f.apply(this, args);
+        return r && typeof r.then === 'function' ? r.then(done) : done(r);
+      };
+    }
+  };
+  const poll = setInterval(() => {
+    const nv = window.segloop && window.segloop.nv;
+    if (nv) { clearInterval(poll); wrap(nv); }
+  }, 5);
+})();"""
+
+
+def _print_profile(profile: dict[str, Any], top: int = 18) -> None:
+    """Self seconds per function of a CDP CPU profile (the page's main thread), largest first."""
+    nodes = {n["id"]: n for n in profile["nodes"]}
+    self_us: dict[str, float] = {}
+    for node_id, dt in zip(profile["samples"], profile["timeDeltas"], strict=True):
+        f = nodes[node_id]["callFrame"]
+        where = f"{f['functionName'] or '(anonymous)'} {Path(f['url']).name}:{f['lineNumber'] + 1}"
+        self_us[where] = self_us.get(where, 0.0) + dt
+    total = sum(self_us.values())
+    print(f"    CPU profile of the page: {total / 1e6:.1f} s sampled", flush=True)
+    for where, us in sorted(self_us.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {us / 1e6:7.2f} s  {where}", flush=True)
+
+
+def _stroke(page: Any) -> float:
+    """Seconds of one brush stroke (press D, 8 mouse moves across the middle of the axial slice,
+    release) until the page has recorded it (an unsaved stroke) and the GPU has drawn it."""
+    page.keyboard.press("d")
+    nx, ny = page.evaluate("() => window.segloop.state.dims.slice(0, 2)")
+    a = page.evaluate(f"() => window.segloop.voxelToClient({nx // 3}, {ny // 2})")
+    b = page.evaluate(f"() => window.segloop.voxelToClient({2 * nx // 3}, {ny // 2})")
+    t0 = time.perf_counter()
+    page.mouse.move(*a)
+    page.mouse.down()
+    for i in range(1, 9):
+        page.mouse.move(a[0] + (b[0] - a[0]) * i / 8, a[1] + (b[1] - a[1]) * i / 8)
+    page.mouse.up()
+    page.wait_for_function("() => window.segloop.state.dirty && window.segloop.state.strokes.count >= 1",
+                           timeout=300_000, polling=20)
+    page.evaluate("() => window.segloop.nv.gl.finish()")
+    return time.perf_counter() - t0
+
+
 def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float,
-         settle: bool = True) -> dict[str, float]:
+         settle: bool = True, phases: bool = False, cpu_profile: bool = False) -> dict[str, float]:
     """Seconds from upload-sent to each mark (a mark not reached within ``limit_s`` of the
     previous one is missing from the result)."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     if settle:
         ctx.add_init_script(SETTLE)
+    if phases:
+        ctx.add_init_script(PHASES)
     page = ctx.new_page()
     try:
         page.goto(url + ("/" if preview else "/?preview=0"))
         page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        cdp = None
+        if cpu_profile:
+            cdp = ctx.new_cdp_session(page)
+            cdp.send("Profiler.enable")
+            cdp.send("Profiler.setSamplingInterval", {"interval": 2000})
+            cdp.send("Profiler.start")
         page.set_input_files("#file-input", str(path))
         for mark in MARKS:
             try:
@@ -128,11 +203,22 @@ def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float,
                     timeout=limit_s * 1000, polling=50)
             except Exception:  # playwright's TimeoutError: report what was reached
                 break
+        stroke = _stroke(page) if page.evaluate(
+            "() => performance.getEntriesByName('segloop:full-image').length > 0") else None
         got = page.evaluate(
             """() => Object.fromEntries(['upload-sent', 'job-created', 'first-image', 'full-image']
                  .map((n) => [n, (performance.getEntriesByName('segloop:' + n)[0] || {}).startTime]))""")
         t0 = got["upload-sent"]
-        return {k: (got[k] - t0) / 1000 for k in MARKS if got.get(k) is not None}
+        if cdp is not None:
+            _print_profile(cdp.send("Profiler.stop")["profile"])
+        if phases:
+            for name, p in sorted(page.evaluate("() => window.__phases").items(),
+                                  key=lambda kv: -kv[1]["ms"]):
+                print(f"    {name:26s} {p['calls']:4d} calls {p['ms'] / 1000:7.2f} s", flush=True)
+        out = {k: (got[k] - t0) / 1000 for k in MARKS if got.get(k) is not None}
+        if stroke is not None:
+            out["first-stroke"] = stroke
+        return out
     finally:
         ctx.close()
 
@@ -149,6 +235,11 @@ def main() -> None:
     ap.add_argument("--only", choices=("ct", "dicom"), default=None, help="one of the two uploads")
     ap.add_argument("--preview-only", action="store_true",
                     help="skip the run without the preview (the full CT in SwiftShader needs GBs)")
+    ap.add_argument("--phases", action="store_true",
+                    help="print the seconds spent in NiiVue's costly methods (inclusive, GPU "
+                         "work finished in each; nested calls count in both)")
+    ap.add_argument("--cpu-profile", action="store_true",
+                    help="print the page's CPU profile (self seconds per function, CDP Profiler)")
     a = ap.parse_args()
     shape = tuple(int(v) for v in a.shape.split(","))
     assert len(shape) == 3
@@ -173,11 +264,12 @@ def main() -> None:
             for name, path, has_preview in cases:
                 mb = path.stat().st_size / 2**20
                 for r in range(a.repeat):
-                    res = {pv: _one(browser, url, path, pv, a.limit, a.settle)
+                    res = {pv: _one(browser, url, path, pv, a.limit, a.settle, a.phases,
+                                a.cpu_profile)
                            for pv in ((True,) if a.preview_only else (True, False))}
                     for pv, m in res.items():
                         shown = "  ".join(f"{k} {m[k]:6.2f} s" if k in m else
-                                          f"{k} > {a.limit:.0f} s after the previous" for k in MARKS)
+                                          f"{k} > {a.limit:.0f} s after the previous" for k in SHOWN)
                         print(f"{name} ({mb:.0f} MiB), {'preview first' if pv else 'no preview  '}"
                               f" [{r + 1}]: {shown}", flush=True)
                     if a.preview_only:

@@ -10,14 +10,14 @@ import pytest
 
 from segloop.jobs.states import TERMINAL, EventType, TaskKind, TaskState, event_for_state
 
-VIEWER = Path(__file__).resolve().parents[2] / "src/segloop/web/static/viewer.js"
+VIEWER = Path(__file__).resolve().parents[2] / "src/segloop/web/static/tasks.js"  # viewer's tasks
 
 
 def _js_object(name: str) -> dict[str, str]:
-    """The ``KEY: 'value'`` pairs of ``const NAME = Object.freeze({...});`` in viewer.js."""
+    """The ``KEY: 'value'`` pairs of ``const NAME = Object.freeze({...});`` in tasks.js."""
     text = VIEWER.read_text(encoding="utf-8")
     m = re.search(rf"const {name} = Object\.freeze\(\{{(.*?)\}}\);", text, re.S)
-    assert m is not None, f"viewer.js has no `const {name} = Object.freeze({{...}});`"
+    assert m is not None, f"tasks.js has no `const {name} = Object.freeze({{...}});`"
     return dict(re.findall(r"([A-Z_]+):\s*'([^']*)'", m.group(1)))
 
 

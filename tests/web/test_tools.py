@@ -355,6 +355,8 @@ def test_structure_names_and_series_description_go_into_the_seg(server: LiveServ
     body = gzip.compress(nib.Nifti1Image(lab, _canonical_affine(url, jid)).to_bytes())
     assert httpx.put(f"{url}/api/v1/jobs/{jid}/mask", content=body).status_code == 200
     _open_job(page, url, jid, version=1)
+    page.wait_for_function("() => document.querySelectorAll('#structures option').length > 0",
+                           timeout=TIMEOUT_MS)  # fetched once the job is shown
     options = page.eval_on_selector_all("#structures option", "os => os.map((o) => o.value)")
     assert "Liver" in options and "Lesion" in options
     name = page.locator("#objects li[data-object-id='1'] input[type=text]")

@@ -199,7 +199,9 @@ export function createObjects(ctx) {
   async function refreshMeasures() {
     if (!S.job) return;
     loadTerms().catch((e) => { termsLoaded = false; console.warn(e); });
-    const rows = await api.getJSON(api.jobUrl(S.job.job_id, `/measurements?version=${S.version}`));
+    const [job, version] = [S.job.job_id, S.version];
+    const rows = await api.getJSON(api.jobUrl(job, `/measurements?version=${version}`));
+    if (!S.job || S.job.job_id !== job || S.version !== version) return; // a later version's call wins
     measures = Object.fromEntries(rows.map((m) => [m.label_value, m]));
     if (!unsaved) S.measures = measures;
     showMeasures();

@@ -19,11 +19,14 @@ export class StrokeHistory {
     return this.done.length;
   }
 
-  /** Record the stroke just painted into `bitmap`; false when it changed nothing. */
-  commit(bitmap) {
+  /** Record the stroke just painted into `bitmap`; false when it changed nothing. `runs`:
+   * the index ranges [start, end) the stroke can have changed (null: the whole bitmap). */
+  commit(bitmap, runs = null) {
     const snap = this.snapshot;
     const idx = [];
-    for (let i = 0; i < bitmap.length; i++) if (bitmap[i] !== snap[i]) idx.push(i);
+    for (const [a, b] of runs || [[0, bitmap.length]]) {
+      for (let i = a; i < b; i++) if (bitmap[i] !== snap[i]) idx.push(i);
+    }
     if (!idx.length) return false;
     const at = Uint32Array.from(idx);
     const before = new Uint8Array(at.length);

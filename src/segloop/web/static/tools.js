@@ -266,8 +266,9 @@ export function createTools(ctx) {
 
   const labelNow = () => ctx.labelOf(S.currentObject);
 
-  /** After a brush/eraser stroke: undo the voxels the constraints forbid. */
-  function afterStroke() {
+  /** After a brush/eraser stroke: undo the voxels the constraints forbid (looked for in the
+   * index ranges `runs` the stroke can have changed; null: everywhere). */
+  function afterStroke(runs = null) {
     const n = nv();
     if (!before || !n || !n.drawBitmap || before.length !== n.drawBitmap.length) return;
     const bm = n.drawBitmap;
@@ -275,18 +276,16 @@ export function createTools(ctx) {
     const lo = Number($('#paint-lo').value);
     const hi = Number($('#paint-hi').value);
     let kept = 0;
-    for (let i = 0; i < bm.length; i++) {
-      if (bm[i] !== before[i] && !allowed(i, before[i], bm[i], lo, hi, useRange)) {
-        bm[i] = before[i];
-        kept++;
+    for (const [a, b] of runs || [[0, bm.length]]) {
+      for (let i = a; i < b; i++) {
+        if (bm[i] !== before[i] && !allowed(i, before[i], bm[i], lo, hi, useRange)) {
+          bm[i] = before[i];
+          kept++;
+        }
       }
     }
     before = null;
     if (kept) {
-      // the stroke's undo snapshot was taken before this: store the constrained bitmap instead
-      const max = n.opts.maxDrawUndoBitmaps;
-      n.currentDrawUndoBitmap = (n.currentDrawUndoBitmap - 1 + max) % max;
-      n.drawAddUndoBitmap();
       n.refreshDrawing(true);
       S.constrainedVoxels = (S.constrainedVoxels || 0) + kept;
     }
@@ -366,7 +365,8 @@ export function createTools(ctx) {
   function onUp() {
     if (S.tool === 'sphere' && sphereLast !== null) {
       sphereLast = null;
-      nv().drawAddUndoBitmap();
+      // one sphere stroke is one step of the unsaved-strokes undo (Ctrl+Z), like a brush stroke
+      if (S.strokes && nv() && S.strokes.commit(nv().drawBitmap)) ctx.markDirty(true);
     }
   }
 

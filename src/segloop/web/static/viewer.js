@@ -19,6 +19,8 @@ import { createObjects, OBJECT_SHORTCUTS } from './objects.js';
 import { fetchVolume, initialWindow, loadWindowed, markOnce, previewWanted, showPreview } from './preview.js';
 import { createTools, TOOL_SHORTCUTS } from './tools.js';
 import { createWorkfiles } from './workfiles.js';
+import { leanNiivue, strokeRuns } from './nvlean.js';
+import { createTasks, TASK_KIND } from './tasks.js';
 import { PLANE_NAME, planePointAt, planeShown, planeToCanvas, sliceIndices } from './planes.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -26,17 +28,6 @@ const $$ = (sel) => Array.from(document.querySelectorAll(sel));
 
 const VIEWS = { axial: 0, coronal: 1, sagittal: 2, multi: 3, render: 4 };
 const OVERLAY_OPACITY = 0.6;
-
-// The server's words for tasks and their events (segloop.jobs.states: TaskKind, TaskState,
-// EventType); tests/jobs/test_states.py checks that these objects list the same values.
-const TASK_KIND = Object.freeze({ INITIAL_MASK: 'initial-mask', PROPAGATE: 'propagate', REFINE: 'refine', SEGMENT: 'segment' });
-const TASK_STATE = Object.freeze({
-  QUEUED: 'queued', RUNNING: 'running', SUCCEEDED: 'succeeded', FAILED: 'failed', CANCELLED: 'cancelled',
-});
-const EVENT_TYPE = Object.freeze({
-  STATUS: 'status', QUEUED: 'queued', STARTED: 'started', PROGRESS: 'progress', RECOVERING: 'recovering',
-  DONE: 'done', FAILED: 'failed', CANCELLED: 'cancelled', VERSION: 'version',
-});
 
 /** Everything the page knows; exposed as window.segloop.state for debugging and tests. */
 const S = {
@@ -72,6 +63,7 @@ let view2d = null; // the 2D image mode (image2d.js): active while a 2D image jo
 let TOOLS = null; // tools.js: stop a leak, clean up, painting constraints, sphere brush
 let OBJ = null; // objects.js: hide/lock/delete, opacity/outline, measurements
 let FILES = null; // workfiles.js: open a mask, delete a job
+let TASKS = null; // tasks.js: the event stream, submit and cancel, the progress bar
 
 // ------------------------------------------------------------------ small UI helpers
 function message(text, kind = '') {
@@ -166,12 +158,14 @@ async function initNiivue(url) {
   nv.opts.cycleClipPlaneHotKey = '';
   nv.opts.viewModeHotKey = '';
   await nv.attachToCanvas($('#gl'));
+  leanNiivue(nv); // no gradients, no whole-bitmap undo encoding, strokes upload their slices only
   nv.setDrawOpacity(OBJ ? OBJ.opacity() : OVERLAY_OPACITY);
   nv.onLocationChange = onLocation;
   nv.onDrawingChanged = (action) => {
     if (action !== 'draw' || !(S.tool === 'brush' || S.tool === 'eraser')) return;
-    if (TOOLS) TOOLS.afterStroke(); // constraints (eraser: this object only; locks; range)
-    if (S.strokes && S.strokes.commit(nv.drawBitmap)) {
+    const runs = strokeRuns(nv, S.dims); // the slices the stroke crossed (null: unknown)
+    if (TOOLS) TOOLS.afterStroke(runs); // constraints (eraser: this object only; locks; range)
+    if (S.strokes && S.strokes.commit(nv.drawBitmap, runs)) {
       markDirty(true);
       drafts.keep();
     }
@@ -305,8 +299,6 @@ function applyLut() {
 function showLabels(data) {
   if (!nv.drawBitmap || nv.drawBitmap.length !== data.length) nv.createEmptyDrawing();
   nv.drawBitmap.set(data);
-  nv.drawClearAllUndoBitmaps();
-  nv.drawAddUndoBitmap();
   nv.refreshDrawing(true);
   S.strokes = new StrokeHistory(nv.drawBitmap);
 }
@@ -331,6 +323,7 @@ async function loadVersion(n) {
   markDirty(false);
   document.body.dataset.version = String(n);
   if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
+  await syncObjects().catch((e) => console.warn(e));
 }
 
 /** Paint one propagated slice of an object as it arrives (progress event `masks`). */
@@ -621,175 +614,6 @@ function setPenSize(n) {
   message(`Brush size ${v}`);
 }
 
-// ------------------------------------------------------------------ tasks and events
-function openEvents(jobId) {
-  if (S.es) S.es.close();
-  const es = new EventSource(api.withKey(api.jobUrl(jobId, '/events')));
-  S.es = es;
-  S.esReady = new Promise((resolve) => {
-    es.addEventListener('open', () => resolve(), { once: true });
-    setTimeout(resolve, 3000);
-  });
-  // event types this viewer knows; the server may add others: they are ignored
-  for (const type of Object.values(EVENT_TYPE)) {
-    es.addEventListener(type, (m) => {
-      if (S.es !== es) return;
-      let ev;
-      try { ev = JSON.parse(m.data); } catch (e) { return; }
-      onEvent(type, ev).catch(fail);
-    });
-  }
-}
-
-function showProgress(show) {
-  $('#progress').classList.toggle('hidden', !show);
-  $('#btn-cancel').disabled = !show;
-}
-
-function setProgress(ev) {
-  const frac = ev.progress || 0;
-  $('#progress-fill').style.width = `${Math.round(frac * 100)}%`;
-  const parts = [];
-  if (ev.stage) parts.push(ev.stage);
-  if (ev.slices_total) parts.push(`${ev.slices_done}/${ev.slices_total} slices`);
-  if (ev.eta_seconds !== null && ev.eta_seconds !== undefined && ev.slices_done < ev.slices_total) {
-    parts.push(`ETA ${ev.eta_seconds < 1 ? '<1' : Math.round(ev.eta_seconds)} s`);
-  }
-  $('#progress-text').textContent = parts.join(' · ');
-}
-
-async function onEvent(type, ev) {
-  S.lastEvent = { type, ...ev };
-  S.eventCounts[type] = (S.eventCounts[type] || 0) + 1;
-  if (!S.job || ev.job_id !== S.job.job_id) return;
-  const ends = type === EVENT_TYPE.DONE || type === EVENT_TYPE.FAILED || type === EVENT_TYPE.CANCELLED;
-  if (ends && ev.task_id) S.ended.add(ev.task_id);
-  if (!ends && ev.task_id && S.ended.has(ev.task_id)) return; // a late event of a finished task
-  await handleEvent(type, ev);
-  updateUndoRedo();
-}
-
-async function handleEvent(type, ev) {
-  const mine = ev.task_id && S.tasks[ev.task_id];
-  switch (type) {
-    case 'status': {
-      if (ev.task && (ev.state === TASK_STATE.RUNNING || ev.state === TASK_STATE.QUEUED)) {
-        S.tasks[ev.task.task_id] = S.tasks[ev.task.task_id] || { kind: ev.task.kind, object_id: ev.task.params?.object_id || 1 };
-        S.activeTask = ev.task.task_id;
-        showProgress(true);
-        setProgress(ev);
-        setState('busy', ev.task.kind);
-      }
-      break;
-    }
-    case 'queued':
-    case 'started':
-      if (!mine && !S.activeTask) {
-        S.tasks[ev.task_id] = { kind: ev.kind, object_id: ev.params?.object_id || 1 };
-      }
-      S.activeTask = ev.task_id;
-      showProgress(true);
-      setProgress({ stage: type === 'queued' ? 'queued' : (ev.stage || 'starting'), progress: 0 });
-      setState('busy', ev.kind || 'working');
-      break;
-    case 'progress':
-      showProgress(true);
-      setProgress(ev);
-      if (ev.masks) { // slice masks since the previous event: the mask grows through the volume
-        const t = S.tasks[ev.task_id];
-        const oid = ev.object_id || (t && t.object_id) || 1;
-        const axis = Math.max(0, PLANE_NAME.indexOf(ev.axis || 'axial'));
-        for (const [z, runs] of Object.entries(ev.masks)) paintSlice(Number(z), runs, oid, axis);
-      }
-      break;
-    case 'done': {
-      const t = S.tasks[ev.task_id] || {};
-      if (ev.version) await loadVersion(ev.version);
-      setProgress({ ...ev, stage: 'done', progress: 1 });
-      if (ev.task_id === S.activeTask) S.activeTask = null;
-      setTimeout(() => { if (!S.activeTask) showProgress(false); }, 800);
-      const secs = t.started ? ` in ${((performance.now() - t.started) / 1000).toFixed(1)} s` : '';
-      const engine = ev.params && ev.params.engine ? ` (${ev.params.engine})` : '';
-      message(`${ev.kind} done${secs} → version ${ev.version}${engine}`, 'ok');
-      if (ev.kind === TASK_KIND.INITIAL_MASK || ev.kind === TASK_KIND.REFINE) clearPrompts();
-      setState('idle');
-      await refreshVersions();
-      refreshJobs();
-      break;
-    }
-    case 'failed':
-    case 'cancelled':
-      if (ev.task_id === S.activeTask) S.activeTask = null;
-      showProgress(false);
-      await loadVersion(S.version); // drop slices painted by an unfinished propagation
-      if (type === 'failed') {
-        message(`${ev.kind || 'task'} failed: ${userText(ev.error || 'unknown error')}`, 'error');
-        setState('error', 'failed');
-      } else {
-        message(`${ev.kind || 'task'} cancelled`);
-        setState('idle');
-      }
-      break;
-    case 'recovering': // the worker running this task was lost; it is queued again
-      showProgress(true);
-      setProgress({ stage: `recovering (attempt ${(ev.attempts || 0) + 1})`, progress: 0 });
-      await loadVersion(S.version); // drop slices painted by the lost attempt
-      message(`${ev.kind || 'task'}: worker lost, running it again`);
-      setState('busy', 'recovering');
-      break;
-    case 'version':
-      if (ev.version !== S.version && !S.dirty && !S.activeTask) await loadVersion(ev.version);
-      await refreshVersions();
-      break;
-    default:
-      break;
-  }
-}
-
-async function submit(kind) {
-  if (!S.job) throw new Error('Open a volume first: drop a file or pick an earlier job.');
-  const body = { object_id: S.currentObject };
-  const engine = $('#engine').value;
-  if (engine) body.engine = engine;
-  if (TOOLS && kind === TASK_KIND.REFINE && TOOLS.negativeOnly(S.prompts)) return TOOLS.removeAtPoints(S.prompts);
-  if (TOOLS && kind !== TASK_KIND.INITIAL_MASK) Object.assign(body, TOOLS.rangeParams());
-  if (kind === TASK_KIND.INITIAL_MASK || kind === TASK_KIND.REFINE) {
-    const p = S.prompts;
-    if (!p || (!p.box && !p.points.length)) {
-      throw new Error('Draw a box (B) or click points (P) on a slice first.');
-    }
-    body.slice_index = p.z;
-    body.axis = PLANE_NAME[p.axis ?? 2];
-    if (p.box) body.box = p.box;
-    if (p.points.length) {
-      body.points = p.points.map((q) => [q.x, q.y]);
-      body.point_labels = p.points.map((q) => q.label);
-    }
-  }
-  if (S.dirty) await saveEdits();
-  await S.esReady;
-  const started = performance.now();
-  const jobId = S.job.job_id;
-  const t = await api.postJSON(api.jobUrl(jobId, `/${kind}`), body);
-  S.tasks[t.task_id] = { ...(S.tasks[t.task_id] || {}), kind, object_id: body.object_id, started };
-  // the task's done/failed event may have come before this answer: it is over then
-  if (S.ended.has(t.task_id) || !S.job || S.job.job_id !== jobId) return t;
-  S.activeTask = t.task_id;
-  showProgress(true);
-  setProgress({ stage: 'queued', progress: 0 });
-  setState('busy', kind);
-  message(`${kind} submitted`);
-  updateUndoRedo();
-  return t;
-}
-
-async function cancelTask() {
-  if (!S.job || !S.activeTask) return;
-  const q = `?task_id=${encodeURIComponent(S.activeTask)}`;
-  await api.postJSON(api.jobUrl(S.job.job_id, `/cancel${q}`));
-  message('Cancelling…');
-}
-
 // ------------------------------------------------------------------ lists: jobs, objects, versions, engines
 async function refreshJobs() {
   let jobs;
@@ -835,6 +659,22 @@ async function refreshJobs() {
 
 async function refreshObjects() {
   S.objects = await api.getJSON(api.jobUrl(S.job.job_id, '/objects'));
+  renderObjects();
+}
+
+/** After any new version shown (a task, an edit, another tab, a MONAI Label client): objects
+ * may have been added or renamed elsewhere; the list is rebuilt only when they differ (so a
+ * name being typed in it is left alone otherwise). */
+async function syncObjects() {
+  if (!S.job) return;
+  const jobId = S.job.job_id;
+  const objects = await api.getJSON(api.jobUrl(jobId, '/objects'));
+  if (!S.job || S.job.job_id !== jobId || JSON.stringify(objects) === JSON.stringify(S.objects)) return;
+  S.objects = objects;
+  renderObjects();
+}
+
+function renderObjects() {
   if (!S.objects.some((o) => o.object_id === S.currentObject) && S.objects.length) {
     S.currentObject = S.objects[0].object_id;
   }
@@ -983,7 +823,7 @@ async function openJob(jobId, known = null) {
   S.activeTask = null; // nothing of the previous job's task carries over
   S.prompts = null;
   S.versions = [];
-  showProgress(false);
+  TASKS.showProgress(false);
   // a new job opens at its centre, unzoomed (NiiVue keeps the previous crosshair otherwise)
   nv.scene.crosshairPos = nv.vox2frac(S.dims.map((n) => Math.floor(n / 2)));
   nv.setPan2Dxyzmm([0, 0, 0, 1]);
@@ -1007,7 +847,7 @@ async function openJob(jobId, known = null) {
   history.replaceState(null, '', `#job=${job.job_id}`);
   offerPresets($('#wl-preset'), job.modality === 'CT');
   applyWindow(initialWindow(job)); // set at load already: no second upload of the volume
-  openEvents(job.job_id);
+  TASKS.openEvents(job.job_id);
   if (OBJ) OBJ.reset();
   await refreshObjects();
   await loadVersion(job.current_version);
@@ -1176,8 +1016,10 @@ function onKey(e) {
   const run = (p) => Promise.resolve(p).catch(fail);
   let handled = true;
   const step = e.shiftKey ? 5 : 1;
-  if (ctrl && (k === 's' || k === 'S')) run(saveEdits());
-  else if (ctrl && (k === 'z' || k === 'Z')) run(undoRedo(e.shiftKey ? 'redo' : 'undo'));
+  if (ctrl && (k === 's' || k === 'S')) { // like the Save button: only unsaved strokes make a version
+    if (S.dirty) run(saveEdits());
+    else message('Nothing to save: every task and edit is stored as a version already');
+  } else if (ctrl && (k === 'z' || k === 'Z')) run(undoRedo(e.shiftKey ? 'redo' : 'undo'));
   else if (ctrl && (k === 'y' || k === 'Y')) run(undoRedo('redo'));
   else if (ctrl) handled = false;
   else if (k === 'ArrowUp' || k === 'PageUp' || k === 'ArrowRight') stepSlice(step);
@@ -1208,11 +1050,11 @@ function onKey(e) {
   else if (k === 'D' && e.shiftKey) run(exportMask('nii.gz'));
   else if (k === 'e' || k === 'E') setTool('eraser');
   else if (k === 'c' || k === 'C') clearPrompts();
-  else if (k === 's' || k === 'S') run(submit(TASK_KIND.INITIAL_MASK));
-  else if (k === 'g' || k === 'G') run(submit(TASK_KIND.PROPAGATE));
-  else if (k === 'r' || k === 'R') run(submit(TASK_KIND.REFINE));
+  else if (k === 's' || k === 'S') run(TASKS.submit(TASK_KIND.INITIAL_MASK));
+  else if (k === 'g' || k === 'G') run(TASKS.submit(TASK_KIND.PROPAGATE));
+  else if (k === 'r' || k === 'R') run(TASKS.submit(TASK_KIND.REFINE));
   else if (k === 'Escape') {
-    if (S.activeTask) run(cancelTask());
+    if (S.activeTask) run(TASKS.cancelTask());
     else clearPrompts();
   } else if (k === '[') setPenSize(Number($('#pen-size').value) - 1);
   else if (k === ']') setPenSize(Number($('#pen-size').value) + 1);
@@ -1280,10 +1122,10 @@ function bindUi() {
   $('#btn-refresh-jobs').addEventListener('click', (e) => { e.preventDefault(); refreshJobs(); });
   $$('#tools button').forEach((b) => b.addEventListener('click', () => setTool(b.dataset.tool)));
   $('#pen-size').addEventListener('change', () => setPenSize(Number($('#pen-size').value)));
-  $('#btn-segment').addEventListener('click', run(() => submit(TASK_KIND.INITIAL_MASK)));
-  $('#btn-propagate').addEventListener('click', run(() => submit(TASK_KIND.PROPAGATE)));
-  $('#btn-refine').addEventListener('click', run(() => submit(TASK_KIND.REFINE)));
-  $('#btn-cancel').addEventListener('click', run(cancelTask));
+  $('#btn-segment').addEventListener('click', run(() => TASKS.submit(TASK_KIND.INITIAL_MASK)));
+  $('#btn-propagate').addEventListener('click', run(() => TASKS.submit(TASK_KIND.PROPAGATE)));
+  $('#btn-refine').addEventListener('click', run(() => TASKS.submit(TASK_KIND.REFINE)));
+  $('#btn-cancel').addEventListener('click', run(() => TASKS.cancelTask()));
   $('#btn-save').addEventListener('click', run(saveEdits));
   drafts = new DraftKeeper({ bar: $('#draft-bar'), current: draftState, onRestore: restoreDraft, describe: describeDraft });
   $('#btn-undo').addEventListener('click', run(() => undoRedo('undo')));
@@ -1368,12 +1210,14 @@ function hookContext() {
     closeJob, setTool: (t) => setTool(t), redraw: () => drawOverlay(),
     isLocked: (id) => (OBJ ? OBJ.isLocked(id) : false),
     edit: (body, done) => TOOLS.edit(body, done),
+    userText, paintSlice, updateUndoRedo, syncObjects, tools: () => TOOLS,
   };
 }
 
 async function boot() {
   const hc = hookContext();
   TOOLS = createTools(hc);
+  TASKS = createTasks(hc);
   OBJ = createObjects(hc);
   FILES = createWorkfiles(hc);
   TOOLS.build();
@@ -1407,7 +1251,7 @@ async function boot() {
   }
   await loadEngines();
   await refreshJobs();
-  window.segloop = { state: S, nv, openJob, submit, voxelToClient, setSlice, currentVox, setView, setTool, switchJob, view2d, tools: TOOLS, objects: OBJ };
+  window.segloop = { state: S, nv, openJob, submit: (kind) => TASKS.submit(kind), voxelToClient, setSlice, currentVox, setView, setTool, switchJob, view2d, tools: TOOLS, objects: OBJ };
   const m = /job=([0-9a-f-]{36})/.exec(location.hash);
   if (m && nv) await openJob(m[1]).catch(fail);
   document.body.dataset.ready = '1';
