@@ -4,7 +4,8 @@ and the table handles they use.
 SQLAlchemy then reuses their compiled form: no statement construction or cache-key work per
 task. Writes whose result the caller needs next return it (``UPDATE ... RETURNING``, SQLite
 >= 3.35 and PostgreSQL): the claimed task row, the succeeded task row, the locked job's
-version numbers, so no statement is followed by a read of what it just wrote. Must not import the store modules, FastAPI, Celery or torch.
+version numbers, so no statement is followed by a read of what it just wrote. Must not
+import the store modules, FastAPI, Celery or torch.
 """
 
 from __future__ import annotations
