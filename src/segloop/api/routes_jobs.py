@@ -60,7 +60,7 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, kind, params, who, known)
     try:
-        svc.queue.submit(t.task_id)
+        svc.queue.submit(t.task_id, t.job_id)
     except QueueUnavailableError:  # 503, and the store forgets the task: nothing waits on it
         discard_unsent(svc.store, t.task_id)
         raise
