@@ -5,7 +5,8 @@ Latency under many clients on a shared machine is mostly queueing behind CPU; th
 costs the server outside the engine is the figure that does not depend on the machine's load
 (see docs/speed.md, "The API's own cost"). Each tree (``--tree``: a checkout's root, default
 this one; ``ROOT,DIR`` adds DIR to that server's PYTHONPATH, e.g. a ``pip install --target``
-folder with optional packages) gets its own warm embedded server (``SEGLOOP_WORKERS=1``,
+folder with optional packages; ``ROOT+1`` makes each step one POST answered with its events,
+``--one-request`` of bench_api.py) gets its own warm embedded server (``SEGLOOP_WORKERS=1``,
 classic engine, one job of the TotalSegmentator example CT); blocks of ``--n`` sequential 2D
 prompts (submit, then the events until ``done``, as benchmarks/bench_api.py) go to each server
 in turn, ``--rounds`` times, so load drift hits every tree alike. Printed per tree: the median
@@ -71,6 +72,8 @@ def main() -> int:
             runners = {}
             for i, tree in enumerate(trees):
                 root, _, extra = tree.partition(",")
+                one = root.endswith("+1")  # ROOT+1: one request per step
+                root = root.removesuffix("+1")
                 pp = str(Path(root).resolve() / "src") + (os.pathsep + extra if extra else "")
                 env = {**os.environ, "PYTHONPATH": pp, "SEGLOOP_HOME": f"{tmp}/h{i}",
                        "SEGLOOP_DEFAULT_ENGINE": "classic", "SEGLOOP_LOG_LEVEL": "WARNING",
@@ -79,7 +82,8 @@ def main() -> int:
                 p = b.start(["serve", "--port", str(port)], env)
                 procs.append(p)
                 b.wait_health(f"http://127.0.0.1:{port}", p)
-                runners[tree] = (b.Http(f"http://127.0.0.1:{port}", IMAGE, 1, [p.pid]), p.pid)
+                runners[tree] = (b.Http(f"http://127.0.0.1:{port}", IMAGE, 1, [p.pid], one),
+                                 p.pid)
             for _ in range(a.rounds):
                 eng.append(engine_cpu_ms(max(a.n // 4, 10)))
                 for tree, (h, pid) in runners.items():
