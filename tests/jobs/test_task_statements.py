@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from livertask import liver_slice_box
+from pgschema import database
 from realdata import SHARED_DATA, need_shared_data
 from segloop.config import load_settings
 from segloop.jobs.events import LocalBus
@@ -36,12 +38,19 @@ def _statements(store: JobStore) -> Iterator[list[str]]:
         event.remove(store.engine, "before_cursor_execute", hook)
 
 
-def test_a_2d_prompt_costs_eight_statements_to_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_2d_prompt_costs_eight_statements_to_run(tmp_path: Path, kind: str) -> None:
     """Claim (read, claim returning the row, versions, labels) and completion (lock the job
     returning its numbers, insert the version, make it current, succeed returning the row):
-    no statement re-reads what the one before it wrote."""
+    no statement re-reads what the one before it wrote. The same on both databases."""
     need_shared_data()
-    s = load_settings(None, home=tmp_path / "home", json_logs=False, default_engine="classic")
+    with database(kind, tmp_path) as url:
+        _count(tmp_path, url)
+
+
+def _count(tmp_path: Path, url: str) -> None:
+    s = load_settings(None, home=tmp_path / "home", json_logs=False, default_engine="classic",
+                      database_url=url)
     s.ensure_dirs()
     upload = s.tmp_dir / "upload-test"
     upload.write_bytes(CT.read_bytes())
