@@ -32,7 +32,7 @@ skews all modes alike instead of whichever ran last.
 
     .venv/bin/python benchmarks/bench_api.py [--clients 8] [--n2d 10] [--n3d 3] [--workers 2]
         [--image ../shared/data/totalseg/example_ct_sm.nii.gz] [--no-celery]
-        [--modes embedded,emb-procs,celery] [--repeat 1]
+        [--modes embedded,emb-procs,celery] [--repeat 1] [--one-request]
 """
 
 from __future__ import annotations
@@ -211,16 +211,25 @@ def wait_health(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("server did not start")
 
 
-def run_task(c: http.client.HTTPConnection, jid: str, path: str, body: dict[str, Any]) -> None:
-    """POST a task, then follow its Server-Sent Events until the terminal one."""
-    c.request("POST", f"/api/v1/jobs/{jid}/{path}", body=json.dumps(body),
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    if r.status != 202:
-        raise RuntimeError(f"submit failed: {r.status} {data!r}")
-    c.request("GET", json.loads(data)["events"])
-    ev = c.getresponse()
+def run_task(c: http.client.HTTPConnection, jid: str, path: str, body: dict[str, Any],
+             one_request: bool = False) -> None:
+    """POST a task, then follow its Server-Sent Events until the terminal one (with
+    ``one_request``: the POST itself answers with the events, ``Accept: text/event-stream``)."""
+    headers = {"Content-Type": "application/json"}
+    if one_request:
+        headers["Accept"] = "text/event-stream"
+    c.request("POST", f"/api/v1/jobs/{jid}/{path}", body=json.dumps(body), headers=headers)
+    if one_request:
+        ev = c.getresponse()
+        if ev.status != 200:
+            raise RuntimeError(f"submit failed: {ev.status} {ev.read()!r}")
+    else:
+        r = c.getresponse()
+        data = r.read()
+        if r.status != 202:
+            raise RuntimeError(f"submit failed: {r.status} {data!r}")
+        c.request("GET", json.loads(data)["events"])
+        ev = c.getresponse()
     last = None
     while True:
         line = ev.readline()
@@ -250,7 +259,9 @@ def server_cpu(pids: list[int]) -> float:
 class Http:
     """A running server: one uploaded job per client, sessions warmed by a first prompt."""
 
-    def __init__(self, base: str, image: Path, clients: int, pids: list[int]) -> None:
+    def __init__(self, base: str, image: Path, clients: int, pids: list[int],
+                 one_request: bool = False) -> None:
+        self.one_request = one_request
         self.z, self.box = prompt(image)
         self.host, port = base.removeprefix("http://").split(":")
         self.port, self.pids = int(port), pids
@@ -278,9 +289,9 @@ class Http:
         def one(i: int) -> None:
             if kind == "2d":
                 run_task(self.conns[i], self.jobs[i], "initial-mask",
-                         {"slice_index": self.z, "box": self.box})
+                         {"slice_index": self.z, "box": self.box}, self.one_request)
             else:
-                run_task(self.conns[i], self.jobs[i], "propagate", {})
+                run_task(self.conns[i], self.jobs[i], "propagate", {}, self.one_request)
 
         self.conns = self._connect()  # idle keep-alive connections expire between rounds
         s0, c0 = server_cpu(self.pids), time.process_time()
@@ -323,6 +334,9 @@ def main() -> int:
     ap.add_argument("--modes", default="embedded,emb-procs,celery",
                     help="HTTP modes to run (comma-separated: embedded, emb-procs, celery)")
     ap.add_argument("--database-url", help="job store for celery mode (default SQLite)")
+    ap.add_argument("--one-request", action="store_true",
+                    help="each step is one POST answered with its event stream (Accept: "
+                         "text/event-stream) instead of a POST and a GET of the events")
     a = ap.parse_args()
     if not a.image.exists():
         raise SystemExit(f"image not found: {a.image}")
@@ -341,7 +355,7 @@ def main() -> int:
                 procs.append(srv)
                 wait_health(f"http://127.0.0.1:{port}", srv)
                 runners["http/embedded"] = Http(f"http://127.0.0.1:{port}", a.image, a.clients,
-                                                [srv.pid])
+                                                [srv.pid], a.one_request)
             if "emb-procs" in modes:
                 port = free_port()
                 penv = {**env, "SEGLOOP_HOME": f"{tmp}/procs", "SEGLOOP_WORKERS": "1",
@@ -350,7 +364,7 @@ def main() -> int:
                 procs.append(srv)
                 wait_health(f"http://127.0.0.1:{port}", srv)
                 runners["http/emb-procs"] = Http(f"http://127.0.0.1:{port}", a.image, a.clients,
-                                                 [srv.pid])
+                                                 [srv.pid], a.one_request)
             if "celery" in modes or "emb-procs" in modes:
                 runners["direct/procs"] = DirectProcs(a.image, a.clients, a.workers)
             if "celery" in modes:
@@ -369,7 +383,8 @@ def main() -> int:
                 wait_health(f"http://127.0.0.1:{port}", cel[-1])
                 time.sleep(2)  # let the workers connect
                 runners["http/celery"] = Http(f"http://127.0.0.1:{port}", a.image, a.clients,
-                                              [p.pid for p in cel] + [redis.pid])
+                                              [p.pid for p in cel] + [redis.pid],
+                                              a.one_request)
             results: dict[str, dict[str, list[float]]] = {m: {"2d": [], "3d": []}
                                                           for m in runners}
             cpus: dict[str, dict[str, list[tuple[float, float, int]]]] = {

@@ -50,6 +50,14 @@ __all__ = ["jobs_router"]
 
 def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
             ) -> SubmittedOut:
+    t = _submit_task(svc, who, job_id, kind, params)
+    return SubmittedOut(task_id=t.task_id, job_id=job_id, kind=kind, state=t.state,
+                        events=f"/api/v1/jobs/{job_id}/events?task_id={t.task_id}")
+
+
+def _submit_task(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, Any]
+                 ) -> TaskRecord:
+    """Record a task and hand it to the queue; its record (queued)."""
     check_points(params.get("points"), params.get("point_labels"), svc.settings.max_points)
     first, last = params.get("first_slice"), params.get("last_slice")
     if first is not None and last is not None and first > last:
@@ -60,14 +68,36 @@ def _submit(svc: Svc, who: Principal, job_id: str, kind: str, params: dict[str, 
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, kind, params, who, known)
     try:
-        svc.queue.submit(t.task_id)
+        svc.queue.submit(t.task_id, t.job_id)
     except QueueUnavailableError:  # 503, and the store forgets the task: nothing waits on it
         discard_unsent(svc.store, t.task_id)
         raise
     svc.bus.publish(job_id, {**t.as_dict(), "type": EventType.QUEUED.value})
     svc.metrics.tasks_submitted.labels(kind=kind).inc()
-    return SubmittedOut(task_id=t.task_id, job_id=job_id, kind=kind, state=t.state,
-                        events=f"/api/v1/jobs/{job_id}/events?task_id={t.task_id}")
+    return t
+
+
+def _sse_response(svc: Svc, sub: Any, job_id: str, who: Principal, task_id: str | None,
+                  request: Request, first: JobStatus | TaskRecord) -> StreamingResponse:
+    return StreamingResponse(event_stream(svc, sub, job_id, who, task_id, request, first),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _submit_or_stream(request: Request, svc: Svc, who: Principal, job_id: str, kind: str,
+                            params: dict[str, Any]) -> SubmittedOut | StreamingResponse:
+    """202 and the task's record; or, when the client accepts ``text/event-stream``, the
+    task's events in the response itself (as ``GET .../events?task_id=``): one request per
+    step instead of two, and no read of the task the handler has just recorded."""
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return await run_in_threadpool(_submit, svc, who, job_id, kind, params)
+    sub = await svc.bus.subscribe(job_id)  # before the task exists: nothing slips through
+    try:
+        t = await run_in_threadpool(_submit_task, svc, who, job_id, kind, params)
+    except BaseException:
+        await sub.close()
+        raise
+    return _sse_response(svc, sub, job_id, who, t.task_id, request, t)
 
 
 
@@ -131,19 +161,24 @@ def jobs_router() -> APIRouter:
             raise ConflictError("this job is a volume, not a 2D image: GET .../volume")
         return FileResponse(svc.store.job_dir(job_id) / DISPLAY_NAME, media_type="image/png")
 
+    # each step: 202 and the task (then GET its events), or with ``Accept: text/event-stream``
+    # 200 and the task's event stream itself (status first, then until done/failed/cancelled)
     @r.post("/{job_id}/initial-mask", status_code=202, response_model=SubmittedOut)
-    def initial_mask(job_id: str, body: InitialMaskRequest, svc: Svc, who: Who
-                     ) -> SubmittedOut:
-        return _submit(svc, who, job_id, "initial-mask", body.model_dump())
+    async def initial_mask(job_id: str, body: InitialMaskRequest, request: Request, svc: Svc,
+                           who: Who) -> SubmittedOut | StreamingResponse:
+        return await _submit_or_stream(request, svc, who, job_id, "initial-mask",
+                                       body.model_dump())
 
     @r.post("/{job_id}/propagate", status_code=202, response_model=SubmittedOut)
-    def propagate(job_id: str, svc: Svc, who: Who, body: PropagateRequest | None = None
-                  ) -> SubmittedOut:
-        return _submit(svc, who, job_id, "propagate", (body or PropagateRequest()).model_dump())
+    async def propagate(job_id: str, request: Request, svc: Svc, who: Who,
+                        body: PropagateRequest | None = None) -> SubmittedOut | StreamingResponse:
+        return await _submit_or_stream(request, svc, who, job_id, "propagate",
+                                       (body or PropagateRequest()).model_dump())
 
     @r.post("/{job_id}/refine", status_code=202, response_model=SubmittedOut)
-    def refine(job_id: str, body: RefineRequest, svc: Svc, who: Who) -> SubmittedOut:
-        return _submit(svc, who, job_id, "refine", body.model_dump())
+    async def refine(job_id: str, body: RefineRequest, request: Request, svc: Svc, who: Who
+                     ) -> SubmittedOut | StreamingResponse:
+        return await _submit_or_stream(request, svc, who, job_id, "refine", body.model_dump())
 
     @r.post("/{job_id}/cancel", response_model=CancelOut)
     def cancel(job_id: str, svc: Svc, who: Who, task_id: str | None = None) -> CancelOut:
@@ -172,9 +207,7 @@ def jobs_router() -> APIRouter:
         except BaseException:
             await sub.close()
             raise
-        return StreamingResponse(event_stream(svc, sub, job_id, who, task_id, request, first),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _sse_response(svc, sub, job_id, who, task_id, request, first)
 
     @r.get("/{job_id}/result", summary="The mask: nii.gz (uploaded grid), png (a slice), dicom-seg")
     async def result(job_id: str, svc: Svc, who: Who,

@@ -51,9 +51,13 @@ async def event_stream(svc: Services, sub: Any, job_id: str, who: Principal,
                         yield sse({**t.as_dict(), "type": event_for_state(t.state)})
                         return
                 continue
-            yield sse(ev)
-            if task_id is not None and ev.get("task_id") == task_id and \
-                    ev.get("type") in ("done", "failed", "cancelled"):
-                return
+            chunk = []  # the event and those that came with it: one write, not one each
+            for e in (ev, *sub.ready()):
+                chunk.append(sse(e))
+                if task_id is not None and e.get("task_id") == task_id and \
+                        e.get("type") in ("done", "failed", "cancelled"):
+                    yield b"".join(chunk)
+                    return
+            yield b"".join(chunk)
     finally:
         await sub.close()

@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
           f"api keys {'required' if settings.auth_required else 'not required'}, "
           f"data in {settings.home})", flush=True)
     # our middleware logs each request (route template, never the query: it may hold a key)
+    # loop/http "auto": uvloop and httptools (C) where installed, else asyncio and h11
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            access_log=False, timeout_graceful_shutdown=5)
+                            access_log=False, timeout_graceful_shutdown=5, loop="auto",
+                            http="auto")
     uvicorn.Server(config).run(sockets=[lst.sock for lst in listeners])
     return 0

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import threading
+from collections import deque
 from typing import Any, Protocol
 
 __all__ = ["EventBus", "LocalBus", "RedisBus", "Subscription", "make_bus"]
@@ -36,6 +37,11 @@ class Subscription(Protocol):
 
     async def get(self, timeout: float) -> dict[str, Any] | None:
         """The next event, or None after ``timeout`` seconds without one."""
+        ...
+
+    def ready(self) -> list[dict[str, Any]]:
+        """The events already received and not yet taken, without waiting (a stream writes
+        them out together with the one :meth:`get` returned)."""
         ...
 
     async def close(self) -> None:
@@ -59,11 +65,23 @@ class EventBus(Protocol):
         ...
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _LocalSub:
+    """Events pushed from any thread reach the loop once per burst (``_drain``); ``get``
+    waits on one plain future with a timer (no task per wait, as ``asyncio.wait_for`` on a
+    coroutine would make)."""
+
+    MAX_EVENTS = 10000  # a subscriber that stops reading loses events beyond this, not memory
+
     def __init__(self, bus: LocalBus, job_id: str) -> None:
         self.bus, self.job_id = bus, job_id
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
+        self._events: deque[dict[str, Any]] = deque()  # delivered, not yet taken (loop side)
+        self._waiter: asyncio.Future[None] | None = None
         self._pending: list[dict[str, Any]] = []
         self._scheduled = False
         self._lock = threading.Lock()
@@ -81,15 +99,27 @@ class _LocalSub:
         with self._lock:
             events, self._pending = self._pending, []
             self._scheduled = False
-        for ev in events:
-            if not self.queue.full():
-                self.queue.put_nowait(ev)
+        room = self.MAX_EVENTS - len(self._events)
+        self._events.extend(events[:max(room, 0)])
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     async def get(self, timeout: float) -> dict[str, Any] | None:
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+        if not self._events:
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self._waiter = fut
+            timer = self.loop.call_later(timeout, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self._events.popleft() if self._events else None
+
+    def ready(self) -> list[dict[str, Any]]:
+        out = list(self._events)
+        self._events.clear()
+        return out
 
     async def close(self) -> None:
         self.bus._remove(self)

@@ -1,6 +1,6 @@
 """The queue protocol and its two implementations: embedded (thread pool) and Celery (Redis).
 
-The API records a task in the job store, then calls ``queue.submit(task_id)``; the queue only
+The API records a task in the job store, then calls ``queue.submit(task_id, job_id)``; the queue only
 carries task ids, never arrays. Whatever runs the task calls
 :meth:`segloop.jobs.runner.Runtime.run`, so both paths execute the same code.
 
@@ -51,8 +51,10 @@ class TaskQueue(Protocol):
 
     kind: str
 
-    def submit(self, task_id: str) -> None:
-        """Schedule a recorded task; QueueUnavailableError when it could not be handed over."""
+    def submit(self, task_id: str, job_id: str | None = None) -> None:
+        """Schedule a recorded task (``job_id``: its job, when the caller knows it: then the
+        queue need not read the task to route it); QueueUnavailableError when it could not
+        be handed over."""
         ...
 
     def start(self) -> None:
@@ -139,13 +141,15 @@ class EmbeddedQueue:
             self.submit(tid)
         self._reaper.start()
 
-    def submit(self, task_id: str) -> None:
+    def submit(self, task_id: str, job_id: str | None = None) -> None:
         if self._closed:
             return
         if self.processes is not None:
-            t = self.runtime.store.get_task(task_id)
-            if t is not None:
-                self.processes.submit(t.job_id, task_id)
+            if job_id is None:
+                t = self.runtime.store.get_task(task_id)
+                job_id = t.job_id if t is not None else None
+            if job_id is not None:
+                self.processes.submit(job_id, task_id)
             return
         self._pool.submit(self._run, task_id)
 
@@ -235,11 +239,12 @@ class CeleryQueue:
     def start(self) -> None:
         self._reaper.start()
 
-    def submit(self, task_id: str) -> None:
+    def submit(self, task_id: str, job_id: str | None = None) -> None:
         """Send a task id to the workers (to the one holding its job's session when it is
         alive); QueueUnavailableError when Redis cannot take it."""
-        t = self.runtime.store.get_task(task_id)
-        job_id = t.job_id if t is not None else None
+        if job_id is None:
+            t = self.runtime.store.get_task(task_id)
+            job_id = t.job_id if t is not None else None
         send_task(self.app, task_id, job_id, self.affinity.route(job_id))
 
     def depth(self) -> int:

@@ -279,8 +279,8 @@ class Runtime:
                 ) -> np.ndarray[Any, Any]:
         """The label map ``(X, Y, Z)`` uint8 of all objects of a session (higher ids on top)."""
         out = np.zeros(shape, np.uint8)
-        for oid in sorted(session.objects()):
-            out[session.mask(oid)] = labels_of.get(oid, oid)
+        for oid in sorted(session.objects()):  # copyto: ~3x cheaper than boolean indexing
+            np.copyto(out, np.uint8(labels_of.get(oid, oid)), where=session.mask(oid))
         return out
 
     # ------------------------------------------------------------------ tasks

@@ -2,7 +2,10 @@
 and the table handles they use.
 
 SQLAlchemy then reuses their compiled form: no statement construction or cache-key work per
-task. Must not import the store modules, FastAPI, Celery or torch.
+task. Writes whose result the caller needs next return it (``UPDATE ... RETURNING``, SQLite
+>= 3.35 and PostgreSQL): the claimed task row, the succeeded task row, the locked job's
+version numbers, so no statement is followed by a read of what it just wrote. Must not
+import the store modules, FastAPI, Celery or torch.
 """
 
 from __future__ import annotations
@@ -78,23 +81,25 @@ def hot() -> SimpleNamespace:
             and_(_T.c.state == TaskState.RUNNING, _T.c.heartbeat < b("cutoff")))).values(
             state=TaskState.RUNNING, stage="starting", worker=b("p_worker", type_=String()),
             heartbeat=b("p_hb", type_=DateTime()), started=b("p_started", type_=DateTime()),
-            attempts=_T.c.attempts + 1),
+            attempts=_T.c.attempts + 1).returning(*_T.c),  # the claimed row: no re-read
         task_row=select(*_T.c).where(_T.c.id == b("tid")),
         succeed=update(_T).where(_T.c.id == b("tid"), _T.c.state != TaskState.SUCCEEDED).values(
             state=TaskState.SUCCEEDED, stage=TaskState.SUCCEEDED, error=None,
             finished=b("p_fin", type_=DateTime()), version=b("p_v", type_=Integer()),
             progress=1.0, eta_seconds=0.0,
             slices_done=func.coalesce(b("p_done", type_=Integer()), _T.c.slices_done),
-            slices_total=func.coalesce(b("p_total", type_=Integer()), _T.c.slices_total)),
+            slices_total=func.coalesce(b("p_total", type_=Integer()), _T.c.slices_total))
+        .returning(*_T.c),  # the row the done event carries: no re-read
         versions_read=select(_V.c.number, _V.c.replay, _V.c.path, _V.c.task_id).where(
             _V.c.job_id == b("jid"), or_(_V.c.number == b("num"), _V.c.task_id == b("tid"))),
         labels_read=select(_O.c.object_id, _O.c.label_value).where(_O.c.job_id == b("jid")),
         # versions
+        # lock the job row and read its version numbers in one round trip
         lock_job=update(_J).where(_J.c.id == b("jid")).values(
-            updated=b("p_now", type_=DateTime())),
-        job_numbers=select(_J.c.current_version, select(func.max(_V.c.number))
-                           .where(_V.c.job_id == _J.c.id).scalar_subquery().label("top"))
-        .where(_J.c.id == b("jid")),
+            updated=b("p_now", type_=DateTime())).returning(
+            # (RETURNING names columns unqualified: the subquery is keyed by the parameter)
+            _J.c.current_version, select(func.max(_V.c.number))
+            .where(_V.c.job_id == b("jid")).scalar_subquery().label("top")),
         insert_version=insert(_V),
         set_current=update(_J).where(_J.c.id == b("jid")).values(
             current_version=b("p_n", type_=Integer()),

@@ -249,11 +249,10 @@ class TaskStore(JobsStore):
                 return ClaimOutcome.SKIPPED, None
             if t.earlier:
                 return ClaimOutcome.BLOCKED, None
-            n = conn.execute(h.claim, {"tid": task_id, "cutoff": cutoff, "p_worker": worker,
-                                       "p_hb": now, "p_started": now}).rowcount
-            if not n:
+            task = conn.execute(h.claim, {"tid": task_id, "cutoff": cutoff, "p_worker": worker,
+                                          "p_hb": now, "p_started": now}).first()
+            if task is None:
                 return ClaimOutcome.SKIPPED, None
-            task = conn.execute(h.task_row, {"tid": task_id}).one()
             cur = done = None
             if t.job_version or t.attempts:  # a retry may find the version it already wrote
                 for v in conn.execute(h.versions_read, {"jid": t.job_id, "num": t.job_version,
@@ -349,8 +348,10 @@ class TaskStore(JobsStore):
         h = _hot()
         if state == TaskState.SUCCEEDED and version is not None:
             done, total = (extra or {}).get("slices_done"), (extra or {}).get("slices_total")
-            conn.execute(h.succeed, {"tid": task_id, "p_fin": utcnow(), "p_v": version,
-                                     "p_done": done, "p_total": total})
+            row = conn.execute(h.succeed, {"tid": task_id, "p_fin": utcnow(), "p_v": version,
+                                           "p_done": done, "p_total": total}).first()
+            if row is not None:  # else it had succeeded already: read it as it is
+                return row
         else:
             values: dict[str, Any] = {"state": state, "stage": state, "error": error,
                                       "finished": utcnow()}

@@ -79,9 +79,9 @@ class VersionStore(TaskStore):
         of one job queue here), number the version, write its file, record it as current."""
         h = _hot()
         now = utcnow()
-        if not conn.execute(h.lock_job, {"jid": job_id, "p_now": now}).rowcount:
+        nums = conn.execute(h.lock_job, {"jid": job_id, "p_now": now}).first()
+        if nums is None:
             raise NotFoundError(f"job {job_id} was deleted")
-        nums = conn.execute(h.job_numbers, {"jid": job_id}).one()
         parent, n = int(nums.current_version or 0), int(nums.top or 0) + 1
         rel = f"versions/v{n:04d}.npz"
         replay = [dict(op, version=n) if op.get("op") == "set_mask" and op.get("version")

@@ -64,7 +64,7 @@ def submit(svc: Services, who: Principal, job_id: str, step: Step, engine: str) 
     if engine not in known:
         known = svc.engine_names(refresh=True)
     t = svc.store.create_task(job_id, step.kind.value, params, who, known)
-    svc.queue.submit(t.task_id)
+    svc.queue.submit(t.task_id, t.job_id)
     svc.bus.publish(job_id, {**t.as_dict(), "type": EventType.QUEUED})
     svc.metrics.tasks_submitted.labels(kind=step.kind.value).inc()
     return t.task_id
