@@ -34,7 +34,8 @@ def memoise_position_encodings(model: Any, max_entries: int = 16) -> None:
 
     They depend on the feature shape only; transformers' own cache keeps one shape while
     the neck asks for four in turn, so every slice recomputed them (~30-100 ms of CPU time
-    per slice at 512 px on 2 threads). Same tensors, same values: masks do not change.
+    per slice at 512 px on 2 threads). Same tensors, same values: masks do not change. One
+    image's encodings are kept per shape and expanded to the batch size (no per-image copies).
     Idempotent."""
     neck = getattr(getattr(model, "vision_encoder", None), "neck", None)
     pe = getattr(neck, "position_encoding", None)
@@ -46,13 +47,15 @@ def memoise_position_encodings(model: Any, max_entries: int = 16) -> None:
     def forward(shape: Any, device: Any, dtype: Any, mask: Any = None) -> Any:
         if mask is not None:
             return original(shape, device, dtype, mask)
-        key = (tuple(shape), str(device), dtype)
+        # one image's encodings, expanded to the batch: a batch of 16 at 512 px would hold
+        # 16 identical copies (350 MB) otherwise
+        key = (tuple(shape[1:]), str(device), dtype)
         out = memo.get(key)
         if out is None:
             if len(memo) >= max_entries:
                 memo.clear()
-            out = memo[key] = original(shape, device, dtype)
-        return out
+            out = memo[key] = original((1, *tuple(shape[1:])), device, dtype)
+        return out if int(shape[0]) == 1 else out.expand(int(shape[0]), -1, -1, -1)
 
     pe.forward = forward
     pe._segloop_memo = memo
