@@ -5,13 +5,15 @@ engine``'s), a box on the middle slice, forward tracking over ``--track`` slices
 prints the ms of CPU (and wall) time per tracked slice in each part of the model (image encoder,
 memory attention, prompt encoder, mask decoder, memory encoder, other) and, with
 ``--profile``, torch.profiler's top operators by self CPU time over the last tracked slices.
-Variants run in turn, ``--rounds`` times (A B A B ...), in one process, so a loaded machine
+Variants run in turn, ``--rounds`` times (A B B A ...), in one process, so a loaded machine
 slows them alike; each variant's masks are compared with the first variant's (per-slice IoU and
 identical-slice count). CPU time is the honest figure on a shared machine; divide by the
 thread count for dedicated cores. Usage::
 
     PYTHONPATH=src python benchmarks/sam2_step_profile.py --track 6 --profile 2
     PYTHONPATH=src python benchmarks/sam2_step_profile.py --track 4 --rounds 2 \\
+        --variants base channels_last
+    PYTHONPATH=src python benchmarks/sam2_step_profile.py --encoder-rounds 8 \\
         --variants base channels_last
 """
 
@@ -96,6 +98,35 @@ def _run(model: Any, vol_xy: int, track: int, profile: int, shapes: bool = False
     return session.mask(), parts_cpu, parts_wall, prof
 
 
+def _encoder_ab(model: Any, variants: list[str], rounds: int) -> None:
+    """The image encoder alone, variants alternated A B B A ..., features compared."""
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    feats: dict[str, list[torch.Tensor]] = {}
+    loads = [os.getloadavg()[0]]
+    with torch.inference_mode():
+        model.get_image_features(x)  # warm-up
+        for rnd in range(rounds):
+            for v in variants if rnd % 2 == 0 else variants[::-1]:
+                on, off = VARIANTS[v]
+                on(model)
+                try:
+                    c0 = time.process_time()
+                    out = model.get_image_features(x, return_dict=True)
+                    cpu[v].append(time.process_time() - c0)
+                finally:
+                    off(model)
+                feats.setdefault(v, [f.contiguous() for f in out.fpn_hidden_states])
+        loads.append(os.getloadavg()[0])
+    print(f"image encoder alone, load average {min(loads):.1f}-{max(loads):.1f},"
+          f" {torch.get_num_threads()} thread(s), {rounds} rounds (A B B A ...), median CPU ms")
+    ref = feats[variants[0]]
+    for v in variants:
+        diff = max(float((a - b).abs().max()) for a, b in zip(ref, feats[v], strict=True))
+        print(f"  {v:14s} {statistics.median(cpu[v]) * 1000:8.0f}"
+              f"   max |features - {variants[0]}| {diff:.3g}")
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = int((a | b).sum())
     return 1.0 if union == 0 else float((a & b).sum()) / union
@@ -113,6 +144,8 @@ def main() -> None:
                     help="profile the last N tracked slices of the first run (torch.profiler)")
     ap.add_argument("--shapes", action="store_true",
                     help="with --profile: one row per operator and input shapes")
+    ap.add_argument("--encoder-rounds", type=int, default=0,
+                    help="only A/B the image encoder alone, this many rounds")
     ap.add_argument("--variants", nargs="+", default=["base"], choices=sorted(VARIANTS))
     args = ap.parse_args()
     if args.interop:
@@ -121,12 +154,15 @@ def main() -> None:
     bound_heap_growth()
     torch.manual_seed(0)
     model = build_model(build_config("tiny", 512))
+    if args.encoder_rounds:
+        _encoder_ab(model, args.variants, args.encoder_rounds)
+        return
     loads = [os.getloadavg()[0]]
     results: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {
         v: [] for v in args.variants}
     masks: dict[str, np.ndarray] = {}
     for rnd in range(args.rounds):
-        for v in args.variants:
+        for v in args.variants if rnd % 2 == 0 else args.variants[::-1]:  # A B B A ...
             on, off = VARIANTS[v]
             on(model)
             try:
