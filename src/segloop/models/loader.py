@@ -96,7 +96,11 @@ def ensure_converted(name: str) -> Path:
 
 
 def load_model(name: str, device: str | torch.device = "cpu") -> Any:
-    """Load ``name`` from the cache as a ``Sam2VideoModel`` in eval mode on ``device`` (fp32)."""
+    """Load ``name`` from the cache as a ``Sam2VideoModel`` in eval mode on ``device`` (fp32).
+
+    One copy of the weights: the model is built on the meta device (no random init, no
+    memory) and takes the loaded tensors themselves (``assign``), read straight onto
+    ``device``; copying them into a materialised model held the weights twice while loading."""
     from safetensors.torch import load_file
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
@@ -104,23 +108,23 @@ def load_model(name: str, device: str | torch.device = "cpu") -> Any:
     cfg = Sam2VideoConfig.from_json_file(str(d / "config.json"))
     with torch.device("meta"):
         model = Sam2VideoModel(cfg)
-    sd = load_file(str(d / "model.safetensors"))
-    # built on the meta device (fast, no random init); the buffers computed at construction
-    # and not stored in the checkpoint (RoPE frequencies, positions) are rebuilt for real
-    model = model.to_empty(device=device)
+    sd = load_file(str(d / "model.safetensors"), device=str(torch.device(device)))
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelNotAvailableError(
+            f"cached weights of {name} do not load ({exc}); run `segloop models remove {name}`"
+            " and pull or import it again"
+        ) from exc
+    del sd
+    # the buffers computed at construction and not stored in the checkpoint (RoPE
+    # frequencies, positions) are still on the meta device: rebuild them for real
     for mod in list(model.modules()):
         names: set[str] = getattr(mod, "_non_persistent_buffers_set", set())
         if names and hasattr(mod, "config"):
             fresh = type(mod)(mod.config)
             for b in names:
                 setattr(mod, b, getattr(fresh, b).to(device))
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise ModelNotAvailableError(
-            f"cached weights of {name} do not load ({exc}); run `segloop models remove {name}`"
-            " and pull or import it again"
-        ) from exc
     log.debug("loaded %s from %s", name, model_dir(name))
     return model.eval()
 

@@ -60,6 +60,24 @@ def test_the_cache_is_bounded_by_bytes_and_shares_position_encodings() -> None:
     feats = cache.get_vision_features(next(iter(cache._lru)))
     other = cache.get_vision_features(next(reversed(cache._lru)))
     assert feats["vision_pos_embeds"][0] is other["vision_pos_embeds"][0]
+    _assert_views_of_the_memo(s, feats["vision_pos_embeds"])
+
+
+def _assert_views_of_the_memo(session: object, pos: list[torch.Tensor]) -> None:
+    """The cache's position encodings are the runtime's memoised tensors, not copies."""
+    memo = session._rt.model.vision_encoder.neck.position_encoding._segloop_memo  # type: ignore[attr-defined]
+    held = {t.untyped_storage().data_ptr() for t in memo.values()}
+    assert pos and all(p.untyped_storage().data_ptr() in held for p in pos)
+
+
+def test_the_cpu_path_shares_the_memoised_position_encodings() -> None:
+    install_tiny_weights("medsam2", image_size=64)
+    s = MedSAM2Engine(device="cpu", encode_batch=1).open(_volume(nz=6))
+    s.segment_slice(3, Prompts.make(box=(8, 12, 23, 39)))
+    drive(s.propagate(3))
+    cache = s._cache
+    feats = cache.get_vision_features(next(iter(cache._lru)))
+    _assert_views_of_the_memo(s, feats["vision_pos_embeds"])
 
 
 @pytest.mark.parametrize(("h", "w", "size"), [(256, 256, 512), (52, 40, 64), (64, 64, 64)])

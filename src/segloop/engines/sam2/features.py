@@ -6,7 +6,8 @@ is about to track in batches (:func:`encode_ahead`) and the per-slice step only 
 attention, the decoder and the memory encoder. Features encoded ahead are held until their
 slice is tracked, then move into the session's LRU cache, which is bounded by bytes and by
 count. The position encodings are the same for every slice (they depend on the shape only),
-so one copy is shared: at 512 px they are five times the size of a slice's own features.
+so the cache keeps views of the runtime's memoised tensors, never a copy: at 512 px they are
+five times the size of a slice's own features.
 With the runtime's device scheduler every encoder call (a 2D prompt's slice too) goes through
 it and shares batches with other sessions (:mod:`segloop.engines.scheduler`).
 
@@ -157,9 +158,8 @@ def make_feature_cache(capacity: int, max_bytes: int, device: torch.device) -> A
         def cache_vision_features(self, frame_idx: int, features: dict[str, Any]) -> None:
             feats = [t.clone(memory_format=torch.contiguous_format)
                      for t in features["vision_feats"]]
-            if self._pos is None:
-                self._pos = [t.clone(memory_format=torch.contiguous_format)
-                             for t in features["vision_pos_embeds"]]
+            if self._pos is None:  # views of the memo's tensors (runtime): not a second copy
+                self._pos = list(features["vision_pos_embeds"])
             self._insert(frame_idx, feats)
 
         def get_vision_features(self, frame_idx: int) -> dict[str, Any] | None:

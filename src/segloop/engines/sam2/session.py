@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segloop.engines.sam2.components import cut_to_largest_component
 from segloop.engines.sam2.features import LazyFrames, encode_ahead, make_feature_cache
 from segloop.engines.sam2.postprocess import (
     HostMasks,
@@ -41,7 +42,6 @@ from segloop.engines.sam2.postprocess import (
 )
 from segloop.engines.sam2.preprocess import (
     fill_holes_in_scores,
-    largest_component_labels,
     prompt_points,
     to_uint8_volume,
 )
@@ -418,9 +418,9 @@ class Sam2Session:
     def _keep_largest_component(self, object_id: int, touched: list[int]) -> list[int]:
         """MedSAM2's largest 3D connected component, applied to the tracked slices only.
 
-        Returns the slices it changed. Only the mask's bounding box is labelled (scipy on a
-        CPU, torch on the model's device with ``device_post``), and no copy of the volume's
-        masks is kept to find the changes."""
+        Returns the slices it changed. Only the mask's bounding box is labelled (scipy in
+        slabs of a few MB on a CPU, :mod:`.components`; torch on the model's device with
+        ``device_post``), and no copy of the volume's masks is kept to find the changes."""
         st = self._state.get(object_id)
         if not touched:
             return []
@@ -428,18 +428,17 @@ class Sam2Session:
         if box is None:
             return []
         sub = st.mask[box]
-        if self._rt.device_post:
-            on_dev = torch.from_numpy(np.ascontiguousarray(sub)).to(self._rt.device)
-            keep = largest_component_torch(on_dev).cpu().numpy()
-        else:  # labels, not a kept copy: a full-volume mask costs ~2 bytes per voxel here
-            labels, winner = largest_component_labels(sub)
         z0 = box[2].start
+        if not self._rt.device_post:  # labelled in slabs: a few MB, not 2-4 bytes per voxel
+            return [z0 + k for k in cut_to_largest_component(sub, [t - z0 for t in touched])]
+        on_dev = torch.from_numpy(np.ascontiguousarray(sub)).to(self._rt.device)
+        keep = largest_component_torch(on_dev).cpu().numpy()
         changed = []
         for t in touched:
             if not box[2].start <= t < box[2].stop:
                 continue
             k = t - z0
-            kept = keep[:, :, k] if self._rt.device_post else labels[:, :, k] == winner
+            kept = keep[:, :, k]
             cut = sub[:, :, k] & ~kept
             if cut.any():
                 sub[:, :, k] &= ~cut
