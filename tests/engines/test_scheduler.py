@@ -182,20 +182,17 @@ def test_client_scope_nests() -> None:
     assert current_client() is None
 
 
-def test_the_device_lock_hands_over_by_priority_then_arrival() -> None:
-    lock = DeviceLock()
+def _queue_on_lock(lock: DeviceLock, waiters: list[tuple[str, Priority]]) -> list[str]:
+    """Start one thread per (name, priority), each queued on the held ``lock`` before the next
+    starts, release the lock, and return the order in which they got it."""
     order: list[str] = []
-    lock.acquire()
-    with lock:  # reentrant
-        pass
 
     def take(name: str, prio: Priority) -> None:
         with lock.hold(prio):
             order.append(name)
 
     threads = []
-    for name, prio in (("track1", Priority.AHEAD), ("track2", Priority.AHEAD),
-                       ("prompt", Priority.INTERACTIVE)):
+    for name, prio in waiters:
         t = threading.Thread(target=take, args=(name, prio))
         t.start()
         threads.append(t)
@@ -206,6 +203,16 @@ def test_the_device_lock_hands_over_by_priority_then_arrival() -> None:
     lock.release()
     for t in threads:
         t.join(30)
+    return order
+
+
+def test_the_device_lock_hands_over_by_priority_then_arrival() -> None:
+    lock = DeviceLock()
+    lock.acquire()
+    with lock:  # reentrant
+        pass
+    order = _queue_on_lock(lock, [("track1", Priority.AHEAD), ("track2", Priority.AHEAD),
+                                  ("prompt", Priority.INTERACTIVE)])
     assert order == ["prompt", "track1", "track2"]
     with pytest.raises(RuntimeError, match="does not hold"):
         lock.release()
@@ -213,24 +220,7 @@ def test_the_device_lock_hands_over_by_priority_then_arrival() -> None:
 
 def test_the_device_lock_lets_a_tracking_step_through_after_max_bypass_prompts() -> None:
     lock = DeviceLock(max_bypass=2)
-    order: list[str] = []
     lock.acquire()
-
-    def take(name: str, prio: Priority) -> None:
-        with lock.hold(prio):
-            order.append(name)
-
-    threads = []
-    for name, prio in [("track", Priority.AHEAD)] + [(f"p{k}", Priority.INTERACTIVE)
-                                                     for k in range(4)]:
-        t = threading.Thread(target=take, args=(name, prio))
-        t.start()
-        threads.append(t)
-        deadline = time.monotonic() + 30
-        while len(lock._waiting) < len(threads):
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
-    lock.release()
-    for t in threads:
-        t.join(30)
+    order = _queue_on_lock(lock, [("track", Priority.AHEAD)]
+                           + [(f"p{k}", Priority.INTERACTIVE) for k in range(4)])
     assert order == ["p0", "p1", "track", "p2", "p3"], order

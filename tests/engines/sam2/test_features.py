@@ -7,31 +7,19 @@ import pytest
 import torch
 from PIL import Image
 
+from engines.sam2.bright_block import bright_block_volume, iou
 from segloop.engines.base import drive
 from segloop.engines.sam2 import MedSAM2Engine
 from segloop.engines.sam2.features import resize_on_device
 from segloop.engines.sam2.preprocess import IMAGENET_STD, slice_to_model_input
 from segloop.engines.sam2.testing import install_tiny_weights
-from segloop.io.volume import Volume
 from segloop.types import Prompts
-
-
-def _volume(nz: int = 24, seed: int = 2) -> Volume:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(0.0, 40.0, (40, 52, nz)).astype(np.float32) - 100.0
-    data[8:24, 12:40, 2:nz - 2] += 250.0
-    return Volume(data=data, affine=np.eye(4), source_format="npz", modality="CT")
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 @pytest.mark.parametrize("seed", [2, 4])
 def test_batched_encoding_gives_the_unbatched_masks_both_ways(seed: int) -> None:
     install_tiny_weights("medsam2", image_size=64, seed=seed)
-    vol = _volume()
+    vol = bright_block_volume()
     masks = {}
     for batch in (1, 5):
         s = MedSAM2Engine(window="soft_tissue", encode_batch=batch,
@@ -42,13 +30,13 @@ def test_batched_encoding_gives_the_unbatched_masks_both_ways(seed: int) -> None
         masks[batch] = s.mask()
         assert s.cache_stats[1] == 24, "each slice is encoded exactly once"
     assert masks[1].any() and not masks[1].all(), "a degenerate mask would test nothing"
-    ious = [_iou(masks[1][:, :, z], masks[5][:, :, z]) for z in range(24)]
+    ious = [iou(masks[1][:, :, z], masks[5][:, :, z]) for z in range(24)]
     assert min(ious) >= 0.999, ious
 
 
 def test_the_cache_is_bounded_by_bytes_and_shares_position_encodings() -> None:
     install_tiny_weights("medsam2", image_size=64)
-    s = MedSAM2Engine(cache_mb=0.05, cache_frames=1000, encode_batch=3).open(_volume())
+    s = MedSAM2Engine(cache_mb=0.05, cache_frames=1000, encode_batch=3).open(bright_block_volume())
     s.segment_slice(12, Prompts.make(box=(8, 12, 23, 39)))
     drive(s.propagate(12))
     cache = s._cache
@@ -72,7 +60,7 @@ def _assert_views_of_the_memo(session: object, pos: list[torch.Tensor]) -> None:
 
 def test_the_cpu_path_shares_the_memoised_position_encodings() -> None:
     install_tiny_weights("medsam2", image_size=64)
-    s = MedSAM2Engine(device="cpu", encode_batch=1).open(_volume(nz=6))
+    s = MedSAM2Engine(device="cpu", encode_batch=1).open(bright_block_volume(nz=6))
     s.segment_slice(3, Prompts.make(box=(8, 12, 23, 39)))
     drive(s.propagate(3))
     cache = s._cache

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from engines.sam2.bright_block import bright_block_volume, iou
 from segloop.engines.sam2 import MedSAM2Engine
 from segloop.engines.sam2.runtime import Runtime
 from segloop.engines.sam2.session import Sam2Session
@@ -24,16 +25,6 @@ from segloop.types import Prompts
 BOX = Prompts.make(box=(8, 12, 23, 39))
 
 
-def _volume(nz: int, seed: int) -> Volume:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(0.0, 40.0, (40, 52, nz)).astype(np.float32) - 100.0
-    data[8:24, 12:40, 2:nz - 2] += 250.0
-    return Volume(data=data, affine=np.eye(4), source_format="npz", modality="CT")
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 def _runtime(model: object, encode_batch: int, scheduler_batch: int | None) -> Runtime:
@@ -65,7 +56,7 @@ def hiera_tiny() -> object:
 @pytest.mark.parametrize("encode_batch", [1, 4])
 def test_concurrent_scheduled_sessions_give_the_unscheduled_masks(hiera_tiny: object,
                                                                   encode_batch: int) -> None:
-    vols = [_volume(12, seed) for seed in (1, 2, 3)]
+    vols = [bright_block_volume(12, seed) for seed in (1, 2, 3)]
     ref = [_session_run(_runtime(hiera_tiny, encode_batch, None), v, "solo") for v in vols]
     rt = _runtime(hiera_tiny, encode_batch, scheduler_batch=4)
     got: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -87,14 +78,14 @@ def test_concurrent_scheduled_sessions_give_the_unscheduled_masks(hiera_tiny: ob
     for k in range(len(vols)):
         (first_ref, mask_ref), (first, mask) = ref[k], got[k]
         assert mask_ref.any() and not mask_ref.all(), "a degenerate mask would test nothing"
-        assert _iou(first_ref, first) >= 0.999
-        ious = [_iou(mask_ref[:, :, z], mask[:, :, z]) for z in range(12)]
+        assert iou(first_ref, first) >= 0.999
+        ious = [iou(mask_ref[:, :, z], mask[:, :, z]) for z in range(12)]
         assert min(ious) >= 0.999, (k, ious)
 
 
 def test_shared_batch_features_equal_one_slice_features(hiera_tiny: object) -> None:
     rt = _runtime(hiera_tiny, 1, scheduler_batch=8)
-    sessions = [Sam2Session(rt, _volume(6, seed)) for seed in (4, 5)]
+    sessions = [Sam2Session(rt, bright_block_volume(6, seed)) for seed in (4, 5)]
     rows = [list(s._frames.batch([0, 3]).unbind(0)) for s in sessions]
     alone = [rt.encode_parts([[r]]) for part in rows for r in part]
     shared = rt.encode_parts(rows)  # two sessions' slices in one encoder batch
@@ -110,8 +101,8 @@ def test_a_2d_prompt_during_a_long_propagation_finishes_before_it() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rt = _runtime(build_model(tiny_config(64)), encode_batch=4, scheduler_batch=4)
-    a = Sam2Session(rt, _volume(80, 6))
-    b = Sam2Session(rt, _volume(12, 7))
+    a = Sam2Session(rt, bright_block_volume(80, 6))
+    b = Sam2Session(rt, bright_block_volume(12, 7))
     a.segment_slice(1, BOX)
     tracked: list[int] = []
     started = threading.Event()
@@ -141,7 +132,7 @@ def test_the_engine_option_and_its_environment_default(monkeypatch: pytest.Monke
     assert MedSAM2Engine().scheduler is False, "opt-in: off by default"
     monkeypatch.setenv("SEGLOOP_SAM2_SCHEDULER", "on")
     eng = MedSAM2Engine(scheduler_batch=3)
-    s = eng.open(_volume(8, 1))
+    s = eng.open(bright_block_volume(8, 1))
     rt = eng.runtime()
     assert rt.scheduler is not None and rt.scheduler.max_batch == 3
     s.segment_slice(4, BOX)
