@@ -70,6 +70,18 @@ def _upload(c: TestClient) -> str:
     return str(r.json()["job_id"])
 
 
+def _slow_propagation(c: TestClient) -> tuple[str, dict[str, Any]]:
+    """Upload the liver CT, put the slow engine's key slice on it and start its propagation:
+    the job id and the propagate answer (a task that runs for seconds in a worker process)."""
+    z, box = liver_slice_box()
+    jid = _upload(c)
+    c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
+                                                     "engine": "slow-classic"})
+    t: dict[str, Any] = c.post(f"/api/v1/jobs/{jid}/propagate",
+                               json={"engine": "slow-classic"}).json()
+    return jid, t
+
+
 def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
                                                           slow_plugin: None) -> None:
     s = _settings(tmp_path)
@@ -109,12 +121,8 @@ def test_tasks_run_in_a_worker_process_with_job_affinity(tmp_path: Path,
 def test_a_task_whose_process_is_killed_still_completes(tmp_path: Path,
                                                        slow_plugin: None) -> None:
     s = _settings(tmp_path)
-    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
-        jid = _upload(c)
-        c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
-                                                         "engine": "slow-classic"})
-        t = c.post(f"/api/v1/jobs/{jid}/propagate", json={"engine": "slow-classic"}).json()
+        jid, t = _slow_propagation(c)
         tid = t["task_id"]
         deadline = time.monotonic() + 30
         while c.get(f"/api/v1/jobs/{jid}/tasks/{tid}").json()["state"] != "running":
@@ -130,12 +138,8 @@ def test_a_task_whose_process_is_killed_still_completes(tmp_path: Path,
 def test_cancel_and_progress_cross_the_process_boundary(tmp_path: Path,
                                                         slow_plugin: None) -> None:
     s = _settings(tmp_path)
-    z, box = liver_slice_box()
     with TestClient(create_app(s)) as c:
-        jid = _upload(c)
-        c.post(f"/api/v1/jobs/{jid}/initial-mask", json={"slice_index": z, "box": box,
-                                                         "engine": "slow-classic"})
-        t = c.post(f"/api/v1/jobs/{jid}/propagate", json={"engine": "slow-classic"}).json()
+        jid, t = _slow_propagation(c)
         seen, th = watch_progress(c, jid, t["task_id"], 3)
         assert seen.wait(60), "no progress event came from the worker process"
         assert c.post(f"/api/v1/jobs/{jid}/cancel").json()["cancel_requested"] == 1
