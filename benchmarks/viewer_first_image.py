@@ -212,6 +212,25 @@ def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float,
         if cdp is not None:
             _print_profile(cdp.send("Profiler.stop")["profile"])
         if phases:
+            steps = page.evaluate(
+                """() => performance.getEntriesByType('mark')
+                     .filter((m) => m.name.startsWith('segloop:'))
+                     .map((m) => [m.name.slice(8), m.startTime])""")
+            prev = t0
+            for name, at in sorted(steps, key=lambda s: s[1]):
+                print(f"    mark {name:20s} {(at - t0) / 1000:7.2f} s  (+{(at - prev) / 1000:6.2f} s)",
+                      flush=True)
+                prev = at
+            for r in page.evaluate(
+                """() => performance.getEntriesByType('resource')
+                     .filter((r) => r.name.includes('/api/'))
+                     .map((r) => [r.name.replace(/^.*\\/api\\/v1\\//, ''), r.startTime,
+                                  r.requestStart, r.responseStart, r.responseEnd])"""):
+                if r[4] < t0:
+                    continue
+                rel = [(v - t0) / 1000 if v else float("nan") for v in r[1:]]
+                print(f"    http {r[0][:60]:60s} start {rel[0]:6.2f} sent {rel[1]:6.2f} "
+                      f"first byte {rel[2]:6.2f} end {rel[3]:6.2f} s", flush=True)
             for name, p in sorted(page.evaluate("() => window.__phases").items(),
                                   key=lambda kv: -kv[1]["ms"]):
                 print(f"    {name:26s} {p['calls']:4d} calls {p['ms'] / 1000:7.2f} s", flush=True)
@@ -236,8 +255,9 @@ def main() -> None:
     ap.add_argument("--preview-only", action="store_true",
                     help="skip the run without the preview (the full CT in SwiftShader needs GBs)")
     ap.add_argument("--phases", action="store_true",
-                    help="print the seconds spent in NiiVue's costly methods (inclusive, GPU "
-                         "work finished in each; nested calls count in both)")
+                    help="print every segloop: mark of the page (the steps from the upload to "
+                         "editing) and the seconds spent in NiiVue's costly methods (inclusive, "
+                         "GPU work finished in each; nested calls count in both)")
     ap.add_argument("--cpu-profile", action="store_true",
                     help="print the page's CPU profile (self seconds per function, CDP Profiler)")
     a = ap.parse_args()

@@ -813,6 +813,7 @@ async function openJob(jobId, known = null) {
   const full = fetchVolume(api, job);
   if (previewWanted(job) && await showPreview(nv, api, job)) message('Showing a preview; loading the full volume…');
   const buf = await full;
+  markOnce('volume-downloaded');
   if (nv.drawBitmap) nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolumeByIndex(0);
   await loadWindowed(nv, buf, 'canonical.nii', initialWindow(job));
@@ -837,6 +838,7 @@ async function openJob(jobId, known = null) {
     view2d.close();
   }
   nv.createEmptyDrawing();
+  markOnce('drawing-created');
   nv.setDrawOpacity(OBJ ? OBJ.opacity() : ($('#show-overlay').checked ? OVERLAY_OPACITY : 0));
   setNavAxis(S.navAxis);
   if (window.innerHeight < 900) $('#jobs-box').open = false; // the panel fits a laptop screen
@@ -851,6 +853,7 @@ async function openJob(jobId, known = null) {
   if (OBJ) OBJ.reset();
   await refreshObjects();
   await loadVersion(job.current_version);
+  markOnce('version-shown');
   await refreshVersions();
   await refreshJobs();
   setTool(S.tool);
