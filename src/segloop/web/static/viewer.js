@@ -158,7 +158,9 @@ async function initNiivue(url) {
   nv.opts.cycleClipPlaneHotKey = '';
   nv.opts.viewModeHotKey = '';
   await nv.attachToCanvas($('#gl'));
-  leanNiivue(nv); // no gradients, no whole-bitmap undo encoding, strokes upload their slices only
+  // no gradients, no whole-bitmap undo encoding, strokes upload their slices only, the
+  // intensity range without a whole-volume loop, one framebuffer check per texture
+  leanNiivue(nv, NV.NVImage);
   nv.setDrawOpacity(OBJ ? OBJ.opacity() : OVERLAY_OPACITY);
   nv.onLocationChange = onLocation;
   nv.onDrawingChanged = (action) => {
