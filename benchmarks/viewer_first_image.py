@@ -19,7 +19,9 @@ WebGL2 runs on SwiftShader (CPU); on a loaded machine say so with the figures.
 
 WebGL calls only queue work: the page's marks fire when NiiVue has *queued* an image, which
 SwiftShader may draw seconds later. So by default (``--settle``, off with ``--no-settle``) every
-``segloop:`` mark is taken after ``gl.finish()``, i.e. when the pixels exist. The benchmark
+``segloop:`` mark is taken after the GPU has done all queued work, i.e. when the pixels exist:
+after reading one pixel back (``gl.readPixels`` waits for the GPU process). Not ``gl.finish()``:
+Chromium's WebGL ``finish()`` is only a flush, it returns before the work is done. The benchmark
 installs that in the page itself, so it times any version of the viewer the same way: run it
 with ``PYTHONPATH`` pointing at another checkout's ``src`` to compare (that checkout serves its
 own static files).
@@ -99,20 +101,29 @@ def _serve(home: Path) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-#: every segloop mark after gl.finish(): when the GPU (SwiftShader) has drawn what was queued
-SETTLE = """(() => {
+#: wait until the GPU process has done all work queued on `gl`: one pixel of the canvas read
+#: back (Chromium's WebGL finish() is only a flush); the bound framebuffer is left as it was
+DRAIN = """window.__drain = (gl) => {
+  const fb = gl.getParameter(gl.FRAMEBUFFER_BINDING);
+  gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+  gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+  gl.bindFramebuffer(gl.FRAMEBUFFER, fb);
+};"""
+
+#: every segloop mark once the GPU (SwiftShader) has drawn what was queued
+SETTLE = DRAIN + """(() => {
   const mark = performance.mark.bind(performance);
   performance.mark = (name, ...rest) => {
     const nv = window.segloop && window.segloop.nv;
-    if (String(name).startsWith('segloop:') && nv && nv.gl) nv.gl.finish();
+    if (String(name).startsWith('segloop:') && nv && nv.gl) window.__drain(nv.gl);
     return mark(name, ...rest);
   };
 })();"""
 
 
-#: --phases: time NiiVue's costly methods (inclusive ms, gl.finish() before returning, so the
-#: GPU work a call queued is counted in it); results in window.__phases
-PHASES = """(() => {
+#: --phases: time NiiVue's costly methods (inclusive ms, the GPU drained before returning, so
+#: the GPU work a call queued is counted in it); results in window.__phases
+PHASES = DRAIN + """(() => {
   const names = ['loadFromArrayBuffer', 'updateGLVolume', 'refreshLayers', 'createEmptyDrawing',
     'closeDrawing', 'drawAddUndoBitmap', 'drawClearAllUndoBitmaps', 'refreshDrawing', 'drawScene',
     'refreshColormaps', 'setDrawingEnabled', 'removeVolumeByIndex', 'setPan2Dxyzmm', 'setSliceType',
@@ -125,7 +136,7 @@ PHASES = """(() => {
       nv[n] = function (...args) {
         const t0 = performance.now();
         const done = (r) => {
-          if (nv.gl) nv.gl.finish();
+          if (nv.gl) window.__drain(nv.gl);
           const p = (window.__phases[n] = window.__phases[n] || { calls: 0, ms: 0 });
           p.calls += 1;
           p.ms += performance.now() - t0;
@@ -172,7 +183,7 @@ def _stroke(page: Any) -> float:
     page.mouse.up()
     page.wait_for_function("() => window.segloop.state.dirty && window.segloop.state.strokes.count >= 1",
                            timeout=300_000, polling=20)
-    page.evaluate("() => window.segloop.nv.gl.finish()")
+    page.evaluate(f"() => {{ {DRAIN} window.__drain(window.segloop.nv.gl); }}")
     return time.perf_counter() - t0
 
 
@@ -212,6 +223,25 @@ def _one(browser: Any, url: str, path: Path, preview: bool, limit_s: float,
         if cdp is not None:
             _print_profile(cdp.send("Profiler.stop")["profile"])
         if phases:
+            steps = page.evaluate(
+                """() => performance.getEntriesByType('mark')
+                     .filter((m) => m.name.startsWith('segloop:'))
+                     .map((m) => [m.name.slice(8), m.startTime])""")
+            prev = t0
+            for name, at in sorted(steps, key=lambda s: s[1]):
+                print(f"    mark {name:20s} {(at - t0) / 1000:7.2f} s  (+{(at - prev) / 1000:6.2f} s)",
+                      flush=True)
+                prev = at
+            for r in page.evaluate(
+                """() => performance.getEntriesByType('resource')
+                     .filter((r) => r.name.includes('/api/'))
+                     .map((r) => [r.name.replace(/^.*\\/api\\/v1\\//, ''), r.startTime,
+                                  r.requestStart, r.responseStart, r.responseEnd])"""):
+                if r[4] < t0:
+                    continue
+                rel = [(v - t0) / 1000 if v else float("nan") for v in r[1:]]
+                print(f"    http {r[0][:60]:60s} start {rel[0]:6.2f} sent {rel[1]:6.2f} "
+                      f"first byte {rel[2]:6.2f} end {rel[3]:6.2f} s", flush=True)
             for name, p in sorted(page.evaluate("() => window.__phases").items(),
                                   key=lambda kv: -kv[1]["ms"]):
                 print(f"    {name:26s} {p['calls']:4d} calls {p['ms'] / 1000:7.2f} s", flush=True)
@@ -231,13 +261,15 @@ def main() -> None:
                     help="seconds to wait for each mark (the full volume in SwiftShader on a "
                          "loaded machine can take many minutes)")
     ap.add_argument("--settle", action=argparse.BooleanOptionalAction, default=True,
-                    help="take each mark after gl.finish() (pixels drawn, not just queued)")
+                    help="take each mark once the GPU has done the work queued (pixels drawn, "
+                         "not just queued)")
     ap.add_argument("--only", choices=("ct", "dicom"), default=None, help="one of the two uploads")
     ap.add_argument("--preview-only", action="store_true",
                     help="skip the run without the preview (the full CT in SwiftShader needs GBs)")
     ap.add_argument("--phases", action="store_true",
-                    help="print the seconds spent in NiiVue's costly methods (inclusive, GPU "
-                         "work finished in each; nested calls count in both)")
+                    help="print every segloop: mark of the page (the steps from the upload to "
+                         "editing) and the seconds spent in NiiVue's costly methods (inclusive, "
+                         "GPU work finished in each; nested calls count in both)")
     ap.add_argument("--cpu-profile", action="store_true",
                     help="print the page's CPU profile (self seconds per function, CDP Profiler)")
     a = ap.parse_args()
@@ -258,7 +290,7 @@ def main() -> None:
 
         print(f"load average {os.getloadavg()[0]:.1f} (2-core machine shared with others); "
               f"segloop from {Path(segloop.__file__).parents[1]}; marks "
-              f"{'after gl.finish()' if a.settle else 'as queued'}", flush=True)
+              f"{'with the GPU drained' if a.settle else 'as queued'}", flush=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             for name, path, has_preview in cases:

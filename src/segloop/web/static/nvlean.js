@@ -1,4 +1,5 @@
-// segloop viewer: what NiiVue computes that this page never uses, turned off (issue 15).
+// segloop viewer: what NiiVue computes that this page never uses (or computes the long way), turned
+// off (issue 15).
 //
 // On a CPU WebGL (SwiftShader: headless Chromium, many VMs) a 512x512x300 CT took over a minute
 // from "volume loaded" to "editable"; most of it was work NiiVue 0.69 does for features segloop
@@ -24,7 +25,24 @@
 //    the page the same slab, so its own passes after a stroke (paint constraints in tools.js,
 //    per-stroke undo in strokes.js) compare those slices only, not the whole bitmap.
 //
-// leanNiivue(nv) applies all three once, after attachToCanvas.
+// 4. Intensity range. Every volume NiiVue loads gets calMinMax(): it copies the middle half of
+//    each axis (a loop visiting every voxel of the volume, 78 Mi for a 512x512x300 CT: over a
+//    second of CPU), then takes min/max and a 1001-bin histogram of that copy for the 2-98 %
+//    robust range. Here the middle block is copied row by row (typed-array slices) and NiiVue's
+//    own calMinMax runs on that block: the same numbers (cal_min/max, robust_min/max,
+//    global_min/max), without the whole-volume loop. Where NiiVue would fall back to the whole
+//    volume (no variability in the block), for a fixed-range colour map, and for 4D volumes,
+//    NiiVue's own path runs unchanged. calMinMax is a method of NiiVue's NVImage class and is
+//    called while the image is being built, before any instance exists; so the quick version is
+//    put on the class only while this viewer's addVolumeFromUrl is loading, and taken off after.
+// 5. Framebuffer checks. NiiVue's gradient passes (run on every volume upload, at the 1 x 1 size
+//    of 1. while illumination is off) call checkFramebufferStatus after attaching each slice:
+//    a synchronous round trip to the GPU process that also waits for the slice drawn before
+//    it, 2 x dims[3] times. Another layer of the same texture attached to the same framebuffer
+//    is complete when one layer was (same format, size and level), so that answer is reused
+//    until the framebuffer, an attachment's texture or level, or any texture's storage changes.
+//
+// leanNiivue(nv, NVImage) applies all five once, after attachToCanvas.
 
 const TEXTURE6_GRADIENT = 33990; // gl.TEXTURE6: NiiVue's gradient texture unit
 const TEXTURE8_GRADIENT_TEMP = 33992; // gl.TEXTURE8: the blurred copy (shared with PAQD atlases)
@@ -167,9 +185,113 @@ export function uploadLean(nv) {
   };
 }
 
-/** All of the above, once per NiiVue instance. */
-export function leanNiivue(nv) {
+/** The middle block calMinMax measures (the middle half of each axis, as NiiVue cuts it) of a
+ * volume of `dims` (NIfTI: dims[1..3]), copied row by row: {block, size: [x, y, z]}. */
+export function middleBlock(img, dims) {
+  const n = [dims[1], dims[2], dims[3]];
+  const lo = n.map((d) => Math.floor(0.25 * d));
+  const size = n.map((d, i) => d - 2 * lo[i]);
+  const block = new img.constructor(size[0] * size[1] * size[2]);
+  let k = 0;
+  for (let z = lo[2]; z < lo[2] + size[2]; z++) {
+    for (let y = lo[1]; y < lo[1] + size[1]; y++) {
+      const row = (z * n[1] + y) * n[0] + lo[0];
+      block.set(img.subarray(row, row + size[0]), k);
+      k += size[0];
+    }
+  }
+  return { block, size };
+}
+
+const RANGE_FIELDS = ['cal_min', 'cal_max', 'robust_min', 'robust_max', 'global_min', 'global_max',
+  'ignoreZeroVoxels'];
+
+/** NiiVue's calMinMax (`own`, a method of NVImage) on `image`, measured on the middle block. */
+function quickCalMinMax(own, image, vol, isBorder) {
+  const { hdr, img } = image;
+  const nvox = hdr && img ? hdr.dims[1] * hdr.dims[2] * hdr.dims[3] : 0;
+  if (!isBorder || !nvox || img.length !== nvox || typeof img.subarray !== 'function') {
+    return own.call(image, vol, isBorder);
+  }
+  const { block, size } = middleBlock(img, hdr.dims);
+  const dims = hdr.dims.slice();
+  [dims[1], dims[2], dims[3]] = size;
+  const stand = {
+    hdr: { ...hdr, dims }, img: block, frame4D: 0, _colormap: image._colormap,
+    ignoreZeroVoxels: image.ignoreZeroVoxels, trustCalMinMax: image.trustCalMinMax,
+    percentileFrac: image.percentileFrac,
+  };
+  const r = own.call(stand, vol, false);
+  // no variability in the block (NiiVue then measures the whole volume), a colour map's fixed
+  // range, a label volume: NiiVue's own path, for NiiVue's own answer
+  if (r[0] === r[2] && r[1] === r[3]) return own.call(image, vol, isBorder);
+  for (const k of RANGE_FIELDS) if (k in stand) image[k] = stand[k];
+  hdr.scl_slope = stand.hdr.scl_slope; // NiiVue turns a zero slope into 1
+  return r;
+}
+
+/** 4. calMinMax on the middle block, copied by rows, while this viewer loads a volume. */
+export function quickRange(nv, NVImage) {
+  const proto = NVImage.prototype;
+  const add = nv.addVolumeFromUrl.bind(nv);
+  let own = null; // NiiVue's calMinMax, while a load of this viewer is in progress
+  let loading = 0;
+  nv.addVolumeFromUrl = async (...args) => {
+    if (loading++ === 0) {
+      own = proto.calMinMax;
+      proto.calMinMax = function calMinMax(vol = Number.POSITIVE_INFINITY, isBorder = true) {
+        return quickCalMinMax(own, this, vol, isBorder);
+      };
+    }
+    try {
+      return await add(...args);
+    } finally {
+      if (--loading === 0) proto.calMinMax = own;
+    }
+  };
+}
+
+/** 5. One checkFramebufferStatus per framebuffer, texture and level, not one per layer. */
+export function fewerFramebufferChecks(nv) {
+  const gl = nv.gl;
+  const check = gl.checkFramebufferStatus.bind(gl);
+  const bind = gl.bindFramebuffer.bind(gl);
+  const attachLayer = gl.framebufferTextureLayer.bind(gl);
+  let bound = null; // the framebuffer bound to FRAMEBUFFER
+  let attached = new Map(); // attachment -> [texture, level], since `bound` was bound
+  let complete = false; // the last real check said COMPLETE, and only layers changed since
+  const forget = (f) => (...a) => { complete = false; return f(...a); };
+  gl.bindFramebuffer = (target, fb) => {
+    if (target !== gl.FRAMEBUFFER || fb !== bound) {
+      complete = false;
+      attached = new Map();
+    }
+    if (target === gl.FRAMEBUFFER) bound = fb;
+    return bind(target, fb);
+  };
+  gl.framebufferTextureLayer = (target, attachment, texture, level, layer) => {
+    const was = attached.get(attachment);
+    if (target !== gl.FRAMEBUFFER || !was || was[0] !== texture || was[1] !== level) complete = false;
+    attached.set(attachment, [texture, level]);
+    return attachLayer(target, attachment, texture, level, layer);
+  };
+  for (const name of ['framebufferTexture2D', 'framebufferRenderbuffer', 'texImage3D', 'texStorage3D',
+    'texImage2D', 'texStorage2D', 'deleteTexture', 'deleteFramebuffer', 'renderbufferStorage']) {
+    gl[name] = forget(gl[name].bind(gl));
+  }
+  gl.checkFramebufferStatus = (target) => {
+    if (complete && target === gl.FRAMEBUFFER) return gl.FRAMEBUFFER_COMPLETE;
+    const status = check(target);
+    complete = target === gl.FRAMEBUFFER && status === gl.FRAMEBUFFER_COMPLETE;
+    return status;
+  };
+}
+
+/** All of the above, once per NiiVue instance (`NVImage`: NiiVue's image class, for 4.). */
+export function leanNiivue(nv, NVImage) {
   skipGradients(nv);
   dropDrawUndo(nv);
   uploadLean(nv);
+  quickRange(nv, NVImage);
+  fewerFramebufferChecks(nv);
 }

@@ -6,8 +6,9 @@
 // downloads (both downloads start together: fetchVolume); the full volume then replaces it and
 // editing starts. The canonical volume is served uncompressed (no inflating in the page).
 // `?preview=0` in the page URL turns the preview off (benchmarks/viewer_first_image.py compares
-// both). performance marks
-// segloop:first-image / segloop:full-image record when each was on screen.
+// both). performance marks segloop:first-image / segloop:full-image record when each was on
+// screen; segloop:preview-downloaded, volume-downloaded, drawing-created and version-shown mark
+// the steps between (the benchmark's --phases prints them all).
 
 import { windowOf } from './wl.js';
 
@@ -54,6 +55,7 @@ export async function showPreview(nv, api, job) {
   try {
     const resp = await api.request('GET', api.jobUrl(job.job_id, '/volume?preview=true'));
     buf = await resp.arrayBuffer();
+    markOnce('preview-downloaded');
   } catch (e) {
     return false; // an older job without a preview: the full volume comes next anyway
   }
