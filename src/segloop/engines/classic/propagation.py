@@ -101,7 +101,9 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     link of the masks between the anchor and z (``ends.weakest_link``) and empties every
     slice past it at once. Away from every anchor a change is carried as far as it applies
     ("from there on"), and a slice where the object had ended picks up tracking again from
-    an addition.
+    an addition. A click that split slice z (removed a part, kept the rest) also splits the
+    removed part's continuation off each further slice (``split_off``), for as long as
+    there is one.
     """
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
