@@ -277,3 +277,30 @@ def test_a_negative_click_that_splits_its_slice_takes_the_leak_off_its_neighbour
     assert (after & target)[:, :, zc].sum() >= 0.95 * (before & target)[:, :, zc].sum()  # a split
     assert (after & other).sum() <= 0.15 * leaked.sum()  # 180 of 799 voxels were left before
     assert (after & target).sum() >= 0.99 * (before & target).sum()
+
+
+def test_split_off_divides_by_footprint_and_towards_an_anchor_never_grows_or_takes_the_target() -> None:
+    """``split_off`` on one slice: a mask (one component) whose left part continues what the
+    previous slice lost and whose right part continues what it kept. Each voxel goes with
+    the nearer footprint. Towards an anchor the removal may not exceed the previous one, and
+    a part with the kept mask's intensity (the target itself, not a leak) stays."""
+    from segloop.engines.classic.context import ClassicContext
+    from segloop.engines.classic.options import ClassicOptions
+    from segloop.engines.classic.propagation import split_off
+
+    img = np.full((40, 40, 2), 100.0, dtype=np.float32)
+    img[10:30, 5:20, :] = 160.0  # the leak's tissue, left
+    img[10:30, 20:35, :] = 180.0  # the target's, right
+    ctx = ClassicContext(img, (1.0, 1.0, 2.0), ClassicOptions())
+    removed = np.zeros((40, 40), dtype=bool)
+    removed[10:30, 6:18] = True
+    kept = np.zeros((40, 40), dtype=bool)
+    kept[10:30, 21:34] = True
+    old = np.zeros((40, 40), dtype=bool)
+    old[10:30, 5:35] = True  # one component: leak and target together
+    means = (160.0, 180.0)
+    out = split_off(ctx, 1, old, removed, kept, False, means)
+    assert out[10:30, 5:19].all() and not out[:, 20:].any()  # the nearer footprint decides
+    towards = split_off(ctx, 1, old, removed, kept, True, means)
+    assert towards.sum() <= removed.sum() and towards[15, 10]  # no growth, but the cut goes
+    assert not split_off(ctx, 1, old, removed, kept, True, (180.0, 160.0)).any()  # the target
