@@ -241,3 +241,66 @@ def test_the_end_is_never_where_the_far_side_still_looks_like_the_anchor() -> No
     assert weakest_link(img, chain[:2]) == 0 and weakest_link(img, chain[:3]) == 1
     assert ks_statistic(np.arange(10.0), np.arange(10.0)) == 0.0
     assert ks_statistic(np.arange(10.0), np.arange(10.0) + 100.0) == 1.0
+
+
+def test_a_negative_click_that_splits_its_slice_takes_the_leak_off_its_neighbours() -> None:
+    """A cylinder (180) with a slightly darker neighbour (168) touching its side that widens
+    slice by slice away from the box: the tracking takes a growing part of the neighbour.
+    A negative click in the middle of that part splits its slice (the cylinder stays), and
+    what continues the removed part is split off the slices on both sides too (towards the
+    box, where it shrinks, and away from it, where it is as wide), not only re-tracked; the
+    cylinder keeps its voxels."""
+    shape, sp = (64, 64, 24), (1.0, 1.0, 2.0)
+    xx, yy = np.mgrid[:64, :64]
+    target = np.zeros(shape, dtype=bool)
+    other = np.zeros(shape, dtype=bool)
+    for z in range(2, 22):
+        target[:, :, z] = (xx - 32) ** 2 + (yy - 24) ** 2 <= (8.5 if z == 4 else 8.0) ** 2
+        if z > 5:
+            r = min(2.0 + (z - 5), 9.0)
+            other[:, :, z] = ((xx - 32) ** 2 + (yy - 33 - 0.6 * r) ** 2 <= r**2) & ~target[:, :, z]
+    img = np.full(shape, 100.0)
+    img[target] = 180.0
+    img[other] = 168.0
+    img += np.random.default_rng(11).normal(0.0, 5.0, shape)
+    session = ClassicEngine().open(_volume(img, sp))
+    session.segment_slice(4, Prompts(box=box_from_mask(target[:, :, 4])))
+    drive(session.propagate(4))
+    before = session.mask()
+    leaked = before & other
+    assert leaked.sum() > 0.2 * other.sum()  # the leak this test is about
+    zs = np.flatnonzero(leaked.any(axis=(0, 1)))
+    zc = int(zs[len(zs) // 2])  # the middle of the leak
+    cx, cy = (int(v) for v in np.argwhere(leaked[:, :, zc]).mean(axis=0).round())
+    drive(session.refine(zc, Prompts.make(points=[(cx, cy)], labels=[0])))
+    after = session.mask()
+    assert (after & target)[:, :, zc].sum() >= 0.95 * (before & target)[:, :, zc].sum()  # a split
+    assert (after & other).sum() <= 0.15 * leaked.sum()  # 180 of 799 voxels were left before
+    assert (after & target).sum() >= 0.99 * (before & target).sum()
+
+
+def test_split_off_divides_by_footprint_and_towards_an_anchor_never_grows_or_takes_the_target() -> None:
+    """``split_off`` on one slice: a mask (one component) whose left part continues what the
+    previous slice lost and whose right part continues what it kept. Each voxel goes with
+    the nearer footprint. Towards an anchor the removal may not exceed the previous one, and
+    a part with the kept mask's intensity (the target itself, not a leak) stays."""
+    from segloop.engines.classic.context import ClassicContext
+    from segloop.engines.classic.options import ClassicOptions
+    from segloop.engines.classic.propagation import split_off
+
+    img = np.full((40, 40, 2), 100.0, dtype=np.float32)
+    img[10:30, 5:20, :] = 160.0  # the leak's tissue, left
+    img[10:30, 20:35, :] = 180.0  # the target's, right
+    ctx = ClassicContext(img, (1.0, 1.0, 2.0), ClassicOptions())
+    removed = np.zeros((40, 40), dtype=bool)
+    removed[10:30, 6:18] = True
+    kept = np.zeros((40, 40), dtype=bool)
+    kept[10:30, 21:34] = True
+    old = np.zeros((40, 40), dtype=bool)
+    old[10:30, 5:35] = True  # one component: leak and target together
+    means = (160.0, 180.0)
+    out = split_off(ctx, 1, old, removed, kept, False, means)
+    assert out[10:30, 5:19].all() and not out[:, 20:].any()  # the nearer footprint decides
+    towards = split_off(ctx, 1, old, removed, kept, True, means)
+    assert towards.sum() <= removed.sum() and towards[15, 10]  # no growth, but the cut goes
+    assert not split_off(ctx, 1, old, removed, kept, True, (180.0, 160.0)).any()  # the target

@@ -58,6 +58,12 @@ any resolution):
   there; towards an anchor, a removed part goes on being removed on each slice whose
   touching component resembles the cut more than the anchor (overlap and mean intensity), so
   a negative click in the middle of a leak takes it back to where it began. A negative click
+  that splits its slice (the target stays there) also splits what continues the removed
+  part off the neighbouring slices: each voxel of the touching components goes with the
+  nearer of the previous slice's removed and kept parts, within the slice-to-slice growth
+  distance; towards an anchor that part may not grow and must be nearer the cut than the
+  kept mask in mean intensity (``propagation.split_off``), so an in-plane leak beside the
+  target goes over several slices, not only where it is re-tracked away. A negative click
   that empties its slice says the target ended between the anchor and there: it ends at the
   weakest link of the chain of masks in between (Dice in place times one minus the KS
   statistic of the intensities, where the mask after the link is more like the rejected slice

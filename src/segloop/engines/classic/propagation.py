@@ -30,7 +30,7 @@ from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
 
 __all__ = ["area_limit", "delta_step", "propagate_delta", "propagate_from", "retract", "span_total",
-           "track"]
+           "split_off", "track"]
 
 
 def span_total(state: SessionState, z: int, object_id: int) -> int:
@@ -101,7 +101,9 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     link of the masks between the anchor and z (``ends.weakest_link``) and empties every
     slice past it at once. Away from every anchor a change is carried as far as it applies
     ("from there on"), and a slice where the object had ended picks up tracking again from
-    an addition.
+    an addition. A click that split slice z (removed a part, kept the rest) also splits the
+    removed part's continuation off each further slice (``split_off``), for as long as
+    there is one.
     """
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
@@ -120,6 +122,12 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         outward = span.stop not in st.anchors  # the volume's end or the slice range's
         anchor = None if outward else st.mask[:, :, span.stop]
         retracting = anchor is not None and bool(removed.any())
+        # a negative click that split its slice: what continues the part it removed is
+        # split off the neighbouring slices too (``split_off``)
+        splitting = bool(removed.any()) and bool(cur.any()) and not added.any()
+        s_rem, s_kept = removed.copy(), cur.copy()
+        means = (float(ctx.img[:, :, z][removed].mean()) if splitting else 0.0,
+                 float(ctx.img[:, :, z][cur].mean()) if splitting else 0.0)
         past_end = 0
         if anchor is not None and before.any() and not cur.any():
             # the click emptied its slice: the target ended between the anchor and here,
@@ -134,19 +142,16 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
             new = old
             if i < past_end:
                 new = np.zeros_like(old)
-                st.mask[:, :, s] = new
+            retracted = False
             if retracting and anchor is not None:
                 part = retract(ctx, s, old, removed | cut, (z, cut), (span.stop, anchor))
                 if part.any():
                     new = old & ~part
                     added, removed = np.zeros_like(old), part
-                    st.mask[:, :, s] = new
-                    prev = new
-                    done += 1
-                    yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
-                    continue
-                retracting = False
-            if active and model is not None:
+                    retracted = True
+                else:
+                    retracting = False
+            if not retracted and active and model is not None:
                 if prev.any():
                     tracked, _ = track(ctx, object_id, s, s - direction, prev, model)
                 elif outward:
@@ -163,10 +168,60 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                 new = (old | add_s) & ~rem_s
                 added, removed = add_s, rem_s
                 active = bool(added.any() or removed.any())
-                st.mask[:, :, s] = new
+            if splitting and new.any():
+                part = split_off(ctx, s, new, s_rem, s_kept, not outward, means)
+                new = new & ~part
+                s_rem, s_kept = old & ~new, new
+                splitting = bool(s_rem.any())
+            st.mask[:, :, s] = new
             prev = new
             done += 1
             yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
+
+
+def split_off(ctx: ClassicContext, s: int, old: BoolArray, removed: BoolArray, kept: BoolArray,
+              towards_anchor: bool, means: tuple[float, float]) -> BoolArray:
+    """The part of ``old`` (slice s) that continues what a negative click split off its slice.
+
+    ``removed`` and ``kept``: what the previous slice lost and kept. The components of ``old``
+    touching ``removed`` are divided between the two: each voxel goes with the nearer (mm)
+    of its parts inside ``removed`` and inside ``kept``, and only within the slice-to-slice
+    growth distance of ``removed``. Towards an anchor the removal may shift by a voxel but not
+    grow (never larger than ``removed``), and the part's mean intensity must be nearer the
+    cut's than the kept mask's (``means``, both on the clicked slice): a leak beside the
+    target is taken back, the target's own shape changes are not; otherwise nothing.
+    """
+    bb = bbox(removed)
+    if bb is None:
+        return np.zeros_like(old)
+    grow = ctx.grow_mm()
+    # the part lies within ``grow`` of ``removed``; a kept voxel nearer than that to it lies
+    # within twice that of ``removed``: the crop holds everything the division needs
+    crop = Crop.around(bb, *ctx.margin(2.0 * grow), *old.shape)
+    o, r, k = old[crop.sl], removed[crop.sl], kept[crop.sl]
+    touch = keep_components(o, dilate1(r))
+    neg = touch & r
+    if not neg.any():
+        return np.zeros_like(old)
+    pos = touch & k
+    part = touch
+    if pos.any():
+        d_neg = ndi.distance_transform_edt(~neg, sampling=ctx.sp)
+        d_pos = ndi.distance_transform_edt(~pos, sampling=ctx.sp)
+        part = touch & (d_neg < d_pos)
+    part = keep_components(part & (ndi.distance_transform_edt(~r, sampling=ctx.sp) <= grow), neg)
+    if towards_anchor:
+        part &= dilate1(r)
+        if part.sum() > r.sum():
+            part &= r
+        part = keep_components(part, neg)
+        if part.any():
+            mean = float(ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, s][part].mean())
+            if abs(mean - means[0]) >= abs(mean - means[1]):
+                return np.zeros_like(old)
+    out = np.zeros_like(old)
+    out[crop.sl] = part
+    return out
 
 
 def retract(ctx: ClassicContext, s: int, old: BoolArray, touch: BoolArray,
