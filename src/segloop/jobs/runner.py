@@ -366,7 +366,8 @@ class Runtime:
         plane = plane_of(op)  # progress masks are slices of the prompt's plane
         step = StepProgress(self._publish, self.store, task_id, job_id,
                             base if plane is Plane.AXIAL else {**base, "axis": plane.value},
-                            int(op.get("object_id", 1)))
+                            int(op.get("object_id", 1)),
+                            lambda: self.bus.wants_progress(job_id))
         stage = ("segmenting" if op["op"] in (TaskKind.INITIAL_MASK, TaskKind.SEGMENT)
                  else "propagating")
         self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})

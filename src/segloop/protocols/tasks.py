@@ -4,8 +4,9 @@ A MONAI Label ``/infer`` or an nnInteractive ``add_*_interaction`` is a blocking
 client, while segloop runs engine work as queued tasks (embedded threads or Celery workers).
 :func:`run_steps` records the steps as ordinary segloop tasks (so the web viewer, review,
 ``segloop train`` and the audit log see them, with who and which engine), subscribes to the
-job's events *before* submitting, and returns when the last one ends. The handler awaits on
-the event loop; nothing here blocks it except short store calls in the thread pool.
+job's events *before* submitting (its tasks' ends only), and returns when the last one ends.
+The handler awaits on the event loop; nothing here blocks it except short store calls in the
+thread pool.
 
 Also: reading an upload's form (fields and files; several files become one .zip upload)
 within the size limit. Imports segloop.api's services type, jobs, io and config;
@@ -77,7 +78,7 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
     TaskFailedError with the first failure's message when one did not succeed."""
     if not steps:
         return []
-    sub = await svc.bus.subscribe(job_id)
+    sub = await svc.bus.subscribe(job_id, ends_only=True)  # no wake-up per progress event
     try:
         ids: list[str] = []
         for st in steps:
