@@ -9,7 +9,8 @@ server process's mean CPU time per call (from /proc: the API, the embedded worke
 all run in it). Cases: a MONAI Label ``/infer`` with a new ROI on a session (clear + new 3D
 mask + result file; the first call of each side warms its engine session), beside the same
 engine work in this process (clear + segment + propagate on an open session), and
-nnInteractive's first box of a fresh lease (image upload not counted: the box's wait only).
+nnInteractive's first box of a fresh lease (image upload not counted: the box's wait only),
+beside the engine's open + segment + propagate on a fresh session in this process.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_protocols_ab.py OLD_TREE/src [--b src]
         [--n 15] [--n-first 5] [--image ../shared/data/totalseg/example_ct_sm.nii.gz]
@@ -69,7 +70,14 @@ def main() -> None:
     from segloop.io import load_volume
     from segloop.types import Prompts
 
-    sess = get_engine("classic").open(load_volume(a.image))  # the engine in this process
+    vol = load_volume(a.image)
+    eng = get_engine("classic")
+    sess = eng.open(vol)  # the engine in this process
+
+    def engine_first(b: tuple[int, int, int, int]) -> None:  # a first box: a fresh session
+        fresh = eng.open(vol)
+        fresh.segment_slice(Z, Prompts.make(b))
+        drive(fresh.propagate(Z))
 
     def engine(b: tuple[int, int, int, int]) -> None:  # what a new ROI asks of the worker
         sess.set_mask(np.zeros(sess.shape, bool))
@@ -79,7 +87,7 @@ def main() -> None:
     sides = {"A": a.a, "B": a.b}
     wall: dict[str, list[float]] = {"A": [], "B": [], "E": []}
     cpu: dict[str, list[float]] = {"A": [], "B": [], "E": []}
-    first: dict[str, list[float]] = {"A": [], "B": []}
+    first: dict[str, list[float]] = {"A": [], "B": [], "E": []}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         procs, urls, clients, sids = {}, {}, {}, {}
@@ -108,6 +116,9 @@ def main() -> None:
             for j in range(a.n_first):
                 for k in ("A", "B") if j % 2 else ("B", "A"):
                     first[k].append(nni(urls[k], a.image, 0)[0])
+                t0 = time.perf_counter()
+                engine_first(BOX)
+                first["E"].append((time.perf_counter() - t0) * 1e3)
         finally:
             for p in procs.values():
                 p.terminate()
@@ -116,17 +127,19 @@ def main() -> None:
     print(f"A {a.a}\nB {a.b}\nimage {a.image.name}; load {load0:.1f} -> "
           f"{os.getloadavg()[0]:.1f}; medians, ms")
     print(f"{'case':44s} {'A':>8s} {'B':>8s} {'B-A paired':>11s} {'engine':>8s} "
-          f"{'B/engine':>9s}")
+          f"{'B/engine':>9s} {'B-engine':>9s}")
     mean = statistics.fmean
     for name, d, avg in (("MONAI Label infer, new ROI (wall)", wall, med),
                          ("MONAI Label infer, new ROI (CPU, mean)", cpu, mean),
                          ("nnInteractive first box (wall)", first, med)):
         diff = avg([y - x for x, y in zip(d["A"], d["B"], strict=True)])
-        eng = f"{avg(d['E']):8.1f} {avg(d['B']) / avg(d['E']):9.2f}" if d.get("E") else ""
+        eng = (f"{avg(d['E']):8.1f} {avg(d['B']) / avg(d['E']):9.2f} "
+               f"{avg(d['B']) - avg(d['E']):+9.1f}") if d.get("E") else ""
         print(f"{name:44s} {avg(d['A']):8.1f} {avg(d['B']):8.1f} {diff:+11.1f} {eng}")
     print("engine: clear + segment + propagate on an open classic session in this process, "
-          "alternated with the calls (wall; CPU of this process). CPU rows are means: the "
-          "server's CPU is read from /proc in 10 ms ticks, so a median is too coarse")
+          "alternated with the calls (wall; CPU of this process); for the first box, open + "
+          "segment + propagate on a fresh session. CPU rows are means: the server's CPU is "
+          "read from /proc in 10 ms ticks, so a median is too coarse")
 
 
 if __name__ == "__main__":

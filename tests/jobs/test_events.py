@@ -62,3 +62,28 @@ def test_a_task_burst_is_one_chunk_and_the_stream_ends_at_done() -> None:
     frames = chunks[1].split(b"\n\n")
     assert [f.split(b"\n")[0] for f in frames if f] == [b"event: progress", b"event: progress",
                                                         b"event: done"]
+
+
+def test_an_ends_only_subscriber_is_not_woken_by_progress() -> None:
+    """A protocol request waiting for its task takes only the task's end: progress events do
+    not reach it, and a job followed only that way needs no slice masks built; a viewer's
+    ordinary subscription still gets (and wants) everything."""
+    async def main() -> None:
+        bus = LocalBus()
+        assert not bus.wants_progress(JOB)
+        ends = await bus.subscribe(JOB, ends_only=True)
+        assert not bus.wants_progress(JOB)
+        _burst(bus, 30, last="done")
+        got = await ends.get(1.0)
+        assert got is not None and got["type"] == "done" and ends.ready() == []
+        viewer = await bus.subscribe(JOB)
+        assert bus.wants_progress(JOB)
+        _burst(bus, 3, last="failed")
+        assert (await ends.get(1.0) or {}).get("type") == "failed"
+        seen = [await viewer.get(1.0), *viewer.ready()]
+        assert [e["type"] for e in seen if e] == ["progress", "progress", "failed"]
+        await viewer.close()
+        assert not bus.wants_progress(JOB)
+        await ends.close()
+
+    asyncio.run(main())

@@ -10,7 +10,10 @@ channel only: the job store stays the source of truth, so a client that connects
 reads the status from the store. Imports redis lazily; never torch, FastAPI or Celery.
 
 Cost: a subscriber wakes the event loop once per burst of events, not once per event (events
-published while a wake-up is pending ride along with it). The Redis bus keeps one
+published while a wake-up is pending ride along with it); one that takes only tasks' ends
+(a protocol request waiting for its task) is not woken by progress, and when every
+subscriber of a job is such, :meth:`EventBus.wants_progress` tells the embedded worker to
+build no slice masks for it. The Redis bus keeps one
 pattern-subscribed connection per API process (a listener thread) and fans events out to
 the local subscribers, so following a task's events costs no Redis connection or round trip.
 Must not import segloop.cli, segloop.protocols, segloop.api, segloop.worker, segloop.web,
@@ -27,9 +30,14 @@ import threading
 from collections import deque
 from typing import Any, Protocol
 
+from segloop.jobs.states import EventType
+
 __all__ = ["EventBus", "LocalBus", "RedisBus", "Subscription", "make_bus"]
 
 log = logging.getLogger(__name__)
+
+#: the events of a task's end (what an ``ends_only`` subscriber gets)
+_ENDS = frozenset({EventType.DONE, EventType.FAILED, EventType.CANCELLED})
 
 
 class Subscription(Protocol):
@@ -56,8 +64,16 @@ class EventBus(Protocol):
         """Send one event to every subscriber of ``job_id`` (never raises)."""
         ...
 
-    async def subscribe(self, job_id: str) -> Subscription:
-        """Start receiving ``job_id``'s events (events published before this call are missed)."""
+    async def subscribe(self, job_id: str, ends_only: bool = False) -> Subscription:
+        """Start receiving ``job_id``'s events (events published before this call are missed);
+        ``ends_only``: only tasks' ends (done, failed, cancelled), e.g. a protocol request
+        that waits for its task and shows no progress."""
+        ...
+
+    def wants_progress(self, job_id: str) -> bool:
+        """Whether a subscriber may want ``job_id``'s progress events (slice masks): False
+        only when every subscriber of this process takes ends only and no other process can
+        listen, so a worker need not build them."""
         ...
 
     def close(self) -> None:
@@ -77,8 +93,8 @@ class _LocalSub:
 
     MAX_EVENTS = 10000  # a subscriber that stops reading loses events beyond this, not memory
 
-    def __init__(self, bus: LocalBus, job_id: str) -> None:
-        self.bus, self.job_id = bus, job_id
+    def __init__(self, bus: LocalBus, job_id: str, ends_only: bool = False) -> None:
+        self.bus, self.job_id, self.ends_only = bus, job_id, ends_only
         self.loop = asyncio.get_running_loop()
         self._events: deque[dict[str, Any]] = deque()  # delivered, not yet taken (loop side)
         self._waiter: asyncio.Future[None] | None = None
@@ -87,6 +103,8 @@ class _LocalSub:
         self._lock = threading.Lock()
 
     def push(self, event: dict[str, Any]) -> None:
+        if self.ends_only and event.get("type") not in _ENDS:
+            return  # no wake-up of the loop for what this subscriber ignores
         with self._lock:
             self._pending.append(event)
             if self._scheduled:  # a wake-up is already on its way: the event rides along
@@ -142,8 +160,12 @@ class LocalBus:
         """Whether anyone listens to ``job_id`` here."""
         return job_id in self._subs
 
-    async def subscribe(self, job_id: str) -> Subscription:
-        sub = _LocalSub(self, job_id)
+    def wants_progress(self, job_id: str) -> bool:
+        with self._lock:
+            return any(not s.ends_only for s in self._subs.get(job_id, ()))
+
+    async def subscribe(self, job_id: str, ends_only: bool = False) -> Subscription:
+        sub = _LocalSub(self, job_id, ends_only)
         with self._lock:
             self._subs.setdefault(job_id, set()).add(sub)
         return sub
@@ -230,11 +252,14 @@ class RedisBus:
                                                 name="segloop-event-listener")
                 self._thread.start()
 
-    async def subscribe(self, job_id: str) -> Subscription:
+    def wants_progress(self, job_id: str) -> bool:
+        return True  # listeners in other processes are not known here
+
+    async def subscribe(self, job_id: str, ends_only: bool = False) -> Subscription:
         self._ensure_listener()
         if not self._ready.is_set():  # first subscriber: wait for the pattern subscription
             await asyncio.get_running_loop().run_in_executor(None, self._ready.wait, 5.0)
-        return await self._local.subscribe(job_id)
+        return await self._local.subscribe(job_id, ends_only)
 
     def close(self) -> None:
         self._stop.set()

@@ -60,7 +60,11 @@ class _PipeBus:
     def publish(self, job_id: str, event: dict[str, Any]) -> None:
         self._send(("event", job_id, event))
 
-    async def subscribe(self, job_id: str) -> Any:  # pragma: no cover - children never serve
+    def wants_progress(self, job_id: str) -> bool:
+        return True  # the server's subscribers are not known here
+
+    async def subscribe(self, job_id: str, ends_only: bool = False
+                        ) -> Any:  # pragma: no cover - children never serve
         raise NotImplementedError("a worker process does not serve subscriptions")
 
     def close(self) -> None:

@@ -33,13 +33,14 @@ def mask_runs(mask: np.ndarray[Any, Any]) -> list[int]:
 
 class StepProgress:
     """Progress reporting and cancel polling of one running step, rate-limited: events at most
-    20 per second (slice masks not yet published ride along), progress written to the store at
-    most every 0.25 s (the end comes with the completion), the cancel flag read at most every
-    0.2 s."""
+    20 per second (slice masks not yet published ride along), none while ``wanted()`` says
+    nobody follows them, progress written to the store at most every 0.25 s (the end comes
+    with the completion), the cancel flag read at most every 0.2 s."""
 
     def __init__(self, publish: Callable[[str, dict[str, Any]], None], store: JobStore,
-                 task_id: str, job_id: str, base: dict[str, Any], object_id: int) -> None:
-        self.publish, self.store = publish, store
+                 task_id: str, job_id: str, base: dict[str, Any], object_id: int,
+                 wanted: Callable[[], bool] = lambda: True) -> None:
+        self.publish, self.store, self.wanted = publish, store, wanted
         self.task_id, self.job_id, self.base = task_id, job_id, base
         self.object_id = object_id
         self.start = time.monotonic()
@@ -57,13 +58,16 @@ class StepProgress:
         eta = (now - self.start) / r.done * (r.total - r.done) if r.done else None
         ev = {"stage": "propagating", "progress": round(frac, 4), "slices_done": r.done,
               "slices_total": r.total, "eta_seconds": None if eta is None else round(eta, 2)}
-        self.pending[int(r.z)] = mask_runs(r.mask)
         self.final = (int(r.done), int(r.total))
-        if now - self.last_pub >= 0.05 or r.done == r.total:  # at most 20 events/s
-            self.last_pub = now
-            masks = dict(self.pending)
+        if not self.wanted():  # nobody follows the slices (a protocol request waits for the end)
             self.pending.clear()
-            self.publish(self.job_id, {**self.base, "type": EventType.PROGRESS, "z": r.z,
+        else:
+            self.pending[int(r.z)] = mask_runs(r.mask)
+            if now - self.last_pub >= 0.05 or r.done == r.total:  # at most 20 events/s
+                self.last_pub = now
+                masks = dict(self.pending)
+                self.pending.clear()
+                self.publish(self.job_id, {**self.base, "type": EventType.PROGRESS, "z": r.z,
                                            "object_id": self.object_id, "masks": masks, **ev})
         if now - self.last_db > 0.25 and r.done < r.total:  # the end comes with completion
             self.last_db = now

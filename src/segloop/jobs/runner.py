@@ -26,7 +26,9 @@ Cost per task (what the service adds to the engine's own time): one transaction 
 task and reads everything the run needs; one transaction writes the version file's row, makes
 it current and marks the task succeeded (the ``done`` event carries the row read back there);
 one heartbeat thread per process refreshes all its running tasks; progress is written to the
-store at most every 0.25 s (the final state comes with the completion).
+store at most every 0.25 s (the final state comes with the completion). The composed label
+map is offered to a request of this process that waits for it (:mod:`segloop.jobs.handoff`)
+before the version's durable write, so the request builds its answer while the disk works.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from segloop.engines.scheduler import client_scope
 from segloop.errors import CancelledError, SegloopError
 from segloop.jobs import files
 from segloop.jobs.events import EventBus
+from segloop.jobs.handoff import LabelHandoff
 from segloop.jobs.image2d_job import load_job_image
 from segloop.jobs.planesessions import PlaneSessions, plane_of, view_volume
 from segloop.jobs.progress import StepProgress, mask_runs
@@ -95,6 +98,7 @@ class Runtime:
         self._auto: str | None = None
         self.tasks_done = 0
         self.on_finish: Callable[[dict[str, Any], float], None] | None = None
+        self.handoff = LabelHandoff()  # composed masks to requests of this process that wait
         self._running: set[str] = set()
         self._hb_lock = threading.Lock()
         self._hb_thread: threading.Thread | None = None
@@ -338,6 +342,7 @@ class Runtime:
             record = [{"op": "base", "version": cur}, op] if cur else [op]
             slices = self._run_step(session, task_id, job_id, op, base, t0)
             labels = self.compose(session, claim.shape, claim.labels_of)
+            self.handoff.offer(job_id, task_id, labels)  # its answer is built during the fsync
             try:
                 n, info = self.store.complete_task(job_id, task_id, labels, author=task.owner,
                                                    source=f"{task.kind}", engine=engine_name,
@@ -366,7 +371,8 @@ class Runtime:
         plane = plane_of(op)  # progress masks are slices of the prompt's plane
         step = StepProgress(self._publish, self.store, task_id, job_id,
                             base if plane is Plane.AXIAL else {**base, "axis": plane.value},
-                            int(op.get("object_id", 1)))
+                            int(op.get("object_id", 1)),
+                            lambda: self.bus.wants_progress(job_id))
         stage = ("segmenting" if op["op"] in (TaskKind.INITIAL_MASK, TaskKind.SEGMENT)
                  else "propagating")
         self._publish(job_id, {**base, "type": EventType.PROGRESS, "stage": stage, "progress": 0.0})

@@ -1,9 +1,15 @@
 """Job store: mask versions (store a result, read labels, list, edit, undo/redo). Must not
 import the review part, FastAPI, Celery or torch.
+
+A version's file is written durably (fsync of the file and its folder) on a helper thread
+while its rows are written in the same transaction; the transaction commits only after the
+file is on disk, so a committed version always has its file.
 """
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,28 @@ from segloop.jobs.states import ACTIVE, TaskState
 from segloop.jobs.store_tasks import TaskStore
 
 __all__ = ["VersionStore"]
+
+
+class _Flush(threading.Thread):
+    """A version file's atomic, durable write (temp file, fsync, rename, fsync of the folder)
+    on its own thread, so the version's rows are written while the disk works."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        super().__init__(name="segloop-version-flush", daemon=True)
+        self.path, self.data = path, data
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            files.atomic_write_bytes(self.path, self.data)
+        except BaseException as exc:  # re-raised by wait(), in the transaction's thread
+            self.error = exc
+
+    def wait(self) -> None:
+        """Until the file is durable; its write's error, if any."""
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 class VersionStore(TaskStore):
@@ -47,10 +75,13 @@ class VersionStore(TaskStore):
         """
         data = files.encode_labels(labels)
         with self.engine.begin() as conn:
-            n = self._add_version(conn, job_id, data, author=author, source=source,
-                                  replay=replay, engine=engine, task_id=task_id)
-            if finish and task_id is not None:
-                self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n)
+            n, flush = self._add_version(conn, job_id, data, author=author, source=source,
+                                         replay=replay, engine=engine, task_id=task_id)
+            try:
+                if finish and task_id is not None:
+                    self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n)
+            finally:
+                flush.wait()  # the file and its folder are on disk before the commit
         return n
 
     def complete_task(self, job_id: str, task_id: str, labels: np.ndarray[Any, Any], *,
@@ -65,18 +96,24 @@ class VersionStore(TaskStore):
         data = files.encode_labels(labels)
         extra = None if slices is None else {"slices_done": slices[0], "slices_total": slices[1]}
         with self.engine.begin() as conn:
-            n = self._add_version(conn, job_id, data, author=author, source=source,
-                                  replay=replay, engine=engine, task_id=task_id)
-            row = self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n, extra)
+            n, flush = self._add_version(conn, job_id, data, author=author, source=source,
+                                         replay=replay, engine=engine, task_id=task_id)
+            try:
+                row = self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n, extra)
+            finally:
+                flush.wait()  # the file and its folder are on disk before the commit
         if row is None:  # pragma: no cover - the task row goes with the job
             raise NotFoundError(f"task {task_id} was deleted")
         return n, TaskRecord.from_row(row)
 
     def _add_version(self, conn: Connection, job_id: str, data: bytes, *, author: str,
                      source: str, replay: list[dict[str, Any]], engine: str | None,
-                     task_id: str | None) -> int:
+                     task_id: str | None) -> tuple[int, _Flush]:
         """Inside a transaction: lock the job (its row is updated first, so concurrent writers
-        of one job queue here), number the version, write its file, record it as current."""
+        of one job queue here), number the version, start writing its file, record it as
+        current. Returns the number and the file's write, which the caller must
+        :meth:`~_Flush.wait` for before the transaction ends (on every path: the commit must
+        not come before the file is durable, nor a retry race an abandoned write)."""
         h = _hot()
         now = utcnow()
         nums = conn.execute(h.lock_job, {"jid": job_id, "p_now": now}).first()
@@ -86,13 +123,18 @@ class VersionStore(TaskStore):
         rel = f"versions/v{n:04d}.npz"
         replay = [dict(op, version=n) if op.get("op") == "set_mask" and op.get("version")
                   is None else op for op in replay]
-        files.atomic_write_bytes(self.job_dir(job_id) / rel, data)
-        conn.execute(h.insert_version, {
-            "job_id": job_id, "number": n, "created": now, "author": author, "source": source,
-            "engine": engine, "task_id": task_id, "path": rel, "replay": replay,
-            "parent": parent, "reviewed": False})
-        conn.execute(h.set_current, {"jid": job_id, "p_n": n, "p_engine": engine or None})
-        return n
+        flush = _Flush(self.job_dir(job_id) / rel, data)
+        flush.start()  # its fsyncs wait for the disk while the rows below are written
+        try:
+            conn.execute(h.insert_version, {
+                "job_id": job_id, "number": n, "created": now, "author": author,
+                "source": source, "engine": engine, "task_id": task_id, "path": rel,
+                "replay": replay, "parent": parent, "reviewed": False})
+            conn.execute(h.set_current, {"jid": job_id, "p_n": n, "p_engine": engine or None})
+        except BaseException:
+            flush.wait()
+            raise
+        return n, flush
 
     def labels(self, job_id: str, who: Principal, number: int | None = None
                ) -> tuple[np.ndarray[Any, Any], int]:

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from starlette.concurrency import run_in_threadpool
 
 from segloop.api.app import Services
@@ -33,7 +36,7 @@ from segloop.jobs.store import Principal
 
 from . import ml_geometry as geo
 from .refs import Ref, RefKind, RefStore
-from .tasks import Step, StepKind, run_steps
+from .tasks import Step, StepKind, run_steps_building
 
 __all__ = ["InferResult", "run_infer"]
 
@@ -49,11 +52,10 @@ class InferResult:
 
 def _object_for(svc: Services, who: Principal, job_id: str, label: Any) -> tuple[int, int]:
     """(object id, label value) of the object named ``label`` (created when new); object 1
-    when no name is given."""
-    objs = svc.store.list_objects(job_id, who)
+    when no name is given (its label value read alone: no object list, no anchor planes)."""
     if not label:
-        o = next((o for o in objs if o.object_id == 1), None)
-        return 1, o.label_value if o else 1
+        return 1, svc.store.object_labels(job_id).get(1, 1)
+    objs = svc.store.list_objects(job_id, who)
     for o in objs:
         if o.name == str(label):
             return o.object_id, o.label_value
@@ -72,20 +74,28 @@ def _points(vol: Any, p: dict[str, Any], key: str) -> list[tuple[int, int, int]]
     return [geo.to_canonical(vol, pt) for pt in raw]
 
 
-async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, engine: str,
-                    three_d: bool, p: dict[str, Any]) -> InferResult:
+async def run_infer(svc: Services, refs: RefStore, who: Principal,
+                    resolve: Callable[[], JobRecord], engine: str, three_d: bool,
+                    p: dict[str, Any]) -> InferResult:
     """Run a deepgrow request ``p`` (``foreground``, ``background``, ``roi`` in the file's voxel
     indices, ``label``, ``reset_state``, ``result_extension``, ``result_dtype``,
-    ``result_compress``)."""
+    ``result_compress``) on the job ``resolve`` returns (it checks access; called once, in
+    the first thread-pool hop).
+
+    The result file is built from the label map the embedded worker offers before its
+    durable write (:mod:`segloop.jobs.handoff`), while the version's file and folder are
+    flushed; the answer still waits for the task's ``done`` event (after the commit). With
+    no offer (other workers) the stored version is read back instead."""
     t0 = time.perf_counter()
 
     def read() -> tuple[JobRecord, Volume, int, int, Ref | None]:  # one thread-pool hop
-        job = svc.store.get_job(job_id, who)
+        job = resolve()
         vol = svc.source_volume(job)
-        oid, value = _object_for(svc, who, job_id, p.get("label"))
-        return job, vol, oid, value, refs.get(RefKind.ML_PROMPTS, f"{job_id}:{oid}")
+        oid, value = _object_for(svc, who, job.job_id, p.get("label"))
+        return job, vol, oid, value, refs.get(RefKind.ML_PROMPTS, f"{job.job_id}:{oid}")
 
     job, vol, oid, value, prev = await run_in_threadpool(read)
+    job_id = job.job_id
     fg, bg = _points(vol, p, "foreground"), _points(vol, p, "background")
     roi = geo.roi_to_canonical(vol, p["roi"]) if p.get("roi") else None
     key = f"{job_id}:{oid}"
@@ -114,22 +124,39 @@ async def run_infer(svc: Services, refs: RefStore, who: Principal, job_id: str, 
     if roi is not None:  # no step changes the object outside the ROI: the stored version too
         cut = [[roi.lo[a], roi.hi[a]] for a in range(3)]
         steps = [Step(st.kind, {**st.params, "roi": cut}) for st in steps]
-    t1 = time.perf_counter()
-    tasks = await run_steps(svc, who, job_id, steps, engine)
-    t2 = time.perf_counter()
     ext = str(p.get("result_extension") or ".nii.gz")
     dtype = str(p.get("result_dtype") or "uint8")
     compress = str(p.get("result_compress", True)).lower() not in ("false", "0", "no")
 
-    def write() -> tuple[Path, int, int]:  # one thread-pool hop: (file, version, voxels)
-        labels, n = svc.store.labels(job_id, who)
+    def build(labels: npt.NDArray[np.uint8]) -> tuple[Path, int]:  # (file, voxels)
         mask = labels == value
         path = geo.write_result(mask, vol, svc.settings.tmp_dir,
                                 f"segloop-{uuid.uuid4().hex[:12]}", ext, dtype, compress)
-        refs.put(RefKind.ML_PROMPTS, key, job_id, who.name, {**mine, "version": n})
-        return path, n, int(mask.sum())
+        return path, int(mask.sum())
 
-    path, n, voxels = await run_in_threadpool(write)
+    def drop(built: tuple[Path, int]) -> None:  # the steps failed after all
+        built[0].unlink(missing_ok=True)
+
+    t1 = time.perf_counter()
+    done = await run_steps_building(svc, who, job_id, steps, engine, build, drop)
+    tasks, ready = done
+    t2 = time.perf_counter()
+    number = tasks[-1].get("version") if tasks else None
+
+    def finish() -> tuple[Path, int, int]:  # one thread-pool hop: (file, version, voxels)
+        got = ready
+        if got is not None and number is not None:
+            path, voxels = got
+            n = int(number)
+        else:  # nothing offered in this process: the stored version
+            if got is not None:
+                got[0].unlink(missing_ok=True)
+            labels, n = svc.store.labels(job_id, who, None if number is None else int(number))
+            path, voxels = build(labels)
+        refs.put(RefKind.ML_PROMPTS, key, job_id, who.name, {**mine, "version": n})
+        return path, n, voxels
+
+    path, n, voxels = await run_in_threadpool(finish)
     t3 = time.perf_counter()
     params = {"label_names": {str(p.get("label") or "object"): 1},
               "latencies": {"pre": round(t1 - t0, 4), "infer": round(t2 - t1, 4),

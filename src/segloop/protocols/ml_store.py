@@ -42,12 +42,22 @@ from .dicomweb import DicomWeb, DicomWebError, RemoteSeries
 from .ml_label import read_label
 from .refs import Ref, RefKind, RefStore
 
-__all__ = ["FINAL", "Candidate", "MlStore"]
+__all__ = ["FINAL", "TOUCH_EVERY", "Candidate", "MlStore", "touch_after"]
 
 log = logging.getLogger(__name__)
 
 #: MONAI Label's tag of a finished label
 FINAL = "final"
+
+#: a session's last use is rewritten at most this often by ``/infer`` (seconds)
+TOUCH_EVERY = 60.0
+
+
+def touch_after(expiry: float) -> float:
+    """Seconds after its last recorded use that an ``/infer`` records a session's use again:
+    once a minute, or every tenth of the expiry when that is shorter (a session in use then
+    expires at most that much earlier than one touched on every call)."""
+    return min(TOUCH_EVERY, expiry / 10)
 
 
 @dataclass(frozen=True)
@@ -329,16 +339,28 @@ class MlStore:
         return {"session_id": sid, "session_info": self.session_info(ref)}
 
     def session(self, sid: str, who: Principal, touch: bool = False) -> Ref:
-        """A live session; NotFoundError when unknown, expired or its job is gone."""
+        """A live session; NotFoundError when unknown, expired or its job is gone. ``touch``
+        records this use (its last access time) now."""
+        ref, _ = self.session_job(sid, who, touch)
+        return ref
+
+    def session_job(self, sid: str, who: Principal, touch: bool | None = None
+                    ) -> tuple[Ref, JobRecord]:
+        """A live session and its job (read once); NotFoundError when unknown, expired or
+        its job is gone. ``touch`` True records this use now, False never, None (an
+        ``/infer``) only when the last recorded use is older than :func:`touch_after` of
+        the session's expiry: a session in use is not rewritten on every click."""
         ref = self.refs.get(RefKind.ML_SESSION, sid)
         if ref is None or ref.job_id is None or (ref.owner != who.name and not who.is_reviewer):
             raise NotFoundError(f"session {sid} not found: create a new one")
-        if ref.idle_seconds() > float(ref.data.get("expiry", 3600)):
+        expiry = float(ref.data.get("expiry", 3600))
+        idle = ref.idle_seconds()
+        if idle > expiry:
             raise NotFoundError(f"session {sid} expired: upload the image again")
-        self.svc.store.get_job(ref.job_id, who)
-        if touch:
+        job = self.svc.store.get_job(ref.job_id, who)
+        if touch or (touch is None and idle > touch_after(expiry)):
             self.refs.update(ref, touch=True)
-        return ref
+        return ref, job
 
     def session_info(self, ref: Ref) -> dict[str, Any]:
         """MONAI Label's session record."""

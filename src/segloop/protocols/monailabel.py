@@ -33,6 +33,7 @@ from segloop.api.app import Services, Svc, Who
 from segloop.errors import InputError
 from segloop.jobs import files
 from segloop.jobs.errors import AuthError, NotFoundError
+from segloop.jobs.records import JobRecord
 from segloop.jobs.store import Principal, require_reviewer
 
 from .ml_infer import run_infer
@@ -173,14 +174,15 @@ def monailabel_router() -> APIRouter:
         form.cleanup()
         p = _params(form)
         engine, three_d = _model(st.svc, model)
-        if session_id:
-            job_id = (await run_in_threadpool(st.store.session, session_id, who, True)).job_id
-        elif image:
-            job_id = (await run_in_threadpool(st.store.image, image, who))[0].job_id
-        else:
+        if not (session_id or image):
             raise InputError("give ?image=ID (a datastore image) or ?session_id=")
-        assert job_id is not None
-        res = await run_infer(st.svc, st.refs, who, job_id, engine, three_d, p)
+
+        def resolve() -> JobRecord:  # in run_infer's first thread-pool hop: one job read
+            if session_id:
+                return st.store.session_job(session_id, who)[1]
+            return st.store.image(image, who)[1]
+
+        res = await run_infer(st.svc, st.refs, who, resolve, engine, three_d, p)
         if output == "json":
             res.path.unlink(missing_ok=True)
             return JSONResponse(res.params)

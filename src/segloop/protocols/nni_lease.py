@@ -173,7 +173,12 @@ class Lease:
             labels = files.load_labels(store.job_dir(self.ref.job_id) / row.path)
         else:
             labels, _ = store.labels(self.ref.job_id, self.who, version)
-        value = store.object_labels(self.ref.job_id).get(1, 1)
+        return self.object_mask(labels)
+
+    def object_mask(self, labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """Object 1 of a canonical label map of the job as 0/1 in image axes."""
+        assert self.ref.job_id is not None
+        value = self.svc.store.object_labels(self.ref.job_id).get(1, 1)
         inv = list(np.argsort(self.perm))
         return np.ascontiguousarray((labels == value).transpose(inv)).astype(np.uint8)
 
@@ -205,7 +210,11 @@ class Lease:
         current)."""
         if version is None:
             version = self.current_version()
-        after = self.buffer_mask(version)
+        return self.diff_to(before, self.buffer_mask(version), version)
+
+    def diff_to(self, before: npt.NDArray[np.uint8], after: npt.NDArray[np.uint8],
+                version: int) -> Diff:
+        """The change from ``before`` to ``after`` (both image axes), at job ``version``."""
         changed = before != after
         if not changed.any():
             return Diff(None, None, after, version)

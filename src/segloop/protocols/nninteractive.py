@@ -19,6 +19,7 @@ Must not import segloop.cli (the layer contract, pyproject.toml).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import uuid
@@ -39,7 +40,7 @@ from segloop.jobs.store import Principal
 from . import nni_array
 from .nni_lease import Diff, Lease, lease_key
 from .refs import Ref, RefKind, RefStore
-from .tasks import Step, StepKind, run_steps
+from .tasks import Step, StepKind, run_steps_building
 
 __all__ = ["NniState", "nninteractive_router"]
 
@@ -179,8 +180,15 @@ async def _predict(st: NniState, lease: Lease, steps: list[Step], run: bool) -> 
 
     before, engine = await run_in_threadpool(prepare)
     assert lease.job_id is not None
-    tasks = await run_steps(lease.svc, lease.who, lease.job_id, pending, engine)
-    diff = await run_in_threadpool(lease.diff, before, tasks[-1].get("version"))
+    done = await run_steps_building(  # the diff is made while the version is flushed
+        lease.svc, lease.who, lease.job_id, pending, engine,
+        lambda labels: lease.diff_to(before, lease.object_mask(labels), 0))
+    tasks, early = done
+    version = tasks[-1].get("version")
+    if early is not None and version is not None:
+        diff = dataclasses.replace(early, version=int(version))
+    else:  # nothing offered in this process: the stored version
+        diff = await run_in_threadpool(lease.diff, before, version)
     st.remember(lease, diff)
     return _answer(lease, True, diff)
 

@@ -4,8 +4,10 @@ A MONAI Label ``/infer`` or an nnInteractive ``add_*_interaction`` is a blocking
 client, while segloop runs engine work as queued tasks (embedded threads or Celery workers).
 :func:`run_steps` records the steps as ordinary segloop tasks (so the web viewer, review,
 ``segloop train`` and the audit log see them, with who and which engine), subscribes to the
-job's events *before* submitting, and returns when the last one ends. The handler awaits on
-the event loop; nothing here blocks it except short store calls in the thread pool.
+job's events *before* submitting (its tasks' ends only), and returns when the last one ends;
+:func:`run_steps_building` also builds the answer from the worker's label map while the
+version is flushed to disk. The handler awaits on the event loop; nothing here blocks it
+except short store calls in the thread pool.
 
 Also: reading an upload's form (fields and files; several files become one .zip upload)
 within the size limit. Imports segloop.api's services type, jobs, io and config;
@@ -15,12 +17,16 @@ Must not import segloop.cli (the layer contract, pyproject.toml).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -28,10 +34,15 @@ from starlette.requests import Request
 from segloop.api.app import Services
 from segloop.errors import InputError, SegloopError, VolumeTooLargeError
 from segloop.jobs.errors import ConflictError
+from segloop.jobs.handoff import Watch
 from segloop.jobs.states import TERMINAL, EventType, TaskState
 from segloop.jobs.store import Principal
 
-__all__ = ["Form", "Step", "StepKind", "TaskFailedError", "read_form", "run_steps", "submit"]
+__all__ = ["Form", "Step", "StepKind", "TaskFailedError", "read_form", "run_steps",
+           "run_steps_building", "submit"]
+
+T = TypeVar("T")
+LabelMap = npt.NDArray[np.uint8]
 
 
 class StepKind(StrEnum):
@@ -71,17 +82,20 @@ def submit(svc: Services, who: Principal, job_id: str, step: Step, engine: str) 
 
 
 async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step], engine: str,
-                    timeout: float = 600.0) -> list[dict[str, Any]]:
+                    timeout: float = 600.0, watch: Watch | None = None) -> list[dict[str, Any]]:
     """Submit ``steps`` in order and wait until all have ended; returns their final task dicts.
 
-    TaskFailedError with the first failure's message when one did not succeed."""
+    ``watch`` (made before the call): told to expect the last step's labels as soon as it is
+    submitted. TaskFailedError with the first failure's message when one did not succeed."""
     if not steps:
         return []
-    sub = await svc.bus.subscribe(job_id)
+    sub = await svc.bus.subscribe(job_id, ends_only=True)  # no wake-up per progress event
     try:
         ids: list[str] = []
         for st in steps:
             ids.append(await run_in_threadpool(submit, svc, who, job_id, st, engine))
+        if watch is not None:
+            watch.expect(ids[-1])
         ended: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         while len(ended) < len(ids):
@@ -105,6 +119,35 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
         if t.get("state") != TaskState.SUCCEEDED:
             raise TaskFailedError(f"{t.get('kind')} failed: {t.get('error') or t.get('state')}")
     return out
+
+
+async def run_steps_building(svc: Services, who: Principal, job_id: str, steps: list[Step],
+                             engine: str, build: Callable[[LabelMap], T],
+                             discard: Callable[[T], None] | None = None
+                             ) -> tuple[list[dict[str, Any]], T | None]:
+    """:func:`run_steps`, and meanwhile the answer: ``build`` runs in the thread pool on the
+    last step's label map as soon as the embedded worker offers it (before the version's
+    durable write; :mod:`segloop.jobs.handoff`), so it overlaps the flush to disk. Returns the
+    tasks (after their ends, i.e. after the commit) and what ``build`` made, or None when
+    nothing was offered (other workers; no steps): then the caller reads the stored version.
+    When the steps fail, what was built is given to ``discard``."""
+    watch = svc.runtime.handoff.watch(job_id)
+
+    async def early() -> T | None:
+        labels = await watch.wait()
+        return None if labels is None else await run_in_threadpool(build, labels)
+
+    built = asyncio.ensure_future(early())
+    try:
+        tasks = await run_steps(svc, who, job_id, steps, engine, watch=watch)
+    except BaseException:
+        watch.close()
+        got = (await asyncio.gather(built, return_exceptions=True))[0]
+        if got is not None and not isinstance(got, BaseException) and discard is not None:
+            discard(got)
+        raise
+    watch.close()
+    return tasks, await built
 
 
 @dataclass
