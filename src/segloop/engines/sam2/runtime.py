@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from segloop.engines.sam2.faststep import FastStep, install_fast_step
+from segloop.engines.sam2.rope import memoise_rope
 from segloop.engines.scheduler import DeviceLock, DeviceScheduler, Priority
 
 __all__ = [
@@ -243,6 +244,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         memoise_position_encodings(self.model)
+        memoise_rope(self.model)
         self.fast: FastStep = install_fast_step(self.model, self.device)
 
     def start_scheduler(self, max_batch: int, max_wait_s: float = 0.003) -> None:
