@@ -20,6 +20,7 @@ thread count for dedicated cores. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import threading
@@ -30,7 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+import segloop.engines.sam2.session as session_mod
 from segloop.engines.sam2.bench import _synthetic_volume, _timed_parts
+from segloop.engines.sam2.heap import warm_heap
 from segloop.engines.sam2.runtime import Runtime, bound_heap_growth
 from segloop.engines.sam2.session import Sam2Session
 from segloop.models.configs import build_config
@@ -51,11 +54,26 @@ def _mkldnn(on: bool) -> None:
     torch.backends.mkldnn.enabled = on
 
 
+def _cold_heap(on: bool) -> None:
+    """The allocation policy before the warm heap: every slice's large activations mmap'ed."""
+    session_mod.warm_heap = (lambda enabled=True: contextlib.nullcontext()) if on else warm_heap
+
+
+def _rope_memo(model: Any, on: bool) -> None:
+    tables = getattr(model.memory_attention.rotary_emb, "_segloop_rope", None)
+    if tables is not None:
+        tables.enabled = on
+
+
 #: variant -> (switch on, switch off); "base" switches nothing
 VARIANTS: dict[str, tuple[Callable[[Any], None], Callable[[Any], None]]] = {
     "base": (lambda m: None, lambda m: None),
     "channels_last": (lambda m: _channels_last(m, True), lambda m: _channels_last(m, False)),
     "no_mkldnn": (lambda m: _mkldnn(False), lambda m: _mkldnn(True)),
+    "cold_heap": (lambda m: _cold_heap(True), lambda m: _cold_heap(False)),
+    "no_rope_memo": (lambda m: _rope_memo(m, False), lambda m: _rope_memo(m, True)),
+    "old": (lambda m: (_cold_heap(True), _rope_memo(m, False)),
+            lambda m: (_cold_heap(False), _rope_memo(m, True))),
 }
 
 

@@ -64,12 +64,15 @@ def _signed(sin: torch.Tensor) -> torch.Tensor:
 class RopeTables:
     """One model's memoised tables: ``cos``/``sin`` per device (``(1, L, D)``) and their tiles
     ``(1, 1, r * L, D)`` per repeat factor ``r``; ``tiles_made`` counts the tiles built (a
-    tracked slice at a steady memory bank builds none)."""
+    tracked slice at a steady memory bank builds none); ``enabled`` False runs
+    ``transformers``' own code instead."""
 
     tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     signed: dict[int, torch.Tensor] = field(default_factory=dict)
     tiles: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     tiles_made: int = 0
+    #: off: ``transformers``' own code runs (for side-by-side measurements)
+    enabled: bool = True
 
     def signed_sin(self, sin: torch.Tensor) -> torch.Tensor:
         """``sin`` with its even entries negated, kept per table."""
@@ -96,6 +99,8 @@ def _rotary_forward(rotary: Any, tables: RopeTables) -> Callable[[Any, Any], Any
     original = rotary.forward
 
     def forward(x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not tables.enabled:
+            return original(x, position_ids)  # type: ignore[no-any-return]
         key = str(x.device)
         pair = tables.tables.get(key)
         if pair is None:
