@@ -33,7 +33,7 @@ def _track(model: Any, slices: int) -> tuple[np.ndarray, int, list[bool]]:
     rt = Runtime(model=model, model_name="random-tiny-256", device=torch.device("cpu"),
                  use_bf16=False, image_size=256, window="auto", largest_component=False,
                  fill_holes=0, cache_frames=32, lock=threading.RLock(), cache_mb=64.0,
-                 encode_batch=1, device_post=False)
+                 encode_batch=1, device_post=False, warm_heap=True)
     session = Sam2Session(rt, _synthetic_volume(256, slices + 1))
     session.segment_slice(0, Prompts.make(box=(90, 80, 170, 150)))
     warm: list[bool] = []
@@ -48,9 +48,9 @@ def _track(model: Any, slices: int) -> tuple[np.ndarray, int, list[bool]]:
 
 
 def test_tracked_slices_reuse_freed_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    """hiera-tiny at 256 px (activations up to ~6 MB, above the 4 MiB mmap bound): tracked
-    slices fault in far fewer fresh pages with the warm heap than with every large activation
-    mmap'ed (the code before), and give the same masks."""
+    """hiera-tiny at 256 px (activations up to ~6 MB, above the 4 MiB mmap bound): with the
+    opt-in warm heap, tracked slices fault in far fewer fresh pages than with every large
+    activation mmap'ed (the code before), and give the same masks."""
     torch.set_num_threads(1)
     assert bound_heap_growth()  # as the engine does on a CPU (this machine runs glibc)
     torch.manual_seed(0)

@@ -12,6 +12,10 @@ trimming, so a slice's activations reuse the previous slice's pages; when the la
 of the process ends, the mmap threshold goes back to its bound and ``malloc_trim`` gives the
 freed heap back. Process-wide (reference-counted across concurrent propagations); a no-op
 where there is no glibc. Allocation policy only: the arithmetic, hence the masks, is unchanged.
+The price is heap fragmentation: a slice's long-lived results (cached features, the memory
+bank) sit between its freed activations, so the heap grows past the live peak (peak RSS of
+a 512x512x300 CT: 1,097 MB instead of 978 MB, over the 1 GB bound). Hence opt-in: the
+engine option ``warm_heap`` (:class:`~segloop.engines.sam2.runtime.Runtime`'s field).
 Must not import torch, FastAPI, Celery or the CLI.
 """
 

@@ -165,6 +165,7 @@ class Runtime:
     kept on the device, object-pointer offsets made once, masks copied back asynchronously);
     ``compile``: the memory attention, prompt encoder, mask decoder and memory encoder of
     tracked slices run through ``torch.compile`` (CUDA graphs on CUDA); see :mod:`.faststep`.
+    ``warm_heap``: on a CPU, freed memory stays in the heap while tracking (:mod:`.heap`).
     """
 
     model: Any
@@ -185,6 +186,7 @@ class Runtime:
     scheduler: DeviceScheduler[torch.Tensor, SliceFeatures] | None = None
     sync_free: bool = False
     compile: bool = False
+    warm_heap: bool = False
 
     @classmethod
     def load(cls, engine: Any) -> Runtime:
@@ -235,6 +237,7 @@ class Runtime:
             # off unless asked: its CUDA path (pinned async copies) has not yet run on a GPU
             sync_free=bool(sync_free) if sync_free is not None else False,
             compile=bool(getattr(engine, "compile", False)),
+            warm_heap=bool(getattr(engine, "warm_heap", False)),
         )
         if getattr(engine, "scheduler", False):
             sched_batch = getattr(engine, "scheduler_batch", None)

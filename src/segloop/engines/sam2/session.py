@@ -386,8 +386,8 @@ class Sam2Session:
         total = len(fwd) + len(bwd) + (1 if first is not None else 0)
 
         def gen() -> Iterator[SliceResult]:
-            # on a CPU, each slice's activations reuse the previous slice's pages (.heap)
-            with warm_heap(self._rt.device.type == "cpu"):
+            # opt-in on a CPU: each slice's activations reuse the previous slice's pages (.heap)
+            with warm_heap(self._rt.warm_heap and self._rt.device.type == "cpu"):
                 self._cache.pinned = set(self._conditioning(z, object_id))
                 try:
                     yield from run()
