@@ -51,11 +51,27 @@ def _mkldnn(on: bool) -> None:
     torch.backends.mkldnn.enabled = on
 
 
+#: the runtime's opt-in warm heap (segloop.engines.sam2.heap) for the next runs
+_WARM_HEAP = [False]
+
+
+def _warm_heap(on: bool) -> None:
+    _WARM_HEAP[0] = on
+
+
+def _rope_memo(model: Any, on: bool) -> None:
+    tables = getattr(model.memory_attention.rotary_emb, "_segloop_rope", None)
+    if tables is not None:
+        tables.enabled = on
+
+
 #: variant -> (switch on, switch off); "base" switches nothing
 VARIANTS: dict[str, tuple[Callable[[Any], None], Callable[[Any], None]]] = {
     "base": (lambda m: None, lambda m: None),
     "channels_last": (lambda m: _channels_last(m, True), lambda m: _channels_last(m, False)),
     "no_mkldnn": (lambda m: _mkldnn(False), lambda m: _mkldnn(True)),
+    "warm_heap": (lambda m: _warm_heap(True), lambda m: _warm_heap(False)),
+    "no_rope_memo": (lambda m: _rope_memo(m, False), lambda m: _rope_memo(m, True)),
 }
 
 
@@ -64,7 +80,7 @@ def _run(model: Any, vol_xy: int, track: int, profile: int, shapes: bool = False
     rt = Runtime(model=model, model_name="random-tiny-512", device=torch.device("cpu"),
                  use_bf16=False, image_size=int(model.config.image_size), window="auto",
                  largest_component=False, fill_holes=0, cache_frames=32, lock=threading.RLock(),
-                 cache_mb=64.0, encode_batch=1, device_post=False)
+                 cache_mb=64.0, encode_batch=1, device_post=False, warm_heap=_WARM_HEAP[0])
     session = Sam2Session(rt, _synthetic_volume(vol_xy, track + 1))
     k = vol_xy / 256.0
     box = Prompts.make(box=(round(90 * k), round(80 * k), round(170 * k), round(150 * k)))

@@ -93,6 +93,10 @@ class Sam2Engine:
     - ``channels_last``: convolution weights in channels-last order (oneDNN's layout), opt-in:
       the image encoder took ~15 % less CPU time on a loaded 2-core machine, features within
       1e-7 of the default (docs/speed.md); default False.
+    - ``warm_heap``: on a CPU, keep freed memory in the heap while a propagation tracks, so a
+      slice's activations reuse the previous slice's pages instead of faulting in fresh ones
+      (:mod:`segloop.engines.sam2.heap`); the same masks, less CPU time, but ~120 MB more peak
+      RSS at 512 px (heap fragmentation), which breaks the 1 GB bound: default False.
     """
 
     name: ClassVar[str] = "sam2"
@@ -123,6 +127,7 @@ class Sam2Engine:
         sync_free: bool | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        warm_heap: bool = False,
     ) -> None:
         name = model or variant or self._first_cached()
         self.model_name = get_spec(name).name
@@ -153,6 +158,7 @@ class Sam2Engine:
         self.sync_free = sync_free
         self.compile = bool(compile)
         self.channels_last = bool(channels_last)
+        self.warm_heap = bool(warm_heap)
         self.threads = threads
         self.lock = threading.RLock()
         self._runtime: Runtime | None = None

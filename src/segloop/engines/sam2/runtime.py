@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from segloop.engines.sam2.faststep import FastStep, install_fast_step
+from segloop.engines.sam2.rope import memoise_rope
 from segloop.engines.scheduler import DeviceLock, DeviceScheduler, Priority
 
 __all__ = [
@@ -164,6 +165,7 @@ class Runtime:
     kept on the device, object-pointer offsets made once, masks copied back asynchronously);
     ``compile``: the memory attention, prompt encoder, mask decoder and memory encoder of
     tracked slices run through ``torch.compile`` (CUDA graphs on CUDA); see :mod:`.faststep`.
+    ``warm_heap``: on a CPU, freed memory stays in the heap while tracking (:mod:`.heap`).
     """
 
     model: Any
@@ -184,6 +186,7 @@ class Runtime:
     scheduler: DeviceScheduler[torch.Tensor, SliceFeatures] | None = None
     sync_free: bool = False
     compile: bool = False
+    warm_heap: bool = False
 
     @classmethod
     def load(cls, engine: Any) -> Runtime:
@@ -234,6 +237,7 @@ class Runtime:
             # off unless asked: its CUDA path (pinned async copies) has not yet run on a GPU
             sync_free=bool(sync_free) if sync_free is not None else False,
             compile=bool(getattr(engine, "compile", False)),
+            warm_heap=bool(getattr(engine, "warm_heap", False)),
         )
         if getattr(engine, "scheduler", False):
             sched_batch = getattr(engine, "scheduler_batch", None)
@@ -243,6 +247,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         memoise_position_encodings(self.model)
+        memoise_rope(self.model)
         self.fast: FastStep = install_fast_step(self.model, self.device)
 
     def start_scheduler(self, max_batch: int, max_wait_s: float = 0.003) -> None:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from segloop.engines.sam2.components import cut_to_largest_component
 from segloop.engines.sam2.features import LazyFrames, encode_ahead, make_feature_cache
+from segloop.engines.sam2.heap import warm_heap
 from segloop.engines.sam2.postprocess import (
     HostMasks,
     fill_holes_torch,
@@ -385,12 +386,14 @@ class Sam2Session:
         total = len(fwd) + len(bwd) + (1 if first is not None else 0)
 
         def gen() -> Iterator[SliceResult]:
-            self._cache.pinned = set(self._conditioning(z, object_id))
-            try:
-                yield from run()
-            finally:
-                self._cache.pinned = set()
-                self._cache.drop_ahead()
+            # opt-in on a CPU: each slice's activations reuse the previous slice's pages (.heap)
+            with warm_heap(self._rt.warm_heap and self._rt.device.type == "cpu"):
+                self._cache.pinned = set(self._conditioning(z, object_id))
+                try:
+                    yield from run()
+                finally:
+                    self._cache.pinned = set()
+                    self._cache.drop_ahead()
 
         def run() -> Iterator[SliceResult]:
             done = 0
