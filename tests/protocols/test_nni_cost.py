@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
+from sqlalchemy import event, text
 
 from realdata import SHARED_DATA, need_shared_data
 from segloop import fsio
@@ -20,7 +23,8 @@ from segloop.io import load_volume
 from segloop.jobs import files
 from segloop.jobs.store import LOCAL_ADMIN
 from segloop.protocols import mount, nni_array
-from segloop.protocols.nni_lease import Lease
+from segloop.protocols.nni_lease import Lease, lease_key
+from segloop.protocols.refs import RefKind
 
 CT = SHARED_DATA / "totalseg" / "example_ct_sm.nii.gz"
 BOX, Z = (44, 27, 104, 81), 24
@@ -93,3 +97,138 @@ def test_the_first_box_diff_is_made_while_the_version_is_flushed(tmp_path: Path,
         stored, n = labels(job, LOCAL_ADMIN)
         assert n == 1 and values.sum() == (stored == 1).sum() > 0
         assert all(hi - lo > 1 for lo, hi in bbox)  # a 3D mask over several slices
+
+
+def _client(tmp_path: Path) -> TestClient:
+    s = load_settings(None, home=tmp_path / "home", json_logs=False, default_engine="classic")
+    app = create_app(s)
+    mount(app)
+    return TestClient(app)
+
+
+@contextmanager
+def _statements(c: TestClient) -> Iterator[list[str]]:
+    engine = c.app.state.services.store.engine  # type: ignore[attr-defined]
+    seen: list[str] = []
+
+    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)
+
+
+def test_the_first_box_reads_no_labels_for_its_all_zero_before_buffer(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A job without a version has an all-zero buffer: the first box builds it without
+    reading labels or version rows; a later box (the job has versions) still compares with
+    the mask last answered, and the diff is right when the kept one is gone."""
+    need_shared_data()
+    with _client(tmp_path) as c:
+        _box(c, _lease(c))  # warm
+        head = _lease(c)
+        calls: list[Any] = []
+        real = Lease.buffer_mask
+
+        def buffer_mask(self: Lease, version: int | None = None) -> Any:
+            calls.append(version)
+            return real(self, version)
+
+        monkeypatch.setattr(Lease, "buffer_mask", buffer_mask)
+        with _statements(c) as seen:
+            bbox, values = _box(c, head)
+        assert calls == [], "the first box read labels for its all-zero 'before' buffer"
+        assert values.sum() > 0 and all(hi - lo > 1 for lo, hi in bbox)
+        # a second lease's box: the first lease's kept mask is not this one's
+        c.app.state.nninteractive._masks.clear()  # type: ignore[attr-defined]
+        b = BOX
+        r = c.post("/nninteractive/add_point_interaction", headers=head, json={
+            "coordinates": [(b[0] + b[2]) // 2, (b[1] + b[3]) // 2, Z],
+            "include_interaction": False, "run_prediction": True})
+        assert r.status_code == 200, r.text
+        assert calls == [1], "a later box compares with the stored version it started from"
+        versions = [q for q in seen if "FROM segloop_mask_versions" in q]
+        assert len(versions) <= 1, versions  # the worker's own read at most
+
+
+def test_the_first_box_takes_one_thread_pool_hop_before_the_submit(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The lease lookup, then one hop for the job check, the steps and the 'before' buffer
+    (before, the job check was a hop of its own)."""
+    need_shared_data()
+    from segloop.protocols import nninteractive
+
+    with _client(tmp_path) as c:
+        _box(c, _lease(c))
+        head = _lease(c)
+        hops: list[str] = []
+        real = nninteractive.run_in_threadpool
+
+        async def counted(fn: Any, *a: Any, **kw: Any) -> Any:
+            hops.append(getattr(fn, "__name__", repr(fn)))
+            return await real(fn, *a, **kw)
+
+        monkeypatch.setattr(nninteractive, "run_in_threadpool", counted)
+        _box(c, head)
+        assert len(hops) == 2, hops
+
+
+def test_the_lease_row_is_written_once_after_the_task_is_queued(tmp_path: Path) -> None:
+    """The lease's state (started, nothing pending) is written in the hop that queues the
+    task, after it, so the worker does not wait for it; it is still written, once."""
+    need_shared_data()
+    with _client(tmp_path) as c:
+        _box(c, _lease(c))
+        head = _lease(c)
+        with _statements(c) as seen:
+            _box(c, head)
+        writes = [i for i, q in enumerate(seen) if q.startswith("UPDATE segloop_protocol_refs")]
+        queued = [i for i, q in enumerate(seen) if q.startswith("INSERT INTO segloop_tasks")]
+        assert len(writes) == 1 and len(queued) == 1, (writes, queued)
+        assert writes[0] > queued[0], "the lease row was written before the task was queued"
+        st = c.app.state.nninteractive  # type: ignore[attr-defined]
+        ref = st.refs.get(RefKind.NNI_LEASE, lease_key(head["X-Lease-Token"]))
+        assert ref.data["started"] is True and ref.data["pending"] == []
+        # so the next click is a refinement of the same job (its state is durable)
+        b = BOX
+        r = c.post("/nninteractive/add_point_interaction", headers=head, json={
+            "coordinates": [(b[0] + b[2]) // 2, (b[1] + b[3]) // 2, Z],
+            "include_interaction": False, "run_prediction": True})
+        assert r.status_code == 200, r.text
+        engine = c.app.state.services.store.engine  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            kinds = sorted(conn.execute(text("SELECT kind FROM segloop_tasks WHERE job_id = :j"),
+                                        {"j": ref.job_id}).scalars())
+        assert kinds == ["refine", "segment"], kinds
+
+
+def test_the_answer_is_packed_while_the_version_is_flushed(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    """The packed values of the first box's answer are made before the version's fsync
+    ends (before, they were packed on the event loop after the commit)."""
+    need_shared_data()
+    with _client(tmp_path) as c:
+        _box(c, _lease(c))
+        head = _lease(c)
+        packed = threading.Event()
+        overlapped: list[bool] = []
+        real_pack, real_fsync = nni_array.pack, fsio.fsync_file
+
+        def pack(arr: Any) -> bytes:
+            out = real_pack(arr)
+            packed.set()
+            return out
+
+        def fsync(path: Any) -> None:
+            if "versions" in str(path):
+                overlapped.append(packed.wait(5))
+            real_fsync(path)
+
+        monkeypatch.setattr(nni_array, "pack", pack)
+        monkeypatch.setattr(fsio, "fsync_file", fsync)
+        bbox, values = _box(c, head)
+        assert overlapped == [True], "the answer was packed after the version's fsync"
+        assert values.sum() > 0 and all(hi - lo > 1 for lo, hi in bbox)

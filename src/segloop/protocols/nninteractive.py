@@ -23,6 +23,7 @@ import dataclasses
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -84,11 +85,15 @@ class NniState:
 
     def before(self, lease: Lease) -> npt.NDArray[np.uint8]:
         """The client's buffer as of our last answer (kept in memory per lease while the job
-        is still at that version; read from the store otherwise)."""
+        is still at that version; all zeros while the job has no version, without reading
+        labels; read from the store otherwise). One job read."""
+        version = lease.current_version()
+        if version == 0:
+            return np.zeros(lease.shape(), np.uint8)
         got = self._masks.get(lease.ref.key)
-        if got is not None and got[0] == lease.job_id and got[1] == lease.current_version():
+        if got is not None and got[0] == lease.job_id and got[1] == version:
             return got[2]
-        return lease.buffer_mask()
+        return lease.buffer_mask(version)
 
     def remember(self, lease: Lease, diff: Diff) -> None:
         """Keep the mask just sent (a few leases' worth)."""
@@ -153,44 +158,72 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
-def _answer(lease: Lease, ran: bool, diff: Diff | None) -> Response:
-    meta: dict[str, Any] = {"ran_prediction": ran, "bbox": None}
-    body = b""
-    if diff is not None and diff.bbox is not None and diff.values is not None:
-        meta["bbox"] = diff.bbox
-        dtype = str(lease.ref.data.get("buffer_dtype") or "uint8")
-        body = nni_array.pack(diff.values.astype(dtype if dtype != "bool" else "bool"))
+def _pack(lease: Lease, diff: Diff | None) -> tuple[list[list[int]] | None, bytes]:
+    """The answer's bbox and packed values (the buffer's dtype)."""
+    if diff is None or diff.bbox is None or diff.values is None:
+        return None, b""
+    dtype = str(lease.ref.data.get("buffer_dtype") or "uint8")
+    return diff.bbox, nni_array.pack(diff.values.astype(dtype if dtype != "bool" else "bool"))
+
+
+def _answer(lease: Lease, ran: bool, diff: Diff | None,
+            packed: tuple[list[list[int]] | None, bytes] | None = None) -> Response:
+    bbox, body = packed if packed is not None else _pack(lease, diff)
+    meta: dict[str, Any] = {"ran_prediction": ran, "bbox": bbox}
     return Response(body, media_type="application/octet-stream",
                     headers={META: json.dumps(meta, separators=(",", ":"))})
 
 
-async def _predict(st: NniState, lease: Lease, steps: list[Step], run: bool) -> Response:
-    """Queue ``steps``; with ``run``, run everything pending and answer the diff."""
-    pending = [Step(StepKind(s["kind"]), s["params"]) for s in lease.ref.data.get("pending", [])]
-    pending += steps
-    if not run or not pending:
-        lease.ref.data["pending"] = [{"kind": s.kind.value, "params": s.params} for s in pending]
-        await run_in_threadpool(lease.save)
+Built = tuple[Diff, tuple[list[list[int]] | None, bytes]]
+
+
+async def _predict(st: NniState, lease: Lease, make: Callable[[], list[Step]] | None,
+                   run: bool) -> Response:
+    """Queue the steps ``make`` returns (called in the thread pool: it may create the job);
+    with ``run``, run everything pending and answer the diff."""
+
+    def prepare() -> tuple[list[Step], npt.NDArray[np.uint8] | None, str]:
+        # one thread-pool hop: the job's creation check, the steps, the "before" buffer
+        pending = [Step(StepKind(s["kind"]), s["params"])
+                   for s in lease.ref.data.get("pending", [])]
+        pending += make() if make is not None else []
+        if not run or not pending:
+            lease.ref.data["pending"] = [{"kind": s.kind.value, "params": s.params}
+                                         for s in pending]
+            lease.save()
+            return [], None, ""
+        lease.ref.data["pending"] = []
+        return pending, st.before(lease), lease.svc.default_engine()
+
+    pending, before, engine = await run_in_threadpool(prepare)
+    if before is None:
         return _answer(lease, False, None)
-    lease.ref.data["pending"] = []
-
-    def prepare() -> tuple[npt.NDArray[np.uint8], str]:  # one thread-pool hop, not three
-        lease.save()
-        return st.before(lease), lease.svc.default_engine()
-
-    before, engine = await run_in_threadpool(prepare)
     assert lease.job_id is not None
-    done = await run_steps_building(  # the diff is made while the version is flushed
-        lease.svc, lease.who, lease.job_id, pending, engine,
-        lambda labels: lease.diff_to(before, lease.object_mask(labels), 0))
-    tasks, early = done
+    saved: list[bool] = []
+
+    def save() -> None:  # the lease row is written while the worker runs, not before
+        lease.save()
+        saved.append(True)
+
+    def build(labels: npt.NDArray[np.uint8]) -> Built:  # made while the version is flushed
+        diff = lease.diff_to(before, lease.object_mask(labels), 0)
+        return diff, _pack(lease, diff)
+
+    try:
+        tasks, early = await run_steps_building(lease.svc, lease.who, lease.job_id, pending,
+                                                engine, build, after_submit=save)
+    finally:
+        if not saved:  # the steps were not even queued: still record that they are dropped
+            await run_in_threadpool(lease.save)
     version = tasks[-1].get("version")
     if early is not None and version is not None:
-        diff = dataclasses.replace(early, version=int(version))
+        diff = dataclasses.replace(early[0], version=int(version))
+        packed: tuple[list[list[int]] | None, bytes] | None = early[1]
     else:  # nothing offered in this process: the stored version
         diff = await run_in_threadpool(lease.diff, before, version)
+        packed = None
     st.remember(lease, diff)
-    return _answer(lease, True, diff)
+    return _answer(lease, True, diff, packed)
 
 
 def _patch(lease: Lease, center: tuple[int, int, int]) -> dict[str, Any]:
@@ -330,25 +363,31 @@ def nninteractive_router() -> APIRouter:
                              "one slice thick (3D boxes are not supported)")
         if not b.get("include_interaction", True):
             raise InputError("negative boxes are not supported: use negative points")
-        await run_in_threadpool(lease.ensure_job, flat[0])
-        p = lease.perm
-        z = box[flat[0]][0]
-        canon_box = [box[p[0]][0], box[p[1]][0], box[p[0]][1] - 1, box[p[1]][1] - 1]
-        center = ((canon_box[0] + canon_box[2]) // 2, (canon_box[1] + canon_box[3]) // 2, z)
-        steps = _first_or_refine(lease, center, {"box": canon_box})
-        return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
+
+        def make() -> list[Step]:
+            lease.ensure_job(flat[0])
+            p = lease.perm
+            z = box[flat[0]][0]
+            canon_box = [box[p[0]][0], box[p[1]][0], box[p[0]][1] - 1, box[p[1]][1] - 1]
+            center = ((canon_box[0] + canon_box[2]) // 2, (canon_box[1] + canon_box[3]) // 2, z)
+            return _first_or_refine(lease, center, {"box": canon_box})
+
+        return await _predict(st, lease, make, bool(b.get("run_prediction", True)))
 
     @r.post("/add_point_interaction", summary="A positive or negative click")
     async def add_point(request: Request, st: St, lease: L) -> Response:
         b = await _json(request)
-        await run_in_threadpool(lease.ensure_job, None)
-        x, y, z = lease.to_canonical(b.get("coordinates"))
         positive = bool(b.get("include_interaction", True))
-        if not positive and not lease.ref.data.get("started"):
-            raise ConflictError("the first click must be positive (or start with a box)")
-        steps = _first_or_refine(lease, (x, y, z), {"points": [[x, y]],
-                                            "point_labels": [1 if positive else 0]})
-        return await _predict(st, lease, steps, bool(b.get("run_prediction", True)))
+
+        def make() -> list[Step]:
+            lease.ensure_job(None)
+            x, y, z = lease.to_canonical(b.get("coordinates"))
+            if not positive and not lease.ref.data.get("started"):
+                raise ConflictError("the first click must be positive (or start with a box)")
+            return _first_or_refine(lease, (x, y, z), {"points": [[x, y]],
+                                                       "point_labels": [1 if positive else 0]})
+
+        return await _predict(st, lease, make, bool(b.get("run_prediction", True)))
 
     @r.post("/add_initial_seg_interaction", summary="Start from a segmentation (packed array)")
     async def add_initial_seg(request: Request, lease: L) -> Response:
@@ -365,7 +404,7 @@ def nninteractive_router() -> APIRouter:
 
     @r.post("/predict", summary="Run interactions queued with run_prediction=false")
     async def predict(st: St, lease: L) -> Response:
-        return await _predict(st, lease, [], True)
+        return await _predict(st, lease, None, True)
 
     @r.post("/undo", summary="Back to the mask before the last interaction")
     async def undo(lease: L) -> Response:

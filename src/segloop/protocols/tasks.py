@@ -81,19 +81,31 @@ def submit(svc: Services, who: Principal, job_id: str, step: Step, engine: str) 
     return t.task_id
 
 
+def _submit_then(svc: Services, who: Principal, job_id: str, step: Step, engine: str,
+                 then: Callable[[], None] | None) -> str:
+    task_id = submit(svc, who, job_id, step, engine)
+    if then is not None:  # the worker has the task already: this runs beside it
+        then()
+    return task_id
+
+
 async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step], engine: str,
-                    timeout: float = 600.0, watch: Watch | None = None) -> list[dict[str, Any]]:
+                    timeout: float = 600.0, watch: Watch | None = None,
+                    after_submit: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Submit ``steps`` in order and wait until all have ended; returns their final task dicts.
 
     ``watch`` (made before the call): told to expect the last step's labels as soon as it is
-    submitted. TaskFailedError with the first failure's message when one did not succeed."""
+    submitted. ``after_submit``: short store work (a protocol's own state) run in the same
+    thread-pool hop right after the last step is queued, so the worker need not wait for it.
+    TaskFailedError with the first failure's message when one did not succeed."""
     if not steps:
         return []
     sub = await svc.bus.subscribe(job_id, ends_only=True)  # no wake-up per progress event
     try:
         ids: list[str] = []
-        for st in steps:
-            ids.append(await run_in_threadpool(submit, svc, who, job_id, st, engine))
+        for i, st in enumerate(steps):
+            then = after_submit if i == len(steps) - 1 else None
+            ids.append(await run_in_threadpool(_submit_then, svc, who, job_id, st, engine, then))
         if watch is not None:
             watch.expect(ids[-1])
         ended: dict[str, dict[str, Any]] = {}
@@ -123,14 +135,16 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
 
 async def run_steps_building(svc: Services, who: Principal, job_id: str, steps: list[Step],
                              engine: str, build: Callable[[LabelMap], T],
-                             discard: Callable[[T], None] | None = None
+                             discard: Callable[[T], None] | None = None,
+                             after_submit: Callable[[], None] | None = None
                              ) -> tuple[list[dict[str, Any]], T | None]:
     """:func:`run_steps`, and meanwhile the answer: ``build`` runs in the thread pool on the
     last step's label map as soon as the embedded worker offers it (before the version's
     durable write; :mod:`segloop.jobs.handoff`), so it overlaps the flush to disk. Returns the
     tasks (after their ends, i.e. after the commit) and what ``build`` made, or None when
     nothing was offered (other workers; no steps): then the caller reads the stored version.
-    When the steps fail, what was built is given to ``discard``."""
+    When the steps fail, what was built is given to ``discard``. ``after_submit``: as for
+    :func:`run_steps`."""
     watch = svc.runtime.handoff.watch(job_id)
 
     async def early() -> T | None:
@@ -139,7 +153,8 @@ async def run_steps_building(svc: Services, who: Principal, job_id: str, steps: 
 
     built = asyncio.ensure_future(early())
     try:
-        tasks = await run_steps(svc, who, job_id, steps, engine, watch=watch)
+        tasks = await run_steps(svc, who, job_id, steps, engine, watch=watch,
+                                after_submit=after_submit)
     except BaseException:
         watch.close()
         got = (await asyncio.gather(built, return_exceptions=True))[0]
