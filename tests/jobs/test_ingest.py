@@ -106,3 +106,28 @@ def test_a_new_job_flushes_each_of_its_files_to_disk_once(tmp_path: Path,
         assert sorted(flushed) == on_disk, "a file flushed twice, or not at all"
     finally:
         store.close()
+
+
+def test_ingest_streams_the_volumes_to_their_files(tmp_path: Path, monkeypatch: Any) -> None:
+    """The canonical volume and the preview go from the array to the file, never through a
+    whole in-memory ``bytes`` copy (Nifti1Image.to_bytes: ~0.2 s of CPU for a 150 MB CT), and
+    the files still hold the upload's voxels and grid."""
+    src = need_shared_data().joinpath(*CT)
+    up = tmp_path / "upload"
+    shutil.copy(src, up)
+    monkeypatch.setattr(files, "PREVIEW_MIN_VOXELS", 1000)
+    monkeypatch.setattr(files, "PREVIEW_VOXELS", 20_000)
+
+    def no_bytes(self: Any) -> bytes:
+        raise AssertionError("ingest built the whole NIfTI in memory")
+
+    monkeypatch.setattr(nib.Nifti1Image, "to_bytes", no_bytes)
+    lim = files.UploadLimits(max_voxels=1 << 28, max_volume_bytes=1 << 31, max_zip_entries=100)
+    IngestPool(0)(up, tmp_path / "job", lim)
+    ref: Any = nib.as_closest_canonical(nib.load(str(src)))
+    img: Any = nib.load(str(files.canonical_path(tmp_path / "job")))
+    assert np.array_equal(np.asarray(img.dataobj), np.asarray(ref.dataobj))
+    assert np.allclose(img.affine, ref.affine) and int(img.header["sform_code"]) == 1
+    prev: Any = nib.load(str(files.preview_path(tmp_path / "job")))
+    f = -(-img.shape[0] // prev.shape[0])  # the preview's step
+    assert np.array_equal(np.asarray(prev.dataobj), np.asarray(ref.dataobj)[::f, ::f, ::f])
