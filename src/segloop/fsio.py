@@ -105,9 +105,10 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
             tmp.unlink()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably (parent folders are created)."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically and durably (parent folders are created);
+    ``durable=False`` as in :func:`atomic_path`."""
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 

@@ -228,7 +228,9 @@ def test_a_large_volume_has_a_preview_on_the_same_extent(client: TestClient,
     jid = upload(client, src).json()["job_id"]
     r = client.get(f"/api/v1/jobs/{jid}/volume", params={"preview": "true"})
     assert r.status_code == 200, r.text
-    img: Any = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    assert r.content[:2] != b"\x1f\x8b", "the preview is gzip: ingest deflated it"
+    assert r.headers["content-type"] == "application/octet-stream"
+    img: Any = nib.Nifti1Image.from_bytes(r.content)
     small = np.asarray(img.dataobj)
     assert small.shape == (128, 128, 80) and small.size <= PREVIEW_VOXELS
     assert np.array_equal(small, vol[::2, ::2, ::2])
@@ -241,3 +243,17 @@ def test_a_large_volume_has_a_preview_on_the_same_extent(client: TestClient,
     small_job = upload(client, tmp_path / "tiny.nii").json()["job_id"]
     r = client.get(f"/api/v1/jobs/{small_job}/volume", params={"preview": "true"})
     assert r.status_code == 404 and "no preview" in r.text
+
+
+def test_a_job_from_before_keeps_serving_its_gzip_preview(client: TestClient,
+                                                         tmp_path: Path) -> None:
+    """A job made when the preview was stored as preview.nii.gz still serves it (as gzip)."""
+    tiny = nifti_bytes(np.zeros((8, 8, 8), np.int16), np.eye(4))
+    (tmp_path / "tiny.nii").write_bytes(tiny)
+    jid = upload(client, tmp_path / "tiny.nii").json()["job_id"]
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    (store.job_dir(jid) / "preview.nii.gz").write_bytes(gzip.compress(tiny))
+    r = client.get(f"/api/v1/jobs/{jid}/volume", params={"preview": "true"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/gzip"
+    assert gzip.decompress(r.content) == tiny

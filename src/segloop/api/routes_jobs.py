@@ -141,10 +141,13 @@ def jobs_router() -> APIRouter:
         svc.store.get_job(job_id, who)
         jd = svc.store.job_dir(job_id)
         if preview:
-            if not files.preview_path(jd).is_file():
+            prev = files.preview_path(jd)  # uncompressed .nii (.nii.gz for an older job)
+            if not prev.is_file():
                 raise NotFoundError(f"job {job_id} has no preview (its volume is small)")
-            return FileResponse(files.preview_path(jd), media_type="application/gzip",
-                                filename=f"{job_id}_preview.nii.gz")
+            pgz = prev.name.endswith(".gz")
+            return FileResponse(prev, media_type="application/gzip" if pgz else
+                                "application/octet-stream",
+                                filename=f"{job_id}_preview.nii{'.gz' if pgz else ''}")
         svc.store.audit(who.name, "download-volume", job_id)
         path = files.canonical_path(jd)  # uncompressed .nii (.nii.gz for an older job)
         gz = path.name.endswith(".gz")

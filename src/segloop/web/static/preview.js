@@ -61,7 +61,7 @@ export async function showPreview(nv, api, job) {
   }
   if (nv.drawBitmap) nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolumeByIndex(0);
-  await loadWindowed(nv, buf, 'preview.nii.gz', initialWindow(job));
+  await loadWindowed(nv, buf, 'preview.nii', initialWindow(job)); // NiiVue inflates an older job's gzip by its magic
   nv.drawScene();
   markOnce('first-image');
   return true;
