@@ -10,15 +10,14 @@ import datetime as dt
 import gzip
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from realdata import SHARED_DATA, need_shared_data
 from segloop import fsio
@@ -27,6 +26,7 @@ from segloop.config import load_settings
 from segloop.jobs import files, progress
 from segloop.jobs.store import LOCAL_ADMIN
 from segloop.protocols import ml_geometry, mount
+from sqlstatements import recorded_statements
 
 CT = SHARED_DATA / "totalseg" / "example_ct_sm.nii.gz"
 BOX, BOX2 = (44, 27, 104, 81), (46, 29, 102, 79)
@@ -60,19 +60,8 @@ def _mask(data: bytes) -> np.ndarray:
     return np.asarray(img.dataobj)
 
 
-@contextmanager
-def _statements(c: TestClient) -> Iterator[list[str]]:
-    engine = c.app.state.services.store.engine  # type: ignore[attr-defined]
-    seen: list[str] = []
-
-    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
+def _statements(c: TestClient) -> AbstractContextManager[list[str]]:
+    return recorded_statements(c.app.state.services.store.engine)  # type: ignore[attr-defined]
 
 
 def test_the_result_is_built_while_the_version_is_flushed(tmp_path: Path, monkeypatch: Any

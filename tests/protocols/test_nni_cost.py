@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from realdata import SHARED_DATA, need_shared_data
 from segloop import fsio
@@ -25,6 +24,7 @@ from segloop.jobs.store import LOCAL_ADMIN
 from segloop.protocols import mount, nni_array
 from segloop.protocols.nni_lease import Lease, lease_key
 from segloop.protocols.refs import RefKind
+from sqlstatements import recorded_statements
 
 CT = SHARED_DATA / "totalseg" / "example_ct_sm.nii.gz"
 BOX, Z = (44, 27, 104, 81), 24
@@ -106,19 +106,8 @@ def _client(tmp_path: Path) -> TestClient:
     return TestClient(app)
 
 
-@contextmanager
-def _statements(c: TestClient) -> Iterator[list[str]]:
-    engine = c.app.state.services.store.engine  # type: ignore[attr-defined]
-    seen: list[str] = []
-
-    def hook(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", hook)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", hook)
+def _statements(c: TestClient) -> AbstractContextManager[list[str]]:
+    return recorded_statements(c.app.state.services.store.engine)  # type: ignore[attr-defined]
 
 
 def test_the_first_box_reads_no_labels_for_its_all_zero_before_buffer(
