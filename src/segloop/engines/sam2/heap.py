@@ -26,10 +26,11 @@ import ctypes.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["BOUND_MMAP_THRESHOLD", "WARM_MMAP_THRESHOLD", "bound_heap", "heap_is_warm",
-           "warm_heap"]
+           "set_mmap_threshold", "warm_heap"]
 
 #: glibc's mallopt parameters
 _M_TRIM_THRESHOLD = -1
@@ -44,13 +45,23 @@ WARM_MMAP_THRESHOLD = 32 << 20
 #: the trim threshold while tracking: never trim
 _WARM_TRIM = 1 << 30
 
+
+@dataclass
+class _Heap:
+    """The process's glibc handle (looked up once) and how many propagations keep it warm."""
+
+    depth: int = 0
+    libc: Any = None
+    looked: bool = False
+
+
 _lock = threading.Lock()
-_state: dict[str, Any] = {"depth": 0, "libc": None, "looked": False}
+_heap = _Heap()
 
 
 def _libc() -> Any:
-    if not _state["looked"]:
-        _state["looked"] = True
+    if not _heap.looked:
+        _heap.looked = True
         name = ctypes.util.find_library("c")
         try:
             libc = ctypes.CDLL(name) if name else None
@@ -58,24 +69,27 @@ def _libc() -> Any:
                 libc = None
         except OSError:
             libc = None
-        _state["libc"] = libc
-    return _state["libc"]
+        _heap.libc = libc
+    return _heap.libc
+
+
+def set_mmap_threshold(threshold: int = BOUND_MMAP_THRESHOLD) -> bool:
+    """Serve allocations of ``threshold`` bytes and more by mmap (returned on free); False
+    where there is no glibc."""
+    libc = _libc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
 
 
 def bound_heap(threshold: int = BOUND_MMAP_THRESHOLD) -> bool:
-    """Serve allocations of ``threshold`` bytes and more by mmap (returned on free), glibc's
-    default trimming; False where there is no glibc."""
-    libc = _libc()
-    if libc is None:
-        return False
-    ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-    return bool(libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)) and ok
+    """:func:`set_mmap_threshold` and glibc's default trimming; False where there is no glibc."""
+    ok = set_mmap_threshold(threshold)
+    return ok and bool(_libc().mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM))
 
 
 def heap_is_warm() -> bool:
     """Whether some propagation of this process is tracking with a warm heap now."""
     with _lock:
-        return bool(_state["depth"]) and _libc() is not None
+        return bool(_heap.depth) and _libc() is not None
 
 
 @contextmanager
@@ -87,15 +101,15 @@ def warm_heap(enabled: bool = True) -> Iterator[None]:
         yield
         return
     with _lock:
-        if _state["depth"] == 0:
+        if _heap.depth == 0:
             libc.mallopt(_M_MMAP_THRESHOLD, WARM_MMAP_THRESHOLD)
             libc.mallopt(_M_TRIM_THRESHOLD, _WARM_TRIM)
-        _state["depth"] += 1
+        _heap.depth += 1
     try:
         yield
     finally:
         with _lock:
-            _state["depth"] -= 1
-            if _state["depth"] == 0:
+            _heap.depth -= 1
+            if _heap.depth == 0:
                 bound_heap()
                 libc.malloc_trim(0)

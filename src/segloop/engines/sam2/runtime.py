@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from segloop.engines.sam2.faststep import FastStep, install_fast_step
+from segloop.engines.sam2.heap import BOUND_MMAP_THRESHOLD, set_mmap_threshold
 from segloop.engines.sam2.rope import memoise_rope
 from segloop.engines.scheduler import DeviceLock, DeviceScheduler, Priority
 
@@ -82,29 +83,16 @@ def use_channels_last(model: Any) -> None:
             mod.weight.data = mod.weight.data.contiguous(memory_format=torch.channels_last)
 
 
-#: glibc's mallopt parameter that fixes the size from which allocations are mmap'ed
-_M_MMAP_THRESHOLD = -3
-
-
-def bound_heap_growth(threshold: int = 4 << 20) -> bool:
+def bound_heap_growth(threshold: int = BOUND_MMAP_THRESHOLD) -> bool:
     """On glibc, serve allocations of ``threshold`` bytes and more by mmap, returned on free.
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after
     which torch's per-slice activations come from the heap and the freed space is kept: at
     512 px the tracking step's peak RSS grew by ~150 MB that way (``segloop bench engine``
     on a 12-slice run: 878 MB by default, 728 MB with 4 MiB). Fixing the threshold stops the
-    growth. Process-wide and harmless elsewhere; returns False where there is no glibc."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):
-        return False
+    growth. Process-wide and harmless elsewhere; returns False where there is no glibc (the
+    glibc handle is :mod:`.heap`'s, which also warms the heap while tracking)."""
+    return set_mmap_threshold(threshold)
 
 
 def _bf16_cpu_supported() -> bool:
