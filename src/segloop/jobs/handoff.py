@@ -80,10 +80,6 @@ class LabelHandoff:
             self._watches.setdefault(job_id, []).append(w)
         return w
 
-    def watched(self, job_id: str) -> bool:
-        """Whether a request in this process waits for ``job_id``'s labels."""
-        return job_id in self._watches
-
     def offer(self, job_id: str, task_id: str, labels: LabelMap) -> None:
         """From a worker thread: task ``task_id`` of ``job_id`` computed ``labels`` (canonical
         ``(X, Y, Z)`` uint8, the very map about to be stored; the caller must not change it
