@@ -231,12 +231,8 @@ def _image(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> Any:
     return img
 
 
-def _nifti(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
-    return bytes(_image(data, affine).to_bytes())
-
-
 def _nifti_gz(data: npt.NDArray[Any], affine: npt.NDArray[Any]) -> bytes:
-    return gzip.compress(_nifti(data, affine), compresslevel=1)
+    return gzip.compress(bytes(_image(data, affine).to_bytes()), compresslevel=1)
 
 
 def _write_nifti(path: Path, data: npt.NDArray[Any], affine: npt.NDArray[Any],
