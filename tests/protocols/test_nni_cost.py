@@ -143,60 +143,26 @@ def test_the_first_box_reads_no_labels_for_its_all_zero_before_buffer(
         assert len(versions) <= 1, versions  # the worker's own read at most
 
 
-def test_the_first_box_takes_two_thread_pool_hops_up_to_the_submit(
+def test_the_first_box_takes_one_thread_pool_hop_before_the_submit(
         tmp_path: Path, monkeypatch: Any) -> None:
-    """The lease lookup, then one hop that checks the job, makes the steps and the 'before'
-    buffer and queues the task (before: a hop for those, then one for the submit; earlier
-    still, the job check had a hop of its own)."""
+    """The lease lookup, then one hop for the job check, the steps and the 'before' buffer
+    (before, the job check was a hop of its own)."""
     need_shared_data()
-    from segloop.protocols import nninteractive, tasks
+    from segloop.protocols import nninteractive
 
     with _client(tmp_path) as c:
         _box(c, _lease(c))
         head = _lease(c)
         hops: list[str] = []
-        queued: list[int] = []
         real = nninteractive.run_in_threadpool
-        svc = c.app.state.services  # type: ignore[attr-defined]
-        real_submit = svc.queue.submit
 
         async def counted(fn: Any, *a: Any, **kw: Any) -> Any:
             hops.append(getattr(fn, "__name__", repr(fn)))
             return await real(fn, *a, **kw)
 
-        def submit(task_id: str, job_id: str | None = None) -> None:
-            queued.append(len(hops))  # the hops begun when the task is handed over
-            real_submit(task_id, job_id)
-
         monkeypatch.setattr(nninteractive, "run_in_threadpool", counted)
-        monkeypatch.setattr(tasks, "run_in_threadpool", counted)
-        monkeypatch.setattr(svc.queue, "submit", submit)
-        bbox, values = _box(c, head)
-        assert queued == [2], (queued, hops)
-        assert values.sum() > 0 and all(hi - lo > 1 for lo, hi in bbox)
-
-
-def test_a_first_box_along_another_axis_than_guessed_still_runs_on_its_new_job(
-        tmp_path: Path) -> None:
-    """Guard: when the box is flat along another axis than the one guessed at set_image, the
-    job is made again in the hop, so the steps cannot go to the job subscribed to before it:
-    they are queued on the new job, and the answer is that job's mask."""
-    need_shared_data()
-    with _client(tmp_path) as c:
-        _box(c, _lease(c))
-        head = _lease(c)
-        old_job = c.get("/nninteractive/lease_status", headers=head).json()["job_id"]
-        x = (BOX[0] + BOX[2]) // 2  # a sagittal box: flat along image axis 0
-        r = c.post("/nninteractive/add_bbox_interaction", headers=head, json={
-            "bbox_coords": [[x, x + 1], [BOX[1], BOX[3] + 1], [Z - 6, Z + 6]],
-            "include_interaction": True, "run_prediction": True})
-        assert r.status_code == 200, r.text
-        meta = json.loads(r.headers["X-Meta"])
-        values = nni_array.unpack(r.content, 10**9)
-        job = c.get("/nninteractive/lease_status", headers=head).json()["job_id"]
-        assert job != old_job and meta["ran_prediction"] is True
-        stored, n = c.app.state.services.store.labels(job, LOCAL_ADMIN)  # type: ignore[attr-defined]
-        assert n == 1 and values.sum() == (stored == 1).sum() > 0
+        _box(c, head)
+        assert len(hops) == 2, hops
 
 
 def test_the_lease_row_is_written_once_after_the_task_is_queued(tmp_path: Path) -> None:

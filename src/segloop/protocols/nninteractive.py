@@ -24,7 +24,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,7 +41,7 @@ from segloop.jobs.store import Principal
 from . import nni_array
 from .nni_lease import Diff, Lease, lease_key
 from .refs import Ref, RefKind, RefStore
-from .tasks import Plan, Step, StepKind, run_planned
+from .tasks import Step, StepKind, run_steps_building
 
 __all__ = ["NniState", "nninteractive_router"]
 
@@ -178,68 +177,50 @@ def _answer(lease: Lease, ran: bool, diff: Diff | None,
 Built = tuple[Diff, tuple[list[list[int]] | None, bytes]]
 
 
-@dataclass
-class _Prediction:
-    """One prediction request's store work, done in the thread-pool hop that queues its steps
-    (:func:`~segloop.protocols.tasks.run_planned`): the steps (the lease's pending ones and
-    ``make``'s, which may create the job), the client's buffer before them, and whether the
-    lease row was written."""
-
-    st: NniState
-    lease: Lease
-    make: Callable[[], list[Step]] | None
-    run: bool
-    before: npt.NDArray[np.uint8] | None = None  # set when there are steps to run
-    saved: bool = False
-
-    def plan(self) -> Plan:
-        """The steps to run now (none: they are kept pending, or there are none)."""
-        lease = self.lease
-        pending = [Step(StepKind(s["kind"]), s["params"])
-                   for s in lease.ref.data.get("pending", [])]
-        pending += self.make() if self.make is not None else []
-        if not self.run or not pending:
-            lease.ref.data["pending"] = [{"kind": s.kind.value, "params": s.params}
-                                         for s in pending]
-            self.save()
-            return Plan(lease.job_id, [], "")
-        lease.ref.data["pending"] = []
-        self.before = self.st.before(lease)
-        return Plan(lease.job_id, pending, lease.svc.default_engine())
-
-    def save(self) -> None:
-        """Write the lease row (run while the worker has the task: it need not wait for it)."""
-        self.lease.save()
-        self.saved = True
-
-    def build(self, labels: npt.NDArray[np.uint8]) -> Built:
-        """The answer from the last step's label map (made while the version is flushed)."""
-        assert self.before is not None
-        diff = self.lease.diff_to(self.before, self.lease.object_mask(labels), 0)
-        return diff, _pack(self.lease, diff)
-
-
 async def _predict(st: NniState, lease: Lease, make: Callable[[], list[Step]] | None,
                    run: bool) -> Response:
     """Queue the steps ``make`` returns (called in the thread pool: it may create the job);
-    with ``run``, run everything pending and answer the diff. The lease's job is subscribed
-    to before the one hop that makes the steps and queues them."""
-    p = _Prediction(st, lease, make, run)
-    try:
-        plan, tasks, early = await run_planned(lease.svc, lease.who, lease.job_id, p.plan,
-                                               p.build, after_submit=p.save)
-    finally:
-        if p.before is not None and not p.saved:  # steps were made but not even queued:
-            await run_in_threadpool(lease.save)  # still record that they are dropped
-    if not plan.steps:
+    with ``run``, run everything pending and answer the diff."""
+
+    def prepare() -> tuple[list[Step], npt.NDArray[np.uint8] | None, str]:
+        # one thread-pool hop: the job's creation check, the steps, the "before" buffer
+        pending = [Step(StepKind(s["kind"]), s["params"])
+                   for s in lease.ref.data.get("pending", [])]
+        pending += make() if make is not None else []
+        if not run or not pending:
+            lease.ref.data["pending"] = [{"kind": s.kind.value, "params": s.params}
+                                         for s in pending]
+            lease.save()
+            return [], None, ""
+        lease.ref.data["pending"] = []
+        return pending, st.before(lease), lease.svc.default_engine()
+
+    pending, before, engine = await run_in_threadpool(prepare)
+    if before is None:
         return _answer(lease, False, None)
-    assert lease.job_id is not None and p.before is not None
+    assert lease.job_id is not None
+    saved: list[bool] = []
+
+    def save() -> None:  # the lease row is written while the worker runs, not before
+        lease.save()
+        saved.append(True)
+
+    def build(labels: npt.NDArray[np.uint8]) -> Built:  # made while the version is flushed
+        diff = lease.diff_to(before, lease.object_mask(labels), 0)
+        return diff, _pack(lease, diff)
+
+    try:
+        tasks, early = await run_steps_building(lease.svc, lease.who, lease.job_id, pending,
+                                                engine, build, after_submit=save)
+    finally:
+        if not saved:  # the steps were not even queued: still record that they are dropped
+            await run_in_threadpool(lease.save)
     version = tasks[-1].get("version")
     if early is not None and version is not None:
         diff = dataclasses.replace(early[0], version=int(version))
         packed: tuple[list[list[int]] | None, bytes] | None = early[1]
     else:  # nothing offered in this process: the stored version
-        diff = await run_in_threadpool(lease.diff, p.before, version)
+        diff = await run_in_threadpool(lease.diff, before, version)
         packed = None
     st.remember(lease, diff)
     return _answer(lease, True, diff, packed)

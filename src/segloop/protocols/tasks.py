@@ -34,13 +34,12 @@ from starlette.requests import Request
 from segloop.api.app import Services
 from segloop.errors import InputError, SegloopError, VolumeTooLargeError
 from segloop.jobs.errors import ConflictError
-from segloop.jobs.events import Subscription
 from segloop.jobs.handoff import Watch
 from segloop.jobs.states import TERMINAL, EventType, TaskState
 from segloop.jobs.store import Principal
 
-__all__ = ["Form", "Plan", "Step", "StepKind", "TaskFailedError", "read_form", "run_planned",
-           "run_steps", "run_steps_building", "submit"]
+__all__ = ["Form", "Step", "StepKind", "TaskFailedError", "read_form", "run_steps",
+           "run_steps_building", "submit"]
 
 T = TypeVar("T")
 LabelMap = npt.NDArray[np.uint8]
@@ -109,44 +108,29 @@ async def run_steps(svc: Services, who: Principal, job_id: str, steps: list[Step
             ids.append(await run_in_threadpool(_submit_then, svc, who, job_id, st, engine, then))
         if watch is not None:
             watch.expect(ids[-1])
-        return await _ends(svc, who, job_id, sub, ids, timeout)
+        ended: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while len(ended) < len(ids):
+            ev = await sub.get(timeout=1.0)
+            if ev is not None:
+                tid = ev.get("task_id")
+                if tid in ids and ev.get("type") in (EventType.DONE, EventType.FAILED, EventType.CANCELLED):
+                    ended[str(tid)] = ev
+                continue
+            for tid in ids:  # a lost event (broker blip) must not hang the client
+                if tid not in ended:
+                    rec = await run_in_threadpool(svc.store.task_for, job_id, tid, who)
+                    if rec.state in TERMINAL:
+                        ended[tid] = rec.as_dict()
+            if time.monotonic() > deadline:
+                raise ConflictError(f"segloop tasks did not finish within {timeout:g} s")
     finally:
         await sub.close()
-
-
-async def _ends(svc: Services, who: Principal, job_id: str, sub: Subscription, ids: list[str],
-                timeout: float) -> list[dict[str, Any]]:
-    """Wait on ``sub`` (the job's end events, subscribed before the submit) until the tasks
-    ``ids`` have ended; their final dicts, or TaskFailedError for the first that failed."""
-    ended: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout
-    while len(ended) < len(ids):
-        ev = await sub.get(timeout=1.0)
-        if ev is not None:
-            tid = ev.get("task_id")
-            if tid in ids and ev.get("type") in (EventType.DONE, EventType.FAILED,
-                                                 EventType.CANCELLED):
-                ended[str(tid)] = ev
-            continue
-        for tid in ids:  # a lost event (broker blip) must not hang the client
-            if tid not in ended:
-                rec = await run_in_threadpool(svc.store.task_for, job_id, tid, who)
-                if rec.state in TERMINAL:
-                    ended[tid] = rec.as_dict()
-        if time.monotonic() > deadline:
-            raise ConflictError(f"segloop tasks did not finish within {timeout:g} s")
     out = [ended[t] for t in ids]
     for t in out:
         if t.get("state") != TaskState.SUCCEEDED:
             raise TaskFailedError(f"{t.get('kind')} failed: {t.get('error') or t.get('state')}")
     return out
-
-
-async def _built(watch: Watch, build: Callable[[LabelMap], T]) -> T | None:
-    """What ``build`` makes (in the thread pool) of the label map ``watch`` is offered; None
-    when the watch closes without one."""
-    labels = await watch.wait()
-    return None if labels is None else await run_in_threadpool(build, labels)
 
 
 async def run_steps_building(svc: Services, who: Principal, job_id: str, steps: list[Step],
@@ -162,7 +146,12 @@ async def run_steps_building(svc: Services, who: Principal, job_id: str, steps: 
     When the steps fail, what was built is given to ``discard``. ``after_submit``: as for
     :func:`run_steps`."""
     watch = svc.runtime.handoff.watch(job_id)
-    built = asyncio.ensure_future(_built(watch, build))
+
+    async def early() -> T | None:
+        labels = await watch.wait()
+        return None if labels is None else await run_in_threadpool(build, labels)
+
+    built = asyncio.ensure_future(early())
     try:
         tasks = await run_steps(svc, who, job_id, steps, engine, watch=watch,
                                 after_submit=after_submit)
@@ -301,76 +290,3 @@ async def read_form(request: Request, svc: Services) -> Form:
     finally:
         await form.close()
     return out
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a protocol request decided in the thread pool (:func:`run_planned`): its job (it
-    may have created or replaced it) and the steps to run there with ``engine``; no steps:
-    nothing to run."""
-
-    job_id: str | None
-    steps: list[Step]
-    engine: str
-
-
-def _plan_then_submit(svc: Services, who: Principal, job_id: str, plan: Callable[[], Plan],
-                      after_submit: Callable[[], None] | None) -> tuple[Plan, list[str]]:
-    p = plan()
-    if not p.steps or p.job_id != job_id:
-        return p, []  # nothing to run, or another job than the one subscribed to
-    ids = [_submit_then(svc, who, job_id, st, p.engine,
-                        after_submit if i == len(p.steps) - 1 else None)
-           for i, st in enumerate(p.steps)]
-    return p, ids
-
-
-async def run_planned(svc: Services, who: Principal, job_id: str | None,
-                      plan: Callable[[], Plan], build: Callable[[LabelMap], T],
-                      after_submit: Callable[[], None] | None = None, timeout: float = 600.0
-                      ) -> tuple[Plan, list[dict[str, Any]], T | None]:
-    """:func:`run_steps_building` with the steps decided by ``plan`` (store work, run in the
-    thread pool) in the same hop that queues them: one thread-pool hop fewer on the request's
-    path. The request subscribes to ``job_id`` (the job it expects, or None) before the hop;
-    when the plan's job is another one (``plan`` created or replaced it), its steps are queued
-    as :func:`run_steps_building` does, after subscribing to that job. Returns the plan, the
-    tasks' final dicts (none when the plan has no steps) and what ``build`` made of the last
-    step's label map (None when nothing was offered). ``after_submit``: as for
-    :func:`run_steps`; not called when there is nothing to run."""
-    if job_id is None:
-        p = await run_in_threadpool(plan)
-        return await _run_plan(svc, who, p, build, after_submit)
-    watch = svc.runtime.handoff.watch(job_id)
-    sub = await svc.bus.subscribe(job_id, ends_only=True)
-    try:
-        p, ids = await run_in_threadpool(_plan_then_submit, svc, who, job_id, plan, after_submit)
-    except BaseException:
-        watch.close()
-        await sub.close()
-        raise
-    if not ids:
-        watch.close()
-        await sub.close()
-        return await _run_plan(svc, who, p, build, after_submit)
-    watch.expect(ids[-1])
-    built = asyncio.ensure_future(_built(watch, build))
-    try:
-        tasks = await _ends(svc, who, job_id, sub, ids, timeout)
-    except BaseException:
-        watch.close()
-        await asyncio.gather(built, return_exceptions=True)
-        raise
-    finally:
-        await sub.close()
-    watch.close()
-    return p, tasks, await built
-
-
-async def _run_plan(svc: Services, who: Principal, p: Plan, build: Callable[[LabelMap], T],
-                    after_submit: Callable[[], None] | None
-                    ) -> tuple[Plan, list[dict[str, Any]], T | None]:
-    if not p.steps or p.job_id is None:
-        return p, [], None
-    tasks, built = await run_steps_building(svc, who, p.job_id, p.steps, p.engine, build,
-                                            after_submit=after_submit)
-    return p, tasks, built
