@@ -10,7 +10,12 @@ all run in it). Cases: a MONAI Label ``/infer`` with a new ROI on a session (cle
 mask + result file; the first call of each side warms its engine session), beside the same
 engine work in this process (clear + segment + propagate on an open session), and
 nnInteractive's first box of a fresh lease (image upload not counted: the box's wait only),
-beside the engine's open + segment + propagate on a fresh session in this process.
+beside the engine in this process two ways: (b) open + segment + propagate on a fresh session
+(what the server does for the first box: it opens the job's session then), and (a) segment +
+propagate on a session opened just before, untimed (what a server that opened the session at
+``set_image`` would leave to the box; the classic engine's lazy per-volume statistics are
+still in it). Also the lease's ``set_image`` (the packed image upload) old vs new, since a
+change that moves work from the first box to ``set_image`` must show it there.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_protocols_ab.py OLD_TREE/src [--b src]
         [--n 15] [--n-first 5] [--image ../shared/data/totalseg/example_ct_sm.nii.gz]
@@ -74,10 +79,36 @@ def main() -> None:
     eng = get_engine("classic")
     sess = eng.open(vol)  # the engine in this process
 
-    def engine_first(b: tuple[int, int, int, int]) -> None:  # a first box: a fresh session
+    def engine_first(b: tuple[int, int, int, int]) -> tuple[float, float]:
+        """A first box on a fresh session: (open + segment + propagate, segment + propagate)
+        in ms."""
+        t0 = time.perf_counter()
         fresh = eng.open(vol)
+        t1 = time.perf_counter()
         fresh.segment_slice(Z, Prompts.make(b))
         drive(fresh.propagate(Z))
+        t2 = time.perf_counter()
+        return (t2 - t0) * 1e3, (t2 - t1) * 1e3
+
+    can = vol.canonical()
+    arr = np.asarray(can.data, np.float32)[None]
+
+    def first_box(url: str) -> tuple[float, float]:
+        """A fresh lease: (set_image, first box) wall ms, as the client waits for them."""
+        from nnInteractive.inference.remote import nnInteractiveRemoteInferenceSession
+
+        with nnInteractiveRemoteInferenceSession(f"{url}/nninteractive") as s:
+            t0 = time.perf_counter()
+            s.set_image(arr, {"spacing": list(can.spacing)})
+            t1 = time.perf_counter()
+            buf = np.zeros(arr.shape[1:], np.uint8)
+            s.set_target_buffer(buf)
+            t2 = time.perf_counter()
+            s.add_bbox_interaction([[BOX[0], BOX[2] + 1], [BOX[1], BOX[3] + 1], [Z, Z + 1]],
+                                   True)
+            t3 = time.perf_counter()
+            assert buf.sum() > 0
+        return (t1 - t0) * 1e3, (t3 - t2) * 1e3
 
     def engine(b: tuple[int, int, int, int]) -> None:  # what a new ROI asks of the worker
         sess.set_mask(np.zeros(sess.shape, bool))
@@ -88,6 +119,8 @@ def main() -> None:
     wall: dict[str, list[float]] = {"A": [], "B": [], "E": []}
     cpu: dict[str, list[float]] = {"A": [], "B": [], "E": []}
     first: dict[str, list[float]] = {"A": [], "B": [], "E": []}
+    opened: dict[str, list[float]] = {"A": [], "B": [], "E": []}  # E: engine on an open session
+    upload: dict[str, list[float]] = {"A": [], "B": []}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         procs, urls, clients, sids = {}, {}, {}, {}
@@ -115,10 +148,13 @@ def main() -> None:
                     cpu["E"].append((time.process_time() - c0) * 1e3)
             for j in range(a.n_first):
                 for k in ("A", "B") if j % 2 else ("B", "A"):
-                    first[k].append(nni(urls[k], a.image, 0)[0])
-                t0 = time.perf_counter()
-                engine_first(BOX)
-                first["E"].append((time.perf_counter() - t0) * 1e3)
+                    up, box = first_box(urls[k])
+                    upload[k].append(up)
+                    first[k].append(box)
+                    opened[k].append(box)
+                whole, segment = engine_first(BOX)
+                first["E"].append(whole)
+                opened["E"].append(segment)
         finally:
             for p in procs.values():
                 p.terminate()
@@ -131,15 +167,19 @@ def main() -> None:
     mean = statistics.fmean
     for name, d, avg in (("MONAI Label infer, new ROI (wall)", wall, med),
                          ("MONAI Label infer, new ROI (CPU, mean)", cpu, mean),
-                         ("nnInteractive first box (wall)", first, med)):
+                         ("nnInteractive first box (b: engine opens)", first, med),
+                         ("nnInteractive first box (a: engine open)", opened, med),
+                         ("nnInteractive set_image (wall)", upload, med)):
         diff = avg([y - x for x, y in zip(d["A"], d["B"], strict=True)])
         eng = (f"{avg(d['E']):8.1f} {avg(d['B']) / avg(d['E']):9.2f} "
                f"{avg(d['B']) - avg(d['E']):+9.1f}") if d.get("E") else ""
         print(f"{name:44s} {avg(d['A']):8.1f} {avg(d['B']):8.1f} {diff:+11.1f} {eng}")
     print("engine: clear + segment + propagate on an open classic session in this process, "
-          "alternated with the calls (wall; CPU of this process); for the first box, open + "
-          "segment + propagate on a fresh session. CPU rows are means: the server's CPU is "
-          "read from /proc in 10 ms ticks, so a median is too coarse")
+          "alternated with the calls (wall; CPU of this process); for the first box, (b) open "
+          "+ segment + propagate on a fresh session, (a) segment + propagate on a session "
+          "opened untimed just before (the same box times, a different engine figure). CPU "
+          "rows are means: the server's CPU is read from /proc in 10 ms ticks, so a median is "
+          "too coarse")
 
 
 if __name__ == "__main__":

@@ -221,3 +221,37 @@ def test_the_answer_is_packed_while_the_version_is_flushed(tmp_path: Path,
         bbox, values = _box(c, head)
         assert overlapped == [True], "the answer was packed after the version's fsync"
         assert values.sum() > 0 and all(hi - lo > 1 for lo, hi in bbox)
+
+
+def test_the_labels_are_offered_after_the_version_rows_while_the_file_is_flushed(
+        tmp_path: Path) -> None:
+    """The worker offers its label map to the waiting request once the version's rows are
+    written (the build then runs while the worker waits for the fsync, not while it encodes
+    the map and writes the rows; before, the offer came ahead of both), and before the
+    commit (so the answer is still built during the flush)."""
+    need_shared_data()
+    from segloop.jobs.handoff import LabelHandoff
+
+    with _client(tmp_path) as c:
+        _box(c, _lease(c))
+        head = _lease(c)
+        hub: LabelHandoff = c.app.state.services.runtime.handoff  # type: ignore[attr-defined]
+        real = hub.offer
+        at_offer: list[list[str]] = []
+        with _statements(c) as seen:
+            def offer(job_id: str, task_id: str, labels: Any) -> None:
+                at_offer.append(list(seen))
+                real(job_id, task_id, labels)
+
+            hub.offer = offer  # type: ignore[method-assign]
+            try:
+                bbox, values = _box(c, head)
+            finally:
+                del hub.offer
+        assert len(at_offer) == 1
+        before = at_offer[0]
+        assert any(q.startswith("INSERT INTO segloop_mask_versions") for q in before), \
+            "the labels were offered before the version's rows were written"
+        assert any(q.startswith("UPDATE segloop_tasks") and "state" in q
+                   for q in before[-3:]), before[-3:]
+        assert values.sum() > 0 and all(hi - lo > 1 for lo, hi in bbox)

@@ -3,11 +3,13 @@
 The embedded worker runs in the API's process. A protocol request that answers with the
 mask its task computed (MONAI Label's ``/infer`` result file) need not wait for the version
 to be durable and then read the version file back: the runner offers the composed label map
-here just before the durable write (the version file's ``fsync``, its folder's, then the
-commit), and the request builds its answer from it while the disk works. The request still
-answers only after the task's ``done`` event, which is published after the commit, so
-nothing the client gets can be lost by a crash; when nothing was offered (a Celery worker or
-a worker process, a task that failed first) the request reads the stored version as before.
+here while the version's file is being made durable (its ``fsync`` and its folder's run on a
+helper thread; the offer comes once the version's rows are written, before the wait for the
+file and the commit), and the request builds its answer from it while the disk works. The
+request still answers only after the task's ``done`` event, which is published after the
+commit, so nothing the client gets can be lost by a crash; when nothing was offered (a Celery
+worker or a worker process, a task that failed first) the request reads the stored version
+as before.
 
 Offers are kept only for jobs someone watches, and a watch keeps only the offer of the task
 it expects (the last one its request submitted). Offers come from worker threads; a

@@ -9,6 +9,7 @@ file is on disk, so a committed version always has its file.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,17 @@ class VersionStore(TaskStore):
 
     def complete_task(self, job_id: str, task_id: str, labels: np.ndarray[Any, Any], *,
                       author: str, source: str, replay: list[dict[str, Any]],
-                      engine: str | None, slices: tuple[int, int] | None = None
+                      engine: str | None, slices: tuple[int, int] | None = None,
+                      while_flushing: Callable[[], None] | None = None
                       ) -> tuple[int, TaskRecord]:
         """Store a task's result as a new current version and mark the task succeeded, in one
         transaction (a crash leaves both or neither); returns the version number and the
         task's final record (what the ``done`` event carries). ``slices``: the final
         (slices_done, slices_total) of a propagation (progress is written only now and then
-        while it runs)."""
+        while it runs). ``while_flushing``: short work called once the rows are written, while
+        the file may still be on its way to the disk (before the wait for it and the commit):
+        another thread's work started there overlaps the fsync instead of this thread's CPU
+        work (the label map's encoding, the rows)."""
         data = files.encode_labels(labels)
         extra = None if slices is None else {"slices_done": slices[0], "slices_total": slices[1]}
         with self.engine.begin() as conn:
@@ -100,6 +105,8 @@ class VersionStore(TaskStore):
                                          replay=replay, engine=engine, task_id=task_id)
             try:
                 row = self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n, extra)
+                if while_flushing is not None:
+                    while_flushing()
             finally:
                 flush.wait()  # the file and its folder are on disk before the commit
         if row is None:  # pragma: no cover - the task row goes with the job
