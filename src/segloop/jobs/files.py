@@ -7,7 +7,8 @@ Layout under ``SEGLOOP_HOME`` (see docs/service.md)::
     jobs/<job_id>/source/image/image.*    or a multi-file image of a .zip (header + data file)
     jobs/<job_id>/canonical.nii           closest-canonical RAS volume (what GET /volume serves),
                                           uncompressed (jobs made before 2026-11 have .nii.gz)
-    jobs/<job_id>/preview.nii             a subsampled copy of a large volume (shown first),
+    jobs/<job_id>/preview.nii             a subsampled copy of a large volume (shown first;
+                                          every 2f-th slice since 2026-11, every f-th before),
                                           uncompressed (jobs made before 2026-11: .nii.gz)
     jobs/<job_id>/versions/v0001.npz      label map of version 1: ``labels`` uint8 (X, Y, Z) canonical,
                                           or (since 2026-11) only its non-zero box: ``labels``
@@ -66,6 +67,7 @@ __all__ = [
     "load_labels",
     "load_source",
     "preview_path",
+    "preview_steps",
     "read_mask_upload",
     "read_mask_upload_2d",
     "read_seg_upload",
@@ -205,8 +207,25 @@ CANONICAL_NAME = "canonical.nii"
 
 #: volumes above this many voxels also get a preview (what the viewer shows first)
 PREVIEW_MIN_VOXELS = 8 << 20
-#: a preview has about this many voxels at most (every f-th voxel along each axis)
+#: in-plane, a preview keeps every f-th voxel, f the smallest integer that would bring the
+#: volume under this many voxels with the same step along every axis
 PREVIEW_VOXELS = 4 << 20
+#: ... and every (PREVIEW_SLICE_STEP * f)-th axial slice: NiiVue renders a volume into its
+#: texture one pass per slice, which in a CPU WebGL (SwiftShader) made most of the 0.5-0.7 s
+#: between the preview's arrival and its first image; half the slices cut that to ~0.4 s,
+#: while the axial view the page opens on keeps its in-plane detail (docs/web.md, *First image*)
+PREVIEW_SLICE_STEP = 2
+
+
+def preview_steps(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """The preview's step along (x, y, z) for a volume of ``shape``: ``(f, f, 2f)`` (see
+    PREVIEW_VOXELS, PREVIEW_SLICE_STEP); None when the volume is small enough to need none
+    (PREVIEW_MIN_VOXELS or fewer voxels)."""
+    n = int(np.prod(shape))
+    if n <= PREVIEW_MIN_VOXELS:
+        return None
+    f = int(np.ceil((n / PREVIEW_VOXELS) ** (1 / 3)))
+    return f, f, PREVIEW_SLICE_STEP * f
 
 
 def preview_path(job_dir: Path) -> Path:
@@ -250,17 +269,18 @@ def _write_nifti(path: Path, data: npt.NDArray[Any], affine: npt.NDArray[Any],
 def write_canonical(vol: Volume, path: Path, *, durable: bool = True) -> None:
     """Write the closest-canonical RAS view of ``vol`` as NIfTI (atomically; gzip only when
     ``path`` ends in .gz), and beside it, first, an uncompressed preview of a large volume:
-    every f-th voxel along each axis (f the smallest integer that brings it under
-    PREVIEW_VOXELS), on the same physical extent, so the viewer can show a first image long
-    before the full volume has arrived. ``durable=False`` skips the per-file ``fsync`` (still
+    every f-th voxel in-plane and every 2f-th slice (:func:`preview_steps`), on the same
+    physical extent, so the viewer can show a first image long before the full volume has
+    arrived. ``durable=False`` skips the per-file ``fsync`` (still
     atomic): for a folder that is flushed as a whole before it becomes visible (ingest's job
     folder, :func:`segloop.fsio.replace_dir`), where a second flush of the same data is waste."""
     can = vol.canonical()
     data = np.asarray(can.data)
-    if data.size > PREVIEW_MIN_VOXELS:
-        f = int(np.ceil((data.size / PREVIEW_VOXELS) ** (1 / 3)))
-        small = np.ascontiguousarray(data[::f, ::f, ::f])
-        aff = np.asarray(can.affine, np.float64) @ np.diag([f, f, f, 1.0])
+    steps = preview_steps(data.shape)
+    if steps is not None:
+        fx, fy, fz = steps
+        small = np.ascontiguousarray(data[::fx, ::fy, ::fz])
+        aff = np.asarray(can.affine, np.float64) @ np.diag([fx, fy, fz, 1.0])
         _write_nifti(path.with_name(PREVIEW_NAME), small, aff, durable)
     _write_nifti(path, data, can.affine, durable)
 

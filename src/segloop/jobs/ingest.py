@@ -57,6 +57,9 @@ def _warm_up() -> None:
     import segloop.io.readers
     import segloop.io.sniff
     import segloop.jobs.image2d_job  # noqa: F401
+    from segloop.io.inflate import gzip_opener
+
+    gzip_opener()  # imports python-isal (when installed) before the first .nii.gz arrives
 
 
 def ingest(upload: Path, dest: Path, limits: files.UploadLimits) -> IngestResult:

@@ -1,10 +1,10 @@
 // segloop viewer: the first image fast (issue 15).
 //
 // A large volume (over 8 Mi voxels) has a subsampled copy on the server
-// (GET /api/v1/jobs/{id}/volume?preview=true, every f-th voxel on the same physical extent,
-// about 4 Mi voxels). openJob shows it as soon as it arrives, read-only, while the full volume
-// downloads (both downloads start together: fetchVolume); the full volume then replaces it and
-// editing starts. The canonical volume is served uncompressed (no inflating in the page).
+// (GET /api/v1/jobs/{id}/volume?preview=true, every f-th voxel in-plane and every 2f-th slice on
+// the same physical extent: segloop.jobs.files.preview_steps). openJob shows it as soon as it
+// arrives, read-only, while the full volume downloads (both downloads start together:
+// fetchVolume); the full volume then replaces it and editing starts. The canonical volume is served uncompressed (no inflating in the page).
 // `?preview=0` in the page URL turns the preview off (benchmarks/viewer_first_image.py compares
 // both). performance marks segloop:first-image / segloop:full-image record when each was on
 // screen; segloop:preview-downloaded, volume-downloaded, drawing-created and version-shown mark
