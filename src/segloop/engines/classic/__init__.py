@@ -17,7 +17,10 @@ any resolution):
   that one does span the box. When the box result is two intensity classes and only one of
   them alone spans the box (``class_cover``), the other is a neighbour of another intensity
   that the box also held (the putamen beside the brighter pallidum): the spanning class is
-  kept and the model refitted to it. A positive point alone starts an object by flooding
+  kept and the model refitted to it. A result that stops well short of a side of the box
+  (``reach_gap``) takes back the target-like tissue connected to it that reaches that side:
+  the cleaning's opening had cut a thin part of the target (a lung lobe's arm along the ribs).
+  A positive point alone starts an object by flooding
   intensity-similar tissue around it ("magic wand").
 - **Propagation.** Slice by slice in both directions: the previous slice's mask gives a
   signed-distance prior and the search window (growth per slice bounded by a distance that

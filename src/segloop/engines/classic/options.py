@@ -44,7 +44,10 @@ class ClassicOptions:
     box's width and height, when that class is under ``class_area`` of the result's area:
     the box also held a neighbour of another intensity; None disables), ``class_split`` (and
     only when the two classes are truly two: their medians at least this many times the sum
-    of their standard deviations apart; one noisy class split in two gives about 1.1).
+    of their standard deviations apart; one noisy class split in two gives about 1.1),
+    ``reach_gap`` (a box result stopping at least this fraction of the box's extent short of
+    a side, and at least 2 voxels, takes back the target-like tissue connected to it that
+    reaches that side: the tight box's target touches all four sides; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -71,6 +74,7 @@ class ClassicOptions:
     class_cover: float | None = 0.85
     class_area: float = 0.75
     class_split: float = 1.5
+    reach_gap: float | None = 0.05
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

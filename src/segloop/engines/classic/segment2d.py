@@ -31,7 +31,7 @@ from segloop.engines.classic.morphology import (
 from segloop.types import BoolArray, Prompts
 
 __all__ = ["box_segment", "carve", "grabcut", "grow", "nearer_than", "prompted_slice",
-           "spanning_class"]
+           "reach_sides", "spanning_class"]
 
 
 def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts,
@@ -131,12 +131,52 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
                 fg, model = fg2, model2
     if opts.class_cover is not None:
         fg, model = spanning_class(ctx, img, fg, model, inbox, ring, box_scale)
+    if opts.reach_gap is not None:
+        fg = reach_sides(ctx, img, fg, model, inbox, opts.reach_gap)
     ctx.models[object_id] = model
     ctx.set_support(object_id, img[fg], ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, z][fg])
     ctx.scale[object_id] = float(np.sqrt(max(fg.sum(), 1) * sp[0] * sp[1] / np.pi))
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = fg
     return out
+
+
+def reach_sides(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
+                inbox: BoolArray, gap: float) -> BoolArray:
+    """The box result, extended to the sides of the box it stops short of.
+
+    The box is tight around the target, so the target touches all four of its sides. Where
+    the result stops ``gap`` voxels or more short of a side, the cleaning (an opening of a
+    fraction of the target's radius) has usually cut a thin part of the target (the tip of a
+    lung lobe along the ribs, a process of a vertebra): the target-like tissue (log-likelihood
+    ratio > 0, smoothed as in ``grabcut``) connected to the result is taken back where a
+    component of it beyond the result reaches such a side.
+    """
+    bf, bb = bbox(fg), bbox(inbox)
+    if bf is None or bb is None:
+        return fg
+    gx = max(2.0, gap * (bb[2] - bb[0] + 1))
+    gy = max(2.0, gap * (bb[3] - bb[1] + 1))
+    short = [bf[0] - bb[0] >= gx, bf[1] - bb[1] >= gy, bb[2] - bf[2] >= gx, bb[3] - bf[3] >= gy]
+    if not any(short):
+        return fg
+    side = np.zeros(fg.shape, dtype=bool)
+    if short[0]:
+        side[bb[0], :] = True
+    if short[1]:
+        side[:, bb[1]] = True
+    if short[2]:
+        side[bb[2], :] = True
+    if short[3]:
+        side[:, bb[3]] = True
+    side &= inbox
+    lr = ndi.gaussian_filter(model.log_ratio(img), 0.7)
+    cand = (lr > 0) & inbox
+    extra = keep_components(cand | fg, fg) & ~fg
+    extra = keep_components(extra, side)
+    if not extra.any():
+        return fg
+    return np.asarray(ndi.binary_fill_holes(fg | extra), dtype=bool) & inbox
 
 
 def spanning_class(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
