@@ -148,7 +148,7 @@ def test_the_first_box_takes_one_thread_pool_hop_before_the_submit(
     """The lease lookup, then one hop for the job check, the steps and the 'before' buffer
     (before, the job check was a hop of its own)."""
     need_shared_data()
-    from segloop.protocols import nninteractive
+    from segloop.protocols import nni_state, nninteractive
 
     with _client(tmp_path) as c:
         _box(c, _lease(c))
@@ -161,6 +161,7 @@ def test_the_first_box_takes_one_thread_pool_hop_before_the_submit(
             return await real(fn, *a, **kw)
 
         monkeypatch.setattr(nninteractive, "run_in_threadpool", counted)
+        monkeypatch.setattr(nni_state, "run_in_threadpool", counted)  # the lease lookup
         _box(c, head)
         assert len(hops) == 2, hops
 

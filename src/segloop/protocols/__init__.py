@@ -22,7 +22,8 @@ def mount(app: FastAPI) -> None:
     """Add the protocol routes to ``app`` (its ``state.services`` must be set): creates the
     refs table and the per-app state both adapters share."""
     from .monailabel import MlState, monailabel_router
-    from .nninteractive import NniState, nninteractive_router
+    from .nni_state import NniState
+    from .nninteractive import nninteractive_router
     from .refs import RefStore
 
     svc = app.state.services
