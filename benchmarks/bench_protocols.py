@@ -59,6 +59,17 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_up(url: str, tries: int = 600) -> bool:
+    """Poll ``url``/health every 0.1 s until it answers 200; False after ``tries``."""
+    for _ in range(tries):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return False
+
+
 def direct(image: Path, n: int, n_first: int
            ) -> tuple[list[float], list[float], list[float], list[float]]:
     """First boxes (open + segment + propagate, fresh sessions), repeat boxes (refine) and new
@@ -185,12 +196,7 @@ def main() -> None:
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_up(url, 300)
             nni(url, a.image, 1)  # warm the server: engine imports, first task, caches
             n_first: list[float] = []
             n_reps: list[float] = []

@@ -32,14 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
 def _serve(src: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    from bench_protocols import RUN, _port
+    from bench_protocols import RUN, _port, wait_up
 
     port = _port()
     env = {**os.environ, "SEGLOOP_HOME": str(home), "SEGLOOP_DEFAULT_ENGINE": "classic",
@@ -47,12 +45,8 @@ def _serve(src: Path, home: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen([sys.executable, "-c", RUN, "serve", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    if wait_up(url):
+        return proc, url
     raise SystemExit(f"segloop serve from {src} did not start")
 
 

@@ -98,9 +98,8 @@ def main() -> None:
     ap.add_argument("--image", type=Path, default=IMAGE)
     a = ap.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    import httpx
     import numpy as np
-    from bench_protocols import _port
+    from bench_protocols import _port, wait_up
     from nnInteractive.inference.remote import nnInteractiveRemoteInferenceSession
 
     from segloop.io import load_volume
@@ -120,12 +119,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         windows: list[tuple[float, float]] = []
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_up(url)
             for i in range(a.n + 1):  # the first lease warms the server (engine imports)
                 with nnInteractiveRemoteInferenceSession(f"{url}/nninteractive") as s:
                     s.set_image(arr, {"spacing": list(can.spacing)})
