@@ -60,7 +60,11 @@ def _install(out_path: str) -> None:
                 stamp(label, t0, time.perf_counter())
         setattr(owner, name, timed)
 
-    wrap(nninteractive, "_lease_ref", "lease")
+    try:  # the lease lookup: in nni_state since ee6b08f, in nninteractive before
+        from segloop.protocols import nni_state
+        wrap(nni_state, "lease_ref", "lease")
+    except ImportError:
+        wrap(nninteractive, "_lease_ref", "lease")
     wrap(nninteractive, "_answer", "answer")
     wrap(tasks, "_submit_then", "submit")
     wrap(store_tasks.TaskStore, "claim", "claim")
