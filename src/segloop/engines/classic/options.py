@@ -47,7 +47,10 @@ class ClassicOptions:
     of their standard deviations apart; one noisy class split in two gives about 1.1),
     ``reach_gap`` (a box result stopping at least this fraction of the box's extent short of
     a side, and at least 2 voxels, takes back the target-like tissue connected to it that
-    reaches that side: the tight box's target touches all four sides; None disables).
+    reaches that side: the tight box's target touches all four sides; None disables),
+    ``graph_cut`` (the box's key slice is labelled by an s-t minimum cut of the
+    log-likelihood ratio with contrast-weighted 4-neighbour terms of this strength, the box's
+    outside hard background, instead of thresholding the smoothed ratio; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -75,6 +78,7 @@ class ClassicOptions:
     class_area: float = 0.75
     class_split: float = 1.5
     reach_gap: float | None = 0.05
+    graph_cut: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

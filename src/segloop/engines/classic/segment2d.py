@@ -16,6 +16,7 @@ from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
 from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.morphology import (
     Crop,
@@ -232,8 +233,10 @@ def grabcut(ctx: ClassicContext, img: F32, init: BoolArray, core: BoolArray, inb
     model = ctx.new_model(img[fg], img[ring])
     for _ in range(3):
         lr = model.log_ratio(img)
-        lr = ndi.gaussian_filter(lr, 0.7)
-        cand = (lr > 0) & inbox
+        if ctx.opts.graph_cut is None:
+            cand = (ndi.gaussian_filter(lr, 0.7) > 0) & inbox
+        else:
+            cand = min_cut(lr, img, inbox, ctx.opts.graph_cut)
         cand = clean(cand, ctx.sp, ctx.opts.clean_mm, ctx.opts.open_frac * box_scale)
         cand &= inbox
         if not cand.any():
