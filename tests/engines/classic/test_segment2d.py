@@ -161,7 +161,7 @@ def test_neck_cut_removes_the_lobe_beyond_a_neck_not_a_hole_in_it() -> None:
     click = Prompts.make(points=[(48, 32)], labels=[0])
     kept = {}
     for neck_cut in (None, 0.8):
-        opts = ClassicOptions(neck_cut=neck_cut)
+        opts = ClassicOptions(neck_cut=neck_cut, leak_overlap=None)
         ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 3.0), opts)
         box_segment(ctx, 1, 0, (10, 22, 30, 42))
         kept[neck_cut] = prompted_slice(ctx, 1, 1, click, base=mask)

@@ -56,7 +56,12 @@ class ClassicOptions:
     inscribed disk, voxels at least this fraction as deep as that part, instead of everything
     beyond ``carve_far``; the random walk's side is then cut at the mask's narrowest neck
     between the click and that part (a watershed of the depth map), without a reach limit;
-    None disables).
+    None disables), ``leak_overlap`` (a negative click on target-like intensity whose
+    surroundings' intensity density overlaps the object's foreground density by less than this
+    Bhattacharyya coefficient also removes the part of the mask connected to it that is more
+    likely under the click's density than the object's, at most ``leak_depth`` times the
+    click's depth deep: a leak of another tissue goes whole, not as a round hole; None
+    disables).
     """
 
     smooth_mm: float = 1.0
@@ -86,6 +91,8 @@ class ClassicOptions:
     reach_gap: float | None = 0.05
     graph_cut: float | None = None
     neck_cut: float | None = None
+    leak_overlap: float | None = 0.6
+    leak_depth: float = 1.2
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

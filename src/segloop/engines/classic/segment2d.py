@@ -18,6 +18,7 @@ from skimage.segmentation import random_walker
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
+from segloop.engines.classic.leak import leak_part
 from segloop.engines.classic.morphology import (
     Crop,
     ball,
@@ -378,6 +379,10 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
         if core.any():
             # the random walk's side, cut at the mask's narrowest neck towards its core
             cut = keep_components(cut, neg) & neck_side(c, inside, neg, posm)
+    if opts.leak_overlap is not None and model is not None:
+        # the click's tissue differs from the object's: the leak of that tissue goes too
+        cut |= leak_part(img, c, inside, neg, (px, py), model, ctx.noise_level(), sp,
+                         opts.leak_overlap, opts.leak_depth)
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = cut
     return out
