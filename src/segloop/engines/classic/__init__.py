@@ -48,8 +48,12 @@ any resolution):
   click (as far as the click is from the current mask), keeps the part of it nearer the click
   than every negative point of the slice, and adds it; a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
-  between the click and the mask far from it; a click at the very middle of a component
-  (where the user says "not this") removes the component. The points of a slice are
+  between the click and the mask far from it; when the tissue around the click differs from
+  the object's (its intensity density overlaps the object's foreground density little,
+  ``leak_overlap``), the connected part of the mask more likely under the click's density,
+  no deeper than the click (``leak_depth``), goes with it (``leak``): a leak into tissue of
+  another density is removed whole, not as a round hole; a click at the very middle of a
+  component (where the user says "not this") removes the component. The points of a slice are
   replayed in the order given, each negative one acting as it did when it was given (a later
   positive click adds its own region; it never turns an earlier "not this" into a split
   that keeps the rejected part's far end). The change (added and removed
@@ -79,10 +83,9 @@ Every computation works on a crop around the object, so a 512x512 slice costs li
 
 Modules: ``options`` (the frozen :class:`ClassicOptions`), ``intensity`` (the intensity model),
 ``morphology`` (2D shape operations), ``context`` (image, spacing and per-object models),
-``segment2d`` (one slice from prompts), ``ends`` (where a target ends along z),
-``propagation`` (slice to slice), ``session`` and
-``engine``. Imports numpy, scipy and scikit-image only; must not import torch, FastAPI, Celery
-or the CLI.
+``segment2d`` (one slice from prompts), ``leak`` (a negative click's leak), ``ends`` (where a
+target ends along z), ``propagation`` (slice to slice), ``session`` and ``engine``. Imports
+numpy, scipy and scikit-image only; must not import torch, FastAPI, Celery or the CLI.
 """
 
 from segloop.engines.classic.engine import ClassicEngine

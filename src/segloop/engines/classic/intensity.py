@@ -41,6 +41,16 @@ class IntensityModel:
         lr = np.log(self.fg) - np.log(self.bg)
         return np.asarray(np.clip(lr[idx], -_LR_CLIP, _LR_CLIP), dtype=np.float32)
 
+    def overlap(self, other: F64) -> float:
+        """Bhattacharyya coefficient of the foreground density and ``other`` (same binning):
+        1 for equal densities, 0 for disjoint ones."""
+        return float(np.sum(np.sqrt(self.fg * other)))
+
+    def log_ratio_to_fg(self, other: F64, values: npt.NDArray[np.floating]) -> F32:
+        """Log-likelihood ratio log p_other / p_fg of each value (``other`` on this binning)."""
+        lr = np.log(other) - np.log(self.fg)
+        return np.asarray(lr[self._index(values)], dtype=np.float32)
+
     def _index(self, values: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
         scale = (_NBINS - 1) / max(self.hi - self.lo, 1e-6)
         return np.asarray(np.clip(np.rint((values - self.lo) * scale), 0, _NBINS - 1), dtype=np.intp)

@@ -50,7 +50,18 @@ class ClassicOptions:
     reaches that side: the tight box's target touches all four sides; None disables),
     ``graph_cut`` (the box's key slice is labelled by an s-t minimum cut of the
     log-likelihood ratio with contrast-weighted 4-neighbour terms of this strength, the box's
-    outside hard background, instead of thresholding the smoothed ratio; None disables).
+    outside hard background, instead of thresholding the smoothed ratio; None disables),
+    ``neck_cut`` (a negative click on target-like intensity removes the leak it lies in, not a
+    round hole: the positive markers are the mask's deepest part clear of the click's
+    inscribed disk, voxels at least this fraction as deep as that part, instead of everything
+    beyond ``carve_far``; the random walk's side is then cut at the mask's narrowest neck
+    between the click and that part (a watershed of the depth map), without a reach limit;
+    None disables), ``leak_overlap`` (a negative click on target-like intensity whose
+    surroundings' intensity density overlaps the object's foreground density by less than this
+    Bhattacharyya coefficient also removes the part of the mask connected to it that is more
+    likely under the click's density than the object's, at most ``leak_depth`` times the
+    click's depth deep: a leak of another tissue goes whole, not as a round hole; None
+    disables).
     """
 
     smooth_mm: float = 1.0
@@ -79,6 +90,9 @@ class ClassicOptions:
     class_split: float = 1.5
     reach_gap: float | None = 0.05
     graph_cut: float | None = None
+    neck_cut: float | None = None
+    leak_overlap: float | None = 0.6
+    leak_depth: float = 1.2
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

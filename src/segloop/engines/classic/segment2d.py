@@ -18,15 +18,18 @@ from skimage.segmentation import random_walker
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
+from segloop.engines.classic.leak import leak_part
 from segloop.engines.classic.morphology import (
     Crop,
     ball,
     bbox,
     box_cover,
     clean,
+    core_apart,
     disk,
     keep_components,
     largest,
+    neck_side,
     open_disk,
 )
 from segloop.types import BoolArray, Prompts
@@ -338,33 +341,48 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
     neg = disk(c.shape, px, py, max(rho * opts.neg_frac, min(sp)), sp) & c
     xx = (np.arange(c.shape[0])[:, None] - px) * sp[0]
     yy = (np.arange(c.shape[1])[None, :] - py) * sp[1]
+    dist = np.sqrt(xx**2 + yy**2)
+    reach = dist <= (opts.carve_far + 0.5) * rho + 2 * max(sp)
     # positive markers: the mask's deeper core, away from the click
-    far = (np.sqrt(xx**2 + yy**2) > opts.carve_far * rho + max(sp)) & c
+    far = (dist > opts.carve_far * rho + max(sp)) & c
+    core = np.zeros_like(c)
+    if opts.neck_cut is not None:
+        # ... or, to remove the leak and not a hole in it, only the deepest part of the mask
+        # clear of the click's inscribed disk; the cut then goes as far as the leak goes
+        core = core_apart(c, inside, dist, rho, opts.neck_cut) & ~neg
+        if core.any():
+            far, reach = core, np.ones_like(c)
     posm = far.copy()
     for p in pos:
         qx, qy = int(p[0]) - crop.x0, int(p[1]) - crop.y0
         if 0 <= qx < c.shape[0] and 0 <= qy < c.shape[1] and c[qx, qy]:
             posm[qx, qy] = True
     posm &= ~neg
-    reach = np.sqrt(xx**2 + yy**2) <= (opts.carve_far + 0.5) * rho + 2 * max(sp)
     if not posm.any():
         # nothing far from the click: keep the mask's rim as the competing marker, so an
         # inner region bounded by an edge (a filled hole) goes and the outline stays
         posm = c & (inside <= 1.01 * max(sp)) & ~disk(c.shape, px, py, rho, sp)
-    if not posm.any():
-        out = np.zeros((nx, ny), dtype=bool)
-        out[crop.sl] = c & reach
-        return out
     img = ctx.smoothed(z, crop, object_id)
-    markers = np.zeros(c.shape, dtype=np.int32)
-    markers[~c] = -1
-    markers[posm] = 1
-    markers[neg] = 2
-    # a random walk on the image: intensity edges separate, flat regions split by distance
-    scale = 3.0 * max(ctx.noise_level(), 1e-3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # probability-range tolerance notes
-        ws = random_walker(img / scale, markers, beta=1.0, mode="cg", tol=1e-3)
+    if not posm.any():
+        cut = c & reach
+    else:
+        markers = np.zeros(c.shape, dtype=np.int32)
+        markers[~c] = -1
+        markers[posm] = 1
+        markers[neg] = 2
+        # a random walk on the image: intensity edges separate, flat regions split by distance
+        scale = 3.0 * max(ctx.noise_level(), 1e-3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # probability-range tolerance notes
+            ws = random_walker(img / scale, markers, beta=1.0, mode="cg", tol=1e-3)
+        cut = (ws == 2) & reach
+        if core.any():
+            # the random walk's side, cut at the mask's narrowest neck towards its core
+            cut = keep_components(cut, neg) & neck_side(c, inside, neg, posm)
+    if opts.leak_overlap is not None and model is not None:
+        # the click's tissue differs from the object's: the leak of that tissue goes too
+        cut |= leak_part(img, c, inside, neg, (px, py), model, ctx.noise_level(), sp,
+                         opts.leak_overlap, opts.leak_depth)
     out = np.zeros((nx, ny), dtype=bool)
-    out[crop.sl] = (ws == 2) & reach
+    out[crop.sl] = cut
     return out
