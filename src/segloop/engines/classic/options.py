@@ -50,7 +50,13 @@ class ClassicOptions:
     reaches that side: the tight box's target touches all four sides; None disables),
     ``graph_cut`` (the box's key slice is labelled by an s-t minimum cut of the
     log-likelihood ratio with contrast-weighted 4-neighbour terms of this strength, the box's
-    outside hard background, instead of thresholding the smoothed ratio; None disables).
+    outside hard background, instead of thresholding the smoothed ratio; None disables),
+    ``carry_add`` (what a positive click added on its slice is carried on to the further
+    slices, up to the next anchors, by a model of the added tissue against its surroundings,
+    inside the previous slice's addition and at most this many times its area, see
+    ``engines/classic/additions.py``; None disables), ``carry_adjacent`` (with ``carry_add``:
+    carry only an addition that touches the slice's mask before the click, or on an empty
+    slice a neighbouring slice's mask; any number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -79,6 +85,8 @@ class ClassicOptions:
     class_split: float = 1.5
     reach_gap: float | None = 0.05
     graph_cut: float | None = None
+    carry_add: float | None = None
+    carry_adjacent: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
