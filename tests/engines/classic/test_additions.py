@@ -1,5 +1,6 @@
 """The classic engine carries a positive click's addition to the further slices by its own
-intensity evidence (issue 17, options ``carry_add`` and ``carry_adjacent``)."""
+intensity evidence (issue 17, options ``carry_add``, ``carry_from_empty`` and
+``carry_adjacent``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.options import ClassicOptions
 
 
-def _context(img: np.ndarray, **opts: float) -> ClassicContext:
-    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 2.0), ClassicOptions(**opts))
+def _context(img: np.ndarray, **opts: float | None) -> ClassicContext:
+    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 2.0), ClassicOptions(**opts))  # type: ignore[arg-type]
     ctx.sigma_mm[1] = 0.5
     return ctx
 
@@ -49,8 +50,9 @@ def test_a_carried_addition_stays_inside_the_previous_one_and_its_tissue() -> No
 
 
 def test_only_an_addition_next_to_the_object_is_carried_with_carry_adjacent() -> None:
-    """``carry_model``: none without ``carry_add``, none for a change that removed voxels;
-    with ``carry_adjacent``, none for an addition apart from the slice's mask."""
+    """``carry_model``: none without ``carry_add``, none for a change that removed voxels,
+    none from a slice where the object was absent unless ``carry_from_empty``; with
+    ``carry_adjacent``, none for an addition apart from the slice's mask."""
     img = np.full((48, 48, 3), 100.0)
     img[20:30, 20:30, :] = 150.0
     img += np.random.default_rng(12).normal(0.0, 4.0, img.shape)
@@ -60,15 +62,16 @@ def test_only_an_addition_next_to_the_object_is_carried_with_carry_adjacent() ->
     near[20:30, 12:20] = True  # touches the mask
     apart[26:36, 26:36] = True  # three voxels away from it
     nb = [before, before]
-    assert carry_model(_context(img), 1, 1, before, near, nb) is None  # option off
+    assert carry_model(_context(img, carry_add=None), 1, 1, before, near, nb) is None  # option off
     on = _context(img, carry_add=1.0)
     assert carry_model(on, 1, 1, before, near, nb) is not None
     assert carry_model(on, 1, 1, before, apart, nb) is not None
     assert carry_model(on, 1, 1, near, before, nb) is None  # a removal is not carried
-    adj = _context(img, carry_add=1.0, carry_adjacent=1.0)
+    empty = np.zeros_like(before)
+    assert carry_model(on, 1, 1, empty, near & ~before, nb) is None  # the object was absent
+    adj = _context(img, carry_add=1.0, carry_adjacent=1.0, carry_from_empty=1.0)
     assert carry_model(adj, 1, 1, before, near, nb) is not None
     assert carry_model(adj, 1, 1, before, apart, nb) is None
-    empty = np.zeros_like(before)
     assert carry_model(adj, 1, 1, empty, near & ~before, nb) is not None  # beside a neighbour's mask
 
 
@@ -78,7 +81,8 @@ def test_a_positive_click_below_a_missed_stomach_carries_through_z(shared_data: 
     propagation miss the lower slices and part of the wall (Dice 0.765); the first
     simulated click is positive, on slice 5. Re-tracking with the stomach's model carries
     its addition to a few slices (Dice 0.792); carried by its own evidence it reaches on
-    through the slices (Dice 0.846), and what it adds off the clicked slice is target."""
+    through the slices (Dice 0.846, the default ``carry_add=1``), and what it adds off the
+    clicked slice is target."""
     from segloop.engines import drive
     from segloop.engines.classic import ClassicEngine
     from segloop.eval.protocol import box_from_mask, key_slice, next_click
@@ -104,8 +108,8 @@ def test_a_positive_click_below_a_missed_stomach_carries_through_z(shared_data: 
         off[:, :, click.z] = False
         return 2.0 * float((after & truth).sum()) / float(after.sum() + truth.sum()), off
 
-    dice_old, off_old = one_click(ClassicEngine())
-    dice, off = one_click(ClassicEngine(carry_add=1.0))
+    dice_old, off_old = one_click(ClassicEngine(carry_add=None))
+    dice, off = one_click(ClassicEngine())
     assert dice >= 0.83, f"Dice after one click {dice:.3f} (without carrying {dice_old:.3f})"
     assert (off & truth).sum() >= 3 * (off_old & truth).sum()
     assert (off & truth).sum() >= 0.85 * off.sum()

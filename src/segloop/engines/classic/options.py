@@ -54,9 +54,11 @@ class ClassicOptions:
     ``carry_add`` (what a positive click added on its slice is carried on to the further
     slices, up to the next anchors, by a model of the added tissue against its surroundings,
     inside the previous slice's addition and at most this many times its area, see
-    ``engines/classic/additions.py``; None disables), ``carry_adjacent`` (with ``carry_add``:
-    carry only an addition that touches the slice's mask before the click, or on an empty
-    slice a neighbouring slice's mask; any number enables, None disables).
+    ``engines/classic/additions.py``; only from a slice that held the object before the
+    click; None disables), ``carry_from_empty`` (with ``carry_add``: also from a slice where
+    the object was absent; any number enables, None disables), ``carry_adjacent`` (with
+    ``carry_add``: carry only an addition that touches the slice's mask before the click, or
+    on an empty slice a neighbouring slice's mask; any number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -85,7 +87,8 @@ class ClassicOptions:
     class_split: float = 1.5
     reach_gap: float | None = 0.05
     graph_cut: float | None = None
-    carry_add: float | None = None
+    carry_add: float | None = 1.0
+    carry_from_empty: float | None = None
     carry_adjacent: float | None = None
 
     @classmethod
