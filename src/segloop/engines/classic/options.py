@@ -61,7 +61,15 @@ class ClassicOptions:
     Bhattacharyya coefficient also removes the part of the mask connected to it that is more
     likely under the click's density than the object's, at most ``leak_depth`` times the
     click's depth deep: a leak of another tissue goes whole, not as a round hole; None
-    disables).
+    disables),
+    ``carry_add`` (what a positive click added on its slice is carried on to the further
+    slices, up to the next anchors, by a model of the added tissue against its surroundings,
+    inside the previous slice's addition and at most this many times its area, see
+    ``engines/classic/additions.py``; only from a slice that held the object before the
+    click; None disables), ``carry_from_empty`` (with ``carry_add``: also from a slice where
+    the object was absent; any number enables, None disables), ``carry_adjacent`` (with
+    ``carry_add``: carry only an addition that touches the slice's mask before the click, or
+    on an empty slice a neighbouring slice's mask; any number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -93,6 +101,9 @@ class ClassicOptions:
     neck_cut: float | None = None
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
+    carry_add: float | None = 1.0
+    carry_from_empty: float | None = None
+    carry_adjacent: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage as ndi
 
+from segloop.engines.classic.additions import carry_addition, carry_model
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.ends import weakest_link
 from segloop.engines.classic.intensity import IntensityModel
@@ -103,11 +104,14 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     ("from there on"), and a slice where the object had ended picks up tracking again from
     an addition. A click that split slice z (removed a part, kept the rest) also splits the
     removed part's continuation off each further slice (``split_off``), for as long as
-    there is one.
+    there is one. With ``carry_add`` set, what a positive click added is also carried on
+    by its own intensity evidence (``additions.carry_addition``).
     """
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
+    c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z],
+                          [st.mask[:, :, q] for q in (z - 1, z + 1) if 0 <= q < st.mask.shape[2]])
     for direction in (1, -1):
         span = st.span(z, direction)
         if len(span) == 0:
@@ -128,6 +132,7 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         s_rem, s_kept = removed.copy(), cur.copy()
         means = (float(ctx.img[:, :, z][removed].mean()) if splitting else 0.0,
                  float(ctx.img[:, :, z][cur].mean()) if splitting else 0.0)
+        c_prev = added.copy()  # what the click added, carried on (``carry_add``)
         past_end = 0
         if anchor is not None and before.any() and not cur.any():
             # the click emptied its slice: the target ended between the anchor and here,
@@ -168,6 +173,10 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                 new = (old | add_s) & ~rem_s
                 added, removed = add_s, rem_s
                 active = bool(added.any() or removed.any())
+            if c_model is not None and ctx.opts.carry_add is not None and c_prev.any():
+                new = new | carry_addition(ctx, object_id, s, new, c_prev, c_model,
+                                           ctx.opts.carry_add)
+                c_prev = new & ~old
             if splitting and new.any():
                 part = split_off(ctx, s, new, s_rem, s_kept, not outward, means)
                 new = new & ~part
