@@ -365,6 +365,10 @@ def test_structure_names_and_series_description_go_into_the_seg(server: LiveServ
     name.press("Enter")
     page.wait_for_function("() => window.segloop.state.objects[0].name === 'Liver'",
                            timeout=TIMEOUT_MS)
+    # the code the segment gets is shown under the name (the datalist shows it only while open)
+    code_line = page.locator("#objects li[data-object-id='1'] .obj-code")
+    code_line.wait_for(timeout=TIMEOUT_MS)
+    assert code_line.inner_text() == "SCT 10200004 · Anatomical Structure"
     page.fill("#seg-description", "liver, reader 2")
     with page.expect_download(timeout=TIMEOUT_MS) as dl:
         page.click("#btn-download-seg")
@@ -374,4 +378,11 @@ def test_structure_names_and_series_description_go_into_the_seg(server: LiveServ
     assert ds.SeriesDescription == "liver, reader 2"
     code = ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
     assert (code.CodeValue, code.CodeMeaning) == ("10200004", "Liver")
+    # a free name has no code of the list: no line (the export guesses one from its words)
+    name = page.locator("#objects li[data-object-id='1'] input[type=text]")
+    name.fill("reader 2's region")
+    name.press("Enter")
+    page.wait_for_function("() => window.segloop.state.objects[0].name === \"reader 2's region\"",
+                           timeout=TIMEOUT_MS)
+    assert page.locator("#objects li[data-object-id='1'] .obj-code").count() == 0
     assert page.errors == []
