@@ -104,8 +104,8 @@ export function createObjects(ctx) {
       el.className = 'obj-code small muted mono';
       li.appendChild(el);
     }
-    el.textContent = `${t.scheme || 'SCT'} ${t.code} · ${t.category}`;
-    el.title = `SNOMED CT code of “${t.meaning}”: the object's DICOM-SEG segment is coded so`;
+    el.textContent = `${t.scheme || 'SCT'} ${t.code}`;
+    el.title = `SNOMED CT ${t.code} “${t.meaning}” (${t.category}): the code of this object's DICOM-SEG segment`;
   }
 
   /** Query string for a DICOM-SEG download (its SeriesDescription). */
