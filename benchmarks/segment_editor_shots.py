@@ -14,9 +14,15 @@ and keyboard events, against an in-process segloop server, on pyradiomics' brain
 6. sphere brush: ``Shift+B`` and one click (shown in the multiplanar view);
 7. intensity-limited paint: a stroke with the intensity range on;
 8. clean-up and objects: save, remove islands (``Shift+I``) and smooth object 1, then
-   outline mode (``T``) with each object's volume in the list. (Fill between slices is not
-   shot: on this mask the lesion has no empty slice between two of its slices; the browser
-   test ``tests/web/test_tools.py`` fills a cleared gap with ``I``.)
+   outline mode (``T``) with each object's volume in the list;
+9. fill between slices: a new object brushed on two axial slices with three empty slices
+   between them, at another place on the second (the strokes do not overlap), saved
+   (``Ctrl+S``), then ``I``; shown on the sagittal view through both strokes;
+10. terminology: object 1 named from the SNOMED CT list (typed, then picked with the keyboard
+    where the datalist takes it, else the value set as picking it does) and its code shown
+    under the name. Chromium does not draw the datalist's popup headless, so the list itself
+    is not in the shot; nor is Export's *SEG series description*, shown for DICOM uploads
+    only (brain1 is NRRD; ``tests/web/test_tools.py`` exports a SEG with both from a CT).
 
 Slicer itself is not run (it cannot be installed here): docs/web.md puts these next to what
 Slicer's documentation says of its effects. Each PNG is the 1280x800 page scaled to 800x500 and
@@ -121,6 +127,67 @@ def leaking_mask(truth: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     return m, {"top": top, "z": z, "c": (cx, cy), "blob": (bx, by, z)}
 
 
+def fill_between(page: Any, out: Path, c: tuple[int, int], z0: int) -> None:
+    """Step 9: a new object brushed on axial slices ``z0`` and ``z0 + 4`` around ``c``
+    (x, y voxels), saved, then ``I``; the multiplanar view through a filled slice."""
+    cx, cy = c
+    n = len(js(page, "window.segloop.state.objects"))
+    page.keyboard.press("a")  # the new object is the current one once listed
+    page.wait_for_function(f"""() => {{ const s = window.segloop.state;
+        return s.objects.length > {n} && s.currentObject === s.objects.at(-1).object_id; }}""")
+    page.keyboard.press("d")
+    set_size(page, 11)
+    js(page, f"window.segloop.setSlice({z0}, 2)")
+    stroke(page, (cx - 18, cy - 12), (cx + 12, cy - 12))
+    js(page, f"window.segloop.setSlice({z0 + 4}, 2)")
+    stroke(page, (cx - 8, cy + 8), (cx + 18, cy + 16))
+    v = version(page)
+    page.keyboard.press("Control+s")
+    next_version(page, v)
+    v = version(page)
+    page.keyboard.press("i")
+    if next_version(page, v, 60_000):
+        page.wait_for_function("() => document.querySelector('#message').textContent"
+                               ".startsWith('Filled between')")
+        print(f"  {page.locator('#message').inner_text()}", flush=True)
+    # sagittal through both strokes: slices z0 and z0 + 4 as brushed, the three between filled
+    page.locator(f"#objects li[data-object-id='{n + 1}']").scroll_into_view_if_needed()
+    js(page, f"window.segloop.setSlice({z0 + 2}, 2)")
+    js(page, f"window.segloop.setSlice({cy}, 1)")
+    page.keyboard.press("3")
+    js(page, f"window.segloop.setSlice({cx}, 0)")
+    time.sleep(1)
+    shot(page, out, "9_fill_between")
+    page.keyboard.press("1")
+
+
+def terminology(page: Any, out: Path, z: int, structure: str = "Lesion") -> None:
+    """Step 10: object 1 named ``structure`` from the SNOMED CT list; the object's row shows
+    the code its DICOM-SEG segment gets; axial slice ``z`` shown."""
+    js(page, f"window.segloop.setSlice({z}, 2)")
+    page.wait_for_function("() => document.querySelectorAll('#structures option').length > 0",
+                           timeout=WAIT_MS)
+    name = page.locator("#objects li[data-object-id='1'] input[type=text]")
+    name.click()
+    name.press("Control+a")
+    page.keyboard.type(structure[:4])
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    picked = name.input_value() == structure
+    if not picked:  # the datalist's popup is not there headless: the value it would set
+        name.fill(structure)
+        name.press("Enter")
+    print(f"  name {structure!r} {'picked with the keyboard' if picked else 'set'}", flush=True)
+    page.wait_for_function(f"() => window.segloop.state.objects[0].name === {structure!r}",
+                           timeout=WAIT_MS)
+    page.wait_for_selector("#objects li[data-object-id='1'] .obj-code", timeout=WAIT_MS)
+    page.click("#objects li[data-object-id='1'] .badge")  # selected: the page says its name
+    page.wait_for_function("() => window.segloop.state.currentObject === 1")
+    code = page.locator("#objects li[data-object-id='1'] .obj-code").inner_text()
+    print(f"  code line: {code!r}", flush=True)
+    shot(page, out, "10_terminology")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
@@ -209,7 +276,7 @@ def main() -> None:
             stroke(page, (cx - 40, cy), (cx + 40, cy))
             shot(page, a.out, "7_paint_intensity_range")
             page.uncheck("#paint-range")
-            # 8. save, fill between slices, remove islands, smooth; outline mode and volumes
+            # 8. save, remove islands, smooth; outline mode and volumes
             v = version(page)
             page.keyboard.press("Control+s")
             next_version(page, v)
@@ -226,6 +293,9 @@ def main() -> None:
             js(page, f"window.segloop.setSlice({z})")
             page.wait_for_selector("#objects li .measure", timeout=WAIT_MS)
             shot(page, a.out, "8_cleanup_outline_measures")
+            page.keyboard.press("t")  # filled again
+            fill_between(page, a.out, (cx + 95, cy), z - 6)
+            terminology(page, a.out, z)
             browser.close()
         server.should_exit = True
     print(f"done in {time.monotonic() - t0:.0f} s; page errors: {errors}", flush=True)

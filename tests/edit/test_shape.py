@@ -36,6 +36,21 @@ def test_fill_between_interpolates_radius_and_centre() -> None:
     assert (out[30:, 30:, :] == 1).all()
 
 
+def test_fill_between_carries_a_shape_that_moved_across_the_gap() -> None:
+    """Two strokes that do not overlap (the structure moved between the drawn slices): the
+    slices between hold the same shape on the line between them, not nothing."""
+    lab = np.zeros((60, 60, 5), np.uint8)
+    lab[10:40, 10:18, 0] = 2  # a 30x8 bar
+    lab[20:50, 30:38, 4] = 2  # the same bar moved by (10, 20) voxels, no overlap
+    out, added = fill_between(lab, 2)
+    for z in (1, 2, 3):
+        m = out[:, :, z] == 2
+        assert abs(int(m.sum()) - 240) <= 40, (z, int(m.sum()))
+        cx, cy = np.argwhere(m).mean(axis=0)
+        assert abs(cx - (24.5 + 2.5 * z)) < 1 and abs(cy - (13.5 + 5 * z)) < 1, (z, cx, cy)
+    assert added == sum(int((out[:, :, z] == 2).sum()) for z in (1, 2, 3))
+
+
 def test_fill_between_needs_two_slices() -> None:
     lab = np.zeros((10, 10, 5), np.uint8)
     lab[2:5, 2:5, 2] = 1

@@ -5,8 +5,9 @@ A leaking propagation is made by adding what a leaking engine produces to a real
 separate blob sits beside it on three slices, a stray region on one slice. The test fixes it
 the way an annotator would, with the keyboard and the mouse (stop here, Shift+click remove in
 3D, a − point + Refine), and checks that the mask is then exactly the propagation again. Then
-the painting constraints, the sphere brush, fill between slices, objects (hide, outline, lock,
-measurements), opening a mask file and deleting the job.
+the painting constraints, the sphere brush, fill between slices (a cleared gap, and two
+brushed slices that do not overlap), objects (hide, outline, lock, measurements), opening a
+mask file and deleting the job.
 """
 
 from __future__ import annotations
@@ -303,6 +304,40 @@ def test_paint_constraints_objects_and_measurements(server: LiveServer, page: An
     assert page.errors == []
 
 
+def test_fill_between_two_brushed_slices_that_do_not_overlap(server: LiveServer, page: Any
+                                                              ) -> None:
+    """Brush a bar on axial slice 10 and the bar moved sideways on slice 14 (they do not
+    overlap: the structure moved), save, ``I``: slices 11..13 hold the bar between the two."""
+    url = server.url
+    src = need_data() / "pyradiomics" / "brain1_image.nrrd"
+    job = httpx.post(f"{url}/api/v1/jobs", files={"file": (src.name, src.read_bytes())},
+                     timeout=60).json()["job_id"]
+    _open_job(page, url, job, version=0)
+    page.keyboard.press("d")
+    set_size(page, 7)
+    for z, (a, b) in ((10, ((150, 90), (180, 90))), (14, ((160, 115), (190, 115)))):
+        js(page, f"window.segloop.setSlice({z}, 2)")
+        page.mouse.move(*js(page, f"window.segloop.voxelToClient({a[0]}, {a[1]})"))
+        page.mouse.down()
+        page.mouse.move(*js(page, f"window.segloop.voxelToClient({b[0]}, {b[1]})"), steps=12)
+        page.mouse.up()
+    page.keyboard.press("Control+s")
+    wait_version(page, 1)
+    drawn = labels(url, job) == 1
+    assert [k for k in range(drawn.shape[2]) if drawn[:, :, k].any()] == [10, 14]
+    page.keyboard.press("i")
+    wait_version(page, 2)
+    page.wait_for_function("() => document.querySelector('#message').textContent"
+                           ".startsWith('Filled between slices')", timeout=TIMEOUT_MS)
+    filled = labels(url, job) == 1
+    area = drawn[:, :, 10].sum()
+    for k in (11, 12, 13):
+        assert abs(int(filled[:, :, k].sum()) - area) < 0.25 * area, k
+        y = np.argwhere(filled[:, :, k]).mean(axis=0)[1]
+        assert 90 + 25 * (k - 10) / 4 - 2 < y < 90 + 25 * (k - 10) / 4 + 2, (k, y)
+    assert page.errors == []
+
+
 def test_open_a_mask_file_and_delete_the_job(server: LiveServer, page: Any,
                                              tmp_path: Path) -> None:
     url = server.url
@@ -365,6 +400,11 @@ def test_structure_names_and_series_description_go_into_the_seg(server: LiveServ
     name.press("Enter")
     page.wait_for_function("() => window.segloop.state.objects[0].name === 'Liver'",
                            timeout=TIMEOUT_MS)
+    # the code the segment gets is shown under the name (the datalist shows it only while open)
+    code_line = page.locator("#objects li[data-object-id='1'] .obj-code")
+    code_line.wait_for(timeout=TIMEOUT_MS)
+    assert code_line.inner_text() == "SCT 10200004"
+    assert "Anatomical Structure" in (code_line.get_attribute("title") or "")
     page.fill("#seg-description", "liver, reader 2")
     with page.expect_download(timeout=TIMEOUT_MS) as dl:
         page.click("#btn-download-seg")
@@ -374,4 +414,11 @@ def test_structure_names_and_series_description_go_into_the_seg(server: LiveServ
     assert ds.SeriesDescription == "liver, reader 2"
     code = ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
     assert (code.CodeValue, code.CodeMeaning) == ("10200004", "Liver")
+    # a free name has no code of the list: no line (the export guesses one from its words)
+    name = page.locator("#objects li[data-object-id='1'] input[type=text]")
+    name.fill("reader 2's region")
+    name.press("Enter")
+    page.wait_for_function("() => window.segloop.state.objects[0].name === \"reader 2's region\"",
+                           timeout=TIMEOUT_MS)
+    assert page.locator("#objects li[data-object-id='1'] .obj-code").count() == 0
     assert page.errors == []

@@ -10,7 +10,8 @@
 // there are unsaved brush/eraser strokes they are computed in the browser from the painted
 // bitmap (measure.js) and marked "unsaved", a moment after each stroke.
 // Object names are offered from GET /api/v1/terminology (SNOMED CT structures): a name picked
-// there gives the DICOM-SEG segment that code; the SEG's SeriesDescription is typed in Export.
+// there gives the DICOM-SEG segment that code, shown under the object's name (the datalist only
+// shows it while picking); the SEG's SeriesDescription is typed in Export.
 // viewer.js calls the hooks of the object returned by createObjects(ctx).
 
 import { measureBitmap } from './measure.js';
@@ -65,10 +66,11 @@ export function createObjects(ctx) {
 
   /** The structure names (SNOMED CT meanings) offered when naming an object; once. */
   let termsLoaded = false;
+  let terms = []; // the structures offered: {meaning, code, scheme, category, keyword}
   async function loadTerms() {
     if (termsLoaded) return;
     termsLoaded = true;
-    const terms = await api.getJSON('/api/v1/terminology?limit=200');
+    terms = await api.getJSON('/api/v1/terminology?limit=200');
     const dl = $('#structures');
     for (const t of terms) {
       const o = document.createElement('option');
@@ -76,6 +78,34 @@ export function createObjects(ctx) {
       o.label = `${t.category === 'Anatomical Structure' ? '' : `${t.category}: `}SCT ${t.code}`;
       dl.appendChild(o);
     }
+    for (const li of document.querySelectorAll('#objects li')) {
+      const o = S.objects.find((x) => x.object_id === Number(li.dataset.objectId));
+      if (o) showCode(li, o);
+    }
+  }
+
+  /** The offered structure an object's name means (its meaning or keyword, any case), as the
+   * server matches it for the DICOM-SEG; null for a free name (the export guesses a code). */
+  function structureOf(name) {
+    const low = (name || '').trim().toLowerCase();
+    return terms.find((t) => low && (t.meaning.toLowerCase() === low || t.keyword.toLowerCase() === low)) || null;
+  }
+
+  /** The line under an object's name with the code its DICOM-SEG segment gets (none: no line). */
+  function showCode(li, o) {
+    const t = structureOf(o.name);
+    let el = li.querySelector('.obj-code');
+    if (!t) {
+      if (el) el.remove();
+      return;
+    }
+    if (!el) {
+      el = document.createElement('div');
+      el.className = 'obj-code small muted mono';
+      li.appendChild(el);
+    }
+    el.textContent = `${t.scheme || 'SCT'} ${t.code}`;
+    el.title = `SNOMED CT ${t.code} “${t.meaning}” (${t.category}): the code of this object's DICOM-SEG segment`;
   }
 
   /** Query string for a DICOM-SEG download (its SeriesDescription). */
@@ -188,6 +218,7 @@ export function createObjects(ctx) {
     });
     line.append(meas, op);
     li.appendChild(line);
+    showCode(li, o);
   }
 
   function toggleHidden(id) {
