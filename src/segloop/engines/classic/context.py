@@ -23,7 +23,8 @@ class ClassicContext:
     """The image ``(X, Y, Z)`` float32 on the canonical grid, in-plane spacing ``sp`` and slice
     spacing ``sz`` (mm), the options, and per object: ``models`` (its intensity model),
     ``scale`` (its equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising
-    sigma) and ``support`` (the intensity range of its key slice, see :meth:`set_support`)."""
+    sigma), ``support`` (the intensity range of its key slice, see :meth:`set_support`) and
+    ``jump_cut`` (the slices where a propagation ended it at a jump, ``ends.JumpWatch``)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
         self.img = img
@@ -37,6 +38,7 @@ class ClassicContext:
         self.support: dict[int, tuple[float, float]] = {}
         self.typical: dict[int, tuple[float, float]] = {}
         self.pad_in_target: set[int] = set()
+        self.jump_cut: dict[int, set[int]] = {}
         self._noise: float | None = None
         self._pad_value: float | None = None
         self._pad_checked = False

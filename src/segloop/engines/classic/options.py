@@ -69,7 +69,13 @@ class ClassicOptions:
     click; None disables), ``carry_from_empty`` (with ``carry_add``: also from a slice where
     the object was absent; any number enables, None disables), ``carry_adjacent`` (with
     ``carry_add``: carry only an addition that touches the slice's mask before the click, or
-    on an empty slice a neighbouring slice's mask; any number enables, None disables).
+    on an empty slice a neighbouring slice's mask; any number enables, None disables),
+    ``jump_frac`` (propagation from a box or mask: where more than this fraction of a slice's
+    mask, or of the previous slice's, lies farther from the other than ``jump_mm`` times the
+    slice spacing (mm, in plane), the mask has jumped; when a slice from the jump on then
+    exceeds ``jump_regrow`` times the area of the slice before the jump, a new object has
+    replaced the tracked one and the target ends before the jump, see
+    ``engines/classic/ends.py``; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -104,6 +110,9 @@ class ClassicOptions:
     carry_add: float | None = 1.0
     carry_from_empty: float | None = None
     carry_adjacent: float | None = None
+    jump_frac: float | None = None
+    jump_mm: float = 1.0
+    jump_regrow: float = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

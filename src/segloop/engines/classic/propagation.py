@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from segloop.engines.classic.additions import carry_addition, carry_model
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.ends import weakest_link
+from segloop.engines.classic.ends import JumpWatch, jump_fraction, weakest_link
 from segloop.engines.classic.intensity import IntensityModel
 from segloop.engines.classic.morphology import (
     Crop,
@@ -43,10 +43,13 @@ def span_total(state: SessionState, z: int, object_id: int) -> int:
 def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: int,
                    offset: int = 0) -> Iterator[SliceResult]:
     """Fill the slices from z to the next anchors (both directions), tracking slice by slice;
-    an emptied slice ends the object in that direction."""
+    an emptied slice ends the object in that direction. With ``jump_frac`` set, a jump of
+    the mask followed by a regrowth (``ends.JumpWatch``: a new object replacing the tracked
+    one) ends it before the jump; slices from a pending jump on are yielded once settled."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
+    opts = ctx.opts
     for direction in (1, -1):
         span = st.span(z, direction)
         if len(span) == 0:
@@ -56,21 +59,45 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
         model = ctx.models.get(object_id)
         anchor_area = int(prev.sum())
         low = anchor_area
+        watch = None
+        if opts.jump_frac is not None:
+            watch = JumpWatch(opts.jump_frac, opts.jump_mm * ctx.sz, opts.jump_regrow, ctx.sp)
+            watch.step(prev)
+        held: list[int] = []  # slices computed, not yet yielded (from a pending jump on)
         for s in span:
             if stopped or model is None:
                 new = np.zeros(ctx.shape[:2], dtype=bool)
             else:
                 new, model = track(ctx, object_id, s, s - direction, prev, model,
-                                   area_limit(ctx.opts, anchor_area, low))
-                if ctx.opts.end_frac is not None and new.sum() < ctx.opts.end_frac * anchor_area:
+                                   area_limit(opts, anchor_area, low))
+                if opts.end_frac is not None and new.sum() < opts.end_frac * anchor_area:
                     new = np.zeros_like(new)  # the target has ended (see ClassicOptions)
                 if not new.any():
                     stopped = True
                 low = min(low, int(new.sum()))
             st.mask[:, :, s] = new
             prev = new
+            held.append(s)
+            ready = len(held)
+            if watch is not None and not stopped:
+                cut = watch.step(new)
+                if cut is not None:
+                    # a new object replaced the tracked one: the target ended before the jump
+                    for q in held[len(held) - 1 - (watch.position - cut):]:
+                        st.mask[:, :, q] = False
+                    ctx.jump_cut.setdefault(object_id, set()).update(span[span.index(s):])
+                    ctx.jump_cut[object_id].update(held[len(held) - 1 - (watch.position - cut):])
+                    stopped = True
+                first = watch.settled()
+                if first is not None and not stopped:
+                    ready -= 1 + watch.position - first  # held[-1] is at watch.position
+            for q in held[:ready]:
+                done += 1
+                yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
+            held = held[ready:]
+        for q in held:
             done += 1
-            yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
+            yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
 
 
 def area_limit(opts: ClassicOptions, anchor_area: int, low: int) -> float | None:
@@ -166,8 +193,15 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     active = False
                     tracked = old
                 if outward and not old.any() and added.any() and not removed.any():
-                    # the object had ended here: an addition resumes the tracking
+                    # the object had ended here: an addition resumes the tracking, but not
+                    # across a jump of the mask onto slices that a jump had ended (with
+                    # ``jump_frac``: the tracking sliding onto the neighbour again)
                     add_s, rem_s = tracked, np.zeros_like(old)
+                    if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
+                            and prev.any() and tracked.any() and \
+                            jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \
+                            > ctx.opts.jump_frac:
+                        add_s = np.zeros_like(old)
                 else:
                     add_s, rem_s = delta_step(ctx, old, tracked, added, removed, fade=not outward)
                 new = (old | add_s) & ~rem_s
