@@ -66,3 +66,42 @@ def test_a_save_merges_the_stroke_onto_a_version_made_meanwhile(
     vs = httpx.get(f"{url}/api/v1/jobs/{job}/versions", timeout=30).json()
     assert [v["version"] for v in vs] == [1, 2, 3]
     assert page.errors == []
+
+
+def test_where_both_changed_a_voxel_the_pages_edit_wins(server: LiveServer, page: Any) -> None:
+    url = server.url
+    job = upload(server, CT)
+    v1 = _put_block(url, job)
+    open_job(page, server, job)
+    wait_version(page, 1)
+    page.keyboard.press("e")
+    js(page, "window.segloop.setSlice(11)")
+    stroke(page, 50, 35, 65)  # erase a band across the block
+    mine = bitmap(page)
+    erased = (v1 == 1) & (mine == 0)
+    assert erased[:, :, 11].sum() > 10 and erased.sum() == erased[:, :, 11].sum()
+
+    # meanwhile an API client relabels the block on slice 11 as object 2 (no base_version)
+    r = httpx.post(f"{url}/api/v1/jobs/{job}/objects", json={"name": "other", "label_value": 2},
+                   timeout=30)
+    assert r.status_code == 201, r.text
+    r = httpx.get(f"{url}/api/v1/jobs/{job}/volume", timeout=60)
+    img: Any = nib.Nifti1Image.from_bytes(r.content)
+    theirs = v1.copy()
+    theirs[:, :, 11][theirs[:, :, 11] == 1] = 2
+    body = gzip.compress(nib.Nifti1Image(theirs, img.affine).to_bytes())
+    assert httpx.put(f"{url}/api/v1/jobs/{job}/mask", content=body, timeout=60).json()[
+        "version"] == 2
+    page.keyboard.press("Control+s")
+    wait_version(page, 3)
+
+    saved = labels(url, job)
+    assert (saved[erased] == 0).all(), "the page's erase did not win"
+    kept = (v1[:, :, 11] == 1) & ~erased[:, :, 11]
+    assert (saved[:, :, 11][kept] == 2).all(), "the other version's relabel was lost"
+    assert np.array_equal(saved[:, :, [8, 9, 10, 12]], v1[:, :, [8, 9, 10, 12]])
+    n = int(erased.sum())
+    page.wait_for_function(
+        f"() => /onto version 2 made meanwhile \\({n} voxels changed by both: yours kept\\)/"
+        ".test(document.querySelector('#message').textContent)", timeout=TIMEOUT_MS)
+    assert page.errors == []

@@ -2,7 +2,9 @@
 //
 // The mask is NiiVue's drawing bitmap: its colours (one per object), a version loaded into it,
 // propagated slices painted as they arrive, and the unsaved brush/eraser strokes: their draft
-// (drafts.js), undo/redo buttons and saving them as a new version.
+// (drafts.js), undo/redo buttons and saving them as a new version. A save names the version the
+// drawing was painted on (S.version, whose labels are S.saved); when another one became current
+// meanwhile the server answers 409 and the page rebases its changed voxels onto it (docs/web.md).
 
 import * as api from './api.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
