@@ -98,3 +98,28 @@ def test_two_saves_on_the_same_base_one_wins_the_other_is_a_409(
     now, n = _current(client, jid)
     assert n == 2 and now[:, :, 8:13].any()  # version 1's object is still there
     assert now[15, 15, 3] != now[15, 15, 20]  # one writer's block, not both
+
+
+def test_two_edits_on_the_same_version_one_wins_the_other_is_a_409(
+        client: TestClient, data: Path) -> None:
+    """``POST .../edit`` checks base_version, then reads, edits and stores: the store's own
+    check keeps a second edit on the same version from undoing the first."""
+    jid, lab, _ = _job(client, data)
+    start = threading.Barrier(2)
+    codes: list[int] = []
+
+    def edit(z: int) -> None:
+        start.wait()
+        codes.append(client.post(f"/api/v1/jobs/{jid}/edit", json={
+            "op": "clear-slices", "object_id": 1, "first_slice": z, "last_slice": z,
+            "base_version": 1}).status_code)
+
+    threads = [threading.Thread(target=edit, args=(z,)) for z in (9, 11)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(codes) == [200, 409], codes
+    assert _versions(client, jid) == [1, 2]
+    now, _ = _current(client, jid)
+    assert int(now[:, :, 8:13].any(axis=(0, 1)).sum()) == 4  # one slice cleared, not both
