@@ -104,7 +104,7 @@ def test_two_edits_on_the_same_version_one_wins_the_other_is_a_409(
         client: TestClient, data: Path) -> None:
     """``POST .../edit`` checks base_version, then reads, edits and stores: the store's own
     check keeps a second edit on the same version from undoing the first."""
-    jid, lab, _ = _job(client, data)
+    jid, _, _ = _job(client, data)
     start = threading.Barrier(2)
     codes: list[int] = []
 
