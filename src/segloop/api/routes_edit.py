@@ -177,7 +177,10 @@ def edit_router() -> APIRouter:
                                   _spacing(svc, job_id))
             if changed == 0:
                 return {"job_id": job_id, "version": n, "changed": 0, "op": body.op.value}
-            v = svc.store.edit_mask(job_id, who, new, source=f"edit:{body.op.value}")
+            # stored only if version n (what the edit was applied to) is still current: an
+            # edit stored meanwhile is not undone by this one (409 instead)
+            v = svc.store.edit_mask(job_id, who, new, source=f"edit:{body.op.value}",
+                                    expect_version=n)
             return {"job_id": job_id, "version": v, "changed": changed, "op": body.op.value}
 
         out = await run_in_threadpool(run)

@@ -228,7 +228,11 @@ def jobs_router() -> APIRouter:
     @r.put("/{job_id}/mask", response_model=MaskVersionOut,
            summary="Upload an edited label map (NIfTI, canonical or source grid; "
                  "a 2D job also takes a PNG of the picture's size) or a DICOM-SEG")
-    async def put_mask(job_id: str, request: Request, svc: Svc, who: Who) -> MaskVersionOut:
+    async def put_mask(job_id: str, request: Request, svc: Svc, who: Who,
+                       base_version: Version | None = None) -> MaskVersionOut:
+        """``base_version``: the version the label map was made on; when another version is
+        current by the time it is stored, 409 and nothing is stored (without it, the upload
+        simply becomes the newest version)."""
         job = await run_in_threadpool(svc.store.get_job, job_id, who)
         data = await read_small_body(request, min(svc.settings.max_upload_bytes,
                                                   svc.settings.max_volume_bytes))
@@ -238,16 +242,17 @@ def jobs_router() -> APIRouter:
             if files.is_dicom(data) and not job.image2d:  # a DICOM-SEG: placed by position
                 labels, names = files.read_seg_upload(data, can, svc.settings.tmp_dir,
                                                       svc.source_volume(job))
-                n = svc.store.edit_mask(job_id, who, labels, source="import:dicom-seg")
+                n = svc.store.edit_mask(job_id, who, labels, source="import:dicom-seg",
+                                        expect_version=base_version)
                 name_objects(svc, who, job_id, names)
                 return n
             if job.image2d:  # a PNG of the picture's size, or the canonical NIfTI
                 labels = files.read_mask_upload_2d(data, can)
-                return svc.store.edit_mask(job_id, who, labels)
+                return svc.store.edit_mask(job_id, who, labels, expect_version=base_version)
             src = None if job.source_shape == job.shape and can.is_canonical() and \
                 job.source_format == "nifti" else svc.source_volume(job)
             labels = files.read_mask_upload(data, can, src)
-            return svc.store.edit_mask(job_id, who, labels)
+            return svc.store.edit_mask(job_id, who, labels, expect_version=base_version)
 
         n = await run_in_threadpool(parse_and_store)
         svc.bus.publish(job_id, {"type": "version", "job_id": job_id, "version": n,

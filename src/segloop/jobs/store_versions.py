@@ -51,6 +51,13 @@ class _Flush(threading.Thread):
             raise self.error
 
 
+def _stale(current: int, base: int) -> ConflictError:
+    """The 409 of a write made on a version that is no longer current."""
+    return ConflictError(
+        f"the mask changed meanwhile: version {current} is current, this edit was made on "
+        f"version {base}; load version {current} and apply the edit again")
+
+
 class VersionStore(TaskStore):
     """Mask versions of a job."""
 
@@ -69,15 +76,20 @@ class VersionStore(TaskStore):
 
     def add_version(self, job_id: str, labels: np.ndarray[Any, Any], *, author: str, source: str,
                     replay: list[dict[str, Any]], engine: str | None = None,
-                    task_id: str | None = None, finish: bool = False) -> int:
+                    task_id: str | None = None, finish: bool = False,
+                    expect_version: int | None = None) -> int:
         """Store a new label map version and make it current; returns its number.
 
         With ``finish`` the task ``task_id`` is marked succeeded in the same transaction.
+        With ``expect_version`` the version is stored only if that version is still the
+        current one (checked under the job's lock, so two writers on the same base cannot
+        both succeed); otherwise :class:`ConflictError` and nothing is stored.
         """
         data = files.encode_labels(labels)
         with self.engine.begin() as conn:
             n, flush = self._add_version(conn, job_id, data, author=author, source=source,
-                                         replay=replay, engine=engine, task_id=task_id)
+                                         replay=replay, engine=engine, task_id=task_id,
+                                         expect_version=expect_version)
             try:
                 if finish and task_id is not None:
                     self._finish_core(conn, task_id, TaskState.SUCCEEDED, None, n)
@@ -115,18 +127,22 @@ class VersionStore(TaskStore):
 
     def _add_version(self, conn: Connection, job_id: str, data: bytes, *, author: str,
                      source: str, replay: list[dict[str, Any]], engine: str | None,
-                     task_id: str | None) -> tuple[int, _Flush]:
+                     task_id: str | None, expect_version: int | None = None
+                     ) -> tuple[int, _Flush]:
         """Inside a transaction: lock the job (its row is updated first, so concurrent writers
-        of one job queue here), number the version, start writing its file, record it as
-        current. Returns the number and the file's write, which the caller must
-        :meth:`~_Flush.wait` for before the transaction ends (on every path: the commit must
-        not come before the file is durable, nor a retry race an abandoned write)."""
+        of one job queue here), check that ``expect_version`` (if given) is still current,
+        number the version, start writing its file, record it as current. Returns the number
+        and the file's write, which the caller must :meth:`~_Flush.wait` for before the
+        transaction ends (on every path: the commit must not come before the file is durable,
+        nor a retry race an abandoned write)."""
         h = _hot()
         now = utcnow()
         nums = conn.execute(h.lock_job, {"jid": job_id, "p_now": now}).first()
         if nums is None:
             raise NotFoundError(f"job {job_id} was deleted")
         parent, n = int(nums.current_version or 0), int(nums.top or 0) + 1
+        if expect_version is not None and parent != expect_version:
+            raise _stale(parent, expect_version)
         rel = f"versions/v{n:04d}.npz"
         replay = [dict(op, version=n) if op.get("op") == "set_mask" and op.get("version")
                   is None else op for op in replay]
@@ -168,13 +184,18 @@ class VersionStore(TaskStore):
             return [VersionRecord.from_row(v, job.current_version) for v in rows]
 
     def edit_mask(self, job_id: str, who: Principal, labels: np.ndarray[Any, Any],
-                  source: str = "edit") -> int:
+                  source: str = "edit", expect_version: int | None = None) -> int:
         """Store a user's edited label map (canonical) as a new version (``source``: what made
-        it, e.g. ``edit`` or ``edit:remove-region``)."""
+        it, e.g. ``edit`` or ``edit:remove-region``). ``expect_version``: the version the
+        edit was made on; when another version is current by the time it is stored,
+        :class:`ConflictError` (409) and nothing is stored (a compare-and-set under the job's
+        lock, see :meth:`add_version`)."""
         with self.sessions.begin() as s:
             job = self._job(s, job_id, who)
             if tuple(labels.shape) != tuple(job.shape):
                 raise InputError(f"mask shape {labels.shape} != volume shape {tuple(job.shape)}")
+            if expect_version is not None and job.current_version != expect_version:
+                raise _stale(job.current_version, expect_version)  # early: no objects made
             for val in np.unique(labels):
                 if val == 0:
                     continue
@@ -192,7 +213,7 @@ class VersionStore(TaskStore):
         objects = self.object_labels(job_id)
         replay: list[dict[str, Any]] = [{"op": "set_mask", "version": None, "objects": objects}]
         n = self.add_version(job_id, labels.astype(np.uint8), author=who.name, source=source,
-                             replay=replay)
+                             replay=replay, expect_version=expect_version)
         self.audit(who.name, "edit", job_id, version=n, source=source)
         return n
 

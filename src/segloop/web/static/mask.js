@@ -2,7 +2,9 @@
 //
 // The mask is NiiVue's drawing bitmap: its colours (one per object), a version loaded into it,
 // propagated slices painted as they arrive, and the unsaved brush/eraser strokes: their draft
-// (drafts.js), undo/redo buttons and saving them as a new version.
+// (drafts.js), undo/redo buttons and saving them as a new version. A save names the version the
+// drawing was painted on (S.version, whose labels are S.saved); when another one became current
+// meanwhile the server answers 409 and the page rebases its changed voxels onto it (docs/web.md).
 
 import * as api from './api.js';
 import { decodeRle, gzip, readLabelNifti, writeLabelNifti } from './nifti.js';
@@ -40,20 +42,22 @@ export function showLabels(data) {
   S.strokes = new StrokeHistory(nv.drawBitmap);
 }
 
-export async function loadVersion(n) {
+/** A version's label map on the canonical grid and its number (`n` null: the current one). */
+async function fetchVersion(n) {
   const nvox = S.dims[0] * S.dims[1] * S.dims[2];
-  let data;
-  if (!n) {
-    data = new Uint8Array(nvox);
-  } else {
-    const url = api.jobUrl(S.job.job_id, `/result?format=nii.gz&grid=canonical&version=${n}`);
-    const resp = await api.request('GET', url);
-    const nii = await readLabelNifti(await resp.arrayBuffer());
-    if (nii.data.length !== nvox) {
-      throw new Error(`mask grid ${nii.dims.join('x')} does not match the volume ${S.dims.join('x')}`);
-    }
-    data = nii.data;
+  if (n === 0) return { data: new Uint8Array(nvox), version: 0 };
+  const q = n === null ? '' : `&version=${n}`;
+  const resp = await api.request('GET', api.jobUrl(S.job.job_id, `/result?format=nii.gz&grid=canonical${q}`));
+  const version = Number(resp.headers.get('X-Mask-Version') || n || 0);
+  const nii = await readLabelNifti(await resp.arrayBuffer());
+  if (nii.data.length !== nvox) {
+    throw new Error(`mask grid ${nii.dims.join('x')} does not match the volume ${S.dims.join('x')}`);
   }
+  return { data: nii.data, version };
+}
+
+export async function loadVersion(n) {
+  const { data } = await fetchVersion(n || 0);
   S.version = n;
   S.saved = data.slice();
   showLabels(data);
@@ -134,23 +138,66 @@ export function updateUndoRedo() {
   document.body.dataset.strokes = String(strokes);
 }
 
-export async function saveEdits() {
-  if (!S.job || !nv.drawBitmap) return;
+/** PUT the drawing as a new version made on `base`; its number. A 409 (another version became
+ * current meanwhile) is thrown with its status, for saveEdits to rebase. */
+async function putDrawing(base) {
   const hdr = nv.back.hdr;
   const nii = writeLabelNifti(nv.drawBitmap, S.dims, hdr.affine, hdr.pixDims.slice(1, 4));
-  setState('busy', 'saving');
-  const resp = await api.request('PUT', api.jobUrl(S.job.job_id, '/mask'), {
+  const resp = await api.request('PUT', api.jobUrl(S.job.job_id, `/mask?base_version=${base}`), {
     body: await gzip(nii), headers: { 'Content-Type': 'application/octet-stream' },
   });
-  const out = await resp.json();
-  S.version = out.version;
+  return (await resp.json()).version;
+}
+
+/** Move the unsaved edits onto the current version (made meanwhile by someone else, a tab,
+ * an API edit or a task): the voxels this page changed since its base (drawing vs S.saved)
+ * are laid over the current version; where both changed a voxel, this page's edit wins.
+ * Returns the new base's number and how many voxels both had changed. */
+async function rebase() {
+  const cur = await fetchVersion(null);
+  const bm = nv.drawBitmap;
+  const base = S.saved;
+  const theirs = cur.data;
+  let both = 0;
+  for (let i = 0; i < bm.length; i++) {
+    if (bm[i] === base[i]) bm[i] = theirs[i];
+    else if (theirs[i] !== base[i] && theirs[i] !== bm[i]) both += 1;
+  }
+  nv.refreshDrawing(true);
+  S.version = cur.version;
+  S.saved = theirs.slice();
+  S.strokes = new StrokeHistory(bm); // the merged drawing is what Ctrl+Z starts from
+  await syncObjects().catch((e) => console.warn(e)); // objects the other version added
+  return { version: cur.version, both };
+}
+
+export async function saveEdits() {
+  if (!S.job || !nv.drawBitmap) return;
+  setState('busy', 'saving');
+  let merged = null;
+  let version;
+  for (let tries = 1; ; tries++) {
+    try {
+      version = await putDrawing(S.version);
+      break;
+    } catch (e) {
+      if (e.status !== 409 || tries >= 3) throw e;
+      merged = await rebase();
+    }
+  }
+  S.version = version;
   S.saved = nv.drawBitmap.slice();
   S.strokes = new StrokeHistory(nv.drawBitmap);
   markDirty(false);
   drafts.forget();
-  document.body.dataset.version = String(out.version);
+  document.body.dataset.version = String(version);
   if (OBJ) OBJ.refreshMeasures().catch((e) => console.warn(e));
-  message(`Edits saved as version ${out.version}`, 'ok');
+  if (merged) {
+    const both = merged.both ? ` (${merged.both} voxels changed by both: yours kept)` : '';
+    message(`Edits saved as version ${version}: merged your edits onto version ${merged.version} made meanwhile${both}`, 'ok');
+  } else {
+    message(`Edits saved as version ${version}`, 'ok');
+  }
   setState('idle');
   await refreshVersions();
 }
