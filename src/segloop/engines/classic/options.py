@@ -75,7 +75,11 @@ class ClassicOptions:
     slice spacing (mm, in plane), the mask has jumped; when a slice from the jump on then
     exceeds ``jump_regrow`` times the area of the slice before the jump, a new object has
     replaced the tracked one and the target ends before the jump, see
-    ``engines/classic/ends.py``; None disables).
+    ``engines/classic/ends.py``; None disables), ``own_region`` (a positive click that the
+    object's model calls background takes the connected region a local model explains, the
+    click's neighbourhood against the tissue around a disk of this many times the object's
+    radius (at least the old flood's reach), instead of the similarity flood, see
+    ``engines/classic/click_region.py``; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -113,6 +117,7 @@ class ClassicOptions:
     jump_frac: float | None = None
     jump_mm: float = 1.0
     jump_regrow: float = 1.0
+    own_region: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
