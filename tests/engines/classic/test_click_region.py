@@ -33,6 +33,17 @@ def test_the_local_region_takes_the_whole_missed_patch_and_stops_at_its_edge() -
     assert (region & ~patch).sum() <= 0.05 * patch.sum()
 
 
+def test_no_local_region_where_the_click_s_tissue_is_the_surroundings_too() -> None:
+    """A patch of the surroundings' own noisy tissue: the click's density and the ring's
+    overlap, so the local model has no evidence and gives no region (the flood acts)."""
+    img = 150.0 + np.random.default_rng(5).normal(0.0, 4.0, (80, 80, 1))
+    ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 2.0), ClassicOptions(own_region=1.0))
+    ctx.sigma_mm[1] = 0.5
+    current = np.zeros((80, 80), dtype=bool)
+    current[20:50, 42:60] = True
+    assert not local_region(ctx, 1, 0, 35, 36, current, 25.0).any()
+
+
 @pytest.mark.shared_data
 def test_a_click_on_the_tumours_empty_end_slice_takes_its_own_region(shared_data: Path) -> None:
     """The pyradiomics brain MR tumour (256 x 256 x 25): the box (slice 16) and propagation
@@ -70,6 +81,6 @@ def test_a_click_on_the_tumours_empty_end_slice_takes_its_own_region(shared_data
         return dice, int((added & tz).sum()), int((added & ~tz).sum())
 
     dice_old, tp_old, fp_old = two_clicks(ClassicEngine(own_region=None))
-    dice, tp, fp = two_clicks(ClassicEngine(own_region=1.0))
+    dice, tp, fp = two_clicks(ClassicEngine(own_region=1.0, own_region_empty=1.0))
     assert fp <= 0.35 * tp, f"added {tp} true and {fp} false voxels (old {tp_old} / {fp_old})"
     assert dice >= 0.80, f"Dice after two clicks {dice:.3f} (old {dice_old:.3f})"

@@ -6,8 +6,9 @@ similarity to the click's few neighbours, within a reach set by the click's dist
 mask: it often took a fraction of the missed region. Here a *local* model decides instead:
 the click's neighbourhood against the tissue around the region's plausible extent (a disk of
 ``own_region`` times the object's radius around the click, the object's key-slice scale),
-refined GrabCut-style, and the region is its connected part that holds the click, outside the
-current mask.
+refined by refitting the click's side to the region found, and the region is its connected
+part that holds the click, outside the current mask. When the click's tissue is also the
+surroundings' (their densities overlap), there is no local evidence and the old flood acts.
 
 Must not import the classic engine's propagation or session modules, torch, FastAPI, Celery or
 the CLI.
@@ -34,7 +35,9 @@ def local_region(ctx: ClassicContext, object_id: int, z: int, x: int, y: int,
     extent around the click. The model's foreground starts as the click's 2 mm disk, its
     background is the non-mask tissue in a ring of ``ring_mm`` beyond the reach; three rounds
     refit the foreground to the region found and add the reach's rest to the background.
-    Returns an ``(X, Y)`` bool mask holding at least the click (empty when the click lies in
+    When the click's tissue and the ring's densities overlap by ``own_overlap`` (Bhattacharyya
+    coefficient) or more, the local model has no evidence and the region is empty.
+    Returns an ``(X, Y)`` bool mask, empty or holding the click (empty when the click lies in
     ``current``).
     """
     opts, sp = ctx.opts, ctx.sp
@@ -56,9 +59,10 @@ def local_region(ctx: ClassicContext, object_id: int, z: int, x: int, y: int,
         return out
     fg = near
     region = seed
-    for _ in range(3):
-        bgv = np.concatenate([img[ring], img[win & ~ndi.binary_dilation(fg)]])
-        model = ctx.new_model(img[fg], bgv)
+    for i in range(3):
+        model = ctx.new_model(img[fg], img[ring])
+        if i == 0 and opts.own_overlap is not None and model.overlap(model.bg) >= opts.own_overlap:
+            return out  # the click's tissue is the surroundings' too: no local evidence
         lr = ndi.gaussian_filter(model.log_ratio(img), 0.7)
         cand = (lr > 0) & win
         cand = ndi.binary_opening(cand, ball(opts.clean_mm, sp)) | (seed & ~cur)

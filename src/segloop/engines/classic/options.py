@@ -79,7 +79,11 @@ class ClassicOptions:
     object's model calls background takes the connected region a local model explains, the
     click's neighbourhood against the tissue around a disk of this many times the object's
     radius (at least the old flood's reach), instead of the similarity flood, see
-    ``engines/classic/click_region.py``; None disables).
+    ``engines/classic/click_region.py``; None disables), ``own_region_empty`` (with
+    ``own_region``: only on a slice where the object was absent; any number enables, None
+    disables), ``own_overlap`` (with ``own_region``: the flood acts instead where the click's
+    tissue and the surroundings' densities overlap by this Bhattacharyya coefficient or more;
+    None disables the check).
     """
 
     smooth_mm: float = 1.0
@@ -118,6 +122,8 @@ class ClassicOptions:
     jump_mm: float = 1.0
     jump_regrow: float = 1.0
     own_region: float | None = None
+    own_region_empty: float | None = None
+    own_overlap: float | None = 0.6
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
