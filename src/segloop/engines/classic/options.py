@@ -121,8 +121,8 @@ class ClassicOptions:
     jump_frac: float | None = None
     jump_mm: float = 1.0
     jump_regrow: float = 1.0
-    own_region: float | None = None
-    own_region_empty: float | None = None
+    own_region: float | None = 1.0
+    own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
 
     @classmethod
