@@ -46,7 +46,10 @@ any resolution):
   more than its missed tail.
 - **Corrections.** A positive point grows an intensity-consistent connected region from the
   click (as far as the click is from the current mask), keeps the part of it nearer the click
-  than every negative point of the slice, and adds it; a negative point removes
+  than every negative point of the slice, and adds it (on a slice where the object was
+  absent and the object's model calls the click background, a local model of the click's
+  tissue against the tissue around the object's scale takes the region, ``own_region``,
+  unless the two overlap, ``own_overlap``); a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
   between the click and the mask far from it; when the tissue around the click differs from
   the object's (its intensity density overlaps the object's foreground density little,

@@ -75,7 +75,15 @@ class ClassicOptions:
     slice spacing (mm, in plane), the mask has jumped; when a slice from the jump on then
     exceeds ``jump_regrow`` times the area of the slice before the jump, a new object has
     replaced the tracked one and the target ends before the jump, see
-    ``engines/classic/ends.py``; None disables).
+    ``engines/classic/ends.py``; None disables), ``own_region`` (a positive click that the
+    object's model calls background takes the connected region a local model explains, the
+    click's neighbourhood against the tissue around a disk of this many times the object's
+    radius (at least the old flood's reach), instead of the similarity flood, see
+    ``engines/classic/click_region.py``; None disables), ``own_region_empty`` (with
+    ``own_region``: only on a slice where the object was absent; any number enables, None
+    disables), ``own_overlap`` (with ``own_region``: the flood acts instead where the click's
+    tissue and the surroundings' densities overlap by this Bhattacharyya coefficient or more;
+    None disables the check).
     """
 
     smooth_mm: float = 1.0
@@ -113,6 +121,9 @@ class ClassicOptions:
     jump_frac: float | None = None
     jump_mm: float = 1.0
     jump_regrow: float = 1.0
+    own_region: float | None = 1.0
+    own_region_empty: float | None = 1.0
+    own_overlap: float | None = 0.6
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

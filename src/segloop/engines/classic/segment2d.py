@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
+from segloop.engines.classic.click_region import local_region
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
@@ -281,6 +282,13 @@ def grow(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: B
             cand = (lr > 0) & win
             cand = ndi.binary_opening(cand, ball(opts.clean_mm, sp)) | seed
             region = keep_components(cand & win, seed)
+    if (not region.any() and opts.own_region is not None and not first
+            and (opts.own_region_empty is None or not current.any())):
+        # the model calls the click background: a local model of the click's tissue
+        # decides, up to the object's scale (see click_region.py)
+        local = local_region(ctx, object_id, z, x, y, current, max(0.6 * r, opts.own_region * scale))
+        if local.any():
+            return local
     if not region.any():
         # flood by similarity to the click's neighbourhood
         vals = img[disk(img.shape, px, py, max(2.0, 1.5 * min(sp)), sp)]
