@@ -1,6 +1,6 @@
 """Server-side drafts on a real CT: a draft is kept, described and returned, never counted as a
-version; saving it makes a normal version (and removes it); discarding deletes it; bad drafts
-get a clear 4xx and touch nothing saved."""
+version; saving it makes a normal version (and removes it), but not over a version made after
+the draft's base; discarding deletes it; bad drafts get a clear 4xx and touch nothing saved."""
 
 from __future__ import annotations
 
@@ -86,3 +86,31 @@ def test_bad_drafts_are_refused_and_keep_the_saved_one(client: TestClient, data:
     assert 400 <= r.status_code < 500 and "NIfTI" in r.json()["detail"]
     assert client.get(url).json()["voxels"] == int(good.sum()), "a refused draft replaced one"
     assert client.get("/api/v1/jobs/not-a-job/draft").status_code == 404
+
+
+def test_a_draft_painted_on_an_older_version_is_not_saved_over_a_newer_one(
+        client: TestClient, data: Path) -> None:
+    job = upload(client, data / CT).json()
+    jid, shape = job["job_id"], tuple(job["shape"])
+    url = f"/api/v1/jobs/{jid}/draft"
+    aff = _affine(client, jid)
+    mine = np.zeros(shape, np.uint8)
+    mine[40:60, 30:50, 10:14] = 1
+    assert client.put(url, content=nifti_bytes(mine, aff)).json()["base_version"] == 0
+    # meanwhile someone else saves version 1
+    theirs = np.zeros(shape, np.uint8)
+    theirs[10:20, 10:20, 5:8] = 1
+    r = client.put(f"/api/v1/jobs/{jid}/mask", content=nifti_bytes(theirs, aff))
+    assert r.status_code == 200 and r.json()["version"] == 1, r.text
+    history = _versions(client, jid)
+
+    saved = client.post(url + "/save")
+    assert saved.status_code == 409, saved.text
+    detail = saved.json()["detail"]
+    assert "version 1 is current" in detail and "made on version 0" in detail, detail
+    assert "the draft is kept" in detail, detail
+    assert _versions(client, jid) == history, "nothing was stored"
+    assert client.get(f"/api/v1/jobs/{jid}").json()["current_version"] == 1
+    assert client.get(url).status_code == 200, "the draft is kept"
+    back: Any = nib.Nifti1Image.from_bytes(gzip.decompress(client.get(url + "/mask").content))
+    assert np.array_equal(np.asarray(back.dataobj), mine)

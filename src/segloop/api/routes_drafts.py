@@ -3,7 +3,8 @@
 ``PUT /api/v1/jobs/{id}/draft?base_version=N`` keeps a label map (NIfTI on the canonical grid,
 gzip or not, as ``PUT .../mask`` takes it) as the job's draft; ``GET .../draft`` describes it
 (404 when there is none); ``GET .../draft/mask`` returns its labels (gzip NIfTI, canonical
-grid); ``POST .../draft/save`` stores it as a normal version and removes it; ``DELETE
+grid); ``POST .../draft/save`` stores it as a normal version and removes it, only while the
+version it was painted on is still current (409 otherwise, the draft kept); ``DELETE
 .../draft`` discards it. A draft is never a version: it does not appear in ``/versions`` and
 undo/redo do not see it. Must not import engines, torch, the worker or the web UI.
 """
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from segloop.errors import InputError
 from segloop.jobs import drafts, files
-from segloop.jobs.errors import NotFoundError
+from segloop.jobs.errors import ConflictError, NotFoundError
 
 from .deps import Svc, Who
 from .schemas import MaskVersionOut
@@ -103,14 +104,22 @@ def drafts_router() -> APIRouter:
                         headers={"X-Draft-Base-Version": str(info.base_version)})
 
     @r.post("/{job_id}/draft/save", response_model=MaskVersionOut,
-            summary="Store the draft as a new version (then it is gone)")
+            summary="Store the draft as a new version (then it is gone); 409 when the "
+                    "version it was painted on is no longer current")
     def save_draft(job_id: str, svc: Svc, who: Who) -> MaskVersionOut:
         svc.store.get_job(job_id, who)
         jd = svc.store.job_dir(job_id)
         got = drafts.load_draft(jd)
         if got is None:
             raise _none(job_id)
-        n = svc.store.edit_mask(job_id, who, got[1], source="draft")
+        info, labels = got
+        try:  # a draft painted on an older version would silently undo the newer ones
+            n = svc.store.edit_mask(job_id, who, labels, source="draft",
+                                    expect_version=info.base_version)
+        except ConflictError as e:
+            raise ConflictError(
+                f"{e}; the draft is kept: GET .../draft/mask, apply its strokes to the "
+                f"current version and PUT .../mask, or DELETE .../draft") from None
         drafts.drop_draft(jd)
         svc.bus.publish(job_id, {"type": "version", "job_id": job_id, "version": n,
                                  "source": "draft"})
