@@ -83,10 +83,10 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
                 cut = watch.step(new)
                 if cut is not None:
                     # a new object replaced the tracked one: the target ended before the jump
-                    for q in held[len(held) - 1 - (watch.position - cut):]:
+                    dropped = held[len(held) - 1 - (watch.position - cut):]
+                    for q in dropped:
                         st.mask[:, :, q] = False
-                    ctx.jump_cut.setdefault(object_id, set()).update(span[span.index(s):])
-                    ctx.jump_cut[object_id].update(held[len(held) - 1 - (watch.position - cut):])
+                    ctx.jump_cut.setdefault(object_id, set()).update(dropped, span[span.index(s):])
                     stopped = True
                 first = watch.settled()
                 if first is not None and not stopped:
