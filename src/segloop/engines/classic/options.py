@@ -128,7 +128,7 @@ class ClassicOptions:
     own_region: float | None = 1.0
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
-    ring_class: float | None = None
+    ring_class: float | None = 0.5
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
