@@ -83,7 +83,11 @@ class ClassicOptions:
     ``own_region``: only on a slice where the object was absent; any number enables, None
     disables), ``own_overlap`` (with ``own_region``: the flood acts instead where the click's
     tissue and the surroundings' densities overlap by this Bhattacharyya coefficient or more;
-    None disables the check).
+    None disables the check), ``ring_class`` (the box's key slice: GrabCut is retried from
+    each intensity class of the inscribed ellipse (2 and 3 Otsu classes of the box); a retry
+    spanning ``class_cover`` of the box whose model calls target-like less than this fraction
+    of the ring around the box that the result's model does replaces the result: the result
+    took the tissue the box sits in, see ``engines/classic/box_class.py``; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -124,6 +128,7 @@ class ClassicOptions:
     own_region: float | None = 1.0
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
+    ring_class: float | None = 0.5
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
+from segloop.engines.classic.box_class import ring_class
 from segloop.engines.classic.click_region import local_region
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
@@ -136,6 +137,9 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
                 fg, model = fg2, model2
     if opts.class_cover is not None:
         fg, model = spanning_class(ctx, img, fg, model, inbox, ring, box_scale)
+    if opts.ring_class is not None:  # the box's tissue that surrounds it is no target
+        fg, model = ring_class(ctx, img, fg, model, ell, inbox, ring,
+                               lambda init: grabcut(ctx, img, init, init, inbox, ring, box_scale))
     if opts.reach_gap is not None:
         fg = reach_sides(ctx, img, fg, model, inbox, opts.reach_gap)
     ctx.models[object_id] = model
