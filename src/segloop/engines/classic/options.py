@@ -129,6 +129,10 @@ class ClassicOptions:
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
     ring_class: float | None = 0.5
+    refit: float | None = None
+    refit_gap: float = 1.0
+    far_grow: float | None = None
+    far_lr: float = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
