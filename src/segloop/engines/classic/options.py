@@ -87,7 +87,14 @@ class ClassicOptions:
     each intensity class of the inscribed ellipse (2 and 3 Otsu classes of the box); a retry
     spanning ``class_cover`` of the box whose model calls target-like less than this fraction
     of the ring around the box that the result's model does replaces the result: the result
-    took the tissue the box sits in, see ``engines/classic/box_class.py``; None disables).
+    took the tissue the box sits in, see ``engines/classic/box_class.py``; None disables),
+    ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
+    model refitted on that slice from the last result's core against a ring beginning
+    ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
+    ``engines/classic/refit.py``; None disables, off: it did not raise the means),
+    ``far_grow`` (propagation: the growth window reaches this many times the growth distance
+    where the tracking model and the key slice's both call the tissue target by more than
+    ``far_lr``; None disables, off: it did not raise the means).
     """
 
     smooth_mm: float = 1.0
@@ -129,6 +136,10 @@ class ClassicOptions:
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
     ring_class: float | None = 0.5
+    refit: float | None = None
+    refit_gap: float = 1.0
+    far_grow: float | None = None
+    far_lr: float = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

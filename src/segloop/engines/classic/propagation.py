@@ -27,6 +27,7 @@ from segloop.engines.classic.morphology import (
     signed_distance,
 )
 from segloop.engines.classic.options import ClassicOptions
+from segloop.engines.classic.refit import growth_window, track_refit
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
 
@@ -68,8 +69,8 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             if stopped or model is None:
                 new = np.zeros(ctx.shape[:2], dtype=bool)
             else:
-                new, model = track(ctx, object_id, s, s - direction, prev, model,
-                                   area_limit(opts, anchor_area, low))
+                new, model = track_refit(track, ctx, object_id, s, s - direction, prev, model,
+                                         area_limit(opts, anchor_area, low))
                 if opts.end_frac is not None and new.sum() < opts.end_frac * anchor_area:
                     new = np.zeros_like(new)  # the target has ended (see ClassicOptions)
                 if not new.any():
@@ -320,8 +321,10 @@ def delta_step(ctx: ClassicContext, old: BoolArray, tracked: BoolArray, added: B
 
 
 def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolArray,
-          model: IntensityModel, limit: float | None = None) -> tuple[BoolArray, IntensityModel]:
-    """Segment slice s from the previous slice's mask ``prev``; return it and the model."""
+          model: IntensityModel, limit: float | None = None,
+          local: IntensityModel | None = None) -> tuple[BoolArray, IntensityModel]:
+    """Segment slice s from the previous slice's mask ``prev``; return it and the model.
+    ``local``: the model blended with the key slice's, instead of one fitted on ``prev``."""
     opts, sp = ctx.opts, ctx.sp
     nx, ny = ctx.shape[:2]
     grow = ctx.grow_mm()
@@ -337,7 +340,9 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     vox = max(sp) * 1.01
     ring = (sd < -vox) & (sd > -opts.ring_mm - vox)
     inside = sd > 0
-    if inside.sum() >= 8 and ring.sum() >= 8:
+    if local is not None:
+        use = ctx.models[object_id].blend(local, opts.adapt)
+    elif inside.sum() >= 8 and ring.sum() >= 8:
         pimg = ctx.smoothed(prev_z, crop, object_id)
         local = IntensityModel(model.lo, model.hi, model.density(pimg[inner(pc)], ctx.noise_level()),
                                model.density(pimg[ring], ctx.noise_level()))
@@ -346,7 +351,7 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     else:
         use = model
     lr = ndi.gaussian_filter(use.log_ratio(img), 0.7)
-    window = sd > -grow
+    window = growth_window(ctx, object_id, sd, lr, img)
     logit = lr + opts.prior_weight * np.clip(sd / grow, -2.0, 1.0)
     # intensity consistency with the accepted target: what lies outside the key slice's
     # intensity range is not the target, whatever the adapted model says
