@@ -83,7 +83,13 @@ class ClassicOptions:
     ``own_region``: only on a slice where the object was absent; any number enables, None
     disables), ``own_overlap`` (with ``own_region``: the flood acts instead where the click's
     tissue and the surroundings' densities overlap by this Bhattacharyya coefficient or more;
-    None disables the check).
+    None disables the check), ``picture_px`` (2D pictures only, see
+    :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
+    longer side exceeds this many pixels is segmented at a reduced size where that side spans
+    this many pixels (area averaging), the mask brought back to full size; the engine's sizes
+    were tuned on targets some 20-200 voxels across and read pixels as mm, so on a 700-pixel
+    lung or skin lesion its 6-pixel ring, 1-pixel cleaning and smoothing see rib and pigment
+    texture, not the object; has no effect on volumes; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -124,6 +130,7 @@ class ClassicOptions:
     own_region: float | None = 1.0
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
+    picture_px: float | None = 128.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
