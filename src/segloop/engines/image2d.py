@@ -11,7 +11,9 @@ bool mask.
   spacing is the image's; when unknown (photographs) it is 1 mm with a box (the box gives
   the object's size), and for clicks alone such that the longer side spans :data:`FOV_MM`
   (256) mm, so a click's mm-based reach scales with the picture (a finer pixel size costs
-  time: the engine's smoothing and morphology are sized in mm). Such engines model one intensity, so a colour
+  time: the engine's smoothing and morphology are sized in mm). A large box on a picture
+  without a pixel size is segmented on a shrunk copy when the engine asks for it
+  (``picture_px``, :func:`picture_scale`). Such engines model one intensity, so a colour
   image is first turned into one feature channel by :func:`colour_feature`: Fisher's linear
   discriminant between the colours the prompts mark as object (the inner half of the box, or
   discs around positive points) and as background (a ring around the box, negative points, or
@@ -36,7 +38,7 @@ from segloop.io.image2d import Image2D
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Prompts, validate_prompts
 
-__all__ = ["ImageSegmenter", "colour_feature", "image_as_volume", "segment_image",
+__all__ = ["ImageSegmenter", "colour_feature", "image_as_volume", "picture_scale", "segment_image",
            "segment_image_scored", "to_uint8_image", "validate_prompts_2d"]
 
 log = logging.getLogger(__name__)
@@ -153,18 +155,84 @@ def to_uint8_image(pixels: npt.NDArray[Any], modality: str | None = None,
     return out
 
 
+def picture_scale(engine: Engine, image: Image2D, prompts: Prompts) -> float:
+    """The factor (<= 1) a volume engine's picture is shrunk by before it is segmented.
+
+    Only a picture without a pixel size, prompted with a box, for an engine whose options set
+    ``picture_px`` (``classic``): the box's longer side is brought to that many pixels when it
+    is longer. The engine reads such a picture's pixels as mm, and its sizes (background
+    ring, cleaning, smoothing) were tuned on targets some 20-200 voxels across: on a
+    700-pixel lung or skin lesion they see the ribs' and the pigment's texture, not the
+    object (benchmarks/devset.md, "2D photos and X-rays"). Area averaging to the object's
+    scale removes that texture, and costs a tenth of the time.
+    """
+    target = getattr(getattr(engine, "options", None), "picture_px", None)
+    if target is None or image.spacing is not None or prompts.box is None:
+        return 1.0
+    x0, y0, x1, y1 = prompts.box
+    side = max(x1 - x0 + 1, y1 - y0 + 1)
+    return min(1.0, float(target) / side)
+
+
+def _shrink(pixels: npt.NDArray[Any], size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """``(H, W)`` or ``(H, W, C)`` pixels area-averaged to ``size`` = (width, height), float32."""
+    from PIL import Image
+
+    px = np.asarray(pixels, dtype=np.float32)
+    chans = [px] if px.ndim == 2 else [px[:, :, c] for c in range(px.shape[2])]
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(c), mode="F").resize(size, Image.Resampling.BOX))
+           for c in chans]
+    return np.ascontiguousarray(out[0] if px.ndim == 2 else np.stack(out, axis=2), dtype=np.float32)
+
+
+def _scaled_prompts(prompts: Prompts, fx: float, fy: float, w: int, h: int) -> Prompts:
+    """``prompts`` on a picture resized by (fx, fy) to ``w`` x ``h`` pixels: an inclusive box
+    keeps every pixel it covered (its end pixel's far edge), points keep their pixel's centre."""
+    box = None
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        bx0, by0 = min(int(np.floor(x0 * fx)), w - 1), min(int(np.floor(y0 * fy)), h - 1)
+        bx1 = min(max(int(np.ceil((x1 + 1) * fx)) - 1, bx0), w - 1)
+        by1 = min(max(int(np.ceil((y1 + 1) * fy)) - 1, by0), h - 1)
+        box = (bx0, by0, bx1, by1)
+    pts = [(min(max(round((x + 0.5) * fx - 0.5), 0), w - 1), min(max(round((y + 0.5) * fy - 0.5), 0), h - 1))
+           for x, y in prompts.points.tolist()]
+    return Prompts.make(box, pts or None, prompts.labels.tolist() or None)
+
+
+def _segment_volume_engine(engine: Engine, pixels: npt.NDArray[Any], prompts: Prompts,
+                           spacing: tuple[float, float] | None, modality: str | None) -> BoolArray:
+    """A volume engine's ``(H, W)`` mask of a picture: one feature channel, one-slice volume."""
+    grey = colour_feature(pixels, prompts) if np.asarray(pixels).ndim == 3 else pixels
+    if spacing is None and prompts.box is not None:
+        spacing = (1.0, 1.0)  # the box gives the object's size: pixel units, and fast
+    session = engine.open(image_as_volume(grey, spacing, modality))
+    return np.ascontiguousarray(session.segment_slice(0, prompts).T)
+
+
 def segment_image(engine: Engine, image: Image2D, prompts: Prompts) -> BoolArray:
-    """Segment ``image`` from ``prompts`` (x = column, y = row); returns an ``(H, W)`` bool mask."""
+    """Segment ``image`` from ``prompts`` (x = column, y = row); returns an ``(H, W)`` bool mask.
+
+    A volume engine gets a large boxed picture shrunk first (:func:`picture_scale`); its mask
+    is brought back to full size by bilinear interpolation of the 0/1 mask at 0.5.
+    """
     validate_prompts_2d(prompts, image.height, image.width)
     if isinstance(engine, ImageSegmenter):
         mask = engine.segment_image(image.pixels, prompts, image.spacing)
     else:
-        grey = colour_feature(image.pixels, prompts) if image.is_rgb else image.pixels
-        spacing = image.spacing
-        if spacing is None and prompts.box is not None:
-            spacing = (1.0, 1.0)  # the box gives the object's size: pixel units, and fast
-        session = engine.open(image_as_volume(grey, spacing, image.modality))
-        mask = np.ascontiguousarray(session.segment_slice(0, prompts).T)
+        scale = picture_scale(engine, image, prompts)
+        if scale < 1.0:
+            from PIL import Image
+
+            w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+            small = _segment_volume_engine(
+                engine, _shrink(image.pixels, (w, h)),
+                _scaled_prompts(prompts, w / image.width, h / image.height, w, h), None, image.modality)
+            up = Image.fromarray(small.astype(np.float32), mode="F").resize(
+                (image.width, image.height), Image.Resampling.BILINEAR)
+            mask = np.asarray(up) >= 0.5
+        else:
+            mask = _segment_volume_engine(engine, image.pixels, prompts, image.spacing, image.modality)
     if mask.shape != (image.height, image.width):  # pragma: no cover - an engine bug
         raise AssertionError(f"engine returned {mask.shape}, want {(image.height, image.width)}")
     return mask.astype(bool, copy=False)

@@ -94,7 +94,14 @@ class ClassicOptions:
     ``engines/classic/refit.py``; None disables, off: it did not raise the means),
     ``far_grow`` (propagation: the growth window reaches this many times the growth distance
     where the tracking model and the key slice's both call the tissue target by more than
-    ``far_lr``; None disables, off: it did not raise the means).
+    ``far_lr``; None disables, off: it did not raise the means),
+    ``picture_px`` (2D pictures only, see
+    :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
+    longer side exceeds this many pixels is segmented at a reduced size where that side spans
+    this many pixels (area averaging), the mask brought back to full size; the engine's sizes
+    were tuned on targets some 20-200 voxels across and read pixels as mm, so on a 700-pixel
+    lung or skin lesion its 6-pixel ring, 1-pixel cleaning and smoothing see rib and pigment
+    texture, not the object; has no effect on volumes; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -140,6 +147,7 @@ class ClassicOptions:
     refit_gap: float = 1.0
     far_grow: float | None = None
     far_lr: float = 1.0
+    picture_px: float | None = 128.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
