@@ -83,7 +83,16 @@ class ClassicOptions:
     ``own_region``: only on a slice where the object was absent; any number enables, None
     disables), ``own_overlap`` (with ``own_region``: the flood acts instead where the click's
     tissue and the surroundings' densities overlap by this Bhattacharyya coefficient or more;
-    None disables the check).
+    None disables the check), ``window_fill`` (a positive click's region grown by the
+    object's model that holds at least this fraction of its window's rim, where a local model
+    of the click's tissue finds no edge either (``own_overlap``), is bounded by the window,
+    not by the image: it is cut to the half window around the click, see
+    ``engines/classic/reach.py``; None disables), ``hold_rim`` (a negative click that only
+    trimmed its slice's rim, no removed voxel with all four neighbours removed, is not carried
+    to the other slices; any number enables, None disables), ``rim_cut`` (a negative click
+    on the mask's outermost layer, a voxel with a 4-neighbour outside the mask, removes only
+    that layer's voxels of its cut: a one-voxel spurious rim goes, the target inside it
+    stays; any number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -124,6 +133,9 @@ class ClassicOptions:
     own_region: float | None = 1.0
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
+    window_fill: float | None = 0.5
+    hold_rim: float | None = 1.0
+    rim_cut: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

@@ -27,6 +27,7 @@ from segloop.engines.classic.morphology import (
     signed_distance,
 )
 from segloop.engines.classic.options import ClassicOptions
+from segloop.engines.classic.reach import rim_only
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
 
@@ -139,9 +140,11 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     done = offset
     c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z],
                           [st.mask[:, :, q] for q in (z - 1, z + 1) if 0 <= q < st.mask.shape[2]])
+    # with ``hold_rim``, a negative click that only trimmed its slice's rim stays there (reach.py)
+    trim = ctx.opts.hold_rim is not None and rim_only(before, st.mask[:, :, z])
     for direction in (1, -1):
         span = st.span(z, direction)
-        if len(span) == 0:
+        if len(span) == 0 or trim:
             continue
         cur = st.mask[:, :, z]
         added = cur & ~before
