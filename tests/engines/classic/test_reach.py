@@ -127,3 +127,23 @@ def test_a_trimmed_rim_is_not_carried_to_the_other_slices() -> None:
         list(propagate_delta(ctx, state, 6, before, 1, offset=1))
         changed = [q for q in range(shape[2]) if q != 6 and not np.array_equal(st.mask[:, :, q], start)]
         assert bool(changed) is carried
+
+
+def test_a_positive_click_next_to_the_mask_adds_the_missed_rim_only() -> None:
+    """The target is a bright square; the mask misses its last column (a one-voxel rim) and
+    the click lies on that column, next to the mask. The old grow added its seed disk, whose
+    voxels beyond the column are background; with ``rim_add`` only the column is added."""
+    img = np.full((60, 60, 1), 60.0)
+    img[20:40, 20:40, 0] = 120.0
+    img += np.random.default_rng(8).normal(0.0, 4.0, img.shape)
+    target = np.zeros((60, 60), dtype=bool)
+    target[20:40, 20:40] = True
+    base = target.copy()
+    base[39, :] = False
+    click = Prompts.make(points=[(39, 30)], labels=[1])
+    old = prompted_slice(_square_ctx(img, ClassicOptions(rim_add=None), (20, 20, 39, 39)), 1, 0,
+                         click, base=base)
+    new = prompted_slice(_square_ctx(img, ClassicOptions(rim_add=1.0), (20, 20, 39, 39)), 1, 0,
+                         click, base=base)
+    assert (old & ~target).any()  # the seed disk reached the background
+    assert not (new & ~target).any() and new[39, 30] and (new & ~base).sum() >= 3

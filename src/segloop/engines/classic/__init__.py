@@ -53,7 +53,8 @@ any resolution):
   window's rim) where the local model finds no edge either is bounded by the window, not by
   the image, and is cut to the half window around the click (``window_fill``, ``reach``); a
   negative point on the mask's outermost layer (a one-voxel spurious rim) removes only that
-  layer's voxels (``rim_cut``); a negative point removes
+  layer's voxels (``rim_cut``), and a positive point next to the mask adds only the layer
+  along it (``rim_add``); a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
   between the click and the mask far from it; when the tissue around the click differs from
   the object's (its intensity density overlaps the object's foreground density little,

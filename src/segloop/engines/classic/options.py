@@ -92,7 +92,10 @@ class ClassicOptions:
     to the other slices; any number enables, None disables), ``rim_cut`` (a negative click
     on the mask's outermost layer, a voxel with a 4-neighbour outside the mask, removes only
     that layer's voxels of its cut: a one-voxel spurious rim goes, the target inside it
-    stays; any number enables, None disables).
+    stays; any number enables, None disables), ``rim_add`` (likewise a positive click next
+    to the mask, a voxel with a 4-neighbour in the mask, adds only the layer of voxels along
+    the mask: a one-voxel missed rim is taken, not the seed disk's voxels beyond it; any
+    number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -136,6 +139,7 @@ class ClassicOptions:
     window_fill: float | None = 0.5
     hold_rim: float | None = 1.0
     rim_cut: float | None = 1.0
+    rim_add: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

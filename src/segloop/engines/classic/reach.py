@@ -1,5 +1,5 @@
 """How far a click's change should reach when nothing in the image bounds it (options
-``window_fill`` and ``carry_rim``).
+``window_fill``, ``hold_rim``, ``rim_cut`` and ``rim_add``).
 
 A positive click grows the target-like tissue connected to it inside a window (a disk whose
 radius comes from the click's distance to the mask, or the object's size on a slice where the
@@ -16,8 +16,8 @@ A negative click that trims a slice's rim (the removed voxels all on the removed
 border: no interior) corrects that slice's outline by a voxel. The propagation carried the
 trim on, slice after slice, as the removal of the same rim, up to the next anchor: where the
 neighbouring slices' outline was right (a tapering muscle, a vessel), every slice lost its
-rim on that side. :func:`rim_only` tells such a removal; with ``carry_rim`` off it stays on
-its slice.
+rim on that side. :func:`rim_only` tells such a removal; with ``hold_rim`` it stays on its
+slice.
 
 The simulated user's negative click lies at the most interior voxel of the largest spurious
 region; when that voxel is on the mask's outermost layer (a voxel with a 4-neighbour
@@ -25,6 +25,10 @@ outside the mask), the spurious region is one voxel thick: a rim laid on the tar
 carving still removed a disk around the click (its seed and the random walk's side), and
 so the target's voxels inside the rim with it: such clicks removed more of the target than
 of the rim. :func:`rim_cut` keeps only the outermost layer of such a cut (option ``rim_cut``).
+A positive click next to the mask (a missed one-voxel rim) is the same on the other side: the
+region grown from it (at least the click's seed disk, 1.5 voxels) reached beyond the rim into
+the background, so most such clicks added more background than target; applied to the mask's
+complement, :func:`rim_cut` keeps the layer along the mask (option ``rim_add``).
 
 Masks are ``(X, Y)`` bool slices or crops. Must not import the classic engine's
 segmentation, propagation or session modules, torch, FastAPI, Celery or the CLI.
@@ -63,7 +67,9 @@ def rim_only(before: BoolArray, after: BoolArray) -> bool:
 def rim_cut(cut: BoolArray, mask: BoolArray, x: int, y: int) -> BoolArray:
     """``cut`` (what a negative click at (x, y) removes from ``mask``, both ``(X, Y)``)
     restricted to the mask's outermost layer when the click lies on it: the layer's voxels of
-    the cut connected (8-connectivity) to the click, with the click; otherwise ``cut``."""
+    the cut connected (8-connectivity) to the click, with the click; otherwise ``cut``
+    itself. For a positive click pass its region and the mask's complement: the layer along
+    the mask."""
     bb = bbox(cut)
     if bb is None or not mask[x, y]:
         return cut

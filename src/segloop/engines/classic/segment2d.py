@@ -56,7 +56,8 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
-                m |= nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+                add = nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+                m |= add if ctx.opts.rim_add is None else rim_cut(add, ~m, x, y)  # reach.py
             pos.append((x, y))
         elif m[x, y]:
             # a negative click acts as it did when it was given: a positive click given
