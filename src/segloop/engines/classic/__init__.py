@@ -49,7 +49,8 @@ any resolution):
   than every negative point of the slice, and adds it (on a slice where the object was
   absent and the object's model calls the click background, a local model of the click's
   tissue against the tissue around the object's scale takes the region, ``own_region``,
-  unless the two overlap, ``own_overlap``); a region that fills its window (most of the
+  unless the two overlap, ``own_overlap``, and also when the model's region is more than twice
+  the local one's, ``local_empty``); a region that fills its window (most of the
   window's rim) where the local model finds no edge either is bounded by the window, not by
   the image, and is cut to the half window around the click (``window_fill``, ``reach``); a
   negative point on the mask's outermost layer (a one-voxel spurious rim) removes only that

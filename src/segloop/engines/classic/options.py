@@ -95,7 +95,10 @@ class ClassicOptions:
     stays; any number enables, None disables), ``rim_add`` (likewise a positive click next
     to the mask, a voxel with a 4-neighbour in the mask, adds only the layer of voxels along
     the mask: a one-voxel missed rim is taken, not the seed disk's voxels beyond it; any
-    number enables, None disables).
+    number enables, None disables), ``local_empty`` (on a slice where the object was absent,
+    a positive click's region by the object's model is replaced by the local model's region
+    of ``click_region.local_region`` when that one is under this fraction of its size: the
+    object's model took the target-like surroundings too; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -140,6 +143,7 @@ class ClassicOptions:
     hold_rim: float | None = 1.0
     rim_cut: float | None = 1.0
     rim_add: float | None = 1.0
+    local_empty: float | None = 0.5
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

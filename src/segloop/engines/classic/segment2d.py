@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
-from segloop.engines.classic.click_region import local_region
+from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
@@ -289,6 +289,9 @@ def grow(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: B
                     and not local_region(ctx, object_id, z, x, y, current, max(0.6 * r, scale)).any()):
                 # the window bounds it and no local edge does: the click's nearest part (reach.py)
                 region = keep_components(region & disk(img.shape, px, py, 0.5 * r, sp), seed)
+    smaller = smaller_local(ctx, object_id, z, (x, y), current, max(0.6 * r, scale), region, first)
+    if smaller.any():  # the object's model took the surroundings too (click_region.py)
+        return smaller
     if (not region.any() and opts.own_region is not None and not first
             and (opts.own_region_empty is None or not current.any())):
         # the model calls the click background: a local model of the click's tissue
