@@ -147,3 +147,36 @@ def test_a_positive_click_next_to_the_mask_adds_the_missed_rim_only() -> None:
                          click, base=base)
     assert (old & ~target).any()  # the seed disk reached the background
     assert not (new & ~target).any() and new[39, 30] and (new & ~base).sum() >= 3
+
+
+def test_an_addition_that_restarts_the_tracking_past_the_end_stops_where_the_object_ends() -> None:
+    """A square target (400 voxels) on slices 0-6, tracked there; slice 6 also holds a part
+    beside it (missed, clicked), slice 7 a 120-voxel end and slices 8-11 a 56-voxel run-on of
+    the same intensity. The click's addition restarts the tracking past slice 6: the old
+    propagation ran on through slice 11; with ``resume_end`` it stops where the tracked area
+    falls under ``end_frac`` (0.15) of the clicked slice's (458 voxels), after slice 7.
+    ``carry_add`` is off in both runs (it carries the addition by its own model)."""
+    shape = (60, 60, 12)
+    img = np.full(shape, 60.0)
+    img[15:35, 15:35, 0:7] = 120.0
+    img[35:41, 20:30, 6] = 120.0
+    img[26:38, 18:28, 7] = 120.0
+    img[29:36, 19:27, 8:12] = 120.0
+    img += np.random.default_rng(7).normal(0.0, 3.0, shape)
+    square = np.zeros(shape[:2], dtype=bool)
+    square[15:35, 15:35] = True
+    for opt, run in ((None, True), (1.0, False)):
+        ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 2.0),
+                             ClassicOptions(resume_end=opt, carry_add=None))
+        box_segment(ctx, 1, 0, (15, 15, 34, 34))
+        state = SessionState(shape)
+        st = state.get(1)
+        st.mask[:, :, 0:7] = square[:, :, None]
+        st.anchors.add(0)
+        before = st.mask[:, :, 6].copy()
+        st.mask[:, :, 6] = prompted_slice(ctx, 1, 6, Prompts.make(points=[(38, 25)], labels=[1]),
+                                          base=before)
+        st.anchors.add(6)
+        list(propagate_delta(ctx, state, 6, before, 1, offset=1))
+        assert st.mask[:, :, 7].sum() >= 100  # the object's end is taken either way
+        assert bool(st.mask[:, :, 8:].any()) is run

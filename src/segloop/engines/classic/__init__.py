@@ -71,7 +71,8 @@ any resolution):
   click ends the object on the slices beyond it (away from every anchor). Corrections act in
   3D: away from every anchor a removal goes on as far as it applies (a leak that widens is
   removed whole) and an addition on a slice where the object had ended resumes the tracking
-  there; towards an anchor, a removed part goes on being removed on each slice whose
+  there, until the tracked area falls under ``end_frac`` of the clicked slice's
+  (``resume_end``); towards an anchor, a removed part goes on being removed on each slice whose
   touching component resembles the cut more than the anchor (overlap and mean intensity), so
   a negative click in the middle of a leak takes it back to where it began. A negative click
   that splits its slice (the target stays there) also splits what continues the removed

@@ -98,7 +98,10 @@ class ClassicOptions:
     number enables, None disables), ``local_empty`` (on a slice where the object was absent,
     a positive click's region by the object's model is replaced by the local model's region
     of ``click_region.local_region`` when that one is under this fraction of its size: the
-    object's model took the target-like surroundings too; None disables).
+    object's model took the target-like surroundings too; None disables), ``resume_end``
+    (an addition that restarts the tracking past the object's end stops where the tracked
+    area falls under ``end_frac`` of the clicked slice's mask, as a propagation from a box
+    does; any number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -144,6 +147,7 @@ class ClassicOptions:
     rim_cut: float | None = 1.0
     rim_add: float | None = 1.0
     local_empty: float | None = 0.5
+    resume_end: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

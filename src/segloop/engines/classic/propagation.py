@@ -27,7 +27,7 @@ from segloop.engines.classic.morphology import (
     signed_distance,
 )
 from segloop.engines.classic.options import ClassicOptions
-from segloop.engines.classic.reach import rim_only
+from segloop.engines.classic.reach import rim_only, run_on
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
 
@@ -200,6 +200,8 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     # across a jump of the mask onto slices that a jump had ended (with
                     # ``jump_frac``: the tracking sliding onto the neighbour again)
                     add_s, rem_s = tracked, np.zeros_like(old)
+                    if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
+                        add_s = np.zeros_like(old)
                     if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
                             and prev.any() and tracked.any() and \
                             jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \
