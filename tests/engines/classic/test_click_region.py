@@ -84,3 +84,30 @@ def test_a_click_on_the_tumours_empty_end_slice_takes_its_own_region(shared_data
     dice, tp, fp = two_clicks(ClassicEngine(own_region=1.0, own_region_empty=1.0))
     assert fp <= 0.35 * tp, f"added {tp} true and {fp} false voxels (old {tp_old} / {fp_old})"
     assert dice >= 0.80, f"Dice after two clicks {dice:.3f} (old {dice_old:.3f})"
+
+
+def test_on_an_empty_slice_a_much_smaller_local_region_replaces_the_model_s() -> None:
+    """Key slice: a bright square (120) on dark (60). Slice 1, where the object is absent: a
+    wide target-like field (112) holding a brighter 7 x 7 patch (135), the click in its
+    middle. The object's model calls the whole field target (811 voxels, 762 beyond the
+    patch: the hippocampus click that took its surroundings); with ``local_empty`` the local
+    model of the click's tissue, less than half as large, takes the patch instead."""
+    from segloop.engines.classic.segment2d import box_segment, grow
+
+    rng = np.random.default_rng(9)
+    img = np.full((80, 80, 2), 60.0)
+    img[30:50, 30:50, 0] = 120.0
+    img[25:55, 25:55, 1] = 112.0
+    img[37:44, 37:44, 1] = 135.0
+    img += rng.normal(0.0, 3.0, img.shape)
+    empty = np.zeros((80, 80), dtype=bool)
+    patch = np.zeros((80, 80), dtype=bool)
+    patch[37:44, 37:44] = True
+    regions = []
+    for opt in (None, 0.5):
+        ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 2.0), ClassicOptions(local_empty=opt))
+        box_segment(ctx, 1, 0, (30, 30, 49, 49))
+        regions.append(grow(ctx, 1, 1, 40, 40, empty))
+    old, new = regions
+    assert (old & ~patch).sum() > 5 * patch.sum()  # what lowered Dice
+    assert (new & patch).sum() >= 0.8 * patch.sum() and (new & ~patch).sum() <= 0.1 * patch.sum()

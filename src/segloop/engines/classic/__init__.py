@@ -49,7 +49,13 @@ any resolution):
   than every negative point of the slice, and adds it (on a slice where the object was
   absent and the object's model calls the click background, a local model of the click's
   tissue against the tissue around the object's scale takes the region, ``own_region``,
-  unless the two overlap, ``own_overlap``); a negative point removes
+  unless the two overlap, ``own_overlap``, and also when the model's region is more than twice
+  the local one's, ``local_empty``); a region that fills its window (most of the
+  window's rim) where the local model finds no edge either is bounded by the window, not by
+  the image, and is cut to the half window around the click (``window_fill``, ``reach``); a
+  negative point on the mask's outermost layer (a one-voxel spurious rim) removes only that
+  layer's voxels (``rim_cut``), and a positive point next to the mask adds only the layer
+  along it (``rim_add``); a negative point removes
   the background-like part of the mask around it, or splits the mask with a random walker
   between the click and the mask far from it; when the tissue around the click differs from
   the object's (its intensity density overlaps the object's foreground density little,
@@ -65,7 +71,8 @@ any resolution):
   click ends the object on the slices beyond it (away from every anchor). Corrections act in
   3D: away from every anchor a removal goes on as far as it applies (a leak that widens is
   removed whole) and an addition on a slice where the object had ended resumes the tracking
-  there; towards an anchor, a removed part goes on being removed on each slice whose
+  there, until the tracked area falls under ``end_frac`` of the clicked slice's
+  (``resume_end``); towards an anchor, a removed part goes on being removed on each slice whose
   touching component resembles the cut more than the anchor (overlap and mean intensity), so
   a negative click in the middle of a leak takes it back to where it began. A negative click
   that splits its slice (the target stays there) also splits what continues the removed
@@ -78,15 +85,18 @@ any resolution):
   weakest link of the chain of masks in between (Dice in place times one minus the KS
   statistic of the intensities, where the mask after the link is more like the rejected slice
   than the anchor; ``ends``), and every slice past it is emptied at once, even where the
-  run-on looks like the target (the next vertebra through the disc). The clicked slice becomes
-  an anchor.
+  run-on looks like the target (the next vertebra through the disc). A negative click that
+  only trimmed its slice's rim (no removed voxel with all four neighbours removed) is not
+  carried at all (``hold_rim``): the neighbouring slices' outline is their own. The clicked
+  slice becomes an anchor.
 
 Every computation works on a crop around the object, so a 512x512 slice costs little (under
 1 s for a 512x512x20 CT liver with 5 clicks on a shared core).
 
 Modules: ``options`` (the frozen :class:`ClassicOptions`), ``intensity`` (the intensity model),
 ``morphology`` (2D shape operations), ``context`` (image, spacing and per-object models),
-``segment2d`` (one slice from prompts), ``leak`` (a negative click's leak), ``ends`` (where a
+``segment2d`` (one slice from prompts), ``leak`` (a negative click's leak), ``reach`` (how far
+a click's change reaches when nothing in the image bounds it), ``ends`` (where a
 target ends along z), ``propagation`` (slice to slice), ``session`` and ``engine``. Imports
 numpy, scipy and scikit-image only; must not import torch, FastAPI, Celery or the CLI.
 """

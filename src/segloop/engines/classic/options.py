@@ -101,7 +101,26 @@ class ClassicOptions:
     this many pixels (area averaging), the mask brought back to full size; the engine's sizes
     were tuned on targets some 20-200 voxels across and read pixels as mm, so on a 700-pixel
     lung or skin lesion its 6-pixel ring, 1-pixel cleaning and smoothing see rib and pigment
-    texture, not the object; has no effect on volumes; None disables).
+    texture, not the object; has no effect on volumes; None disables),
+    ``window_fill`` (a positive click's region grown by the
+    object's model that holds at least this fraction of its window's rim, where a local model
+    of the click's tissue finds no edge either (``own_overlap``), is bounded by the window,
+    not by the image: it is cut to the half window around the click, see
+    ``engines/classic/reach.py``; None disables), ``hold_rim`` (a negative click that only
+    trimmed its slice's rim, no removed voxel with all four neighbours removed, is not carried
+    to the other slices; any number enables, None disables), ``rim_cut`` (a negative click
+    on the mask's outermost layer, a voxel with a 4-neighbour outside the mask, removes only
+    that layer's voxels of its cut: a one-voxel spurious rim goes, the target inside it
+    stays; any number enables, None disables), ``rim_add`` (likewise a positive click next
+    to the mask, a voxel with a 4-neighbour in the mask, adds only the layer of voxels along
+    the mask: a one-voxel missed rim is taken, not the seed disk's voxels beyond it; any
+    number enables, None disables), ``local_empty`` (on a slice where the object was absent,
+    a positive click's region by the object's model is replaced by the local model's region
+    of ``click_region.local_region`` when that one is under this fraction of its size: the
+    object's model took the target-like surroundings too; None disables), ``resume_end``
+    (an addition that restarts the tracking past the object's end stops where the tracked
+    area falls under ``end_frac`` of the clicked slice's mask, as a propagation from a box
+    does; any number enables, None disables).
     """
 
     smooth_mm: float = 1.0
@@ -148,6 +167,12 @@ class ClassicOptions:
     far_grow: float | None = None
     far_lr: float = 1.0
     picture_px: float | None = 128.0
+    window_fill: float | None = 0.5
+    hold_rim: float | None = 1.0
+    rim_cut: float | None = 1.0
+    rim_add: float | None = 1.0
+    local_empty: float | None = 0.5
+    resume_end: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

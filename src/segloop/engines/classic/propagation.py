@@ -27,6 +27,7 @@ from segloop.engines.classic.morphology import (
     signed_distance,
 )
 from segloop.engines.classic.options import ClassicOptions
+from segloop.engines.classic.reach import rim_only, run_on
 from segloop.engines.classic.refit import growth_window, track_refit
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
@@ -140,9 +141,11 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     done = offset
     c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z],
                           [st.mask[:, :, q] for q in (z - 1, z + 1) if 0 <= q < st.mask.shape[2]])
+    # with ``hold_rim``, a negative click that only trimmed its slice's rim stays there (reach.py)
+    trim = ctx.opts.hold_rim is not None and rim_only(before, st.mask[:, :, z])
     for direction in (1, -1):
         span = st.span(z, direction)
-        if len(span) == 0:
+        if len(span) == 0 or trim:
             continue
         cur = st.mask[:, :, z]
         added = cur & ~before
@@ -198,6 +201,8 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     # across a jump of the mask onto slices that a jump had ended (with
                     # ``jump_frac``: the tracking sliding onto the neighbour again)
                     add_s, rem_s = tracked, np.zeros_like(old)
+                    if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
+                        add_s = np.zeros_like(old)
                     if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
                             and prev.any() and tracked.any() and \
                             jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \

@@ -16,7 +16,7 @@ from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
 from segloop.engines.classic.box_class import ring_class
-from segloop.engines.classic.click_region import local_region
+from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
@@ -34,6 +34,7 @@ from segloop.engines.classic.morphology import (
     neck_side,
     open_disk,
 )
+from segloop.engines.classic.reach import rim_cut, window_filled
 from segloop.types import BoolArray, Prompts
 
 __all__ = ["box_segment", "carve", "grabcut", "grow", "nearer_than", "prompted_slice",
@@ -56,12 +57,14 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
-                m |= nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+                add = nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+                m |= add if ctx.opts.rim_add is None else rim_cut(add, ~m, x, y)  # reach.py
             pos.append((x, y))
         elif m[x, y]:
             # a negative click acts as it did when it was given: a positive click given
             # later adds its own region and never brings back what this one removed
-            m &= ~carve(ctx, object_id, z, x, y, m, pos)
+            cut = carve(ctx, object_id, z, x, y, m, pos)
+            m &= ~(cut if ctx.opts.rim_cut is None else rim_cut(cut, m, x, y))  # reach.py
     if prompts.box is None and base is None and object_id not in ctx.models and m.any():
         ctx.learn_from_mask(object_id, z, m)
     return m
@@ -286,6 +289,13 @@ def grow(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: B
             cand = (lr > 0) & win
             cand = ndi.binary_opening(cand, ball(opts.clean_mm, sp)) | seed
             region = keep_components(cand & win, seed)
+            if (opts.window_fill is not None and window_filled(region, win, opts.window_fill)
+                    and not local_region(ctx, object_id, z, x, y, current, max(0.6 * r, scale)).any()):
+                # the window bounds it and no local edge does: the click's nearest part (reach.py)
+                region = keep_components(region & disk(img.shape, px, py, 0.5 * r, sp), seed)
+    smaller = smaller_local(ctx, object_id, z, (x, y), current, max(0.6 * r, scale), region, first)
+    if smaller.any():  # the object's model took the surroundings too (click_region.py)
+        return smaller
     if (not region.any() and opts.own_region is not None and not first
             and (opts.own_region_empty is None or not current.any())):
         # the model calls the click background: a local model of the click's tissue
