@@ -24,7 +24,7 @@ the repository. Sources (public GitHub repositories, read from git directories u
   ``wasserth/TotalSegmentator`` (Apache-2.0; CT angiography at 1.5 mm with the heart, aorta,
   pulmonary artery, two aortic branches, T12 and the dissection's false lumen, model masks),
   ``deepmedic/deepmedic`` (BraTS 2015 brain tumours, CC BY-NC-SA 3.0, expert labels) and
-  ``vmtk/vmtk-test-data`` (BSD-3; abdominal aorta CT with a VMTK level set), plus the CT
+  ``vmtk/vmtk-test-data`` (BSD-3; abdominal aorta MR angiography with a VMTK level set), plus the CT
   angiography at 5 mm slices.
 - Thick-slice variants made here (documented resampling, not new data): the Eve T1 averaged
   over 5 axial slices (1 x 1 x 5 mm, labels by majority) and the TotalSegmentator example CT of

@@ -26,8 +26,10 @@ annex pointers). Sources (``repo`` at the commit read, path, licence):
   targets are the BraTS regions a user boxes: the whole tumour (labels 1-4) on FLAIR and the
   tumour core (1, 3, 4) on T1c.
 - ``vmtk/vmtk-test-data`` @ 7f5abc07a33e1037a106fa4e0ac6c320adb1baa1 (the VMTK test data of
-  the BSD-3 VMTK project): ``input/aorta.mha`` (CT of the abdominal aorta, 157 x 393 x 34 at
-  0.88 x 0.88 x 1.5 mm) and ``input/aorta-final-levelset.mha``; the reference is the level
+  the BSD-3 VMTK project): ``input/aorta.mha`` (the abdominal aorta and its bifurcation in a
+  coronal slab, 157 x 393 x 34 at 0.88 x 0.88 x 1.5 mm; the source does not name the modality,
+  and the look, a bright lumen on a dark background with no bone, is contrast MR angiography,
+  so it is listed as MR) and ``input/aorta-final-levelset.mha``; the reference is the level
   set's inside (phi < 0), a semi-automatic VMTK segmentation, not a hand label.
 - Thick-slice variant made here: the CT angiography resampled to 5 mm slices (the same
   ``_reslice`` as the 7.5 mm CT of ``build_devset.py``), for the heart and the aorta.
@@ -168,7 +170,7 @@ def _vmtk(mirrors: Path, out: Path, read: Reader) -> list[Row]:
     sitk.WriteImage(img, str(d / "aorta.nii.gz"))
     sitk.WriteImage(lab, str(d / "aorta_levelset.nii.gz"))
     return [("vmtk_aorta", "vmtk/aorta.nii.gz", "vmtk/aorta_levelset.nii.gz", 1,
-             "abdominal aorta (VMTK level set)", "CT")]
+             "abdominal aorta (VMTK level set)", "MR")]
 
 
 def build_more(mirrors: Path, out: Path, read: Reader, reslice: Reslicer) -> list[Row]:
