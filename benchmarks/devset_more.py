@@ -88,6 +88,15 @@ Reslicer = Callable[[nib.Nifti1Image, nib.Nifti1Image, float, list[int]],
                     tuple[nib.Nifti1Image, nib.Nifti1Image]]
 
 
+def _load(path: Path) -> nib.Nifti1Image:
+    """``nib.load`` narrowed to NIfTI: every source here is NIfTI, and a different format would
+    mean the source changed under the builder."""
+    img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):
+        raise SystemExit(f"{path}: expected NIfTI, got {type(img).__name__}")
+    return img
+
+
 def onto_grid(mask: nib.Nifti1Image, ref: nib.Nifti1Image) -> np.ndarray:
     """``mask`` sampled (nearest voxel) at every voxel centre of ``ref``; 0 outside ``mask``.
 
@@ -120,14 +129,14 @@ def levelset_inside(phi: np.ndarray) -> np.ndarray:
 
 def _cta(mirrors: Path, out: Path, read: Reader, reslice: Reslicer) -> list[Row]:
     d = out / "cta"
-    ct = nib.load(read(mirrors, _TS, f"{_AORTA_DIR}/ct_cropped.nii.gz", d / "cta_ct.nii.gz"))
+    ct = _load(read(mirrors, _TS, f"{_AORTA_DIR}/ct_cropped.nii.gz", d / "cta_ct.nii.gz"))
     lab = np.zeros(ct.shape[:3], dtype=np.int16)
     for value, folder, name, _ in CTA_LABELS:
-        m = onto_grid(nib.load(read(mirrors, _TS, f"{folder}/{name}", d / "src" / name)), ct)
+        m = onto_grid(_load(read(mirrors, _TS, f"{folder}/{name}", d / "src" / name)), ct)
         lab[(m > 0) & (lab == 0)] = value
     labels = nib.Nifti1Image(lab, ct.affine)
     nib.save(labels, d / "cta_labels.nii.gz")
-    fl = nib.load(read(mirrors, _TS, f"{_AORTA_DIR}/aorta_false_lumen.nii.gz",
+    fl = _load(read(mirrors, _TS, f"{_AORTA_DIR}/aorta_false_lumen.nii.gz",
                        d / "cta_false_lumen.nii.gz"))
     names = {v: s for v, _, _, s in CTA_LABELS}
     rows: list[Row] = [(f"cta_{cid}", "cta/cta_ct.nii.gz", "cta/cta_labels.nii.gz", v, names[v],
@@ -150,7 +159,7 @@ def _brats(mirrors: Path, out: Path, read: Reader) -> list[Row]:
         d = out / "brats" / pat
         src = f"{_BRATS_DIR}/{split}/{pat}"
         read(mirrors, _DM, f"{src}/{seq}_subtrMeanDivStd.nii.gz", d / f"{seq.lower()}.nii.gz")
-        ot = nib.load(read(mirrors, _DM, f"{src}/OTMultiClass.nii.gz", d / "ot.nii.gz"))
+        ot = _load(read(mirrors, _DM, f"{src}/OTMultiClass.nii.gz", d / "ot.nii.gz"))
         m = brats_target(np.asarray(ot.dataobj), target)
         nib.save(nib.Nifti1Image(m, ot.affine), d / f"{target}.nii.gz")
         num = pat.split("_")[2][-2:]
