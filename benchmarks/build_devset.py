@@ -20,6 +20,12 @@ the repository. Sources (public GitHub repositories, read from git directories u
   tumour, MR) and ``data/prostate_phantom_subvolume.nrrd`` + label (prostate phantom, MR,
   0.5 x 0.5 x 3 mm; its label values 8 and 9, the two large structures; label 1 is a few
   scattered voxels and is left out).
+- Eleventh pass (e), in ``devset_more.py`` (its docstring has the commits and paths):
+  ``wasserth/TotalSegmentator`` (Apache-2.0; CT angiography at 1.5 mm with the heart, aorta,
+  pulmonary artery, two aortic branches, T12 and the dissection's false lumen, model masks),
+  ``deepmedic/deepmedic`` (BraTS 2015 brain tumours, CC BY-NC-SA 3.0, expert labels) and
+  ``vmtk/vmtk-test-data`` (BSD-3; abdominal aorta MR angiography with a VMTK level set), plus the CT
+  angiography at 5 mm slices.
 - Thick-slice variants made here (documented resampling, not new data): the Eve T1 averaged
   over 5 axial slices (1 x 1 x 5 mm, labels by majority) and the TotalSegmentator example CT of
   ``../shared/data/totalseg`` (Apache-2.0) resampled from 3 mm to 7.5 mm slices (linear for the
@@ -42,6 +48,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from devset_more import build_more
 from scipy import ndimage as ndi
 
 __all__ = ["Case", "main"]
@@ -196,6 +203,8 @@ def build(mirrors: Path, shared: Path, out: Path) -> list[Case]:
     for v, name in _CT_THICK:
         cases.append(Case(f"ct75_{name.replace(' ', '_')}", "ct75/ct_7p5mm.nii.gz",
                           "ct75/seg_7p5mm.nii.gz", v, name, "CT"))
+    # --- eleventh pass (e): cardiac, vessels, lesions, thoracic CT anatomy
+    cases += [Case(*row) for row in build_more(mirrors, out, _read, _reslice)]
     return cases
 
 
