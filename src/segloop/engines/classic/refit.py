@@ -1,6 +1,6 @@
 """The classic engine's tracking, refitted on the slice it segments (``ClassicOptions.refit``).
 
-``propagation.track`` labels a slice by a model blending the key slice's with one fitted on
+``tracking.track`` labels a slice by a model blending the key slice's with one fitted on
 the PREVIOUS slice's mask and ring. Where the target's intensity drifts along z (an MR bias
 field, contrast filling a vessel or an organ unevenly), both lag behind the slice at hand, and
 the target's voxels that have drifted furthest are called background. A GrabCut-like pass
@@ -26,7 +26,7 @@ __all__ = ["TrackFn", "current_model", "growth_window", "track_refit"]
 
 
 class TrackFn(Protocol):
-    """``propagation.track``'s signature."""
+    """``tracking.track``'s signature."""
 
     def __call__(self, ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolArray,
                  model: IntensityModel, limit: float | None = None,

@@ -12,10 +12,9 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 from skimage.segmentation import random_walker
 
-from segloop.engines.classic.box_class import ring_class
+from segloop.engines.classic.box_class import reach_sides, ring_class, spanning_class
 from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.graphcut import min_cut
@@ -151,85 +150,6 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = fg
     return out
-
-
-def reach_sides(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
-                inbox: BoolArray, gap: float) -> BoolArray:
-    """The box result, extended to the sides of the box it stops short of.
-
-    The box is tight around the target, so the target touches all four of its sides. Where
-    the result stops ``gap`` voxels or more short of a side, the cleaning (an opening of a
-    fraction of the target's radius) has usually cut a thin part of the target (the tip of a
-    lung lobe along the ribs, a process of a vertebra): the target-like tissue (log-likelihood
-    ratio > 0, smoothed as in ``grabcut``) connected to the result is taken back where a
-    component of it beyond the result reaches such a side.
-    """
-    bf, bb = bbox(fg), bbox(inbox)
-    if bf is None or bb is None:
-        return fg
-    gx = max(2.0, gap * (bb[2] - bb[0] + 1))
-    gy = max(2.0, gap * (bb[3] - bb[1] + 1))
-    short = [bf[0] - bb[0] >= gx, bf[1] - bb[1] >= gy, bb[2] - bf[2] >= gx, bb[3] - bf[3] >= gy]
-    if not any(short):
-        return fg
-    side = np.zeros(fg.shape, dtype=bool)
-    if short[0]:
-        side[bb[0], :] = True
-    if short[1]:
-        side[:, bb[1]] = True
-    if short[2]:
-        side[bb[2], :] = True
-    if short[3]:
-        side[:, bb[3]] = True
-    side &= inbox
-    lr = ndi.gaussian_filter(model.log_ratio(img), 0.7)
-    cand = (lr > 0) & inbox
-    extra = keep_components(cand | fg, fg) & ~fg
-    extra = keep_components(extra, side)
-    if not extra.any():
-        return fg
-    return np.asarray(ndi.binary_fill_holes(fg | extra), dtype=bool) & inbox
-
-
-def spanning_class(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
-                   inbox: BoolArray, ring: BoolArray,
-                   box_scale: float) -> tuple[BoolArray, IntensityModel]:
-    """The box result, or the one intensity class of it that alone spans the box.
-
-    The box is tight around the target, so the target touches all four of its sides. A box
-    result made of two intensity classes (split at Otsu's threshold, medians more than twice
-    the noise level apart) where one class alone spans the box (``class_cover`` of its width
-    and height, holes filled) on well under the whole area but no sliver of it (between
-    ``1 - class_area`` and ``class_area`` of it: a partial-volume rim is no class) is the target
-    plus a neighbour of another intensity that the box also holds (the putamen beside the
-    brighter pallidum, a pancreas beside the bowel): that class is kept and the model
-    refitted to it. When both classes or neither span the box, the result stays as it is.
-    """
-    opts = ctx.opts
-    vals = img[fg]
-    if opts.class_cover is None or vals.size < 50:
-        return fg, model
-    t = float(threshold_otsu(vals))
-    lo, hi = vals[vals <= t], vals[vals > t]
-    if lo.size < 8 or hi.size < 8 or float(np.median(hi) - np.median(lo)) < 2.0 * ctx.noise_level():
-        return fg, model
-    spread = float(lo.std() + hi.std())
-    if float(np.median(hi) - np.median(lo)) < opts.class_split * spread:  # one class, halved
-        return fg, model
-    spanning = []
-    for part in (fg & (img <= t), fg & (img > t)):
-        part = clean(part, ctx.sp, opts.clean_mm, opts.open_frac * box_scale) & fg
-        if not part.any():
-            continue
-        part = np.asarray(ndi.binary_fill_holes(largest(part)), dtype=bool) & inbox
-        share = part.sum() / fg.sum()
-        if box_cover(part, inbox) >= opts.class_cover and 1.0 - opts.class_area <= share < opts.class_area:
-            spanning.append(part)
-    if len(spanning) != 1:
-        return fg, model
-    part = spanning[0]
-    bgv = np.concatenate([img[ring], img[inbox & ~ndi.binary_dilation(part)]])
-    return part, ctx.new_model(img[part], bgv)
 
 
 def grabcut(ctx: ClassicContext, img: F32, init: BoolArray, core: BoolArray, inbox: BoolArray,

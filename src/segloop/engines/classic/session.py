@@ -6,6 +6,7 @@ Must not import torch, FastAPI, Celery or the CLI.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,6 +34,10 @@ class ClassicSession:
         if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
             raise EngineError(f"classic engine needs a real numeric volume, got {data.dtype}")
         self.options = ClassicOptions() if options is None else options
+        if can.source_format == "image2d" and self.options.ring_class is not None:
+            # measured on the 2D photo set: the ring check fired on 24 of 141 pictures and
+            # lowered 21 (benchmarks/devset.md, eleventh pass); on volumes it gains
+            self.options = replace(self.options, ring_class=None)
         sx, sy, sz = can.spacing
         self._ctx = ClassicContext(data.astype(np.float32, copy=False),
                                    (float(sx), float(sy), float(sz)), self.options)
