@@ -53,15 +53,21 @@ def test_window_filled_counts_the_rim_of_the_window() -> None:
     assert not window_filled((xx - 20) ** 2 + (yy - 20) ** 2 <= 25, win, 0.1)  # an edge inside
 
 
+def _bright_square(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 60 x 60 one-slice image with a bright 20 x 20 square (the target) and noise."""
+    img = np.full((60, 60, 1), 60.0)
+    img[20:40, 20:40, 0] = 120.0
+    img += np.random.default_rng(seed).normal(0.0, 4.0, img.shape)
+    target = np.zeros((60, 60), dtype=bool)
+    target[20:40, 20:40] = True
+    return img, target
+
+
 def test_a_negative_click_on_a_one_voxel_rim_removes_the_rim_not_the_target() -> None:
     """The mask is a bright square (the target) plus a one-voxel column of background beside
     it (a spurious rim); the click lies on the rim. The old carve removed the rim and the
     target's column next to it (12 target voxels lost); with ``rim_cut`` only the rim goes."""
-    img = np.full((60, 60, 1), 60.0)
-    img[20:40, 20:40, 0] = 120.0
-    img += np.random.default_rng(4).normal(0.0, 4.0, img.shape)
-    target = np.zeros((60, 60), dtype=bool)
-    target[20:40, 20:40] = True
+    img, target = _bright_square(4)
     base = target.copy()
     base[40, 24:36] = True
     click = Prompts.make(points=[(40, 30)], labels=[0])
@@ -133,11 +139,7 @@ def test_a_positive_click_next_to_the_mask_adds_the_missed_rim_only() -> None:
     """The target is a bright square; the mask misses its last column (a one-voxel rim) and
     the click lies on that column, next to the mask. The old grow added its seed disk, whose
     voxels beyond the column are background; with ``rim_add`` only the column is added."""
-    img = np.full((60, 60, 1), 60.0)
-    img[20:40, 20:40, 0] = 120.0
-    img += np.random.default_rng(8).normal(0.0, 4.0, img.shape)
-    target = np.zeros((60, 60), dtype=bool)
-    target[20:40, 20:40] = True
+    img, target = _bright_square(8)
     base = target.copy()
     base[39, :] = False
     click = Prompts.make(points=[(39, 30)], labels=[1])
