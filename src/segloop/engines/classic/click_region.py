@@ -20,6 +20,8 @@ the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -79,15 +81,15 @@ def local_region(ctx: ClassicContext, object_id: int, z: int, x: int, y: int,
     return out
 
 
-def smaller_local(ctx: ClassicContext, object_id: int, z: int, click: tuple[int, int],
-                  current: BoolArray, reach_mm: float, region: BoolArray, first: bool) -> BoolArray:
+def smaller_local(ctx: ClassicContext, current: BoolArray, region: BoolArray, first: bool,
+                  local: Callable[[], BoolArray]) -> BoolArray:
     """With ``local_empty``, on a slice where the object was absent (``current`` empty; not
-    the object's first click), the local region of a positive click at ``click`` when it is
-    under ``local_empty`` times the size of ``region`` (the object's model's region, any
-    grid); otherwise an empty ``(X, Y)`` mask."""
+    the object's first click), the click's local region (``local()``, :func:`local_region`'s
+    result, asked for only here) when it is under ``local_empty`` times the size of ``region``
+    (the object's model's region, any grid); otherwise an empty ``(X, Y)`` mask."""
     if ctx.opts.local_empty is None or first or current.any() or not region.any():
         return np.zeros(current.shape, dtype=bool)
-    local = local_region(ctx, object_id, z, click[0], click[1], current, reach_mm)
-    if local.sum() < ctx.opts.local_empty * region.sum():
-        return local
+    found = local()
+    if found.sum() < ctx.opts.local_empty * region.sum():
+        return found
     return np.zeros(current.shape, dtype=bool)

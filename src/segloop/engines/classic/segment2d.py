@@ -203,6 +203,15 @@ def grow(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: B
     win = disk(img.shape, px, py, r, sp)
     seed = disk(img.shape, px, py, max(1.5, 1.1 * min(sp)), sp)
     region = np.zeros(img.shape, dtype=bool)
+    found: list[BoolArray] = []
+
+    def scale_local() -> BoolArray:
+        """The click's local region up to the object's scale (click_region.py), made once:
+        both the window check and the empty-slice check below may ask for it."""
+        if not found:
+            found.append(local_region(ctx, object_id, z, x, y, current, max(0.6 * r, scale)))
+        return found[0]
+
     if model is not None:
         lr = ndi.gaussian_filter(model.log_ratio(img), 0.7)
         if lr[px, py] > 0:
@@ -210,10 +219,10 @@ def grow(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: B
             cand = ndi.binary_opening(cand, ball(opts.clean_mm, sp)) | seed
             region = keep_components(cand & win, seed)
             if (opts.window_fill is not None and window_filled(region, win, opts.window_fill)
-                    and not local_region(ctx, object_id, z, x, y, current, max(0.6 * r, scale)).any()):
+                    and not scale_local().any()):
                 # the window bounds it and no local edge does: the click's nearest part (reach.py)
                 region = keep_components(region & disk(img.shape, px, py, 0.5 * r, sp), seed)
-    smaller = smaller_local(ctx, object_id, z, (x, y), current, max(0.6 * r, scale), region, first)
+    smaller = smaller_local(ctx, current, region, first, scale_local)
     if smaller.any():  # the object's model took the surroundings too (click_region.py)
         return smaller
     if (not region.any() and opts.own_region is not None and not first
