@@ -64,7 +64,7 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             if stopped or model is None:
                 new = np.zeros(ctx.shape[:2], dtype=bool)
             else:
-                new, model = track_refit(track, ctx, object_id, s, s - direction, prev, model,
+                new, model = track_refit(ctx, object_id, s, s - direction, prev, model,
                                          area_limit(opts, anchor_area, low))
                 if opts.end_frac is not None and new.sum() < opts.end_frac * anchor_area:
                     new = np.zeros_like(new)  # the target has ended (see ClassicOptions)

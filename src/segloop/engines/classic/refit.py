@@ -8,29 +8,20 @@ refits the local model on the CURRENT slice, from the tracked mask's core agains
 around it, and tracks the slice again with it (same window, shape prior and checks).
 
 Must not import the classic engine's session or propagation modules, torch, FastAPI, Celery
-or the CLI (``track`` is passed in).
+or the CLI.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.intensity import F32, IntensityModel
+from segloop.engines.classic.intensity import IntensityModel
 from segloop.engines.classic.morphology import Crop, bbox, inner, signed_distance
+from segloop.engines.classic.tracking import track
 from segloop.types import BoolArray
 
-__all__ = ["TrackFn", "current_model", "growth_window", "track_refit"]
-
-
-class TrackFn(Protocol):
-    """``tracking.track``'s signature."""
-
-    def __call__(self, ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolArray,
-                 model: IntensityModel, limit: float | None = None,
-                 local: IntensityModel | None = None) -> tuple[BoolArray, IntensityModel]: ...
+__all__ = ["current_model", "track_refit"]
 
 
 def current_model(ctx: ClassicContext, object_id: int, s: int, mask: BoolArray,
@@ -60,7 +51,7 @@ def current_model(ctx: ClassicContext, object_id: int, s: int, mask: BoolArray,
     return IntensityModel(key.lo, key.hi, key.density(img[fg], noise), key.density(img[ring], noise))
 
 
-def track_refit(track: TrackFn, ctx: ClassicContext, object_id: int, s: int, prev_z: int,
+def track_refit(ctx: ClassicContext, object_id: int, s: int, prev_z: int,
                 prev: BoolArray, model: IntensityModel,
                 limit: float | None = None) -> tuple[BoolArray, IntensityModel]:
     """``track`` slice s, then (``refit`` times, until nothing changes) track it again with the
@@ -79,19 +70,3 @@ def track_refit(track: TrackFn, ctx: ClassicContext, object_id: int, s: int, pre
             break
         out = new
     return out, model_out
-
-
-def growth_window(ctx: ClassicContext, object_id: int, sd: F32, lr: F32, img: F32) -> BoolArray:
-    """Where slice s's mask may lie: within the growth distance of the previous slice's mask
-    (``sd``: signed distance to it, mm), and with ``far_grow`` up to that many times as far
-    where the tracking model's smoothed ratio ``lr`` and the key slice's model both call the
-    voxel target by more than ``far_lr``: a target widening or moving faster than the window
-    between thick slices is followed where its tissue is unmistakable."""
-    grow = ctx.grow_mm()
-    window = sd > -grow
-    far = ctx.opts.far_grow
-    if far is None:
-        return window
-    key = ctx.models[object_id].log_ratio(img)
-    return np.asarray(window | ((sd > -far * grow) & (lr > ctx.opts.far_lr)
-                                & (key > ctx.opts.far_lr)), dtype=bool)

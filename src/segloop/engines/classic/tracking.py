@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.intensity import IntensityModel
+from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.morphology import (
     Crop,
     bbox,
@@ -24,10 +24,9 @@ from segloop.engines.classic.morphology import (
     signed_distance,
 )
 from segloop.engines.classic.options import ClassicOptions
-from segloop.engines.classic.refit import growth_window
 from segloop.types import BoolArray
 
-__all__ = ["area_limit", "track"]
+__all__ = ["area_limit", "growth_window", "track"]
 
 
 def area_limit(opts: ClassicOptions, anchor_area: int, low: int) -> float | None:
@@ -130,3 +129,19 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = new_c
     return out, model
+
+
+def growth_window(ctx: ClassicContext, object_id: int, sd: F32, lr: F32, img: F32) -> BoolArray:
+    """Where slice s's mask may lie: within the growth distance of the previous slice's mask
+    (``sd``: signed distance to it, mm), and with ``far_grow`` up to that many times as far
+    where the tracking model's smoothed ratio ``lr`` and the key slice's model both call the
+    voxel target by more than ``far_lr``: a target widening or moving faster than the window
+    between thick slices is followed where its tissue is unmistakable."""
+    grow = ctx.grow_mm()
+    window = sd > -grow
+    far = ctx.opts.far_grow
+    if far is None:
+        return window
+    key = ctx.models[object_id].log_ratio(img)
+    return np.asarray(window | ((sd > -far * grow) & (lr > ctx.opts.far_lr)
+                                & (key > ctx.opts.far_lr)), dtype=bool)
