@@ -35,6 +35,7 @@ import numpy as np
 from segloop.engines import get_engine
 from segloop.engines.base import Engine
 from segloop.engines.image2d_session import Image2DSession
+from segloop.eval.metrics import compute_dice, compute_iou
 from segloop.eval.protocol import box_from_mask, next_click
 from segloop.io.image2d import Image2D, load_image2d
 from segloop.train.sources import read_mask_file
@@ -57,13 +58,6 @@ class ImageScore:
     seconds: list[float] = field(default_factory=list)
 
 
-def _scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    inter = float(np.logical_and(pred, truth).sum())
-    total = float(pred.sum() + truth.sum())
-    union = total - inter
-    return (2 * inter / total if total else 1.0), (inter / union if union else 1.0)
-
-
 def kinds_of(root: Path) -> dict[str, Path]:
     """``{kind: folder}`` under ``root`` (``root`` itself when it holds images/ and masks/)."""
     if (root / "images").is_dir() and (root / "masks").is_dir():
@@ -82,8 +76,7 @@ def run_image(engine: Engine, image: Image2D, truth: np.ndarray, clicks: int
     session.segment_slice(0, Prompts(box=box))
     secs = [time.perf_counter() - t0]
     pred = session.mask()
-    d, j = _scores(pred, truth_xy)
-    dice, iou = [d], [j]
+    dice, iou = [compute_dice(pred, truth_xy)], [compute_iou(pred, truth_xy)]
     for _ in range(clicks):
         click = next_click(pred, truth_xy, (1.0, 1.0, 1.0))
         if click is None:
@@ -93,9 +86,8 @@ def run_image(engine: Engine, image: Image2D, truth: np.ndarray, clicks: int
             pass
         secs.append(time.perf_counter() - t0)
         pred = session.mask()
-        d, j = _scores(pred, truth_xy)
-        dice.append(d)
-        iou.append(j)
+        dice.append(compute_dice(pred, truth_xy))
+        iou.append(compute_iou(pred, truth_xy))
     return dice, iou, secs
 
 

@@ -79,7 +79,8 @@ from typing import TypeVar
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
+
+from segloop.engines.classic.morphology import largest
 
 __all__ = ["Item", "Mirror", "largest_component", "main", "write_pair"]
 
@@ -148,13 +149,9 @@ class Item:
 
 
 def largest_component(fg: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of the ``(H, W)`` bool ``fg`` (empty if none)."""
-    lab, n = ndi.label(fg, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros(fg.shape, bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return np.asarray(lab == int(np.argmax(sizes)))
+    """The largest 8-connected component of the ``(H, W)`` bool ``fg`` (empty if none; equal
+    largest ones all kept, as ``morphology.largest`` does)."""
+    return largest(np.asarray(fg, dtype=bool))
 
 
 def _as_written(im: Image.Image) -> Image.Image:
