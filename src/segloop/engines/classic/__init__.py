@@ -20,6 +20,10 @@ any resolution):
   kept and the model refitted to it. A result that stops well short of a side of the box
   (``reach_gap``) takes back the target-like tissue connected to it that reaches that side:
   the cleaning's opening had cut a thin part of the target (a lung lobe's arm along the ribs).
+  Tissue of the box that the ring around the box does not show, between the ring's and the
+  result's intensities and connected to the result (``ring_novel``), is the target's too: a
+  brain tumour's fainter oedema around its bright core, which the two-class rule above would
+  otherwise read as a neighbour.
   A positive point alone starts an object by flooding
   intensity-similar tissue around it ("magic wand").
 - **Propagation.** Slice by slice in both directions: the previous slice's mask gives a

@@ -89,6 +89,13 @@ class ClassicOptions:
     of the ring around the box that the result's model does replaces the result: the result
     took the tissue the box sits in, see ``engines/classic/box_class.py``; volumes only: a 2D
     picture's session skips it, it lowered 21 of the 2D set's 141 images; None disables),
+    ``ring_novel`` (the box's key slice: tissue of the box that the ring around it does not
+    show, beyond the ring's ``ring_novel`` and ``1 - ring_novel`` quantiles, on the side of
+    the ring the result lies and not beyond the result's own 10th/90th percentile, connected
+    to the result, is added, and the model refitted, when it is at least ``novel_least`` of
+    the result's area: a brain tumour's fainter oedema around its bright core is no
+    neighbour, the box's surroundings would show a neighbour, see
+    ``engines/classic/novel.py``; None disables),
     ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
     model refitted on that slice from the last result's core against a ring beginning
     ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
@@ -163,6 +170,8 @@ class ClassicOptions:
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
     ring_class: float | None = 0.5
+    ring_novel: float | None = 0.02
+    novel_least: float = 0.1
     refit: float | None = None
     refit_gap: float = 1.0
     far_grow: float | None = None

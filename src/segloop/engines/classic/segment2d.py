@@ -33,6 +33,7 @@ from segloop.engines.classic.morphology import (
     neck_side,
     open_disk,
 )
+from segloop.engines.classic.novel import novel_tissue
 from segloop.engines.classic.reach import rim_cut, window_filled
 from segloop.types import BoolArray, Prompts
 
@@ -144,6 +145,9 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
                                lambda init: grabcut(ctx, img, init, init, inbox, ring, box_scale))
     if opts.reach_gap is not None:
         fg = reach_sides(ctx, img, fg, model, inbox, opts.reach_gap)
+    if opts.ring_novel is not None:  # the box's tissue its surroundings do not show
+        fg, model = novel_tissue(ctx, img, fg, model, inbox, ring, opts.ring_novel,
+                                 opts.novel_least)
     ctx.models[object_id] = model
     ctx.set_support(object_id, img[fg], ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, z][fg])
     ctx.scale[object_id] = float(np.sqrt(max(fg.sum(), 1) * sp[0] * sp[1] / np.pi))
