@@ -123,3 +123,21 @@ def test_one_box_on_a_vertebra_ends_at_its_discs(shared_data: Path, label: str, 
     new = _box_only(can, truth, z, sheet_cover=0.5)
     assert _dice(old, truth) < 0.5
     assert _dice(new, truth) >= floor, _dice(new, truth)
+
+
+def test_a_positive_click_past_the_sheet_does_not_run_on_through_the_next_copy() -> None:
+    """After the box, the tracking ended at the plates; a positive click on a slice the sheet
+    emptied (the plate's far edge, say) takes its own slice, but the re-tracking outward from
+    it does not run on through the next body to the volume's end."""
+    vol, truth = _column(discs=True)
+    z = key_slice(truth)
+    session = ClassicEngine(sheet_cover=0.5).open(vol)
+    session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
+    list(session.propagate(z))
+    after_box = session.mask()
+    filled = np.flatnonzero(after_box.any(axis=(0, 1)))
+    zc = int(filled.max()) + 1  # the first slice past the end
+    list(session.refine(zc, Prompts.make(points=[(24, 24)], labels=[1])))
+    mask = session.mask()
+    assert mask[:, :, zc].any()
+    assert not mask[:, :, zc + 1:].any()

@@ -107,6 +107,7 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             if cut is not None:
                 for q, _ in chain[cut:]:
                     st.mask[:, :, q] = False
+                ctx.sheet_cut.setdefault(object_id, set()).update(q for q, _ in chain[cut:])
         for q in held:
             done += 1
             yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
@@ -196,6 +197,10 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     # ``jump_frac``: the tracking sliding onto the neighbour again)
                     add_s, rem_s = tracked, np.zeros_like(old)
                     if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
+                        add_s = np.zeros_like(old)
+                    if s in ctx.sheet_cut.get(object_id, ()):
+                        # past a dark sheet (``sheet_cover``): a click beyond it adds its
+                        # own slice, the tracking does not run on through the next copy
                         add_s = np.zeros_like(old)
                     if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
                             and prev.any() and tracked.any() and \
