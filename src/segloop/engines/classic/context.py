@@ -24,7 +24,8 @@ class ClassicContext:
     spacing ``sz`` (mm), the options, and per object: ``models`` (its intensity model),
     ``scale`` (its equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising
     sigma), ``support`` (the intensity range of its key slice, see :meth:`set_support`) and
-    ``jump_cut`` (the slices where a propagation ended it at a jump, ``ends.JumpWatch``)."""
+    ``jump_cut`` (the slices where a propagation ended it at a jump, ``ends.JumpWatch``) and
+    ``sheet_cut`` (those a propagation emptied past a dark sheet, ``sheets.sheet_end``)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
         self.img = img
@@ -39,6 +40,7 @@ class ClassicContext:
         self.typical: dict[int, tuple[float, float]] = {}
         self.pad_in_target: set[int] = set()
         self.jump_cut: dict[int, set[int]] = {}
+        self.sheet_cut: dict[int, set[int]] = {}
         self._noise: float | None = None
         self._pad_value: float | None = None
         self._pad_checked = False

@@ -22,6 +22,7 @@ from segloop.engines.classic.morphology import (
 )
 from segloop.engines.classic.reach import rim_only, run_on
 from segloop.engines.classic.refit import track_refit
+from segloop.engines.classic.sheets import sheet_end
 from segloop.engines.classic.tracking import area_limit, track
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
@@ -41,7 +42,9 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
     """Fill the slices from z to the next anchors (both directions), tracking slice by slice;
     an emptied slice ends the object in that direction. With ``jump_frac`` set, a jump of
     the mask followed by a regrowth (``ends.JumpWatch``: a new object replacing the tracked
-    one) ends it before the jump; slices from a pending jump on are yielded once settled."""
+    one) ends it before the jump; slices from a pending jump on are yielded once settled. With
+    ``sheet_cover`` set, a thin dark sheet across the target (``sheets.sheet_end``: the disc
+    between two vertebral bodies) ends it there; each direction is then yielded once done."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
@@ -60,6 +63,7 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             watch = JumpWatch(opts.jump_frac, opts.jump_mm * ctx.sz, opts.jump_regrow, ctx.sp)
             watch.step(prev)
         held: list[int] = []  # slices computed, not yet yielded (from a pending jump on)
+        anchor = prev.copy()
         for s in span:
             if stopped or model is None:
                 new = np.zeros(ctx.shape[:2], dtype=bool)
@@ -87,10 +91,23 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
                 first = watch.settled()
                 if first is not None and not stopped:
                     ready -= 1 + watch.position - first  # held[-1] is at watch.position
+            if opts.sheet_cover is not None:
+                ready = 0  # the sheet test reads the whole direction (sheets.py)
             for q in held[:ready]:
                 done += 1
                 yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
             held = held[ready:]
+        if opts.sheet_cover is not None and anchor.any():
+            chain = [(z, anchor)]
+            for q in held:
+                if not st.mask[:, :, q].any():
+                    break
+                chain.append((q, st.mask[:, :, q]))
+            cut = sheet_end(ctx, object_id, chain)
+            if cut is not None:
+                for q, _ in chain[cut:]:
+                    st.mask[:, :, q] = False
+                ctx.sheet_cut.setdefault(object_id, set()).update(q for q, _ in chain[cut:])
         for q in held:
             done += 1
             yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
@@ -180,6 +197,10 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     # ``jump_frac``: the tracking sliding onto the neighbour again)
                     add_s, rem_s = tracked, np.zeros_like(old)
                     if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
+                        add_s = np.zeros_like(old)
+                    if s in ctx.sheet_cut.get(object_id, ()):
+                        # past a dark sheet (``sheet_cover``): a click beyond it adds its
+                        # own slice, the tracking does not run on through the next copy
                         add_s = np.zeros_like(old)
                     if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
                             and prev.any() and tracked.any() and \
