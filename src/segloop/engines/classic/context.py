@@ -39,6 +39,8 @@ class ClassicContext:
         self.typical: dict[int, tuple[float, float]] = {}
         self.pad_in_target: set[int] = set()
         self.jump_cut: dict[int, set[int]] = {}
+        #: the values are Hounsfield units (a CT volume holding air; set by the session)
+        self.hu = False
         self._noise: float | None = None
         self._pad_value: float | None = None
         self._pad_checked = False

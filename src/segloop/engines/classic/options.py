@@ -121,7 +121,11 @@ class ClassicOptions:
     object's model took the target-like surroundings too; None disables), ``resume_end``
     (an addition that restarts the tracking past the object's end stops where the tracked
     area falls under ``end_frac`` of the clicked slice's mask, as a propagation from a box
-    does; any number enables, None disables).
+    does; any number enables, None disables), ``fat_hu`` (CT volumes in Hounsfield units
+    only: a box result of which at least ``fat_share`` lies between -500 HU and this value
+    (fat), where the box's tissue from this value up spans the box, is made again from
+    that soft tissue with the fat as background: fat is no soft-tissue target, see
+    ``engines/classic/fat.py``; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -174,6 +178,8 @@ class ClassicOptions:
     rim_add: float | None = 1.0
     local_empty: float | None = 0.5
     resume_end: float | None = 1.0
+    fat_hu: float | None = -50.0
+    fat_share: float = 0.3
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
