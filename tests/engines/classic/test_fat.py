@@ -118,3 +118,9 @@ def test_ct_adrenal_key_slice_from_one_box(shared_data: Path) -> None:
         dices.append(2.0 * float((m & t).sum()) / float(m.sum() + t.sum()))
     assert dices[0] < 0.6
     assert dices[1] >= 0.78
+
+
+def test_the_rule_is_on_by_default() -> None:
+    """Measured on the three manifests (benchmarks/devset.md, twelfth pass): on."""
+    assert ClassicOptions().fat_hu == -50.0
+    assert ClassicOptions().fat_share == 0.3
