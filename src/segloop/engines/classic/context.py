@@ -41,6 +41,8 @@ class ClassicContext:
         self.pad_in_target: set[int] = set()
         self.jump_cut: dict[int, set[int]] = {}
         self.sheet_cut: dict[int, set[int]] = {}
+        #: the values are Hounsfield units (a CT volume holding air; set by the session)
+        self.hu = False
         self._noise: float | None = None
         self._pad_value: float | None = None
         self._pad_checked = False

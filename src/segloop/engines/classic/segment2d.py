@@ -17,6 +17,7 @@ from skimage.segmentation import random_walker
 from segloop.engines.classic.box_class import reach_sides, ring_class, spanning_class
 from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.fat import soft_part
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.leak import leak_part
@@ -143,6 +144,8 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
     if opts.ring_class is not None:  # the box's tissue that surrounds it is no target
         fg, model = ring_class(ctx, img, fg, model, ell, inbox, ring,
                                lambda init: grabcut(ctx, img, init, init, inbox, ring, box_scale))
+    if opts.fat_hu is not None:  # CT: fat is no soft-tissue target (fat.py)
+        fg, model = soft_part(ctx, img, fg, model, inbox, ring)
     if opts.reach_gap is not None:
         fg = reach_sides(ctx, img, fg, model, inbox, opts.reach_gap)
     if opts.ring_novel is not None:  # the box's tissue its surroundings do not show

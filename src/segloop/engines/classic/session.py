@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.fat import looks_like_hu
 from segloop.engines.classic.options import ClassicOptions
 from segloop.engines.classic.propagation import propagate_delta, propagate_from, span_total
 from segloop.engines.classic.segment2d import prompted_slice
@@ -42,6 +43,7 @@ class ClassicSession:
         self._ctx = ClassicContext(data.astype(np.float32, copy=False),
                                    (float(sx), float(sy), float(sz)), self.options)
         self._modality = can.modality
+        self._ctx.hu = looks_like_hu(can.modality, self._ctx.img)
         self._state = SessionState(tuple(int(s) for s in data.shape))  # type: ignore[arg-type]
         # a corrected propagated slice: its mask before the first correction, per (object, z)
         self._base: dict[tuple[int, int], BoolArray] = {}
