@@ -121,7 +121,14 @@ class ClassicOptions:
     object's model took the target-like surroundings too; None disables), ``resume_end``
     (an addition that restarts the tracking past the object's end stops where the tracked
     area falls under ``end_frac`` of the clicked slice's mask, as a propagation from a box
-    does; any number enables, None disables).
+    does; any number enables, None disables), ``picture_click`` (2D pictures with a box only:
+    a positive click adds the part of the box around it that an s-t minimum cut gives to the
+    mask's tissue plus the click's against the ring around the box, the click a hard seed; a
+    negative click removes the part of the mask the cut gives to the ring's tissue plus the
+    click's; the cut's contrast-weighted neighbour terms have this strength, see
+    ``engines/classic/picture_click.py``; the picture's colour feature is then fitted to the
+    box alone, so a click does not change the box's own result; has no effect on volumes;
+    None disables).
     """
 
     smooth_mm: float = 1.0
@@ -174,6 +181,7 @@ class ClassicOptions:
     rim_add: float | None = 1.0
     local_empty: float | None = 0.5
     resume_end: float | None = 1.0
+    picture_click: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
