@@ -123,12 +123,12 @@ class ClassicOptions:
     area falls under ``end_frac`` of the clicked slice's mask, as a propagation from a box
     does; any number enables, None disables), ``picture_click`` (2D pictures with a box only:
     a positive click adds the part of the box around it that an s-t minimum cut gives to the
-    mask's tissue plus the click's against the ring around the box, the click a hard seed; a
-    negative click removes the part of the mask the cut gives to the ring's tissue plus the
-    click's; the cut's contrast-weighted neighbour terms have this strength, see
-    ``engines/classic/picture_click.py``; the picture's colour feature is then fitted to the
-    box alone, so a click does not change the box's own result; has no effect on volumes;
-    None disables).
+    mask's tissue plus the click's against the ring around the box, the click a hard seed (to
+    the region the volume step grows); a negative click removes the part of the mask the cut
+    gives to the ring's tissue plus the click's; the cut's contrast-weighted neighbour terms
+    have this strength, see ``engines/classic/picture_click.py``; the picture's colour feature
+    is then fitted to the box alone, so a click does not change the box's own result; has no
+    effect on volumes; None disables).
     """
 
     smooth_mm: float = 1.0

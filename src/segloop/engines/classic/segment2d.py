@@ -59,9 +59,11 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
+                add = grow(ctx, object_id, z, x, y, m)
                 pic = None if pbox is None else picture_add(ctx, object_id, z, x, y, m, pbox)
-                add = nearer_than(ctx, grow(ctx, object_id, z, x, y, m) if pic is None else pic,
-                                  (x, y), neg)
+                if pic is not None:  # the cut's region and the grown one (picture_click.py)
+                    add |= pic
+                add = nearer_than(ctx, add, (x, y), neg)
                 m |= add if ctx.opts.rim_add is None else rim_cut(add, ~m, x, y)  # reach.py
             pos.append((x, y))
         elif m[x, y]:
