@@ -48,7 +48,7 @@ def test_bench_prints_per_image_and_kind_means_and_writes_the_csv(
     assert bench.main([str(tmp_path / "set"), "--clicks", "1", "--csv", str(out),
                        "--variant", "off:picture_px=none", "--variant", "on:"]) == 0
     text = capsys.readouterr().out
-    assert "on disc" in text and "off ALL images" in text
+    assert "on disc" in text and "off ALL images" in text and "per click" in text
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4  # 2 images x 2 variants
     assert all(float(r["box_dice"]) > 0.9 for r in rows)

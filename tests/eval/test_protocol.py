@@ -43,6 +43,25 @@ def test_click_goes_to_the_centre_of_the_largest_error() -> None:
     assert next_click(truth, truth, (1.0, 1.0, 1.0)) is None
 
 
+def test_click_on_a_one_slice_grid_goes_to_the_middle_of_the_region() -> None:
+    # a 2D picture is the one-slice grid (X, Y, 1): it has no border along z, so the click
+    # is the missed region's in-plane farthest point, not its first voxel one slice from a
+    # padded z border (benchmarks/devset.md, twelfth pass (c2d))
+    truth = np.zeros((60, 40, 1), bool)
+    truth[5:55, 5:35, 0] = True
+    pred = truth.copy()
+    pred[5:55, 5:20, 0] = False  # a missed 50 x 15 band along the left of the object
+    c = next_click(pred, truth, (1.0, 1.0, 1.0))
+    assert c is not None and c.label == 1 and c.z == 0
+    assert 11 <= c.y <= 13 and 12 <= c.x <= 47
+    # a volume keeps its z border: the same band on the middle slice of three is clicked
+    # on that slice (its voxels are all one slice from the border)
+    vol_t = np.concatenate([np.zeros_like(truth), truth, np.zeros_like(truth)], axis=2)
+    vol_p = np.concatenate([np.zeros_like(pred), pred, np.zeros_like(pred)], axis=2)
+    c3 = next_click(vol_p, vol_t, (1.0, 1.0, 1.0))
+    assert c3 is not None and c3.z == 1
+
+
 def test_drive_counts_slices_not_results_and_cancels() -> None:
     import threading
 

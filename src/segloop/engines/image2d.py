@@ -200,10 +200,22 @@ def _scaled_prompts(prompts: Prompts, fx: float, fy: float, w: int, h: int) -> P
     return Prompts.make(box, pts or None, prompts.labels.tolist() or None)
 
 
+def _feature_prompts(engine: Engine, prompts: Prompts) -> Prompts:
+    """The prompts a colour picture's feature is fitted to: the box alone when the engine
+    handles a picture's clicks itself (``picture_click``), so that a click changes the mask
+    around it and not the box's result; all of them otherwise."""
+    if prompts.box is None or getattr(getattr(engine, "options", None), "picture_click", None) is None:
+        return prompts
+    return Prompts(box=prompts.box)
+
+
 def _segment_volume_engine(engine: Engine, pixels: npt.NDArray[Any], prompts: Prompts,
                            spacing: tuple[float, float] | None, modality: str | None) -> BoolArray:
     """A volume engine's ``(H, W)`` mask of a picture: one feature channel, one-slice volume."""
-    grey = colour_feature(pixels, prompts) if np.asarray(pixels).ndim == 3 else pixels
+    if np.asarray(pixels).ndim == 3:
+        grey = colour_feature(pixels, _feature_prompts(engine, prompts))
+    else:
+        grey = pixels
     if spacing is None and prompts.box is not None:
         spacing = (1.0, 1.0)  # the box gives the object's size: pixel units, and fast
     session = engine.open(image_as_volume(grey, spacing, modality))

@@ -120,10 +120,13 @@ def next_click(
     if best is None:
         return None
     _, region, label = best
-    # the distance transform only needs the region's bounding box (padded so borders count)
+    # the distance transform only needs the region's bounding box (padded so borders count;
+    # a one-slice grid, a 2D picture, has no border along z: padding it there would put
+    # every voxel within one slice spacing of the border and the click on the region's edge)
     (sl,) = ndi.find_objects(region.astype(np.uint8))
-    padded = np.pad(region[sl], 1)
-    dist = ndi.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    zpad = 1 if region.shape[2] > 1 else 0
+    padded = np.pad(region[sl], ((1, 1), (1, 1), (zpad, zpad)))
+    dist = ndi.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, zpad:padded.shape[2] - zpad]
     x, y, z = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return Click(int(x) + sl[0].start, int(y) + sl[1].start, int(z) + sl[2].start, label)
 

@@ -21,11 +21,12 @@ __all__ = ["ClassicContext"]
 
 class ClassicContext:
     """The image ``(X, Y, Z)`` float32 on the canonical grid, in-plane spacing ``sp`` and slice
-    spacing ``sz`` (mm), the options, and per object: ``models`` (its intensity model),
-    ``scale`` (its equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising
-    sigma), ``support`` (the intensity range of its key slice, see :meth:`set_support`) and
-    ``jump_cut`` (the slices where a propagation ended it at a jump, ``ends.JumpWatch``) and
-    ``sheet_cut`` (those a propagation emptied past a dark sheet, ``sheets.sheet_end``)."""
+    spacing ``sz`` (mm), the options, whether it is a 2D picture's one-slice volume
+    (``picture``), and per object: ``models`` (its intensity model), ``scale`` (its
+    equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising sigma), ``support``
+    (the intensity range of its key slice, see :meth:`set_support`), ``jump_cut`` (the
+    slices where a propagation ended it at a jump, ``ends.JumpWatch``) and ``sheet_cut``
+    (those a propagation emptied past a dark sheet, ``sheets.sheet_end``)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
         self.img = img
@@ -33,6 +34,7 @@ class ClassicContext:
         self.sp = (float(spacing[0]), float(spacing[1]))
         self.sz = float(spacing[2])
         self.opts = opts
+        self.picture = False  # a 2D picture's one-slice volume (set by the session)
         self.models: dict[int, IntensityModel] = {}
         self.scale: dict[int, float] = {}
         self.sigma_mm: dict[int, float] = {}

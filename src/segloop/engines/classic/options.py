@@ -139,7 +139,14 @@ class ClassicOptions:
     only: a box result of which at least ``fat_share`` lies between -500 HU and this value
     (fat), where the box's tissue from this value up spans the box, is made again from
     that soft tissue with the fat as background: fat is no soft-tissue target, see
-    ``engines/classic/fat.py``; None disables).
+    ``engines/classic/fat.py``; None disables), ``picture_click`` (2D pictures with a box only:
+    a positive click adds the part of the box around it that an s-t minimum cut gives to the
+    mask's tissue plus the click's against the ring around the box, the click a hard seed (to
+    the region the volume step grows); a negative click removes the part of the mask the cut
+    gives to the ring's tissue plus the click's; the cut's contrast-weighted neighbour terms
+    have this strength, see ``engines/classic/picture_click.py``; the picture's colour feature
+    is then fitted to the box alone, so a click does not change the box's own result; has no
+    effect on volumes; None disables).
     """
 
     smooth_mm: float = 1.0
@@ -201,6 +208,7 @@ class ClassicOptions:
     sheet_noise: float = 2.0
     fat_hu: float | None = -50.0
     fat_share: float = 0.3
+    picture_click: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

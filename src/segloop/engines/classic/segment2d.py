@@ -35,6 +35,7 @@ from segloop.engines.classic.morphology import (
     open_disk,
 )
 from segloop.engines.classic.novel import novel_tissue
+from segloop.engines.classic.picture_click import picture_add, picture_remove
 from segloop.engines.classic.reach import rim_cut, window_filled
 from segloop.types import BoolArray, Prompts
 
@@ -55,16 +56,24 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
     neg = [tuple(p) for p, lab in zip(prompts.points.tolist(), prompts.labels.tolist(),
                                       strict=True) if lab != 1]
     pos: list[tuple[int, ...]] = []  # the positive clicks given before the current point
+    # a picture's clicks re-run the box's cut around them (picture_click.py)
+    pbox = prompts.box if ctx.picture and ctx.opts.picture_click is not None else None
     for (x, y), lab in zip(prompts.points.tolist(), prompts.labels.tolist(), strict=True):
         if lab == 1:
             if not m[x, y]:
-                add = nearer_than(ctx, grow(ctx, object_id, z, x, y, m), (x, y), neg)
+                add = grow(ctx, object_id, z, x, y, m)
+                pic = None if pbox is None else picture_add(ctx, object_id, z, x, y, m, pbox)
+                if pic is not None:  # the cut's region and the grown one (picture_click.py)
+                    add |= pic
+                add = nearer_than(ctx, add, (x, y), neg)
                 m |= add if ctx.opts.rim_add is None else rim_cut(add, ~m, x, y)  # reach.py
             pos.append((x, y))
         elif m[x, y]:
             # a negative click acts as it did when it was given: a positive click given
             # later adds its own region and never brings back what this one removed
-            cut = carve(ctx, object_id, z, x, y, m, pos)
+            cut = None if pbox is None else picture_remove(ctx, object_id, z, x, y, m, pbox, pos)
+            if cut is None:
+                cut = carve(ctx, object_id, z, x, y, m, pos)
             m &= ~(cut if ctx.opts.rim_cut is None else rim_cut(cut, m, x, y))  # reach.py
     if prompts.box is None and base is None and object_id not in ctx.models and m.any():
         ctx.learn_from_mask(object_id, z, m)

@@ -42,6 +42,7 @@ class ClassicSession:
         sx, sy, sz = can.spacing
         self._ctx = ClassicContext(data.astype(np.float32, copy=False),
                                    (float(sx), float(sy), float(sz)), self.options)
+        self._ctx.picture = can.source_format == "image2d"
         self._modality = can.modality
         self._ctx.hu = looks_like_hu(can.modality, self._ctx.img)
         self._state = SessionState(tuple(int(s) for s in data.shape))  # type: ignore[arg-type]
