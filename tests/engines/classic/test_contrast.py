@@ -73,3 +73,17 @@ def test_a_target_like_its_surroundings_is_left_alone() -> None:
 
 def test_off_by_default() -> None:
     assert ClassicOptions().edge_mid is None
+
+
+def test_a_2d_picture_s_session_skips_the_rule() -> None:
+    """On the 2D photo set the cut lowered dermoscopy (a lesion's outline takes its faint
+    edge): a picture's session runs without it; a volume's keeps it."""
+    from segloop.engines.classic.session import ClassicSession
+    from segloop.engines.image2d import image_as_volume
+    from segloop.io.volume import Volume
+
+    on = ClassicOptions(edge_mid=0.02)
+    pic = image_as_volume(np.zeros((40, 50), np.float32), (1.0, 1.0), None)
+    assert ClassicSession(pic, on).options.edge_mid is None
+    vol = Volume(data=np.zeros((40, 50, 3), np.float32), affine=np.eye(4), source_format="nifti")
+    assert ClassicSession(vol, on).options.edge_mid == 0.02

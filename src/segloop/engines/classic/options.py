@@ -100,7 +100,8 @@ class ClassicOptions:
     ``edge_mid`` or ``1 - edge_mid`` quantile, one its surroundings do not show, such as the
     CSF of a ventricle, loses the voxels past the half-way intensity between its median and
     the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
-    it remains; see ``engines/classic/contrast.py``; None disables),
+    it remains; volumes only: a 2D picture's session skips it; see
+    ``engines/classic/contrast.py``; None disables),
     ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
     model refitted on that slice from the last result's core against a ring beginning
     ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
