@@ -23,7 +23,9 @@ any resolution):
   Tissue of the box that the ring around the box does not show, between the ring's and the
   result's intensities and connected to the result (``ring_novel``), is the target's too: a
   brain tumour's fainter oedema around its bright core, which the two-class rule above would
-  otherwise read as a neighbour.
+  otherwise read as a neighbour. Optionally (``edge_mid``, off), a target whose intensity
+  the ring does not show (CSF in brain tissue) ends half-way between its intensity and the
+  ring's, losing the partial-volume band, when most of it remains.
   A positive point alone starts an object by flooding
   intensity-similar tissue around it ("magic wand").
 - **Propagation.** Slice by slice in both directions: the previous slice's mask gives a

@@ -96,6 +96,12 @@ class ClassicOptions:
     the result's area: a brain tumour's fainter oedema around its bright core is no
     neighbour, the box's surroundings would show a neighbour, see
     ``engines/classic/novel.py``; None disables),
+    ``edge_mid`` (the box's key slice: a target whose median lies beyond the ring's
+    ``edge_mid`` or ``1 - edge_mid`` quantile, one its surroundings do not show, such as the
+    CSF of a ventricle, loses the voxels past the half-way intensity between its median and
+    the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
+    it remains; volumes only: a 2D picture's session skips it; see
+    ``engines/classic/contrast.py``; None disables),
     ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
     model refitted on that slice from the last result's core against a ring beginning
     ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
@@ -209,6 +215,8 @@ class ClassicOptions:
     fat_hu: float | None = -50.0
     fat_share: float = 0.3
     picture_click: float | None = 1.0
+    edge_mid: float | None = None
+    edge_least: float = 0.8
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

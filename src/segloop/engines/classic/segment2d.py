@@ -17,6 +17,7 @@ from skimage.segmentation import random_walker
 from segloop.engines.classic.box_class import reach_sides, ring_class, spanning_class
 from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.contrast import halfway_edge
 from segloop.engines.classic.fat import soft_part
 from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
@@ -160,6 +161,9 @@ def box_segment(ctx: ClassicContext, object_id: int, z: int, box: tuple[int, int
     if opts.ring_novel is not None:  # the box's tissue its surroundings do not show
         fg, model = novel_tissue(ctx, img, fg, model, inbox, ring, opts.ring_novel,
                                  opts.novel_least)
+    if opts.edge_mid is not None:  # a high-contrast target ends half-way (contrast.py)
+        fg, model = halfway_edge(ctx, img, fg, model, inbox, ring, opts.edge_mid,
+                                 opts.edge_least)
     ctx.models[object_id] = model
     ctx.set_support(object_id, img[fg], ctx.img[crop.x0:crop.x1, crop.y0:crop.y1, z][fg])
     ctx.scale[object_id] = float(np.sqrt(max(fg.sum(), 1) * sp[0] * sp[1] / np.pi))
