@@ -3,7 +3,6 @@ in a box whose majority tissue also surrounds the box, is found from the box alo
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ from segloop.engines.classic.segment2d import box_segment
 from segloop.eval.protocol import box_from_mask, key_slice
 from segloop.io.volume import Volume
 from segloop.types import Prompts
+
+from .heldout import heldout_case
 
 
 def _thin_band_in_fat(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
@@ -58,7 +59,6 @@ def test_the_rule_can_be_disabled() -> None:
     assert 2.0 * (m & band).sum() / (m.sum() + band.sum()) < 0.5
 
 
-HELDOUT = Path(__file__).resolve().parents[3] / "benchmarks" / "heldout_cases.csv"
 
 
 @pytest.mark.shared_data
@@ -67,12 +67,7 @@ def test_ct_pancreas_key_slice_from_one_box(shared_data: Path) -> None:
     fifths fat): the key slice's Dice from the box alone measured 0.466 without the rule
     (the mask took the fat, 255 voxels for 80) and 0.752 with it (the default); floor
     ~0.1 below."""
-    from segloop.io import load_label, load_volume
-
-    with HELDOUT.open() as f:
-        row = next(r for r in csv.DictReader(f) if r["case_id"] == "ho_ct_pancreas")
-    vol = load_volume(shared_data / row["image"])
-    truth = load_label(shared_data / row["label"], vol, row["label_value"])
+    vol, truth = heldout_case(shared_data, "ho_ct_pancreas")
     z = key_slice(truth)
     box = box_from_mask(truth[:, :, z])
     m = ClassicEngine().open(vol).segment_slice(z, Prompts.make(box=box))

@@ -17,6 +17,7 @@ from segloop.types import Prompts
 
 from ..contract import iou
 from ..synthetic import ellipsoid, phantom
+from .heldout import heldout_case
 
 
 def _box_and_propagate(vol: Volume, truth: np.ndarray) -> np.ndarray:
@@ -183,18 +184,12 @@ def test_real_cases(shared_data: Path, case_id: str) -> None:
 # changes the first two measured 0.240/0.298 and 0.168/0.207
 HELDOUT_FLOORS = {"ho_ct_iliopsoas_l": (0.25, 0.37), "ho_ct_duodenum": (0.30, 0.39),
                   "ho_mr_kidney_l": (0.79, 0.79), "ho_ct_gallbladder": (0.62, 0.72)}
-HELDOUT = Path(__file__).resolve().parents[3] / "benchmarks" / "heldout_cases.csv"
 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("case_id", sorted(HELDOUT_FLOORS))
 def test_heldout_cases(shared_data: Path, case_id: str) -> None:
-    from segloop.io import load_label, load_volume
-
-    with HELDOUT.open() as f:
-        row = next(r for r in csv.DictReader(f) if r["case_id"] == case_id)
-    vol = load_volume(shared_data / row["image"])
-    truth = load_label(shared_data / row["label"], vol, row["label_value"])
+    vol, truth = heldout_case(shared_data, case_id)
     run = run_interaction(ClassicEngine(), vol, truth, clicks=2)
     dice = [2 * (m & truth).sum() / (m.sum() + truth.sum()) for m in run.masks]
     floor0, floor2 = HELDOUT_FLOORS[case_id]

@@ -4,7 +4,6 @@ units."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ from segloop.engines.classic.session import ClassicSession
 from segloop.eval.protocol import box_from_mask, key_slice
 from segloop.io.volume import Volume
 from segloop.types import Prompts
+
+from .heldout import heldout_case
 
 
 def _gland_in_fat(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
@@ -95,7 +96,6 @@ def test_which_volumes_are_in_hounsfield_units() -> None:
         assert ClassicSession(vol, ClassicOptions())._ctx.hu is hu
 
 
-HELDOUT = Path(__file__).resolve().parents[3] / "benchmarks" / "heldout_cases.csv"
 
 
 @pytest.mark.shared_data
@@ -103,12 +103,7 @@ def test_ct_adrenal_key_slice_from_one_box(shared_data: Path) -> None:
     """The held-out right adrenal (CT, 1 mm voxels, a strip 2-5 voxels wide in fat beside the
     liver): the key slice's Dice from the box alone measured 0.498 without the rule (the
     mask took the fat above the gland) and 0.868 with ``fat_hu=-50``; floor ~0.1 below."""
-    from segloop.io import load_label, load_volume
-
-    with HELDOUT.open() as f:
-        row = next(r for r in csv.DictReader(f) if r["case_id"] == "ho_ctd_adrenal_r")
-    vol = load_volume(shared_data / row["image"])
-    truth = load_label(shared_data / row["label"], vol, row["label_value"])
+    vol, truth = heldout_case(shared_data, "ho_ctd_adrenal_r")
     z = key_slice(truth)
     box = box_from_mask(truth[:, :, z])
     t = truth[:, :, z]
