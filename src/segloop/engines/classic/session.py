@@ -35,18 +35,17 @@ class ClassicSession:
         if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
             raise EngineError(f"classic engine needs a real numeric volume, got {data.dtype}")
         self.options = ClassicOptions() if options is None else options
-        if can.source_format == "image2d" and self.options.ring_class is not None:
-            # measured on the 2D photo set: the ring check fired on 24 of 141 pictures and
-            # lowered 21 (benchmarks/devset.md, eleventh pass); on volumes it gains
-            self.options = replace(self.options, ring_class=None)
-        if can.source_format == "image2d" and self.options.edge_mid is not None:
-            # a photo's reference outline takes a lesion's faint edge: on the 2D set the
-            # half-way cut lowered dermoscopy 0.929 -> 0.918 (benchmarks/devset.md)
-            self.options = replace(self.options, edge_mid=None)
+        picture = can.source_format == "image2d"  # a 2D picture's one-slice volume
+        if picture and (self.options.ring_class is not None or self.options.edge_mid is not None):
+            # two volume rules a picture skips, measured on the 2D photo set
+            # (benchmarks/devset.md): the ring check fired on 24 of 141 pictures and lowered 21
+            # (eleventh pass; on volumes it gains); the half-way cut lowered dermoscopy 0.929 ->
+            # 0.918 (twelfth pass, c18brain: a photo's reference outline takes a faint edge)
+            self.options = replace(self.options, ring_class=None, edge_mid=None)
         sx, sy, sz = can.spacing
         self._ctx = ClassicContext(data.astype(np.float32, copy=False),
                                    (float(sx), float(sy), float(sz)), self.options)
-        self._ctx.picture = can.source_format == "image2d"
+        self._ctx.picture = picture
         self._modality = can.modality
         self._ctx.hu = looks_like_hu(can.modality, self._ctx.img)
         self._state = SessionState(tuple(int(s) for s in data.shape))  # type: ignore[arg-type]
