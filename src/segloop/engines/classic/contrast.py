@@ -23,12 +23,10 @@ import numpy as np
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.morphology import largest
+from segloop.engines.classic.novel import ring_range
 from segloop.types import BoolArray
 
 __all__ = ["halfway_edge"]
-
-#: the fewest ring voxels whose quantiles are trusted
-MIN_RING = 32
 
 
 def halfway_edge(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
@@ -42,9 +40,10 @@ def halfway_edge(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityM
     area; it replaces ``fg`` (and the model is refitted on it) only when it holds at least
     ``least`` of ``fg`` (a partial-volume band goes, not a second tissue).
     """
-    if not fg.any() or int(ring.sum()) < MIN_RING:
+    rng = ring_range(img, ring, q)
+    if not fg.any() or rng is None:
         return fg, model
-    lo, r50, hi = np.quantile(img[ring], [q, 0.5, 1.0 - q])
+    lo, r50, hi = rng
     f50 = float(np.median(img[fg]))
     mid = 0.5 * (f50 + float(r50))
     if f50 > hi:

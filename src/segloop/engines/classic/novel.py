@@ -24,10 +24,21 @@ from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.morphology import keep_components
 from segloop.types import BoolArray
 
-__all__ = ["novel_tissue"]
+__all__ = ["MIN_RING", "novel_tissue", "ring_range"]
 
 #: the fewest ring voxels whose quantiles are trusted
 MIN_RING = 32
+
+
+def ring_range(img: F32, ring: BoolArray, q: float) -> tuple[float, float, float] | None:
+    """The ring's ``q`` quantile, median and ``1 - q`` quantile of ``img`` (the intensities
+    the box's surroundings show), or None when the ring has too few voxels to trust them.
+    ``novel_tissue`` and ``contrast.halfway_edge`` both ask whether a target's median lies
+    beyond this range."""
+    if int(ring.sum()) < MIN_RING:
+        return None
+    lo, mid, hi = np.quantile(img[ring], [q, 0.5, 1.0 - q])
+    return lo, mid, hi
 
 
 def novel_tissue(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityModel,
@@ -43,9 +54,10 @@ def novel_tissue(ctx: ClassicContext, img: F32, fg: BoolArray, model: IntensityM
     voxels and one-voxel lines of noise never join. The returned model is refitted on the
     extended result against the ring and the box's rest, as GrabCut fits it.
     """
-    if not fg.any() or int(ring.sum()) < MIN_RING:
+    rng = ring_range(img, ring, q)
+    if not fg.any() or rng is None:
         return fg, model
-    lo, hi = np.quantile(img[ring], [q, 1.0 - q])
+    lo, _, hi = rng
     f10, f50, f90 = np.quantile(img[fg], [0.1, 0.5, 0.9])
     if f50 > hi:  # a target brighter than its surroundings: its fainter part
         novel = (img > hi) & (img <= f90)
