@@ -48,9 +48,6 @@ class ClassicOptions:
     ``reach_gap`` (a box result stopping at least this fraction of the box's extent short of
     a side, and at least 2 voxels, takes back the target-like tissue connected to it that
     reaches that side: the tight box's target touches all four sides; None disables),
-    ``graph_cut`` (the box's key slice is labelled by an s-t minimum cut of the
-    log-likelihood ratio with contrast-weighted 4-neighbour terms of this strength, the box's
-    outside hard background, instead of thresholding the smoothed ratio; None disables),
     ``neck_cut`` (a negative click on target-like intensity removes the leak it lies in, not a
     round hole: the positive markers are the mask's deepest part clear of the click's
     inscribed disk, voxels at least this fraction as deep as that part, instead of everything
@@ -180,7 +177,6 @@ class ClassicOptions:
     class_area: float = 0.75
     class_split: float = 1.5
     reach_gap: float | None = 0.05
-    graph_cut: float | None = None
     neck_cut: float | None = None
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2

@@ -19,7 +19,6 @@ from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.contrast import halfway_edge
 from segloop.engines.classic.fat import soft_part
-from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.leak import leak_part
 from segloop.engines.classic.morphology import (
@@ -184,10 +183,7 @@ def grabcut(ctx: ClassicContext, img: F32, init: BoolArray, core: BoolArray, inb
     model = ctx.new_model(img[fg], img[ring])
     for _ in range(3):
         lr = model.log_ratio(img)
-        if ctx.opts.graph_cut is None:
-            cand = (ndi.gaussian_filter(lr, 0.7) > 0) & inbox
-        else:
-            cand = min_cut(lr, img, inbox, ctx.opts.graph_cut)
+        cand = (ndi.gaussian_filter(lr, 0.7) > 0) & inbox
         cand = clean(cand, ctx.sp, ctx.opts.clean_mm, ctx.opts.open_frac * box_scale)
         cand &= inbox
         if not cand.any():
