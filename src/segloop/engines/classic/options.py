@@ -48,12 +48,7 @@ class ClassicOptions:
     ``reach_gap`` (a box result stopping at least this fraction of the box's extent short of
     a side, and at least 2 voxels, takes back the target-like tissue connected to it that
     reaches that side: the tight box's target touches all four sides; None disables),
-    ``neck_cut`` (a negative click on target-like intensity removes the leak it lies in, not a
-    round hole: the positive markers are the mask's deepest part clear of the click's
-    inscribed disk, voxels at least this fraction as deep as that part, instead of everything
-    beyond ``carve_far``; the random walk's side is then cut at the mask's narrowest neck
-    between the click and that part (a watershed of the depth map), without a reach limit;
-    None disables), ``leak_overlap`` (a negative click on target-like intensity whose
+    ``leak_overlap`` (a negative click on target-like intensity whose
     surroundings' intensity density overlaps the object's foreground density by less than this
     Bhattacharyya coefficient also removes the part of the mask connected to it that is more
     likely under the click's density than the object's, at most ``leak_depth`` times the
@@ -177,7 +172,6 @@ class ClassicOptions:
     class_area: float = 0.75
     class_split: float = 1.5
     reach_gap: float | None = 0.05
-    neck_cut: float | None = None
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
     carry_add: float | None = 1.0

@@ -27,11 +27,9 @@ from segloop.engines.classic.morphology import (
     bbox,
     box_cover,
     clean,
-    core_apart,
     disk,
     keep_components,
     largest,
-    neck_side,
     open_disk,
 )
 from segloop.engines.classic.novel import novel_tissue
@@ -312,13 +310,6 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
     reach = dist <= (opts.carve_far + 0.5) * rho + 2 * max(sp)
     # positive markers: the mask's deeper core, away from the click
     far = (dist > opts.carve_far * rho + max(sp)) & c
-    core = np.zeros_like(c)
-    if opts.neck_cut is not None:
-        # ... or, to remove the leak and not a hole in it, only the deepest part of the mask
-        # clear of the click's inscribed disk; the cut then goes as far as the leak goes
-        core = core_apart(c, inside, dist, rho, opts.neck_cut) & ~neg
-        if core.any():
-            far, reach = core, np.ones_like(c)
     posm = far.copy()
     for p in pos:
         qx, qy = int(p[0]) - crop.x0, int(p[1]) - crop.y0
@@ -343,9 +334,6 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
             warnings.simplefilter("ignore")  # probability-range tolerance notes
             ws = random_walker(img / scale, markers, beta=1.0, mode="cg", tol=1e-3)
         cut = (ws == 2) & reach
-        if core.any():
-            # the random walk's side, cut at the mask's narrowest neck towards its core
-            cut = keep_components(cut, neg) & neck_side(c, inside, neg, posm)
     if opts.leak_overlap is not None and model is not None:
         # the click's tissue differs from the object's: the leak of that tissue goes too
         cut |= leak_part(img, c, inside, neg, (px, py), model, ctx.noise_level(), sp,
