@@ -1,5 +1,5 @@
 """What a positive click added on its slice, carried to the neighbouring slices
-(options ``carry_add``, ``carry_from_empty`` and ``carry_adjacent``).
+(options ``carry_add`` and ``carry_adjacent``).
 
 A positive click in a missed region adds that region on its slice. Re-tracking the
 neighbouring slices with the object's intensity model does not take the region's
@@ -37,8 +37,8 @@ def carry_model(ctx: ClassicContext, object_id: int, z: int, before: BoolArray, 
 
     None unless ``carry_add`` is set and the change only added voxels, and unless slice z
     held the object before the click (a part missed beside what was found: the slices where
-    the object had ended pick up tracking from an addition in ``propagate_delta``), except
-    with ``carry_from_empty`` set. With ``carry_adjacent`` set, also None unless the
+    the object had ended pick up tracking from an addition in ``propagate_delta``). With
+    ``carry_adjacent`` set, also None unless the
     addition touches the slice's mask before the click or, on a slice that was empty, the
     mask of a neighbouring slice (``neighbours``, the masks of slices z - 1 and z + 1 before
     the click): an addition floating apart from the object is not carried."""
@@ -46,7 +46,7 @@ def carry_model(ctx: ClassicContext, object_id: int, z: int, before: BoolArray, 
     added = after & ~before
     if opts.carry_add is None or not added.any() or (before & ~after).any():
         return None
-    if opts.carry_from_empty is None and not before.any():
+    if not before.any():
         return None
     if opts.carry_adjacent is not None:
         ref = before if before.any() else np.any(np.asarray(neighbours, dtype=bool), axis=0)

@@ -58,8 +58,7 @@ class ClassicOptions:
     slices, up to the next anchors, by a model of the added tissue against its surroundings,
     inside the previous slice's addition and at most this many times its area, see
     ``engines/classic/additions.py``; only from a slice that held the object before the
-    click; None disables), ``carry_from_empty`` (with ``carry_add``: also from a slice where
-    the object was absent; any number enables, None disables), ``carry_adjacent`` (with
+    click; None disables), ``carry_adjacent`` (with
     ``carry_add``: carry only an addition that touches the slice's mask before the click, or
     on an empty slice a neighbouring slice's mask; any number enables, None disables),
     ``jump_frac`` (propagation from a box or mask: where more than this fraction of a slice's
@@ -175,7 +174,6 @@ class ClassicOptions:
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
     carry_add: float | None = 1.0
-    carry_from_empty: float | None = None
     carry_adjacent: float | None = None
     jump_frac: float | None = None
     jump_mm: float = 1.0
