@@ -58,9 +58,7 @@ class ClassicOptions:
     slices, up to the next anchors, by a model of the added tissue against its surroundings,
     inside the previous slice's addition and at most this many times its area, see
     ``engines/classic/additions.py``; only from a slice that held the object before the
-    click; None disables), ``carry_adjacent`` (with
-    ``carry_add``: carry only an addition that touches the slice's mask before the click, or
-    on an empty slice a neighbouring slice's mask; any number enables, None disables),
+    click; None disables),
     ``jump_frac`` (propagation from a box or mask: where more than this fraction of a slice's
     mask, or of the previous slice's, lies farther from the other than ``jump_mm`` times the
     slice spacing (mm, in plane), the mask has jumped; when a slice from the jump on then
@@ -174,7 +172,6 @@ class ClassicOptions:
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
     carry_add: float | None = 1.0
-    carry_adjacent: float | None = None
     jump_frac: float | None = None
     jump_mm: float = 1.0
     jump_regrow: float = 1.0

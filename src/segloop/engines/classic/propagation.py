@@ -134,8 +134,7 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
-    c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z],
-                          [st.mask[:, :, q] for q in (z - 1, z + 1) if 0 <= q < st.mask.shape[2]])
+    c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z])
     # with ``hold_rim``, a negative click that only trimmed its slice's rim stays there (reach.py)
     trim = ctx.opts.hold_rim is not None and rim_only(before, st.mask[:, :, z])
     for direction in (1, -1):
