@@ -86,10 +86,6 @@ class ClassicOptions:
     the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
     it remains; volumes only: a 2D picture's session skips it; see
     ``engines/classic/contrast.py``; None disables),
-    ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
-    model refitted on that slice from the last result's core against a ring beginning
-    ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
-    ``engines/classic/refit.py``; None disables, off: it did not raise the means),
     ``far_grow`` (propagation: the growth window reaches this many times the growth distance
     where the tracking model and the key slice's both call the tissue target by more than
     ``far_lr``; None disables, off: it did not raise the means),
@@ -173,8 +169,6 @@ class ClassicOptions:
     ring_class: float | None = 0.5
     ring_novel: float | None = 0.02
     novel_least: float = 0.1
-    refit: float | None = None
-    refit_gap: float = 1.0
     far_grow: float | None = None
     far_lr: float = 1.0
     picture_px: float | None = 128.0

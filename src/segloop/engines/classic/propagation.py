@@ -21,7 +21,6 @@ from segloop.engines.classic.morphology import (
     keep_components,
 )
 from segloop.engines.classic.reach import rim_only, run_on
-from segloop.engines.classic.refit import track_refit
 from segloop.engines.classic.sheets import sheet_end
 from segloop.engines.classic.tracking import area_limit, track
 from segloop.engines.state import SessionState
@@ -62,8 +61,8 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             if stopped or model is None:
                 new = np.zeros(ctx.shape[:2], dtype=bool)
             else:
-                new, model = track_refit(ctx, object_id, s, s - direction, prev, model,
-                                         area_limit(opts, anchor_area, low))
+                new, model = track(ctx, object_id, s, s - direction, prev, model,
+                                   area_limit(opts, anchor_area, low))
                 if opts.end_frac is not None and new.sum() < opts.end_frac * anchor_area:
                     new = np.zeros_like(new)  # the target has ended (see ClassicOptions)
                 if not new.any():

@@ -46,10 +46,8 @@ def area_limit(opts: ClassicOptions, anchor_area: int, low: int) -> float | None
 
 
 def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolArray,
-          model: IntensityModel, limit: float | None = None,
-          local: IntensityModel | None = None) -> tuple[BoolArray, IntensityModel]:
-    """Segment slice s from the previous slice's mask ``prev``; return it and the model.
-    ``local``: the model blended with the key slice's, instead of one fitted on ``prev``."""
+          model: IntensityModel, limit: float | None = None) -> tuple[BoolArray, IntensityModel]:
+    """Segment slice s from the previous slice's mask ``prev``; return it and the model."""
     opts, sp = ctx.opts, ctx.sp
     nx, ny = ctx.shape[:2]
     grow = ctx.grow_mm()
@@ -65,9 +63,7 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     vox = max(sp) * 1.01
     ring = (sd < -vox) & (sd > -opts.ring_mm - vox)
     inside = sd > 0
-    if local is not None:
-        use = ctx.models[object_id].blend(local, opts.adapt)
-    elif inside.sum() >= 8 and ring.sum() >= 8:
+    if inside.sum() >= 8 and ring.sum() >= 8:
         pimg = ctx.smoothed(prev_z, crop, object_id)
         local = IntensityModel(model.lo, model.hi, model.density(pimg[inner(pc)], ctx.noise_level()),
                                model.density(pimg[ring], ctx.noise_level()))
