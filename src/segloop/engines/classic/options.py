@@ -86,9 +86,6 @@ class ClassicOptions:
     the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
     it remains; volumes only: a 2D picture's session skips it; see
     ``engines/classic/contrast.py``; None disables),
-    ``far_grow`` (propagation: the growth window reaches this many times the growth distance
-    where the tracking model and the key slice's both call the tissue target by more than
-    ``far_lr``; None disables, off: it did not raise the means),
     ``picture_px`` (2D pictures only, see
     :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
     longer side exceeds this many pixels is segmented at a reduced size where that side spans
@@ -169,8 +166,6 @@ class ClassicOptions:
     ring_class: float | None = 0.5
     ring_novel: float | None = 0.02
     novel_least: float = 0.1
-    far_grow: float | None = None
-    far_lr: float = 1.0
     picture_px: float | None = 128.0
     window_fill: float | None = 0.5
     hold_rim: float | None = 1.0
