@@ -1,6 +1,5 @@
 """The classic engine carries a positive click's addition to the further slices by its own
-intensity evidence (issue 17, options ``carry_add``, ``carry_from_empty`` and
-``carry_adjacent``)."""
+intensity evidence (issue 17, option ``carry_add``)."""
 
 from __future__ import annotations
 
@@ -49,10 +48,9 @@ def test_a_carried_addition_stays_inside_the_previous_one_and_its_tissue() -> No
     assert half.sum() <= 0.5 * added.sum()  # the growth bound
 
 
-def test_only_an_addition_next_to_the_object_is_carried_with_carry_adjacent() -> None:
+def test_only_an_addition_to_a_slice_that_held_the_object_is_carried() -> None:
     """``carry_model``: none without ``carry_add``, none for a change that removed voxels,
-    none from a slice where the object was absent unless ``carry_from_empty``; with
-    ``carry_adjacent``, none for an addition apart from the slice's mask."""
+    none from a slice where the object was absent."""
     img = np.full((48, 48, 3), 100.0)
     img[20:30, 20:30, :] = 150.0
     img += np.random.default_rng(12).normal(0.0, 4.0, img.shape)
@@ -61,18 +59,13 @@ def test_only_an_addition_next_to_the_object_is_carried_with_carry_adjacent() ->
     near, apart = before.copy(), before.copy()
     near[20:30, 12:20] = True  # touches the mask
     apart[26:36, 26:36] = True  # three voxels away from it
-    nb = [before, before]
-    assert carry_model(_context(img, carry_add=None), 1, 1, before, near, nb) is None  # option off
+    assert carry_model(_context(img, carry_add=None), 1, 1, before, near) is None  # option off
     on = _context(img, carry_add=1.0)
-    assert carry_model(on, 1, 1, before, near, nb) is not None
-    assert carry_model(on, 1, 1, before, apart, nb) is not None
-    assert carry_model(on, 1, 1, near, before, nb) is None  # a removal is not carried
+    assert carry_model(on, 1, 1, before, near) is not None
+    assert carry_model(on, 1, 1, before, apart) is not None
+    assert carry_model(on, 1, 1, near, before) is None  # a removal is not carried
     empty = np.zeros_like(before)
-    assert carry_model(on, 1, 1, empty, near & ~before, nb) is None  # the object was absent
-    adj = _context(img, carry_add=1.0, carry_adjacent=1.0, carry_from_empty=1.0)
-    assert carry_model(adj, 1, 1, before, near, nb) is not None
-    assert carry_model(adj, 1, 1, before, apart, nb) is None
-    assert carry_model(adj, 1, 1, empty, near & ~before, nb) is not None  # beside a neighbour's mask
+    assert carry_model(on, 1, 1, empty, near & ~before) is None  # the object was absent
 
 
 @pytest.mark.shared_data

@@ -1,6 +1,6 @@
-"""The classic engine's optional key-slice graph cut (issue 17, eighth pass): an s-t minimum
-cut of the intensity log-ratio with contrast-weighted neighbour terms, the box's outside hard
-background. Off by default (``graph_cut=None``); these tests pin the option's behaviour."""
+"""The classic engine's s-t minimum cut (issue 17, eighth pass): the intensity log-ratio with
+contrast-weighted neighbour terms, the allowed region's outside hard background (a 2D
+picture's clicks use it, ``picture_click.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from segloop.engines.classic.graphcut import min_cut
-from segloop.types import Prompts
 
 
 def _boundary(m: np.ndarray) -> int:
@@ -44,25 +43,3 @@ def test_min_cut_thresholds_without_neighbour_terms_and_smooths_with_them(shared
     t = truth[x0 - 8:x1 + 9, y0 - 8:y1 + 9, z]
     dice = [2 * (m & t).sum() / (m.sum() + t.sum()) for m in (plain, cut)]
     assert dice[1] > dice[0], dice
-
-
-@pytest.mark.shared_data
-def test_the_graph_cut_option_changes_the_box_result_and_is_off_by_default(shared_data: Path) -> None:
-    """The engine option: ``graph_cut=2`` labels the key slice by the cut (a different mask,
-    still a good one on the lung lobe); the default and ``graph_cut=None`` give the same mask."""
-    from segloop.engines.classic import ClassicEngine
-    from segloop.eval.protocol import box_from_mask, key_slice
-    from segloop.io import load_label, load_volume
-
-    vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
-    truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, "11"), dtype=bool)
-    z = key_slice(truth)
-    box = box_from_mask(truth[:, :, z])
-    default = ClassicEngine().open(vol).segment_slice(z, Prompts(box=box))
-    off = ClassicEngine(graph_cut=None).open(vol).segment_slice(z, Prompts(box=box))
-    cut = ClassicEngine(graph_cut=2.0).open(vol).segment_slice(z, Prompts(box=box))
-    assert np.array_equal(default, off)
-    assert not np.array_equal(cut, default)
-    t = truth[:, :, z]
-    dice = 2 * (cut & t).sum() / (cut.sum() + t.sum())
-    assert dice >= 0.85, f"key-slice Dice {dice:.3f}"

@@ -138,33 +138,3 @@ def test_a_box_result_reaches_the_sides_of_its_tight_box(shared_data: Path) -> N
     assert m[:, box[3] - 2:box[3] + 1].any()  # it reaches the box's far side in y
     off = ClassicEngine(reach_gap=None).open(vol).segment_slice(z, Prompts(box=box))
     assert not off[:, box[3] - 2:box[3] + 1].any()  # the rule switched off: it does not
-
-
-def test_neck_cut_removes_the_lobe_beyond_a_neck_not_a_hole_in_it() -> None:
-    """Slice 1 holds the target (a disk of radius 10) and, through a 3-voxel neck, a leak of
-    the same intensity (a bar 11 voxels wide, 28 long). A negative click at the leak's
-    middle: the round cut (default) removes a hole of about its depth; with ``neck_cut`` the
-    watershed of the depth map cuts at the neck and the whole bar goes, the target stays."""
-    from segloop.engines.classic.morphology import disk
-
-    sp = (1.0, 1.0)
-    target = disk((64, 64), 20, 32, 10.0, sp)
-    lobe = np.zeros((64, 64), dtype=bool)
-    lobe[34:62, 27:38] = True
-    neck = np.zeros((64, 64), dtype=bool)
-    neck[28:34, 31:34] = True
-    mask = target | lobe | neck
-    img = np.full((64, 64, 2), 100.0)
-    img[:, :, 0][target] = 180.0  # the target, boxed on slice 0
-    img[:, :, 1][mask] = 180.0
-    img += np.random.default_rng(8).normal(0.0, 5.0, img.shape)
-    click = Prompts.make(points=[(48, 32)], labels=[0])
-    kept = {}
-    for neck_cut in (None, 0.8):
-        opts = ClassicOptions(neck_cut=neck_cut, leak_overlap=None)
-        ctx = ClassicContext(img.astype(np.float32), (1.0, 1.0, 3.0), opts)
-        box_segment(ctx, 1, 0, (10, 22, 30, 42))
-        kept[neck_cut] = prompted_slice(ctx, 1, 1, click, base=mask)
-    assert (kept[None] & lobe).sum() >= 0.3 * lobe.sum()  # the round cut: a hole
-    assert not (kept[0.8] & lobe).any()  # the bar goes whole
-    assert (kept[0.8] & target).sum() == target.sum()  # the target stays

@@ -1,5 +1,5 @@
 """What a positive click added on its slice, carried to the neighbouring slices
-(options ``carry_add``, ``carry_from_empty`` and ``carry_adjacent``).
+(option ``carry_add``).
 
 A positive click in a missed region adds that region on its slice. Re-tracking the
 neighbouring slices with the object's intensity model does not take the region's
@@ -18,40 +18,30 @@ classic engine's propagation or session modules, torch, FastAPI, Celery or the C
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from scipy import ndimage as ndi
 
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.intensity import IntensityModel
-from segloop.engines.classic.morphology import Crop, bbox, dilate1
+from segloop.engines.classic.morphology import Crop, bbox
 from segloop.types import BoolArray
 
 __all__ = ["addition_model", "carry_addition", "carry_model"]
 
 
-def carry_model(ctx: ClassicContext, object_id: int, z: int, before: BoolArray, after: BoolArray,
-                neighbours: Sequence[BoolArray]) -> IntensityModel | None:
+def carry_model(ctx: ClassicContext, object_id: int, z: int, before: BoolArray,
+                after: BoolArray) -> IntensityModel | None:
     """The model to carry a click's change of slice z (``before`` -> ``after``) with, or None.
 
     None unless ``carry_add`` is set and the change only added voxels, and unless slice z
     held the object before the click (a part missed beside what was found: the slices where
-    the object had ended pick up tracking from an addition in ``propagate_delta``), except
-    with ``carry_from_empty`` set. With ``carry_adjacent`` set, also None unless the
-    addition touches the slice's mask before the click or, on a slice that was empty, the
-    mask of a neighbouring slice (``neighbours``, the masks of slices z - 1 and z + 1 before
-    the click): an addition floating apart from the object is not carried."""
+    the object had ended pick up tracking from an addition in ``propagate_delta``)."""
     opts = ctx.opts
     added = after & ~before
     if opts.carry_add is None or not added.any() or (before & ~after).any():
         return None
-    if opts.carry_from_empty is None and not before.any():
+    if not before.any():
         return None
-    if opts.carry_adjacent is not None:
-        ref = before if before.any() else np.any(np.asarray(neighbours, dtype=bool), axis=0)
-        if not np.asarray(ref).any() or not (added & dilate1(np.asarray(ref, dtype=bool))).any():
-            return None
     return addition_model(ctx, object_id, z, added, after)
 
 

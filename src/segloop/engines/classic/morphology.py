@@ -10,14 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import watershed
 
 from segloop.engines.classic.intensity import F32
 from segloop.types import BoolArray
 
 __all__ = [
-    "Crop", "ball", "bbox", "box_cover", "clean", "core_apart", "dilate1", "disk", "follow",
-    "inner", "keep_components", "largest", "neck_side", "open_disk", "signed_distance",
+    "Crop", "ball", "bbox", "box_cover", "clean", "dilate1", "disk", "follow",
+    "inner", "keep_components", "largest", "open_disk", "signed_distance",
 ]
 
 
@@ -127,28 +126,6 @@ def open_disk(fg: BoolArray, sp: tuple[float, float], r_mm: float) -> BoolArray:
         return np.zeros_like(fg)
     opened = ndi.distance_transform_edt(~eroded, sampling=sp) <= r_mm
     return np.asarray(opened[pad:-pad, pad:-pad] & fg, dtype=bool)
-
-
-def core_apart(comp: BoolArray, inside: F32, dist: F32, rho: float, frac: float) -> BoolArray:
-    """The deepest part of ``comp`` away from a click: voxels whose inscribed disk does not
-    overlap the click's (``dist``, mm from the click, at least ``rho``, the click's depth, plus
-    their own depth ``inside``, mm), and at least ``frac`` times as deep as the deepest of
-    those; empty when every inscribed disk overlaps the click's."""
-    apart = comp & (dist >= rho + inside)
-    if not apart.any():
-        return apart
-    return np.asarray(apart & (inside >= frac * float(inside[apart].max())), dtype=bool)
-
-
-def neck_side(comp: BoolArray, inside: F32, seed: BoolArray, other: BoolArray) -> BoolArray:
-    """The part of ``comp`` on the ``seed`` side of its narrowest neck towards ``other``: a
-    marker watershed of the negated depth map ``inside`` (mm, inside ``comp``), so the two
-    floods meet where the component is thinnest between them."""
-    markers = np.zeros(comp.shape, dtype=np.int32)
-    markers[other & comp] = 1
-    markers[seed & comp] = 2
-    ws = watershed(-inside, markers, mask=comp)
-    return np.asarray(ws == 2, dtype=bool)
 
 
 def clean(fg: BoolArray, sp: tuple[float, float], r_mm: float, open_mm: float | None = None) -> BoolArray:

@@ -48,15 +48,7 @@ class ClassicOptions:
     ``reach_gap`` (a box result stopping at least this fraction of the box's extent short of
     a side, and at least 2 voxels, takes back the target-like tissue connected to it that
     reaches that side: the tight box's target touches all four sides; None disables),
-    ``graph_cut`` (the box's key slice is labelled by an s-t minimum cut of the
-    log-likelihood ratio with contrast-weighted 4-neighbour terms of this strength, the box's
-    outside hard background, instead of thresholding the smoothed ratio; None disables),
-    ``neck_cut`` (a negative click on target-like intensity removes the leak it lies in, not a
-    round hole: the positive markers are the mask's deepest part clear of the click's
-    inscribed disk, voxels at least this fraction as deep as that part, instead of everything
-    beyond ``carve_far``; the random walk's side is then cut at the mask's narrowest neck
-    between the click and that part (a watershed of the depth map), without a reach limit;
-    None disables), ``leak_overlap`` (a negative click on target-like intensity whose
+    ``leak_overlap`` (a negative click on target-like intensity whose
     surroundings' intensity density overlaps the object's foreground density by less than this
     Bhattacharyya coefficient also removes the part of the mask connected to it that is more
     likely under the click's density than the object's, at most ``leak_depth`` times the
@@ -66,16 +58,8 @@ class ClassicOptions:
     slices, up to the next anchors, by a model of the added tissue against its surroundings,
     inside the previous slice's addition and at most this many times its area, see
     ``engines/classic/additions.py``; only from a slice that held the object before the
-    click; None disables), ``carry_from_empty`` (with ``carry_add``: also from a slice where
-    the object was absent; any number enables, None disables), ``carry_adjacent`` (with
-    ``carry_add``: carry only an addition that touches the slice's mask before the click, or
-    on an empty slice a neighbouring slice's mask; any number enables, None disables),
-    ``jump_frac`` (propagation from a box or mask: where more than this fraction of a slice's
-    mask, or of the previous slice's, lies farther from the other than ``jump_mm`` times the
-    slice spacing (mm, in plane), the mask has jumped; when a slice from the jump on then
-    exceeds ``jump_regrow`` times the area of the slice before the jump, a new object has
-    replaced the tracked one and the target ends before the jump, see
-    ``engines/classic/ends.py``; None disables), ``own_region`` (a positive click that the
+    click; None disables),
+    ``own_region`` (a positive click that the
     object's model calls background takes the connected region a local model explains, the
     click's neighbourhood against the tissue around a disk of this many times the object's
     radius (at least the old flood's reach), instead of the similarity flood, see
@@ -102,13 +86,6 @@ class ClassicOptions:
     the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
     it remains; volumes only: a 2D picture's session skips it; see
     ``engines/classic/contrast.py``; None disables),
-    ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
-    model refitted on that slice from the last result's core against a ring beginning
-    ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
-    ``engines/classic/refit.py``; None disables, off: it did not raise the means),
-    ``far_grow`` (propagation: the growth window reaches this many times the growth distance
-    where the tracking model and the key slice's both call the tissue target by more than
-    ``far_lr``; None disables, off: it did not raise the means),
     ``picture_px`` (2D pictures only, see
     :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
     longer side exceeds this many pixels is segmented at a reduced size where that side spans
@@ -180,26 +157,15 @@ class ClassicOptions:
     class_area: float = 0.75
     class_split: float = 1.5
     reach_gap: float | None = 0.05
-    graph_cut: float | None = None
-    neck_cut: float | None = None
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
     carry_add: float | None = 1.0
-    carry_from_empty: float | None = None
-    carry_adjacent: float | None = None
-    jump_frac: float | None = None
-    jump_mm: float = 1.0
-    jump_regrow: float = 1.0
     own_region: float | None = 1.0
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6
     ring_class: float | None = 0.5
     ring_novel: float | None = 0.02
     novel_least: float = 0.1
-    refit: float | None = None
-    refit_gap: float = 1.0
-    far_grow: float | None = None
-    far_lr: float = 1.0
     picture_px: float | None = 128.0
     window_fill: float | None = 0.5
     hold_rim: float | None = 1.0

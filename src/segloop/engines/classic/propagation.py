@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from segloop.engines.classic.additions import carry_addition, carry_model
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.ends import JumpWatch, jump_fraction, weakest_link
+from segloop.engines.classic.ends import weakest_link
 from segloop.engines.classic.morphology import (
     Crop,
     bbox,
@@ -21,7 +21,6 @@ from segloop.engines.classic.morphology import (
     keep_components,
 )
 from segloop.engines.classic.reach import rim_only, run_on
-from segloop.engines.classic.refit import track_refit
 from segloop.engines.classic.sheets import sheet_end
 from segloop.engines.classic.tracking import area_limit, track
 from segloop.engines.state import SessionState
@@ -40,11 +39,9 @@ def span_total(state: SessionState, z: int, object_id: int) -> int:
 def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: int,
                    offset: int = 0) -> Iterator[SliceResult]:
     """Fill the slices from z to the next anchors (both directions), tracking slice by slice;
-    an emptied slice ends the object in that direction. With ``jump_frac`` set, a jump of
-    the mask followed by a regrowth (``ends.JumpWatch``: a new object replacing the tracked
-    one) ends it before the jump; slices from a pending jump on are yielded once settled. With
-    ``sheet_cover`` set, a thin dark sheet across the target (``sheets.sheet_end``: the disc
-    between two vertebral bodies) ends it there; each direction is then yielded once done."""
+    an emptied slice ends the object in that direction. With ``sheet_cover`` set, a thin dark
+    sheet across the target (``sheets.sheet_end``: the disc between two vertebral bodies) ends
+    it there; each direction is then yielded once done."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
@@ -58,18 +55,14 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
         model = ctx.models.get(object_id)
         anchor_area = int(prev.sum())
         low = anchor_area
-        watch = None
-        if opts.jump_frac is not None:
-            watch = JumpWatch(opts.jump_frac, opts.jump_mm * ctx.sz, opts.jump_regrow, ctx.sp)
-            watch.step(prev)
-        held: list[int] = []  # slices computed, not yet yielded (from a pending jump on)
+        held: list[int] = []  # slices computed, not yet yielded
         anchor = prev.copy()
         for s in span:
             if stopped or model is None:
                 new = np.zeros(ctx.shape[:2], dtype=bool)
             else:
-                new, model = track_refit(ctx, object_id, s, s - direction, prev, model,
-                                         area_limit(opts, anchor_area, low))
+                new, model = track(ctx, object_id, s, s - direction, prev, model,
+                                   area_limit(opts, anchor_area, low))
                 if opts.end_frac is not None and new.sum() < opts.end_frac * anchor_area:
                     new = np.zeros_like(new)  # the target has ended (see ClassicOptions)
                 if not new.any():
@@ -79,18 +72,6 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             prev = new
             held.append(s)
             ready = len(held)
-            if watch is not None and not stopped:
-                cut = watch.step(new)
-                if cut is not None:
-                    # a new object replaced the tracked one: the target ended before the jump
-                    dropped = held[len(held) - 1 - (watch.position - cut):]
-                    for q in dropped:
-                        st.mask[:, :, q] = False
-                    ctx.jump_cut.setdefault(object_id, set()).update(dropped, span[span.index(s):])
-                    stopped = True
-                first = watch.settled()
-                if first is not None and not stopped:
-                    ready -= 1 + watch.position - first  # held[-1] is at watch.position
             if opts.sheet_cover is not None:
                 ready = 0  # the sheet test reads the whole direction (sheets.py)
             for q in held[:ready]:
@@ -134,8 +115,7 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
-    c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z],
-                          [st.mask[:, :, q] for q in (z - 1, z + 1) if 0 <= q < st.mask.shape[2]])
+    c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z])
     # with ``hold_rim``, a negative click that only trimmed its slice's rim stays there (reach.py)
     trim = ctx.opts.hold_rim is not None and rim_only(before, st.mask[:, :, z])
     for direction in (1, -1):
@@ -192,20 +172,13 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     active = False
                     tracked = old
                 if outward and not old.any() and added.any() and not removed.any():
-                    # the object had ended here: an addition resumes the tracking, but not
-                    # across a jump of the mask onto slices that a jump had ended (with
-                    # ``jump_frac``: the tracking sliding onto the neighbour again)
+                    # the object had ended here: an addition resumes the tracking
                     add_s, rem_s = tracked, np.zeros_like(old)
                     if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
                         add_s = np.zeros_like(old)
                     if s in ctx.sheet_cut.get(object_id, ()):
                         # past a dark sheet (``sheet_cover``): a click beyond it adds its
                         # own slice, the tracking does not run on through the next copy
-                        add_s = np.zeros_like(old)
-                    if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
-                            and prev.any() and tracked.any() and \
-                            jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \
-                            > ctx.opts.jump_frac:
                         add_s = np.zeros_like(old)
                 else:
                     add_s, rem_s = delta_step(ctx, old, tracked, added, removed, fade=not outward)

@@ -19,7 +19,6 @@ from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.contrast import halfway_edge
 from segloop.engines.classic.fat import soft_part
-from segloop.engines.classic.graphcut import min_cut
 from segloop.engines.classic.intensity import F32, IntensityModel
 from segloop.engines.classic.leak import leak_part
 from segloop.engines.classic.morphology import (
@@ -28,11 +27,9 @@ from segloop.engines.classic.morphology import (
     bbox,
     box_cover,
     clean,
-    core_apart,
     disk,
     keep_components,
     largest,
-    neck_side,
     open_disk,
 )
 from segloop.engines.classic.novel import novel_tissue
@@ -184,10 +181,7 @@ def grabcut(ctx: ClassicContext, img: F32, init: BoolArray, core: BoolArray, inb
     model = ctx.new_model(img[fg], img[ring])
     for _ in range(3):
         lr = model.log_ratio(img)
-        if ctx.opts.graph_cut is None:
-            cand = (ndi.gaussian_filter(lr, 0.7) > 0) & inbox
-        else:
-            cand = min_cut(lr, img, inbox, ctx.opts.graph_cut)
+        cand = (ndi.gaussian_filter(lr, 0.7) > 0) & inbox
         cand = clean(cand, ctx.sp, ctx.opts.clean_mm, ctx.opts.open_frac * box_scale)
         cand &= inbox
         if not cand.any():
@@ -316,13 +310,6 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
     reach = dist <= (opts.carve_far + 0.5) * rho + 2 * max(sp)
     # positive markers: the mask's deeper core, away from the click
     far = (dist > opts.carve_far * rho + max(sp)) & c
-    core = np.zeros_like(c)
-    if opts.neck_cut is not None:
-        # ... or, to remove the leak and not a hole in it, only the deepest part of the mask
-        # clear of the click's inscribed disk; the cut then goes as far as the leak goes
-        core = core_apart(c, inside, dist, rho, opts.neck_cut) & ~neg
-        if core.any():
-            far, reach = core, np.ones_like(c)
     posm = far.copy()
     for p in pos:
         qx, qy = int(p[0]) - crop.x0, int(p[1]) - crop.y0
@@ -347,9 +334,6 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
             warnings.simplefilter("ignore")  # probability-range tolerance notes
             ws = random_walker(img / scale, markers, beta=1.0, mode="cg", tol=1e-3)
         cut = (ws == 2) & reach
-        if core.any():
-            # the random walk's side, cut at the mask's narrowest neck towards its core
-            cut = keep_components(cut, neg) & neck_side(c, inside, neg, posm)
     if opts.leak_overlap is not None and model is not None:
         # the click's tissue differs from the object's: the leak of that tissue goes too
         cut |= leak_part(img, c, inside, neg, (px, py), model, ctx.noise_level(), sp,

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.intensity import F32, IntensityModel
+from segloop.engines.classic.intensity import IntensityModel
 from segloop.engines.classic.morphology import (
     Crop,
     bbox,
@@ -26,7 +26,7 @@ from segloop.engines.classic.morphology import (
 from segloop.engines.classic.options import ClassicOptions
 from segloop.types import BoolArray
 
-__all__ = ["area_limit", "growth_window", "track"]
+__all__ = ["area_limit", "track"]
 
 
 def area_limit(opts: ClassicOptions, anchor_area: int, low: int) -> float | None:
@@ -46,10 +46,8 @@ def area_limit(opts: ClassicOptions, anchor_area: int, low: int) -> float | None
 
 
 def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolArray,
-          model: IntensityModel, limit: float | None = None,
-          local: IntensityModel | None = None) -> tuple[BoolArray, IntensityModel]:
-    """Segment slice s from the previous slice's mask ``prev``; return it and the model.
-    ``local``: the model blended with the key slice's, instead of one fitted on ``prev``."""
+          model: IntensityModel, limit: float | None = None) -> tuple[BoolArray, IntensityModel]:
+    """Segment slice s from the previous slice's mask ``prev``; return it and the model."""
     opts, sp = ctx.opts, ctx.sp
     nx, ny = ctx.shape[:2]
     grow = ctx.grow_mm()
@@ -65,9 +63,7 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     vox = max(sp) * 1.01
     ring = (sd < -vox) & (sd > -opts.ring_mm - vox)
     inside = sd > 0
-    if local is not None:
-        use = ctx.models[object_id].blend(local, opts.adapt)
-    elif inside.sum() >= 8 and ring.sum() >= 8:
+    if inside.sum() >= 8 and ring.sum() >= 8:
         pimg = ctx.smoothed(prev_z, crop, object_id)
         local = IntensityModel(model.lo, model.hi, model.density(pimg[inner(pc)], ctx.noise_level()),
                                model.density(pimg[ring], ctx.noise_level()))
@@ -76,7 +72,7 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     else:
         use = model
     lr = ndi.gaussian_filter(use.log_ratio(img), 0.7)
-    window = growth_window(ctx, object_id, sd, lr, img)
+    window = sd > -grow
     logit = lr + opts.prior_weight * np.clip(sd / grow, -2.0, 1.0)
     # intensity consistency with the accepted target: what lies outside the key slice's
     # intensity range is not the target, whatever the adapted model says
@@ -129,19 +125,3 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
     out = np.zeros((nx, ny), dtype=bool)
     out[crop.sl] = new_c
     return out, model
-
-
-def growth_window(ctx: ClassicContext, object_id: int, sd: F32, lr: F32, img: F32) -> BoolArray:
-    """Where slice s's mask may lie: within the growth distance of the previous slice's mask
-    (``sd``: signed distance to it, mm), and with ``far_grow`` up to that many times as far
-    where the tracking model's smoothed ratio ``lr`` and the key slice's model both call the
-    voxel target by more than ``far_lr``: a target widening or moving faster than the window
-    between thick slices is followed where its tissue is unmistakable."""
-    grow = ctx.grow_mm()
-    window = sd > -grow
-    far = ctx.opts.far_grow
-    if far is None:
-        return window
-    key = ctx.models[object_id].log_ratio(img)
-    return np.asarray(window | ((sd > -far * grow) & (lr > ctx.opts.far_lr)
-                                & (key > ctx.opts.far_lr)), dtype=bool)
