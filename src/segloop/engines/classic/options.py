@@ -102,6 +102,11 @@ class ClassicOptions:
     the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
     it remains; volumes only: a 2D picture's session skips it; see
     ``engines/classic/contrast.py``; None disables),
+    ``support_min`` (propagation: where, on ``support_run`` tracked slices in a row, the
+    share of the mask's contour that still shows the anchor slice's edge (its polarity, at
+    least half its median strength) falls under this fraction of the anchor's share, the
+    target ended at the first of them: tracking slid on into tissue of its own intensity,
+    see ``engines/classic/support.py``; None disables),
     ``refit`` (propagation: each slice is tracked again, up to this many times, with the local
     model refitted on that slice from the last result's core against a ring beginning
     ``refit_gap`` times the growth distance outside it, instead of the previous slice's, see
@@ -217,6 +222,8 @@ class ClassicOptions:
     picture_click: float | None = 1.0
     edge_mid: float | None = None
     edge_least: float = 0.8
+    support_min: float | None = 0.4
+    support_run: float = 2.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

@@ -23,6 +23,7 @@ from segloop.engines.classic.morphology import (
 from segloop.engines.classic.reach import rim_only, run_on
 from segloop.engines.classic.refit import track_refit
 from segloop.engines.classic.sheets import sheet_end
+from segloop.engines.classic.support import SupportWatch
 from segloop.engines.classic.tracking import area_limit, track
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
@@ -44,7 +45,10 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
     the mask followed by a regrowth (``ends.JumpWatch``: a new object replacing the tracked
     one) ends it before the jump; slices from a pending jump on are yielded once settled. With
     ``sheet_cover`` set, a thin dark sheet across the target (``sheets.sheet_end``: the disc
-    between two vertebral bodies) ends it there; each direction is then yielded once done."""
+    between two vertebral bodies) ends it there; each direction is then yielded once done.
+    With ``support_min`` set, a run of ``support_run`` slices whose contour has lost the
+    anchor's edge (``support.SupportWatch``: tracking sliding through same-intensity tissue)
+    ends it at the run's first slice; the slices of a pending run are held back."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
@@ -62,6 +66,9 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
         if opts.jump_frac is not None:
             watch = JumpWatch(opts.jump_frac, opts.jump_mm * ctx.sz, opts.jump_regrow, ctx.sp)
             watch.step(prev)
+        support = None
+        if opts.support_min is not None:
+            support = SupportWatch(ctx.img[:, :, z], prev, opts.support_min, int(opts.support_run))
         held: list[int] = []  # slices computed, not yet yielded (from a pending jump on)
         anchor = prev.copy()
         for s in span:
@@ -91,6 +98,15 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
                 first = watch.settled()
                 if first is not None and not stopped:
                     ready -= 1 + watch.position - first  # held[-1] is at watch.position
+            if support is not None and not stopped:
+                pending = support.step(ctx.img[:, :, s], new)
+                if support.ended:
+                    # the contour lost the target's edge: the target ended at the run's first
+                    for q in held[len(held) - pending:]:
+                        st.mask[:, :, q] = False
+                    stopped = True
+                else:
+                    ready = min(ready, len(held) - pending)
             if opts.sheet_cover is not None:
                 ready = 0  # the sheet test reads the whole direction (sheets.py)
             for q in held[:ready]:
