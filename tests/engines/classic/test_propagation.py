@@ -21,8 +21,8 @@ def _volume(img: np.ndarray, sp: tuple[float, float, float]) -> Volume:
                   modality="MR")
 
 
-def _box_and_propagate(vol: Volume, truth: np.ndarray) -> np.ndarray:
-    session = ClassicEngine().open(vol)
+def _box_and_propagate(vol: Volume, truth: np.ndarray, **opts: float | None) -> np.ndarray:
+    session = ClassicEngine(**opts).open(vol)  # type: ignore[arg-type]
     z = key_slice(truth)
     session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
     drive(session.propagate(z))
@@ -127,7 +127,9 @@ def test_negative_click_takes_back_a_leak_towards_the_prompt() -> None:
     img[slab] = 165.0
     img += np.random.default_rng(5).normal(0.0, 6.0, shape)
     vol = _volume(img, sp)
-    session = ClassicEngine().open(vol)
+    # support_min off: with it the box's tracking already ends where the ball's edge goes
+    # into the slab (test_support.py), and this test needs the leak to click in
+    session = ClassicEngine(support_min=None).open(vol)
     z = key_slice(ball)
     session.segment_slice(z, Prompts(box=box_from_mask(ball[:, :, z])))
     drive(session.propagate(z))
@@ -176,7 +178,10 @@ def test_no_propagated_slice_is_much_larger_than_the_key_slice() -> None:
     img = np.full(shape, 100.0)
     img[truth | other] = 170.0
     img += np.random.default_rng(8).normal(0.0, 5.0, shape)
-    mask = _box_and_propagate(_volume(img, sp), truth)
+    # support_min off: this test is about the area cap. With it on (the default) the
+    # cylinder ends early (Dice 0.77): the neighbour attached beside it takes a growing share
+    # of the contour that shows no edge, the weakness of ``support.SupportWatch``
+    mask = _box_and_propagate(_volume(img, sp), truth, support_min=None)
     key_area = int(mask[:, :, key_slice(truth)].sum())
     assert max(int(mask[:, :, z].sum()) for z in range(shape[2])) <= 1.2 * key_area + 4
     assert _dice(mask, truth) > 0.82

@@ -86,6 +86,11 @@ class ClassicOptions:
     the ring's, the partial-volume band and a blurred septum, when at least ``edge_least`` of
     it remains; volumes only: a 2D picture's session skips it; see
     ``engines/classic/contrast.py``; None disables),
+    ``support_min`` (propagation: where, on ``support_run`` tracked slices in a row, the
+    share of the mask's contour that still shows the anchor slice's edge (its polarity, at
+    least half its median strength) falls under this fraction of the anchor's share, the
+    target ended at the first of them: tracking slid on into tissue of its own intensity,
+    see ``engines/classic/support.py``; None disables),
     ``picture_px`` (2D pictures only, see
     :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
     longer side exceeds this many pixels is segmented at a reduced size where that side spans
@@ -183,6 +188,8 @@ class ClassicOptions:
     picture_click: float | None = 1.0
     edge_mid: float | None = None
     edge_least: float = 0.8
+    support_min: float | None = 0.4
+    support_run: float = 2.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

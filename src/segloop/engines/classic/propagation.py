@@ -22,6 +22,7 @@ from segloop.engines.classic.morphology import (
 )
 from segloop.engines.classic.reach import rim_only, run_on
 from segloop.engines.classic.sheets import sheet_end
+from segloop.engines.classic.support import SupportWatch
 from segloop.engines.classic.tracking import area_limit, track
 from segloop.engines.state import SessionState
 from segloop.types import BoolArray, SliceResult
@@ -41,7 +42,10 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
     """Fill the slices from z to the next anchors (both directions), tracking slice by slice;
     an emptied slice ends the object in that direction. With ``sheet_cover`` set, a thin dark
     sheet across the target (``sheets.sheet_end``: the disc between two vertebral bodies) ends
-    it there; each direction is then yielded once done."""
+    it there; each direction is then yielded once done. With ``support_min`` set, a run of
+    ``support_run`` slices whose contour has lost the anchor's edge (``support.SupportWatch``:
+    tracking sliding through same-intensity tissue) ends it at the run's first slice; the
+    slices of a pending run are held back."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
@@ -55,6 +59,9 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
         model = ctx.models.get(object_id)
         anchor_area = int(prev.sum())
         low = anchor_area
+        support = None
+        if opts.support_min is not None:
+            support = SupportWatch(ctx.img[:, :, z], prev, opts.support_min, int(opts.support_run))
         held: list[int] = []  # slices computed, not yet yielded
         anchor = prev.copy()
         for s in span:
@@ -72,6 +79,15 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             prev = new
             held.append(s)
             ready = len(held)
+            if support is not None and not stopped:
+                pending = support.step(ctx.img[:, :, s], new)
+                if support.ended:
+                    # the contour lost the target's edge: the target ended at the run's first
+                    for q in held[len(held) - pending:]:
+                        st.mask[:, :, q] = False
+                    stopped = True
+                else:
+                    ready = min(ready, len(held) - pending)
             if opts.sheet_cover is not None:
                 ready = 0  # the sheet test reads the whole direction (sheets.py)
             for q in held[:ready]:
