@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from segloop.engines.classic.morphology import bbox
 from segloop.types import BoolArray
 
-__all__ = ["SupportWatch", "contour_contrast"]
+__all__ = ["SupportWatch", "anchor_contrast", "contour_contrast"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -34,35 +34,60 @@ _SMOOTH = 0.7  # in-plane Gaussian sigma (voxels) of the image before sampling
 _MIN_POINTS = 8  # fewer contour points: no measure
 
 
-def contour_contrast(img: npt.NDArray[np.floating], mask: BoolArray) -> tuple[F64, float] | None:
-    """The contrast across the mask's inner contour, point by point (inside minus outside,
-    sampled along the normal of the smoothed mask), and the mask's band contrast (the mean of
-    its two-voxel inner band minus that of the two-voxel ring outside), whose sign is the
-    polarity; None when the mask is empty or has too few contour points."""
+def _crop(img: npt.NDArray[np.floating], mask: BoolArray) -> tuple[BoolArray, F64] | None:
+    """The mask and the smoothed image, cropped around the mask; None when the mask is empty
+    or fills its crop (no outside to compare with)."""
     box = bbox(mask)
     if box is None:
         return None
     x0, y0 = max(box[0] - _MARGIN, 0), max(box[1] - _MARGIN, 0)
     x1, y1 = min(box[2] + _MARGIN + 1, mask.shape[0]), min(box[3] + _MARGIN + 1, mask.shape[1])
     m = mask[x0:x1, y0:y1]
+    if m.all():
+        return None
     im = ndi.gaussian_filter(np.asarray(img[x0:x1, y0:y1], dtype=np.float64), _SMOOTH)
+    return m, im
+
+
+def _across(m: BoolArray, im: F64) -> F64 | None:
+    """The contrast across the cropped mask's inner contour, point by point (inside minus
+    outside, sampled along the normal of the smoothed mask); None with too few points."""
     contour = m & ~ndi.binary_erosion(m)
     pts = np.argwhere(contour)
     if len(pts) < _MIN_POINTS:
         return None
-    band_in = m & ~ndi.binary_erosion(m, iterations=2)
-    band_out = ndi.binary_dilation(m, iterations=2) & ~m
-    if not band_out.any():
-        return None
-    inside = im[band_in].mean() if band_in.any() else im[m].mean()
-    band = float(inside - im[band_out].mean())
     sm = ndi.gaussian_filter(m.astype(np.float64), 1.0)
     nx, ny = ndi.sobel(sm, 0)[contour], ndi.sobel(sm, 1)[contour]
     norm = np.hypot(nx, ny) + 1e-9
     ux, uy = _STEP * nx / norm, _STEP * ny / norm  # points inwards (up the mask's gradient)
     a = ndi.map_coordinates(im, [pts[:, 0] + ux, pts[:, 1] + uy], order=1, mode="nearest")
     b = ndi.map_coordinates(im, [pts[:, 0] - ux, pts[:, 1] - uy], order=1, mode="nearest")
-    return np.asarray(a - b, dtype=np.float64), band
+    return np.asarray(a - b, dtype=np.float64)
+
+
+def contour_contrast(img: npt.NDArray[np.floating], mask: BoolArray) -> F64 | None:
+    """The contrast across the mask's inner contour, point by point (what each tracked slice
+    is measured by); None when the mask is empty, fills its slice or has too few contour
+    points."""
+    got = _crop(img, mask)
+    return None if got is None else _across(*got)
+
+
+def anchor_contrast(img: npt.NDArray[np.floating], mask: BoolArray) -> tuple[F64, float] | None:
+    """The anchor's ``contour_contrast`` and its band contrast (the mean of the mask's
+    two-voxel inner band minus that of the two-voxel ring outside), whose sign is the
+    polarity the tracked slices are read with; None as ``contour_contrast``."""
+    got = _crop(img, mask)
+    if got is None:
+        return None
+    m, im = got
+    loc = _across(m, im)
+    if loc is None:
+        return None
+    band_in = m & ~ndi.binary_erosion(m, iterations=2)
+    band_out = ndi.binary_dilation(m, iterations=2) & ~m
+    inside = im[band_in].mean() if band_in.any() else im[m].mean()
+    return loc, float(inside - im[band_out].mean())
 
 
 class SupportWatch:
@@ -77,7 +102,7 @@ class SupportWatch:
         self.count = 0
         self.active = False
         self.sign, self.thr, self.share = 1.0, 0.0, 0.0
-        got = contour_contrast(img, anchor)
+        got = anchor_contrast(img, anchor)
         if got is None:
             return
         loc, band = got
@@ -88,10 +113,10 @@ class SupportWatch:
 
     def support(self, img: npt.NDArray[np.floating], mask: BoolArray) -> float | None:
         """The slice's supported share of contour relative to the anchor's (None: no measure)."""
-        got = contour_contrast(img, mask)
-        if got is None:
+        loc = contour_contrast(img, mask)
+        if loc is None:
             return None
-        return float(np.mean(got[0] * self.sign > self.thr)) / self.share
+        return float(np.mean(loc * self.sign > self.thr)) / self.share
 
     def step(self, img: npt.NDArray[np.floating], mask: BoolArray) -> int:
         """Read the next tracked slice; the number of unsupported slices in a row, ending here
