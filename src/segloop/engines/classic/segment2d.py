@@ -309,8 +309,7 @@ def carve(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, current: 
     dist = np.sqrt(xx**2 + yy**2)
     reach = dist <= (opts.carve_far + 0.5) * rho + 2 * max(sp)
     # positive markers: the mask's deeper core, away from the click
-    far = (dist > opts.carve_far * rho + max(sp)) & c
-    posm = far.copy()
+    posm = (dist > opts.carve_far * rho + max(sp)) & c
     for p in pos:
         qx, qy = int(p[0]) - crop.x0, int(p[1]) - crop.y0
         if 0 <= qx < c.shape[0] and 0 <= qy < c.shape[1] and c[qx, qy]:
