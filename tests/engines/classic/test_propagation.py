@@ -4,8 +4,10 @@ corrections act in 3D (a leak cut at its middle goes back to where it began)."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from segloop.engines import drive
 from segloop.engines.classic import ClassicEngine
@@ -309,3 +311,74 @@ def test_split_off_divides_by_footprint_and_towards_an_anchor_never_grows_or_tak
     towards = split_off(ctx, 1, old, removed, kept, True, means)
     assert towards.sum() <= removed.sum() and towards[15, 10]  # no growth, but the cut goes
     assert not split_off(ctx, 1, old, removed, kept, True, (180.0, 160.0)).any()  # the target
+
+
+def test_a_jump_ends_the_target_only_when_a_new_object_grows_after_it() -> None:
+    """``ends.JumpWatch``: a mask that moves farther than the slice spacing allows (a jump)
+    and then grows back to its size before the jump is a new object, and the target ends
+    before the jump; a tip that jumps while it goes on shrinking is the target's own."""
+    from segloop.engines.classic.ends import JumpWatch, jump_fraction
+
+    def disc(cx: int, r: int) -> np.ndarray:
+        xx, yy = np.mgrid[:60, :60]
+        return np.asarray((xx - cx) ** 2 + (yy - 30) ** 2 <= r * r)
+
+    sp = (1.0, 1.0)
+    assert jump_fraction(disc(20, 8), disc(20, 8), sp, 1.0) == 0.0
+    assert jump_fraction(disc(20, 8), disc(21, 8), sp, 1.0) == 0.0  # 1 mm moved, 1 mm allowed
+    assert jump_fraction(disc(20, 8), disc(40, 8), sp, 3.0) == 1.0
+    assert jump_fraction(disc(20, 8), np.zeros((60, 60), dtype=bool), sp, 3.0) == 1.0
+
+    def cut_of(masks: list[np.ndarray]) -> int | None:
+        watch = JumpWatch(0.2, 3.0, 1.0, sp)
+        for m in masks:
+            cut = watch.step(m)
+            if cut is not None:
+                return cut
+        return None
+
+    taper = [disc(20, r) for r in (10, 9, 8, 6)]
+    # a neighbour beside the tip takes over and grows: the target ended at position 4
+    assert cut_of([*taper, disc(28, 4), disc(29, 6), disc(30, 8)]) == 4
+    # the tip itself shifts and keeps shrinking: no end
+    assert cut_of([*taper, disc(26, 4), disc(28, 2)]) is None
+    # a target that only moves smoothly never jumps
+    assert cut_of([disc(20 + 2 * i, 8) for i in range(8)]) is None
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("label", "floor", "old_below"), [("3", 0.86, 0.83), ("88", 0.70, 0.5)])
+def test_one_box_does_not_run_on_onto_the_next_object(shared_data: Path, label: str, floor: float,
+                                                      old_below: float) -> None:
+    """Two targets of the TotalSegmentator example CT (3 mm voxels) from one box, no click:
+    the left kidney (label 3, 0.812 before) slides at its lower tip onto the tissue below it
+    and follows it to the volume's end; the left iliopsoas (label 88, 0.413 before; 1,000
+    false voxels for a 410-voxel truth) shrinks to a tip, then the tracking jumps onto a
+    neighbour and grows with it. With ``jump_frac`` the jump and the regrowth end the target
+    before the jump. The slices yielded are the session's final masks, each once."""
+    from segloop.io import load_label, load_volume
+
+    vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
+    can = vol.canonical()
+    truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, label),
+                       dtype=bool)
+    z = key_slice(truth)
+    box = Prompts(box=box_from_mask(truth[:, :, z]))
+
+    def run(**opts: float | None) -> tuple[float, np.ndarray, list[int]]:
+        session = ClassicEngine(**opts).open(can)  # type: ignore[arg-type]
+        session.segment_slice(z, box)
+        results = list(session.propagate(z))
+        mask = session.mask()
+        for r in results:
+            assert np.array_equal(r.mask, mask[:, :, r.z])
+        assert [r.done for r in results] == list(range(1, len(results) + 1))
+        return _dice(mask, truth), mask, [r.z for r in results]
+
+    old, old_mask, _ = run(jump_frac=None)
+    new, mask, zs = run(jump_frac=0.2)
+    assert old < old_below
+    assert new >= floor, f"Dice {new:.3f} (before {old:.3f})"
+    assert len(zs) == len(set(zs)) and z not in zs
+    beyond = ~truth.any(axis=(0, 1))  # slices past the target's ends
+    assert mask[:, :, beyond].sum() <= 0.25 * old_mask[:, :, beyond].sum()

@@ -24,7 +24,8 @@ class ClassicContext:
     spacing ``sz`` (mm), the options, whether it is a 2D picture's one-slice volume
     (``picture``), and per object: ``models`` (its intensity model), ``scale`` (its
     equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising sigma), ``support``
-    (the intensity range of its key slice, see :meth:`set_support`) and ``sheet_cut``
+    (the intensity range of its key slice, see :meth:`set_support`), ``jump_cut`` (the
+    slices where a propagation ended it at a jump, ``ends.JumpWatch``) and ``sheet_cut``
     (those a propagation emptied past a dark sheet, ``sheets.sheet_end``)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
@@ -40,6 +41,7 @@ class ClassicContext:
         self.support: dict[int, tuple[float, float]] = {}
         self.typical: dict[int, tuple[float, float]] = {}
         self.pad_in_target: set[int] = set()
+        self.jump_cut: dict[int, set[int]] = {}
         self.sheet_cut: dict[int, set[int]] = {}
         #: the values are Hounsfield units (a CT volume holding air; set by the session)
         self.hu = False

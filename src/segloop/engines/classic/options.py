@@ -59,7 +59,12 @@ class ClassicOptions:
     inside the previous slice's addition and at most this many times its area, see
     ``engines/classic/additions.py``; only from a slice that held the object before the
     click; None disables),
-    ``own_region`` (a positive click that the
+    ``jump_frac`` (propagation from a box or mask: where more than this fraction of a slice's
+    mask, or of the previous slice's, lies farther from the other than ``jump_mm`` times the
+    slice spacing (mm, in plane), the mask has jumped; when a slice from the jump on then
+    exceeds ``jump_regrow`` times the area of the slice before the jump, a new object has
+    replaced the tracked one and the target ends before the jump, see
+    ``engines/classic/ends.py``; None disables), ``own_region`` (a positive click that the
     object's model calls background takes the connected region a local model explains, the
     click's neighbourhood against the tissue around a disk of this many times the object's
     radius (at least the old flood's reach), instead of the similarity flood, see
@@ -165,6 +170,9 @@ class ClassicOptions:
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
     carry_add: float | None = 1.0
+    jump_frac: float | None = None
+    jump_mm: float = 1.0
+    jump_regrow: float = 1.0
     own_region: float | None = 1.0
     own_region_empty: float | None = 1.0
     own_overlap: float | None = 0.6

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from segloop.engines.classic.additions import carry_addition, carry_model
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.ends import weakest_link
+from segloop.engines.classic.ends import JumpWatch, jump_fraction, weakest_link
 from segloop.engines.classic.morphology import (
     Crop,
     bbox,
@@ -40,12 +40,14 @@ def span_total(state: SessionState, z: int, object_id: int) -> int:
 def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: int,
                    offset: int = 0) -> Iterator[SliceResult]:
     """Fill the slices from z to the next anchors (both directions), tracking slice by slice;
-    an emptied slice ends the object in that direction. With ``sheet_cover`` set, a thin dark
-    sheet across the target (``sheets.sheet_end``: the disc between two vertebral bodies) ends
-    it there; each direction is then yielded once done. With ``support_min`` set, a run of
-    ``support_run`` slices whose contour has lost the anchor's edge (``support.SupportWatch``:
-    tracking sliding through same-intensity tissue) ends it at the run's first slice; the
-    slices of a pending run are held back."""
+    an emptied slice ends the object in that direction. With ``jump_frac`` set, a jump of
+    the mask followed by a regrowth (``ends.JumpWatch``: a new object replacing the tracked
+    one) ends it before the jump; slices from a pending jump on are yielded once settled. With
+    ``support_min`` set, a run of ``support_run`` slices whose contour has lost the anchor's
+    edge (``support.SupportWatch``: tracking sliding through same-intensity tissue) ends it at
+    the run's first slice; the slices of a pending run are held back. With ``sheet_cover``
+    set, a thin dark sheet across the target (``sheets.sheet_end``: the disc between two
+    vertebral bodies) ends it there; each direction is then yielded once done."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
@@ -59,10 +61,14 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
         model = ctx.models.get(object_id)
         anchor_area = int(prev.sum())
         low = anchor_area
+        watch = None
+        if opts.jump_frac is not None:
+            watch = JumpWatch(opts.jump_frac, opts.jump_mm * ctx.sz, opts.jump_regrow, ctx.sp)
+            watch.step(prev)
         support = None
         if opts.support_min is not None:
             support = SupportWatch(ctx.img[:, :, z], prev, opts.support_min, int(opts.support_run))
-        held: list[int] = []  # slices computed, not yet yielded
+        held: list[int] = []  # slices computed, not yet yielded (pending a jump or a run)
         anchor = prev.copy()
         for s in span:
             if stopped or model is None:
@@ -79,6 +85,18 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
             prev = new
             held.append(s)
             ready = len(held)
+            if watch is not None and not stopped:
+                cut = watch.step(new)
+                if cut is not None:
+                    # a new object replaced the tracked one: the target ended before the jump
+                    dropped = held[len(held) - 1 - (watch.position - cut):]
+                    for q in dropped:
+                        st.mask[:, :, q] = False
+                    ctx.jump_cut.setdefault(object_id, set()).update(dropped, span[span.index(s):])
+                    stopped = True
+                first = watch.settled()
+                if first is not None and not stopped:
+                    ready -= 1 + watch.position - first  # held[-1] is at watch.position
             if support is not None and not stopped:
                 pending = support.step(ctx.img[:, :, s], new)
                 if support.ended:
@@ -188,13 +206,20 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     active = False
                     tracked = old
                 if outward and not old.any() and added.any() and not removed.any():
-                    # the object had ended here: an addition resumes the tracking
+                    # the object had ended here: an addition resumes the tracking, but not
+                    # across a jump of the mask onto slices that a jump had ended (with
+                    # ``jump_frac``: the tracking sliding onto the neighbour again)
                     add_s, rem_s = tracked, np.zeros_like(old)
                     if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
                         add_s = np.zeros_like(old)
                     if s in ctx.sheet_cut.get(object_id, ()):
                         # past a dark sheet (``sheet_cover``): a click beyond it adds its
                         # own slice, the tracking does not run on through the next copy
+                        add_s = np.zeros_like(old)
+                    if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
+                            and prev.any() and tracked.any() and \
+                            jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \
+                            > ctx.opts.jump_frac:
                         add_s = np.zeros_like(old)
                 else:
                     add_s, rem_s = delta_step(ctx, old, tracked, added, removed, fade=not outward)
