@@ -347,15 +347,20 @@ def test_a_jump_ends_the_target_only_when_a_new_object_grows_after_it() -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize(("label", "floor", "old_below"), [("3", 0.86, 0.83), ("88", 0.70, 0.5)])
-def test_one_box_does_not_run_on_onto_the_next_object(shared_data: Path, label: str, floor: float,
+@pytest.mark.parametrize(("label", "support", "floor", "old_below"),
+                         [("3", None, 0.86, 0.83), ("88", None, 0.70, 0.5),
+                          ("88", 0.4, 0.74, 0.70)])
+def test_one_box_does_not_run_on_onto_the_next_object(shared_data: Path, label: str,
+                                                      support: float | None, floor: float,
                                                       old_below: float) -> None:
     """Two targets of the TotalSegmentator example CT (3 mm voxels) from one box, no click:
     the left kidney (label 3, 0.812 before) slides at its lower tip onto the tissue below it
     and follows it to the volume's end; the left iliopsoas (label 88, 0.413 before; 1,000
     false voxels for a 410-voxel truth) shrinks to a tip, then the tracking jumps onto a
     neighbour and grows with it. With ``jump_frac`` the jump and the regrowth end the target
-    before the jump. The slices yielded are the session's final masks, each once."""
+    before the jump. The boundary-support rule (``support_min``) ends the kidney too, and the
+    iliopsoas later than the jump does (0.673): with both on, the jump still ends it first.
+    The slices yielded are the session's final masks, each once."""
     from segloop.io import load_label, load_volume
 
     vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
@@ -366,7 +371,7 @@ def test_one_box_does_not_run_on_onto_the_next_object(shared_data: Path, label: 
     box = Prompts(box=box_from_mask(truth[:, :, z]))
 
     def run(**opts: float | None) -> tuple[float, np.ndarray, list[int]]:
-        session = ClassicEngine(**opts).open(can)  # type: ignore[arg-type]
+        session = ClassicEngine(support_min=support, **opts).open(can)  # type: ignore[arg-type]
         session.segment_slice(z, box)
         results = list(session.propagate(z))
         mask = session.mask()
