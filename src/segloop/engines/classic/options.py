@@ -95,7 +95,10 @@ class ClassicOptions:
     share of the mask's contour that still shows the anchor slice's edge (its polarity, at
     least half its median strength) falls under this fraction of the anchor's share, the
     target ended at the first of them: tracking slid on into tissue of its own intensity,
-    see ``engines/classic/support.py``; None disables),
+    see ``engines/classic/support.py``; None disables), ``resume_support`` (with
+    ``support_min``: a positive click's addition that restarts the tracking past the
+    object's end stops where that rule, anchored on the clicked slice, says the target ended;
+    any number enables, None disables),
     ``picture_px`` (2D pictures only, see
     :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
     longer side exceeds this many pixels is segmented at a reduced size where that side spans
@@ -198,6 +201,7 @@ class ClassicOptions:
     edge_least: float = 0.8
     support_min: float | None = 0.4
     support_run: float = 2.0
+    resume_support: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

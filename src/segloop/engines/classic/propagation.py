@@ -173,6 +173,11 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         means = (float(ctx.img[:, :, z][removed].mean()) if splitting else 0.0,
                  float(ctx.img[:, :, z][cur].mean()) if splitting else 0.0)
         c_prev = added.copy()  # what the click added, carried on (``carry_add``)
+        # with ``resume_support``: the support watch of a tracking that an addition resumed
+        # past the object's end, anchored on the clicked slice, and the slices it holds back
+        resume: SupportWatch | None = None
+        held: list[tuple[int, BoolArray]] = []  # (slice, its mask before the click)
+        wait = 0
         past_end = 0
         if anchor is not None and before.any() and not cur.any():
             # the click emptied its slice: the target ended between the anchor and here,
@@ -221,6 +226,18 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                             jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \
                             > ctx.opts.jump_frac:
                         add_s = np.zeros_like(old)
+                    if ctx.opts.resume_support is not None and ctx.opts.support_min is not None \
+                            and add_s.any():
+                        # the resumed tracking ends where the clicked slice's edge is lost,
+                        # as a propagation ends (``support_min``); its run is held back
+                        if resume is None:
+                            resume = SupportWatch(ctx.img[:, :, z], cur, ctx.opts.support_min,
+                                                  int(ctx.opts.support_run))
+                        wait = resume.step(ctx.img[:, :, s], add_s)
+                        if resume.ended:
+                            for q, o in held[len(held) - (wait - 1):] if wait > 1 else []:
+                                st.mask[:, :, q] = o
+                            add_s, wait, c_prev = np.zeros_like(old), 0, np.zeros_like(old)
                 else:
                     add_s, rem_s = delta_step(ctx, old, tracked, added, removed, fade=not outward)
                 new = (old | add_s) & ~rem_s
@@ -237,8 +254,15 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                 splitting = bool(s_rem.any())
             st.mask[:, :, s] = new
             prev = new
+            held.append((s, old))
+            ready = len(held) - wait if active else len(held)
+            for q, _ in held[:ready]:
+                done += 1
+                yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
+            held = held[ready:]
+        for q, _ in held:
             done += 1
-            yield SliceResult(z=s, mask=new.copy(), done=done, total=total)
+            yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
 
 
 def split_off(ctx: ClassicContext, s: int, old: BoolArray, removed: BoolArray, kept: BoolArray,
