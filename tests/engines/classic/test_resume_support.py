@@ -28,7 +28,8 @@ def test_a_click_does_not_resume_the_run_on_the_support_rule_ended(shared_data: 
     on through 8 slices of the tissue below the kidney (Dice 0.874 -> 0.788). With
     ``resume_support`` it stops where the kidney's edge goes, the third click does not lower
     Dice (the second, negative, still does: it trims the rim on 11 slices), and every
-    slice a click yields is its final mask, once."""
+    slice a click yields is its final mask, once. ``jump_frac`` is off here: on this case its
+    own guard (no resuming across slices a jump ended) also stops this run-on."""
     from segloop.io import load_label, load_volume
 
     vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
@@ -36,7 +37,7 @@ def test_a_click_does_not_resume_the_run_on_the_support_rule_ended(shared_data: 
     truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, "3"),
                        dtype=bool)
     z = key_slice(truth)
-    session = ClassicEngine(resume_support=resume).open(can)  # type: ignore[arg-type]
+    session = ClassicEngine(resume_support=resume, jump_frac=None).open(can)  # type: ignore[arg-type]
     session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
     list(session.propagate(z))
     last = int(np.flatnonzero(truth.any(axis=(0, 1))).max())

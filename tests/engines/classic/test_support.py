@@ -108,7 +108,8 @@ def test_one_box_ends_where_the_edge_goes_and_keeps_tubes(shared_data: Path, lab
     box = Prompts(box=box_from_mask(truth[:, :, z]))
 
     def run(least: float | None) -> float:
-        session = ClassicEngine(support_min=least).open(can)  # type: ignore[arg-type]
+        # jump_frac off: it ends these two run-ons too (test_propagation.py)
+        session = ClassicEngine(support_min=least, jump_frac=None).open(can)  # type: ignore[arg-type]
         session.segment_slice(z, box)
         list(session.propagate(z))
         return _dice(session.mask(), truth)

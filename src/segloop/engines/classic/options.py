@@ -173,7 +173,7 @@ class ClassicOptions:
     leak_overlap: float | None = 0.6
     leak_depth: float = 1.2
     carry_add: float | None = 1.0
-    jump_frac: float | None = None
+    jump_frac: float | None = 0.2
     jump_mm: float = 1.0
     jump_regrow: float = 1.0
     own_region: float | None = 1.0
@@ -201,7 +201,7 @@ class ClassicOptions:
     edge_least: float = 0.8
     support_min: float | None = 0.4
     support_run: float = 2.0
-    resume_support: float | None = None
+    resume_support: float | None = 1.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
