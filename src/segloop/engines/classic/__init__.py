@@ -49,7 +49,9 @@ any resolution):
   median intensity is not a typical one of the key slice (10th-90th percentiles) is dropped;
   and the object ends where its area falls below ``end_frac`` of the anchor's (in mm², so
   alike at 1 mm and at 7.5 mm slices): a thin track run on past the target's end costs far
-  more than its missed tail.
+  more than its missed tail. It also ends where its contour has lost the key slice's edge on
+  two slices in a row (``support_min``: tracking sliding into tissue of its own intensity),
+  and before a jump of the mask that then regrows (``jump_frac``: a neighbour replacing it).
 - **Corrections.** A positive point grows an intensity-consistent connected region from the
   click (as far as the click is from the current mask), keeps the part of it nearer the click
   than every negative point of the slice, and adds it (on a slice where the object was
@@ -78,7 +80,8 @@ any resolution):
   3D: away from every anchor a removal goes on as far as it applies (a leak that widens is
   removed whole) and an addition on a slice where the object had ended resumes the tracking
   there, until the tracked area falls under ``end_frac`` of the clicked slice's
-  (``resume_end``); towards an anchor, a removed part goes on being removed on each slice whose
+  (``resume_end``) or its contour loses the clicked slice's edge (``resume_support``), and
+  not across slices a jump ended; towards an anchor, a removed part goes on being removed on each slice whose
   touching component resembles the cut more than the anchor (overlap and mean intensity), so
   a negative click in the middle of a leak takes it back to where it began. A negative click
   that splits its slice (the target stays there) also splits what continues the removed
