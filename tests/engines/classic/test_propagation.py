@@ -16,6 +16,7 @@ from segloop.io.volume import Volume
 from segloop.types import Prompts
 
 from ..synthetic import ellipsoid
+from .example_ct import example_ct
 
 
 def _volume(img: np.ndarray, sp: tuple[float, float, float]) -> Volume:
@@ -361,14 +362,7 @@ def test_one_box_does_not_run_on_onto_the_next_object(shared_data: Path, label: 
     before the jump. The boundary-support rule (``support_min``) ends the kidney too, and the
     iliopsoas later than the jump does (0.673): with both on, the jump still ends it first.
     The slices yielded are the session's final masks, each once."""
-    from segloop.io import load_label, load_volume
-
-    vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
-    can = vol.canonical()
-    truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, label),
-                       dtype=bool)
-    z = key_slice(truth)
-    box = Prompts(box=box_from_mask(truth[:, :, z]))
+    can, truth, z, box = example_ct(shared_data, label)
 
     def run(**opts: float | None) -> tuple[float, np.ndarray, list[int]]:
         session = ClassicEngine(support_min=support, **opts).open(can)  # type: ignore[arg-type]

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from segloop.engines.classic import ClassicEngine
-from segloop.eval.protocol import box_from_mask, key_slice, next_click
+from segloop.eval.protocol import next_click
 from segloop.types import Prompts
+
+from .example_ct import example_ct
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -30,15 +32,9 @@ def test_a_click_does_not_resume_the_run_on_the_support_rule_ended(shared_data: 
     Dice (the second, negative, still does: it trims the rim on 11 slices), and every
     slice a click yields is its final mask, once. ``jump_frac`` is off here: on this case its
     own guard (no resuming across slices a jump ended) also stops this run-on."""
-    from segloop.io import load_label, load_volume
-
-    vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
-    can = vol.canonical()
-    truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, "3"),
-                       dtype=bool)
-    z = key_slice(truth)
+    can, truth, z, box = example_ct(shared_data, "3")
     session = ClassicEngine(resume_support=resume, jump_frac=None).open(can)  # type: ignore[arg-type]
-    session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
+    session.segment_slice(z, box)
     list(session.propagate(z))
     last = int(np.flatnonzero(truth.any(axis=(0, 1))).max())
     dices = [_dice(session.mask(), truth)]

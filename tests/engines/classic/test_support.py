@@ -15,6 +15,8 @@ from segloop.eval.protocol import box_from_mask, key_slice
 from segloop.io.volume import Volume
 from segloop.types import Prompts
 
+from .example_ct import example_ct
+
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
@@ -98,14 +100,7 @@ def test_one_box_ends_where_the_edge_goes_and_keeps_tubes(shared_data: Path, lab
     and 0.413 before); with ``support_min`` 0.4 they end where the contour loses its edge.
     The spinal cord (79) and the aorta (52), which continue along z with their edge, do not
     change."""
-    from segloop.io import load_label, load_volume
-
-    vol = load_volume(shared_data / "totalseg" / "example_ct_sm.nii.gz")
-    can = vol.canonical()
-    truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, label),
-                       dtype=bool)
-    z = key_slice(truth)
-    box = Prompts(box=box_from_mask(truth[:, :, z]))
+    can, truth, z, box = example_ct(shared_data, label)
 
     def run(least: float | None) -> float:
         # jump_frac off: it ends these two run-ons too (test_propagation.py)
