@@ -235,7 +235,9 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                                                   int(ctx.opts.support_run))
                         wait = resume.step(ctx.img[:, :, s], add_s)
                         if resume.ended:
-                            for q, o in held[len(held) - (wait - 1):] if wait > 1 else []:
+                            # the run's earlier slices (this one is not held yet) get
+                            # back their masks from before the click
+                            for q, o in held[len(held) - wait + 1:]:
                                 st.mask[:, :, q] = o
                             add_s, wait, c_prev = np.zeros_like(old), 0, np.zeros_like(old)
                 else:
