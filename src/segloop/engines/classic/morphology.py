@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage as ndi
 
 from segloop.engines.classic.intensity import F32
 from segloop.types import BoolArray
 
 __all__ = [
-    "Crop", "ball", "bbox", "box_cover", "clean", "dilate1", "disk", "follow",
+    "Crop", "ball", "bbox", "box_cover", "clean", "component_medians", "dilate1", "disk",
+    "fill_holes", "follow",
     "inner", "keep_components", "largest", "open_disk", "signed_distance",
 ]
 
@@ -45,7 +47,13 @@ def signed_distance(mask: BoolArray, sp: tuple[float, float], cap: float) -> F32
         return np.full(mask.shape, -cap, dtype=np.float32)
     if mask.all():
         return np.full(mask.shape, cap, dtype=np.float32)
-    inside = ndi.distance_transform_edt(mask, sampling=sp)
+    # the inside distances on the mask's box plus a voxel: the nearest outside voxel of a
+    # voxel in the box, clamped to that frame, is a voxel of its rim, never farther
+    bb = bbox(mask)
+    assert bb is not None
+    crop = Crop.around(bb, 1, 1, *mask.shape)
+    inside = np.zeros(mask.shape, dtype=np.float64)
+    inside[crop.sl] = ndi.distance_transform_edt(mask[crop.sl], sampling=sp)
     outside = ndi.distance_transform_edt(~mask, sampling=sp)
     return np.asarray(np.clip(inside - outside, -cap, cap), dtype=np.float32)
 
@@ -103,6 +111,14 @@ def follow(fg: BoolArray, core: BoolArray, prev: BoolArray, min_frac: float) -> 
     return np.asarray(keep[lab], dtype=bool)
 
 
+def component_medians(img: F32, lab: npt.NDArray[np.int32]) -> F32:
+    """The median of ``img`` over each component of the labelling ``lab`` (labels 1..n), as
+    ``ndi.median(img, lab, index=1..n)`` gives it, from each component's own box."""
+    return np.asarray([np.median(img[sl][lab[sl] == i]) for i, sl in
+                       enumerate(ndi.find_objects(lab), start=1) if sl is not None],
+                      dtype=img.dtype)
+
+
 def largest(fg: BoolArray, rel: float = 0.0) -> BoolArray:
     """The largest component of ``fg`` plus any others at least ``rel`` times as large."""
     lab, n = ndi.label(fg, structure=np.ones((3, 3), bool))
@@ -119,13 +135,21 @@ def open_disk(fg: BoolArray, sp: tuple[float, float], r_mm: float) -> BoolArray:
     """Morphological opening by a disk of ``r_mm`` (via distance transforms for large radii)."""
     if r_mm < 2.5 * max(sp):
         return np.asarray(ndi.binary_opening(fg, structure=ball(r_mm, sp)), dtype=bool)
-    pad = int(np.ceil(r_mm / min(sp))) + 1
-    f = np.pad(fg, pad)
+    bb = bbox(fg)
+    if bb is None:
+        return np.zeros_like(fg)
+    # on the mask's box with a ring of background (the slice's edge is background too): the
+    # erosion's nearest background voxel and the dilation's nearest eroded voxel of a voxel
+    # of the box both lie in that frame, so the distances are those of the whole slice
+    box = (slice(bb[0], bb[2] + 1), slice(bb[1], bb[3] + 1))
+    f = np.pad(fg[box], 1)
     eroded = ndi.distance_transform_edt(f, sampling=sp) > r_mm
     if not eroded.any():
         return np.zeros_like(fg)
     opened = ndi.distance_transform_edt(~eroded, sampling=sp) <= r_mm
-    return np.asarray(opened[pad:-pad, pad:-pad] & fg, dtype=bool)
+    out = np.zeros_like(fg)
+    out[box] = opened[1:-1, 1:-1] & fg[box]
+    return np.asarray(out, dtype=bool)
 
 
 def clean(fg: BoolArray, sp: tuple[float, float], r_mm: float, open_mm: float | None = None) -> BoolArray:
@@ -142,7 +166,22 @@ def clean(fg: BoolArray, sp: tuple[float, float], r_mm: float, open_mm: float | 
         se = ball(r_mm, sp)
         fg = ndi.binary_closing(np.pad(fg, se.shape[0]), structure=se)[
             se.shape[0]:-se.shape[0], se.shape[0]:-se.shape[0]]
-    return np.asarray(ndi.binary_fill_holes(fg), dtype=bool)
+    return fill_holes(fg)
+
+
+def fill_holes(fg: BoolArray) -> BoolArray:
+    """``fg`` with its holes filled: the background's 4-connected components that do not
+    reach the slice's edge (``ndi.binary_fill_holes``'s result, by one labelling instead of
+    its iterated propagation from the edge)."""
+    lab, n = ndi.label(~fg)
+    if n == 0:
+        return np.asarray(fg, dtype=bool)
+    edge = np.zeros(n + 1, dtype=bool)
+    for border in (lab[0, :], lab[-1, :], lab[:, 0], lab[:, -1]):
+        edge[border] = True
+    hole = ~edge
+    hole[0] = False
+    return np.asarray(fg | hole[lab], dtype=bool)
 
 
 def box_cover(fg: BoolArray, inbox: BoolArray) -> float:

@@ -18,6 +18,7 @@ from segloop.engines.classic.morphology import (
     Crop,
     bbox,
     clean,
+    component_medians,
     follow,
     inner,
     open_disk,
@@ -117,7 +118,7 @@ def track(ctx: ClassicContext, object_id: int, s: int, prev_z: int, prev: BoolAr
         typical = ctx.typical.get(object_id)
         if typical is not None:
             # ... and its median intensity must be a typical one of the target's key slice
-            med = np.asarray(ndi.median(img, lab, index=np.arange(1, n + 1)))
+            med = component_medians(img, lab)
             ok &= (med >= typical[0]) & (med <= typical[1])
         new_c = np.concatenate([[False], ok])[lab]
     if new_c.sum() < max(3, opts.stop_ratio * area_prev):
