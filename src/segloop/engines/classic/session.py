@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from segloop.engines.classic.context import ClassicContext
+from segloop.engines.classic.detached import detached, evidence_slices
 from segloop.engines.classic.fat import looks_like_hu
 from segloop.engines.classic.options import ClassicOptions
 from segloop.engines.classic.propagation import propagate_delta, propagate_from, span_total
@@ -133,3 +134,22 @@ class ClassicSession:
         total = 1 + span_total(self._state, z, object_id)
         yield SliceResult(z=z, mask=m2.copy(), done=1, total=total)
         yield from propagate_delta(self._ctx, self._state, z, before, object_id, offset=1)
+        if self.options.drop_detached is not None and (before & ~m2).any():
+            # a removal can leave pieces that nothing the user vouched for reaches any more
+            yield from self._drop_detached(z, object_id, total)
+
+    def _drop_detached(self, z: int, object_id: int, total: int) -> Iterator[SliceResult]:
+        """Empty the pieces of the object detached from every evidence slice (``detached.py``)
+        on the slices this refinement may change (slice z, and the non-anchors within the
+        refinement's slice range); each changed slice is yielded again (a superseding result)."""
+        st = self._state.get(object_id)
+        assert self.options.drop_detached is not None
+        reach = self.options.drop_detached * self._ctx.grow_mm()
+        drop = detached(st.mask, evidence_slices(st), self._ctx.sp, reach)
+        first, last = st.bounds
+        for s in np.flatnonzero(drop.any(axis=(0, 1))).tolist():
+            if (s in st.anchors and s != z) or (first is not None and s < first) \
+                    or (last is not None and s > last):
+                continue
+            st.mask[:, :, s] &= ~drop[:, :, s]
+            yield SliceResult(z=s, mask=st.mask[:, :, s].copy(), done=total, total=total)
