@@ -49,7 +49,7 @@ def detached(mask: BoolArray, evidence: set[int], sp: tuple[float, float],
     zs = [int(z) for z in np.flatnonzero(mask.any(axis=(0, 1)))]
     if not zs:
         return out
-    bb = bbox(mask.any(axis=2))
+    bb = bbox(np.asarray(mask.any(axis=2), dtype=bool))
     assert bb is not None
     box = (slice(bb[0], bb[2] + 1), slice(bb[1], bb[3] + 1))
     out[box] = _detached(mask[box], zs, evidence, sp, reach_mm)
