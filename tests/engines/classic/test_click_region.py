@@ -111,38 +111,3 @@ def test_on_an_empty_slice_a_much_smaller_local_region_replaces_the_model_s() ->
     old, new = regions
     assert (old & ~patch).sum() > 5 * patch.sum()  # what lowered Dice
     assert (new & patch).sum() >= 0.8 * patch.sum() and (new & ~patch).sum() <= 0.1 * patch.sum()
-
-
-def _two_slices() -> tuple[ClassicContext, np.ndarray, np.ndarray]:
-    """Slice 0: the object (120) beside a darker neighbour (60), both in 150 surroundings,
-    and the object's mask; slice 1: the same tissues, the object smaller (its end)."""
-    img = np.full((80, 80, 2), 150.0)
-    img[20:50, 20:40, :] = 60.0  # the neighbouring tissue, on both slices
-    img[20:50, 40:60, 0] = 120.0  # the object on slice 0
-    img[28:42, 40:50, 1] = 120.0  # its smaller end on slice 1
-    img += np.random.default_rng(6).normal(0.0, 4.0, img.shape)
-    mask0 = np.zeros((80, 80), dtype=bool)
-    mask0[20:50, 40:60] = True
-    region = np.zeros((80, 80), dtype=bool)  # a region that took the neighbour too
-    region[20:50, 20:50] = True
-    return (ClassicContext(img.astype(np.float32), (1.0, 1.0, 2.0),
-                           ClassicOptions(empty_near=0.6)), mask0, region)
-
-
-def test_the_nearest_slice_s_model_bounds_a_click_region_on_an_empty_slice() -> None:
-    """``empty_near``: a click's region on the empty slice 1 that took the darker neighbour
-    with the object's end keeps only what the model of slice 0's mask against its
-    surroundings calls the object; off (None), or without a nearest slice, it is kept."""
-    from segloop.engines.classic.click_region import near_bound
-
-    ctx, mask0, region = _two_slices()
-    ctx.sigma_mm[1] = 0.5
-    end = np.zeros((80, 80), dtype=bool)
-    end[28:42, 40:50] = True
-    out = near_bound(ctx, 1, 1, 35, 45, region, (0, mask0))
-    assert out[35, 45]
-    assert (out & end).sum() >= 0.9 * end.sum()
-    assert (out & ~end).sum() <= 0.1 * (region & ~end).sum()
-    assert (near_bound(ctx, 1, 1, 35, 45, region, None) == region).all()
-    ctx.opts = ClassicOptions(empty_near=None)
-    assert (near_bound(ctx, 1, 1, 35, 45, region, (0, mask0)) == region).all()

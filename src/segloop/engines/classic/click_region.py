@@ -26,10 +26,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloop.engines.classic.context import ClassicContext
-from segloop.engines.classic.morphology import Crop, ball, bbox, disk, keep_components
+from segloop.engines.classic.morphology import Crop, ball, disk, keep_components
 from segloop.types import BoolArray
 
-__all__ = ["local_region", "near_bound", "smaller_local"]
+__all__ = ["local_region", "smaller_local"]
 
 
 def local_region(ctx: ClassicContext, object_id: int, z: int, x: int, y: int,
@@ -93,43 +93,3 @@ def smaller_local(ctx: ClassicContext, current: BoolArray, region: BoolArray, fi
     if found.sum() < ctx.opts.local_empty * region.sum():
         return found
     return np.zeros(current.shape, dtype=bool)
-
-
-def near_bound(ctx: ClassicContext, object_id: int, z: int, x: int, y: int, region: BoolArray,
-               near: tuple[int, BoolArray] | None) -> BoolArray:
-    """With ``empty_near``, the part of ``region`` (a positive click's region at (x, y) on
-    slice z, where the object was absent) that a model of the nearest slice holding the
-    object calls the object: ``near`` = (slice q, its mask), the model that mask's voxels
-    against the non-mask tissue within ``ring_mm`` of it on slice q (both denoised as the
-    object is). The object's own model is the key slice's; near its end the object's
-    neighbours there may look like it, its nearest slice says what it looks like against
-    them. Where the two densities overlap by ``empty_near`` or more (no evidence) or either
-    side has fewer than 8 voxels, ``region`` is returned as is. The result holds the
-    click's connected part (at least its seed disk)."""
-    thr = ctx.opts.empty_near
-    if thr is None or near is None or not region.any():
-        return region
-    q, m = near
-    bb = bbox(region | m)
-    if bb is None:
-        return region
-    nx, ny = region.shape
-    crop = Crop.around(bb, *ctx.margin(ctx.opts.ring_mm), nx, ny)
-    mq = m[crop.sl]
-    ring = ctx.near(mq, ctx.opts.ring_mm) & ~mq
-    fg = ndi.binary_erosion(mq) if ndi.binary_erosion(mq).sum() >= 8 else mq
-    if fg.sum() < 8 or ring.sum() < 8:
-        return region
-    img_q = ctx.smoothed(q, crop, object_id)
-    model = ctx.new_model(img_q[fg], img_q[ring])
-    if model.overlap(model.bg) >= thr:
-        return region
-    lr = ndi.gaussian_filter(model.log_ratio(ctx.smoothed(z, crop, object_id)), 0.7)
-    r = region[crop.sl]
-    px, py = x - crop.x0, y - crop.y0
-    seed = disk(r.shape, px, py, max(1.5, 1.1 * min(ctx.sp)), ctx.sp) & r
-    seed[px, py] = True
-    kept = keep_components((r & (lr > 0)) | seed, seed)
-    out = np.zeros_like(region)
-    out[crop.sl] = np.asarray(ndi.binary_fill_holes(kept), dtype=bool) & r
-    return out

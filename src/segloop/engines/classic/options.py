@@ -202,7 +202,6 @@ class ClassicOptions:
     support_min: float | None = 0.4
     support_run: float = 2.0
     resume_support: float | None = 1.0
-    empty_near: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:

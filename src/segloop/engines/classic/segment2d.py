@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import random_walker
 
 from segloop.engines.classic.box_class import reach_sides, ring_class, spanning_class
-from segloop.engines.classic.click_region import local_region, near_bound, smaller_local
+from segloop.engines.classic.click_region import local_region, smaller_local
 from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.contrast import halfway_edge
 from segloop.engines.classic.fat import soft_part
@@ -42,10 +42,8 @@ __all__ = ["box_segment", "carve", "grabcut", "grow", "nearer_than", "prompted_s
 
 
 def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts,
-                   base: BoolArray | None, near: tuple[int, BoolArray] | None = None) -> BoolArray:
-    """The mask of slice z from its prompts: box segmentation (or ``base``) + point edits.
-    ``near``: the nearest slice holding the object and its mask, for a positive click on
-    an empty slice (``empty_near``, ``click_region.near_bound``)."""
+                   base: BoolArray | None) -> BoolArray:
+    """The mask of slice z from its prompts: box segmentation (or ``base``) + point edits."""
     nx, ny = ctx.shape[:2]
     if prompts.box is not None:
         m = box_segment(ctx, object_id, z, prompts.box)
@@ -62,8 +60,6 @@ def prompted_slice(ctx: ClassicContext, object_id: int, z: int, prompts: Prompts
         if lab == 1:
             if not m[x, y]:
                 add = grow(ctx, object_id, z, x, y, m)
-                if not m.any() and object_id in ctx.models:  # an empty slice (click_region.py)
-                    add = near_bound(ctx, object_id, z, x, y, add, near)
                 pic = None if pbox is None else picture_add(ctx, object_id, z, x, y, m, pbox)
                 if pic is not None:  # the cut's region and the grown one (picture_click.py)
                     add |= pic

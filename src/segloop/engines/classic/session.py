@@ -124,17 +124,7 @@ class ClassicSession:
         if object_id not in self._ctx.models and merged.box is None and not (merged.labels == 1).any():
             raise EngineError("this object has no mask yet: start it with a box or a positive point")
         before = st.mask[:, :, z].copy()
-        near = None
-        if self.options.empty_near is not None and not (before if base is None else base).any():
-            # the slice was empty before its first correction: the nearest slice holding the
-            # object, within two slices, bounds its positive clicks (click_region.near_bound)
-            for d in (1, 2):
-                held = [q for q in (z - d, z + d) if 0 <= q < self.shape[2] and st.mask[:, :, q].any()]
-                if held:
-                    q = max(held, key=lambda k: int(st.mask[:, :, k].sum()))
-                    near = (q, st.mask[:, :, q].copy())
-                    break
-        m2 = prompted_slice(self._ctx, object_id, z, merged, base=base, near=near)
+        m2 = prompted_slice(self._ctx, object_id, z, merged, base=base)
         self._state.set_slice(object_id, z, m2, merged)
         return self._refine_gen(z, before, m2, object_id)
 
