@@ -98,7 +98,11 @@ class ClassicOptions:
     see ``engines/classic/support.py``; None disables), ``resume_support`` (with
     ``support_min``: a positive click's addition that restarts the tracking past the
     object's end stops where that rule, anchored on the clicked slice, says the target ended;
-    any number enables, None disables),
+    any number enables, None disables), ``resume_cap`` (that resumed tracking, once larger
+    than this many times the object's area where it was last seen, the larger of the clicked
+    slice's mask and the nearest other slice holding the object
+    (``propagation.resume_area``), keeps to the previous slice's footprint: past its end a
+    target tapers; None disables),
     ``picture_px`` (2D pictures only, see
     :func:`segloop.engines.image2d.segment_image`: a picture without a pixel size whose box's
     longer side exceeds this many pixels is segmented at a reduced size where that side spans
@@ -202,6 +206,7 @@ class ClassicOptions:
     support_min: float | None = 0.4
     support_run: float = 2.0
     resume_support: float | None = 1.0
+    resume_cap: float | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> ClassicOptions:
