@@ -98,7 +98,12 @@ class ClassicOptions:
     see ``engines/classic/support.py``; None disables), ``resume_support`` (with
     ``support_min``: a positive click's addition that restarts the tracking past the
     object's end stops where that rule, anchored on the clicked slice, says the target ended;
-    any number enables, None disables), ``drop_detached`` (after a click that removed voxels:
+    any number enables, None disables), ``resume_cap`` (that resumed tracking, once larger
+    than this many times the object's area where it was last seen, the larger of the clicked
+    slice's mask and the nearest other slice holding the object
+    (``propagation.resume_area``), keeps to the previous slice's footprint: past its end a
+    target tapers; None disables),
+    ``drop_detached`` (after a click that removed voxels:
     the object's pieces that no chain of neighbouring slices' components, overlapping or
     within this many growth distances of each other, joins to a slice the user vouched for
     (a box, a positive point, a set mask) are emptied on the slices the refinement may
@@ -206,6 +211,7 @@ class ClassicOptions:
     support_min: float | None = 0.4
     support_run: float = 2.0
     resume_support: float | None = 1.0
+    resume_cap: float | None = None
     drop_detached: float | None = 1.0
 
     @classmethod

@@ -152,6 +152,7 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
     c_model = carry_model(ctx, object_id, z, before, st.mask[:, :, z])
     # with ``hold_rim``, a negative click that only trimmed its slice's rim stays there (reach.py)
     trim = ctx.opts.hold_rim is not None and rim_only(before, st.mask[:, :, z])
+    cap = resume_area(st.mask, z) if ctx.opts.resume_cap is not None else 0
     for direction in (1, -1):
         span = st.span(z, direction)
         if len(span) == 0 or trim:
@@ -226,6 +227,12 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                             jump_fraction(prev, tracked, ctx.sp, ctx.opts.jump_mm * ctx.sz) \
                             > ctx.opts.jump_frac:
                         add_s = np.zeros_like(old)
+                    if ctx.opts.resume_cap is not None and \
+                            add_s.sum() > ctx.opts.resume_cap * cap:
+                        # past the object's end it tapers: the resumed tracking keeps to the
+                        # previous slice's footprint once larger than the object was
+                        # (``resume_area``)
+                        add_s = add_s & prev
                     if ctx.opts.resume_support is not None and ctx.opts.support_min is not None \
                             and add_s.any():
                         # the resumed tracking ends where the clicked slice's edge is lost,
@@ -265,6 +272,21 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
         for q, _ in held:
             done += 1
             yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
+
+
+def resume_area(mask: BoolArray, z: int) -> int:
+    """The larger of the areas of slice z's mask and of the nearest other slice holding the
+    object (``resume_cap``: the size a tracking resumed past the object's end from a click
+    on slice z is not to outgrow; a click on a slice the object had left may take less than
+    the object, which the tracking then recovers)."""
+    nz = mask.shape[2]
+    near = 0
+    for d in range(1, nz):
+        held = [q for q in (z - d, z + d) if 0 <= q < nz and mask[:, :, q].any()]
+        if held:  # the lower one on a tie
+            near = int(mask[:, :, held[0]].sum())
+            break
+    return max(int(mask[:, :, z].sum()), near)
 
 
 def split_off(ctx: ClassicContext, s: int, old: BoolArray, removed: BoolArray, kept: BoolArray,
