@@ -21,9 +21,10 @@ The test, per direction of a propagation, on the chain of slice masks from the a
 - ``w`` is thin against the target: ``sheet_scale`` times the anchor's equivalent radius, in
   slices (at least one); and the sheet must have ``w`` slices of target on the anchor's side.
 
-The target ends at the first such slice (``sheet_end``). Masks are ``(X, Y)`` bool slices of
-one ``(X, Y, Z)`` volume. Must not import the classic engine's propagation or session
-modules, torch, FastAPI, Celery or the CLI.
+The target ends at the first such slice (``sheet_end``); ``sheet_bands`` gives every sheet of
+the chain (with ``sheet_resume``, a positive click past the first resumes up to the next).
+Masks are ``(X, Y)`` bool slices of one ``(X, Y, Z)`` volume. Must not import the classic
+engine's propagation or session modules, torch, FastAPI, Celery or the CLI.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.morphology import Crop, bbox
 from segloop.types import BoolArray
 
-__all__ = ["column_dips", "sheet_cover", "sheet_end"]
+__all__ = ["column_dips", "sheet_bands", "sheet_cover", "sheet_end"]
 
 _RING_MM = (3.0, 9.0)
 
@@ -76,18 +77,27 @@ def sheet_end(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, Bo
     """The index in ``chain`` (slice z, mask) pairs, the anchor's first, then the tracked
     slices in order, of the first slice where a dark sheet crosses the target (see the module
     docstring), after which everything is past the target's end; None when there is none."""
+    starts, _ = sheet_bands(ctx, object_id, chain)
+    return starts[0] if starts else None
+
+
+def sheet_bands(ctx: ClassicContext, object_id: int,
+                chain: Sequence[tuple[int, BoolArray]]) -> tuple[list[int], int]:
+    """Every index in ``chain`` (as :func:`sheet_end`) where a dark sheet's band begins, in
+    order, and the band's thickness ``w`` in slices (the sheet lies within indices i .. i + w
+    - 1); no indices when the option is off or the chain too short."""
     opts = ctx.opts
     if opts.sheet_cover is None or len(chain) < 3:
-        return None
+        return [], 0
     anchor = chain[0][1]
     area = int(anchor.sum())
     if area == 0:
-        return None
+        return [], 0
     sp = ctx.sp
     radius = float(np.sqrt(area * sp[0] * sp[1] / np.pi))
     w = max(1, round(opts.sheet_scale * radius / ctx.sz))
     if len(chain) <= w + 1:
-        return None
+        return [], w
     union = np.zeros_like(anchor)
     for _, m in chain:
         union |= m
@@ -105,7 +115,5 @@ def sheet_end(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, Bo
         ring[:, :, i] = (dist > _RING_MM[0]) & (dist <= _RING_MM[1])
     inside = sheet_cover(masks, column_dips(stack, masks, w, depth), w)
     outside = sheet_cover(ring, column_dips(stack, ring, w, depth), w)
-    for i in range(w, len(chain)):
-        if inside[i] > opts.sheet_cover and outside[i] < opts.sheet_ring:
-            return i
-    return None
+    return [i for i in range(w, len(chain))
+            if inside[i] > opts.sheet_cover and outside[i] < opts.sheet_ring], w
