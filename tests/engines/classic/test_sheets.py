@@ -141,3 +141,25 @@ def test_a_positive_click_past_the_sheet_does_not_run_on_through_the_next_copy()
     mask = session.mask()
     assert mask[:, :, zc].any()
     assert not mask[:, :, zc + 1:].any()
+
+
+def test_column_dips_running_maxima_match_the_window_definition() -> None:
+    """``column_dips`` takes its side maxima with running filters; on random stacks and masks
+    (chains shorter and longer than the window) it equals the per-slice window loop."""
+    def by_loop(stack: np.ndarray, masks: np.ndarray, w: int, depth: float) -> np.ndarray:
+        n = stack.shape[2]
+        out = np.zeros(stack.shape, dtype=bool)
+        neg = np.float32(-np.inf)
+        for i in range(1, n - 1):
+            lo, hi = max(0, i - w), min(n, i + w + 1)
+            left = np.where(masks[:, :, lo:i], stack[:, :, lo:i], neg).max(axis=2)
+            right = np.where(masks[:, :, i + 1:hi], stack[:, :, i + 1:hi], neg).max(axis=2)
+            out[:, :, i] = masks[:, :, i] & (np.minimum(left, right) - stack[:, :, i] > depth)
+        return out
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n, w = int(rng.integers(1, 20)), int(rng.integers(1, 25))
+        stack = rng.normal(0, 1, (7, 5, n)).astype(np.float32)
+        masks = rng.random((7, 5, n)) < 0.7
+        assert np.array_equal(column_dips(stack, masks, w, 0.5), by_loop(stack, masks, w, 0.5))

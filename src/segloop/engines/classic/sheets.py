@@ -50,12 +50,17 @@ def column_dips(stack: npt.NDArray[np.floating], masks: BoolArray, w: int, depth
     values inside ``masks`` count; the first and last slices never dip)."""
     n = stack.shape[2]
     out = np.zeros(stack.shape, dtype=bool)
-    neg = np.float32(-np.inf)
-    for i in range(1, n - 1):
-        lo, hi = max(0, i - w), min(n, i + w + 1)
-        left = np.where(masks[:, :, lo:i], stack[:, :, lo:i], neg).max(axis=2)
-        right = np.where(masks[:, :, i + 1:hi], stack[:, :, i + 1:hi], neg).max(axis=2)
-        out[:, :, i] = masks[:, :, i] & (np.minimum(left, right) - stack[:, :, i] > depth)
+    if n < 3:
+        return out
+    vals = np.where(masks, stack, np.float32(-np.inf)).astype(np.float32)
+    # running maxima along z (O(n) each): trailing[j] = max(vals[j - w + 1 .. j]),
+    # leading[j] = max(vals[j .. j + w - 1]); beyond the chain counts as -inf
+    trailing = ndi.maximum_filter1d(vals, size=w, axis=2, origin=(w - 1) // 2, mode="constant",
+                                    cval=-np.inf)
+    leading = ndi.maximum_filter1d(vals, size=w, axis=2, origin=-(w // 2), mode="constant",
+                                   cval=-np.inf)
+    side = np.minimum(trailing[:, :, :n - 2], leading[:, :, 2:])  # left of i, right of i
+    out[:, :, 1:n - 1] = masks[:, :, 1:n - 1] & (side - stack[:, :, 1:n - 1] > depth)
     return out
 
 
