@@ -163,3 +163,20 @@ def test_column_dips_running_maxima_match_the_window_definition() -> None:
         stack = rng.normal(0, 1, (7, 5, n)).astype(np.float32)
         masks = rng.random((7, 5, n)) < 0.7
         assert np.array_equal(column_dips(stack, masks, w, 0.5), by_loop(stack, masks, w, 0.5))
+
+
+def test_sheet_column_keeps_each_column_up_to_its_own_dip() -> None:
+    """The column with two tilted plates (``test_sheets._column``), one box: ``sheet_cover``
+    empties the plate's whole band from its first slice; with ``sheet_column`` each column
+    of the band's slices is kept up to its own dip (the tilt puts the plate a slice or two
+    further on one side), so the body's tilted ends come back without running past them."""
+    vol, truth = _column(discs=True)
+    z = key_slice(truth)
+    band = _box_only(vol, truth, z, sheet_cover=0.5)
+    cols = _box_only(vol, truth, z, sheet_cover=0.5, sheet_column=1.0)
+    assert _dice(cols, truth) >= _dice(band, truth) + 0.008, (_dice(band, truth), _dice(cols, truth))
+    extra = cols & ~band
+    assert extra.any()
+    assert (extra & truth).sum() >= 0.7 * extra.sum()  # mostly the body (74 % when written)
+    beyond = ~truth.any(axis=(0, 1))
+    assert not cols[:, :, beyond].any()

@@ -119,10 +119,12 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
                 if not st.mask[:, :, q].any():
                     break
                 chain.append((q, st.mask[:, :, q]))
-            starts, w = sheet_bands(ctx, object_id, chain)
+            starts, w, keep = sheet_bands(ctx, object_id, chain)
             if starts:
                 for q, _ in chain[starts[0]:]:
                     st.mask[:, :, q] = False
+                for (q, _), part in zip(chain[starts[0]:], keep, strict=False):
+                    st.mask[:, :, q] = part  # ``sheet_column``: up to each column's dip
                 ctx.sheet_cut.setdefault(object_id, set()).update(q for q, _ in chain[starts[0]:])
                 # the slices of every sheet's band (a click past the first resumes up to one)
                 ctx.sheet_bands.setdefault(object_id, set()).update(
