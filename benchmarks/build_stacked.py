@@ -44,7 +44,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_devset import _read  # noqa: E402
+from build_devset import _read
 
 _TS = "wasserth/TotalSegmentator"
 _FIELDS = ["case_id", "image", "label", "label_value", "structure", "modality", "kind"]
