@@ -141,3 +141,42 @@ def test_a_positive_click_past_the_sheet_does_not_run_on_through_the_next_copy()
     mask = session.mask()
     assert mask[:, :, zc].any()
     assert not mask[:, :, zc + 1:].any()
+
+
+def test_column_dips_running_maxima_match_the_window_definition() -> None:
+    """``column_dips`` takes its side maxima with running filters; on random stacks and masks
+    (chains shorter and longer than the window) it equals the per-slice window loop."""
+    def by_loop(stack: np.ndarray, masks: np.ndarray, w: int, depth: float) -> np.ndarray:
+        n = stack.shape[2]
+        out = np.zeros(stack.shape, dtype=bool)
+        neg = np.float32(-np.inf)
+        for i in range(1, n - 1):
+            lo, hi = max(0, i - w), min(n, i + w + 1)
+            left = np.where(masks[:, :, lo:i], stack[:, :, lo:i], neg).max(axis=2)
+            right = np.where(masks[:, :, i + 1:hi], stack[:, :, i + 1:hi], neg).max(axis=2)
+            out[:, :, i] = masks[:, :, i] & (np.minimum(left, right) - stack[:, :, i] > depth)
+        return out
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n, w = int(rng.integers(1, 20)), int(rng.integers(1, 25))
+        stack = rng.normal(0, 1, (7, 5, n)).astype(np.float32)
+        masks = rng.random((7, 5, n)) < 0.7
+        assert np.array_equal(column_dips(stack, masks, w, 0.5), by_loop(stack, masks, w, 0.5))
+
+
+def test_sheet_column_keeps_each_column_up_to_its_own_dip() -> None:
+    """The column with two tilted plates (``test_sheets._column``), one box: ``sheet_cover``
+    empties the plate's whole band from its first slice; with ``sheet_column`` each column
+    of the band's slices is kept up to its own dip (the tilt puts the plate a slice or two
+    further on one side), so the body's tilted ends come back without running past them."""
+    vol, truth = _column(discs=True)
+    z = key_slice(truth)
+    band = _box_only(vol, truth, z, sheet_cover=0.5)
+    cols = _box_only(vol, truth, z, sheet_cover=0.5, sheet_column=1.0)
+    assert _dice(cols, truth) >= _dice(band, truth) + 0.008, (_dice(band, truth), _dice(cols, truth))
+    extra = cols & ~band
+    assert extra.any()
+    assert (extra & truth).sum() >= 0.7 * extra.sum()  # mostly the body (74 % when written)
+    beyond = ~truth.any(axis=(0, 1))
+    assert not cols[:, :, beyond].any()

@@ -26,7 +26,8 @@ class ClassicContext:
     equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising sigma), ``support``
     (the intensity range of its key slice, see :meth:`set_support`), ``jump_cut`` (the
     slices where a propagation ended it at a jump, ``ends.JumpWatch``) and ``sheet_cut``
-    (those a propagation emptied past a dark sheet, ``sheets.sheet_end``)."""
+    (those a propagation emptied past a dark sheet, ``sheets.sheet_end``), ``sheet_bands``
+    (the slices of every dark sheet's band that propagation's run-on crossed)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:
         self.img = img
@@ -43,6 +44,7 @@ class ClassicContext:
         self.pad_in_target: set[int] = set()
         self.jump_cut: dict[int, set[int]] = {}
         self.sheet_cut: dict[int, set[int]] = {}
+        self.sheet_bands: dict[int, set[int]] = {}
         #: the values are Hounsfield units (a CT volume holding air; set by the session)
         self.hu = False
         self._noise: float | None = None

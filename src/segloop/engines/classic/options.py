@@ -140,7 +140,13 @@ class ClassicOptions:
     and ``sheet_noise`` times the noise level, while under ``sheet_ring`` of the columns of
     a ring 3-9 mm outside do: the disc between two vertebral bodies, see
     ``engines/classic/sheets.py``; None disables, off: picked among 72 variants on the
-    benchmark cases, with a thin margin), ``fat_hu`` (CT volumes in Hounsfield units
+    benchmark cases, with a thin margin), ``sheet_resume`` (with ``sheet_cover``: a positive
+    click on a slice a sheet emptied resumes the tracking outward as far as the next sheet's
+    band found on the propagation's run-on, instead of adding its own slice only; any number
+    enables, None disables), ``sheet_column`` (with ``sheet_cover``: on the first sheet's band
+    slices each column of the mask is kept up to its own dip, where the tilted plate lies
+    ahead, instead of the whole band being emptied; any number enables, None disables),
+    ``fat_hu`` (CT volumes in Hounsfield units
     only: a box result of which at least ``fat_share`` lies between -500 HU and this value
     (fat), where the box's tissue from this value up spans the box, is made again from
     that soft tissue with the fat as background: fat is no soft-tissue target, see
@@ -203,6 +209,8 @@ class ClassicOptions:
     sheet_scale: float = 0.3
     sheet_depth: float = 0.4
     sheet_noise: float = 2.0
+    sheet_resume: float | None = None
+    sheet_column: float | None = None
     fat_hu: float | None = -50.0
     fat_share: float = 0.3
     picture_click: float | None = 1.0

@@ -21,7 +21,7 @@ from segloop.engines.classic.morphology import (
     keep_components,
 )
 from segloop.engines.classic.reach import rim_only, run_on
-from segloop.engines.classic.sheets import sheet_end
+from segloop.engines.classic.sheets import sheet_bands
 from segloop.engines.classic.support import SupportWatch
 from segloop.engines.classic.tracking import area_limit, track
 from segloop.engines.state import SessionState
@@ -47,7 +47,8 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
     edge (``support.SupportWatch``: tracking sliding through same-intensity tissue) ends it at
     the run's first slice; the slices of a pending run are held back. With ``sheet_cover``
     set, a thin dark sheet across the target (``sheets.sheet_end``: the disc between two
-    vertebral bodies) ends it there; each direction is then yielded once done."""
+    vertebral bodies) ends it there; each direction is then yielded once done, and the
+    slices of every sheet's band along the run-on are kept (``ctx.sheet_bands``)."""
     st = state.get(object_id)
     total = offset + span_total(state, z, object_id)
     done = offset
@@ -118,11 +119,16 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
                 if not st.mask[:, :, q].any():
                     break
                 chain.append((q, st.mask[:, :, q]))
-            cut = sheet_end(ctx, object_id, chain)
-            if cut is not None:
-                for q, _ in chain[cut:]:
+            starts, w, keep = sheet_bands(ctx, object_id, chain)
+            if starts:
+                for q, _ in chain[starts[0]:]:
                     st.mask[:, :, q] = False
-                ctx.sheet_cut.setdefault(object_id, set()).update(q for q, _ in chain[cut:])
+                for (q, _), part in zip(chain[starts[0]:], keep, strict=False):
+                    st.mask[:, :, q] = part  # ``sheet_column``: up to each column's dip
+                ctx.sheet_cut.setdefault(object_id, set()).update(q for q, _ in chain[starts[0]:])
+                # the slices of every sheet's band (a click past the first resumes up to one)
+                ctx.sheet_bands.setdefault(object_id, set()).update(
+                    q for i in starts for q, _ in chain[i:i + w])
         for q in held:
             done += 1
             yield SliceResult(z=q, mask=st.mask[:, :, q].copy(), done=done, total=total)
@@ -218,9 +224,12 @@ def propagate_delta(ctx: ClassicContext, state: SessionState, z: int, before: Bo
                     add_s, rem_s = tracked, np.zeros_like(old)
                     if run_on(ctx.opts, tracked, cur):  # past the end, as propagate_from (reach.py)
                         add_s = np.zeros_like(old)
-                    if s in ctx.sheet_cut.get(object_id, ()):
+                    if s in ctx.sheet_cut.get(object_id, ()) and (
+                            ctx.opts.sheet_resume is None
+                            or s in ctx.sheet_bands.get(object_id, ())):
                         # past a dark sheet (``sheet_cover``): a click beyond it adds its
-                        # own slice, the tracking does not run on through the next copy
+                        # own slice, the tracking does not run on through the next copy;
+                        # with ``sheet_resume`` it does, up to the next sheet's band
                         add_s = np.zeros_like(old)
                     if ctx.opts.jump_frac is not None and s in ctx.jump_cut.get(object_id, ()) \
                             and prev.any() and tracked.any() and \

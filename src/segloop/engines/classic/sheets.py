@@ -21,14 +21,16 @@ The test, per direction of a propagation, on the chain of slice masks from the a
 - ``w`` is thin against the target: ``sheet_scale`` times the anchor's equivalent radius, in
   slices (at least one); and the sheet must have ``w`` slices of target on the anchor's side.
 
-The target ends at the first such slice (``sheet_end``). Masks are ``(X, Y)`` bool slices of
-one ``(X, Y, Z)`` volume. Must not import the classic engine's propagation or session
-modules, torch, FastAPI, Celery or the CLI.
+The target ends at the first such slice (``sheet_end``); ``sheet_bands`` gives every sheet of
+the chain (with ``sheet_resume``, a positive click past the first resumes up to the next).
+Masks are ``(X, Y)`` bool slices of one ``(X, Y, Z)`` volume. Must not import the classic
+engine's propagation or session modules, torch, FastAPI, Celery or the CLI.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +40,7 @@ from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.morphology import Crop, bbox
 from segloop.types import BoolArray
 
-__all__ = ["column_dips", "sheet_cover", "sheet_end"]
+__all__ = ["Bands", "column_dips", "sheet_bands", "sheet_cover", "sheet_end"]
 
 _RING_MM = (3.0, 9.0)
 
@@ -49,12 +51,17 @@ def column_dips(stack: npt.NDArray[np.floating], masks: BoolArray, w: int, depth
     values inside ``masks`` count; the first and last slices never dip)."""
     n = stack.shape[2]
     out = np.zeros(stack.shape, dtype=bool)
-    neg = np.float32(-np.inf)
-    for i in range(1, n - 1):
-        lo, hi = max(0, i - w), min(n, i + w + 1)
-        left = np.where(masks[:, :, lo:i], stack[:, :, lo:i], neg).max(axis=2)
-        right = np.where(masks[:, :, i + 1:hi], stack[:, :, i + 1:hi], neg).max(axis=2)
-        out[:, :, i] = masks[:, :, i] & (np.minimum(left, right) - stack[:, :, i] > depth)
+    if n < 3:
+        return out
+    vals = np.where(masks, stack, np.float32(-np.inf)).astype(np.float32)
+    # running maxima along z (O(n) each): trailing[j] = max(vals[j - w + 1 .. j]),
+    # leading[j] = max(vals[j .. j + w - 1]); beyond the chain counts as -inf
+    trailing = ndi.maximum_filter1d(vals, size=w, axis=2, origin=(w - 1) // 2, mode="constant",
+                                    cval=-np.inf)
+    leading = ndi.maximum_filter1d(vals, size=w, axis=2, origin=-(w // 2), mode="constant",
+                                   cval=-np.inf)
+    side = np.minimum(trailing[:, :, :n - 2], leading[:, :, 2:])  # left of i, right of i
+    out[:, :, 1:n - 1] = masks[:, :, 1:n - 1] & (side - stack[:, :, 1:n - 1] > depth)
     return out
 
 
@@ -76,18 +83,36 @@ def sheet_end(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, Bo
     """The index in ``chain`` (slice z, mask) pairs, the anchor's first, then the tracked
     slices in order, of the first slice where a dark sheet crosses the target (see the module
     docstring), after which everything is past the target's end; None when there is none."""
+    starts = sheet_bands(ctx, object_id, chain).starts
+    return starts[0] if starts else None
+
+
+class Bands(NamedTuple):
+    """What :func:`sheet_bands` found: ``starts`` (chain indices where a sheet's band begins,
+    in order), ``w`` (the band's thickness in slices: the sheet lies within i .. i + w - 1)
+    and ``keep`` (with ``sheet_column``: for the first band's slices, in order, the part of
+    each mask whose column has not yet crossed its dip, the plate still ahead; else empty)."""
+
+    starts: list[int]
+    w: int
+    keep: list[BoolArray]
+
+
+def sheet_bands(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, BoolArray]]) -> Bands:
+    """Every dark sheet's band along ``chain`` (as :func:`sheet_end`), see :class:`Bands`;
+    none when the option is off or the chain too short."""
     opts = ctx.opts
     if opts.sheet_cover is None or len(chain) < 3:
-        return None
+        return Bands([], 0, [])
     anchor = chain[0][1]
     area = int(anchor.sum())
     if area == 0:
-        return None
+        return Bands([], 0, [])
     sp = ctx.sp
     radius = float(np.sqrt(area * sp[0] * sp[1] / np.pi))
     w = max(1, round(opts.sheet_scale * radius / ctx.sz))
     if len(chain) <= w + 1:
-        return None
+        return Bands([], w, [])
     union = np.zeros_like(anchor)
     for _, m in chain:
         union |= m
@@ -103,9 +128,20 @@ def sheet_end(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, Bo
     for i in range(masks.shape[2]):
         dist = ndi.distance_transform_edt(~masks[:, :, i], sampling=sp)
         ring[:, :, i] = (dist > _RING_MM[0]) & (dist <= _RING_MM[1])
-    inside = sheet_cover(masks, column_dips(stack, masks, w, depth), w)
+    dips = column_dips(stack, masks, w, depth)
+    inside = sheet_cover(masks, dips, w)
     outside = sheet_cover(ring, column_dips(stack, ring, w, depth), w)
-    for i in range(w, len(chain)):
-        if inside[i] > opts.sheet_cover and outside[i] < opts.sheet_ring:
-            return i
-    return None
+    starts = [i for i in range(w, len(chain))
+              if inside[i] > opts.sheet_cover and outside[i] < opts.sheet_ring]
+    keep: list[BoolArray] = []
+    if starts and opts.sheet_column is not None:
+        i = starts[0]
+        for k in range(i, min(i + w, len(chain))):
+            # the tilted plate crosses each column at its own slice: a column keeps its
+            # voxels until its dip, where the plate lies ahead within the band
+            part = masks[:, :, k] & dips[:, :, k + 1:i + w].any(axis=2) \
+                & ~dips[:, :, i:k + 1].any(axis=2)
+            full = np.zeros_like(anchor)
+            full[crop.sl] = part
+            keep.append(full)
+    return Bands(starts, w, keep)
