@@ -65,7 +65,7 @@ def test_a_click_past_the_sheet_resumes_up_to_the_next_sheet() -> None:
     gains outward (the tracking stops at its own slice); with it, the slices beyond it
     up to the plate at 46 are tracked, and nothing past that plate."""
     _, _, next_body = _stack()
-    after_box, off, zc = _box_then_click(sheet_cover=0.5)
+    after_box, off, zc = _box_then_click(sheet_cover=0.5, sheet_resume=None)
     assert after_box[:, :, 33:].sum() == 0
     _, on, _ = _box_then_click(sheet_cover=0.5, sheet_resume=1.0)
     up = slice(zc + 1, 44)  # the body's slices beyond the click, short of the plate's band

@@ -84,8 +84,8 @@ def test_a_dark_sheet_across_a_stack_ends_the_target() -> None:
     tilted plates to the volume's ends (Dice 0.45); with it, it ends at each plate."""
     vol, truth = _column(discs=True)
     z = key_slice(truth)
-    old = _box_only(vol, truth, z)
-    new = _box_only(vol, truth, z, sheet_cover=0.5)
+    old = _box_only(vol, truth, z, sheet_cover=None)
+    new = _box_only(vol, truth, z, sheet_cover=0.5, sheet_column=None)
     assert _dice(old, truth) < 0.6
     assert _dice(new, truth) >= 0.9, _dice(new, truth)
     beyond = ~truth.any(axis=(0, 1))
@@ -98,7 +98,7 @@ def test_a_dimmed_slice_of_the_whole_image_is_no_sheet() -> None:
     ring's guard (``sheet_ring`` above 1) the dimming would end it."""
     vol, truth = _column(discs=False, dim_slices=slice(30, 32))
     z = 17
-    old = _box_only(vol, truth, z)
+    old = _box_only(vol, truth, z, sheet_cover=None)
     new = _box_only(vol, truth, z, sheet_cover=0.5)
     unguarded = _box_only(vol, truth, z, sheet_cover=0.5, sheet_ring=1.1)
     assert np.array_equal(new, old)
@@ -119,8 +119,8 @@ def test_one_box_on_a_vertebra_ends_at_its_discs(shared_data: Path, label: str, 
     truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg.nii.gz", vol, label),
                        dtype=bool)
     z = key_slice(truth)
-    old = _box_only(can, truth, z)
-    new = _box_only(can, truth, z, sheet_cover=0.5)
+    old = _box_only(can, truth, z, sheet_cover=None)
+    new = _box_only(can, truth, z, sheet_cover=0.5, sheet_column=None)
     assert _dice(old, truth) < 0.5
     assert _dice(new, truth) >= floor, _dice(new, truth)
 
@@ -131,7 +131,7 @@ def test_a_positive_click_past_the_sheet_does_not_run_on_through_the_next_copy()
     it does not run on through the next body to the volume's end."""
     vol, truth = _column(discs=True)
     z = key_slice(truth)
-    session = ClassicEngine(sheet_cover=0.5).open(vol)
+    session = ClassicEngine(sheet_cover=0.5, sheet_resume=None).open(vol)
     session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
     list(session.propagate(z))
     after_box = session.mask()
@@ -172,7 +172,7 @@ def test_sheet_column_keeps_each_column_up_to_its_own_dip() -> None:
     further on one side), so the body's tilted ends come back without running past them."""
     vol, truth = _column(discs=True)
     z = key_slice(truth)
-    band = _box_only(vol, truth, z, sheet_cover=0.5)
+    band = _box_only(vol, truth, z, sheet_cover=0.5, sheet_column=None)
     cols = _box_only(vol, truth, z, sheet_cover=0.5, sheet_column=1.0)
     assert _dice(cols, truth) >= _dice(band, truth) + 0.008, (_dice(band, truth), _dice(cols, truth))
     extra = cols & ~band

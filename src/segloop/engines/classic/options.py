@@ -139,8 +139,9 @@ class ClassicOptions:
     times the anchor's equivalent radius, by ``sheet_depth`` times the anchor's intensity IQR
     and ``sheet_noise`` times the noise level, while under ``sheet_ring`` of the columns of
     a ring 3-9 mm outside do: the disc between two vertebral bodies, see
-    ``engines/classic/sheets.py``; None disables, off: picked among 72 variants on the
-    benchmark cases, with a thin margin), ``sheet_resume`` (with ``sheet_cover``: a positive
+    ``engines/classic/sheets.py``; None disables; on since the fifteenth pass, with
+    ``sheet_column``, after a stacked-targets dev set of 10 vertebrae, ribs and a disc and 8
+    controls left every control unchanged, ``benchmarks/devset.md``), ``sheet_resume`` (with ``sheet_cover``: a positive
     click on a slice a sheet emptied resumes the tracking outward as far as the next sheet's
     band found on the propagation's run-on, instead of adding its own slice only; any number
     enables, None disables), ``sheet_column`` (with ``sheet_cover``: on the first sheet's band
@@ -204,13 +205,13 @@ class ClassicOptions:
     rim_add: float | None = 1.0
     local_empty: float | None = 0.5
     resume_end: float | None = 1.0
-    sheet_cover: float | None = None
+    sheet_cover: float | None = 0.5
     sheet_ring: float = 0.2
     sheet_scale: float = 0.3
     sheet_depth: float = 0.4
     sheet_noise: float = 2.0
-    sheet_resume: float | None = None
-    sheet_column: float | None = None
+    sheet_resume: float | None = 1.0
+    sheet_column: float | None = 1.0
     fat_hu: float | None = -50.0
     fat_share: float = 0.3
     picture_click: float | None = 1.0
