@@ -98,7 +98,8 @@ def _links(a: np.ndarray, na: int, b: np.ndarray, nb: int, sp: tuple[float, floa
     that overlap, plus, for a component of either slice overlapping nothing on the other, the
     other's components within ``reach_mm`` of it."""
     both = (a > 0) & (b > 0)
-    pairs = set(zip(a[both].tolist(), b[both].tolist(), strict=True))
+    codes = np.unique(a[both].astype(np.int64) * (nb + 1) + b[both])
+    pairs = {(int(c // (nb + 1)), int(c % (nb + 1))) for c in codes}
     lone_a = set(range(1, na + 1)) - {p[0] for p in pairs}
     lone_b = set(range(1, nb + 1)) - {p[1] for p in pairs}
     for i in lone_a:
