@@ -5,14 +5,15 @@ only its own slice, and not through that next sheet into the copy after it."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from segloop.engines.classic import ClassicEngine
 from segloop.eval.protocol import box_from_mask
 from segloop.io.volume import Volume
 from segloop.types import Prompts
 
-_SP = (1.0, 1.0, 2.0)
+from .plated_column import SPACING as _SP
+from .plated_column import plated_column
+
 _PLATES = (14, 30, 46)
 
 
@@ -22,18 +23,7 @@ def _stack() -> tuple[Volume, np.ndarray, np.ndarray]:
     slices thick (150) centred at z 14, 30 and 46: four bodies. Returns the volume, the body
     between the first two plates (the boxed one) and the body between the last two (the
     one past the first sheet, where the click lands)."""
-    rng = np.random.default_rng(0)
-    nx, ny, nz = 48, 48, 64
-    x, y, z = np.ogrid[:nx, :ny, :nz]
-    r = np.sqrt(((x - 24) * _SP[0]) ** 2 + ((y - 24) * _SP[1]) ** 2)
-    col = np.broadcast_to(r <= 12, (nx, ny, nz))
-    tex = ndi.gaussian_filter(rng.normal(0, 1, (nx, ny)), 2.0)
-    tex = 40.0 * tex / tex.std()
-    img = np.full((nx, ny, nz), 60.0)
-    img[col] = (200.0 + np.broadcast_to(tex[:, :, None], (nx, ny, nz)))[col]
-    zc = z - 0.1 * (x - 24)
-    for p in _PLATES:
-        img[col & (np.abs(zc - p) < 1.0)] = 150.0
+    img, col, zc, rng = plated_column(64, _PLATES)
     img += rng.normal(0, 15.0, img.shape)
     vol = Volume(data=img.astype(np.float32), affine=np.diag([*_SP, 1.0]), source_format="npz",
                  modality="CT")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from segloop.engines.classic import ClassicEngine
 from segloop.engines.classic.sheets import column_dips, sheet_cover
@@ -16,7 +15,8 @@ from segloop.eval.protocol import box_from_mask, key_slice
 from segloop.io.volume import Volume
 from segloop.types import Prompts
 
-_SP = (1.0, 1.0, 2.0)
+from .plated_column import SPACING as _SP
+from .plated_column import plated_column
 
 
 def _column(discs: bool, dim_slices: slice | None = None) -> tuple[Volume, np.ndarray]:
@@ -25,21 +25,8 @@ def _column(discs: bool, dim_slices: slice | None = None) -> tuple[Volume, np.nd
     slices thick of intensity 150, tilted (0.1 slice per voxel along x), centred at z 14 and
     30; the truth is the body between them. ``dim_slices``: slices where the whole image,
     column and surroundings, is 50 darker (an acquisition's slice-wise fluctuation)."""
-    rng = np.random.default_rng(0)
-    nx, ny, nz = 48, 48, 48
-    x, y, z = np.ogrid[:nx, :ny, :nz]
-    r = np.sqrt(((x - 24) * _SP[0]) ** 2 + ((y - 24) * _SP[1]) ** 2)
-    col = np.broadcast_to(r <= 12, (nx, ny, nz))
-    tex = ndi.gaussian_filter(rng.normal(0, 1, (nx, ny)), 2.0)
-    tex = 40.0 * tex / tex.std()
-    img = np.full((nx, ny, nz), 60.0)
-    img[col] = (200.0 + np.broadcast_to(tex[:, :, None], (nx, ny, nz)))[col]
-    zc = z - 0.1 * (x - 24)
-    truth = col.copy()
-    if discs:
-        plates = (np.abs(zc - 14) < 1.0) | (np.abs(zc - 30) < 1.0)
-        img[col & plates] = 150.0
-        truth = col & (zc > 15) & (zc < 29)
+    img, col, zc, rng = plated_column(48, (14, 30) if discs else ())
+    truth = col & (zc > 15) & (zc < 29) if discs else col.copy()
     if dim_slices is not None:
         img[:, :, dim_slices] -= 50.0
     img += rng.normal(0, 15.0, img.shape)
