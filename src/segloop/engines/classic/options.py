@@ -141,12 +141,13 @@ class ClassicOptions:
     a ring 3-9 mm outside do: the disc between two vertebral bodies, see
     ``engines/classic/sheets.py``; None disables; on since the fifteenth pass, with
     ``sheet_column``, after a stacked-targets dev set of 10 vertebrae, ribs and a disc and 8
-    controls left every control unchanged, ``benchmarks/devset.md``), ``sheet_resume`` (with ``sheet_cover``: a positive
-    click on a slice a sheet emptied resumes the tracking outward as far as the next sheet's
-    band found on the propagation's run-on, instead of adding its own slice only; any number
-    enables, None disables), ``sheet_column`` (with ``sheet_cover``: on the first sheet's band
-    slices each column of the mask is kept up to its own dip, where the tilted plate lies
-    ahead, instead of the whole band being emptied; any number enables, None disables),
+    controls left every control unchanged, ``benchmarks/devset.md``), ``sheet_resume``
+    (with ``sheet_cover``: a positive click on a slice a sheet emptied resumes the tracking
+    outward as far as the next sheet's band found on the propagation's run-on, instead of
+    adding its own slice only; any number enables, None disables), ``sheet_column`` (with
+    ``sheet_cover``: on the first sheet's band slices each column of the mask is kept up to
+    its own dip, where the tilted plate lies ahead, instead of the whole band being emptied;
+    any number enables, None disables),
     ``fat_hu`` (CT volumes in Hounsfield units
     only: a box result of which at least ``fat_share`` lies between -500 HU and this value
     (fat), where the box's tissue from this value up spans the box, is made again from
