@@ -26,7 +26,7 @@ class ClassicContext:
     equivalent radius on its key slice, mm), ``sigma_mm`` (its denoising sigma), ``support``
     (the intensity range of its key slice, see :meth:`set_support`), ``jump_cut`` (the
     slices where a propagation ended it at a jump, ``ends.JumpWatch``) and ``sheet_cut``
-    (those a propagation emptied past a dark sheet, ``sheets.sheet_end``), ``sheet_bands``
+    (those a propagation emptied past a dark sheet, ``sheets.sheet_bands``), ``sheet_bands``
     (the slices of every dark sheet's band that propagation's run-on crossed)."""
 
     def __init__(self, img: F32, spacing: tuple[float, float, float], opts: ClassicOptions) -> None:

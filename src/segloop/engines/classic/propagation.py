@@ -46,7 +46,7 @@ def propagate_from(ctx: ClassicContext, state: SessionState, z: int, object_id: 
     ``support_min`` set, a run of ``support_run`` slices whose contour has lost the anchor's
     edge (``support.SupportWatch``: tracking sliding through same-intensity tissue) ends it at
     the run's first slice; the slices of a pending run are held back. With ``sheet_cover``
-    set, a thin dark sheet across the target (``sheets.sheet_end``: the disc between two
+    set, a thin dark sheet across the target (``sheets.sheet_bands``: the disc between two
     vertebral bodies) ends it there; each direction is then yielded once done, and the
     slices of every sheet's band along the run-on are kept (``ctx.sheet_bands``)."""
     st = state.get(object_id)

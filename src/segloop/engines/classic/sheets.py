@@ -21,8 +21,8 @@ The test, per direction of a propagation, on the chain of slice masks from the a
 - ``w`` is thin against the target: ``sheet_scale`` times the anchor's equivalent radius, in
   slices (at least one); and the sheet must have ``w`` slices of target on the anchor's side.
 
-The target ends at the first such slice (``sheet_end``); ``sheet_bands`` gives every sheet of
-the chain (with ``sheet_resume``, a positive click past the first resumes up to the next).
+The target ends at the first such slice; ``sheet_bands`` gives every sheet of the chain (with
+``sheet_resume``, a positive click past the first resumes up to the next).
 Masks are ``(X, Y)`` bool slices of one ``(X, Y, Z)`` volume. Must not import the classic
 engine's propagation or session modules, torch, FastAPI, Celery or the CLI.
 """
@@ -40,7 +40,7 @@ from segloop.engines.classic.context import ClassicContext
 from segloop.engines.classic.morphology import Crop, bbox
 from segloop.types import BoolArray
 
-__all__ = ["Bands", "column_dips", "sheet_bands", "sheet_cover", "sheet_end"]
+__all__ = ["Bands", "column_dips", "sheet_bands", "sheet_cover"]
 
 _RING_MM = (3.0, 9.0)
 
@@ -79,14 +79,6 @@ def sheet_cover(masks: BoolArray, dips: BoolArray, w: int) -> npt.NDArray[np.flo
     return cov
 
 
-def sheet_end(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, BoolArray]]) -> int | None:
-    """The index in ``chain`` (slice z, mask) pairs, the anchor's first, then the tracked
-    slices in order, of the first slice where a dark sheet crosses the target (see the module
-    docstring), after which everything is past the target's end; None when there is none."""
-    starts = sheet_bands(ctx, object_id, chain).starts
-    return starts[0] if starts else None
-
-
 class Bands(NamedTuple):
     """What :func:`sheet_bands` found: ``starts`` (chain indices where a sheet's band begins,
     in order), ``w`` (the band's thickness in slices: the sheet lies within i .. i + w - 1)
@@ -99,8 +91,9 @@ class Bands(NamedTuple):
 
 
 def sheet_bands(ctx: ClassicContext, object_id: int, chain: Sequence[tuple[int, BoolArray]]) -> Bands:
-    """Every dark sheet's band along ``chain`` (as :func:`sheet_end`), see :class:`Bands`;
-    none when the option is off or the chain too short."""
+    """Every dark sheet's band along ``chain`` ((slice z, mask) pairs, the anchor's first, then
+    the tracked slices in order; see the module docstring), see :class:`Bands`: the target
+    ends at the first band's start; none when the option is off or the chain too short."""
     opts = ctx.opts
     if opts.sheet_cover is None or len(chain) < 3:
         return Bands([], 0, [])
