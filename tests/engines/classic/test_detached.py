@@ -13,8 +13,9 @@ import pytest
 from segloop.engines.classic import ClassicEngine
 from segloop.engines.classic.detached import detached, evidence_slices
 from segloop.engines.state import ObjectState
-from segloop.eval.protocol import box_from_mask, key_slice, next_click
 from segloop.types import Prompts
+
+from .heldout import boxed_then_click, heldout_case
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,23 +54,17 @@ def test_evidence_is_a_box_a_positive_point_or_a_set_mask() -> None:
 @pytest.mark.parametrize("drop", [None, 1.0])
 def test_a_negative_click_on_a_run_on_takes_its_detached_rest(shared_data: Path,
                                                              drop: float | None) -> None:
-    """The example MR's gallbladder (label 4) from one box runs on below its end (z 14-19).
-    The first simulated click, negative at the run-on's middle (z 15), empties z 14 and
-    halves z 15-19, leaving ~130 false voxels that no longer touch the gallbladder. With
-    ``drop_detached`` they go (each changed slice yielded again, the counter kept)."""
-    from segloop.io import load_label, load_volume
-
-    vol = load_volume(shared_data / "totalseg" / "example_mr_sm.nii.gz")
-    truth = np.asarray(load_label(shared_data / "totalseg" / "example_seg_mr.nii.gz", vol, "4"),
-                       dtype=bool)
+    """Held-out ``ho_mr_gallbladder`` (the example MR's gallbladder) from one box runs on
+    below its end (z 14-19). The first simulated click, negative at the run-on's middle (z
+    15), empties z 14 and halves z 15-19, leaving ~130 false voxels that no longer touch the
+    gallbladder. With ``drop_detached`` they go (each changed slice yielded again, the counter
+    kept)."""
+    vol, truth = heldout_case(shared_data, "ho_mr_gallbladder")
     can = vol.canonical()
-    z = key_slice(truth)
     session = ClassicEngine(drop_detached=drop).open(can)  # type: ignore[arg-type]
-    session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
-    list(session.propagate(z))
+    click = boxed_then_click(session, truth, can.spacing)
     before = _dice(session.mask(), truth)
-    click = next_click(session.mask(), truth, can.spacing)
-    assert click is not None and click.label == 0
+    assert click.label == 0
     results = list(session.refine(click.z, Prompts.make(points=[(click.x, click.y)], labels=[0])))
     mask = session.mask()
     last = {r.z: r.mask for r in results}

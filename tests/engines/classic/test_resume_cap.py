@@ -12,10 +12,9 @@ import pytest
 
 from segloop.engines.classic import ClassicEngine
 from segloop.engines.classic.propagation import resume_area
-from segloop.eval.protocol import box_from_mask, key_slice, next_click
 from segloop.types import Prompts
 
-from .heldout import heldout_case
+from .heldout import boxed_then_click, heldout_case
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -45,13 +44,10 @@ def test_a_click_past_the_end_does_not_grow_the_vena_cava_into_the_liver(
     after the click is 0.789; every slice the click yields is its final mask, once."""
     vol, truth = heldout_case(shared_data, "ho_ct_ivc")
     can = vol.canonical()
-    z = key_slice(truth)
     session = ClassicEngine(resume_cap=cap).open(can)  # type: ignore[arg-type]
-    session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
-    list(session.propagate(z))
+    click = boxed_then_click(session, truth, can.spacing)
     d0 = _dice(session.mask(), truth)
-    click = next_click(session.mask(), truth, can.spacing)
-    assert click is not None and click.label == 1
+    assert click.label == 1
     assert not session.mask()[:, :, click.z].any()
     limit = resume_area(session.mask(), click.z)
     results = list(session.refine(click.z, Prompts.make(points=[(click.x, click.y)],
