@@ -1,0 +1,117 @@
+"""Where the ``classic`` engine's error lies, after the box and after N clicks (a development aid).
+
+Runs the interactive protocol of :mod:`segloop.eval.protocol` on a manifest, like
+``bench_classic.py``, and splits each case's wrong voxels into disjoint parts, each printed as
+a fraction of the truth's voxel count (so the parts add up to ``(FP + FN) / |truth|``):
+
+- ``runon``: spurious voxels on slices where the truth is empty (propagation past the end);
+- ``gone``: missed voxels on slices where the prediction is empty (propagation stopped short);
+- ``fp_band`` / ``fn_band``: on slices holding both, spurious voxels in the one-voxel layer
+  outside the truth's outline, missed voxels in its outermost layer (4-neighbours in plane):
+  an outline one voxel off;
+- ``fp_far`` / ``fn_far``: the rest (leaks, holes, missed lobes).
+
+``ratio`` is the predicted voxel count over the truth's. The means of every column over the
+cases end the output. Usage (from the repo root)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/error_parts.py MANIFEST.csv \
+        [--root DIR] [--only TEXT] [--clicks 5] [--opt NAME=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from segloop.engines import get_engine
+from segloop.eval.protocol import run_interaction
+from segloop.io import load_label, load_volume
+
+__all__ = ["ErrorParts", "error_parts", "main"]
+
+_CROSS = ndi.generate_binary_structure(2, 1)
+
+
+@dataclass(frozen=True)
+class ErrorParts:
+    """One prediction's error split into disjoint parts, fractions of the truth's voxel count
+    (see the module docstring)."""
+
+    ratio: float
+    runon: float
+    gone: float
+    fp_band: float
+    fn_band: float
+    fp_far: float
+    fn_far: float
+
+    def total(self) -> float:
+        """All wrong voxels over the truth's count: the sum of the parts."""
+        return self.runon + self.gone + self.fp_band + self.fn_band + self.fp_far + self.fn_far
+
+
+def error_parts(pred: np.ndarray, truth: np.ndarray) -> ErrorParts:
+    """The parts of ``pred``'s error against ``truth`` (``(X, Y, Z)`` bool, truth not empty)."""
+    n = int(truth.sum())
+    if n == 0:
+        raise ValueError("the truth is empty")
+    fp, fn = pred & ~truth, truth & ~pred
+    tz, pz = truth.any(axis=(0, 1)), pred.any(axis=(0, 1))
+    both = tz & pz
+    runon = int(fp[:, :, ~tz].sum())
+    gone = int(fn[:, :, ~pz].sum())
+    fpb = fnb = 0
+    for z in np.flatnonzero(both):
+        t = truth[:, :, z]
+        outer = ndi.binary_dilation(t, _CROSS) & ~t
+        rim = t & ~ndi.binary_erosion(t, _CROSS, border_value=1)
+        fpb += int((fp[:, :, z] & outer).sum())
+        fnb += int((fn[:, :, z] & rim).sum())
+    fp_both, fn_both = int(fp[:, :, both].sum()), int(fn[:, :, both].sum())
+    return ErrorParts(ratio=int(pred.sum()) / n, runon=runon / n, gone=gone / n,
+                      fp_band=fpb / n, fn_band=fnb / n,
+                      fp_far=(fp_both - fpb) / n, fn_far=(fn_both - fnb) / n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("manifest")
+    ap.add_argument("--root", default=None, help="folder the manifest's paths are relative to")
+    ap.add_argument("--only", default="", help="run only cases whose id contains this text")
+    ap.add_argument("--clicks", type=int, default=5)
+    ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                    help="an engine option (repeatable), e.g. --opt drop_detached=none")
+    args = ap.parse_args(argv)
+    manifest = Path(args.manifest)
+    root = Path(args.root) if args.root else manifest.parent
+    engine = get_engine("classic", **dict(o.split("=", 1) for o in args.opt))
+    with manifest.open() as f:
+        rows = [r for r in csv.DictReader(f) if args.only in r["case_id"]]
+    names = [f.name for f in fields(ErrorParts)]
+    print(f"{'case':24s} step " + " ".join(f"{n:>7s}" for n in names) + "   total")
+    sums: dict[str, list[ErrorParts]] = {"box": [], f"@{args.clicks}": []}
+    for row in rows:
+        vol = load_volume(root / row["image"])
+        truth = load_label(root / row["label"], vol, row["label_value"])
+        run = run_interaction(engine, vol, truth, clicks=args.clicks)
+        for step, mask in zip(sums, (run.masks[0], run.masks[-1]), strict=True):
+            parts = error_parts(mask, truth)
+            sums[step].append(parts)
+            print(f"{row['case_id']:24s} {step:>4s} " + " ".join(f"{v:7.3f}" for v in astuple(parts))
+                  + f" {parts.total():7.3f}", flush=True)
+    for step, all_parts in sums.items():
+        if all_parts:
+            mean = np.mean([astuple(p) for p in all_parts], axis=0)
+            tot = float(np.mean([p.total() for p in all_parts]))
+            print(f"{'MEAN':24s} {step:>4s} " + " ".join(f"{v:7.3f}" for v in mean) + f" {tot:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``benchmarks/error_parts.py``: each kind of error lands in its own part, the parts add up to
+all wrong voxels, and the script runs the protocol on a written NIfTI case (issue 17)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_bench_error_parts", BENCHMARKS / "error_parts.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_each_error_in_its_part() -> None:
+    ep = _script()
+    truth = np.zeros((40, 40, 8), dtype=bool)
+    truth[10:20, 10:20, 2:6] = True  # 100 voxels on each of slices 2..5
+    pred = truth.copy()
+    pred[9, 10:20, 2] = True  # 10 voxels just outside the outline on slice 2
+    pred[10:20, 10, 3] = False  # the outline's outermost column on slice 3: 10 voxels
+    pred[30:33, 30:33, 3] = True  # a 9-voxel leak far from the truth
+    pred[14:16, 14:16, 4] = False  # a 4-voxel hole inside
+    pred[:, :, 5] = False  # slice 5 lost: 100 voxels
+    pred[10:20, 10:20, 6] = True  # a run-on slice: 100 voxels
+    parts = ep.error_parts(pred, truth)
+    n = 400
+    assert parts.fp_band == pytest.approx(10 / n)
+    assert parts.fn_band == pytest.approx(10 / n)
+    assert parts.fp_far == pytest.approx(9 / n)
+    assert parts.fn_far == pytest.approx(4 / n)
+    assert parts.gone == pytest.approx(100 / n)
+    assert parts.runon == pytest.approx(100 / n)
+    wrong = int((pred ^ truth).sum())
+    assert parts.total() == pytest.approx(wrong / n)
+    assert parts.ratio == pytest.approx(int(pred.sum()) / n)
+
+
+def test_empty_truth_is_an_error() -> None:
+    ep = _script()
+    empty = np.zeros((4, 4, 2), dtype=bool)
+    with pytest.raises(ValueError, match="empty"):
+        ep.error_parts(empty, empty)
+
+
+def test_script_on_a_written_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ep = _script()
+    rng = np.random.default_rng(0)
+    xx, yy, zz = np.mgrid[:48, :48, :12]
+    truth = ((xx - 24) ** 2 + (yy - 24) ** 2 <= 100) & (zz >= 3) & (zz <= 8)
+    img = np.where(truth, 200.0, 50.0) + rng.normal(0, 5, truth.shape)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), tmp_path / "lab.nii.gz")
+    (tmp_path / "cases.csv").write_text(
+        "case_id,image,label,label_value,structure,modality\n"
+        "disc,img.nii.gz,lab.nii.gz,1,disc,MR\n")
+    assert ep.main([str(tmp_path / "cases.csv"), "--clicks", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:]] == [["disc", "box"], ["disc", "@2"],
+                                                      ["MEAN", "box"], ["MEAN", "@2"]]
+    total_box = float(out[1].split()[-1])
+    assert 0.0 <= total_box < 0.5  # a bright disc on a dark ground: mostly right from a box
