@@ -14,7 +14,6 @@ Usage (from the repo root)::
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
 from segloop.eval.protocol import run_interaction
-from segloop.io import load_label, load_volume
+from segloop.eval.runner import load_truth
+from segloop.io import load_volume
 
 __all__ = ["CpuTimed", "dice", "main"]
 
@@ -79,16 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                     help="an engine option (repeatable), e.g. --opt area_cap=1.5")
     args = ap.parse_args(argv)
-    manifest = Path(args.manifest)
-    root = Path(args.root) if args.root else manifest.parent
     engine = get_engine(args.engine, **dict(o.split("=", 1) for o in args.opt))
-    with manifest.open() as f:
-        rows = [r for r in csv.DictReader(f) if args.only in r["case_id"]]
+    cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
     d0s, dns, secs, cpus = [], [], [], []
     print(f"{'case':20s} {'dice@0':>7s} {'dice@' + str(args.clicks):>7s} {'seconds':>8s}")
-    for row in rows:
-        vol = load_volume(root / row["image"])
-        truth = load_label(root / row["label"], vol, row["label_value"])
+    for case in cases:
+        vol = load_volume(case.image)
+        truth = load_truth(case.label, vol, case.label_value)
         timed = CpuTimed(engine)
         t0 = time.perf_counter()
         run = run_interaction(timed, vol, truth, clicks=args.clicks)  # type: ignore[arg-type]
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         dns.append(d[-1])
         secs.append(engine_s)
         cpus.append(cpu)
-        print(f"{row['case_id']:20s} {d[0]:7.3f} {d[-1]:7.3f} {engine_s:8.2f}   (wall {wall:.1f} s with"
+        print(f"{case.case_id:20s} {d[0]:7.3f} {d[-1]:7.3f} {engine_s:8.2f}   (wall {wall:.1f} s with"
               f" click simulation, CPU"
               f" {cpu:.2f} s in the engine; per click:"
               f" {' '.join(f'{x:.3f}' for x in d[1:])})", flush=True)

@@ -15,16 +15,16 @@ Without ``--variant`` the engine's defaults run alone (as the variant ``default`
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
 from segloop.eval.protocol import box_from_mask, key_slice
-from segloop.io import load_label, load_volume
+from segloop.eval.runner import load_truth
+from segloop.io import load_volume
 from segloop.types import Prompts
 
 __all__ = ["main"]
@@ -49,18 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:OPT=VALUE,...",
                     help="an option set to compare (repeatable); 'default:' is the defaults")
     args = ap.parse_args(argv)
-    manifest = Path(args.manifest)
-    root = Path(args.root) if args.root else manifest.parent
     variants = [_variant(v) for v in (args.variant or ["default:"])]
     engines = [(name, get_engine("classic", **opts)) for name, opts in variants]
-    with manifest.open() as f:
-        rows = [r for r in csv.DictReader(f) if args.only in r["case_id"]]
+    cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
     scores: dict[str, list[float]] = {name: [] for name, _ in engines}
     cpus: dict[str, list[float]] = {name: [] for name, _ in engines}
     print(f"{'case':24s} " + " ".join(f"{name:>10s}" for name, _ in engines))
-    for row in rows:
-        vol = load_volume(root / row["image"]).canonical()
-        truth = load_label(root / row["label"], vol, row["label_value"])
+    for case in cases:
+        vol = load_volume(case.image).canonical()
+        truth = load_truth(case.label, vol, case.label_value)
         z = key_slice(truth)
         box = box_from_mask(truth[:, :, z])
         cells = []
@@ -72,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             scores[name].append(d)
             cpus[name].append(cpu)
             cells.append(f"{d:10.3f}")
-        print(f"{row['case_id']:24s} " + " ".join(cells) + "   (CPU "
+        print(f"{case.case_id:24s} " + " ".join(cells) + "   (CPU "
               + " ".join(f"{cpus[n][-1]:.2f}" for n, _ in engines) + " s)", flush=True)
     print(f"{'MEAN':24s} " + " ".join(f"{np.mean(scores[n]):10.3f}" for n, _ in engines))
     print(f"{'below 0.5':24s} " + " ".join(f"{sum(s < 0.5 for s in scores[n]):10d}" for n, _ in engines))

@@ -11,15 +11,15 @@ the repo root)::
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
 from segloop.eval.protocol import run_interaction
-from segloop.io import load_label, load_volume
+from segloop.eval.runner import load_truth
+from segloop.io import load_volume
 
 __all__ = ["main"]
 
@@ -36,18 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="")
     ap.add_argument("--clicks", type=int, default=5)
     args = ap.parse_args(argv)
-    manifest = Path(args.manifest)
-    root = Path(args.root) if args.root else manifest.parent
     engine = get_engine("classic")
-    with manifest.open() as f:
-        rows = [r for r in csv.DictReader(f) if args.only in r["case_id"]]
-    for row in rows:
-        vol = load_volume(root / row["image"])
-        truth = load_label(root / row["label"], vol, row["label_value"])
+    cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
+    for case in cases:
+        vol = load_volume(case.image)
+        truth = load_truth(case.label, vol, case.label_value)
         run = run_interaction(engine, vol, truth, clicks=args.clicks)
         m0 = run.masks[0]
         z = run.key_z
-        print(f"== {row['case_id']}  key z={z} box={run.box}  key-slice Dice"
+        print(f"== {case.case_id}  key z={z} box={run.box}  key-slice Dice"
               f" {_dice(m0[:, :, z], truth[:, :, z]):.3f}")
         print("   3D Dice per click: " + " ".join(f"{_dice(m, truth):.3f}" for m in run.masks)
               + "   clicks: " + " ".join(f"({c.x},{c.y},{c.z},{'+' if c.label else '-'})"

@@ -21,17 +21,17 @@ cases end the output. Usage (from the repo root)::
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import astuple, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
 from segloop.eval.protocol import run_interaction
-from segloop.io import load_label, load_volume
+from segloop.eval.runner import load_truth
+from segloop.io import load_volume
 
 __all__ = ["ErrorParts", "error_parts", "main"]
 
@@ -88,22 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                     help="an engine option (repeatable), e.g. --opt drop_detached=none")
     args = ap.parse_args(argv)
-    manifest = Path(args.manifest)
-    root = Path(args.root) if args.root else manifest.parent
     engine = get_engine("classic", **dict(o.split("=", 1) for o in args.opt))
-    with manifest.open() as f:
-        rows = [r for r in csv.DictReader(f) if args.only in r["case_id"]]
+    cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
     names = [f.name for f in fields(ErrorParts)]
     print(f"{'case':24s} step " + " ".join(f"{n:>7s}" for n in names) + "   total")
     sums: dict[str, list[ErrorParts]] = {"box": [], f"@{args.clicks}": []}
-    for row in rows:
-        vol = load_volume(root / row["image"])
-        truth = load_label(root / row["label"], vol, row["label_value"])
+    for case in cases:
+        vol = load_volume(case.image)
+        truth = load_truth(case.label, vol, case.label_value)
         run = run_interaction(engine, vol, truth, clicks=args.clicks)
         for step, mask in zip(sums, (run.masks[0], run.masks[-1]), strict=True):
             parts = error_parts(mask, truth)
             sums[step].append(parts)
-            print(f"{row['case_id']:24s} {step:>4s} " + " ".join(f"{v:7.3f}" for v in astuple(parts))
+            print(f"{case.case_id:24s} {step:>4s} " + " ".join(f"{v:7.3f}" for v in astuple(parts))
                   + f" {parts.total():7.3f}", flush=True)
     for step, all_parts in sums.items():
         if all_parts:
