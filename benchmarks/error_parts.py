@@ -12,10 +12,15 @@ a fraction of the truth's voxel count (so the parts add up to ``(FP + FN) / |tru
 - ``fp_far`` / ``fn_far``: the rest (leaks, holes, missed lobes).
 
 ``ratio`` is the predicted voxel count over the truth's. The means of every column over the
-cases end the output. Usage (from the repo root)::
+cases end the output.
+
+``--truth-key`` starts each case from the truth's own mask on the key slice instead of the
+box (the engine learns its model from that mask and propagates it; the clicks follow as in
+the protocol): the error that is left when the 2D step on the key slice is perfect, so the
+part of the error propagation alone makes. Usage (from the repo root)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/error_parts.py MANIFEST.csv \
-        [--root DIR] [--only TEXT] [--clicks 5] [--opt NAME=VALUE ...]
+        [--root DIR] [--only TEXT] [--clicks 5] [--opt NAME=VALUE ...] [--truth-key]
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from scipy import ndimage as ndi
 
 from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
-from segloop.eval.protocol import run_interaction
+from segloop.engines.base import Engine, drive
+from segloop.eval.protocol import key_slice, next_click, run_interaction
 from segloop.eval.runner import load_truth
 from segloop.io import load_volume
+from segloop.io.volume import Volume
+from segloop.types import Prompts
 
-__all__ = ["ErrorParts", "error_parts", "main"]
+__all__ = ["ErrorParts", "error_parts", "from_truth_key", "main"]
 
 _CROSS = ndi.generate_binary_structure(2, 1)
 
@@ -79,6 +87,23 @@ def error_parts(pred: np.ndarray, truth: np.ndarray) -> ErrorParts:
                       fp_far=(fp_both - fpb) / n, fn_far=(fn_both - fnb) / n)
 
 
+def from_truth_key(engine: Engine, volume: Volume, truth: np.ndarray, clicks: int) -> list[np.ndarray]:
+    """The masks after propagating the truth's key-slice mask and after each of ``clicks``
+    simulated clicks (the protocol's clicks, one at a time, stopping when nothing is wrong)."""
+    can = volume.canonical()
+    z = key_slice(truth)
+    session = engine.open(can)
+    drive(session.propagate(z, mask2d=truth[:, :, z]))
+    masks = [session.mask().copy()]
+    for _ in range(clicks):
+        click = next_click(masks[-1], truth, can.spacing)
+        if click is None:
+            break
+        drive(session.refine(click.z, Prompts.make(points=[(click.x, click.y)], labels=[click.label])))
+        masks.append(session.mask().copy())
+    return masks
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifest")
@@ -87,17 +112,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clicks", type=int, default=5)
     ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                     help="an engine option (repeatable), e.g. --opt drop_detached=none")
+    ap.add_argument("--truth-key", action="store_true",
+                    help="start from the truth's key-slice mask instead of the box")
     args = ap.parse_args(argv)
     engine = get_engine("classic", **dict(o.split("=", 1) for o in args.opt))
     cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
     names = [f.name for f in fields(ErrorParts)]
     print(f"{'case':24s} step " + " ".join(f"{n:>7s}" for n in names) + "   total")
-    sums: dict[str, list[ErrorParts]] = {"box": [], f"@{args.clicks}": []}
+    first = "key" if args.truth_key else "box"
+    sums: dict[str, list[ErrorParts]] = {first: [], f"@{args.clicks}": []}
     for case in cases:
         vol = load_volume(case.image)
         truth = load_truth(case.label, vol, case.label_value)
-        run = run_interaction(engine, vol, truth, clicks=args.clicks)
-        for step, mask in zip(sums, (run.masks[0], run.masks[-1]), strict=True):
+        if args.truth_key:
+            masks = from_truth_key(engine, vol, truth, args.clicks)
+        else:
+            masks = run_interaction(engine, vol, truth, clicks=args.clicks).masks
+        for step, mask in zip(sums, (masks[0], masks[-1]), strict=True):
             parts = error_parts(mask, truth)
             sums[step].append(parts)
             print(f"{case.case_id:24s} {step:>4s} " + " ".join(f"{v:7.3f}" for v in astuple(parts))

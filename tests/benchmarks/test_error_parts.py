@@ -73,3 +73,37 @@ def test_script_on_a_written_case(tmp_path: Path, capsys: pytest.CaptureFixture[
                                                       ["MEAN", "box"], ["MEAN", "@2"]]
     total_box = float(out[1].split()[-1])
     assert 0.0 <= total_box < 0.5  # a bright disc on a dark ground: mostly right from a box
+
+
+def test_truth_key_starts_from_the_truths_key_slice(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``--truth-key``: the truth's own key-slice mask is propagated (the key slice is then
+    right by construction) and the clicks follow; the rows are labelled ``key``."""
+    from segloop.engines import get_engine
+    from segloop.eval.protocol import key_slice
+    from segloop.io import load_label, load_volume
+
+    ep = _script()
+    rng = np.random.default_rng(1)
+    xx, yy, zz = np.mgrid[:48, :48, :12]
+    # a cone: the disc shrinks along z, so the propagated slices differ from the key slice
+    truth = ((xx - 24) ** 2 + (yy - 24) ** 2 <= (12 - zz) ** 2) & (zz >= 2) & (zz <= 9)
+    img = np.where(truth, 200.0, 50.0) + rng.normal(0, 20, truth.shape)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), tmp_path / "lab.nii.gz")
+    vol = load_volume(tmp_path / "img.nii.gz")
+    lab = load_label(tmp_path / "lab.nii.gz", vol, 1)
+    masks = ep.from_truth_key(get_engine("classic"), vol, lab, 2)
+    z = key_slice(lab)
+    assert 1 <= len(masks) <= 3
+    assert np.array_equal(masks[0][:, :, z], lab[:, :, z])
+    assert z == 2  # the cone's base
+    assert masks[0][:, :, z + 1:z + 5].any(axis=(0, 1)).all()  # propagated from it
+    (tmp_path / "cases.csv").write_text(
+        "case_id,image,label,label_value,structure,modality\n"
+        "cone,img.nii.gz,lab.nii.gz,1,cone,MR\n")
+    assert ep.main([str(tmp_path / "cases.csv"), "--clicks", "1", "--truth-key"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:]] == [["cone", "key"], ["cone", "@1"],
+                                                      ["MEAN", "key"], ["MEAN", "@1"]]
