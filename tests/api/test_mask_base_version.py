@@ -123,3 +123,37 @@ def test_two_edits_on_the_same_version_one_wins_the_other_is_a_409(
     assert _versions(client, jid) == [1, 2]
     now, _ = _current(client, jid)
     assert int(now[:, :, 8:13].any(axis=(0, 1)).sum()) == 4  # one slice cleared, not both
+
+
+def test_an_edit_whose_base_is_stored_over_before_it_reads_the_mask_is_a_409(
+        client: TestClient, data: Path, monkeypatch: Any) -> None:
+    """The race behind the test above, made deterministic: another writer stores version 2
+    after ``POST .../edit`` checked ``base_version`` 1 and before it read the label map. The
+    edit was made on version 1, so it is refused; applied to version 2 it would have merged
+    both edits without the user seeing version 2."""
+    jid, _, _ = _job(client, data)
+    store: Any = client.app.state.services.store  # type: ignore[attr-defined]
+    real_labels = store.labels
+    raced: list[int] = []
+
+    def labels_after_another_writer(job_id: str, who: Any, *a: Any, **k: Any) -> Any:
+        if not raced:
+            lab, n = real_labels(job_id, who)
+            other = lab.copy()
+            other[:, :, 9] = 0  # the other writer cleared slice 9 of version 1
+            raced.append(store.edit_mask(job_id, who, other, source="other",
+                                         expect_version=n))
+        return real_labels(job_id, who, *a, **k)
+
+    monkeypatch.setattr(store, "labels", labels_after_another_writer)
+    r = client.post(f"/api/v1/jobs/{jid}/edit", json={
+        "op": "clear-slices", "object_id": 1, "first_slice": 11, "last_slice": 11,
+        "base_version": 1})
+    assert raced == [2]
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert "version 2 is current" in detail and "made on 1" in detail, detail
+    monkeypatch.undo()
+    assert _versions(client, jid) == [1, 2]
+    now, n = _current(client, jid)
+    assert n == 2 and not now[:, :, 9].any() and now[:, :, 11].any()  # the other edit only

@@ -154,6 +154,14 @@ def _apply_axial(body: EditRequest, labels: np.ndarray[Any, Any], lv: int,
     return new, int((labels == lv).sum())
 
 
+def _check_base(base_version: int | None, current: int) -> None:
+    """Raise :class:`ConflictError` when the edit was made on a version other than
+    ``current`` (no check when the request names no ``base_version``)."""
+    if base_version is not None and base_version != current:
+        raise ConflictError(f"the mask changed (version {current} is current, the edit was made"
+                            f" on {base_version}): reload and try again")
+
+
 def edit_router() -> APIRouter:
     """The editing routes (a new router per app)."""
     r = APIRouter(tags=["jobs"])
@@ -165,14 +173,14 @@ def edit_router() -> APIRouter:
             st = svc.store.job_status(job_id, who)
             if st.active_tasks:
                 raise ConflictError("a task is still running on this job; wait or cancel it")
-            if body.base_version is not None and body.base_version != st.current_version:
-                raise ConflictError(
-                    f"the mask changed (version {st.current_version} is current, the edit "
-                    f"was made on {body.base_version}): reload and try again")
+            _check_base(body.base_version, st.current_version)
             objs = {o.object_id: o for o in svc.store.list_objects(job_id, who)}
             if body.object_id not in objs:
                 raise NotFoundError(f"job {job_id} has no object {body.object_id}")
             labels, n = svc.store.labels(job_id, who)
+            # a version stored between the check above and this read is not the one the edit
+            # was made on either: applying it there would merge the two (409 instead)
+            _check_base(body.base_version, n)
             new, changed = _apply(body, labels, objs[body.object_id].label_value,
                                   _spacing(svc, job_id))
             if changed == 0:
