@@ -1,0 +1,104 @@
+"""``benchmarks/click_regions.py``: a click's region is the 3D error component holding it, the
+outline layers are the bands ``error_parts.py`` uses, and the script runs the protocol (with
+and without the oracle) on a written NIfTI case (issue 17)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segloop.types import Click
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_bench_click_regions",
+                                                  BENCHMARKS / "click_regions.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_clicked_region_is_the_error_component_holding_the_click() -> None:
+    cr = _script()
+    truth = np.zeros((30, 30, 6), dtype=bool)
+    truth[5:15, 5:15, 1:5] = True
+    pred = truth.copy()
+    pred[20:24, 20:24, 2:4] = True  # a leak over two slices (32 voxels)
+    pred[0:2, 0:2, 0] = True  # another spurious part, apart from it (4 voxels)
+    pred[8:12, 8:12, 3] = False  # a hole: missed voxels (16)
+    leak = cr.clicked_region(pred, truth, Click(21, 21, 3, 0))
+    assert leak.sum() == 32 and leak[20:24, 20:24, 2:4].all() and not leak[0, 0, 0]
+    hole = cr.clicked_region(pred, truth, Click(9, 9, 3, 1))
+    assert hole.sum() == 16
+    with pytest.raises(ValueError, match="not in an error of its sign"):
+        cr.clicked_region(pred, truth, Click(9, 9, 3, 0))  # a negative click on a missed voxel
+
+
+def test_outline_layers_are_the_two_one_voxel_bands() -> None:
+    cr = _script()
+    truth = np.zeros((20, 20, 3), dtype=bool)
+    truth[5:10, 5:10, 1] = True  # 25 voxels: outermost layer 16, layer outside 20
+    layers = cr.outline_layers(truth)
+    assert int(layers[:, :, 1].sum()) == 16 + 20
+    assert not layers[:, :, 0].any() and not layers[:, :, 2].any()
+    assert layers[7, 7, 1] == np.False_  # the middle is not in a layer
+    assert layers[4, 7, 1] and layers[5, 7, 1]  # just outside, and the outermost layer
+
+
+def _case(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(2)
+    xx, yy, zz = np.mgrid[:48, :48, :12]
+    truth = ((xx - 24) ** 2 + (yy - 24) ** 2 <= (12 - zz) ** 2) & (zz >= 2) & (zz <= 9)
+    # a neighbour of the same brightness touching the cone's side: a leak for the engine
+    neighbour = ((xx - 38) ** 2 + (yy - 24) ** 2 <= 16) & (zz >= 2) & (zz <= 9)
+    img = np.where(truth | neighbour, 200.0, 50.0) + rng.normal(0, 15, truth.shape)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), tmp_path / "lab.nii.gz")
+    (tmp_path / "cases.csv").write_text(
+        "case_id,image,label,label_value,structure,modality\n"
+        "cone,img.nii.gz,lab.nii.gz,1,cone,MR\n")
+    return tmp_path / "cases.csv"
+
+
+def _mean_line(out: list[str]) -> tuple[float, float]:
+    (line,) = [x for x in out if x.startswith("MEAN")]
+    return float(line.split()[1]), float(line.split()[2])
+
+
+def test_script_with_and_without_the_oracle(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cr = _script()
+    manifest = _case(tmp_path)
+    assert cr.main([str(manifest), "--clicks", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    clicks = [x for x in out if x.startswith("  click")]
+    assert 1 <= len(clicks) <= 3
+    for line in clicks:
+        values = line.split()
+        fixed = float(values[values.index("fixed") + 1])
+        assert 0.0 <= fixed <= 1.0
+    first, last = _mean_line(out)
+    assert [x.split()[0] for x in out if x.startswith("cone")] == ["cone"]
+    # the oracle sets each click's whole region to the truth: the case ends more right
+    assert cr.main([str(manifest), "--clicks", "3", "--oracle", "region"]) == 0
+    o_first, o_last = _mean_line(capsys.readouterr().out.splitlines())
+    assert o_first == first
+    assert o_last > last + 0.01  # 0.950 -> 0.991 when written
+    # the case's clicks are all positive: an oracle for negative clicks changes nothing
+    assert cr.main([str(manifest), "--clicks", "3", "--oracle", "region",
+                    "--oracle-sign", "negative"]) == 0
+    assert _mean_line(capsys.readouterr().out.splitlines()) == (first, last)
+    # reach 0: only the click's own slice is set right
+    assert cr.main([str(manifest), "--clicks", "1", "--oracle", "thick", "--reach", "0"]) == 0
+    assert _mean_line(capsys.readouterr().out.splitlines())[0] == first
