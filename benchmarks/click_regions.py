@@ -38,10 +38,9 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+from case_args import add_case_args, engine_and_cases
 from scipy import ndimage as ndi
 
-from segloop.datastore.manifest import read_manifest
-from segloop.engines import get_engine
 from segloop.engines.base import Session, drive
 from segloop.eval.protocol import box_from_mask, key_slice, next_click
 from segloop.eval.runner import load_truth
@@ -136,12 +135,7 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("manifest")
-    ap.add_argument("--root", default=None, help="folder the manifest's paths are relative to")
-    ap.add_argument("--only", default="", help="run only cases whose id contains this text")
-    ap.add_argument("--clicks", type=int, default=5)
-    ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
-                    help="an engine option (repeatable), e.g. --opt drop_detached=none")
+    add_case_args(ap)
     ap.add_argument("--oracle", choices=ORACLES, default="none",
                     help="after each refinement, set the click's region (or its part outside "
                          "the outline layers) to the truth")
@@ -151,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the oracle acts only after clicks of this sign")
     args = ap.parse_args(argv)
     signs = {"both": (0, 1), "positive": (1,), "negative": (0,)}[args.oracle_sign]
-    engine = get_engine("classic", **dict(o.split("=", 1) for o in args.opt))
-    cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
+    engine, cases = engine_and_cases(args)
     records: list[ClickRecord] = []
     firsts: list[float] = []
     lasts: list[float] = []

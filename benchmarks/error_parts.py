@@ -30,10 +30,9 @@ import sys
 from dataclasses import astuple, dataclass, fields
 
 import numpy as np
+from case_args import add_case_args, engine_and_cases
 from scipy import ndimage as ndi
 
-from segloop.datastore.manifest import read_manifest
-from segloop.engines import get_engine
 from segloop.engines.base import Engine, drive
 from segloop.eval.protocol import key_slice, next_click, run_interaction
 from segloop.eval.runner import load_truth
@@ -106,17 +105,11 @@ def from_truth_key(engine: Engine, volume: Volume, truth: np.ndarray, clicks: in
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("manifest")
-    ap.add_argument("--root", default=None, help="folder the manifest's paths are relative to")
-    ap.add_argument("--only", default="", help="run only cases whose id contains this text")
-    ap.add_argument("--clicks", type=int, default=5)
-    ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
-                    help="an engine option (repeatable), e.g. --opt drop_detached=none")
+    add_case_args(ap)
     ap.add_argument("--truth-key", action="store_true",
                     help="start from the truth's key-slice mask instead of the box")
     args = ap.parse_args(argv)
-    engine = get_engine("classic", **dict(o.split("=", 1) for o in args.opt))
-    cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
+    engine, cases = engine_and_cases(args)
     names = [f.name for f in fields(ErrorParts)]
     print(f"{'case':24s} step " + " ".join(f"{n:>7s}" for n in names) + "   total")
     first = "key" if args.truth_key else "box"

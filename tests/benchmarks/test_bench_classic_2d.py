@@ -4,25 +4,13 @@ masks of ``benchmarks/build_dev2d.py`` (the 2D development set's scripts, issue 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+from .scripts import load_script
 
 
 def _two_images(root: Path) -> None:
@@ -44,7 +32,7 @@ def test_bench_prints_per_image_and_kind_means_and_writes_the_csv(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _two_images(tmp_path / "set")
     out = tmp_path / "rows.csv"
-    bench = _script("bench_classic_2d")
+    bench = load_script("bench_classic_2d")
     assert bench.main([str(tmp_path / "set"), "--clicks", "1", "--csv", str(out),
                        "--variant", "off:picture_px=none", "--variant", "on:"]) == 0
     text = capsys.readouterr().out
@@ -55,7 +43,7 @@ def test_bench_prints_per_image_and_kind_means_and_writes_the_csv(
 
 
 def test_build_keeps_the_largest_component_as_the_one_object(tmp_path: Path) -> None:
-    build = _script("build_dev2d")
+    build = load_script("build_dev2d")
     fg = np.zeros((40, 60), bool)
     fg[5:15, 5:15] = True  # 100 px
     fg[20:35, 30:55] = True  # 375 px: the object

@@ -4,32 +4,18 @@ and without the oracle) on a written NIfTI case (issue 17)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from segloop.types import Click
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_click_regions",
-                                                  BENCHMARKS / "click_regions.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+from .scripts import load_script, write_case
 
 
 def test_the_clicked_region_is_the_error_component_holding_the_click() -> None:
-    cr = _script()
+    cr = load_script("click_regions")
     truth = np.zeros((30, 30, 6), dtype=bool)
     truth[5:15, 5:15, 1:5] = True
     pred = truth.copy()
@@ -45,7 +31,7 @@ def test_the_clicked_region_is_the_error_component_holding_the_click() -> None:
 
 
 def test_outline_layers_are_the_two_one_voxel_bands() -> None:
-    cr = _script()
+    cr = load_script("click_regions")
     truth = np.zeros((20, 20, 3), dtype=bool)
     truth[5:10, 5:10, 1] = True  # 25 voxels: outermost layer 16, layer outside 20
     layers = cr.outline_layers(truth)
@@ -62,13 +48,7 @@ def _case(tmp_path: Path) -> Path:
     # a neighbour of the same brightness touching the cone's side: a leak for the engine
     neighbour = ((xx - 38) ** 2 + (yy - 24) ** 2 <= 16) & (zz >= 2) & (zz <= 9)
     img = np.where(truth | neighbour, 200.0, 50.0) + rng.normal(0, 15, truth.shape)
-    affine = np.diag([1.0, 1.0, 3.0, 1.0])
-    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), tmp_path / "img.nii.gz")
-    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), tmp_path / "lab.nii.gz")
-    (tmp_path / "cases.csv").write_text(
-        "case_id,image,label,label_value,structure,modality\n"
-        "cone,img.nii.gz,lab.nii.gz,1,cone,MR\n")
-    return tmp_path / "cases.csv"
+    return write_case(tmp_path, img, truth, "cone")
 
 
 def _mean_line(out: list[str]) -> tuple[float, float]:
@@ -78,7 +58,7 @@ def _mean_line(out: list[str]) -> tuple[float, float]:
 
 def test_script_with_and_without_the_oracle(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    cr = _script()
+    cr = load_script("click_regions")
     manifest = _case(tmp_path)
     assert cr.main([str(manifest), "--clicks", "3"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -3,29 +3,16 @@ all wrong voxels, and the script runs the protocol on a written NIfTI case (issu
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
-import nibabel as nib
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_error_parts", BENCHMARKS / "error_parts.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+from .scripts import load_script, write_case
 
 
 def test_each_error_in_its_part() -> None:
-    ep = _script()
+    ep = load_script("error_parts")
     truth = np.zeros((40, 40, 8), dtype=bool)
     truth[10:20, 10:20, 2:6] = True  # 100 voxels on each of slices 2..5
     pred = truth.copy()
@@ -49,24 +36,19 @@ def test_each_error_in_its_part() -> None:
 
 
 def test_empty_truth_is_an_error() -> None:
-    ep = _script()
+    ep = load_script("error_parts")
     empty = np.zeros((4, 4, 2), dtype=bool)
     with pytest.raises(ValueError, match="empty"):
         ep.error_parts(empty, empty)
 
 
 def test_script_on_a_written_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ep = _script()
+    ep = load_script("error_parts")
     rng = np.random.default_rng(0)
     xx, yy, zz = np.mgrid[:48, :48, :12]
     truth = ((xx - 24) ** 2 + (yy - 24) ** 2 <= 100) & (zz >= 3) & (zz <= 8)
     img = np.where(truth, 200.0, 50.0) + rng.normal(0, 5, truth.shape)
-    affine = np.diag([1.0, 1.0, 3.0, 1.0])
-    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), tmp_path / "img.nii.gz")
-    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), tmp_path / "lab.nii.gz")
-    (tmp_path / "cases.csv").write_text(
-        "case_id,image,label,label_value,structure,modality\n"
-        "disc,img.nii.gz,lab.nii.gz,1,disc,MR\n")
+    write_case(tmp_path, img, truth, "disc")
     assert ep.main([str(tmp_path / "cases.csv"), "--clicks", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in out[1:]] == [["disc", "box"], ["disc", "@2"],
@@ -83,15 +65,13 @@ def test_truth_key_starts_from_the_truths_key_slice(tmp_path: Path,
     from segloop.eval.protocol import key_slice
     from segloop.io import load_label, load_volume
 
-    ep = _script()
+    ep = load_script("error_parts")
     rng = np.random.default_rng(1)
     xx, yy, zz = np.mgrid[:48, :48, :12]
     # a cone: the disc shrinks along z, so the propagated slices differ from the key slice
     truth = ((xx - 24) ** 2 + (yy - 24) ** 2 <= (12 - zz) ** 2) & (zz >= 2) & (zz <= 9)
     img = np.where(truth, 200.0, 50.0) + rng.normal(0, 20, truth.shape)
-    affine = np.diag([1.0, 1.0, 3.0, 1.0])
-    nib.save(nib.Nifti1Image(img.astype(np.float32), affine), tmp_path / "img.nii.gz")
-    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), tmp_path / "lab.nii.gz")
+    manifest = write_case(tmp_path, img, truth, "cone")
     vol = load_volume(tmp_path / "img.nii.gz")
     lab = load_label(tmp_path / "lab.nii.gz", vol, 1)
     masks = ep.from_truth_key(get_engine("classic"), vol, lab, 2)
@@ -100,10 +80,7 @@ def test_truth_key_starts_from_the_truths_key_slice(tmp_path: Path,
     assert np.array_equal(masks[0][:, :, z], lab[:, :, z])
     assert z == 2  # the cone's base
     assert masks[0][:, :, z + 1:z + 5].any(axis=(0, 1)).all()  # propagated from it
-    (tmp_path / "cases.csv").write_text(
-        "case_id,image,label,label_value,structure,modality\n"
-        "cone,img.nii.gz,lab.nii.gz,1,cone,MR\n")
-    assert ep.main([str(tmp_path / "cases.csv"), "--clicks", "1", "--truth-key"]) == 0
+    assert ep.main([str(manifest), "--clicks", "1", "--truth-key"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in out[1:]] == [["cone", "key"], ["cone", "@1"],
                                                       ["MEAN", "key"], ["MEAN", "@1"]]
