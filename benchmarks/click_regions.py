@@ -23,12 +23,14 @@ and, per click sign, the means of the columns above.
 click's region (or only its part outside the outline layers) is set to the truth on the slices
 within ``--reach`` of the click's slice, in the classic session's own state, so the following
 clicks start from it. It bounds what a refinement acting on the whole region in 3D could add.
-``--oracle-sign positive`` (or ``negative``) sets only the regions of clicks of that sign.
+``--oracle no-harm`` instead puts back, after each refinement, the voxels it made wrong that
+were right before: what the refinements' side effects cost. ``--oracle-sign positive`` (or
+``negative``) lets the oracle act only after clicks of that sign.
 Usage (from the repo root)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/click_regions.py MANIFEST.csv \
         [--root DIR] [--only TEXT] [--clicks 5] [--opt NAME=VALUE ...] \
-        [--oracle none|region|thick] [--reach SLICES] [--oracle-sign both|positive|negative]
+        [--oracle none|region|thick|no-harm] [--reach SLICES] [--oracle-sign both|positive|negative]
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ __all__ = ["ClickRecord", "clicked_region", "main", "outline_layers"]
 
 _CROSS = ndi.generate_binary_structure(2, 1)
 _CUBE = np.ones((3, 3, 3), dtype=bool)
-ORACLES = ("none", "region", "thick")
+ORACLES = ("none", "region", "thick", "no-harm")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     add_case_args(ap)
     ap.add_argument("--oracle", choices=ORACLES, default="none",
                     help="after each refinement, set the click's region (or its part outside "
-                         "the outline layers) to the truth")
+                         "the outline layers; or the voxels the refinement made wrong) to the "
+                         "truth")
     ap.add_argument("--reach", type=int, default=10_000,
                     help="the oracle acts on the slices within this many of the click's")
     ap.add_argument("--oracle-sign", choices=("both", "positive", "negative"), default="both",
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rec.on_slice:.2f} thick {rec.thick:.2f} fixed {rec.fixed:.3f} fixed_slice "
                   f"{rec.fixed_slice:.2f} fixed_thick {rec.fixed_thick:.2f} new {rec.new:.4f}")
             if args.oracle != "none" and click.label in signs:
-                part = region if args.oracle == "region" else region & ~layers
+                part = {"region": region, "thick": region & ~layers,
+                        "no-harm": (after != truth) & (pred == truth)}[args.oracle]
                 _oracle_fix(session, truth, part, click, args.reach)
                 after = session.mask()
             pred = after
