@@ -41,9 +41,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from case_args import add_case_args, engine_and_cases
+from error_parts import outline_bands
 from scipy import ndimage as ndi
 
 from segloop.engines.base import Session, drive
+from segloop.eval.metrics import compute_dice
 from segloop.eval.protocol import box_from_mask, key_slice, next_click
 from segloop.eval.runner import load_truth
 from segloop.io import load_volume
@@ -51,7 +53,6 @@ from segloop.types import Click, Prompts
 
 __all__ = ["ClickRecord", "clicked_region", "main", "outline_layers"]
 
-_CROSS = ndi.generate_binary_structure(2, 1)
 _CUBE = np.ones((3, 3, 3), dtype=bool)
 ORACLES = ("none", "region", "thick", "no-harm")
 
@@ -84,12 +85,10 @@ def clicked_region(pred: np.ndarray, truth: np.ndarray, click: Click) -> np.ndar
 
 def outline_layers(truth: np.ndarray) -> np.ndarray:
     """Per slice, the one-voxel layer just outside the truth's outline and the truth's
-    outermost layer (4-neighbours in plane), as ``benchmarks/error_parts.py`` bands them."""
+    outermost layer (4-neighbours in plane): ``error_parts.outline_bands`` on each slice."""
     out = np.zeros_like(truth, dtype=bool)
     for z in np.flatnonzero(truth.any(axis=(0, 1))):
-        t = truth[:, :, z]
-        outer = ndi.binary_dilation(t, _CROSS) & ~t
-        rim = t & ~ndi.binary_erosion(t, _CROSS, border_value=1)
+        outer, rim = outline_bands(truth[:, :, z])
         out[:, :, z] = outer | rim
     return out
 
@@ -130,11 +129,6 @@ def _weighted(records: list[ClickRecord]) -> float:
     return float(fixed.sum() / thick.sum()) if thick.sum() else 0.0
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    s = int(pred.sum()) + int(truth.sum())
-    return 2.0 * int((pred & truth).sum()) / s if s else 1.0
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_case_args(ap)
@@ -163,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
         drive(session.propagate(z))
         pred = session.mask()
-        dices = [_dice(pred, truth)]
+        dices = [compute_dice(pred, truth)]
         for _ in range(args.clicks):
             click = next_click(pred, truth, can.spacing)
             if click is None:
@@ -183,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 _oracle_fix(session, truth, part, click, args.reach)
                 after = session.mask()
             pred = after
-            dices.append(_dice(pred, truth))
+            dices.append(compute_dice(pred, truth))
         firsts.append(dices[0])
         lasts.append(dices[-1])
         print(f"{case.case_id:24s} {dices[0]:6.3f} {dices[-1]:6.3f}  "

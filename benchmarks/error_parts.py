@@ -40,7 +40,7 @@ from segloop.io import load_volume
 from segloop.io.volume import Volume
 from segloop.types import Prompts
 
-__all__ = ["ErrorParts", "error_parts", "from_truth_key", "main"]
+__all__ = ["ErrorParts", "error_parts", "from_truth_key", "main", "outline_bands"]
 
 _CROSS = ndi.generate_binary_structure(2, 1)
 
@@ -63,6 +63,14 @@ class ErrorParts:
         return self.runon + self.gone + self.fp_band + self.fn_band + self.fp_far + self.fn_far
 
 
+def outline_bands(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one-voxel layer just outside the ``(X, Y)`` mask ``t``'s outline and ``t``'s own
+    outermost layer (4-neighbours in plane)."""
+    outer = ndi.binary_dilation(t, _CROSS) & ~t
+    rim = t & ~ndi.binary_erosion(t, _CROSS, border_value=1)
+    return outer, rim
+
+
 def error_parts(pred: np.ndarray, truth: np.ndarray) -> ErrorParts:
     """The parts of ``pred``'s error against ``truth`` (``(X, Y, Z)`` bool, truth not empty)."""
     n = int(truth.sum())
@@ -75,9 +83,7 @@ def error_parts(pred: np.ndarray, truth: np.ndarray) -> ErrorParts:
     gone = int(fn[:, :, ~pz].sum())
     fpb = fnb = 0
     for z in np.flatnonzero(both):
-        t = truth[:, :, z]
-        outer = ndi.binary_dilation(t, _CROSS) & ~t
-        rim = t & ~ndi.binary_erosion(t, _CROSS, border_value=1)
+        outer, rim = outline_bands(truth[:, :, z])
         fpb += int((fp[:, :, z] & outer).sum())
         fnb += int((fn[:, :, z] & rim).sum())
     fp_both, fn_both = int(fp[:, :, both].sum()), int(fn[:, :, both].sum())
