@@ -44,12 +44,12 @@ from case_args import add_case_args, engine_and_cases
 from error_parts import outline_bands
 from scipy import ndimage as ndi
 
-from segloop.engines.base import Session, drive
+from segloop.engines.base import Session
 from segloop.eval.metrics import compute_dice
-from segloop.eval.protocol import box_from_mask, key_slice, next_click
+from segloop.eval.protocol import AfterRefine, run_interaction
 from segloop.eval.runner import load_truth
 from segloop.io import load_volume
-from segloop.types import Click, Prompts
+from segloop.types import Click
 
 __all__ = ["ClickRecord", "clicked_region", "main", "outline_layers"]
 
@@ -122,6 +122,27 @@ def _oracle_fix(session: Session, truth: np.ndarray, region: np.ndarray, click: 
     state.get(1).mask[part] = truth[part]
 
 
+def _observer(truth: np.ndarray, layers: np.ndarray, records: list[ClickRecord], oracle: str,
+              signs: tuple[int, ...], reach: int) -> AfterRefine:
+    """What runs after each refinement: record and print what it did to the click's region,
+    then apply the oracle (after clicks of ``signs``)."""
+
+    def after_refine(session: Session, click: Click, before: np.ndarray) -> None:
+        region = clicked_region(before, truth, click)
+        after = session.mask()
+        rec = _record(before, after, truth, region, layers, click)
+        records.append(rec)
+        print(f"  click {rec.label} region {rec.region:.3f} zspan {rec.zspan} on_slice "
+              f"{rec.on_slice:.2f} thick {rec.thick:.2f} fixed {rec.fixed:.3f} fixed_slice "
+              f"{rec.fixed_slice:.2f} fixed_thick {rec.fixed_thick:.2f} new {rec.new:.4f}")
+        if oracle != "none" and click.label in signs:
+            part = {"region": region, "thick": region & ~layers,
+                    "no-harm": (after != truth) & (before == truth)}[oracle]
+            _oracle_fix(session, truth, part, click, reach)
+
+    return after_refine
+
+
 def _weighted(records: list[ClickRecord]) -> float:
     """The thick voxels fixed over all the thick voxels of these clicks' regions."""
     thick = np.array([r.region * r.thick for r in records])
@@ -150,34 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         vol = load_volume(case.image)
         truth = load_truth(case.label, vol, case.label_value)
-        can = vol.canonical()
-        layers = outline_layers(truth)
-        z = key_slice(truth)
-        session = engine.open(can)
-        session.segment_slice(z, Prompts(box=box_from_mask(truth[:, :, z])))
-        drive(session.propagate(z))
-        pred = session.mask()
-        dices = [compute_dice(pred, truth)]
-        for _ in range(args.clicks):
-            click = next_click(pred, truth, can.spacing)
-            if click is None:
-                break
-            region = clicked_region(pred, truth, click)
-            drive(session.refine(click.z, Prompts.make(points=[(click.x, click.y)],
-                                                       labels=[click.label])))
-            after = session.mask()
-            rec = _record(pred, after, truth, region, layers, click)
-            records.append(rec)
-            print(f"  click {rec.label} region {rec.region:.3f} zspan {rec.zspan} on_slice "
-                  f"{rec.on_slice:.2f} thick {rec.thick:.2f} fixed {rec.fixed:.3f} fixed_slice "
-                  f"{rec.fixed_slice:.2f} fixed_thick {rec.fixed_thick:.2f} new {rec.new:.4f}")
-            if args.oracle != "none" and click.label in signs:
-                part = {"region": region, "thick": region & ~layers,
-                        "no-harm": (after != truth) & (pred == truth)}[args.oracle]
-                _oracle_fix(session, truth, part, click, args.reach)
-                after = session.mask()
-            pred = after
-            dices.append(compute_dice(pred, truth))
+        observe = _observer(truth, outline_layers(truth), records, args.oracle, signs, args.reach)
+        run = run_interaction(engine, vol, truth, args.clicks, after_refine=observe)
+        dices = [compute_dice(m, truth) for m in run.masks]
         firsts.append(dices[0])
         lasts.append(dices[-1])
         print(f"{case.case_id:24s} {dices[0]:6.3f} {dices[-1]:6.3f}  "

@@ -34,11 +34,10 @@ from case_args import add_case_args, engine_and_cases
 from scipy import ndimage as ndi
 
 from segloop.engines.base import Engine, drive
-from segloop.eval.protocol import key_slice, next_click, run_interaction
+from segloop.eval.protocol import InteractionRun, box_from_mask, key_slice, run_interaction, simulate_clicks
 from segloop.eval.runner import load_truth
 from segloop.io import load_volume
 from segloop.io.volume import Volume
-from segloop.types import Prompts
 
 __all__ = ["ErrorParts", "error_parts", "from_truth_key", "main", "outline_bands"]
 
@@ -99,14 +98,9 @@ def from_truth_key(engine: Engine, volume: Volume, truth: np.ndarray, clicks: in
     z = key_slice(truth)
     session = engine.open(can)
     drive(session.propagate(z, mask2d=truth[:, :, z]))
-    masks = [session.mask().copy()]
-    for _ in range(clicks):
-        click = next_click(masks[-1], truth, can.spacing)
-        if click is None:
-            break
-        drive(session.refine(click.z, Prompts.make(points=[(click.x, click.y)], labels=[click.label])))
-        masks.append(session.mask().copy())
-    return masks
+    run = InteractionRun(key_z=z, box=box_from_mask(truth[:, :, z]), masks=[session.mask().copy()])
+    simulate_clicks(session, truth, can.spacing, run, clicks)
+    return run.masks
 
 
 def main(argv: list[str] | None = None) -> int:

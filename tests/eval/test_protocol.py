@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from segloop.errors import InputError
-from segloop.eval.protocol import box_from_mask, key_slice, next_click
+from segloop.engines.base import Session
+from segloop.engines.classic import ClassicEngine
+from segloop.eval.protocol import ClickProtocol, box_from_mask, key_slice, next_click, run_interaction
+from segloop.io.volume import Volume
+from segloop.types import BoolArray, Click
 
 
 def test_key_slice_and_box() -> None:
@@ -84,3 +88,43 @@ def test_drive_counts_slices_not_results_and_cancels() -> None:
 
     with pytest.raises(CancelledError, match="after 3 slice"):
         drive(gen(), cancel=stop)
+
+
+def _block_case() -> tuple[Volume, BoolArray]:
+    truth = np.zeros((40, 40, 12), bool)
+    truth[10:30, 12:28, 3:10] = True
+    truth[10:16, 12:18, 3:10] = False  # a notch the box's first result is likely to miss
+    data = np.where(truth, 180.0, 60.0) + np.random.default_rng(1).normal(0, 8, truth.shape)
+    data[10:16, 12:18, 3:10] = 175.0  # ...because it looks like the target
+    vol = Volume(data=data.astype(np.float32), affine=np.diag([1.0, 1.0, 2.0, 1.0]),
+                 source_format="npz")
+    return vol, truth
+
+
+def test_after_refine_sees_each_click_and_its_edit_is_recorded() -> None:
+    vol, truth = _block_case()
+    calls: list[tuple[Click, BoolArray]] = []
+
+    def fix_all(session: Session, click: Click, before: BoolArray) -> None:
+        calls.append((click, before.copy()))
+        session.set_mask(truth)  # a what-if: the user's click fixed everything
+
+    run = run_interaction(ClassicEngine(), vol, truth, clicks=3, after_refine=fix_all)
+    if not (run.masks[0] != truth).any():
+        pytest.fail("the box alone was perfect: the case tests no click")
+    # one click, called once with the mask before it; its edit is the step's mask, and with
+    # nothing left wrong the protocol stops
+    assert len(calls) == 1 and len(run.clicks) == 1 and len(run.masks) == 2
+    assert calls[0][0] == run.clicks[0] and (calls[0][1] == run.masks[0]).all()
+    assert (run.masks[1] == truth).all()
+    with pytest.raises(ValueError, match="segloop protocol only"):
+        run_interaction(ClassicEngine(), vol, truth, clicks=1, protocol=ClickProtocol.SAMMED3D,
+                        after_refine=fix_all)
+
+
+def test_without_a_hook_every_click_is_the_engines_own() -> None:
+    vol, truth = _block_case()
+    seen: list[int] = []
+    run = run_interaction(ClassicEngine(), vol, truth, clicks=2, on_step=seen.append)
+    assert seen == list(range(len(run.masks))) and len(run.masks) == len(run.clicks) + 1
+    assert len(run.seconds) == len(run.masks)

@@ -31,16 +31,19 @@ from enum import StrEnum
 import numpy as np
 from scipy import ndimage as ndi
 
-from segloop.engines.base import Engine, drive
+from segloop.engines.base import Engine, Session, drive
 from segloop.errors import InputError
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Click, Prompts
 
-__all__ = ["SAMMED3D_SEED", "Click", "ClickProtocol", "InteractionRun", "box_from_mask", "key_slice",
-           "next_click", "random_error_click", "run_interaction"]
+__all__ = ["SAMMED3D_SEED", "AfterRefine", "Click", "ClickProtocol", "InteractionRun", "box_from_mask",
+           "key_slice", "next_click", "random_error_click", "run_interaction", "simulate_clicks"]
 
 #: numpy's seed in SAM-Med3D's ``validate_paired_img_gt`` (set once per case)
 SAMMED3D_SEED = 233
+
+#: called after each simulated refinement with the session, the click and the mask before it
+AfterRefine = Callable[[Session, Click, BoolArray], None]
 
 
 class ClickProtocol(StrEnum):
@@ -175,18 +178,22 @@ def run_interaction(
     clicks: int = 0,
     on_step: Callable[[int], None] | None = None,
     protocol: ClickProtocol = ClickProtocol.SEGLOOP,
+    after_refine: AfterRefine | None = None,
 ) -> InteractionRun:
     """Run the protocol for one case.
 
     volume: the image (any orientation; its canonical grid is used); truth: ``(X, Y, Z)`` bool on
     ``volume.canonical()``'s grid. Returns the masks after the initial prompt (the box, or
     SAM-Med3D's first click) and after each of ``clicks`` further clicks (the segloop protocol
-    stops early when the prediction becomes perfect).
+    stops early when the prediction becomes perfect). ``after_refine``: see
+    :func:`simulate_clicks` (segloop protocol only).
     """
     can = volume.canonical()
     if truth.shape != can.shape:
         raise InputError(f"truth shape {truth.shape} differs from the volume's {can.shape}")
     if protocol is ClickProtocol.SAMMED3D:
+        if after_refine is not None:
+            raise ValueError("after_refine applies to the segloop protocol only")
         key_slice(truth)  # an empty label is an error here too
         return _run_sammed3d(engine, can, truth, clicks, on_step)
     z = key_slice(truth)
@@ -200,16 +207,39 @@ def run_interaction(
     run.masks.append(session.mask().copy())
     if on_step:
         on_step(0)
-    for i in range(clicks):
-        click = next_click(run.masks[-1], truth, can.spacing)
+    simulate_clicks(session, truth, can.spacing, run, clicks, on_step, after_refine)
+    return run
+
+
+def simulate_clicks(
+    session: Session,
+    truth: BoolArray,
+    spacing: tuple[float, float, float],
+    run: InteractionRun,
+    clicks: int,
+    on_step: Callable[[int], None] | None = None,
+    after_refine: AfterRefine | None = None,
+) -> None:
+    """Add up to ``clicks`` of the segloop protocol's clicks to ``run``, refining ``session``.
+
+    ``run.masks[-1]`` must be the session's current mask (the start: after the box, or after
+    propagating a given key-slice mask). Each click goes to :func:`next_click` of the last mask;
+    it stops early when the prediction is perfect. ``after_refine`` (session, click, mask before
+    the click) runs after each refinement, outside the timing, and may edit the session: the
+    step's mask is read after it returns (the benchmarks' what-if oracles).
+    """
+    for _ in range(clicks):
+        before = run.masks[-1]
+        click = next_click(before, truth, spacing)
         if click is None:
             break
         t0 = time.perf_counter()
         prompts = Prompts.make(points=[(click.x, click.y)], labels=[click.label])
         drive(session.refine(click.z, prompts))
         run.seconds.append(time.perf_counter() - t0)
+        if after_refine:
+            after_refine(session, click, before)
         run.masks.append(session.mask().copy())
         run.clicks.append(click)
         if on_step:
-            on_step(i + 1)
-    return run
+            on_step(len(run.masks) - 1)
