@@ -4,11 +4,13 @@ Runs the interactive protocol of :mod:`segloop.eval.protocol` (one box on the sl
 target is largest, propagation, then up to N simulated corrective clicks) and prints, per case,
 the Dice after 0 and N clicks and the engine's seconds (box + propagation + all clicks), then
 the means. The engine's seconds are wall-clock time; its CPU seconds (process time spent in
-the engine's calls, click simulation excluded) say more on a shared, loaded machine.
+the engine's calls, click simulation excluded) say more on a shared, loaded machine. Last, it
+lists every click that lowered a case's Dice by more than ``--lower-tol`` (issue 17 asks for
+these): the case, the click's number and sign, its slice, and the Dice before and after it.
 Usage (from the repo root)::
 
     .venv/bin/python benchmarks/bench_classic.py [../shared/data/cases.csv] [--clicks 5] \
-        [--root DIR] [--only TEXT] [--opt NAME=VALUE ...]
+        [--root DIR] [--only TEXT] [--opt NAME=VALUE ...] [--lower-tol 0.002]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,11 @@ import numpy as np
 
 from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
-from segloop.eval.protocol import run_interaction
+from segloop.eval.protocol import InteractionRun, run_interaction
 from segloop.eval.runner import load_truth
 from segloop.io import load_volume
 
-__all__ = ["CpuTimed", "dice", "main"]
+__all__ = ["CpuTimed", "LoweringClick", "dice", "lowering_clicks", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,6 +73,35 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int((pred & truth).sum()) / s if s else 1.0
 
 
+@dataclass(frozen=True)
+class LoweringClick:
+    """A simulated click after which the case's Dice fell."""
+
+    case_id: str
+    step: int  # 1 = the first click
+    label: int  # 1 positive, 0 negative
+    z: int
+    before: float
+    after: float
+
+    def line(self) -> str:
+        sign = "+" if self.label else "-"
+        return (f"  {self.case_id:20s} click {self.step} ({sign}, slice {self.z}): "
+                f"{self.before:.3f} -> {self.after:.3f} ({self.after - self.before:+.3f})")
+
+
+def lowering_clicks(case_id: str, run: InteractionRun, dices: list[float],
+                    tol: float) -> list[LoweringClick]:
+    """The clicks of ``run`` after which Dice (``dices[i]`` after step i) fell by more than
+    ``tol``."""
+    out = []
+    # the masks are after the initial prompt, then after each further click
+    for i, click in enumerate(run.clicks[run.initial_clicks:], start=1):
+        if dices[i] < dices[i - 1] - tol:
+            out.append(LoweringClick(case_id, i, click.label, click.z, dices[i - 1], dices[i]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifest", nargs="?", default=str(REPO / ".." / "shared" / "data" / "cases.csv"))
@@ -79,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="run only cases whose id contains this text")
     ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                     help="an engine option (repeatable), e.g. --opt area_cap=1.5")
+    ap.add_argument("--lower-tol", type=float, default=0.002,
+                    help="list the clicks that lowered Dice by more than this")
     args = ap.parse_args(argv)
     engine = get_engine(args.engine, **dict(o.split("=", 1) for o in args.opt))
     cases = [c for c in read_manifest(args.manifest, args.root) if args.only in c.case_id]
     d0s, dns, secs, cpus = [], [], [], []
+    lowering: list[LoweringClick] = []
     print(f"{'case':20s} {'dice@0':>7s} {'dice@' + str(args.clicks):>7s} {'seconds':>8s}")
     for case in cases:
         vol = load_volume(case.image)
@@ -93,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = time.perf_counter() - t0, timed.cpu
         d = [dice(m, truth) for m in run.masks]
         engine_s = float(sum(run.seconds))
+        lowering += lowering_clicks(case.case_id, run, d, args.lower_tol)
         d0s.append(d[0])
         dns.append(d[-1])
         secs.append(engine_s)
@@ -103,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
               f" {' '.join(f'{x:.3f}' for x in d[1:])})", flush=True)
     print(f"{'MEAN':20s} {np.mean(d0s):7.3f} {np.mean(dns):7.3f} {np.max(secs):8.2f} (max; CPU max"
           f" {np.max(cpus):.2f} s, median {np.median(cpus):.2f} s, engine only)")
+    print(f"clicks lowering Dice by more than {args.lower_tol}: {len(lowering)} in "
+          f"{len({c.case_id for c in lowering})} of {len(cases)} cases")
+    for c in lowering:
+        print(c.line())
     return 0
 
 

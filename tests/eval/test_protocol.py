@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segloop.errors import InputError
 from segloop.engines.base import Session
 from segloop.engines.classic import ClassicEngine
+from segloop.errors import InputError
 from segloop.eval.protocol import ClickProtocol, box_from_mask, key_slice, next_click, run_interaction
 from segloop.io.volume import Volume
 from segloop.types import BoolArray, Click
