@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ import numpy as np
 
 from segloop.datastore.manifest import read_manifest
 from segloop.engines import get_engine
+from segloop.eval.lowering import LOWER_TOL, LoweringClick, falls
 from segloop.eval.protocol import InteractionRun, run_interaction
 from segloop.eval.runner import load_truth
 from segloop.io import load_volume
 
-__all__ = ["CpuTimed", "LoweringClick", "dice", "lowering_clicks", "main"]
+__all__ = ["CpuTimed", "dice", "lowering_in_run", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,33 +73,19 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int((pred & truth).sum()) / s if s else 1.0
 
 
-@dataclass(frozen=True)
-class LoweringClick:
-    """A simulated click after which the case's Dice fell."""
-
-    case_id: str
-    step: int  # 1 = the first click
-    label: int  # 1 positive, 0 negative
-    z: int
-    before: float
-    after: float
-
-    def line(self) -> str:
-        sign = "+" if self.label else "-"
-        return (f"  {self.case_id:20s} click {self.step} ({sign}, slice {self.z}): "
-                f"{self.before:.3f} -> {self.after:.3f} ({self.after - self.before:+.3f})")
-
-
-def lowering_clicks(case_id: str, run: InteractionRun, dices: list[float],
+def lowering_in_run(engine: str, case_id: str, run: InteractionRun, dices: list[float],
                     tol: float) -> list[LoweringClick]:
-    """The clicks of ``run`` after which Dice (``dices[i]`` after step i) fell by more than
-    ``tol``."""
-    out = []
-    # the masks are after the initial prompt, then after each further click
-    for i, click in enumerate(run.clicks[run.initial_clicks:], start=1):
-        if dices[i] < dices[i - 1] - tol:
-            out.append(LoweringClick(case_id, i, click.label, click.z, dices[i - 1], dices[i]))
-    return out
+    """The clicks of ``run`` after which Dice (``dices[i]``: after step i) fell by more than
+    ``tol`` (:func:`segloop.eval.lowering.falls`; the masks are after the initial prompt, then
+    after each further click)."""
+    clicks = run.clicks[run.initial_clicks:]
+    return [LoweringClick(engine, case_id, i, clicks[i - 1].label, clicks[i - 1].z,
+                          dices[i - 1], dices[i]) for i in falls(dices, tol)]
+
+
+def _line(c: LoweringClick) -> str:
+    return (f"  {c.case_id:20s} click {c.step} ({c.sign}, slice {c.z}): "
+            f"{c.before:.3f} -> {c.after:.3f} ({c.change:+.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="run only cases whose id contains this text")
     ap.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
                     help="an engine option (repeatable), e.g. --opt area_cap=1.5")
-    ap.add_argument("--lower-tol", type=float, default=0.002,
+    ap.add_argument("--lower-tol", type=float, default=LOWER_TOL,
                     help="list the clicks that lowered Dice by more than this")
     args = ap.parse_args(argv)
     engine = get_engine(args.engine, **dict(o.split("=", 1) for o in args.opt))
@@ -128,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = time.perf_counter() - t0, timed.cpu
         d = [dice(m, truth) for m in run.masks]
         engine_s = float(sum(run.seconds))
-        lowering += lowering_clicks(case.case_id, run, d, args.lower_tol)
+        lowering += lowering_in_run(args.engine, case.case_id, run, d, args.lower_tol)
         d0s.append(d[0])
         dns.append(d[-1])
         secs.append(engine_s)
@@ -142,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"clicks lowering Dice by more than {args.lower_tol}: {len(lowering)} in "
           f"{len({c.case_id for c in lowering})} of {len(cases)} cases")
     for c in lowering:
-        print(c.line())
+        print(_line(c))
     return 0
 
 

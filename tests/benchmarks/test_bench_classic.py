@@ -19,15 +19,15 @@ def test_lowering_clicks_are_those_after_which_dice_fell_beyond_the_tolerance() 
     run = InteractionRun(key_z=3, box=(0, 0, 4, 4),
                          clicks=[Click(1, 1, 2, 1), Click(2, 2, 5, 0), Click(3, 3, 4, 1)])
     dices = [0.70, 0.75, 0.70, 0.699]  # the box, then after each click
-    low = bc.lowering_clicks("case_a", run, dices, 0.002)
+    low = bc.lowering_in_run("classic", "case_a", run, dices, 0.002)
     assert [(c.step, c.label, c.z) for c in low] == [(2, 0, 5)]  # -0.001 is within the tolerance
-    assert low[0].line().split() == ["case_a", "click", "2", "(-,", "slice", "5):", "0.750", "->",
-                                     "0.700", "(-0.050)"]
+    assert bc._line(low[0]).split() == ["case_a", "click", "2", "(-,", "slice", "5):", "0.750",
+                                        "->", "0.700", "(-0.050)"]
     # SAM-Med3D's protocol: the first click is the initial prompt, not a correction
     run2 = InteractionRun(key_z=2, box=(0, 0, 4, 4), initial_clicks=1,
-                          clicks=[Click(1, 1, 2, 1), Click(2, 2, 2, 1)])
-    low2 = bc.lowering_clicks("case_b", run2, [0.6, 0.5], 0.002)
-    assert [(c.step, c.z, c.before, c.after) for c in low2] == [(1, 2, 0.6, 0.5)]
+                          clicks=[Click(1, 1, 2, 1), Click(2, 2, 3, 1)])
+    low2 = bc.lowering_in_run("sammed3d", "case_b", run2, [0.6, 0.5], 0.002)
+    assert [(c.step, c.z, c.before, c.after) for c in low2] == [(1, 3, 0.6, 0.5)]
 
 
 def test_the_script_reports_dice_and_the_lowering_clicks(tmp_path: Path,

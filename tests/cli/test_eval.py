@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def test_console_script_with_classic(synthetic_manifest: Path, tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     assert "| classic | 2 |" in proc.stdout
     assert "Dice@1" in proc.stdout
+    assert re.search(r"^\d+ click\(s\) lowered a case's Dice by more than 0.002", proc.stdout, re.M)
     assert "eval:" not in proc.stderr  # --quiet: no progress bar
     for name in ("per_click.csv", "summary.md", "summary.json", "dice_vs_clicks.png", "per_case_dice.png",
                  "overlays/ct_blob.png", "overlays/mr_blob.png"):

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from segloop.datastore.manifest import read_manifest
     from segloop.errors import InputError
+    from segloop.eval.lowering import LOWER_TOL, lowering_clicks
     from segloop.eval.protocol import ClickProtocol
     from segloop.eval.report import format_summary_table, summarize, write_report
     from segloop.eval.runner import EvalProgress, evaluate, resolve_engines
@@ -100,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         )
     paths = write_report(result, args.out, overlays=not args.no_overlays)
     print(format_summary_table(summarize(result)))
+    if args.clicks > 0:
+        low = lowering_clicks(result.records)
+        print(f"\n{len(low)} click(s) lowered a case's Dice by more than {LOWER_TOL:g}"
+              + (" (listed in the report)" if low else ""))
     print(f"\nreport: {paths.markdown} (per-click CSV, plots and overlays in {args.out})")
     if result.errors:
         print(f"segloop: {len(result.errors)} engine failure(s), scored as empty predictions:",

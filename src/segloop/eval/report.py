@@ -5,7 +5,8 @@
 - ``per_click.csv``: one row per engine, case and click (0 = after the box) with every metric;
 - ``summary.md``: per engine the mean Dice / NSD / HD95 / IoU after the box and after N clicks,
   time per case (mean/max) and peak memory; with several engines, the differences from the first
-  one; a per-case table; the failures;
+  one; a per-case table; the clicks that lowered a case's Dice (:mod:`segloop.eval.lowering`);
+  the failures;
 - ``summary.json``: the same numbers, machine-readable;
 - ``dice_vs_clicks.png`` (mean Dice and NSD vs clicks per engine), ``per_case_dice.png`` (per-case
   bars per engine), ``overlays/<case>.png`` (the key slice, windowed: truth, predictions, box).
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from segloop.eval.lowering import LOWER_TOL, LoweringClick, lowering_clicks
 from segloop.eval.plots import (
     at_click,
     display_range,
@@ -220,6 +222,20 @@ def _case_table(result: EvalResult) -> str:
     return _table(header, rows)
 
 
+def _lowering_text(result: EvalResult, lowering: list[LoweringClick]) -> list[str]:
+    placed = sum(1 for r in result.records if r.placed and r.click > 0)
+    head = f"## Clicks that lowered Dice (by more than {LOWER_TOL:g})"
+    if not lowering:
+        return [head, "", f"None of the {placed} clicks placed.", ""]
+    cases = len({(c.engine, c.case_id) for c in lowering})
+    rows = [[c.engine, c.case_id, str(c.step), c.sign, str(c.z), fmt(c.before), fmt(c.after),
+             f"{c.change:+.3f}"] for c in lowering]
+    table = _table(["engine", "case", "click", "sign", "slice", "Dice before", "Dice after",
+                    "change"], rows)
+    return [head, "", f"{len(lowering)} of the {placed} clicks placed, in {cases} engine-case "
+            "runs:", "", table, ""]
+
+
 def _protocol_text(result: EvalResult) -> str:
     n = result.clicks
     if result.click_protocol == "sammed3d":
@@ -251,6 +267,7 @@ def summary_markdown(result: EvalResult, summaries: list[EngineSummary] | None =
     if len(summaries) > 1:
         parts += [f"## Differences from `{summaries[0].engine}`", "", _comparison_table(summaries), ""]
     parts += ["## Cases", "", _case_table(result), ""]
+    parts += _lowering_text(result, lowering_clicks(result.records))
     if result.errors:
         parts += ["## Errors", ""] + [f"- {e}" for e in result.errors] + [""]
     parts += [
@@ -299,6 +316,8 @@ def write_report(
         "tolerance_mm": result.tolerance_mm,
         "memory_method": result.memory_method,
         "engines": [{k: _json_safe(v) for k, v in asdict(s).items()} for s in summaries],
+        "lowering_tolerance": LOWER_TOL,
+        "lowering_clicks": [asdict(c) for c in lowering_clicks(result.records)],
         "errors": result.errors,
     }
     json_path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
