@@ -51,7 +51,7 @@ def test_the_report_lists_them(tmp_path: Path) -> None:
                       _rec("classic", "a", 2, 0.70, label=0, z=7)]
     md = summary_markdown(result)
     assert "## Clicks that lowered Dice (by more than 0.002)" in md
-    assert "1 of the 2 clicks placed, in 1 engine-case runs:" in md
+    assert "1 of the 2 clicks placed, in 1 case:" in md
     assert "| classic | a | 2 | - | 7 | 0.850 | 0.700 | -0.150 |" in md
     paths = write_report(result, tmp_path / "r", plots=False, overlays=False)
     data = json.loads(paths.json.read_text(encoding="utf-8"))

@@ -227,13 +227,14 @@ def _lowering_text(result: EvalResult, lowering: list[LoweringClick]) -> list[st
     head = f"## Clicks that lowered Dice (by more than {LOWER_TOL:g})"
     if not lowering:
         return [head, "", f"None of the {placed} clicks placed.", ""]
-    cases = len({(c.engine, c.case_id) for c in lowering})
+    runs = len({(c.engine, c.case_id) for c in lowering})
+    plural = "" if runs == 1 else "s"
+    where = f"{runs} case{plural}" if len(result.engines) == 1 else f"{runs} (engine, case) run{plural}"
     rows = [[c.engine, c.case_id, str(c.step), c.sign, str(c.z), fmt(c.before), fmt(c.after),
              f"{c.change:+.3f}"] for c in lowering]
     table = _table(["engine", "case", "click", "sign", "slice", "Dice before", "Dice after",
                     "change"], rows)
-    return [head, "", f"{len(lowering)} of the {placed} clicks placed, in {cases} engine-case "
-            "runs:", "", table, ""]
+    return [head, "", f"{len(lowering)} of the {placed} clicks placed, in {where}:", "", table, ""]
 
 
 def _protocol_text(result: EvalResult) -> str:
