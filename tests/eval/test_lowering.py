@@ -51,7 +51,7 @@ def test_the_report_lists_them(tmp_path: Path) -> None:
                       _rec("classic", "a", 2, 0.70, label=0, z=7)]
     md = summary_markdown(result)
     assert "## Clicks that lowered Dice (by more than 0.002)" in md
-    assert "1 of the 2 clicks placed, in 1 case:" in md
+    assert "1 of the 2 clicks placed lowered Dice, in 1 case:" in md
     assert "| classic | a | 2 | - | 7 | 0.850 | 0.700 | -0.150 |" in md
     paths = write_report(result, tmp_path / "r", plots=False, overlays=False)
     data = json.loads(paths.json.read_text(encoding="utf-8"))
@@ -59,4 +59,4 @@ def test_the_report_lists_them(tmp_path: Path) -> None:
     assert data["lowering_clicks"] == [{"engine": "classic", "case_id": "a", "step": 2, "label": 0,
                                         "z": 7, "before": 0.85, "after": 0.7}]
     result.records[2] = _rec("classic", "a", 2, 0.86)
-    assert "None of the 2 clicks placed." in summary_markdown(result)
+    assert "None of the 2 clicks placed lowered Dice." in summary_markdown(result)

@@ -226,7 +226,7 @@ def _lowering_text(result: EvalResult, lowering: list[LoweringClick]) -> list[st
     placed = sum(1 for r in result.records if r.placed and r.click > 0)
     head = f"## Clicks that lowered Dice (by more than {LOWER_TOL:g})"
     if not lowering:
-        return [head, "", f"None of the {placed} clicks placed.", ""]
+        return [head, "", f"None of the {placed} clicks placed lowered Dice.", ""]
     runs = len({(c.engine, c.case_id) for c in lowering})
     plural = "" if runs == 1 else "s"
     where = f"{runs} case{plural}" if len(result.engines) == 1 else f"{runs} (engine, case) run{plural}"
@@ -234,7 +234,8 @@ def _lowering_text(result: EvalResult, lowering: list[LoweringClick]) -> list[st
              f"{c.change:+.3f}"] for c in lowering]
     table = _table(["engine", "case", "click", "sign", "slice", "Dice before", "Dice after",
                     "change"], rows)
-    return [head, "", f"{len(lowering)} of the {placed} clicks placed, in {where}:", "", table, ""]
+    return [head, "", f"{len(lowering)} of the {placed} clicks placed lowered Dice, in {where}:", "",
+            table, ""]
 
 
 def _protocol_text(result: EvalResult) -> str:
