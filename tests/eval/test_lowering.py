@@ -60,3 +60,6 @@ def test_the_report_lists_them(tmp_path: Path) -> None:
                                         "z": 7, "before": 0.85, "after": 0.7}]
     result.records[2] = _rec("classic", "a", 2, 0.86)
     assert "None of the 2 clicks placed lowered Dice." in summary_markdown(result)
+    box_only = EvalResult(engines=["classic"], clicks=0, tolerance_mm=2.0, memory_method="VmHWM",
+                          records=[_rec("classic", "a", 0, 0.80)])
+    assert "Clicks that lowered" not in summary_markdown(box_only)  # no click was asked for

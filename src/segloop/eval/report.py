@@ -269,7 +269,8 @@ def summary_markdown(result: EvalResult, summaries: list[EngineSummary] | None =
     if len(summaries) > 1:
         parts += [f"## Differences from `{summaries[0].engine}`", "", _comparison_table(summaries), ""]
     parts += ["## Cases", "", _case_table(result), ""]
-    parts += _lowering_text(result, lowering_clicks(result.records))
+    if result.clicks > 0:
+        parts += _lowering_text(result, lowering_clicks(result.records))
     if result.errors:
         parts += ["## Errors", ""] + [f"- {e}" for e in result.errors] + [""]
     parts += [
